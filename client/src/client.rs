@@ -1,0 +1,511 @@
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use ballast_proto::v1::{
+    self, cluster_client::ClusterClient, kv_client::KvClient, state_client::StateClient,
+};
+use ballast_proto::{LEADER_ADDR_HEADER, MAX_MESSAGE_LEN};
+use rand::Rng;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Response, Status};
+
+use crate::error::{retryable, Error};
+
+/// How a [`Client`] connects and retries.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Member gRPC addresses, `host:port` or `http://host:port`.
+    pub endpoints: Vec<String>,
+    pub connect_timeout: Duration,
+    /// Limit of one attempt.
+    pub attempt_timeout: Duration,
+    /// Limit of a call with all its retries.
+    pub deadline: Duration,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl ClientConfig {
+    pub fn new(endpoints: Vec<String>) -> Self {
+        ClientConfig {
+            endpoints,
+            connect_timeout: Duration::from_millis(500),
+            attempt_timeout: Duration::from_secs(3),
+            deadline: Duration::from_secs(15),
+            initial_backoff: Duration::from_millis(25),
+            max_backoff: Duration::from_secs(1),
+        }
+    }
+}
+
+struct Target {
+    addr: String,
+    channel: Channel,
+}
+
+struct Inner {
+    cfg: ClientConfig,
+    targets: RwLock<Vec<Target>>,
+    /// Index into `targets` of the member believed to lead.
+    preferred: AtomicUsize,
+    client_id: u64,
+    next_seq: AtomicU64,
+    in_flight: Mutex<BTreeSet<u64>>,
+}
+
+/// A handle to a Ballast cluster. Cheap to clone; clones share connections and the client id.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+fn normalize(addr: &str) -> String {
+    addr.trim()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string()
+}
+
+fn channel(addr: &str, cfg: &ClientConfig) -> Result<Channel, Error> {
+    let ep = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| Error::BadEndpoint(addr.into(), e.to_string()))?
+        .connect_timeout(cfg.connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5));
+    Ok(ep.connect_lazy())
+}
+
+/// Identifies one logical write across its retries.
+struct WriteTicket {
+    client: Arc<Inner>,
+    id: v1::RequestId,
+}
+
+impl Drop for WriteTicket {
+    fn drop(&mut self) {
+        self.client.in_flight.lock().unwrap().remove(&self.id.seq);
+    }
+}
+
+impl Client {
+    /// A client that connects lazily; no network traffic until the first call.
+    pub fn new(cfg: ClientConfig) -> Self {
+        Self::try_new(cfg).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`Client::new`], refusing endpoints that are not addresses.
+    pub fn try_new(cfg: ClientConfig) -> Result<Self, Error> {
+        if cfg.endpoints.is_empty() {
+            return Err(Error::BadEndpoint(String::new(), "no endpoints given".into()));
+        }
+        let mut targets = Vec::new();
+        for e in &cfg.endpoints {
+            let addr = normalize(e);
+            targets.push(Target {
+                channel: channel(&addr, &cfg)?,
+                addr,
+            });
+        }
+        let mut rng = rand::thread_rng();
+        Ok(Client {
+            inner: Arc::new(Inner {
+                targets: RwLock::new(targets),
+                preferred: AtomicUsize::new(0),
+                client_id: rng.gen_range(1..u64::MAX),
+                next_seq: AtomicU64::new(1),
+                in_flight: Mutex::new(BTreeSet::new()),
+                cfg,
+            }),
+        })
+    }
+
+    /// Connects and finds the leader (best effort: calls work without it, through forwarding).
+    pub async fn connect(cfg: ClientConfig) -> Result<Self, Error> {
+        let c = Self::try_new(cfg)?;
+        let _ = c.find_leader().await;
+        Ok(c)
+    }
+
+    /// Asks the members for the leader and prefers it. Returns its address.
+    pub async fn find_leader(&self) -> Result<String, Error> {
+        let addrs: Vec<(String, Channel)> = {
+            let t = self.inner.targets.read().unwrap();
+            t.iter().map(|t| (t.addr.clone(), t.channel.clone())).collect()
+        };
+        let mut last = Error::Unavailable("no member answered".into());
+        for (addr, ch) in addrs {
+            let mut c = ClusterClient::new(ch);
+            let mut req = tonic::Request::new(v1::StatusRequest {});
+            req.set_timeout(self.inner.cfg.attempt_timeout.min(Duration::from_secs(1)));
+            match c.status(req).await {
+                Ok(r) => {
+                    let s = r.into_inner();
+                    if s.leader_id != 0 && !s.leader_addr.is_empty() {
+                        self.prefer(&s.leader_addr);
+                        return Ok(s.leader_addr);
+                    }
+                    last = Error::Unavailable(format!("{addr} knows no leader"));
+                }
+                Err(s) => last = Error::Unavailable(format!("{addr}: {}", s.message())),
+            }
+        }
+        Err(last)
+    }
+
+    /// The address currently preferred.
+    pub fn preferred_endpoint(&self) -> String {
+        let t = self.inner.targets.read().unwrap();
+        t[self.inner.preferred.load(Ordering::Relaxed) % t.len()].addr.clone()
+    }
+
+    fn current(&self) -> (usize, Channel) {
+        let t = self.inner.targets.read().unwrap();
+        let i = self.inner.preferred.load(Ordering::Relaxed) % t.len();
+        (i, t[i].channel.clone())
+    }
+
+    fn rotate(&self, from: usize) {
+        let n = self.inner.targets.read().unwrap().len();
+        let _ = self
+            .inner
+            .preferred
+            .compare_exchange(from, (from + 1) % n, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// Prefers `addr`, adding it to the targets if it was not one of the endpoints.
+    fn prefer(&self, addr: &str) {
+        let addr = normalize(addr);
+        {
+            let t = self.inner.targets.read().unwrap();
+            if let Some(i) = t.iter().position(|t| t.addr == addr) {
+                self.inner.preferred.store(i, Ordering::Relaxed);
+                return;
+            }
+        }
+        if let Ok(ch) = channel(&addr, &self.inner.cfg) {
+            let mut t = self.inner.targets.write().unwrap();
+            t.push(Target { addr, channel: ch });
+            self.inner.preferred.store(t.len() - 1, Ordering::Relaxed);
+        }
+    }
+
+    /// Runs `f` against the preferred member, failing over and backing off until the deadline.
+    pub(crate) async fn call<T, F, Fut>(&self, what: &str, mut f: F) -> Result<T, Error>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        let cfg = &self.inner.cfg;
+        let deadline = Instant::now() + cfg.deadline;
+        let mut backoff = cfg.initial_backoff;
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let (idx, ch) = self.current();
+            let last = match tokio::time::timeout(cfg.attempt_timeout, f(ch)).await {
+                Ok(Ok(r)) => return Ok(r.into_inner()),
+                Ok(Err(s)) if !retryable(&s) => return Err(Error::from_status(&s)),
+                Ok(Err(s)) => {
+                    let hint = s
+                        .metadata()
+                        .get(LEADER_ADDR_HEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .map(normalize);
+                    match hint {
+                        Some(h) if h != self.preferred_endpoint() => {
+                            self.prefer(&h);
+                            // A fresh hint is worth one immediate retry.
+                            if attempts == 1 {
+                                continue;
+                            }
+                        }
+                        _ => self.rotate(idx),
+                    }
+                    format!("{:?}: {}", s.code(), s.message())
+                }
+                Err(_) => {
+                    self.rotate(idx);
+                    format!("no answer within {:?}", cfg.attempt_timeout)
+                }
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::Unavailable(format!("{what}: gave up after {attempts} attempts; last: {last}")));
+            }
+            let jitter = rand::thread_rng().gen_range(0.5..1.5);
+            let sleep = backoff.mul_f64(jitter).min(deadline - now);
+            tokio::time::sleep(sleep).await;
+            backoff = (backoff * 2).min(cfg.max_backoff);
+        }
+    }
+
+    fn ticket(&self) -> WriteTicket {
+        let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
+        let acked_below = {
+            let mut f = self.inner.in_flight.lock().unwrap();
+            f.insert(seq);
+            *f.iter().next().unwrap_or(&seq)
+        };
+        WriteTicket {
+            client: self.inner.clone(),
+            id: v1::RequestId {
+                client_id: self.inner.client_id,
+                seq,
+                acked_below,
+            },
+        }
+    }
+
+    fn kv(ch: Channel) -> KvClient<Channel> {
+        KvClient::new(ch)
+            .max_decoding_message_size(MAX_MESSAGE_LEN)
+            .max_encoding_message_size(MAX_MESSAGE_LEN)
+    }
+
+    fn cluster(ch: Channel) -> ClusterClient<Channel> {
+        ClusterClient::new(ch)
+            .max_decoding_message_size(MAX_MESSAGE_LEN)
+            .max_encoding_message_size(MAX_MESSAGE_LEN)
+    }
+
+    fn state(ch: Channel) -> StateClient<Channel> {
+        StateClient::new(ch)
+            .max_decoding_message_size(MAX_MESSAGE_LEN)
+            .max_encoding_message_size(MAX_MESSAGE_LEN)
+    }
+
+    // ---- KV ----
+
+    /// Linearizable get (`serializable = false`) or a possibly stale local read.
+    pub async fn get(&self, key: impl Into<Vec<u8>>, serializable: bool) -> Result<v1::GetResponse, Error> {
+        let req = v1::GetRequest {
+            key: key.into(),
+            consistency: consistency(serializable),
+        };
+        self.call("get", |ch| {
+            let req = req.clone();
+            async move { Self::kv(ch).get(req).await }
+        })
+        .await
+    }
+
+    pub async fn range(&self, prefix: impl Into<Vec<u8>>, limit: u32, serializable: bool) -> Result<v1::RangeResponse, Error> {
+        let req = v1::RangeRequest {
+            prefix: prefix.into(),
+            limit,
+            consistency: consistency(serializable),
+        };
+        self.call("range", |ch| {
+            let req = req.clone();
+            async move { Self::kv(ch).range(req).await }
+        })
+        .await
+    }
+
+    pub async fn put(&self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Result<v1::PutResponse, Error> {
+        let t = self.ticket();
+        let req = v1::PutRequest {
+            key: key.into(),
+            value: value.into(),
+            request_id: Some(t.id),
+        };
+        self.put_with_request(req).await
+    }
+
+    /// Sends a put with a caller-chosen request id (retries of one logical write reuse it).
+    pub async fn put_with_request(&self, req: v1::PutRequest) -> Result<v1::PutResponse, Error> {
+        self.call("put", |ch| {
+            let req = req.clone();
+            async move { Self::kv(ch).put(req).await }
+        })
+        .await
+    }
+
+    /// Compare-and-set against the current value (`Some(value)`) or mod revision.
+    pub async fn compare_and_set(
+        &self,
+        key: impl Into<Vec<u8>>,
+        expected: v1::compare_and_set_request::Expected,
+        new_value: impl Into<Vec<u8>>,
+    ) -> Result<v1::CompareAndSetResponse, Error> {
+        let t = self.ticket();
+        let req = v1::CompareAndSetRequest {
+            key: key.into(),
+            expected: Some(expected),
+            new_value: new_value.into(),
+            request_id: Some(t.id),
+        };
+        self.call("compare-and-set", |ch| {
+            let req = req.clone();
+            async move { Self::kv(ch).compare_and_set(req).await }
+        })
+        .await
+    }
+
+    pub async fn delete(&self, key: impl Into<Vec<u8>>, prefix: bool) -> Result<v1::DeleteResponse, Error> {
+        let t = self.ticket();
+        let req = v1::DeleteRequest {
+            key: key.into(),
+            prefix,
+            request_id: Some(t.id),
+        };
+        self.call("delete", |ch| {
+            let req = req.clone();
+            async move { Self::kv(ch).delete(req).await }
+        })
+        .await
+    }
+
+    // ---- Cluster ----
+
+    /// The status as seen by the preferred member.
+    pub async fn status(&self) -> Result<v1::StatusResponse, Error> {
+        self.call("status", |ch| async move { Self::cluster(ch).status(v1::StatusRequest {}).await })
+            .await
+    }
+
+    /// The status as seen by one member, without failover.
+    pub async fn member_status(&self, endpoint: &str) -> Result<v1::StatusResponse, Error> {
+        let ch = channel(&normalize(endpoint), &self.inner.cfg)?;
+        let mut req = tonic::Request::new(v1::StatusRequest {});
+        req.set_timeout(self.inner.cfg.attempt_timeout.min(Duration::from_secs(2)));
+        Self::cluster(ch)
+            .status(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| Error::from_status(&s))
+    }
+
+    pub async fn add_learner(&self, node_id: u64, addr: &str, wait_caught_up: bool) -> Result<v1::MembershipResponse, Error> {
+        let req = v1::AddLearnerRequest {
+            node_id,
+            addr: addr.to_string(),
+            wait_caught_up,
+        };
+        self.call("add learner", |ch| {
+            let req = req.clone();
+            async move { Self::cluster(ch).add_learner(req).await }
+        })
+        .await
+    }
+
+    pub async fn promote_voter(&self, node_id: u64) -> Result<v1::MembershipResponse, Error> {
+        self.call("promote voter", |ch| async move {
+            Self::cluster(ch)
+                .promote_voter(v1::PromoteVoterRequest { node_id })
+                .await
+        })
+        .await
+    }
+
+    pub async fn remove_node(&self, node_id: u64) -> Result<v1::MembershipResponse, Error> {
+        self.call("remove node", |ch| async move {
+            Self::cluster(ch).remove_node(v1::RemoveNodeRequest { node_id }).await
+        })
+        .await
+    }
+
+    // ---- State ----
+
+    pub async fn get_state(&self, serializable: bool) -> Result<v1::GetStateResponse, Error> {
+        let req = v1::GetStateRequest {
+            consistency: consistency(serializable),
+        };
+        self.call("get state", |ch| async move { Self::state(ch).get_state(req).await })
+            .await
+    }
+
+    pub async fn apply_service(&self, service: v1::Service) -> Result<v1::StateWriteResponse, Error> {
+        let t = self.ticket();
+        let req = v1::ApplyServiceRequest {
+            service: Some(service),
+            request_id: Some(t.id),
+        };
+        self.call("apply service", |ch| {
+            let req = req.clone();
+            async move { Self::state(ch).apply_service(req).await }
+        })
+        .await
+    }
+
+    pub async fn delete_service(&self, name: &str) -> Result<v1::StateWriteResponse, Error> {
+        let t = self.ticket();
+        let req = v1::DeleteServiceRequest {
+            name: name.to_string(),
+            request_id: Some(t.id),
+        };
+        self.call("delete service", |ch| {
+            let req = req.clone();
+            async move { Self::state(ch).delete_service(req).await }
+        })
+        .await
+    }
+
+    pub async fn apply_vip(&self, vip: v1::Vip) -> Result<v1::StateWriteResponse, Error> {
+        let t = self.ticket();
+        let req = v1::ApplyVipRequest {
+            vip: Some(vip),
+            request_id: Some(t.id),
+        };
+        self.call("apply vip", |ch| {
+            let req = req.clone();
+            async move { Self::state(ch).apply_vip(req).await }
+        })
+        .await
+    }
+
+    pub async fn delete_vip(&self, name: &str) -> Result<v1::StateWriteResponse, Error> {
+        let t = self.ticket();
+        let req = v1::DeleteVipRequest {
+            name: name.to_string(),
+            request_id: Some(t.id),
+        };
+        self.call("delete vip", |ch| {
+            let req = req.clone();
+            async move { Self::state(ch).delete_vip(req).await }
+        })
+        .await
+    }
+
+    pub async fn set_node_admin(&self, node_id: u64, admin: v1::AdminState) -> Result<v1::StateWriteResponse, Error> {
+        let t = self.ticket();
+        let req = v1::SetNodeAdminRequest {
+            node_id,
+            admin: admin as i32,
+            request_id: Some(t.id),
+        };
+        self.call("set node admin", |ch| async move { Self::state(ch).set_node_admin(req).await })
+            .await
+    }
+
+    pub(crate) fn config(&self) -> &ClientConfig {
+        &self.inner.cfg
+    }
+
+    pub(crate) fn current_channel(&self) -> (usize, Channel) {
+        self.current()
+    }
+
+    pub(crate) fn failover_from(&self, idx: usize, status: Option<&Status>) {
+        let hint = status
+            .and_then(|s| s.metadata().get(LEADER_ADDR_HEADER))
+            .and_then(|v| v.to_str().ok())
+            .map(normalize);
+        match hint {
+            Some(h) => self.prefer(&h),
+            None => self.rotate(idx),
+        }
+    }
+}
+
+fn consistency(serializable: bool) -> i32 {
+    if serializable {
+        v1::ReadConsistency::Serializable as i32
+    } else {
+        v1::ReadConsistency::Linearizable as i32
+    }
+}

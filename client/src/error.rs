@@ -1,0 +1,46 @@
+use tonic::{Code, Status};
+
+/// What went wrong with a call, in terms a caller can act on.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// The request was refused as malformed; the message names the field. Not retried.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("failed precondition: {0}")]
+    FailedPrecondition(String),
+    /// A watch asked for revisions the cluster no longer keeps.
+    #[error("compacted: {0}")]
+    Compacted(String),
+    /// No member could serve the call before the deadline. For a write the outcome is unknown;
+    /// retrying it through the same client with the same request is safe.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("bad endpoint {0:?}: {1}")]
+    BadEndpoint(String, String),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    pub(crate) fn from_status(s: &Status) -> Self {
+        let m = s.message().to_string();
+        match s.code() {
+            Code::InvalidArgument => Error::InvalidArgument(m),
+            Code::NotFound => Error::NotFound(m),
+            Code::FailedPrecondition => Error::FailedPrecondition(m),
+            Code::OutOfRange => Error::Compacted(m),
+            Code::Unavailable | Code::DeadlineExceeded => Error::Unavailable(m),
+            c => Error::Other(format!("{c:?}: {m}")),
+        }
+    }
+}
+
+/// Whether another attempt (possibly elsewhere) may succeed.
+pub(crate) fn retryable(s: &Status) -> bool {
+    matches!(
+        s.code(),
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown | Code::Aborted | Code::ResourceExhausted
+    )
+}

@@ -1,0 +1,482 @@
+//! `ballastd` configuration: flags beat environment, which beats the TOML file, which beats
+//! the defaults. [`Config::validate`] refuses combinations that cannot work.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::types::NodeId;
+
+/// A configuration that cannot work, found before anything starts.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("node-id is required (a positive integer, unique in the cluster)")]
+    MissingNodeId,
+    #[error("election-timeout-min-ms ({election_min} ms) must be above heartbeat-ms ({heartbeat} ms); use at least 3x the heartbeat")]
+    ElectionNotAboveHeartbeat { election_min: u64, heartbeat: u64 },
+    #[error("election-timeout-max-ms ({max} ms) must be above election-timeout-min-ms ({min} ms)")]
+    ElectionRangeEmpty { min: u64, max: u64 },
+    #[error("heartbeat-ms must be at least 10")]
+    HeartbeatTooShort,
+    #[error("initial-cluster entry {entry:?} is not ID=HOST:PORT")]
+    BadInitialCluster { entry: String },
+    #[error("initial-cluster does not list this node ({node_id})")]
+    SelfNotInInitialCluster { node_id: NodeId },
+    #[error("initial-cluster gives this node address {listed}, but it advertises {advertised}")]
+    InitialClusterAddrMismatch { listed: String, advertised: String },
+    #[error("--initial-cluster, --bootstrap and --join are exclusive: form a new cluster or join a running one")]
+    JoinAndInitialCluster,
+    #[error("advertise address {0:?} is not host:port that peers can dial (0.0.0.0 and port 0 are not)")]
+    BadAdvertise(String),
+    #[error("log-format must be text or json, not {0:?}")]
+    BadLogFormat(String),
+    #[error("snapshot-logs must be at least 1")]
+    BadSnapshotLogs,
+    #[error("reading config file {path}: {message}")]
+    File { path: String, message: String },
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+}
+
+/// Command line of `ballastd`. Every option can also be set as BALLAST_<NAME> in the
+/// environment or as <name> (with underscores) in the TOML file given by --config.
+#[derive(Debug, Clone, Default, Parser)]
+#[command(
+    name = "ballastd",
+    version,
+    about = "Ballast member: Raft voter or learner that holds the authoritative cluster state and serves the gRPC API",
+    long_about = "Ballast member: Raft voter or learner that holds the authoritative cluster state \
+(nodes, services, VIPs, a linearizable KV) and serves the gRPC API.\n\n\
+Precedence: a flag beats the environment (BALLAST_*), which beats the TOML file given by \
+--config, which beats the built-in default.\n\n\
+Forming a new cluster: start every member with the same --initial-cluster.\n\
+Joining a running cluster: start with --join and the endpoints of running members.\n\
+Restarting: start with the same --data-dir; the member resumes from it (--initial-cluster is \
+then ignored)."
+)]
+pub struct Args {
+    /// TOML file with any of the options below (names with underscores).
+    #[arg(long, env = "BALLAST_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// This member's id: a positive integer, unique and never reused in the cluster.
+    #[arg(long, env = "BALLAST_NODE_ID")]
+    pub node_id: Option<NodeId>,
+
+    /// Directory for the Raft log, snapshots and identity [default: /var/lib/ballast].
+    #[arg(long, env = "BALLAST_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Address the gRPC server (API and Raft) listens on; port 0 picks a free port
+    /// [default: 127.0.0.1:7400].
+    #[arg(long, env = "BALLAST_LISTEN")]
+    pub listen: Option<SocketAddr>,
+
+    /// Address peers and clients dial to reach this member [default: the listen address, or
+    /// the bound address when listening on port 0].
+    #[arg(long, env = "BALLAST_ADVERTISE")]
+    pub advertise: Option<String>,
+
+    /// Address of the HTTP server for /metrics, /healthz and /readyz; "off" disables it
+    /// [default: 127.0.0.1:7480].
+    #[arg(long, env = "BALLAST_HTTP_LISTEN")]
+    pub http_listen: Option<String>,
+
+    /// Members of a new cluster, as ID=HOST:PORT,ID=HOST:PORT,... (like etcd's
+    /// --initial-cluster). Used only when the data directory is empty.
+    #[arg(long, env = "BALLAST_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+
+    /// Name of a new cluster; with the initial member list it derives the cluster id that the
+    /// data directory remembers [default: ballast].
+    #[arg(long, env = "BALLAST_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+
+    /// Form a new cluster with this node as its only member, at its advertised address.
+    /// Grow it with --join on the other nodes. Used only when the data directory is empty.
+    #[arg(long, env = "BALLAST_BOOTSTRAP")]
+    pub bootstrap: bool,
+
+    /// Join a running cluster through these members' gRPC endpoints (comma separated): the
+    /// node asks to be added as a learner. Promote it to voter with `ballastctl member promote`.
+    #[arg(long, env = "BALLAST_JOIN")]
+    pub join: Option<String>,
+
+    /// Leader heartbeat interval in milliseconds [default: 100].
+    #[arg(long, env = "BALLAST_HEARTBEAT_MS")]
+    pub heartbeat_ms: Option<u64>,
+
+    /// Lower bound of the randomized election timeout in milliseconds; must be above the
+    /// heartbeat [default: 500].
+    #[arg(long, env = "BALLAST_ELECTION_TIMEOUT_MIN_MS")]
+    pub election_timeout_min_ms: Option<u64>,
+
+    /// Upper bound of the randomized election timeout in milliseconds [default: 1000].
+    #[arg(long, env = "BALLAST_ELECTION_TIMEOUT_MAX_MS")]
+    pub election_timeout_max_ms: Option<u64>,
+
+    /// Take a snapshot after this many log entries since the last one; older entries are
+    /// then purged [default: 10000].
+    #[arg(long, env = "BALLAST_SNAPSHOT_LOGS")]
+    pub snapshot_logs: Option<u64>,
+
+    /// Log entries kept behind the last snapshot, so slow followers catch up without a
+    /// snapshot [default: 1000].
+    #[arg(long, env = "BALLAST_KEEP_LOGS")]
+    pub keep_logs: Option<u64>,
+
+    /// Log output: text or json [default: text].
+    #[arg(long, env = "BALLAST_LOG_FORMAT")]
+    pub log_format: Option<String>,
+
+    /// Log filter in tracing's EnvFilter syntax, e.g. "info" or "ballast_node=debug"
+    /// [default: info].
+    #[arg(long, env = "BALLAST_LOG")]
+    pub log: Option<String>,
+
+    /// Write the bound gRPC and HTTP addresses to this file as JSON once serving (for scripts
+    /// and tests that listen on port 0).
+    #[arg(long, env = "BALLAST_ADDR_FILE")]
+    pub addr_file: Option<PathBuf>,
+}
+
+/// The same options as read from the TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    node_id: Option<NodeId>,
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    advertise: Option<String>,
+    http_listen: Option<String>,
+    initial_cluster: Option<String>,
+    cluster_name: Option<String>,
+    join: Option<String>,
+    bootstrap: Option<bool>,
+    heartbeat_ms: Option<u64>,
+    election_timeout_min_ms: Option<u64>,
+    election_timeout_max_ms: Option<u64>,
+    snapshot_logs: Option<u64>,
+    keep_logs: Option<u64>,
+    log_format: Option<String>,
+    log: Option<String>,
+    addr_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The resolved configuration of a member.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node_id: NodeId,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// None: derive from the bound listener.
+    pub advertise: Option<String>,
+    pub http_listen: Option<SocketAddr>,
+    pub initial_cluster: BTreeMap<NodeId, String>,
+    pub cluster_name: String,
+    pub join: Vec<String>,
+    pub bootstrap: bool,
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    pub snapshot_logs: u64,
+    pub keep_logs: u64,
+    pub log_format: LogFormat,
+    pub log: String,
+    pub addr_file: Option<PathBuf>,
+}
+
+impl Config {
+    /// Defaults for a member `node_id` with data in `data_dir`, listening on loopback port 0:
+    /// the starting point of tests.
+    pub fn for_test(node_id: NodeId, data_dir: PathBuf) -> Self {
+        Config {
+            node_id,
+            data_dir,
+            listen: "127.0.0.1:0".parse().unwrap(),
+            advertise: None,
+            http_listen: None,
+            initial_cluster: BTreeMap::new(),
+            cluster_name: "ballast".into(),
+            join: Vec::new(),
+            bootstrap: false,
+            heartbeat_ms: 50,
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
+            snapshot_logs: 10_000,
+            keep_logs: 1_000,
+            log_format: LogFormat::Text,
+            log: "info".into(),
+            addr_file: None,
+        }
+    }
+
+    /// Merges flags/environment (already merged by clap) over the file over the defaults.
+    pub fn load(args: Args) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::File {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        let http_listen = match args.http_listen.or(file.http_listen).as_deref() {
+            None => Some("127.0.0.1:7480".parse().unwrap()),
+            Some("off") | Some("") => None,
+            Some(s) => Some(s.parse().map_err(|_| ConfigError::Invalid {
+                field: "http-listen".into(),
+                message: format!("{s:?} is not an address like 127.0.0.1:7480 or \"off\""),
+            })?),
+        };
+        let log_format = match args.log_format.or(file.log_format).as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => return Err(ConfigError::BadLogFormat(other.into())),
+        };
+        let initial_cluster = parse_initial_cluster(
+            args.initial_cluster
+                .or(file.initial_cluster)
+                .as_deref()
+                .unwrap_or(""),
+        )?;
+        let join = args
+            .join
+            .or(file.join)
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        let cfg = Config {
+            node_id: args
+                .node_id
+                .or(file.node_id)
+                .ok_or(ConfigError::MissingNodeId)?,
+            data_dir: args
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| "/var/lib/ballast".into()),
+            listen: args
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| "127.0.0.1:7400".parse().unwrap()),
+            advertise: args.advertise.or(file.advertise),
+            http_listen,
+            initial_cluster,
+            cluster_name: args
+                .cluster_name
+                .or(file.cluster_name)
+                .unwrap_or_else(|| "ballast".into()),
+            join,
+            bootstrap: args.bootstrap || file.bootstrap.unwrap_or(false),
+            heartbeat_ms: args.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(100),
+            election_timeout_min_ms: args
+                .election_timeout_min_ms
+                .or(file.election_timeout_min_ms)
+                .unwrap_or(500),
+            election_timeout_max_ms: args
+                .election_timeout_max_ms
+                .or(file.election_timeout_max_ms)
+                .unwrap_or(1000),
+            snapshot_logs: args.snapshot_logs.or(file.snapshot_logs).unwrap_or(10_000),
+            keep_logs: args.keep_logs.or(file.keep_logs).unwrap_or(1_000),
+            log_format,
+            log: args.log.or(file.log).unwrap_or_else(|| "info".into()),
+            addr_file: args.addr_file.or(file.addr_file),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Refuses impossible combinations.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node_id == 0 {
+            return Err(ConfigError::MissingNodeId);
+        }
+        if self.heartbeat_ms < 10 {
+            return Err(ConfigError::HeartbeatTooShort);
+        }
+        if self.election_timeout_min_ms <= self.heartbeat_ms {
+            return Err(ConfigError::ElectionNotAboveHeartbeat {
+                election_min: self.election_timeout_min_ms,
+                heartbeat: self.heartbeat_ms,
+            });
+        }
+        if self.election_timeout_max_ms <= self.election_timeout_min_ms {
+            return Err(ConfigError::ElectionRangeEmpty {
+                min: self.election_timeout_min_ms,
+                max: self.election_timeout_max_ms,
+            });
+        }
+        if self.snapshot_logs == 0 {
+            return Err(ConfigError::BadSnapshotLogs);
+        }
+        let modes = [!self.initial_cluster.is_empty(), !self.join.is_empty(), self.bootstrap];
+        if modes.iter().filter(|m| **m).count() > 1 {
+            return Err(ConfigError::JoinAndInitialCluster);
+        }
+        if let Some(a) = &self.advertise {
+            if crate::validate::member_addr("advertise", a).is_err() {
+                return Err(ConfigError::BadAdvertise(a.clone()));
+            }
+        }
+        if !self.initial_cluster.is_empty() {
+            let Some(listed) = self.initial_cluster.get(&self.node_id) else {
+                return Err(ConfigError::SelfNotInInitialCluster {
+                    node_id: self.node_id,
+                });
+            };
+            let advertised = self
+                .advertise
+                .clone()
+                .or_else(|| (self.listen.port() != 0).then(|| self.listen.to_string()));
+            if let Some(advertised) = advertised {
+                if &advertised != listed {
+                    return Err(ConfigError::InitialClusterAddrMismatch {
+                        listed: listed.clone(),
+                        advertised,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The cluster id a new cluster formed from this configuration gets: the same on every
+    /// initial member, different for another name or member list.
+    pub fn initial_cluster_id(&self) -> String {
+        if self.bootstrap {
+            // A one-member cluster needs no agreement: a random id tells two apart.
+            return format!("{}-{:016x}", self.cluster_name, rand::random::<u64>());
+        }
+        let mut text = self.cluster_name.clone();
+        for (id, addr) in &self.initial_cluster {
+            text.push_str(&format!(";{id}={addr}"));
+        }
+        // FNV-1a, 64 bit: stable across versions and platforms.
+        let mut h: u64 = 0xcbf29ce484222325;
+        for b in text.bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x100000001b3);
+        }
+        format!("{}-{h:016x}", self.cluster_name)
+    }
+
+    pub fn raft_config(&self) -> openraft::Config {
+        openraft::Config {
+            cluster_name: self.cluster_name.clone(),
+            heartbeat_interval: self.heartbeat_ms,
+            election_timeout_min: self.election_timeout_min_ms,
+            election_timeout_max: self.election_timeout_max_ms,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_logs),
+            max_in_snapshot_log_to_keep: self.keep_logs,
+            purge_batch_size: 256,
+            install_snapshot_timeout: 2_000,
+            snapshot_max_chunk_size: 1024 * 1024,
+            max_payload_entries: 512,
+            ..Default::default()
+        }
+    }
+
+    pub fn rpc_timeout(&self) -> Duration {
+        Duration::from_millis(self.election_timeout_min_ms.max(500))
+    }
+}
+
+pub fn parse_initial_cluster(s: &str) -> Result<BTreeMap<NodeId, String>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let bad = || ConfigError::BadInitialCluster {
+            entry: entry.to_string(),
+        };
+        let (id, addr) = entry.split_once('=').ok_or_else(bad)?;
+        let id: NodeId = id.trim().parse().map_err(|_| bad())?;
+        if id == 0 || crate::validate::member_addr("initial-cluster", addr.trim()).is_err() {
+            return Err(bad());
+        }
+        if out.insert(id, addr.trim().to_string()).is_some() {
+            return Err(bad());
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("ballastd").chain(v.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn election_must_exceed_heartbeat() {
+        let e = Config::load(args(&["--node-id", "1", "--heartbeat-ms", "200", "--election-timeout-min-ms", "200"]))
+            .unwrap_err();
+        assert_eq!(e, ConfigError::ElectionNotAboveHeartbeat { election_min: 200, heartbeat: 200 });
+    }
+
+    #[test]
+    fn flag_beats_file_beats_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.toml");
+        std::fs::write(&path, "node_id = 3\nheartbeat_ms = 70\nelection_timeout_min_ms = 900\nelection_timeout_max_ms = 1800\n").unwrap();
+        let c = Config::load(args(&["--config", path.to_str().unwrap(), "--heartbeat-ms", "80"])).unwrap();
+        assert_eq!(c.node_id, 3);
+        assert_eq!(c.heartbeat_ms, 80);
+        assert_eq!(c.election_timeout_min_ms, 900);
+        assert_eq!(c.snapshot_logs, 10_000);
+    }
+
+    #[test]
+    fn unknown_file_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.toml");
+        std::fs::write(&path, "node_id = 3\nheartbeat = 70\n").unwrap();
+        let e = Config::load(args(&["--config", path.to_str().unwrap()])).unwrap_err();
+        assert!(matches!(e, ConfigError::File { .. }), "{e}");
+    }
+
+    #[test]
+    fn initial_cluster_must_list_self_at_its_address() {
+        let e = Config::load(args(&["--node-id", "4", "--initial-cluster", "1=127.0.0.1:7401,2=127.0.0.1:7402"])).unwrap_err();
+        assert_eq!(e, ConfigError::SelfNotInInitialCluster { node_id: 4 });
+        let e = Config::load(args(&[
+            "--node-id", "1", "--listen", "127.0.0.1:7409", "--initial-cluster", "1=127.0.0.1:7401",
+        ]))
+        .unwrap_err();
+        assert!(matches!(e, ConfigError::InitialClusterAddrMismatch { .. }));
+        assert!(matches!(
+            parse_initial_cluster("1=a:1,1=b:2").unwrap_err(),
+            ConfigError::BadInitialCluster { .. }
+        ));
+    }
+
+    #[test]
+    fn cluster_id_depends_on_name_and_members() {
+        let mut a = Config::for_test(1, "/tmp/x".into());
+        a.initial_cluster = parse_initial_cluster("1=h:1,2=h:2,3=h:3").unwrap();
+        let mut b = a.clone();
+        b.node_id = 2;
+        assert_eq!(a.initial_cluster_id(), b.initial_cluster_id());
+        b.cluster_name = "other".into();
+        assert_ne!(a.initial_cluster_id(), b.initial_cluster_id());
+    }
+}

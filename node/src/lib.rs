@@ -1,0 +1,19 @@
+//! `ballastd`: a Raft member holding Ballast's authoritative cluster state.
+//!
+//! See DESIGN.md in this crate for what each module does and does not do.
+
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod identity;
+pub mod metrics;
+pub mod network;
+pub mod node;
+pub mod server;
+pub mod state;
+pub mod store;
+pub mod types;
+pub mod validate;
+
+pub use config::{Config, ConfigError};
+pub use node::{start, Node, NodeHandle};

@@ -1,0 +1,220 @@
+//! Raft traffic between members over tonic, and forwarding of client requests to the leader.
+//!
+//! openraft's messages travel as bincode inside `RaftMessage.payload`; every call carries the
+//! cluster id so that a member never takes traffic from another cluster.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ballast_proto::v1::raft_service_client::RaftServiceClient;
+use ballast_proto::v1::RaftMessage;
+use ballast_proto::{CLUSTER_ID_HEADER, MAX_MESSAGE_LEN};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::BasicNode;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::identity::IdentityStore;
+use crate::types::{Command, CommandResult, NodeId, TypeConfig};
+
+/// Why the leader could not take a forwarded request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ForwardError {
+    /// The receiver is not the leader (any more).
+    NotLeader {
+        leader_id: Option<NodeId>,
+        leader_addr: Option<String>,
+    },
+    Unavailable(String),
+}
+
+/// Lazily connected channels to peers, by address. Channels reconnect by themselves.
+#[derive(Clone)]
+pub struct PeerPool {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    identity: Arc<IdentityStore>,
+    connect_timeout: Duration,
+}
+
+impl PeerPool {
+    pub fn new(identity: Arc<IdentityStore>, connect_timeout: Duration) -> Self {
+        PeerPool {
+            channels: Default::default(),
+            identity,
+            connect_timeout,
+        }
+    }
+
+    pub fn channel(&self, addr: &str) -> Result<Channel, String> {
+        let mut map = self.channels.lock().unwrap();
+        if let Some(c) = map.get(addr) {
+            return Ok(c.clone());
+        }
+        let ep = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| format!("bad peer address {addr:?}: {e}"))?
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5));
+        let c = ep.connect_lazy();
+        map.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    fn client(&self, addr: &str) -> Result<RaftServiceClient<Channel>, String> {
+        Ok(RaftServiceClient::new(self.channel(addr)?)
+            .max_decoding_message_size(MAX_MESSAGE_LEN)
+            .max_encoding_message_size(MAX_MESSAGE_LEN))
+    }
+
+    fn request<T: Serialize>(&self, msg: &T, timeout: Duration) -> Result<tonic::Request<RaftMessage>, String> {
+        let payload = bincode::serialize(msg).map_err(|e| e.to_string())?;
+        let mut req = tonic::Request::new(RaftMessage { payload });
+        req.set_timeout(timeout);
+        if let Some(id) = self.identity.cluster_id() {
+            if let Ok(v) = id.parse() {
+                req.metadata_mut().insert(CLUSTER_ID_HEADER, v);
+            }
+        }
+        Ok(req)
+    }
+
+    /// Hands a client's command to the leader at `addr`.
+    pub async fn propose(
+        &self,
+        addr: &str,
+        cmd: &Command,
+        timeout: Duration,
+    ) -> Result<Result<CommandResult, ForwardError>, tonic::Status> {
+        let mut client = self.client(addr).map_err(tonic::Status::unavailable)?;
+        let req = self.request(cmd, timeout).map_err(tonic::Status::internal)?;
+        let resp = client.propose(req).await?;
+        decode(&resp.into_inner().payload).map_err(tonic::Status::internal)
+    }
+
+    /// Asks the leader at `addr` for a quorum-confirmed read index.
+    pub async fn read_index(
+        &self,
+        addr: &str,
+        timeout: Duration,
+    ) -> Result<Result<u64, ForwardError>, tonic::Status> {
+        let mut client = self.client(addr).map_err(tonic::Status::unavailable)?;
+        let req = self.request(&(), timeout).map_err(tonic::Status::internal)?;
+        let resp = client.read_index(req).await?;
+        decode(&resp.into_inner().payload).map_err(tonic::Status::internal)
+    }
+}
+
+pub fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, String> {
+    bincode::deserialize(b).map_err(|e| format!("undecodable message: {e}"))
+}
+
+/// openraft's network factory: one [`PeerConnection`] per target.
+#[derive(Clone)]
+pub struct Network {
+    pub pool: PeerPool,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerConnection;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
+        PeerConnection {
+            target,
+            addr: node.addr.clone(),
+            pool: self.pool.clone(),
+        }
+    }
+}
+
+pub struct PeerConnection {
+    target: NodeId,
+    addr: String,
+    pool: PeerPool,
+}
+
+type RpcResult<T, E = openraft::error::Infallible> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
+
+impl PeerConnection {
+    async fn call<Req, Resp, E>(&self, kind: RpcKind, req: &Req, option: &RPCOption) -> RpcResult<Resp, E>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let mut client = self
+            .pool
+            .client(&self.addr)
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&StrError(e))))?;
+        let request = self
+            .pool
+            .request(req, option.hard_ttl())
+            .map_err(|e| RPCError::Network(NetworkError::new(&StrError(e))))?;
+        let resp = match kind {
+            RpcKind::Append => client.append_entries(request).await,
+            RpcKind::Vote => client.vote(request).await,
+            RpcKind::Snapshot => client.install_snapshot(request).await,
+        };
+        let resp = resp.map_err(|s| match s.code() {
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+                RPCError::Unreachable(Unreachable::new(&s))
+            }
+            _ => RPCError::Network(NetworkError::new(&s)),
+        })?;
+        let result: Result<Resp, RaftError<NodeId, E>> = decode(&resp.into_inner().payload)
+            .map_err(|e| RPCError::Network(NetworkError::new(&StrError(e))))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+enum RpcKind {
+    Append,
+    Vote,
+    Snapshot,
+}
+
+#[derive(Debug)]
+struct StrError(String);
+
+impl std::fmt::Display for StrError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StrError {}
+
+impl RaftNetwork<TypeConfig> for PeerConnection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>> {
+        self.call(RpcKind::Append, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
+        self.call(RpcKind::Snapshot, &rpc, &option).await
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> RpcResult<VoteResponse<NodeId>> {
+        self.call(RpcKind::Vote, &rpc, &option).await
+    }
+
+    fn backoff(&self) -> Backoff {
+        // Retry an unreachable peer soon enough that a restarted member catches up quickly.
+        Backoff::new(std::iter::repeat(Duration::from_millis(200)))
+    }
+}

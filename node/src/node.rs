@@ -1,0 +1,382 @@
+//! A running member: storage, Raft, the gRPC and HTTP servers, wired in order.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ballast_proto::v1;
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::BasicNode;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::identity::IdentityStore;
+use crate::network::{ForwardError, Network, PeerPool};
+use crate::store::{LogStore, SledEngine, StateMachineStore};
+use crate::types::{ClientRequest, Command, CommandResult, NodeId, Op, Raft};
+use crate::{http, metrics, server};
+
+/// How long a write may wait for commit before the caller is told the outcome is unknown.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Shared state of a member, used by every service.
+pub struct Node {
+    pub id: NodeId,
+    pub raft: Raft,
+    pub sm: StateMachineStore<SledEngine>,
+    pub identity: Arc<IdentityStore>,
+    pub pool: PeerPool,
+    pub committed: Arc<AtomicU64>,
+    pub advertise: String,
+    pub rpc_timeout: Duration,
+}
+
+/// Milliseconds since the Unix epoch on this machine's wall clock.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl From<ForwardError> for ApiError {
+    fn from(e: ForwardError) -> Self {
+        match e {
+            ForwardError::NotLeader {
+                leader_id,
+                leader_addr,
+            } => ApiError::NotLeader {
+                leader_id,
+                leader_addr,
+            },
+            ForwardError::Unavailable(m) => ApiError::Unavailable(m),
+        }
+    }
+}
+
+impl Node {
+    /// The leader this member knows of, with its address.
+    pub fn leader(&self) -> (Option<NodeId>, Option<String>) {
+        let m = self.raft.metrics().borrow().clone();
+        let id = m.current_leader;
+        let addr = id.and_then(|id| {
+            m.membership_config
+                .membership()
+                .get_node(&id)
+                .map(|n| n.addr.clone())
+        });
+        (id, addr)
+    }
+
+    pub fn header(&self) -> v1::ResponseHeader {
+        let m = self.raft.metrics().borrow().clone();
+        v1::ResponseHeader {
+            revision: self.sm.read().revision,
+            member_id: self.id,
+            leader_id: m.current_leader.unwrap_or(0),
+            raft_term: m.current_term,
+        }
+    }
+
+    pub fn header_at(&self, revision: u64) -> v1::ResponseHeader {
+        v1::ResponseHeader {
+            revision,
+            ..self.header()
+        }
+    }
+
+    /// Proposes `op` through the leader: locally if this member leads, else forwarded.
+    pub async fn propose(&self, request: Option<ClientRequest>, op: Op) -> Result<CommandResult, ApiError> {
+        let cmd = Command {
+            request,
+            now_ms: now_ms(),
+            op,
+        };
+        match self.propose_local(cmd.clone()).await {
+            Ok(r) => Ok(r),
+            Err(ForwardError::NotLeader {
+                leader_id: Some(id),
+                leader_addr: Some(addr),
+            }) if id != self.id => match self.pool.propose(&addr, &cmd, WRITE_TIMEOUT).await {
+                Ok(r) => r.map_err(ApiError::from),
+                Err(status) => {
+                    tracing::debug!(leader = id, %addr, %status, "forwarding a write to the leader failed");
+                    Err(ApiError::NotLeader {
+                        leader_id: Some(id),
+                        leader_addr: Some(addr),
+                    })
+                }
+            },
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Proposes a command on this member only; refuses with a leader hint when not leader.
+    pub async fn propose_local(&self, mut cmd: Command) -> Result<CommandResult, ForwardError> {
+        // The leader's clock stamps the command; followers only suggest.
+        cmd.now_ms = now_ms();
+        match tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(cmd)).await {
+            Err(_) => Err(ForwardError::Unavailable(
+                "timed out waiting for the write to commit; its outcome is unknown (retry with the same request id)".into(),
+            )),
+            Ok(Ok(resp)) => Ok(resp.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => Err(ForwardError::NotLeader {
+                leader_id: f.leader_id,
+                leader_addr: f.leader_node.map(|n| n.addr),
+            }),
+            Ok(Err(e)) => Err(ForwardError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// Returns once a read of the local state is linearizable (or at once for serializable).
+    pub async fn read_barrier(&self, consistency: i32) -> Result<(), ApiError> {
+        if consistency == v1::ReadConsistency::Serializable as i32 {
+            return Ok(());
+        }
+        let (leader_id, leader_addr) = match self.read_index_local().await {
+            Ok(_) => return Ok(()),
+            Err(ForwardError::NotLeader {
+                leader_id: Some(id),
+                leader_addr: Some(addr),
+            }) if id != self.id => (id, addr),
+            Err(e) => return Err(e.into()),
+        };
+        let index = match self.pool.read_index(&leader_addr, self.rpc_timeout).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(ApiError::NotLeader {
+                    leader_id: Some(leader_id),
+                    leader_addr: Some(leader_addr),
+                })
+            }
+        };
+        self.raft
+            .wait(Some(self.rpc_timeout))
+            .applied_index_at_least(Some(index), "read index")
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("catching up to the leader's read index {index}: {e}")))?;
+        Ok(())
+    }
+
+    /// On the leader: confirms leadership with a quorum, waits until the local state machine
+    /// has applied the read index, and returns it.
+    pub async fn read_index_local(&self) -> Result<u64, ForwardError> {
+        match tokio::time::timeout(self.rpc_timeout * 2, self.raft.ensure_linearizable()).await {
+            Err(_) => Err(ForwardError::Unavailable("timed out confirming leadership with a quorum".into())),
+            Ok(Ok(log_id)) => Ok(log_id.map(|l| l.index).unwrap_or(0)),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => Err(ForwardError::NotLeader {
+                leader_id: f.leader_id,
+                leader_addr: f.leader_node.map(|n| n.addr),
+            }),
+            Ok(Err(e)) => Err(ForwardError::Unavailable(e.to_string())),
+        }
+    }
+
+    pub fn committed_index(&self) -> u64 {
+        self.committed.load(Ordering::Relaxed)
+    }
+}
+
+/// Errors that stop a member from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
+    #[error("opening storage: {0}")]
+    Storage(#[from] crate::store::EngineError),
+    #[error("starting Raft: {0}")]
+    Raft(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A started member. Drop does not stop it; call [`NodeHandle::shutdown`].
+pub struct NodeHandle {
+    pub node: Arc<Node>,
+    pub grpc_addr: SocketAddr,
+    pub http_addr: Option<SocketAddr>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl NodeHandle {
+    /// Stops serving, stops Raft and releases the data directory.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.node.raft.shutdown().await;
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// Resolves when a stop was requested through [`NodeHandle::stopper`].
+    pub fn stopper(&self) -> watch::Sender<bool> {
+        self.stop.clone()
+    }
+}
+
+/// Starts a member on already bound listeners (tests bind port 0 and pass them in).
+pub async fn start(
+    cfg: Config,
+    grpc: TcpListener,
+    http_listener: Option<TcpListener>,
+) -> Result<NodeHandle, StartError> {
+    let grpc_addr = grpc.local_addr()?;
+    let http_addr = match &http_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
+    let advertise = cfg.advertise.clone().unwrap_or_else(|| grpc_addr.to_string());
+
+    // 1. The data directory: identity first, so a wrong directory is refused before anything.
+    let (identity, fresh) = IdentityStore::open(&cfg.data_dir, cfg.node_id)?;
+    let identity = Arc::new(identity);
+    let forming = fresh && (cfg.bootstrap || !cfg.initial_cluster.is_empty());
+    if forming {
+        identity.accept_cluster(&cfg.initial_cluster_id())?;
+    } else if !fresh && !cfg.initial_cluster.is_empty() && !cfg.bootstrap {
+        // Like etcd, a restarted member ignores the initial member list (it may have been
+        // edited since); peers of another cluster are still refused by the cluster id.
+        let configured = cfg.initial_cluster_id();
+        if identity.cluster_id().is_some_and(|c| c != configured) {
+            tracing::warn!(stored = ?identity.cluster_id(), %configured,
+                "--initial-cluster differs from the one this data directory was formed with; it is ignored on restart");
+        }
+    }
+
+    // 2. Storage: the log and the state machine on sled.
+    let engine = Arc::new(SledEngine::open(&cfg.data_dir.join("raft"))?);
+    let log_store = LogStore::new(engine.clone());
+    let committed = log_store.committed_index();
+    let sm = StateMachineStore::open(engine)?;
+
+    // 3. Raft, with the tonic network.
+    let pool = PeerPool::new(identity.clone(), Duration::from_millis(cfg.election_timeout_min_ms));
+    let raft_config = Arc::new(
+        cfg.raft_config()
+            .validate()
+            .map_err(|e| StartError::Raft(e.to_string()))?,
+    );
+    let raft = Raft::new(
+        cfg.node_id,
+        raft_config,
+        Network { pool: pool.clone() },
+        log_store,
+        sm.clone(),
+    )
+    .await
+    .map_err(|e| StartError::Raft(e.to_string()))?;
+
+    let node = Arc::new(Node {
+        id: cfg.node_id,
+        raft: raft.clone(),
+        sm,
+        identity,
+        pool,
+        committed,
+        advertise: advertise.clone(),
+        rpc_timeout: cfg.rpc_timeout(),
+    });
+    let (stop, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+
+    // 4. Serve gRPC (Raft and the public API) before forming, so peers can reach us.
+    tasks.push(tokio::spawn(server::serve(node.clone(), grpc, stop_rx.clone())));
+
+    // 5. Form a new cluster, or ask to join a running one.
+    if forming {
+        let members: BTreeMap<NodeId, BasicNode> = if cfg.bootstrap {
+            BTreeMap::from([(cfg.node_id, BasicNode::new(advertise.clone()))])
+        } else {
+            cfg.initial_cluster
+                .iter()
+                .map(|(id, addr)| (*id, BasicNode::new(addr.clone())))
+                .collect()
+        };
+        tracing::info!(?members, cluster_id = ?node.identity.cluster_id(), "forming a new cluster");
+        raft.initialize(members)
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+    } else if fresh && !cfg.join.is_empty() {
+        tasks.push(tokio::spawn(join_cluster(
+            cfg.join.clone(),
+            cfg.node_id,
+            advertise.clone(),
+            stop_rx.clone(),
+        )));
+    }
+
+    // 6. Metrics and the HTTP endpoints.
+    tasks.push(tokio::spawn(metrics_loop(node.clone(), stop_rx.clone())));
+    if let Some(l) = http_listener {
+        tasks.push(tokio::spawn(http::serve(node.clone(), l, stop_rx.clone())));
+    }
+
+    // 7. Tell scripts where we listen.
+    if let Some(path) = &cfg.addr_file {
+        let text = serde_json::json!({
+            "node_id": cfg.node_id,
+            "grpc": grpc_addr.to_string(),
+            "advertise": advertise,
+            "http": http_addr.map(|a| a.to_string()),
+        });
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text.to_string())?;
+        std::fs::rename(&tmp, path)?;
+    }
+    tracing::info!(node_id = cfg.node_id, %grpc_addr, ?http_addr, %advertise, fresh, "member started");
+    Ok(NodeHandle {
+        node,
+        grpc_addr,
+        http_addr,
+        stop,
+        tasks,
+    })
+}
+
+/// Asks a running cluster to add this node as a learner, then to promote it to voter.
+async fn join_cluster(endpoints: Vec<String>, id: NodeId, addr: String, mut stop: watch::Receiver<bool>) {
+    let client = ballast_client::Client::new(ballast_client::ClientConfig::new(endpoints));
+    let work = async {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            let r = async {
+                client.add_learner(id, &addr, true).await?;
+                client.promote_voter(id).await
+            }
+            .await;
+            match r {
+                Ok(_) => {
+                    tracing::info!(node_id = id, "joined the cluster as a voter");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "joining the cluster failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    };
+    tokio::select! {
+        _ = work => {}
+        _ = stop.wait_for(|s| *s) => {}
+    }
+}
+
+async fn metrics_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
+    let mut m = node.raft.metrics();
+    loop {
+        metrics::update_from_raft(&node.raft, node.committed_index(), node.sm.read().revision);
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            r = m.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! The internal Raft service: decodes openraft messages and hands them to the local Raft.
+
+use std::sync::Arc;
+
+use ballast_proto::v1::raft_service_server::RaftService;
+use ballast_proto::v1::RaftMessage;
+use ballast_proto::CLUSTER_ID_HEADER;
+use serde::{de::DeserializeOwned, Serialize};
+use tonic::{Request, Response, Status};
+
+use crate::network::{decode, ForwardError};
+use crate::node::Node;
+use crate::types::Command;
+
+pub struct RaftSvc {
+    node: Arc<Node>,
+}
+
+impl RaftSvc {
+    pub fn new(node: Arc<Node>) -> Self {
+        RaftSvc { node }
+    }
+
+    /// Refuses traffic of another cluster; a new member adopts the id of the first traffic.
+    fn check_cluster<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let theirs = req
+            .metadata()
+            .get(CLUSTER_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| Status::failed_precondition("Raft traffic without a cluster id"))?;
+        self.node.identity.accept_cluster(theirs).map_err(|e| {
+            tracing::warn!(error = %e, "refused Raft traffic");
+            Status::failed_precondition(e.to_string())
+        })
+    }
+
+    fn decode<T: DeserializeOwned>(&self, req: Request<RaftMessage>) -> Result<T, Status> {
+        self.check_cluster(&req)?;
+        decode(&req.into_inner().payload).map_err(Status::invalid_argument)
+    }
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Response<RaftMessage>, Status> {
+    let payload = bincode::serialize(v).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(RaftMessage { payload }))
+}
+
+#[tonic::async_trait]
+impl RaftService for RaftSvc {
+    async fn append_entries(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let rpc = self.decode(req)?;
+        encode(&self.node.raft.append_entries(rpc).await)
+    }
+
+    async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let rpc = self.decode(req)?;
+        encode(&self.node.raft.vote(rpc).await)
+    }
+
+    async fn install_snapshot(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let rpc = self.decode(req)?;
+        encode(&self.node.raft.install_snapshot(rpc).await)
+    }
+
+    async fn propose(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let cmd: Command = self.decode(req)?;
+        let r: Result<_, ForwardError> = self.node.propose_local(cmd).await;
+        encode(&r)
+    }
+
+    async fn read_index(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let () = self.decode(req)?;
+        encode(&self.node.read_index_local().await)
+    }
+}

@@ -1,0 +1,440 @@
+//! The replicated state machine: a pure, deterministic function of the log.
+//!
+//! `StateData::apply` is the only place the authoritative state changes. It reads no clock
+//! (the leader's time is in the command) and no randomness, so every member that applies the
+//! same log holds the same state, revision and watch history.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use ballast_proto::v1;
+use openraft::EntryPayload;
+use serde::{Deserialize, Serialize};
+
+use crate::types::{
+    ClientRequest, Command, CommandResult, Entry, Expected, KvEntry, LogId, NodeId, Op, Outcome,
+    StoredMembership,
+};
+
+/// Revisions of change events kept for watch resumption.
+pub const HISTORY_REVISIONS: usize = 10_000;
+/// A client session is forgotten after this long without a write.
+pub const SESSION_TTL_MS: u64 = 60 * 60 * 1000;
+/// At most this many client sessions are kept; the least recently used one is dropped first.
+pub const MAX_SESSIONS: usize = 50_000;
+/// At most this many unacknowledged results are kept per client session.
+pub const MAX_RESULTS_PER_SESSION: usize = 1_024;
+
+/// What the cluster remembers of one client, for at-most-once writes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    /// Results of writes not yet acknowledged by the client, by seq.
+    pub results: BTreeMap<u64, CommandResult>,
+    /// Every seq below this was acknowledged; a retry of one is answered `StaleRetry`.
+    pub acked_below: u64,
+    pub last_touch_ms: u64,
+}
+
+/// The whole replicated state. It is also the snapshot format (bincode).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StateData {
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+    pub revision: u64,
+    pub kv: BTreeMap<Vec<u8>, KvEntry>,
+    pub nodes: BTreeMap<NodeId, v1::Node>,
+    pub services: BTreeMap<String, v1::Service>,
+    pub vips: BTreeMap<String, v1::Vip>,
+    pub sessions: BTreeMap<u64, Session>,
+    /// The events of the most recent revisions, oldest first.
+    pub history: VecDeque<v1::WatchResponse>,
+}
+
+fn rejected(field: &str, message: impl Into<String>) -> Outcome {
+    Outcome::Rejected {
+        field: field.to_string(),
+        message: message.into(),
+    }
+}
+
+fn kv_event(kind: v1::kv_event::Kind, kv: v1::KeyValue) -> v1::Event {
+    v1::Event {
+        event: Some(v1::event::Event::Kv(v1::KvEvent {
+            kind: kind as i32,
+            kv: Some(kv),
+        })),
+    }
+}
+
+fn state_event(kind: &str, name: impl Into<String>, deleted: bool) -> v1::Event {
+    v1::Event {
+        event: Some(v1::event::Event::State(v1::StateEvent {
+            kind: kind.to_string(),
+            name: name.into(),
+            deleted,
+        })),
+    }
+}
+
+impl StateData {
+    /// The oldest revision a watch can still start from.
+    pub fn oldest_watchable_revision(&self) -> u64 {
+        match self.history.front() {
+            Some(first) => first.revision,
+            None => self.revision + 1,
+        }
+    }
+
+    /// Applies one log entry. Returns its result and, if it changed anything, the events of
+    /// the new revision (already appended to the history).
+    pub fn apply(&mut self, entry: &Entry) -> (CommandResult, Option<v1::WatchResponse>) {
+        self.last_applied = Some(entry.log_id);
+        let (outcome, events) = match &entry.payload {
+            EntryPayload::Blank => (Outcome::None, Vec::new()),
+            EntryPayload::Membership(m) => {
+                self.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                (Outcome::None, self.sync_nodes_with_membership())
+            }
+            EntryPayload::Normal(cmd) => return self.apply_command(cmd),
+        };
+        let watch = self.commit_events(events);
+        (
+            CommandResult {
+                revision: self.revision,
+                outcome,
+            },
+            watch,
+        )
+    }
+
+    fn commit_events(&mut self, events: Vec<v1::Event>) -> Option<v1::WatchResponse> {
+        if events.is_empty() {
+            return None;
+        }
+        self.revision += 1;
+        let resp = v1::WatchResponse {
+            revision: self.revision,
+            events,
+        };
+        self.history.push_back(resp.clone());
+        while self.history.len() > HISTORY_REVISIONS {
+            self.history.pop_front();
+        }
+        Some(resp)
+    }
+
+    fn apply_command(&mut self, cmd: &Command) -> (CommandResult, Option<v1::WatchResponse>) {
+        if let Some(req) = cmd.request {
+            if let Some(cached) = self.cached_result(&req, cmd.now_ms) {
+                return (cached, None);
+            }
+        }
+        let (outcome, events) = self.execute(&cmd.op);
+        let watch = self.commit_events(events);
+        let result = CommandResult {
+            revision: self.revision,
+            outcome,
+        };
+        if let Some(req) = cmd.request {
+            self.remember(&req, cmd.now_ms, &result);
+        }
+        if self.revision % 1024 == 0 {
+            self.expire_sessions(cmd.now_ms);
+        }
+        (result, watch)
+    }
+
+    /// The result of an earlier application of the same client write, if there was one.
+    fn cached_result(&mut self, req: &ClientRequest, now_ms: u64) -> Option<CommandResult> {
+        let session = self.sessions.get_mut(&req.client_id)?;
+        session.last_touch_ms = session.last_touch_ms.max(now_ms);
+        if req.seq < session.acked_below {
+            return Some(CommandResult {
+                revision: self.revision,
+                outcome: Outcome::StaleRetry,
+            });
+        }
+        session.results.get(&req.seq).cloned()
+    }
+
+    fn remember(&mut self, req: &ClientRequest, now_ms: u64, result: &CommandResult) {
+        let session = self.sessions.entry(req.client_id).or_default();
+        session.last_touch_ms = session.last_touch_ms.max(now_ms);
+        session.acked_below = session.acked_below.max(req.acked_below);
+        session.results.insert(req.seq, result.clone());
+        let keep = session.results.split_off(&session.acked_below);
+        session.results = keep;
+        while session.results.len() > MAX_RESULTS_PER_SESSION {
+            session.results.pop_first();
+        }
+        if self.sessions.len() > MAX_SESSIONS {
+            if let Some(oldest) = self
+                .sessions
+                .iter()
+                .min_by_key(|(_, s)| s.last_touch_ms)
+                .map(|(id, _)| *id)
+            {
+                self.sessions.remove(&oldest);
+            }
+        }
+    }
+
+    fn expire_sessions(&mut self, now_ms: u64) {
+        self.sessions
+            .retain(|_, s| now_ms.saturating_sub(s.last_touch_ms) < SESSION_TTL_MS);
+    }
+
+    fn execute(&mut self, op: &Op) -> (Outcome, Vec<v1::Event>) {
+        let rev = self.revision + 1;
+        match op {
+            Op::Put { key, value } => {
+                let prev = self.kv.get(key).cloned();
+                let entry = self.put_key(key, value.clone(), rev);
+                (
+                    Outcome::Put {
+                        prev: prev.map(|p| p.to_proto(key)),
+                    },
+                    vec![kv_event(v1::kv_event::Kind::Put, entry.to_proto(key))],
+                )
+            }
+            Op::CompareAndSet {
+                key,
+                expected,
+                new_value,
+            } => {
+                let current = self.kv.get(key);
+                let matches = match (expected, current) {
+                    (Expected::Value(v), Some(c)) => &c.value == v,
+                    (Expected::Value(_), None) => false,
+                    (Expected::ModRevision(0), None) => true,
+                    (Expected::ModRevision(r), Some(c)) => c.mod_revision == *r,
+                    (Expected::ModRevision(_), None) => false,
+                };
+                if !matches {
+                    return (
+                        Outcome::CompareAndSet {
+                            succeeded: false,
+                            kv: current.map(|c| c.to_proto(key)),
+                        },
+                        Vec::new(),
+                    );
+                }
+                let entry = self.put_key(key, new_value.clone(), rev);
+                let kv = entry.to_proto(key);
+                (
+                    Outcome::CompareAndSet {
+                        succeeded: true,
+                        kv: Some(kv.clone()),
+                    },
+                    vec![kv_event(v1::kv_event::Kind::Put, kv)],
+                )
+            }
+            Op::Delete { key, prefix } => {
+                let keys: Vec<Vec<u8>> = if *prefix {
+                    self.kv
+                        .range(key.clone()..)
+                        .take_while(|(k, _)| k.starts_with(key))
+                        .map(|(k, _)| k.clone())
+                        .collect()
+                } else if self.kv.contains_key(key) {
+                    vec![key.clone()]
+                } else {
+                    Vec::new()
+                };
+                let mut events = Vec::with_capacity(keys.len());
+                for k in &keys {
+                    if let Some(old) = self.kv.remove(k) {
+                        events.push(kv_event(
+                            v1::kv_event::Kind::Delete,
+                            v1::KeyValue {
+                                key: k.clone(),
+                                value: Vec::new(),
+                                create_revision: old.create_revision,
+                                mod_revision: rev,
+                                version: 0,
+                            },
+                        ));
+                    }
+                }
+                (
+                    Outcome::Delete {
+                        deleted: keys.len() as u64,
+                    },
+                    events,
+                )
+            }
+            Op::ApplyService(svc) => self.apply_service(svc),
+            Op::DeleteService(name) => {
+                if !self.services.contains_key(name) {
+                    return (rejected("name", format!("unknown service {name:?}")), Vec::new());
+                }
+                if let Some(vip) = self.vips.values().find(|v| &v.service == name) {
+                    return (
+                        rejected(
+                            "name",
+                            format!("service {name:?} gates VIP {:?}; delete or change the VIP first", vip.name),
+                        ),
+                        Vec::new(),
+                    );
+                }
+                self.services.remove(name);
+                (Outcome::StateWritten, vec![state_event("service", name.clone(), true)])
+            }
+            Op::ApplyVip(vip) => self.apply_vip(vip),
+            Op::DeleteVip(name) => {
+                if self.vips.remove(name).is_none() {
+                    return (rejected("name", format!("unknown VIP {name:?}")), Vec::new());
+                }
+                (Outcome::StateWritten, vec![state_event("vip", name.clone(), true)])
+            }
+            Op::SetNodeAdmin { node_id, admin } => {
+                let Some(node) = self.nodes.get_mut(node_id) else {
+                    return (rejected("node_id", format!("unknown node {node_id}")), Vec::new());
+                };
+                if node.admin == *admin {
+                    return (Outcome::StateWritten, Vec::new());
+                }
+                node.admin = *admin;
+                (Outcome::StateWritten, vec![state_event("node", node_id.to_string(), false)])
+            }
+        }
+    }
+
+    fn put_key(&mut self, key: &[u8], value: Vec<u8>, rev: u64) -> KvEntry {
+        let entry = match self.kv.get(key) {
+            Some(old) => KvEntry {
+                value,
+                create_revision: old.create_revision,
+                mod_revision: rev,
+                version: old.version + 1,
+            },
+            None => KvEntry {
+                value,
+                create_revision: rev,
+                mod_revision: rev,
+                version: 1,
+            },
+        };
+        self.kv.insert(key.to_vec(), entry.clone());
+        entry
+    }
+
+    fn apply_service(&mut self, svc: &v1::Service) -> (Outcome, Vec<v1::Event>) {
+        for id in svc.backends.keys() {
+            if !self.nodes.contains_key(id) {
+                return (
+                    rejected("service.backends", format!("unknown node {id}")),
+                    Vec::new(),
+                );
+            }
+        }
+        let mut new = svc.clone();
+        if let Some(old) = self.services.get(&svc.name) {
+            // Health is reported by agents and the active release is set by rollouts:
+            // redefining a service keeps both.
+            for (id, b) in new.backends.iter_mut() {
+                if let Some(ob) = old.backends.get(id) {
+                    b.health = ob.health;
+                    b.changed_ms = ob.changed_ms;
+                }
+            }
+            new.active_release = old.active_release.clone();
+            if &new == old {
+                return (Outcome::StateWritten, Vec::new());
+            }
+        } else {
+            for b in new.backends.values_mut() {
+                b.health = v1::Health::Unknown as i32;
+                b.changed_ms = 0;
+            }
+            new.active_release.clear();
+        }
+        self.services.insert(svc.name.clone(), new);
+        (Outcome::StateWritten, vec![state_event("service", svc.name.clone(), false)])
+    }
+
+    fn apply_vip(&mut self, vip: &v1::Vip) -> (Outcome, Vec<v1::Event>) {
+        if !self.services.contains_key(&vip.service) {
+            return (
+                rejected("vip.service", format!("unknown service {:?}", vip.service)),
+                Vec::new(),
+            );
+        }
+        if let Some(p) = &vip.placement {
+            for id in p.priorities.keys() {
+                if !self.nodes.contains_key(id) {
+                    return (
+                        rejected("vip.placement.priorities", format!("unknown node {id}")),
+                        Vec::new(),
+                    );
+                }
+            }
+        }
+        if let Some(other) = self
+            .vips
+            .values()
+            .find(|v| v.name != vip.name && v.address == vip.address)
+        {
+            return (
+                rejected(
+                    "vip.address",
+                    format!("{} is already VIP {:?}", vip.address, other.name),
+                ),
+                Vec::new(),
+            );
+        }
+        let mut new = vip.clone();
+        // Owner and epoch belong to the controller, never to the caller.
+        match self.vips.get(&vip.name) {
+            Some(old) => {
+                new.owner = old.owner;
+                new.epoch = old.epoch;
+                if &new == old {
+                    return (Outcome::StateWritten, Vec::new());
+                }
+            }
+            None => {
+                new.owner = 0;
+                new.epoch = 0;
+            }
+        }
+        self.vips.insert(vip.name.clone(), new);
+        (Outcome::StateWritten, vec![state_event("vip", vip.name.clone(), false)])
+    }
+
+    /// Keeps the node records of Raft members in step with the membership config.
+    fn sync_nodes_with_membership(&mut self) -> Vec<v1::Event> {
+        let m = self.membership.membership();
+        let voters: std::collections::BTreeSet<NodeId> = m.voter_ids().collect();
+        let mut events = Vec::new();
+        let mut members = std::collections::BTreeSet::new();
+        for (id, node) in m.nodes() {
+            members.insert(*id);
+            let role = if voters.contains(id) {
+                v1::Role::Voter
+            } else {
+                v1::Role::Learner
+            } as i32;
+            let rec = self.nodes.entry(*id).or_insert_with(|| v1::Node {
+                id: *id,
+                admin: v1::AdminState::Active as i32,
+                ..Default::default()
+            });
+            if rec.role != role || rec.addr != node.addr {
+                rec.role = role;
+                rec.addr = node.addr.clone();
+                events.push(state_event("node", id.to_string(), false));
+            }
+        }
+        let gone: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(id, n)| n.role != v1::Role::Agent as i32 && !members.contains(id))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            self.nodes.remove(&id);
+            events.push(state_event("node", id.to_string(), true));
+        }
+        events
+    }
+}

@@ -1,0 +1,40 @@
+use std::fmt;
+
+/// An error of the storage engine. It is fatal for the member: openraft stops on storage errors.
+#[derive(Debug, thiserror::Error)]
+pub struct EngineError(pub String);
+
+impl fmt::Display for EngineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "storage engine: {}", self.0)
+    }
+}
+
+impl EngineError {
+    pub fn new(e: impl fmt::Display) -> Self {
+        EngineError(e.to_string())
+    }
+}
+
+/// The project's storage trait: an ordered log of opaque entries plus a few metadata values.
+///
+/// Contract (checked by `tests/store_suite.rs` on every implementation):
+/// - writes are visible to reads as soon as the call returns;
+/// - they are durable only after [`LogEngine::sync`] returns;
+/// - indexes are dense between the first and last entry.
+pub trait LogEngine: Send + Sync + 'static {
+    /// Inserts (or overwrites) log entries by index.
+    fn insert_logs(&self, entries: Vec<(u64, Vec<u8>)>) -> Result<(), EngineError>;
+    /// Entries with index in `[start, end)`, in order.
+    fn read_logs(&self, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>, EngineError>;
+    /// The entry with the greatest index.
+    fn last_log(&self) -> Result<Option<(u64, Vec<u8>)>, EngineError>;
+    /// Removes every entry with index >= `start`.
+    fn remove_logs_from(&self, start: u64) -> Result<(), EngineError>;
+    /// Removes every entry with index <= `end`.
+    fn remove_logs_upto(&self, end: u64) -> Result<(), EngineError>;
+    fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, EngineError>;
+    fn put_meta(&self, key: &str, value: Vec<u8>) -> Result<(), EngineError>;
+    /// Makes every earlier write durable (fsync).
+    fn sync(&self) -> Result<(), EngineError>;
+}

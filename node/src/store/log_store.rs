@@ -1,0 +1,190 @@
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{OptionalSend, RaftLogReader, StorageIOError, Vote};
+
+use super::engine::{EngineError, LogEngine};
+use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
+
+const META_VOTE: &str = "vote";
+const META_COMMITTED: &str = "committed";
+const META_LAST_PURGED: &str = "last_purged";
+
+/// openraft's log storage over a [`LogEngine`].
+///
+/// Durability: `append`, `truncate`, `save_vote` and `purge` sync the engine before they report
+/// completion, so nothing is acknowledged to a peer or a client before it is on disk.
+pub struct LogStore<E: LogEngine> {
+    engine: Arc<E>,
+    /// Last committed index openraft reported, shared with the member's status and metrics.
+    committed: Arc<AtomicU64>,
+}
+
+impl<E: LogEngine> Clone for LogStore<E> {
+    fn clone(&self) -> Self {
+        LogStore {
+            engine: self.engine.clone(),
+            committed: self.committed.clone(),
+        }
+    }
+}
+
+impl<E: LogEngine> LogStore<E> {
+    pub fn new(engine: Arc<E>) -> Self {
+        LogStore {
+            engine,
+            committed: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The committed index as last saved by openraft.
+    pub fn committed_index(&self) -> Arc<AtomicU64> {
+        self.committed.clone()
+    }
+
+    /// Runs the engine's fsync on a blocking thread so that the runtime keeps serving.
+    async fn sync(&self) -> Result<(), EngineError> {
+        let engine = self.engine.clone();
+        tokio::task::spawn_blocking(move || engine.sync())
+            .await
+            .map_err(EngineError::new)?
+    }
+
+    fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, EngineError> {
+        match self.engine.get_meta(key)? {
+            Some(b) => Ok(Some(bincode::deserialize(&b).map_err(EngineError::new)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn write_meta<T: serde::Serialize>(&self, key: &str, v: &T) -> Result<(), EngineError> {
+        self.engine
+            .put_meta(key, bincode::serialize(v).map_err(EngineError::new)?)
+    }
+}
+
+fn decode(b: &[u8]) -> Result<Entry, EngineError> {
+    bincode::deserialize(b).map_err(EngineError::new)
+}
+
+impl<E: LogEngine> RaftLogReader<TypeConfig> for LogStore<E> {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let start = match range.start_bound() {
+            Bound::Included(x) => *x,
+            Bound::Excluded(x) => x.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(x) => x.saturating_add(1),
+            Bound::Excluded(x) => *x,
+            Bound::Unbounded => u64::MAX,
+        };
+        let raw = self
+            .engine
+            .read_logs(start, end)
+            .map_err(|e| StorageIOError::read_logs(&e))?;
+        raw.iter()
+            .map(|(_, b)| decode(b).map_err(|e| StorageIOError::read_logs(&e).into()))
+            .collect()
+    }
+}
+
+impl<E: LogEngine> RaftLogStorage<TypeConfig> for LogStore<E> {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged: Option<LogId> = self
+            .read_meta(META_LAST_PURGED)
+            .map_err(|e| StorageIOError::read_logs(&e))?;
+        let last = match self.engine.last_log().map_err(|e| StorageIOError::read_logs(&e))? {
+            Some((_, b)) => Some(decode(&b).map_err(|e| StorageIOError::read_logs(&e))?.log_id),
+            None => last_purged,
+        };
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
+        self.write_meta(META_VOTE, vote)
+            .map_err(|e| StorageIOError::write_vote(&e))?;
+        self.sync().await.map_err(|e| StorageIOError::write_vote(&e))?;
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
+        Ok(self
+            .read_meta(META_VOTE)
+            .map_err(|e| StorageIOError::read_vote(&e))?)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        if let Some(c) = committed {
+            self.committed.fetch_max(c.index, Ordering::Relaxed);
+        }
+        // Made durable by the next sync; losing it only means re-applying from the snapshot.
+        self.write_meta(META_COMMITTED, &committed)
+            .map_err(|e| StorageIOError::write(&e))?;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        let c: Option<Option<LogId>> = self
+            .read_meta(META_COMMITTED)
+            .map_err(|e| StorageIOError::read(&e))?;
+        let c = c.flatten();
+        if let Some(c) = c {
+            self.committed.fetch_max(c.index, Ordering::Relaxed);
+        }
+        Ok(c)
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = Vec::new();
+        for e in entries {
+            let b = bincode::serialize(&e).map_err(|e| StorageIOError::write_logs(&e))?;
+            batch.push((e.log_id.index, b));
+        }
+        self.engine
+            .insert_logs(batch)
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        let res = self.sync().await;
+        callback.log_io_completed(res.map_err(std::io::Error::other));
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.engine
+            .remove_logs_from(log_id.index)
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        self.sync().await.map_err(|e| StorageIOError::write_logs(&e))?;
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        // Record the purge point durably before removing entries, so a crash in between
+        // leaves a consistent (if untidy) log.
+        self.write_meta(META_LAST_PURGED, &log_id)
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        self.sync().await.map_err(|e| StorageIOError::write_logs(&e))?;
+        self.engine
+            .remove_logs_upto(log_id.index)
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,147 @@
+//! The Raft type configuration and the commands that travel through the log.
+
+use std::io::Cursor;
+
+use ballast_proto::v1;
+use openraft::BasicNode;
+use serde::{Deserialize, Serialize};
+
+/// Member ids are small integers chosen by the operator (like etcd's member names).
+pub type NodeId = u64;
+
+openraft::declare_raft_types!(
+    /// Ballast's Raft types: commands in, results out, nodes addressed by their gRPC address.
+    pub TypeConfig:
+        D = Command,
+        R = CommandResult,
+        NodeId = NodeId,
+        Node = BasicNode,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type LogId = openraft::LogId<NodeId>;
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, BasicNode>;
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, BasicNode>;
+pub type StorageError = openraft::StorageError<NodeId>;
+
+/// Deduplication key of a client write (see `RequestId` in the proto).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ClientRequest {
+    pub client_id: u64,
+    pub seq: u64,
+    pub acked_below: u64,
+}
+
+impl ClientRequest {
+    pub fn from_proto(r: Option<&v1::RequestId>) -> Option<Self> {
+        match r {
+            Some(r) if r.client_id != 0 && r.seq != 0 => Some(ClientRequest {
+                client_id: r.client_id,
+                seq: r.seq,
+                acked_below: r.acked_below,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// One entry of application data in the Raft log.
+///
+/// Everything that applying it needs is inside: the leader stamps its wall-clock time in
+/// `now_ms`, so apply never reads a clock and every member computes the same state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Command {
+    pub request: Option<ClientRequest>,
+    pub now_ms: u64,
+    pub op: Op,
+}
+
+/// What a compare-and-set compares with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Expected {
+    Value(Vec<u8>),
+    /// 0 means the key must not exist.
+    ModRevision(u64),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    CompareAndSet {
+        key: Vec<u8>,
+        expected: Expected,
+        new_value: Vec<u8>,
+    },
+    Delete {
+        key: Vec<u8>,
+        prefix: bool,
+    },
+    ApplyService(v1::Service),
+    DeleteService(String),
+    ApplyVip(v1::Vip),
+    DeleteVip(String),
+    SetNodeAdmin {
+        node_id: NodeId,
+        admin: i32,
+    },
+}
+
+/// A stored key and its revisions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvEntry {
+    pub value: Vec<u8>,
+    pub create_revision: u64,
+    pub mod_revision: u64,
+    pub version: u64,
+}
+
+impl KvEntry {
+    pub fn to_proto(&self, key: &[u8]) -> v1::KeyValue {
+        v1::KeyValue {
+            key: key.to_vec(),
+            value: self.value.clone(),
+            create_revision: self.create_revision,
+            mod_revision: self.mod_revision,
+            version: self.version,
+        }
+    }
+}
+
+/// The result of applying one log entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandResult {
+    /// The cluster revision after this entry was applied.
+    pub revision: u64,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Blank and membership entries.
+    None,
+    Put {
+        prev: Option<v1::KeyValue>,
+    },
+    CompareAndSet {
+        succeeded: bool,
+        kv: Option<v1::KeyValue>,
+    },
+    Delete {
+        deleted: u64,
+    },
+    /// A cluster-state write took effect.
+    StateWritten,
+    /// Refused by the state it met; nothing changed. `field` names the offending input.
+    Rejected {
+        field: String,
+        message: String,
+    },
+    /// A retry of a write whose result the cluster no longer remembers (older than the
+    /// client's acknowledged watermark): it was applied once already, or never will be.
+    StaleRetry,
+}

@@ -1,0 +1,322 @@
+//! Validation of API input that needs no state. Every error names the offending field.
+//!
+//! Checks that depend on the state (unknown node, unknown service) run again inside the
+//! state machine, where they are decided deterministically at apply time.
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use ballast_proto::v1;
+use ballast_proto::{MAX_KEY_LEN, MAX_VALUE_LEN};
+
+/// Input refused before it reaches the log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {field}: {message}")]
+pub struct InvalidInput {
+    pub field: String,
+    pub message: String,
+}
+
+pub fn invalid(field: &str, message: impl Into<String>) -> InvalidInput {
+    InvalidInput {
+        field: field.to_string(),
+        message: message.into(),
+    }
+}
+
+pub type Result<T = ()> = std::result::Result<T, InvalidInput>;
+
+/// Default probe interval (HAProxy's `inter`).
+pub const DEFAULT_INTERVAL_MS: u32 = 2000;
+/// Default probe timeout.
+pub const DEFAULT_TIMEOUT_MS: u32 = 1000;
+/// Default consecutive successes to become healthy (HAProxy's `rise`).
+pub const DEFAULT_RISE: u32 = 2;
+/// Default consecutive failures to become unhealthy (HAProxy's `fall`).
+pub const DEFAULT_FALL: u32 = 3;
+
+pub fn key(field: &str, key: &[u8]) -> Result {
+    if key.is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    if key.len() > MAX_KEY_LEN {
+        return Err(invalid(
+            field,
+            format!("is {} bytes; at most {MAX_KEY_LEN} are allowed", key.len()),
+        ));
+    }
+    Ok(())
+}
+
+pub fn value(field: &str, value: &[u8]) -> Result {
+    if value.len() > MAX_VALUE_LEN {
+        return Err(invalid(
+            field,
+            format!("is {} bytes; at most {MAX_VALUE_LEN} are allowed", value.len()),
+        ));
+    }
+    Ok(())
+}
+
+pub fn prefix(field: &str, prefix: &[u8]) -> Result {
+    if prefix.len() > MAX_KEY_LEN {
+        return Err(invalid(
+            field,
+            format!("is {} bytes; at most {MAX_KEY_LEN} are allowed", prefix.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// Names of services and VIPs: 1 to 63 characters of `a-z 0-9 - _ .`, starting with a letter
+/// or digit.
+pub fn name(field: &str, name: &str) -> Result {
+    if name.is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    if name.len() > 63 {
+        return Err(invalid(field, "is longer than 63 characters"));
+    }
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c);
+    if !name.chars().all(ok_char) || !name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric()) {
+        return Err(invalid(
+            field,
+            format!("{name:?} must be lowercase letters, digits, '-', '_' or '.', starting with a letter or digit"),
+        ));
+    }
+    Ok(())
+}
+
+pub fn node_id(field: &str, id: u64) -> Result {
+    if id == 0 {
+        return Err(invalid(field, "node ids start at 1"));
+    }
+    Ok(())
+}
+
+/// A member address as peers dial it: `host:port`, with a port.
+pub fn member_addr(field: &str, addr: &str) -> Result {
+    if addr.parse::<SocketAddr>().is_ok() {
+        if addr.parse::<SocketAddr>().is_ok_and(|a| a.ip().is_unspecified() || a.port() == 0) {
+            return Err(invalid(field, format!("{addr:?} is not an address peers can dial")));
+        }
+        return Ok(());
+    }
+    match addr.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0) => Ok(()),
+        _ => Err(invalid(field, format!("{addr:?} is not host:port"))),
+    }
+}
+
+/// An IPv4 address with prefix length, as in `10.213.0.100/24`.
+pub fn ipv4_cidr(field: &str, s: &str) -> Result<(Ipv4Addr, u8)> {
+    let Some((ip, len)) = s.split_once('/') else {
+        return Err(invalid(field, format!("{s:?} must be an IPv4 address with a prefix length, like 10.0.0.10/24")));
+    };
+    let ip: Ipv4Addr = ip
+        .parse()
+        .map_err(|_| invalid(field, format!("{ip:?} is not an IPv4 address")))?;
+    let len: u8 = len
+        .parse()
+        .ok()
+        .filter(|l| (1..=32).contains(l))
+        .ok_or_else(|| invalid(field, format!("prefix length {len:?} is not in 1..=32")))?;
+    if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || ip.is_loopback() {
+        return Err(invalid(field, format!("{ip} cannot be a virtual IP")));
+    }
+    Ok((ip, len))
+}
+
+/// A Linux interface name (IFNAMSIZ is 16 with the terminating NUL).
+pub fn interface(field: &str, s: &str) -> Result {
+    if s.is_empty() || s.len() > 15 {
+        return Err(invalid(field, "must be 1 to 15 characters"));
+    }
+    if s.chars().any(|c| c == '/' || c.is_whitespace() || c == ':') {
+        return Err(invalid(field, format!("{s:?} is not an interface name")));
+    }
+    Ok(())
+}
+
+fn port(field: &str, p: u32) -> Result {
+    if p == 0 || p > 65535 {
+        return Err(invalid(field, format!("port {p} is not in 1..=65535")));
+    }
+    Ok(())
+}
+
+/// Checks a health check and fills in defaults for unset timings.
+pub fn health_check(field: &str, check: &mut v1::HealthCheck) -> Result {
+    use v1::health_check::Kind;
+    match &mut check.kind {
+        None => return Err(invalid(&format!("{field}.kind"), "one of http, tcp or exec is required")),
+        Some(Kind::Http(h)) => {
+            port(&format!("{field}.http.port"), h.port)?;
+            if h.path.is_empty() {
+                h.path = "/".into();
+            }
+            if !h.path.starts_with('/') {
+                return Err(invalid(&format!("{field}.http.path"), "must start with '/'"));
+            }
+            if h.expect_status_min == 0 && h.expect_status_max == 0 {
+                h.expect_status_min = 200;
+                h.expect_status_max = 399;
+            }
+            if !(100..=599).contains(&h.expect_status_min)
+                || !(100..=599).contains(&h.expect_status_max)
+                || h.expect_status_min > h.expect_status_max
+            {
+                return Err(invalid(
+                    &format!("{field}.http.expect_status"),
+                    format!("{}..={} is not a range of HTTP status codes", h.expect_status_min, h.expect_status_max),
+                ));
+            }
+        }
+        Some(Kind::Tcp(t)) => port(&format!("{field}.tcp.port"), t.port)?,
+        Some(Kind::Exec(e)) => name(&format!("{field}.exec.name"), &e.name)?,
+    }
+    if check.interval_ms == 0 {
+        check.interval_ms = DEFAULT_INTERVAL_MS;
+    }
+    if check.timeout_ms == 0 {
+        check.timeout_ms = DEFAULT_TIMEOUT_MS.min(check.interval_ms);
+    }
+    if check.rise == 0 {
+        check.rise = DEFAULT_RISE;
+    }
+    if check.fall == 0 {
+        check.fall = DEFAULT_FALL;
+    }
+    if check.interval_ms > 3_600_000 {
+        return Err(invalid(&format!("{field}.interval_ms"), "must be at most one hour"));
+    }
+    if check.timeout_ms > check.interval_ms {
+        return Err(invalid(
+            &format!("{field}.timeout_ms"),
+            format!("{} ms exceeds the interval of {} ms", check.timeout_ms, check.interval_ms),
+        ));
+    }
+    if check.rise > 100 {
+        return Err(invalid(&format!("{field}.rise"), "must be in 1..=100"));
+    }
+    if check.fall > 100 {
+        return Err(invalid(&format!("{field}.fall"), "must be in 1..=100"));
+    }
+    Ok(())
+}
+
+/// Checks a service definition and normalises it (defaults, backend ids from map keys).
+pub fn service(svc: &mut v1::Service) -> Result {
+    name("service.name", &svc.name)?;
+    let check = svc
+        .check
+        .as_mut()
+        .ok_or_else(|| invalid("service.check", "a health check is required"))?;
+    health_check("service.check", check)?;
+    for (id, b) in svc.backends.iter_mut() {
+        node_id("service.backends", *id)?;
+        if b.node_id != 0 && b.node_id != *id {
+            return Err(invalid(
+                "service.backends",
+                format!("entry {id} names node {}", b.node_id),
+            ));
+        }
+        b.node_id = *id;
+    }
+    Ok(())
+}
+
+/// Checks a VIP definition.
+pub fn vip(vip: &mut v1::Vip) -> Result {
+    name("vip.name", &vip.name)?;
+    let (ip, len) = ipv4_cidr("vip.address", &vip.address)?;
+    vip.address = format!("{ip}/{len}");
+    interface("vip.interface", &vip.interface)?;
+    name("vip.service", &vip.service)?;
+    let p = vip.placement.get_or_insert_with(Default::default);
+    if p.preempt_delay_ms > 3_600_000 {
+        return Err(invalid("vip.placement.preempt_delay_ms", "must be at most one hour"));
+    }
+    for id in p.priorities.keys() {
+        node_id("vip.placement.priorities", *id)?;
+    }
+    Ok(())
+}
+
+pub fn admin_state(field: &str, admin: i32) -> Result<v1::AdminState> {
+    match v1::AdminState::try_from(admin) {
+        Ok(v1::AdminState::Unspecified) | Err(_) => Err(invalid(
+            field,
+            "must be active, draining or maintenance",
+        )),
+        Ok(a) => Ok(a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_values() {
+        assert_eq!(key("key", b"").unwrap_err().field, "key");
+        assert!(key("key", &vec![b'a'; MAX_KEY_LEN]).is_ok());
+        assert!(key("key", &vec![b'a'; MAX_KEY_LEN + 1]).is_err());
+        assert!(value("value", &vec![0; MAX_VALUE_LEN]).is_ok());
+        assert_eq!(value("value", &vec![0; MAX_VALUE_LEN + 1]).unwrap_err().field, "value");
+    }
+
+    #[test]
+    fn cidrs() {
+        assert_eq!(ipv4_cidr("a", "10.213.0.10/24").unwrap(), ("10.213.0.10".parse().unwrap(), 24));
+        for bad in ["10.213.0.10", "10.213.0.300/24", "10.213.0.1/33", "10.213.0.1/0", "0.0.0.0/8", "127.0.0.1/8", "x/24"] {
+            assert!(ipv4_cidr("a", bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn names_and_addrs() {
+        assert!(name("n", "web-1.prod").is_ok());
+        for bad in ["", "Web", "-web", "a b", &"a".repeat(64)] {
+            assert!(name("n", bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(member_addr("a", "127.0.0.1:7400").is_ok());
+        assert!(member_addr("a", "node-1.example:7400").is_ok());
+        for bad in ["127.0.0.1", "0.0.0.0:7400", "127.0.0.1:0", ":7400", "host:x"] {
+            assert!(member_addr("a", bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn health_check_defaults_and_limits() {
+        let mut c = v1::HealthCheck {
+            kind: Some(v1::health_check::Kind::Http(v1::HttpCheck {
+                port: 8080,
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        health_check("check", &mut c).unwrap();
+        assert_eq!((c.interval_ms, c.timeout_ms, c.rise, c.fall), (2000, 1000, 2, 3));
+        let Some(v1::health_check::Kind::Http(h)) = &c.kind else { unreachable!() };
+        assert_eq!((h.path.as_str(), h.expect_status_min, h.expect_status_max), ("/", 200, 399));
+
+        c.timeout_ms = 5000;
+        assert_eq!(health_check("check", &mut c).unwrap_err().field, "check.timeout_ms");
+        let mut none = v1::HealthCheck::default();
+        assert_eq!(health_check("check", &mut none).unwrap_err().field, "check.kind");
+    }
+
+    #[test]
+    fn vips() {
+        let mut v = v1::Vip {
+            name: "web".into(),
+            address: "10.213.0.100/24".into(),
+            interface: "eth0".into(),
+            service: "web".into(),
+            ..Default::default()
+        };
+        vip(&mut v).unwrap();
+        v.interface = "this-name-is-too-long".into();
+        assert_eq!(vip(&mut v).unwrap_err().field, "vip.interface");
+    }
+}

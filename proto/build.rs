@@ -1,0 +1,27 @@
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // The vendored protoc keeps the build free of a system protoc.
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    std::env::set_var("PROTOC", protoc);
+
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    let files = [
+        "ballast/v1/common.proto",
+        "ballast/v1/raft.proto",
+        "ballast/v1/cluster.proto",
+        "ballast/v1/kv.proto",
+        "ballast/v1/watch.proto",
+        "ballast/v1/state.proto",
+    ];
+    for f in &files {
+        println!("cargo:rerun-if-changed={f}");
+    }
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out.join("ballast_v1_descriptor.bin"))
+        .btree_map(".")
+        // The cluster-state model is stored in the Raft state machine as these types.
+        .type_attribute(".", "#[derive(serde::Serialize, serde::Deserialize)]")
+        .compile_protos(&files, &["."])?;
+    Ok(())
+}
