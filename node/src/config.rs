@@ -387,7 +387,7 @@ impl Config {
             election_timeout_max: self.election_timeout_max_ms,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_logs),
             max_in_snapshot_log_to_keep: self.keep_logs,
-            purge_batch_size: 256,
+            purge_batch_size: self.snapshot_logs.clamp(1, 256),
             install_snapshot_timeout: 2_000,
             snapshot_max_chunk_size: 1024 * 1024,
             max_payload_entries: 512,

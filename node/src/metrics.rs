@@ -58,6 +58,16 @@ pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+pub static RAFT_REFUSED: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
+    register(
+        prometheus::IntCounter::new(
+            "ballast_raft_refused_total",
+            "Raft messages refused because they came from another cluster",
+        )
+        .unwrap(),
+    )
+});
+
 macro_rules! gauge {
     ($name:ident, $metric:expr, $help:expr) => {
         pub static $name: LazyLock<IntGauge> =
@@ -90,7 +100,7 @@ pub fn update_from_raft(raft: &Raft, committed: u64, revision: u64) {
 /// The text exposition of every metric.
 pub fn render() -> String {
     // Touch the lazies so that every metric appears even before its first observation.
-    let _ = (&*APPLY_SECONDS, &*REQUEST_SECONDS, &*REQUESTS, &*TERM, &*LEADER);
+    let _ = (&*APPLY_SECONDS, &*REQUEST_SECONDS, &*REQUESTS, &*RAFT_REFUSED, &*TERM, &*LEADER);
     let _ = (&*IS_LEADER, &*LAST_LOG, &*COMMIT, &*APPLIED, &*SNAPSHOT, &*REVISION);
     let mut buf = Vec::new();
     TextEncoder::new()

@@ -34,6 +34,8 @@ pub struct Node {
     pub committed: Arc<AtomicU64>,
     pub advertise: String,
     pub rpc_timeout: Duration,
+    /// Turns true when the member stops; long-lived streams end on it.
+    pub stopping: watch::Receiver<bool>,
 }
 
 /// Milliseconds since the Unix epoch on this machine's wall clock.
@@ -209,8 +211,13 @@ impl NodeHandle {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.node.raft.shutdown().await;
-        for t in self.tasks {
-            let _ = t.await;
+        for mut t in self.tasks {
+            // Servers drain in-flight calls; a client that holds a connection open does not
+            // hold up the stop for long.
+            if tokio::time::timeout(Duration::from_secs(2), &mut t).await.is_err() {
+                t.abort();
+                let _ = t.await;
+            }
         }
     }
 
@@ -272,6 +279,7 @@ pub async fn start(
     .await
     .map_err(|e| StartError::Raft(e.to_string()))?;
 
+    let (stop, stop_rx) = watch::channel(false);
     let node = Arc::new(Node {
         id: cfg.node_id,
         raft: raft.clone(),
@@ -281,8 +289,8 @@ pub async fn start(
         committed,
         advertise: advertise.clone(),
         rpc_timeout: cfg.rpc_timeout(),
+        stopping: stop_rx.clone(),
     });
-    let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
 
     // 4. Serve gRPC (Raft and the public API) before forming, so peers can reach us.

@@ -1,1 +1,555 @@
-fn main() {}
+//! `ballastctl`: the operator's command line for a Ballast cluster.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use ballast_client::{v1, Client, ClientConfig, Error};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::{json, Value};
+
+#[derive(Parser)]
+#[command(name = "ballastctl", version, about = "Operate a Ballast cluster")]
+struct Cli {
+    /// Member gRPC endpoints, comma separated (host:port).
+    #[arg(long, env = "BALLAST_ENDPOINTS", default_value = "127.0.0.1:7401,127.0.0.1:7402,127.0.0.1:7403", global = true)]
+    endpoints: String,
+
+    /// Output format of read commands.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table, global = true)]
+    output: Output,
+
+    /// Give up on a command after this many seconds of retries.
+    #[arg(long, default_value_t = 15, global = true)]
+    timeout: u64,
+
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// The cluster at a glance: leader, term, indexes and every member's own view.
+    Status,
+    /// Raft membership.
+    #[command(subcommand)]
+    Member(MemberCmd),
+    /// The key-value store.
+    #[command(subcommand)]
+    Kv(KvCmd),
+    /// The cluster state: nodes, services, VIPs.
+    #[command(subcommand)]
+    State(StateCmd),
+    /// Measure put and linearizable get throughput and latency.
+    Bench(BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum MemberCmd {
+    /// List members with role and replication lag.
+    List,
+    /// Add a node as a learner (it receives the log but does not vote).
+    Add {
+        id: u64,
+        /// Its gRPC address, host:port.
+        addr: String,
+        /// Return at once instead of waiting until it caught up.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Make a learner a voter.
+    Promote { id: u64 },
+    /// Remove a voter or learner.
+    Remove { id: u64 },
+}
+
+#[derive(Subcommand)]
+enum KvCmd {
+    /// Read a key (linearizable unless --serializable).
+    Get {
+        key: String,
+        #[arg(long)]
+        serializable: bool,
+    },
+    /// Write a key.
+    Put { key: String, value: String },
+    /// Write a key only if it currently has the expected value or revision.
+    Cas {
+        key: String,
+        new_value: String,
+        /// The current value must be this.
+        #[arg(long, conflicts_with = "expect_rev", required_unless_present = "expect_rev")]
+        expect_value: Option<String>,
+        /// The current mod revision must be this (0: the key must not exist).
+        #[arg(long)]
+        expect_rev: Option<u64>,
+    },
+    /// Delete a key, or every key with a prefix.
+    Del {
+        key: String,
+        #[arg(long)]
+        prefix: bool,
+    },
+    /// List keys with a prefix.
+    Ls {
+        #[arg(default_value = "")]
+        prefix: String,
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
+        #[arg(long)]
+        serializable: bool,
+    },
+    /// Stream changes under prefixes until interrupted.
+    Watch {
+        prefixes: Vec<String>,
+        /// Start at this revision (0: from now).
+        #[arg(long, default_value_t = 0)]
+        rev: u64,
+        /// Also cluster-state changes.
+        #[arg(long)]
+        state: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum StateCmd {
+    /// Show nodes, services and VIPs.
+    Show,
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Operations to measure, comma separated: put, get.
+    #[arg(long, default_value = "put,get")]
+    ops: String,
+    /// Concurrency levels, comma separated.
+    #[arg(long, default_value = "1,16,64")]
+    concurrency: String,
+    /// Seconds per (op, concurrency) pair.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 64)]
+    value_size: usize,
+    /// Number of distinct keys.
+    #[arg(long, default_value_t = 1000)]
+    keys: usize,
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap());
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn kv_json(kv: &v1::KeyValue) -> Value {
+    json!({
+        "key": text(&kv.key),
+        "value": text(&kv.value),
+        "create_revision": kv.create_revision,
+        "mod_revision": kv.mod_revision,
+        "version": kv.version,
+    })
+}
+
+fn role(r: i32) -> &'static str {
+    v1::Role::try_from(r).unwrap_or(v1::Role::Unspecified).label()
+}
+
+/// Prints rows as an aligned table.
+fn table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let s: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{:<w$}", c, w = widths[i]))
+            .collect();
+        println!("{}", s.join("  ").trim_end());
+    };
+    line(header.iter().map(|s| s.to_string()).collect());
+    for r in rows {
+        line(r);
+    }
+}
+
+async fn status(c: &Client, out: Output) -> Result<(), Error> {
+    let _ = c.find_leader().await;
+    let s = c.status().await?;
+    // Every member's own view, concurrently; unreachable members are shown as such.
+    let views = futures::future::join_all(s.members.iter().map(|m| c.member_status(&m.addr))).await;
+    if out == Output::Json {
+        let members: Vec<Value> = s
+            .members
+            .iter()
+            .zip(&views)
+            .map(|(m, v)| {
+                let mut j = json!({"id": m.id, "addr": m.addr, "role": role(m.role), "matched_index": m.matched_index, "lag": m.lag});
+                match v {
+                    Ok(v) => {
+                        j["reachable"] = json!(true);
+                        j["raft_state"] = json!(v.raft_state);
+                        j["term"] = json!(v.term);
+                        j["applied_index"] = json!(v.applied_index);
+                        j["commit_index"] = json!(v.commit_index);
+                    }
+                    Err(e) => {
+                        j["reachable"] = json!(false);
+                        j["error"] = json!(e.to_string());
+                    }
+                }
+                j
+            })
+            .collect();
+        print_json(&json!({
+            "cluster_id": s.cluster_id,
+            "leader_id": s.leader_id,
+            "leader_addr": s.leader_addr,
+            "term": s.term,
+            "commit_index": s.commit_index,
+            "applied_index": s.applied_index,
+            "revision": s.header.as_ref().map(|h| h.revision).unwrap_or(0),
+            "members": members,
+        }));
+        return Ok(());
+    }
+    println!("cluster   {}", s.cluster_id);
+    println!(
+        "leader    {} ({})",
+        if s.leader_id == 0 { "none".to_string() } else { s.leader_id.to_string() },
+        s.leader_addr
+    );
+    println!("term      {}", s.term);
+    println!("commit    {}   applied {}   revision {}", s.commit_index, s.applied_index, s.header.as_ref().map(|h| h.revision).unwrap_or(0));
+    println!();
+    let rows = s
+        .members
+        .iter()
+        .zip(&views)
+        .map(|(m, v)| {
+            let (state, term, applied) = match v {
+                Ok(v) => (v.raft_state.clone(), v.term.to_string(), v.applied_index.to_string()),
+                Err(_) => ("unreachable".to_string(), "-".into(), "-".into()),
+            };
+            vec![
+                m.id.to_string(),
+                m.addr.clone(),
+                role(m.role).to_string(),
+                state,
+                term,
+                applied,
+                if s.raft_state == "leader" { m.lag.to_string() } else { "-".into() },
+            ]
+        })
+        .collect();
+    table(&["ID", "ADDRESS", "ROLE", "STATE", "TERM", "APPLIED", "LAG"], rows);
+    Ok(())
+}
+
+fn members_out(members: &[v1::Member], out: Output) {
+    if out == Output::Json {
+        let v: Vec<Value> = members
+            .iter()
+            .map(|m| json!({"id": m.id, "addr": m.addr, "role": role(m.role), "matched_index": m.matched_index, "lag": m.lag}))
+            .collect();
+        print_json(&json!(v));
+        return;
+    }
+    let rows = members
+        .iter()
+        .map(|m| vec![m.id.to_string(), m.addr.clone(), role(m.role).to_string(), m.matched_index.to_string(), m.lag.to_string()])
+        .collect();
+    table(&["ID", "ADDRESS", "ROLE", "MATCHED", "LAG"], rows);
+}
+
+async fn member(c: &Client, cmd: MemberCmd, out: Output) -> Result<(), Error> {
+    let r = match cmd {
+        MemberCmd::List => {
+            let _ = c.find_leader().await;
+            let s = c.status().await?;
+            members_out(&s.members, out);
+            return Ok(());
+        }
+        MemberCmd::Add { id, addr, no_wait } => c.add_learner(id, &addr, !no_wait).await?,
+        MemberCmd::Promote { id } => c.promote_voter(id).await?,
+        MemberCmd::Remove { id } => c.remove_node(id).await?,
+    };
+    members_out(&r.members, out);
+    Ok(())
+}
+
+async fn kv(c: &Client, cmd: KvCmd, out: Output) -> Result<(), Error> {
+    match cmd {
+        KvCmd::Get { key, serializable } => {
+            let r = c.get(key.clone(), serializable).await?;
+            let rev = r.header.map(|h| h.revision).unwrap_or(0);
+            match (out, r.kv) {
+                (Output::Json, kv) => print_json(&json!({"revision": rev, "kv": kv.as_ref().map(kv_json)})),
+                (Output::Table, Some(kv)) => println!("{}", text(&kv.value)),
+                (Output::Table, None) => return Err(Error::NotFound(format!("key {key:?}"))),
+            }
+        }
+        KvCmd::Put { key, value } => {
+            let r = c.put(key, value).await?;
+            println!("OK revision {}", r.header.map(|h| h.revision).unwrap_or(0));
+        }
+        KvCmd::Cas {
+            key,
+            new_value,
+            expect_value,
+            expect_rev,
+        } => {
+            let expected = match (expect_value, expect_rev) {
+                (Some(v), _) => v1::compare_and_set_request::Expected::ExpectedValue(v.into_bytes()),
+                (None, Some(r)) => v1::compare_and_set_request::Expected::ExpectedModRevision(r),
+                (None, None) => unreachable!("clap requires one"),
+            };
+            let r = c.compare_and_set(key, expected, new_value).await?;
+            let rev = r.header.map(|h| h.revision).unwrap_or(0);
+            if out == Output::Json {
+                print_json(&json!({"succeeded": r.succeeded, "revision": rev, "kv": r.kv.as_ref().map(kv_json)}));
+            } else if r.succeeded {
+                println!("OK revision {rev}");
+            } else {
+                let cur = r.kv.map(|k| format!("value {:?} at revision {}", text(&k.value), k.mod_revision));
+                return Err(Error::FailedPrecondition(format!(
+                    "compare failed; current: {}",
+                    cur.unwrap_or_else(|| "absent".into())
+                )));
+            }
+        }
+        KvCmd::Del { key, prefix } => {
+            let r = c.delete(key, prefix).await?;
+            println!("deleted {} revision {}", r.deleted, r.header.map(|h| h.revision).unwrap_or(0));
+        }
+        KvCmd::Ls { prefix, limit, serializable } => {
+            let r = c.range(prefix, limit, serializable).await?;
+            if out == Output::Json {
+                let kvs: Vec<Value> = r.kvs.iter().map(kv_json).collect();
+                print_json(&json!({"revision": r.header.map(|h| h.revision).unwrap_or(0), "kvs": kvs, "more": r.more}));
+            } else {
+                let rows = r
+                    .kvs
+                    .iter()
+                    .map(|kv| vec![text(&kv.key), text(&kv.value), kv.mod_revision.to_string()])
+                    .collect();
+                table(&["KEY", "VALUE", "REVISION"], rows);
+                if r.more {
+                    println!("(more keys; raise --limit)");
+                }
+            }
+        }
+        KvCmd::Watch { prefixes, rev, state } => {
+            let prefixes = if prefixes.is_empty() && !state { vec![String::new()] } else { prefixes };
+            let mut w = c.watch(v1::WatchRequest {
+                key_prefixes: prefixes.into_iter().map(String::into_bytes).collect(),
+                cluster_state: state,
+                start_revision: rev,
+            });
+            while let Some(r) = w.next().await {
+                let r = r?;
+                for e in r.events {
+                    match e.event {
+                        Some(v1::event::Event::Kv(k)) => {
+                            let kind = if k.kind == v1::kv_event::Kind::Delete as i32 { "DELETE" } else { "PUT" };
+                            let kv = k.kv.unwrap_or_default();
+                            if out == Output::Json {
+                                println!("{}", json!({"revision": r.revision, "type": kind, "kv": kv_json(&kv)}));
+                            } else {
+                                println!("{} {} {} {}", r.revision, kind, text(&kv.key), text(&kv.value));
+                            }
+                        }
+                        Some(v1::event::Event::State(s)) => {
+                            if out == Output::Json {
+                                println!("{}", json!({"revision": r.revision, "type": "STATE", "kind": s.kind, "name": s.name, "deleted": s.deleted}));
+                            } else {
+                                println!("{} STATE {} {}{}", r.revision, s.kind, s.name, if s.deleted { " deleted" } else { "" });
+                            }
+                        }
+                        None => {}
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn state(c: &Client, cmd: StateCmd, out: Output) -> Result<(), Error> {
+    let StateCmd::Show = cmd;
+    let s = c.get_state(false).await?;
+    if out == Output::Json {
+        print_json(&serde_json::to_value(&s).unwrap_or(Value::Null));
+        return Ok(());
+    }
+    let admin = |a: i32| v1::AdminState::try_from(a).unwrap_or(v1::AdminState::Unspecified).label();
+    println!("NODES");
+    table(
+        &["ID", "ADDRESS", "ROLE", "ADMIN"],
+        s.nodes.iter().map(|n| vec![n.id.to_string(), n.addr.clone(), role(n.role).into(), admin(n.admin).into()]).collect(),
+    );
+    println!("\nSERVICES");
+    table(
+        &["NAME", "BACKENDS", "RELEASE"],
+        s.services
+            .iter()
+            .map(|svc| {
+                let b: Vec<String> = svc
+                    .backends
+                    .values()
+                    .map(|b| format!("{}:{}", b.node_id, v1::Health::try_from(b.health).unwrap_or(v1::Health::Unknown).label()))
+                    .collect();
+                vec![svc.name.clone(), b.join(","), svc.active_release.clone()]
+            })
+            .collect(),
+    );
+    println!("\nVIPS");
+    table(
+        &["NAME", "ADDRESS", "INTERFACE", "SERVICE", "OWNER", "EPOCH"],
+        s.vips
+            .iter()
+            .map(|v| vec![v.name.clone(), v.address.clone(), v.interface.clone(), v.service.clone(), v.owner.to_string(), v.epoch.to_string()])
+            .collect(),
+    );
+    Ok(())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+async fn bench(c: &Client, a: BenchArgs, out: Output) -> Result<(), Error> {
+    let _ = c.find_leader().await;
+    let value = vec![b'x'; a.value_size];
+    // Make sure the keys exist so that gets read real values.
+    for k in 0..a.keys.min(1000) {
+        c.put(format!("bench/{k}"), value.clone()).await?;
+    }
+    let mut results = Vec::new();
+    for op in a.ops.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if op != "put" && op != "get" {
+            return Err(Error::InvalidArgument(format!("unknown op {op:?}; use put or get")));
+        }
+        for conc in a.concurrency.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let conc: usize = conc
+                .parse()
+                .map_err(|_| Error::InvalidArgument(format!("concurrency {conc:?} is not a number")))?;
+            let end = Instant::now() + Duration::from_secs(a.seconds);
+            let mut tasks = Vec::new();
+            for w in 0..conc {
+                let c = c.clone();
+                let value = value.clone();
+                let op = op.to_string();
+                let keys = a.keys.max(1);
+                tasks.push(tokio::spawn(async move {
+                    let mut lat = Vec::new();
+                    let mut errors = 0u64;
+                    let mut i = w;
+                    while Instant::now() < end {
+                        let key = format!("bench/{}", i % keys);
+                        i += conc_step(conc);
+                        let t = Instant::now();
+                        let r = if op == "put" {
+                            c.put(key, value.clone()).await.map(|_| ())
+                        } else {
+                            c.get(key, false).await.map(|_| ())
+                        };
+                        match r {
+                            Ok(()) => lat.push(t.elapsed()),
+                            Err(_) => errors += 1,
+                        }
+                    }
+                    (lat, errors)
+                }));
+            }
+            let started = Instant::now();
+            let mut lat = Vec::new();
+            let mut errors = 0;
+            for t in tasks {
+                let (l, e) = t.await.map_err(|e| Error::Other(e.to_string()))?;
+                lat.extend(l);
+                errors += e;
+            }
+            let secs = started.elapsed().as_secs_f64().max(a.seconds as f64);
+            lat.sort_unstable();
+            let ops = lat.len() as f64 / secs;
+            let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
+            results.push(json!({
+                "op": op, "concurrency": conc, "ops_per_sec": (ops * 10.0).round() / 10.0,
+                "p50_ms": p50.as_secs_f64() * 1000.0, "p99_ms": p99.as_secs_f64() * 1000.0,
+                "count": lat.len(), "errors": errors, "value_size": a.value_size,
+            }));
+            if out == Output::Table {
+                println!(
+                    "{op:<4} c={conc:<3} {ops:>9.1} ops/s  p50 {:>7.2} ms  p99 {:>7.2} ms  ({} ok, {errors} errors)",
+                    p50.as_secs_f64() * 1000.0,
+                    p99.as_secs_f64() * 1000.0,
+                    lat.len()
+                );
+            }
+        }
+    }
+    if out == Output::Json {
+        print_json(&json!(results));
+    }
+    Ok(())
+}
+
+fn conc_step(conc: usize) -> usize {
+    conc.max(1)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let endpoints: Vec<String> = cli
+        .endpoints
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    let mut cfg = ClientConfig::new(endpoints);
+    cfg.deadline = Duration::from_secs(cli.timeout);
+    let client = match Client::try_new(cfg) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ballastctl: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let r = match cli.cmd {
+        Cmd::Status => status(&client, cli.output).await,
+        Cmd::Member(m) => member(&client, m, cli.output).await,
+        Cmd::Kv(k) => kv(&client, k, cli.output).await,
+        Cmd::State(s) => state(&client, s, cli.output).await,
+        Cmd::Bench(b) => bench(&client, b, cli.output).await,
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ballastctl: {e}");
+            match e {
+                Error::NotFound(_) => ExitCode::from(4),
+                Error::InvalidArgument(_) => ExitCode::from(2),
+                _ => ExitCode::from(1),
+            }
+        }
+    }
+}

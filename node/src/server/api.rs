@@ -510,6 +510,7 @@ impl v1::watch_server::Watch for Api {
         };
         let (tx, rx) = mpsc::channel(64);
         let sm = self.node.sm.clone();
+        let mut stopping = self.node.stopping.clone();
         tokio::spawn(async move {
             loop {
                 changes.borrow_and_update();
@@ -528,16 +529,27 @@ impl v1::watch_server::Watch for Api {
                         next = new_next;
                     }
                 }
-                tokio::select! {
-                    r = changes.changed() => if r.is_err() { return },
+                let stop_now = tokio::select! {
+                    r = changes.changed() => {
+                        if r.is_err() {
+                            return;
+                        }
+                        false
+                    }
                     _ = tx.closed() => return,
+                    _ = async { let _ = stopping.wait_for(|s| *s).await; } => true,
                     // An idle watcher learns how far it has seen, so its resume point moves.
                     _ = tokio::time::sleep(WATCH_PROGRESS_EVERY) => {
                         let mark = v1::WatchResponse { revision: next - 1, events: vec![] };
                         if tx.send(Ok(mark)).await.is_err() {
                             return;
                         }
+                        false
                     }
+                };
+                if stop_now {
+                    let _ = tx.send(Err(Status::unavailable("member is stopping"))).await;
+                    return;
                 }
             }
         });

@@ -29,6 +29,7 @@ impl RaftSvc {
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| Status::failed_precondition("Raft traffic without a cluster id"))?;
         self.node.identity.accept_cluster(theirs).map_err(|e| {
+            crate::metrics::RAFT_REFUSED.inc();
             tracing::warn!(error = %e, "refused Raft traffic");
             Status::failed_precondition(e.to_string())
         })
