@@ -100,7 +100,10 @@ impl Client {
     /// Like [`Client::new`], refusing endpoints that are not addresses.
     pub fn try_new(cfg: ClientConfig) -> Result<Self, Error> {
         if cfg.endpoints.is_empty() {
-            return Err(Error::BadEndpoint(String::new(), "no endpoints given".into()));
+            return Err(Error::BadEndpoint(
+                String::new(),
+                "no endpoints given".into(),
+            ));
         }
         let mut targets = Vec::new();
         for e in &cfg.endpoints {
@@ -134,7 +137,9 @@ impl Client {
     pub async fn find_leader(&self) -> Result<String, Error> {
         let addrs: Vec<(String, Channel)> = {
             let t = self.inner.targets.read().unwrap();
-            t.iter().map(|t| (t.addr.clone(), t.channel.clone())).collect()
+            t.iter()
+                .map(|t| (t.addr.clone(), t.channel.clone()))
+                .collect()
         };
         let mut last = Error::Unavailable("no member answered".into());
         for (addr, ch) in addrs {
@@ -159,7 +164,9 @@ impl Client {
     /// The address currently preferred.
     pub fn preferred_endpoint(&self) -> String {
         let t = self.inner.targets.read().unwrap();
-        t[self.inner.preferred.load(Ordering::Relaxed) % t.len()].addr.clone()
+        t[self.inner.preferred.load(Ordering::Relaxed) % t.len()]
+            .addr
+            .clone()
     }
 
     fn current(&self) -> (usize, Channel) {
@@ -170,10 +177,12 @@ impl Client {
 
     fn rotate(&self, from: usize) {
         let n = self.inner.targets.read().unwrap().len();
-        let _ = self
-            .inner
-            .preferred
-            .compare_exchange(from, (from + 1) % n, Ordering::Relaxed, Ordering::Relaxed);
+        let _ = self.inner.preferred.compare_exchange(
+            from,
+            (from + 1) % n,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
     }
 
     /// Prefers `addr`, adding it to the targets if it was not one of the endpoints.
@@ -234,7 +243,9 @@ impl Client {
             };
             let now = Instant::now();
             if now >= deadline {
-                return Err(Error::Unavailable(format!("{what}: gave up after {attempts} attempts; last: {last}")));
+                return Err(Error::Unavailable(format!(
+                    "{what}: gave up after {attempts} attempts; last: {last}"
+                )));
             }
             let jitter = rand::thread_rng().gen_range(0.5..1.5);
             let sleep = backoff.mul_f64(jitter).min(deadline - now);
@@ -281,7 +292,11 @@ impl Client {
     // ---- KV ----
 
     /// Linearizable get (`serializable = false`) or a possibly stale local read.
-    pub async fn get(&self, key: impl Into<Vec<u8>>, serializable: bool) -> Result<v1::GetResponse, Error> {
+    pub async fn get(
+        &self,
+        key: impl Into<Vec<u8>>,
+        serializable: bool,
+    ) -> Result<v1::GetResponse, Error> {
         let req = v1::GetRequest {
             key: key.into(),
             consistency: consistency(serializable),
@@ -293,7 +308,12 @@ impl Client {
         .await
     }
 
-    pub async fn range(&self, prefix: impl Into<Vec<u8>>, limit: u32, serializable: bool) -> Result<v1::RangeResponse, Error> {
+    pub async fn range(
+        &self,
+        prefix: impl Into<Vec<u8>>,
+        limit: u32,
+        serializable: bool,
+    ) -> Result<v1::RangeResponse, Error> {
         let req = v1::RangeRequest {
             prefix: prefix.into(),
             limit,
@@ -306,7 +326,11 @@ impl Client {
         .await
     }
 
-    pub async fn put(&self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Result<v1::PutResponse, Error> {
+    pub async fn put(
+        &self,
+        key: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+    ) -> Result<v1::PutResponse, Error> {
         let t = self.ticket();
         let req = v1::PutRequest {
             key: key.into(),
@@ -346,7 +370,11 @@ impl Client {
         .await
     }
 
-    pub async fn delete(&self, key: impl Into<Vec<u8>>, prefix: bool) -> Result<v1::DeleteResponse, Error> {
+    pub async fn delete(
+        &self,
+        key: impl Into<Vec<u8>>,
+        prefix: bool,
+    ) -> Result<v1::DeleteResponse, Error> {
         let t = self.ticket();
         let req = v1::DeleteRequest {
             key: key.into(),
@@ -364,8 +392,10 @@ impl Client {
 
     /// The status as seen by the preferred member.
     pub async fn status(&self) -> Result<v1::StatusResponse, Error> {
-        self.call("status", |ch| async move { Self::cluster(ch).status(v1::StatusRequest {}).await })
-            .await
+        self.call("status", |ch| async move {
+            Self::cluster(ch).status(v1::StatusRequest {}).await
+        })
+        .await
     }
 
     /// The status as seen by one member, without failover.
@@ -380,7 +410,12 @@ impl Client {
             .map_err(|s| Error::from_status(&s))
     }
 
-    pub async fn add_learner(&self, node_id: u64, addr: &str, wait_caught_up: bool) -> Result<v1::MembershipResponse, Error> {
+    pub async fn add_learner(
+        &self,
+        node_id: u64,
+        addr: &str,
+        wait_caught_up: bool,
+    ) -> Result<v1::MembershipResponse, Error> {
         let req = v1::AddLearnerRequest {
             node_id,
             addr: addr.to_string(),
@@ -404,7 +439,9 @@ impl Client {
 
     pub async fn remove_node(&self, node_id: u64) -> Result<v1::MembershipResponse, Error> {
         self.call("remove node", |ch| async move {
-            Self::cluster(ch).remove_node(v1::RemoveNodeRequest { node_id }).await
+            Self::cluster(ch)
+                .remove_node(v1::RemoveNodeRequest { node_id })
+                .await
         })
         .await
     }
@@ -415,11 +452,16 @@ impl Client {
         let req = v1::GetStateRequest {
             consistency: consistency(serializable),
         };
-        self.call("get state", |ch| async move { Self::state(ch).get_state(req).await })
-            .await
+        self.call("get state", |ch| async move {
+            Self::state(ch).get_state(req).await
+        })
+        .await
     }
 
-    pub async fn apply_service(&self, service: v1::Service) -> Result<v1::StateWriteResponse, Error> {
+    pub async fn apply_service(
+        &self,
+        service: v1::Service,
+    ) -> Result<v1::StateWriteResponse, Error> {
         let t = self.ticket();
         let req = v1::ApplyServiceRequest {
             service: Some(service),
@@ -471,15 +513,21 @@ impl Client {
         .await
     }
 
-    pub async fn set_node_admin(&self, node_id: u64, admin: v1::AdminState) -> Result<v1::StateWriteResponse, Error> {
+    pub async fn set_node_admin(
+        &self,
+        node_id: u64,
+        admin: v1::AdminState,
+    ) -> Result<v1::StateWriteResponse, Error> {
         let t = self.ticket();
         let req = v1::SetNodeAdminRequest {
             node_id,
             admin: admin as i32,
             request_id: Some(t.id),
         };
-        self.call("set node admin", |ch| async move { Self::state(ch).set_node_admin(req).await })
-            .await
+        self.call("set node admin", |ch| async move {
+            Self::state(ch).set_node_admin(req).await
+        })
+        .await
     }
 
     pub(crate) fn config(&self) -> &ClientConfig {

@@ -41,6 +41,11 @@ impl Error {
 pub(crate) fn retryable(s: &Status) -> bool {
     matches!(
         s.code(),
-        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown | Code::Aborted | Code::ResourceExhausted
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Cancelled
+            | Code::Unknown
+            | Code::Aborted
+            | Code::ResourceExhausted
     )
 }

@@ -37,7 +37,11 @@ impl Client {
         WatchStream { rx, _task: task }
     }
 
-    async fn run_watch(&self, mut req: v1::WatchRequest, tx: mpsc::Sender<Result<v1::WatchResponse, Error>>) {
+    async fn run_watch(
+        &self,
+        mut req: v1::WatchRequest,
+        tx: mpsc::Sender<Result<v1::WatchResponse, Error>>,
+    ) {
         // Pin "from now" to a revision first, so that a reconnect before the first event
         // cannot skip anything.
         if req.start_revision == 0 {

@@ -30,7 +30,9 @@ pub enum ConfigError {
     InitialClusterAddrMismatch { listed: String, advertised: String },
     #[error("--initial-cluster, --bootstrap and --join are exclusive: form a new cluster or join a running one")]
     JoinAndInitialCluster,
-    #[error("advertise address {0:?} is not host:port that peers can dial (0.0.0.0 and port 0 are not)")]
+    #[error(
+        "advertise address {0:?} is not host:port that peers can dial (0.0.0.0 and port 0 are not)"
+    )]
     BadAdvertise(String),
     #[error("log-format must be text or json, not {0:?}")]
     BadLogFormat(String),
@@ -328,7 +330,11 @@ impl Config {
         if self.snapshot_logs == 0 {
             return Err(ConfigError::BadSnapshotLogs);
         }
-        let modes = [!self.initial_cluster.is_empty(), !self.join.is_empty(), self.bootstrap];
+        let modes = [
+            !self.initial_cluster.is_empty(),
+            !self.join.is_empty(),
+            self.bootstrap,
+        ];
         if modes.iter().filter(|m| **m).count() > 1 {
             return Err(ConfigError::JoinAndInitialCluster);
         }
@@ -428,9 +434,22 @@ mod tests {
 
     #[test]
     fn election_must_exceed_heartbeat() {
-        let e = Config::load(args(&["--node-id", "1", "--heartbeat-ms", "200", "--election-timeout-min-ms", "200"]))
-            .unwrap_err();
-        assert_eq!(e, ConfigError::ElectionNotAboveHeartbeat { election_min: 200, heartbeat: 200 });
+        let e = Config::load(args(&[
+            "--node-id",
+            "1",
+            "--heartbeat-ms",
+            "200",
+            "--election-timeout-min-ms",
+            "200",
+        ]))
+        .unwrap_err();
+        assert_eq!(
+            e,
+            ConfigError::ElectionNotAboveHeartbeat {
+                election_min: 200,
+                heartbeat: 200
+            }
+        );
     }
 
     #[test]
@@ -438,7 +457,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.toml");
         std::fs::write(&path, "node_id = 3\nheartbeat_ms = 70\nelection_timeout_min_ms = 900\nelection_timeout_max_ms = 1800\n").unwrap();
-        let c = Config::load(args(&["--config", path.to_str().unwrap(), "--heartbeat-ms", "80"])).unwrap();
+        let c = Config::load(args(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--heartbeat-ms",
+            "80",
+        ]))
+        .unwrap();
         assert_eq!(c.node_id, 3);
         assert_eq!(c.heartbeat_ms, 80);
         assert_eq!(c.election_timeout_min_ms, 900);
@@ -456,10 +481,21 @@ mod tests {
 
     #[test]
     fn initial_cluster_must_list_self_at_its_address() {
-        let e = Config::load(args(&["--node-id", "4", "--initial-cluster", "1=127.0.0.1:7401,2=127.0.0.1:7402"])).unwrap_err();
+        let e = Config::load(args(&[
+            "--node-id",
+            "4",
+            "--initial-cluster",
+            "1=127.0.0.1:7401,2=127.0.0.1:7402",
+        ]))
+        .unwrap_err();
         assert_eq!(e, ConfigError::SelfNotInInitialCluster { node_id: 4 });
         let e = Config::load(args(&[
-            "--node-id", "1", "--listen", "127.0.0.1:7409", "--initial-cluster", "1=127.0.0.1:7401",
+            "--node-id",
+            "1",
+            "--listen",
+            "127.0.0.1:7409",
+            "--initial-cluster",
+            "1=127.0.0.1:7401",
         ]))
         .unwrap_err();
         assert!(matches!(e, ConfigError::InitialClusterAddrMismatch { .. }));

@@ -39,7 +39,10 @@ async fn healthz(State(node): State<Arc<Node>>) -> (StatusCode, String) {
     let m = node.raft.metrics().borrow().clone();
     match m.running_state {
         Ok(()) => (StatusCode::OK, "ok\n".into()),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("raft stopped: {e}\n")),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("raft stopped: {e}\n"),
+        ),
     }
 }
 
@@ -50,8 +53,15 @@ async fn readyz(State(node): State<Arc<Node>>) -> (StatusCode, String) {
     if m.running_state.is_err() {
         return (StatusCode::SERVICE_UNAVAILABLE, "raft stopped\n".into());
     }
-    if m.membership_config.membership().get_node(&node.id).is_none() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "not a member of a cluster yet\n".into());
+    if m.membership_config
+        .membership()
+        .get_node(&node.id)
+        .is_none()
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not a member of a cluster yet\n".into(),
+        );
     }
     let Some(leader) = m.current_leader else {
         return (StatusCode::SERVICE_UNAVAILABLE, "no leader\n".into());

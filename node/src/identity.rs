@@ -56,10 +56,11 @@ impl IdentityStore {
         std::fs::create_dir_all(dir).map_err(io)?;
         let (identity, fresh) = match std::fs::read(&path) {
             Ok(bytes) => {
-                let id: Identity = serde_json::from_slice(&bytes).map_err(|e| IdentityError::Io {
-                    path: path.display().to_string(),
-                    message: format!("unreadable: {e}"),
-                })?;
+                let id: Identity =
+                    serde_json::from_slice(&bytes).map_err(|e| IdentityError::Io {
+                        path: path.display().to_string(),
+                        message: format!("unreadable: {e}"),
+                    })?;
                 if id.node_id != node_id {
                     return Err(IdentityError::WrongNode {
                         dir: dir.display().to_string(),

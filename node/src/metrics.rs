@@ -13,7 +13,9 @@ pub static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(c: T) -> T {
     // Registration only fails on a duplicate name, which is a programming error caught by tests.
-    REGISTRY.register(Box::new(c.clone())).expect("metric registered twice");
+    REGISTRY
+        .register(Box::new(c.clone()))
+        .expect("metric registered twice");
     c
 }
 
@@ -51,7 +53,10 @@ pub static REQUEST_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
 pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register(
         IntCounterVec::new(
-            Opts::new("ballast_requests_total", "Public API requests, by method and status code"),
+            Opts::new(
+                "ballast_requests_total",
+                "Public API requests, by method and status code",
+            ),
             &["method", "code"],
         )
         .unwrap(),
@@ -76,13 +81,41 @@ macro_rules! gauge {
 }
 
 gauge!(TERM, "ballast_raft_term", "Current Raft term");
-gauge!(LEADER, "ballast_raft_leader_id", "Id of the known leader (0 when unknown)");
-gauge!(IS_LEADER, "ballast_raft_is_leader", "1 when this member is the leader");
-gauge!(LAST_LOG, "ballast_raft_last_log_index", "Index of the last log entry");
-gauge!(COMMIT, "ballast_raft_commit_index", "Highest committed log index");
-gauge!(APPLIED, "ballast_raft_applied_index", "Highest applied log index");
-gauge!(SNAPSHOT, "ballast_raft_snapshot_index", "Log index of the last snapshot");
-gauge!(REVISION, "ballast_revision", "Cluster revision applied on this member");
+gauge!(
+    LEADER,
+    "ballast_raft_leader_id",
+    "Id of the known leader (0 when unknown)"
+);
+gauge!(
+    IS_LEADER,
+    "ballast_raft_is_leader",
+    "1 when this member is the leader"
+);
+gauge!(
+    LAST_LOG,
+    "ballast_raft_last_log_index",
+    "Index of the last log entry"
+);
+gauge!(
+    COMMIT,
+    "ballast_raft_commit_index",
+    "Highest committed log index"
+);
+gauge!(
+    APPLIED,
+    "ballast_raft_applied_index",
+    "Highest applied log index"
+);
+gauge!(
+    SNAPSHOT,
+    "ballast_raft_snapshot_index",
+    "Log index of the last snapshot"
+);
+gauge!(
+    REVISION,
+    "ballast_revision",
+    "Cluster revision applied on this member"
+);
 
 /// Copies Raft metrics into the gauges.
 pub fn update_from_raft(raft: &Raft, committed: u64, revision: u64) {
@@ -100,8 +133,22 @@ pub fn update_from_raft(raft: &Raft, committed: u64, revision: u64) {
 /// The text exposition of every metric.
 pub fn render() -> String {
     // Touch the lazies so that every metric appears even before its first observation.
-    let _ = (&*APPLY_SECONDS, &*REQUEST_SECONDS, &*REQUESTS, &*RAFT_REFUSED, &*TERM, &*LEADER);
-    let _ = (&*IS_LEADER, &*LAST_LOG, &*COMMIT, &*APPLIED, &*SNAPSHOT, &*REVISION);
+    let _ = (
+        &*APPLY_SECONDS,
+        &*REQUEST_SECONDS,
+        &*REQUESTS,
+        &*RAFT_REFUSED,
+        &*TERM,
+        &*LEADER,
+    );
+    let _ = (
+        &*IS_LEADER,
+        &*LAST_LOG,
+        &*COMMIT,
+        &*APPLIED,
+        &*SNAPSHOT,
+        &*REVISION,
+    );
     let mut buf = Vec::new();
     TextEncoder::new()
         .encode(&REGISTRY.gather(), &mut buf)

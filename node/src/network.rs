@@ -75,7 +75,11 @@ impl PeerPool {
             .max_encoding_message_size(MAX_MESSAGE_LEN))
     }
 
-    fn request<T: Serialize>(&self, msg: &T, timeout: Duration) -> Result<tonic::Request<RaftMessage>, String> {
+    fn request<T: Serialize>(
+        &self,
+        msg: &T,
+        timeout: Duration,
+    ) -> Result<tonic::Request<RaftMessage>, String> {
         let payload = bincode::serialize(msg).map_err(|e| e.to_string())?;
         let mut req = tonic::Request::new(RaftMessage { payload });
         req.set_timeout(timeout);
@@ -95,7 +99,9 @@ impl PeerPool {
         timeout: Duration,
     ) -> Result<Result<CommandResult, ForwardError>, tonic::Status> {
         let mut client = self.client(addr).map_err(tonic::Status::unavailable)?;
-        let req = self.request(cmd, timeout).map_err(tonic::Status::internal)?;
+        let req = self
+            .request(cmd, timeout)
+            .map_err(tonic::Status::internal)?;
         let resp = client.propose(req).await?;
         decode(&resp.into_inner().payload).map_err(tonic::Status::internal)
     }
@@ -107,7 +113,9 @@ impl PeerPool {
         timeout: Duration,
     ) -> Result<Result<u64, ForwardError>, tonic::Status> {
         let mut client = self.client(addr).map_err(tonic::Status::unavailable)?;
-        let req = self.request(&(), timeout).map_err(tonic::Status::internal)?;
+        let req = self
+            .request(&(), timeout)
+            .map_err(tonic::Status::internal)?;
         let resp = client.read_index(req).await?;
         decode(&resp.into_inner().payload).map_err(tonic::Status::internal)
     }
@@ -141,10 +149,16 @@ pub struct PeerConnection {
     pool: PeerPool,
 }
 
-type RpcResult<T, E = openraft::error::Infallible> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
+type RpcResult<T, E = openraft::error::Infallible> =
+    Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
 
 impl PeerConnection {
-    async fn call<Req, Resp, E>(&self, kind: RpcKind, req: &Req, option: &RPCOption) -> RpcResult<Resp, E>
+    async fn call<Req, Resp, E>(
+        &self,
+        kind: RpcKind,
+        req: &Req,
+        option: &RPCOption,
+    ) -> RpcResult<Resp, E>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
@@ -209,7 +223,11 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         self.call(RpcKind::Snapshot, &rpc, &option).await
     }
 
-    async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> RpcResult<VoteResponse<NodeId>> {
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>> {
         self.call(RpcKind::Vote, &rpc, &option).await
     }
 

@@ -93,7 +93,11 @@ impl Node {
     }
 
     /// Proposes `op` through the leader: locally if this member leads, else forwarded.
-    pub async fn propose(&self, request: Option<ClientRequest>, op: Op) -> Result<CommandResult, ApiError> {
+    pub async fn propose(
+        &self,
+        request: Option<ClientRequest>,
+        op: Op,
+    ) -> Result<CommandResult, ApiError> {
         let cmd = Command {
             request,
             now_ms: now_ms(),
@@ -161,7 +165,11 @@ impl Node {
             .wait(Some(self.rpc_timeout))
             .applied_index_at_least(Some(index), "read index")
             .await
-            .map_err(|e| ApiError::Unavailable(format!("catching up to the leader's read index {index}: {e}")))?;
+            .map_err(|e| {
+                ApiError::Unavailable(format!(
+                    "catching up to the leader's read index {index}: {e}"
+                ))
+            })?;
         Ok(())
     }
 
@@ -169,12 +177,16 @@ impl Node {
     /// has applied the read index, and returns it.
     pub async fn read_index_local(&self) -> Result<u64, ForwardError> {
         match tokio::time::timeout(self.rpc_timeout * 2, self.raft.ensure_linearizable()).await {
-            Err(_) => Err(ForwardError::Unavailable("timed out confirming leadership with a quorum".into())),
+            Err(_) => Err(ForwardError::Unavailable(
+                "timed out confirming leadership with a quorum".into(),
+            )),
             Ok(Ok(log_id)) => Ok(log_id.map(|l| l.index).unwrap_or(0)),
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => Err(ForwardError::NotLeader {
-                leader_id: f.leader_id,
-                leader_addr: f.leader_node.map(|n| n.addr),
-            }),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                Err(ForwardError::NotLeader {
+                    leader_id: f.leader_id,
+                    leader_addr: f.leader_node.map(|n| n.addr),
+                })
+            }
             Ok(Err(e)) => Err(ForwardError::Unavailable(e.to_string())),
         }
     }
@@ -214,7 +226,10 @@ impl NodeHandle {
         for mut t in self.tasks {
             // Servers drain in-flight calls; a client that holds a connection open does not
             // hold up the stop for long.
-            if tokio::time::timeout(Duration::from_secs(2), &mut t).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(2), &mut t)
+                .await
+                .is_err()
+            {
                 t.abort();
                 let _ = t.await;
             }
@@ -238,7 +253,10 @@ pub async fn start(
         Some(l) => Some(l.local_addr()?),
         None => None,
     };
-    let advertise = cfg.advertise.clone().unwrap_or_else(|| grpc_addr.to_string());
+    let advertise = cfg
+        .advertise
+        .clone()
+        .unwrap_or_else(|| grpc_addr.to_string());
 
     // 1. The data directory: identity first, so a wrong directory is refused before anything.
     let (identity, fresh) = IdentityStore::open(&cfg.data_dir, cfg.node_id)?;
@@ -263,7 +281,10 @@ pub async fn start(
     let sm = StateMachineStore::open(engine)?;
 
     // 3. Raft, with the tonic network.
-    let pool = PeerPool::new(identity.clone(), Duration::from_millis(cfg.election_timeout_min_ms));
+    let pool = PeerPool::new(
+        identity.clone(),
+        Duration::from_millis(cfg.election_timeout_min_ms),
+    );
     let raft_config = Arc::new(
         cfg.raft_config()
             .validate()
@@ -294,7 +315,11 @@ pub async fn start(
     let mut tasks = Vec::new();
 
     // 4. Serve gRPC (Raft and the public API) before forming, so peers can reach us.
-    tasks.push(tokio::spawn(server::serve(node.clone(), grpc, stop_rx.clone())));
+    tasks.push(tokio::spawn(server::serve(
+        node.clone(),
+        grpc,
+        stop_rx.clone(),
+    )));
 
     // 5. Form a new cluster, or ask to join a running one.
     if forming {
@@ -307,9 +332,14 @@ pub async fn start(
                 .collect()
         };
         tracing::info!(?members, cluster_id = ?node.identity.cluster_id(), "forming a new cluster");
-        raft.initialize(members)
-            .await
-            .map_err(|e| StartError::Raft(e.to_string()))?;
+        match raft.initialize(members).await {
+            Ok(()) => {}
+            // Another initial member got there first and already reached us: we are in.
+            Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(e))) => {
+                tracing::info!(reason = %e, "cluster already formed by a peer");
+            }
+            Err(e) => return Err(StartError::Raft(e.to_string())),
+        }
     } else if fresh && !cfg.join.is_empty() {
         tasks.push(tokio::spawn(join_cluster(
             cfg.join.clone(),
@@ -348,7 +378,12 @@ pub async fn start(
 }
 
 /// Asks a running cluster to add this node as a learner, then to promote it to voter.
-async fn join_cluster(endpoints: Vec<String>, id: NodeId, addr: String, mut stop: watch::Receiver<bool>) {
+async fn join_cluster(
+    endpoints: Vec<String>,
+    id: NodeId,
+    addr: String,
+    mut stop: watch::Receiver<bool>,
+) {
     let client = ballast_client::Client::new(ballast_client::ClientConfig::new(endpoints));
     let work = async {
         let mut delay = Duration::from_millis(200);

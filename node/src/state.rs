@@ -265,36 +265,57 @@ impl StateData {
             Op::ApplyService(svc) => self.apply_service(svc),
             Op::DeleteService(name) => {
                 if !self.services.contains_key(name) {
-                    return (rejected("name", format!("unknown service {name:?}")), Vec::new());
+                    return (
+                        rejected("name", format!("unknown service {name:?}")),
+                        Vec::new(),
+                    );
                 }
                 if let Some(vip) = self.vips.values().find(|v| &v.service == name) {
                     return (
                         rejected(
                             "name",
-                            format!("service {name:?} gates VIP {:?}; delete or change the VIP first", vip.name),
+                            format!(
+                                "service {name:?} gates VIP {:?}; delete or change the VIP first",
+                                vip.name
+                            ),
                         ),
                         Vec::new(),
                     );
                 }
                 self.services.remove(name);
-                (Outcome::StateWritten, vec![state_event("service", name.clone(), true)])
+                (
+                    Outcome::StateWritten,
+                    vec![state_event("service", name.clone(), true)],
+                )
             }
             Op::ApplyVip(vip) => self.apply_vip(vip),
             Op::DeleteVip(name) => {
                 if self.vips.remove(name).is_none() {
-                    return (rejected("name", format!("unknown VIP {name:?}")), Vec::new());
+                    return (
+                        rejected("name", format!("unknown VIP {name:?}")),
+                        Vec::new(),
+                    );
                 }
-                (Outcome::StateWritten, vec![state_event("vip", name.clone(), true)])
+                (
+                    Outcome::StateWritten,
+                    vec![state_event("vip", name.clone(), true)],
+                )
             }
             Op::SetNodeAdmin { node_id, admin } => {
                 let Some(node) = self.nodes.get_mut(node_id) else {
-                    return (rejected("node_id", format!("unknown node {node_id}")), Vec::new());
+                    return (
+                        rejected("node_id", format!("unknown node {node_id}")),
+                        Vec::new(),
+                    );
                 };
                 if node.admin == *admin {
                     return (Outcome::StateWritten, Vec::new());
                 }
                 node.admin = *admin;
-                (Outcome::StateWritten, vec![state_event("node", node_id.to_string(), false)])
+                (
+                    Outcome::StateWritten,
+                    vec![state_event("node", node_id.to_string(), false)],
+                )
             }
         }
     }
@@ -349,7 +370,10 @@ impl StateData {
             new.active_release.clear();
         }
         self.services.insert(svc.name.clone(), new);
-        (Outcome::StateWritten, vec![state_event("service", svc.name.clone(), false)])
+        (
+            Outcome::StateWritten,
+            vec![state_event("service", svc.name.clone(), false)],
+        )
     }
 
     fn apply_vip(&mut self, vip: &v1::Vip) -> (Outcome, Vec<v1::Event>) {
@@ -398,7 +422,10 @@ impl StateData {
             }
         }
         self.vips.insert(vip.name.clone(), new);
-        (Outcome::StateWritten, vec![state_event("vip", vip.name.clone(), false)])
+        (
+            Outcome::StateWritten,
+            vec![state_event("vip", vip.name.clone(), false)],
+        )
     }
 
     /// Keeps the node records of Raft members in step with the membership config.

@@ -51,7 +51,10 @@ pub fn value(field: &str, value: &[u8]) -> Result {
     if value.len() > MAX_VALUE_LEN {
         return Err(invalid(
             field,
-            format!("is {} bytes; at most {MAX_VALUE_LEN} are allowed", value.len()),
+            format!(
+                "is {} bytes; at most {MAX_VALUE_LEN} are allowed",
+                value.len()
+            ),
         ));
     }
     Ok(())
@@ -61,7 +64,10 @@ pub fn prefix(field: &str, prefix: &[u8]) -> Result {
     if prefix.len() > MAX_KEY_LEN {
         return Err(invalid(
             field,
-            format!("is {} bytes; at most {MAX_KEY_LEN} are allowed", prefix.len()),
+            format!(
+                "is {} bytes; at most {MAX_KEY_LEN} are allowed",
+                prefix.len()
+            ),
         ));
     }
     Ok(())
@@ -77,7 +83,12 @@ pub fn name(field: &str, name: &str) -> Result {
         return Err(invalid(field, "is longer than 63 characters"));
     }
     let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c);
-    if !name.chars().all(ok_char) || !name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric()) {
+    if !name.chars().all(ok_char)
+        || !name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+    {
         return Err(invalid(
             field,
             format!("{name:?} must be lowercase letters, digits, '-', '_' or '.', starting with a letter or digit"),
@@ -96,13 +107,21 @@ pub fn node_id(field: &str, id: u64) -> Result {
 /// A member address as peers dial it: `host:port`, with a port.
 pub fn member_addr(field: &str, addr: &str) -> Result {
     if addr.parse::<SocketAddr>().is_ok() {
-        if addr.parse::<SocketAddr>().is_ok_and(|a| a.ip().is_unspecified() || a.port() == 0) {
-            return Err(invalid(field, format!("{addr:?} is not an address peers can dial")));
+        if addr
+            .parse::<SocketAddr>()
+            .is_ok_and(|a| a.ip().is_unspecified() || a.port() == 0)
+        {
+            return Err(invalid(
+                field,
+                format!("{addr:?} is not an address peers can dial"),
+            ));
         }
         return Ok(());
     }
     match addr.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0) => Ok(()),
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0) => {
+            Ok(())
+        }
         _ => Err(invalid(field, format!("{addr:?} is not host:port"))),
     }
 }
@@ -110,7 +129,10 @@ pub fn member_addr(field: &str, addr: &str) -> Result {
 /// An IPv4 address with prefix length, as in `10.213.0.100/24`.
 pub fn ipv4_cidr(field: &str, s: &str) -> Result<(Ipv4Addr, u8)> {
     let Some((ip, len)) = s.split_once('/') else {
-        return Err(invalid(field, format!("{s:?} must be an IPv4 address with a prefix length, like 10.0.0.10/24")));
+        return Err(invalid(
+            field,
+            format!("{s:?} must be an IPv4 address with a prefix length, like 10.0.0.10/24"),
+        ));
     };
     let ip: Ipv4Addr = ip
         .parse()
@@ -148,14 +170,22 @@ fn port(field: &str, p: u32) -> Result {
 pub fn health_check(field: &str, check: &mut v1::HealthCheck) -> Result {
     use v1::health_check::Kind;
     match &mut check.kind {
-        None => return Err(invalid(&format!("{field}.kind"), "one of http, tcp or exec is required")),
+        None => {
+            return Err(invalid(
+                &format!("{field}.kind"),
+                "one of http, tcp or exec is required",
+            ))
+        }
         Some(Kind::Http(h)) => {
             port(&format!("{field}.http.port"), h.port)?;
             if h.path.is_empty() {
                 h.path = "/".into();
             }
             if !h.path.starts_with('/') {
-                return Err(invalid(&format!("{field}.http.path"), "must start with '/'"));
+                return Err(invalid(
+                    &format!("{field}.http.path"),
+                    "must start with '/'",
+                ));
             }
             if h.expect_status_min == 0 && h.expect_status_max == 0 {
                 h.expect_status_min = 200;
@@ -167,7 +197,10 @@ pub fn health_check(field: &str, check: &mut v1::HealthCheck) -> Result {
             {
                 return Err(invalid(
                     &format!("{field}.http.expect_status"),
-                    format!("{}..={} is not a range of HTTP status codes", h.expect_status_min, h.expect_status_max),
+                    format!(
+                        "{}..={} is not a range of HTTP status codes",
+                        h.expect_status_min, h.expect_status_max
+                    ),
                 ));
             }
         }
@@ -187,12 +220,18 @@ pub fn health_check(field: &str, check: &mut v1::HealthCheck) -> Result {
         check.fall = DEFAULT_FALL;
     }
     if check.interval_ms > 3_600_000 {
-        return Err(invalid(&format!("{field}.interval_ms"), "must be at most one hour"));
+        return Err(invalid(
+            &format!("{field}.interval_ms"),
+            "must be at most one hour",
+        ));
     }
     if check.timeout_ms > check.interval_ms {
         return Err(invalid(
             &format!("{field}.timeout_ms"),
-            format!("{} ms exceeds the interval of {} ms", check.timeout_ms, check.interval_ms),
+            format!(
+                "{} ms exceeds the interval of {} ms",
+                check.timeout_ms, check.interval_ms
+            ),
         ));
     }
     if check.rise > 100 {
@@ -234,7 +273,10 @@ pub fn vip(vip: &mut v1::Vip) -> Result {
     name("vip.service", &vip.service)?;
     let p = vip.placement.get_or_insert_with(Default::default);
     if p.preempt_delay_ms > 3_600_000 {
-        return Err(invalid("vip.placement.preempt_delay_ms", "must be at most one hour"));
+        return Err(invalid(
+            "vip.placement.preempt_delay_ms",
+            "must be at most one hour",
+        ));
     }
     for id in p.priorities.keys() {
         node_id("vip.placement.priorities", *id)?;
@@ -244,10 +286,9 @@ pub fn vip(vip: &mut v1::Vip) -> Result {
 
 pub fn admin_state(field: &str, admin: i32) -> Result<v1::AdminState> {
     match v1::AdminState::try_from(admin) {
-        Ok(v1::AdminState::Unspecified) | Err(_) => Err(invalid(
-            field,
-            "must be active, draining or maintenance",
-        )),
+        Ok(v1::AdminState::Unspecified) | Err(_) => {
+            Err(invalid(field, "must be active, draining or maintenance"))
+        }
         Ok(a) => Ok(a),
     }
 }
@@ -262,13 +303,29 @@ mod tests {
         assert!(key("key", &vec![b'a'; MAX_KEY_LEN]).is_ok());
         assert!(key("key", &vec![b'a'; MAX_KEY_LEN + 1]).is_err());
         assert!(value("value", &vec![0; MAX_VALUE_LEN]).is_ok());
-        assert_eq!(value("value", &vec![0; MAX_VALUE_LEN + 1]).unwrap_err().field, "value");
+        assert_eq!(
+            value("value", &vec![0; MAX_VALUE_LEN + 1])
+                .unwrap_err()
+                .field,
+            "value"
+        );
     }
 
     #[test]
     fn cidrs() {
-        assert_eq!(ipv4_cidr("a", "10.213.0.10/24").unwrap(), ("10.213.0.10".parse().unwrap(), 24));
-        for bad in ["10.213.0.10", "10.213.0.300/24", "10.213.0.1/33", "10.213.0.1/0", "0.0.0.0/8", "127.0.0.1/8", "x/24"] {
+        assert_eq!(
+            ipv4_cidr("a", "10.213.0.10/24").unwrap(),
+            ("10.213.0.10".parse().unwrap(), 24)
+        );
+        for bad in [
+            "10.213.0.10",
+            "10.213.0.300/24",
+            "10.213.0.1/33",
+            "10.213.0.1/0",
+            "0.0.0.0/8",
+            "127.0.0.1/8",
+            "x/24",
+        ] {
             assert!(ipv4_cidr("a", bad).is_err(), "{bad} accepted");
         }
     }
@@ -281,7 +338,13 @@ mod tests {
         }
         assert!(member_addr("a", "127.0.0.1:7400").is_ok());
         assert!(member_addr("a", "node-1.example:7400").is_ok());
-        for bad in ["127.0.0.1", "0.0.0.0:7400", "127.0.0.1:0", ":7400", "host:x"] {
+        for bad in [
+            "127.0.0.1",
+            "0.0.0.0:7400",
+            "127.0.0.1:0",
+            ":7400",
+            "host:x",
+        ] {
             assert!(member_addr("a", bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -296,14 +359,28 @@ mod tests {
             ..Default::default()
         };
         health_check("check", &mut c).unwrap();
-        assert_eq!((c.interval_ms, c.timeout_ms, c.rise, c.fall), (2000, 1000, 2, 3));
-        let Some(v1::health_check::Kind::Http(h)) = &c.kind else { unreachable!() };
-        assert_eq!((h.path.as_str(), h.expect_status_min, h.expect_status_max), ("/", 200, 399));
+        assert_eq!(
+            (c.interval_ms, c.timeout_ms, c.rise, c.fall),
+            (2000, 1000, 2, 3)
+        );
+        let Some(v1::health_check::Kind::Http(h)) = &c.kind else {
+            unreachable!()
+        };
+        assert_eq!(
+            (h.path.as_str(), h.expect_status_min, h.expect_status_max),
+            ("/", 200, 399)
+        );
 
         c.timeout_ms = 5000;
-        assert_eq!(health_check("check", &mut c).unwrap_err().field, "check.timeout_ms");
+        assert_eq!(
+            health_check("check", &mut c).unwrap_err().field,
+            "check.timeout_ms"
+        );
         let mut none = v1::HealthCheck::default();
-        assert_eq!(health_check("check", &mut none).unwrap_err().field, "check.kind");
+        assert_eq!(
+            health_check("check", &mut none).unwrap_err().field,
+            "check.kind"
+        );
     }
 
     #[test]

@@ -47,7 +47,10 @@ async fn leader_loss_elects_a_new_leader_and_keeps_data() {
     client.put("after", "failover").await.unwrap();
     let r = client.range("k", 0, false).await.unwrap();
     assert_eq!(r.kvs.len(), 10);
-    assert_eq!(client.get("after", false).await.unwrap().kv.unwrap().value, b"failover");
+    assert_eq!(
+        client.get("after", false).await.unwrap().kv.unwrap().value,
+        b"failover"
+    );
     c.shutdown().await;
 }
 
@@ -67,7 +70,13 @@ async fn restarted_member_resumes_from_its_data_and_catches_up() {
     c.wait_applied(f, target).await;
     let r = c.client_of(&[f]).range("during/", 0, true).await.unwrap();
     assert_eq!(r.kvs.len(), 50, "serializable read on the restarted member");
-    assert!(c.client_of(&[f]).get("before", true).await.unwrap().kv.is_some());
+    assert!(c
+        .client_of(&[f])
+        .get("before", true)
+        .await
+        .unwrap()
+        .kv
+        .is_some());
     c.shutdown().await;
 }
 
@@ -81,21 +90,31 @@ async fn new_member_receives_a_snapshot_then_joins_and_leaves() {
     let mut c = TestCluster::start(3, small_snapshots).await;
     let client = c.client();
     for i in 0..100 {
-        client.put(format!("k/{i:03}"), format!("v{i}")).await.unwrap();
+        client
+            .put(format!("k/{i:03}"), format!("v{i}"))
+            .await
+            .unwrap();
     }
     let leader = c.leader().await;
     // The leader has compacted its log: a new member can only start from a snapshot.
-    wait_for("leader to purge its log", Duration::from_secs(10), || async {
-        let m = c.nodes[&leader].node.raft.metrics().borrow().clone();
-        m.purged.filter(|p| p.index > 20).map(|_| ())
-    })
+    wait_for(
+        "leader to purge its log",
+        Duration::from_secs(10),
+        || async {
+            let m = c.nodes[&leader].node.raft.metrics().borrow().clone();
+            m.purged.filter(|p| p.index > 20).map(|_| ())
+        },
+    )
     .await;
 
     let addr = c.start_fresh(4).await;
     // Added through a follower: the request is forwarded to the leader.
     let f = c.follower().await;
     let r = c.client_of(&[f]).add_learner(4, &addr, true).await.unwrap();
-    assert!(r.members.iter().any(|m| m.id == 4 && m.role == v1::Role::Learner as i32));
+    assert!(r
+        .members
+        .iter()
+        .any(|m| m.id == 4 && m.role == v1::Role::Learner as i32));
     let target = c.applied(leader);
     c.wait_applied(4, target).await;
     let m4 = c.nodes[&4].node.raft.metrics().borrow().clone();
@@ -105,21 +124,32 @@ async fn new_member_receives_a_snapshot_then_joins_and_leaves() {
     assert_eq!(r.kvs[42].value, b"v42");
     // The cluster-state node records follow membership.
     let st = client.get_state(false).await.unwrap();
-    assert!(st.nodes.iter().any(|n| n.id == 4 && n.role == v1::Role::Learner as i32));
+    assert!(st
+        .nodes
+        .iter()
+        .any(|n| n.id == 4 && n.role == v1::Role::Learner as i32));
 
     client.promote_voter(4).await.unwrap();
-    let s = client.status().await.unwrap();
-    let voters: BTreeSet<u64> = s
-        .members
-        .iter()
-        .filter(|m| m.role == v1::Role::Voter as i32)
-        .map(|m| m.id)
-        .collect();
-    assert_eq!(voters, BTreeSet::from([1, 2, 3, 4]));
+    // Status is the answering member's view: wait until it has applied the change.
+    wait_for("4 voters in status", Duration::from_secs(10), || async {
+        let s = client.status().await.ok()?;
+        let voters: BTreeSet<u64> = s
+            .members
+            .iter()
+            .filter(|m| m.role == v1::Role::Voter as i32)
+            .map(|m| m.id)
+            .collect();
+        (voters == BTreeSet::from([1, 2, 3, 4])).then_some(())
+    })
+    .await;
 
     client.remove_node(4).await.unwrap();
-    let s = client.status().await.unwrap();
-    assert!(s.members.iter().all(|m| m.id != 4));
+    wait_for("node 4 gone from status", Duration::from_secs(10), || async {
+        let s = client.status().await.ok()?;
+        s.members.iter().all(|m| m.id != 4).then_some(())
+    })
+    .await;
+    // The node records follow (a linearizable read of the state).
     let st = client.get_state(false).await.unwrap();
     assert!(st.nodes.iter().all(|n| n.id != 4));
     // Removing an unknown node is refused with the field named.
@@ -146,7 +176,11 @@ async fn writes_through_a_follower_are_forwarded_to_the_leader() {
         .unwrap();
     assert!(cas.succeeded);
     let leader = c.leader().await;
-    let r = c.client_of(&[leader]).get("via-follower", false).await.unwrap();
+    let r = c
+        .client_of(&[leader])
+        .get("via-follower", false)
+        .await
+        .unwrap();
     assert_eq!(r.kv.unwrap().value, b"ok2");
     // The follower's answer names the leader in its header.
     let g = client.get("via-follower", false).await.unwrap();
@@ -172,7 +206,10 @@ async fn client_fails_over_across_endpoints() {
     assert_eq!(client.preferred_endpoint(), c.addrs[&leader]);
     c.stop(leader).await;
     client.put("b", "2").await.unwrap();
-    assert_eq!(client.get("a", false).await.unwrap().kv.unwrap().value, b"1");
+    assert_eq!(
+        client.get("a", false).await.unwrap().kv.unwrap().value,
+        b"1"
+    );
     assert_ne!(client.preferred_endpoint(), c.addrs[&leader]);
     c.shutdown().await;
 }
@@ -182,12 +219,23 @@ async fn watch_resumes_after_losing_its_member_without_gap_or_duplicate() {
     let mut c = TestCluster::start(3, no_tune).await;
     let writer = c.client();
     writer.put("other/x", "not watched").await.unwrap();
-    let start = writer.put("w/0", "0").await.unwrap().header.unwrap().revision;
+    let start = writer
+        .put("w/0", "0")
+        .await
+        .unwrap()
+        .header
+        .unwrap()
+        .revision;
 
     // The watcher talks to a follower first, which we then stop.
     let f = c.follower().await;
     let mut endpoints = vec![c.addrs[&f].clone()];
-    endpoints.extend(c.addrs.iter().filter(|(id, _)| **id != f).map(|(_, a)| a.clone()));
+    endpoints.extend(
+        c.addrs
+            .iter()
+            .filter(|(id, _)| **id != f)
+            .map(|(_, a)| a.clone()),
+    );
     let watcher = ballast_client::Client::new(ballast_client::ClientConfig::new(endpoints));
     let mut w = watcher.watch(v1::WatchRequest {
         key_prefixes: vec![b"w/".to_vec()],
@@ -197,7 +245,15 @@ async fn watch_resumes_after_losing_its_member_without_gap_or_duplicate() {
 
     let mut expected = vec![start];
     for i in 1..=20 {
-        expected.push(writer.put(format!("w/{i}"), i.to_string()).await.unwrap().header.unwrap().revision);
+        expected.push(
+            writer
+                .put(format!("w/{i}"), i.to_string())
+                .await
+                .unwrap()
+                .header
+                .unwrap()
+                .revision,
+        );
         writer.put("other/x", "noise").await.unwrap();
     }
     // Read some, then cut the watcher's member.
@@ -208,7 +264,15 @@ async fn watch_resumes_after_losing_its_member_without_gap_or_duplicate() {
     }
     c.stop(f).await;
     for i in 21..=40 {
-        expected.push(writer.put(format!("w/{i}"), i.to_string()).await.unwrap().header.unwrap().revision);
+        expected.push(
+            writer
+                .put(format!("w/{i}"), i.to_string())
+                .await
+                .unwrap()
+                .header
+                .unwrap()
+                .revision,
+        );
     }
     tokio::time::timeout(Duration::from_secs(30), async {
         while got.len() < expected.len() {
@@ -237,12 +301,23 @@ async fn a_retried_write_is_applied_once() {
         value: b"v".to_vec(),
         request_id: Some(id),
     };
-    let first = c.client_of(&[leader]).put_with_request(req.clone()).await.unwrap();
+    let first = c
+        .client_of(&[leader])
+        .put_with_request(req.clone())
+        .await
+        .unwrap();
     // A second, unrelated write moves the revision on.
     c.client().put("unrelated", "x").await.unwrap();
     // The retry (through another member) gets the first answer and changes nothing.
-    let again = c.client_of(&[f]).put_with_request(req.clone()).await.unwrap();
-    assert_eq!(again.header.unwrap().revision, first.header.unwrap().revision);
+    let again = c
+        .client_of(&[f])
+        .put_with_request(req.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        again.header.unwrap().revision,
+        first.header.unwrap().revision
+    );
     let kv = c.client().get("once", false).await.unwrap().kv.unwrap();
     assert_eq!(kv.version, 1, "applied exactly once");
     // Once acknowledged (acked_below moved past it), the retry is refused, not re-applied.
@@ -260,7 +335,16 @@ async fn a_retried_write_is_applied_once() {
         Err(Error::FailedPrecondition(_)) => {}
         other => panic!("expected FAILED_PRECONDITION, got {other:?}"),
     }
-    assert_eq!(c.client().get("once", false).await.unwrap().kv.unwrap().version, 1);
+    assert_eq!(
+        c.client()
+            .get("once", false)
+            .await
+            .unwrap()
+            .kv
+            .unwrap()
+            .version,
+        1
+    );
     c.shutdown().await;
 }
 
@@ -269,16 +353,21 @@ async fn bad_input_is_refused_and_nothing_is_applied() {
     let c = TestCluster::start(3, no_tune).await;
     let client = c.client();
     client.put("seed", "1").await.unwrap();
-    let before = client.status().await.unwrap();
-    let rev_before = before.header.unwrap().revision;
+    // Revisions from linearizable reads, so no member's lag can hide a change.
+    let rev_before = client.get("seed", false).await.unwrap().header.unwrap().revision;
 
     let expect_invalid = |r: Result<_, Error>, field: &str| match r {
-        Err(Error::InvalidArgument(m)) => assert!(m.contains(field), "message {m:?} should name {field}"),
+        Err(Error::InvalidArgument(m)) => {
+            assert!(m.contains(field), "message {m:?} should name {field}")
+        }
         Ok(_) => panic!("accepted; expected INVALID_ARGUMENT naming {field}"),
         Err(e) => panic!("expected INVALID_ARGUMENT naming {field}, got {e}"),
     };
     expect_invalid(client.put("", "v").await.map(|_| ()), "key");
-    expect_invalid(client.put("k", vec![0u8; 256 * 1024 + 1]).await.map(|_| ()), "value");
+    expect_invalid(
+        client.put("k", vec![0u8; 256 * 1024 + 1]).await.map(|_| ()),
+        "value",
+    );
     expect_invalid(client.put(vec![b'k'; 1025], "v").await.map(|_| ()), "key");
     expect_invalid(client.get("", false).await.map(|_| ()), "key");
 
@@ -293,7 +382,10 @@ async fn bad_input_is_refused_and_nothing_is_applied() {
     };
     let mut bad = svc.clone();
     bad.backends.insert(9, v1::Backend::default());
-    expect_invalid(client.apply_service(bad).await.map(|_| ()), "service.backends");
+    expect_invalid(
+        client.apply_service(bad).await.map(|_| ()),
+        "service.backends",
+    );
     let mut bad = svc.clone();
     bad.check = None;
     expect_invalid(client.apply_service(bad).await.map(|_| ()), "service.check");
@@ -306,7 +398,10 @@ async fn bad_input_is_refused_and_nothing_is_applied() {
         ..Default::default()
     };
     // Unknown service (it does not exist yet).
-    expect_invalid(client.apply_vip(vip.clone()).await.map(|_| ()), "vip.service");
+    expect_invalid(
+        client.apply_vip(vip.clone()).await.map(|_| ()),
+        "vip.service",
+    );
     let mut bad = vip.clone();
     bad.address = "10.213.0.300/24".into();
     expect_invalid(client.apply_vip(bad).await.map(|_| ()), "vip.address");
@@ -314,23 +409,40 @@ async fn bad_input_is_refused_and_nothing_is_applied() {
     bad.address = "10.213.0.100/40".into();
     expect_invalid(client.apply_vip(bad).await.map(|_| ()), "vip.address");
     expect_invalid(
-        client.set_node_admin(9, v1::AdminState::Draining).await.map(|_| ()),
+        client
+            .set_node_admin(9, v1::AdminState::Draining)
+            .await
+            .map(|_| ()),
         "node_id",
     );
 
     let after = client.status().await.unwrap();
-    assert_eq!(after.header.unwrap().revision, rev_before, "no bad input changed the state");
+    assert_eq!(
+        after.header.unwrap().revision,
+        rev_before,
+        "no bad input changed the state"
+    );
     let st = client.get_state(false).await.unwrap();
     assert!(st.services.is_empty() && st.vips.is_empty());
 
     // The same inputs, corrected, are accepted.
     client.apply_service(svc).await.unwrap();
     client.apply_vip(vip).await.unwrap();
-    client.set_node_admin(2, v1::AdminState::Draining).await.unwrap();
+    client
+        .set_node_admin(2, v1::AdminState::Draining)
+        .await
+        .unwrap();
     let st = client.get_state(false).await.unwrap();
-    assert_eq!(st.services[0].check.as_ref().unwrap().rise, 2, "defaults filled in");
+    assert_eq!(
+        st.services[0].check.as_ref().unwrap().rise,
+        2,
+        "defaults filled in"
+    );
     assert_eq!(st.vips[0].owner, 0);
-    assert_eq!(st.nodes.iter().find(|n| n.id == 2).unwrap().admin, v1::AdminState::Draining as i32);
+    assert_eq!(
+        st.nodes.iter().find(|n| n.id == 2).unwrap().admin,
+        v1::AdminState::Draining as i32
+    );
     // A service gating a VIP cannot be deleted.
     match client.delete_service("web").await {
         Err(Error::InvalidArgument(m)) => assert!(m.contains("web-vip"), "{m}"),
@@ -355,7 +467,8 @@ async fn a_member_refuses_raft_traffic_of_another_cluster() {
     let addr = l.local_addr().unwrap().to_string();
     let mut cfg = b.config(100);
     cfg.bootstrap = true;
-    b.nodes.insert(100, ballast_node::start(cfg, l, None).await.unwrap());
+    b.nodes
+        .insert(100, ballast_node::start(cfg, l, None).await.unwrap());
     b.addrs.insert(100, addr);
     b.leader().await;
     let victim = a.follower().await;
@@ -366,15 +479,25 @@ async fn a_member_refuses_raft_traffic_of_another_cluster() {
         .unwrap();
     // B keeps trying; A's member must refuse and stay in A.
     let refused_before = ballast_node::metrics::RAFT_REFUSED.get();
-    wait_for("A's member to refuse B's traffic", Duration::from_secs(10), || async {
-        (ballast_node::metrics::RAFT_REFUSED.get() > refused_before + 2).then_some(())
-    })
+    wait_for(
+        "A's member to refuse B's traffic",
+        Duration::from_secs(10),
+        || async { (ballast_node::metrics::RAFT_REFUSED.get() > refused_before + 2).then_some(()) },
+    )
     .await;
     assert_eq!(a.nodes[&victim].node.identity.cluster_id(), victim_cluster);
     let m = b.nodes[&100].node.raft.metrics().borrow().clone();
-    let matched = m.replication.and_then(|r| r.get(&victim).copied().flatten());
+    let matched = m
+        .replication
+        .and_then(|r| r.get(&victim).copied().flatten());
     assert!(matched.is_none(), "B replicated to A's member: {matched:?}");
-    assert!(a.client_of(&[victim]).get("a", true).await.unwrap().kv.is_some());
+    assert!(a
+        .client_of(&[victim])
+        .get("a", true)
+        .await
+        .unwrap()
+        .kv
+        .is_some());
     a.shutdown().await;
     b.shutdown().await;
 }

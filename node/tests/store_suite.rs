@@ -10,7 +10,9 @@ use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader, Sto
 
 struct MemBuilder;
 
-impl StoreBuilder<TypeConfig, LogStore<MemEngine>, StateMachineStore<MemEngine>, ()> for MemBuilder {
+impl StoreBuilder<TypeConfig, LogStore<MemEngine>, StateMachineStore<MemEngine>, ()>
+    for MemBuilder
+{
     async fn build(
         &self,
     ) -> Result<((), LogStore<MemEngine>, StateMachineStore<MemEngine>), StorageError<NodeId>> {
@@ -22,13 +24,20 @@ impl StoreBuilder<TypeConfig, LogStore<MemEngine>, StateMachineStore<MemEngine>,
 
 struct SledBuilder;
 
-impl StoreBuilder<TypeConfig, LogStore<SledEngine>, StateMachineStore<SledEngine>, tempfile::TempDir>
+impl
+    StoreBuilder<TypeConfig, LogStore<SledEngine>, StateMachineStore<SledEngine>, tempfile::TempDir>
     for SledBuilder
 {
     async fn build(
         &self,
-    ) -> Result<(tempfile::TempDir, LogStore<SledEngine>, StateMachineStore<SledEngine>), StorageError<NodeId>>
-    {
+    ) -> Result<
+        (
+            tempfile::TempDir,
+            LogStore<SledEngine>,
+            StateMachineStore<SledEngine>,
+        ),
+        StorageError<NodeId>,
+    > {
         let dir = tempfile::tempdir().unwrap();
         let engine = Arc::new(SledEngine::open(dir.path()).unwrap());
         let sm = StateMachineStore::open(engine.clone()).unwrap();
@@ -73,11 +82,16 @@ async fn sled_keeps_every_acknowledged_entry_across_reopen() {
         store.save_vote(&Vote::new(3, 1)).await.unwrap();
         for i in 1..=200u64 {
             let e = put_entry(3, i, &format!("k{i}"));
-            engine.insert_logs(vec![(i, bincode::serialize(&e).unwrap())]).unwrap();
+            engine
+                .insert_logs(vec![(i, bincode::serialize(&e).unwrap())])
+                .unwrap();
             engine.sync().unwrap();
             acked.push(i);
         }
-        store.purge(LogId::new(CommittedLeaderId::new(3, 1), 50)).await.unwrap();
+        store
+            .purge(LogId::new(CommittedLeaderId::new(3, 1), 50))
+            .await
+            .unwrap();
         // No explicit close: only what was synced is relied on.
         drop(store);
         drop(engine);
@@ -105,7 +119,9 @@ async fn sled_state_machine_restores_from_snapshot() {
     {
         let engine = Arc::new(SledEngine::open(dir.path()).unwrap());
         let mut sm = StateMachineStore::open(engine).unwrap();
-        sm.apply((1..=10).map(|i| put_entry(1, i, &format!("k{i}")))).await.unwrap();
+        sm.apply((1..=10).map(|i| put_entry(1, i, &format!("k{i}"))))
+            .await
+            .unwrap();
         let mut b = sm.get_snapshot_builder().await;
         b.build_snapshot().await.unwrap();
     }

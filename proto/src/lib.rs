@@ -7,7 +7,8 @@ pub mod v1 {
     tonic::include_proto!("ballast.v1");
 
     /// Encoded descriptors of every file of the package, for gRPC server reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("ballast_v1_descriptor");
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("ballast_v1_descriptor");
 }
 
 mod ext;

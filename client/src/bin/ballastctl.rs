@@ -11,7 +11,12 @@ use serde_json::{json, Value};
 #[command(name = "ballastctl", version, about = "Operate a Ballast cluster")]
 struct Cli {
     /// Member gRPC endpoints, comma separated (host:port).
-    #[arg(long, env = "BALLAST_ENDPOINTS", default_value = "127.0.0.1:7401,127.0.0.1:7402,127.0.0.1:7403", global = true)]
+    #[arg(
+        long,
+        env = "BALLAST_ENDPOINTS",
+        default_value = "127.0.0.1:7401,127.0.0.1:7402,127.0.0.1:7403",
+        global = true
+    )]
     endpoints: String,
 
     /// Output format of read commands.
@@ -83,7 +88,11 @@ enum KvCmd {
         key: String,
         new_value: String,
         /// The current value must be this.
-        #[arg(long, conflicts_with = "expect_rev", required_unless_present = "expect_rev")]
+        #[arg(
+            long,
+            conflicts_with = "expect_rev",
+            required_unless_present = "expect_rev"
+        )]
         expect_value: Option<String>,
         /// The current mod revision must be this (0: the key must not exist).
         #[arg(long)]
@@ -160,7 +169,9 @@ fn kv_json(kv: &v1::KeyValue) -> Value {
 }
 
 fn role(r: i32) -> &'static str {
-    v1::Role::try_from(r).unwrap_or(v1::Role::Unspecified).label()
+    v1::Role::try_from(r)
+        .unwrap_or(v1::Role::Unspecified)
+        .label()
 }
 
 /// Prints rows as an aligned table.
@@ -228,11 +239,20 @@ async fn status(c: &Client, out: Output) -> Result<(), Error> {
     println!("cluster   {}", s.cluster_id);
     println!(
         "leader    {} ({})",
-        if s.leader_id == 0 { "none".to_string() } else { s.leader_id.to_string() },
+        if s.leader_id == 0 {
+            "none".to_string()
+        } else {
+            s.leader_id.to_string()
+        },
         s.leader_addr
     );
     println!("term      {}", s.term);
-    println!("commit    {}   applied {}   revision {}", s.commit_index, s.applied_index, s.header.as_ref().map(|h| h.revision).unwrap_or(0));
+    println!(
+        "commit    {}   applied {}   revision {}",
+        s.commit_index,
+        s.applied_index,
+        s.header.as_ref().map(|h| h.revision).unwrap_or(0)
+    );
     println!();
     let rows = s
         .members
@@ -240,7 +260,11 @@ async fn status(c: &Client, out: Output) -> Result<(), Error> {
         .zip(&views)
         .map(|(m, v)| {
             let (state, term, applied) = match v {
-                Ok(v) => (v.raft_state.clone(), v.term.to_string(), v.applied_index.to_string()),
+                Ok(v) => (
+                    v.raft_state.clone(),
+                    v.term.to_string(),
+                    v.applied_index.to_string(),
+                ),
                 Err(_) => ("unreachable".to_string(), "-".into(), "-".into()),
             };
             vec![
@@ -250,11 +274,18 @@ async fn status(c: &Client, out: Output) -> Result<(), Error> {
                 state,
                 term,
                 applied,
-                if s.raft_state == "leader" { m.lag.to_string() } else { "-".into() },
+                if s.raft_state == "leader" {
+                    m.lag.to_string()
+                } else {
+                    "-".into()
+                },
             ]
         })
         .collect();
-    table(&["ID", "ADDRESS", "ROLE", "STATE", "TERM", "APPLIED", "LAG"], rows);
+    table(
+        &["ID", "ADDRESS", "ROLE", "STATE", "TERM", "APPLIED", "LAG"],
+        rows,
+    );
     Ok(())
 }
 
@@ -269,7 +300,15 @@ fn members_out(members: &[v1::Member], out: Output) {
     }
     let rows = members
         .iter()
-        .map(|m| vec![m.id.to_string(), m.addr.clone(), role(m.role).to_string(), m.matched_index.to_string(), m.lag.to_string()])
+        .map(|m| {
+            vec![
+                m.id.to_string(),
+                m.addr.clone(),
+                role(m.role).to_string(),
+                m.matched_index.to_string(),
+                m.lag.to_string(),
+            ]
+        })
         .collect();
     table(&["ID", "ADDRESS", "ROLE", "MATCHED", "LAG"], rows);
 }
@@ -296,7 +335,9 @@ async fn kv(c: &Client, cmd: KvCmd, out: Output) -> Result<(), Error> {
             let r = c.get(key.clone(), serializable).await?;
             let rev = r.header.map(|h| h.revision).unwrap_or(0);
             match (out, r.kv) {
-                (Output::Json, kv) => print_json(&json!({"revision": rev, "kv": kv.as_ref().map(kv_json)})),
+                (Output::Json, kv) => {
+                    print_json(&json!({"revision": rev, "kv": kv.as_ref().map(kv_json)}))
+                }
                 (Output::Table, Some(kv)) => println!("{}", text(&kv.value)),
                 (Output::Table, None) => return Err(Error::NotFound(format!("key {key:?}"))),
             }
@@ -312,18 +353,24 @@ async fn kv(c: &Client, cmd: KvCmd, out: Output) -> Result<(), Error> {
             expect_rev,
         } => {
             let expected = match (expect_value, expect_rev) {
-                (Some(v), _) => v1::compare_and_set_request::Expected::ExpectedValue(v.into_bytes()),
+                (Some(v), _) => {
+                    v1::compare_and_set_request::Expected::ExpectedValue(v.into_bytes())
+                }
                 (None, Some(r)) => v1::compare_and_set_request::Expected::ExpectedModRevision(r),
                 (None, None) => unreachable!("clap requires one"),
             };
             let r = c.compare_and_set(key, expected, new_value).await?;
             let rev = r.header.map(|h| h.revision).unwrap_or(0);
             if out == Output::Json {
-                print_json(&json!({"succeeded": r.succeeded, "revision": rev, "kv": r.kv.as_ref().map(kv_json)}));
+                print_json(
+                    &json!({"succeeded": r.succeeded, "revision": rev, "kv": r.kv.as_ref().map(kv_json)}),
+                );
             } else if r.succeeded {
                 println!("OK revision {rev}");
             } else {
-                let cur = r.kv.map(|k| format!("value {:?} at revision {}", text(&k.value), k.mod_revision));
+                let cur = r
+                    .kv
+                    .map(|k| format!("value {:?} at revision {}", text(&k.value), k.mod_revision));
                 return Err(Error::FailedPrecondition(format!(
                     "compare failed; current: {}",
                     cur.unwrap_or_else(|| "absent".into())
@@ -332,13 +379,23 @@ async fn kv(c: &Client, cmd: KvCmd, out: Output) -> Result<(), Error> {
         }
         KvCmd::Del { key, prefix } => {
             let r = c.delete(key, prefix).await?;
-            println!("deleted {} revision {}", r.deleted, r.header.map(|h| h.revision).unwrap_or(0));
+            println!(
+                "deleted {} revision {}",
+                r.deleted,
+                r.header.map(|h| h.revision).unwrap_or(0)
+            );
         }
-        KvCmd::Ls { prefix, limit, serializable } => {
+        KvCmd::Ls {
+            prefix,
+            limit,
+            serializable,
+        } => {
             let r = c.range(prefix, limit, serializable).await?;
             if out == Output::Json {
                 let kvs: Vec<Value> = r.kvs.iter().map(kv_json).collect();
-                print_json(&json!({"revision": r.header.map(|h| h.revision).unwrap_or(0), "kvs": kvs, "more": r.more}));
+                print_json(
+                    &json!({"revision": r.header.map(|h| h.revision).unwrap_or(0), "kvs": kvs, "more": r.more}),
+                );
             } else {
                 let rows = r
                     .kvs
@@ -351,8 +408,16 @@ async fn kv(c: &Client, cmd: KvCmd, out: Output) -> Result<(), Error> {
                 }
             }
         }
-        KvCmd::Watch { prefixes, rev, state } => {
-            let prefixes = if prefixes.is_empty() && !state { vec![String::new()] } else { prefixes };
+        KvCmd::Watch {
+            prefixes,
+            rev,
+            state,
+        } => {
+            let prefixes = if prefixes.is_empty() && !state {
+                vec![String::new()]
+            } else {
+                prefixes
+            };
             let mut w = c.watch(v1::WatchRequest {
                 key_prefixes: prefixes.into_iter().map(String::into_bytes).collect(),
                 cluster_state: state,
@@ -363,19 +428,41 @@ async fn kv(c: &Client, cmd: KvCmd, out: Output) -> Result<(), Error> {
                 for e in r.events {
                     match e.event {
                         Some(v1::event::Event::Kv(k)) => {
-                            let kind = if k.kind == v1::kv_event::Kind::Delete as i32 { "DELETE" } else { "PUT" };
+                            let kind = if k.kind == v1::kv_event::Kind::Delete as i32 {
+                                "DELETE"
+                            } else {
+                                "PUT"
+                            };
                             let kv = k.kv.unwrap_or_default();
                             if out == Output::Json {
-                                println!("{}", json!({"revision": r.revision, "type": kind, "kv": kv_json(&kv)}));
+                                println!(
+                                    "{}",
+                                    json!({"revision": r.revision, "type": kind, "kv": kv_json(&kv)})
+                                );
                             } else {
-                                println!("{} {} {} {}", r.revision, kind, text(&kv.key), text(&kv.value));
+                                println!(
+                                    "{} {} {} {}",
+                                    r.revision,
+                                    kind,
+                                    text(&kv.key),
+                                    text(&kv.value)
+                                );
                             }
                         }
                         Some(v1::event::Event::State(s)) => {
                             if out == Output::Json {
-                                println!("{}", json!({"revision": r.revision, "type": "STATE", "kind": s.kind, "name": s.name, "deleted": s.deleted}));
+                                println!(
+                                    "{}",
+                                    json!({"revision": r.revision, "type": "STATE", "kind": s.kind, "name": s.name, "deleted": s.deleted})
+                                );
                             } else {
-                                println!("{} STATE {} {}{}", r.revision, s.kind, s.name, if s.deleted { " deleted" } else { "" });
+                                println!(
+                                    "{} STATE {} {}{}",
+                                    r.revision,
+                                    s.kind,
+                                    s.name,
+                                    if s.deleted { " deleted" } else { "" }
+                                );
                             }
                         }
                         None => {}
@@ -394,11 +481,25 @@ async fn state(c: &Client, cmd: StateCmd, out: Output) -> Result<(), Error> {
         print_json(&serde_json::to_value(&s).unwrap_or(Value::Null));
         return Ok(());
     }
-    let admin = |a: i32| v1::AdminState::try_from(a).unwrap_or(v1::AdminState::Unspecified).label();
+    let admin = |a: i32| {
+        v1::AdminState::try_from(a)
+            .unwrap_or(v1::AdminState::Unspecified)
+            .label()
+    };
     println!("NODES");
     table(
         &["ID", "ADDRESS", "ROLE", "ADMIN"],
-        s.nodes.iter().map(|n| vec![n.id.to_string(), n.addr.clone(), role(n.role).into(), admin(n.admin).into()]).collect(),
+        s.nodes
+            .iter()
+            .map(|n| {
+                vec![
+                    n.id.to_string(),
+                    n.addr.clone(),
+                    role(n.role).into(),
+                    admin(n.admin).into(),
+                ]
+            })
+            .collect(),
     );
     println!("\nSERVICES");
     table(
@@ -409,7 +510,15 @@ async fn state(c: &Client, cmd: StateCmd, out: Output) -> Result<(), Error> {
                 let b: Vec<String> = svc
                     .backends
                     .values()
-                    .map(|b| format!("{}:{}", b.node_id, v1::Health::try_from(b.health).unwrap_or(v1::Health::Unknown).label()))
+                    .map(|b| {
+                        format!(
+                            "{}:{}",
+                            b.node_id,
+                            v1::Health::try_from(b.health)
+                                .unwrap_or(v1::Health::Unknown)
+                                .label()
+                        )
+                    })
                     .collect();
                 vec![svc.name.clone(), b.join(","), svc.active_release.clone()]
             })
@@ -420,7 +529,16 @@ async fn state(c: &Client, cmd: StateCmd, out: Output) -> Result<(), Error> {
         &["NAME", "ADDRESS", "INTERFACE", "SERVICE", "OWNER", "EPOCH"],
         s.vips
             .iter()
-            .map(|v| vec![v.name.clone(), v.address.clone(), v.interface.clone(), v.service.clone(), v.owner.to_string(), v.epoch.to_string()])
+            .map(|v| {
+                vec![
+                    v.name.clone(),
+                    v.address.clone(),
+                    v.interface.clone(),
+                    v.service.clone(),
+                    v.owner.to_string(),
+                    v.epoch.to_string(),
+                ]
+            })
             .collect(),
     );
     Ok(())
@@ -444,12 +562,19 @@ async fn bench(c: &Client, a: BenchArgs, out: Output) -> Result<(), Error> {
     let mut results = Vec::new();
     for op in a.ops.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         if op != "put" && op != "get" {
-            return Err(Error::InvalidArgument(format!("unknown op {op:?}; use put or get")));
+            return Err(Error::InvalidArgument(format!(
+                "unknown op {op:?}; use put or get"
+            )));
         }
-        for conc in a.concurrency.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let conc: usize = conc
-                .parse()
-                .map_err(|_| Error::InvalidArgument(format!("concurrency {conc:?} is not a number")))?;
+        for conc in a
+            .concurrency
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            let conc: usize = conc.parse().map_err(|_| {
+                Error::InvalidArgument(format!("concurrency {conc:?} is not a number"))
+            })?;
             let end = Instant::now() + Duration::from_secs(a.seconds);
             let mut tasks = Vec::new();
             for w in 0..conc {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use ballast_proto::v1::{self, cluster_client::ClusterClient};
 use ballast_proto::{FORWARDED_HEADER, MAX_MESSAGE_LEN};
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -18,6 +18,9 @@ use crate::node::Node;
 use crate::state::StateData;
 use crate::types::{ClientRequest, CommandResult, Expected, NodeId, Op, Outcome};
 use crate::validate::{self, invalid};
+
+/// How long a membership change waits for an earlier one to commit.
+const MEMBERSHIP_WAIT: Duration = Duration::from_secs(10);
 
 /// How often an idle watch gets a progress mark.
 const WATCH_PROGRESS_EVERY: Duration = Duration::from_secs(5);
@@ -57,7 +60,8 @@ fn write_outcome(r: CommandResult) -> Result<(u64, Outcome), ApiError> {
     match r.outcome {
         Outcome::Rejected { field, message } => Err(ApiError::InvalidArgument { field, message }),
         Outcome::StaleRetry => Err(ApiError::FailedPrecondition(
-            "this request id was already acknowledged to the client; a retry cannot be answered".into(),
+            "this request id was already acknowledged to the client; a retry cannot be answered"
+                .into(),
         )),
         o => Ok((r.revision, o)),
     }
@@ -100,8 +104,15 @@ impl Api {
             .collect()
     }
 
-    fn leader_client(&self, addr: &str) -> Result<ClusterClient<tonic::transport::Channel>, ApiError> {
-        let ch = self.node.pool.channel(addr).map_err(ApiError::Unavailable)?;
+    fn leader_client(
+        &self,
+        addr: &str,
+    ) -> Result<ClusterClient<tonic::transport::Channel>, ApiError> {
+        let ch = self
+            .node
+            .pool
+            .channel(addr)
+            .map_err(ApiError::Unavailable)?;
         Ok(ClusterClient::new(ch)
             .max_decoding_message_size(MAX_MESSAGE_LEN)
             .max_encoding_message_size(MAX_MESSAGE_LEN))
@@ -122,12 +133,24 @@ impl Api {
         remote: G,
     ) -> Result<v1::MembershipResponse, ApiError>
     where
-        F: FnOnce() -> Fut,
+        F: Fn() -> Fut,
         Fut: Future<Output = Result<(), RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>>>,
         G: FnOnce(ClusterClient<tonic::transport::Channel>) -> GFut,
         GFut: Future<Output = Result<Response<v1::MembershipResponse>, Status>>,
     {
-        match local().await {
+        // One change at a time: wait (bounded) for a change in progress to commit.
+        let deadline = Instant::now() + MEMBERSHIP_WAIT;
+        let result = loop {
+            match local().await {
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                    ChangeMembershipError::InProgress(_),
+                ))) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                r => break r,
+            }
+        };
+        match result {
             Ok(()) => Ok(self.membership_response()),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 let addr = f.leader_node.as_ref().map(|n| n.addr.clone());
@@ -136,7 +159,10 @@ impl Api {
                         let client = self.leader_client(&addr)?;
                         match remote(client).await {
                             Ok(r) => Ok(r.into_inner()),
-                            Err(s) if s.code() == tonic::Code::Unavailable && s.message().contains("connect") => {
+                            Err(s)
+                                if s.code() == tonic::Code::Unavailable
+                                    && s.message().contains("connect") =>
+                            {
                                 Err(ApiError::NotLeader {
                                     leader_id: Some(id),
                                     leader_addr: Some(addr),
@@ -184,7 +210,10 @@ fn forwarded_request<T>(msg: T) -> Request<T> {
 
 #[tonic::async_trait]
 impl v1::cluster_server::Cluster for Api {
-    async fn status(&self, _req: Request<v1::StatusRequest>) -> Result<Response<v1::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _req: Request<v1::StatusRequest>,
+    ) -> Result<Response<v1::StatusResponse>, Status> {
         instrument("Status", async {
             let m = self.node.raft.metrics().borrow().clone();
             let (leader_id, leader_addr) = self.node.leader();
@@ -225,13 +254,23 @@ impl v1::cluster_server::Cluster for Api {
             validate::member_addr("addr", &r.addr)?;
             let m = self.node.raft.metrics().borrow().membership_config.clone();
             if m.membership().voter_ids().any(|v| v == r.node_id) {
-                return Err(ApiError::FailedPrecondition(format!("node {} is already a voter", r.node_id)));
+                return Err(ApiError::FailedPrecondition(format!(
+                    "node {} is already a voter",
+                    r.node_id
+                )));
             }
             let raft = self.node.raft.clone();
             let (id, addr, wait) = (r.node_id, r.addr.clone(), r.wait_caught_up);
             self.change_membership(
                 forwarded,
-                || async move { raft.add_learner(id, BasicNode::new(addr), wait).await.map(|_| ()) },
+                || {
+                    let (raft, addr) = (raft.clone(), addr.clone());
+                    async move {
+                        raft.add_learner(id, BasicNode::new(addr), wait)
+                            .await
+                            .map(|_| ())
+                    }
+                },
                 |mut c| async move { c.add_learner(forwarded_request(r)).await },
             )
             .await
@@ -258,10 +297,13 @@ impl v1::cluster_server::Cluster for Api {
             let id = r.node_id;
             self.change_membership(
                 forwarded,
-                || async move {
-                    raft.change_membership(ChangeMembers::AddVoterIds([id].into()), false)
-                        .await
-                        .map(|_| ())
+                || {
+                    let raft = raft.clone();
+                    async move {
+                        raft.change_membership(ChangeMembers::AddVoterIds([id].into()), false)
+                            .await
+                            .map(|_| ())
+                    }
                 },
                 |mut c| async move { c.promote_voter(forwarded_request(r)).await },
             )
@@ -287,19 +329,24 @@ impl v1::cluster_server::Cluster for Api {
             }
             let is_voter = m.membership().voter_ids().any(|v| v == r.node_id);
             if is_voter && m.membership().voter_ids().count() == 1 {
-                return Err(ApiError::FailedPrecondition("cannot remove the last voter".into()));
+                return Err(ApiError::FailedPrecondition(
+                    "cannot remove the last voter".into(),
+                ));
             }
             let raft = self.node.raft.clone();
             let id = r.node_id;
             self.change_membership(
                 forwarded,
-                || async move {
-                    let change = if is_voter {
-                        ChangeMembers::RemoveVoters([id].into())
-                    } else {
-                        ChangeMembers::RemoveNodes([id].into())
-                    };
-                    raft.change_membership(change, false).await.map(|_| ())
+                || {
+                    let raft = raft.clone();
+                    async move {
+                        let change = if is_voter {
+                            ChangeMembers::RemoveVoters([id].into())
+                        } else {
+                            ChangeMembers::RemoveNodes([id].into())
+                        };
+                        raft.change_membership(change, false).await.map(|_| ())
+                    }
                 },
                 |mut c| async move { c.remove_node(forwarded_request(r)).await },
             )
@@ -325,13 +372,20 @@ impl v1::kv_server::Kv for Api {
         .await
     }
 
-    async fn range(&self, req: Request<v1::RangeRequest>) -> Result<Response<v1::RangeResponse>, Status> {
+    async fn range(
+        &self,
+        req: Request<v1::RangeRequest>,
+    ) -> Result<Response<v1::RangeResponse>, Status> {
         let r = req.into_inner();
         instrument("Range", async {
             validate::prefix("prefix", &r.prefix)?;
             self.node.read_barrier(r.consistency).await?;
             let data = self.node.sm.read();
-            let limit = if r.limit == 0 { usize::MAX } else { r.limit as usize };
+            let limit = if r.limit == 0 {
+                usize::MAX
+            } else {
+                r.limit as usize
+            };
             let mut kvs = Vec::new();
             let mut more = false;
             for (k, e) in data.kv.range(r.prefix.clone()..) {
@@ -389,9 +443,15 @@ impl v1::kv_server::Kv for Api {
             validate::value("new_value", &r.new_value)?;
             let expected = match r.expected {
                 Some(v1::compare_and_set_request::Expected::ExpectedValue(v)) => Expected::Value(v),
-                Some(v1::compare_and_set_request::Expected::ExpectedModRevision(m)) => Expected::ModRevision(m),
+                Some(v1::compare_and_set_request::Expected::ExpectedModRevision(m)) => {
+                    Expected::ModRevision(m)
+                }
                 None => {
-                    return Err(invalid("expected", "one of expected_value or expected_mod_revision is required").into())
+                    return Err(invalid(
+                        "expected",
+                        "one of expected_value or expected_mod_revision is required",
+                    )
+                    .into())
                 }
             };
             let cr = self
@@ -417,7 +477,10 @@ impl v1::kv_server::Kv for Api {
         .await
     }
 
-    async fn delete(&self, req: Request<v1::DeleteRequest>) -> Result<Response<v1::DeleteResponse>, Status> {
+    async fn delete(
+        &self,
+        req: Request<v1::DeleteRequest>,
+    ) -> Result<Response<v1::DeleteResponse>, Status> {
         let r = req.into_inner();
         instrument("Delete", async {
             if r.prefix {
@@ -493,13 +556,21 @@ fn collect_since(
 impl v1::watch_server::Watch for Api {
     type WatchStream = ReceiverStream<Result<v1::WatchResponse, Status>>;
 
-    async fn watch(&self, req: Request<v1::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        req: Request<v1::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         let r = req.into_inner();
         for (i, p) in r.key_prefixes.iter().enumerate() {
-            validate::prefix(&format!("key_prefixes[{i}]"), p).map_err(|e| Status::from(ApiError::from(e)))?;
+            validate::prefix(&format!("key_prefixes[{i}]"), p)
+                .map_err(|e| Status::from(ApiError::from(e)))?;
         }
         if r.key_prefixes.is_empty() && !r.cluster_state {
-            return Err(ApiError::from(invalid("key_prefixes", "watch at least one prefix or the cluster state")).into());
+            return Err(ApiError::from(invalid(
+                "key_prefixes",
+                "watch at least one prefix or the cluster state",
+            ))
+            .into());
         }
         metrics::REQUESTS.with_label_values(&["Watch", "Ok"]).inc();
         let mut changes = self.node.sm.subscribe();
@@ -548,7 +619,9 @@ impl v1::watch_server::Watch for Api {
                     }
                 };
                 if stop_now {
-                    let _ = tx.send(Err(Status::unavailable("member is stopping"))).await;
+                    let _ = tx
+                        .send(Err(Status::unavailable("member is stopping")))
+                        .await;
                     return;
                 }
             }
@@ -559,7 +632,10 @@ impl v1::watch_server::Watch for Api {
 
 #[tonic::async_trait]
 impl v1::state_server::State for Api {
-    async fn get_state(&self, req: Request<v1::GetStateRequest>) -> Result<Response<v1::GetStateResponse>, Status> {
+    async fn get_state(
+        &self,
+        req: Request<v1::GetStateRequest>,
+    ) -> Result<Response<v1::GetStateResponse>, Status> {
         let r = req.into_inner();
         instrument("GetState", async {
             self.node.read_barrier(r.consistency).await?;
@@ -594,12 +670,16 @@ impl v1::state_server::State for Api {
         let r = req.into_inner();
         instrument("DeleteService", async {
             validate::name("name", &r.name)?;
-            self.state_write(r.request_id, Op::DeleteService(r.name)).await
+            self.state_write(r.request_id, Op::DeleteService(r.name))
+                .await
         })
         .await
     }
 
-    async fn apply_vip(&self, req: Request<v1::ApplyVipRequest>) -> Result<Response<v1::StateWriteResponse>, Status> {
+    async fn apply_vip(
+        &self,
+        req: Request<v1::ApplyVipRequest>,
+    ) -> Result<Response<v1::StateWriteResponse>, Status> {
         let r = req.into_inner();
         instrument("ApplyVip", async {
             let mut vip = r.vip.ok_or_else(|| invalid("vip", "is required"))?;
@@ -609,7 +689,10 @@ impl v1::state_server::State for Api {
         .await
     }
 
-    async fn delete_vip(&self, req: Request<v1::DeleteVipRequest>) -> Result<Response<v1::StateWriteResponse>, Status> {
+    async fn delete_vip(
+        &self,
+        req: Request<v1::DeleteVipRequest>,
+    ) -> Result<Response<v1::StateWriteResponse>, Status> {
         let r = req.into_inner();
         instrument("DeleteVip", async {
             validate::name("name", &r.name)?;
@@ -640,7 +723,11 @@ impl v1::state_server::State for Api {
 }
 
 impl Api {
-    async fn state_write(&self, request_id: Option<v1::RequestId>, op: Op) -> Result<v1::StateWriteResponse, ApiError> {
+    async fn state_write(
+        &self,
+        request_id: Option<v1::RequestId>,
+        op: Op,
+    ) -> Result<v1::StateWriteResponse, ApiError> {
         let cr = self
             .node
             .propose(ClientRequest::from_proto(request_id.as_ref()), op)

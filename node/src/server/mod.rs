@@ -23,7 +23,12 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener, mut stop: watch::Rece
     let raft = raft::RaftSvc::new(node.clone());
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    for name in ["ballast.v1.KV", "ballast.v1.Cluster", "ballast.v1.Watch", "ballast.v1.State"] {
+    for name in [
+        "ballast.v1.KV",
+        "ballast.v1.Cluster",
+        "ballast.v1.Watch",
+        "ballast.v1.State",
+    ] {
         health_reporter
             .set_service_status(name, tonic_health::ServingStatus::Serving)
             .await;
@@ -46,7 +51,9 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener, mut stop: watch::Rece
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
         .concurrency_limit_per_connection(1024)
-        .add_service(limits!(v1::raft_service_server::RaftServiceServer::new(raft)))
+        .add_service(limits!(v1::raft_service_server::RaftServiceServer::new(
+            raft
+        )))
         .add_service(limits!(v1::cluster_server::ClusterServer::new(api.clone())))
         .add_service(limits!(v1::kv_server::KvServer::new(api.clone())))
         .add_service(limits!(v1::watch_server::WatchServer::new(api.clone())))

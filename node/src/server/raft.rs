@@ -48,7 +48,10 @@ fn encode<T: Serialize>(v: &T) -> Result<Response<RaftMessage>, Status> {
 
 #[tonic::async_trait]
 impl RaftService for RaftSvc {
-    async fn append_entries(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+    async fn append_entries(
+        &self,
+        req: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
         let rpc = self.decode(req)?;
         encode(&self.node.raft.append_entries(rpc).await)
     }
@@ -58,7 +61,10 @@ impl RaftService for RaftSvc {
         encode(&self.node.raft.vote(rpc).await)
     }
 
-    async fn install_snapshot(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+    async fn install_snapshot(
+        &self,
+        req: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
         let rpc = self.decode(req)?;
         encode(&self.node.raft.install_snapshot(rpc).await)
     }

@@ -53,7 +53,10 @@ impl<E: LogEngine> LogStore<E> {
             .map_err(EngineError::new)?
     }
 
-    fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, EngineError> {
+    fn read_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, EngineError> {
         match self.engine.get_meta(key)? {
             Some(b) => Ok(Some(bincode::deserialize(&b).map_err(EngineError::new)?)),
             None => Ok(None),
@@ -102,8 +105,16 @@ impl<E: LogEngine> RaftLogStorage<TypeConfig> for LogStore<E> {
         let last_purged: Option<LogId> = self
             .read_meta(META_LAST_PURGED)
             .map_err(|e| StorageIOError::read_logs(&e))?;
-        let last = match self.engine.last_log().map_err(|e| StorageIOError::read_logs(&e))? {
-            Some((_, b)) => Some(decode(&b).map_err(|e| StorageIOError::read_logs(&e))?.log_id),
+        let last = match self
+            .engine
+            .last_log()
+            .map_err(|e| StorageIOError::read_logs(&e))?
+        {
+            Some((_, b)) => Some(
+                decode(&b)
+                    .map_err(|e| StorageIOError::read_logs(&e))?
+                    .log_id,
+            ),
             None => last_purged,
         };
         Ok(LogState {
@@ -119,7 +130,9 @@ impl<E: LogEngine> RaftLogStorage<TypeConfig> for LogStore<E> {
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
         self.write_meta(META_VOTE, vote)
             .map_err(|e| StorageIOError::write_vote(&e))?;
-        self.sync().await.map_err(|e| StorageIOError::write_vote(&e))?;
+        self.sync()
+            .await
+            .map_err(|e| StorageIOError::write_vote(&e))?;
         Ok(())
     }
 
@@ -150,7 +163,11 @@ impl<E: LogEngine> RaftLogStorage<TypeConfig> for LogStore<E> {
         Ok(c)
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -172,7 +189,9 @@ impl<E: LogEngine> RaftLogStorage<TypeConfig> for LogStore<E> {
         self.engine
             .remove_logs_from(log_id.index)
             .map_err(|e| StorageIOError::write_logs(&e))?;
-        self.sync().await.map_err(|e| StorageIOError::write_logs(&e))?;
+        self.sync()
+            .await
+            .map_err(|e| StorageIOError::write_logs(&e))?;
         Ok(())
     }
 
@@ -181,7 +200,9 @@ impl<E: LogEngine> RaftLogStorage<TypeConfig> for LogStore<E> {
         // leaves a consistent (if untidy) log.
         self.write_meta(META_LAST_PURGED, &log_id)
             .map_err(|e| StorageIOError::write_logs(&e))?;
-        self.sync().await.map_err(|e| StorageIOError::write_logs(&e))?;
+        self.sync()
+            .await
+            .map_err(|e| StorageIOError::write_logs(&e))?;
         self.engine
             .remove_logs_upto(log_id.index)
             .map_err(|e| StorageIOError::write_logs(&e))?;

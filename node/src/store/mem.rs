@@ -29,7 +29,10 @@ impl LogEngine for MemEngine {
             return Ok(Vec::new());
         }
         let logs = self.logs.lock().unwrap();
-        Ok(logs.range(start..end).map(|(k, v)| (*k, v.clone())).collect())
+        Ok(logs
+            .range(start..end)
+            .map(|(k, v)| (*k, v.clone()))
+            .collect())
     }
 
     fn last_log(&self) -> Result<Option<(u64, Vec<u8>)>, EngineError> {

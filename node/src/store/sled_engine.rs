@@ -93,7 +93,9 @@ impl LogEngine for SledEngine {
     }
 
     fn put_meta(&self, key: &str, value: Vec<u8>) -> Result<(), EngineError> {
-        self.meta.insert(key.as_bytes(), value).map_err(EngineError::new)?;
+        self.meta
+            .insert(key.as_bytes(), value)
+            .map_err(EngineError::new)?;
         Ok(())
     }
 

@@ -11,7 +11,9 @@ use tokio::sync::watch;
 use super::engine::{EngineError, LogEngine};
 use crate::metrics;
 use crate::state::StateData;
-use crate::types::{CommandResult, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use crate::types::{
+    CommandResult, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+};
 
 const META_SNAPSHOT: &str = "snapshot";
 
@@ -100,7 +102,8 @@ impl<E: LogEngine> RaftSnapshotBuilder<TypeConfig> for StateMachineStore<E> {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let (bytes, last_applied, membership) = {
             let data = self.read();
-            let bytes = bincode::serialize(&*data).map_err(|e| StorageIOError::read_state_machine(&e))?;
+            let bytes =
+                bincode::serialize(&*data).map_err(|e| StorageIOError::read_state_machine(&e))?;
             (bytes, data.last_applied, data.membership.clone())
         };
         let seq = self.shared.snapshot_seq.fetch_add(1, Ordering::Relaxed);

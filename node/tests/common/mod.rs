@@ -139,7 +139,9 @@ impl TestCluster {
 
     /// A client given only the listed members.
     pub fn client_of(&self, ids: &[u64]) -> Client {
-        Client::new(ClientConfig::new(ids.iter().map(|i| self.addrs[i].clone()).collect()))
+        Client::new(ClientConfig::new(
+            ids.iter().map(|i| self.addrs[i].clone()).collect(),
+        ))
     }
 
     /// Waits until member `id` has applied at least `index`.
