@@ -144,10 +144,14 @@ async fn new_member_receives_a_snapshot_then_joins_and_leaves() {
     .await;
 
     client.remove_node(4).await.unwrap();
-    wait_for("node 4 gone from status", Duration::from_secs(10), || async {
-        let s = client.status().await.ok()?;
-        s.members.iter().all(|m| m.id != 4).then_some(())
-    })
+    wait_for(
+        "node 4 gone from status",
+        Duration::from_secs(10),
+        || async {
+            let s = client.status().await.ok()?;
+            s.members.iter().all(|m| m.id != 4).then_some(())
+        },
+    )
     .await;
     // The node records follow (a linearizable read of the state).
     let st = client.get_state(false).await.unwrap();
@@ -354,7 +358,13 @@ async fn bad_input_is_refused_and_nothing_is_applied() {
     let client = c.client();
     client.put("seed", "1").await.unwrap();
     // Revisions from linearizable reads, so no member's lag can hide a change.
-    let rev_before = client.get("seed", false).await.unwrap().header.unwrap().revision;
+    let rev_before = client
+        .get("seed", false)
+        .await
+        .unwrap()
+        .header
+        .unwrap()
+        .revision;
 
     let expect_invalid = |r: Result<_, Error>, field: &str| match r {
         Err(Error::InvalidArgument(m)) => {

@@ -146,9 +146,12 @@ impl<E: LogEngine> RaftLogStorage<TypeConfig> for LogStore<E> {
         if let Some(c) = committed {
             self.committed.fetch_max(c.index, Ordering::Relaxed);
         }
-        // Made durable by the next sync; losing it only means re-applying from the snapshot.
         self.write_meta(META_COMMITTED, &committed)
             .map_err(|e| StorageIOError::write(&e))?;
+        // Durable before the entries are applied and acknowledged: a leader restarted from
+        // a committed vote keeps its term without a new blank entry, and serves reads from
+        // the committed index it reads back here. Found by tests/binaries.rs (SIGKILL of all).
+        self.sync().await.map_err(|e| StorageIOError::write(&e))?;
         Ok(())
     }
 

@@ -1,0 +1,311 @@
+//! The real binaries: three `ballastd` processes on port 0 formed by --bootstrap and --join,
+//! driven by `ballastctl`, killed with SIGKILL and restarted without losing an acknowledged
+//! write.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use ballast_client::{Client, ClientConfig};
+use serde_json::Value;
+
+fn ballastd() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ballastd"))
+}
+
+/// `ballastctl` lives in the client crate; build it next to ballastd if it is not there yet.
+fn ballastctl() -> PathBuf {
+    let path = ballastd().with_file_name("ballastctl");
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let st = Command::new(cargo)
+            .args(["build", "-p", "ballast-client", "--bin", "ballastctl"])
+            .status()
+            .expect("running cargo build for ballastctl");
+        assert!(st.success(), "building ballastctl failed");
+    }
+    path
+}
+
+struct Proc {
+    id: u64,
+    child: Child,
+    args: Vec<String>,
+    grpc: String,
+    http: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+fn spawn(dir: &Path, id: u64, args: Vec<String>) -> Proc {
+    let addr_file = dir.join(format!("addr-{id}.json"));
+    let _ = std::fs::remove_file(&addr_file);
+    let log = std::fs::File::create(dir.join(format!("node-{id}.log"))).unwrap();
+    let child = Command::new(ballastd())
+        .args(&args)
+        .arg("--addr-file")
+        .arg(&addr_file)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("starting ballastd");
+    let v: Value = wait_until(
+        &format!("node {id} to write its addresses"),
+        Duration::from_secs(20),
+        || {
+            let text = std::fs::read_to_string(&addr_file).ok()?;
+            serde_json::from_str(&text).ok()
+        },
+    );
+    Proc {
+        id,
+        child,
+        args,
+        grpc: v["grpc"].as_str().unwrap().to_string(),
+        http: v["http"].as_str().unwrap().to_string(),
+    }
+}
+
+fn base_args(dir: &Path, id: u64, listen: &str) -> Vec<String> {
+    vec![
+        "--node-id".into(),
+        id.to_string(),
+        "--data-dir".into(),
+        dir.join(format!("node-{id}")).display().to_string(),
+        "--listen".into(),
+        listen.into(),
+        "--http-listen".into(),
+        "127.0.0.1:0".into(),
+        "--heartbeat-ms".into(),
+        "50".into(),
+        "--election-timeout-min-ms".into(),
+        "300".into(),
+        "--election-timeout-max-ms".into(),
+        "600".into(),
+    ]
+}
+
+fn ctl(endpoints: &str, args: &[&str]) -> Output {
+    Command::new(ballastctl())
+        .arg("--endpoints")
+        .arg(endpoints)
+        .args(args)
+        .output()
+        .expect("running ballastctl")
+}
+
+fn ctl_ok(endpoints: &str, args: &[&str]) -> String {
+    let out = ctl(endpoints, args);
+    assert!(
+        out.status.success(),
+        "ballastctl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn ctl_json(endpoints: &str, args: &[&str]) -> Value {
+    let mut a = args.to_vec();
+    a.extend(["-o", "json"]);
+    serde_json::from_str(&ctl_ok(endpoints, &a)).unwrap()
+}
+
+/// A plain HTTP/1.0 GET, enough for /metrics and the health endpoints.
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    let code = buf.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+fn voters(status: &Value) -> usize {
+    status["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "voter" && m["reachable"] == true)
+        .count()
+}
+
+#[test]
+fn three_processes_form_serve_survive_sigkill_and_refuse_bad_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+
+    // 1. One member bootstraps a cluster; two join it. Everyone listens on port 0.
+    let mut a1 = base_args(d, 1, "127.0.0.1:0");
+    a1.push("--bootstrap".into());
+    let mut procs = vec![spawn(d, 1, a1)];
+    for id in [2, 3] {
+        let mut a = base_args(d, id, "127.0.0.1:0");
+        a.extend(["--join".into(), procs[0].grpc.clone()]);
+        procs.push(spawn(d, id, a));
+    }
+    let endpoints = procs
+        .iter()
+        .map(|p| p.grpc.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    wait_until("three reachable voters", Duration::from_secs(30), || {
+        let out = ctl(&endpoints, &["status", "-o", "json", "--timeout", "2"]);
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        (voters(&v) == 3 && v["leader_id"].as_u64()? > 0).then_some(())
+    });
+    let table = ctl_ok(&endpoints, &["status"]);
+    assert!(table.contains("LAG") && table.contains("voter"), "{table}");
+
+    // 2. ballastctl against the processes.
+    ctl_ok(&endpoints, &["kv", "put", "app/a", "1"]);
+    ctl_ok(&endpoints, &["kv", "put", "app/b", "2"]);
+    assert_eq!(ctl_ok(&endpoints, &["kv", "get", "app/a"]).trim(), "1");
+    let ls = ctl_json(&endpoints, &["kv", "ls", "app/"]);
+    assert_eq!(ls["kvs"].as_array().unwrap().len(), 2);
+    let rev = ls["kvs"][0]["mod_revision"].as_u64().unwrap().to_string();
+    ctl_ok(
+        &endpoints,
+        &["kv", "cas", "app/a", "10", "--expect-rev", &rev],
+    );
+    let failed = ctl(
+        &endpoints,
+        &["kv", "cas", "app/a", "11", "--expect-value", "1"],
+    );
+    assert!(!failed.status.success(), "a CAS on a stale value must fail");
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("compare failed"));
+    ctl_ok(&endpoints, &["kv", "del", "app/b"]);
+    let missing = ctl(&endpoints, &["kv", "get", "app/b"]);
+    assert_eq!(missing.status.code(), Some(4), "absent key exits 4");
+    let bad = ctl(&endpoints, &["kv", "put", "", "x"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("invalid key"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    let members = ctl_json(&endpoints, &["member", "list"]);
+    assert_eq!(members.as_array().unwrap().len(), 3);
+    let state = ctl_json(&endpoints, &["state", "show"]);
+    assert_eq!(state["nodes"].as_array().unwrap().len(), 3);
+
+    // 3. HTTP endpoints of every member.
+    for p in &procs {
+        assert_eq!(http_get(&p.http, "/healthz").0, 200);
+        let (code, body) = http_get(&p.http, "/readyz");
+        assert_eq!(code, 200, "node {} not ready: {body}", p.id);
+        let (code, metrics) = http_get(&p.http, "/metrics");
+        assert_eq!(code, 200);
+        for m in [
+            "ballast_raft_term",
+            "ballast_raft_commit_index",
+            "ballast_apply_duration_seconds",
+            "ballast_requests_total",
+        ] {
+            assert!(metrics.contains(m), "node {} lacks {m}", p.id);
+        }
+    }
+
+    // 4. 200 acknowledged writes, then SIGKILL of every process at once.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let eps: Vec<String> = procs.iter().map(|p| p.grpc.clone()).collect();
+    rt.block_on(async {
+        let c = Client::new(ClientConfig::new(eps.clone()));
+        for i in 0..200 {
+            c.put(format!("durable/{i:03}"), format!("{i}"))
+                .await
+                .unwrap();
+        }
+    });
+    let restart: Vec<(u64, Vec<String>, String)> = procs
+        .iter()
+        .map(|p| (p.id, p.args.clone(), p.grpc.clone()))
+        .collect();
+    for p in &mut procs {
+        p.child.kill().unwrap(); // SIGKILL
+        p.child.wait().unwrap();
+    }
+    drop(procs);
+
+    // 5. Restart on the same ports (peers know each other by address) and data directories.
+    let mut procs = Vec::new();
+    for (id, mut args, grpc) in restart {
+        let i = args.iter().position(|a| a == "--listen").unwrap();
+        args[i + 1] = grpc;
+        // --bootstrap and --join only matter for an empty data directory.
+        procs.push(spawn(d, id, args));
+    }
+    rt.block_on(async {
+        let c = Client::new(ClientConfig::new(eps.clone()));
+        let r = c.range("durable/", 0, false).await.unwrap();
+        assert_eq!(
+            r.kvs.len(),
+            200,
+            "every acknowledged write survived SIGKILL of all members"
+        );
+        assert_eq!(r.kvs[199].value, b"199");
+        assert_eq!(
+            c.get("app/a", false).await.unwrap().kv.unwrap().value,
+            b"10"
+        );
+    });
+
+    // 6. Starts that must be refused, with a message that says why.
+    let wrong_node = Command::new(ballastd())
+        .args(["--node-id", "5", "--data-dir"])
+        .arg(d.join("node-1"))
+        .args(["--listen", "127.0.0.1:0", "--http-listen", "off"])
+        .output()
+        .unwrap();
+    assert!(!wrong_node.status.success());
+    let msg = String::from_utf8_lossy(&wrong_node.stderr);
+    assert!(msg.contains("belongs to node 1"), "{msg}");
+    let bad_timing = Command::new(ballastd())
+        .args([
+            "--node-id",
+            "1",
+            "--heartbeat-ms",
+            "500",
+            "--election-timeout-min-ms",
+            "400",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(bad_timing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad_timing.stderr).contains("must be above heartbeat-ms"));
+    let help = Command::new(ballastd()).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for opt in [
+        "--initial-cluster",
+        "--join",
+        "--bootstrap",
+        "--log-format",
+        "BALLAST_DATA_DIR",
+    ] {
+        assert!(help.contains(opt), "--help lacks {opt}");
+    }
+}
