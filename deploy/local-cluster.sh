@@ -77,7 +77,12 @@ up() {
 down() {
   for i in "${IDS[@]}"; do
     if running "$i"; then
-      kill "$(cat "$DIR/node-$i.pid")"
+      local pid
+      pid="$(cat "$DIR/node-$i.pid")"
+      kill "$pid"
+      # Wait (bounded) for a clean stop; SIGKILL after 10 s.
+      for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
       echo "stopped node $i"
     fi
     rm -f "$DIR/node-$i.pid"

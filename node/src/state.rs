@@ -137,7 +137,7 @@ impl StateData {
         if let Some(req) = cmd.request {
             self.remember(&req, cmd.now_ms, &result);
         }
-        if self.revision % 1024 == 0 {
+        if self.revision.is_multiple_of(1024) {
             self.expire_sessions(cmd.now_ms);
         }
         (result, watch)
@@ -463,5 +463,177 @@ impl StateData {
             events.push(state_event("node", id.to_string(), true));
         }
         events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use openraft::{BasicNode, CommittedLeaderId, Membership};
+
+    use super::*;
+    use crate::types::Entry;
+
+    fn entry(index: u64, op: Op, request: Option<ClientRequest>) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Command {
+                request,
+                now_ms: 1_000 + index,
+                op,
+            }),
+        }
+    }
+
+    fn put(k: &str, v: &str) -> Op {
+        Op::Put {
+            key: k.into(),
+            value: v.into(),
+        }
+    }
+
+    fn membership(index: u64, voters: &[u64], learners: &[u64]) -> Entry {
+        let voters: BTreeSet<u64> = voters.iter().copied().collect();
+        let mut nodes: BTreeMap<u64, BasicNode> = voters
+            .iter()
+            .map(|i| (*i, BasicNode::new(format!("n{i}:1"))))
+            .collect();
+        for l in learners {
+            nodes.insert(*l, BasicNode::new(format!("n{l}:1")));
+        }
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Membership(Membership::new(vec![voters], nodes)),
+        }
+    }
+
+    #[test]
+    fn same_log_same_state() {
+        let log: Vec<Entry> = (1..=50)
+            .map(|i| entry(i, put(&format!("k{}", i % 7), &i.to_string()), None))
+            .collect();
+        let (mut a, mut b) = (StateData::default(), StateData::default());
+        for e in &log {
+            a.apply(e);
+        }
+        for e in &log {
+            b.apply(e);
+        }
+        assert_eq!(a, b);
+        assert_eq!(bincode::serialize(&a).unwrap(), bincode::serialize(&b).unwrap());
+    }
+
+    #[test]
+    fn revision_moves_only_on_change() {
+        let mut s = StateData::default();
+        let (r, w) = s.apply(&entry(1, put("a", "1"), None));
+        assert_eq!((r.revision, w.map(|w| w.revision)), (1, Some(1)));
+        // A failed compare-and-set and a delete of nothing change nothing.
+        let cas = Op::CompareAndSet {
+            key: "a".into(),
+            expected: Expected::Value("nope".into()),
+            new_value: "2".into(),
+        };
+        let (r, w) = s.apply(&entry(2, cas, None));
+        assert_eq!(r.revision, 1);
+        assert!(w.is_none());
+        assert!(matches!(r.outcome, Outcome::CompareAndSet { succeeded: false, .. }));
+        let (r, _) = s.apply(&entry(3, Op::Delete { key: "zzz".into(), prefix: false }, None));
+        assert_eq!((r.revision, r.outcome), (1, Outcome::Delete { deleted: 0 }));
+        // Create-only CAS (mod revision 0) fails on an existing key, succeeds on a new one.
+        let create = |k: &str| Op::CompareAndSet {
+            key: k.into(),
+            expected: Expected::ModRevision(0),
+            new_value: "x".into(),
+        };
+        assert!(matches!(s.apply(&entry(4, create("a"), None)).0.outcome, Outcome::CompareAndSet { succeeded: false, .. }));
+        let (r, _) = s.apply(&entry(5, create("b"), None));
+        assert_eq!(r.revision, 2);
+        assert_eq!(s.kv[&b"b".to_vec()].create_revision, 2);
+    }
+
+    #[test]
+    fn a_duplicate_request_is_answered_from_the_session() {
+        let mut s = StateData::default();
+        let req = ClientRequest {
+            client_id: 9,
+            seq: 1,
+            acked_below: 1,
+        };
+        let (first, _) = s.apply(&entry(1, put("a", "1"), Some(req)));
+        s.apply(&entry(2, put("b", "1"), None));
+        let (again, w) = s.apply(&entry(3, put("a", "1"), Some(req)));
+        assert_eq!(first, again);
+        assert!(w.is_none());
+        assert_eq!(s.kv[&b"a".to_vec()].version, 1);
+        // Once the client acknowledged seq 1, a late copy of it is refused, not applied.
+        let next = ClientRequest {
+            client_id: 9,
+            seq: 2,
+            acked_below: 2,
+        };
+        s.apply(&entry(4, put("c", "1"), Some(next)));
+        let (late, _) = s.apply(&entry(5, put("a", "1"), Some(req)));
+        assert_eq!(late.outcome, Outcome::StaleRetry);
+        assert_eq!(s.kv[&b"a".to_vec()].version, 1);
+        assert!(!s.sessions[&9].results.contains_key(&1), "acknowledged results are forgotten");
+    }
+
+    #[test]
+    fn history_is_bounded_and_prefix_delete_is_one_revision() {
+        let mut s = StateData::default();
+        for i in 1..=(HISTORY_REVISIONS as u64 + 10) {
+            s.apply(&entry(i, put(&format!("p/{}", i % 3), "v"), None));
+        }
+        assert_eq!(s.history.len(), HISTORY_REVISIONS);
+        assert_eq!(s.oldest_watchable_revision(), 11);
+        let n = HISTORY_REVISIONS as u64 + 11;
+        let (r, w) = s.apply(&entry(n, Op::Delete { key: "p/".into(), prefix: true }, None));
+        assert_eq!(r.outcome, Outcome::Delete { deleted: 3 });
+        assert_eq!(w.unwrap().events.len(), 3);
+        assert!(s.kv.is_empty());
+    }
+
+    #[test]
+    fn node_records_follow_membership_and_keep_admin_state() {
+        let mut s = StateData::default();
+        s.apply(&membership(1, &[1, 2, 3], &[]));
+        assert_eq!(s.nodes.len(), 3);
+        let (r, _) = s.apply(&entry(2, Op::SetNodeAdmin { node_id: 2, admin: v1::AdminState::Maintenance as i32 }, None));
+        assert_eq!(r.outcome, Outcome::StateWritten);
+        s.apply(&membership(3, &[1, 2, 3], &[4]));
+        assert_eq!(s.nodes[&4].role, v1::Role::Learner as i32);
+        assert_eq!(s.nodes[&2].admin, v1::AdminState::Maintenance as i32);
+        s.apply(&membership(4, &[1, 2], &[]));
+        assert_eq!(s.nodes.keys().copied().collect::<Vec<_>>(), vec![1, 2]);
+        let (r, _) = s.apply(&entry(5, Op::SetNodeAdmin { node_id: 3, admin: 1 }, None));
+        assert!(matches!(r.outcome, Outcome::Rejected { field, .. } if field == "node_id"));
+    }
+
+    #[test]
+    fn vip_owner_and_epoch_are_not_the_callers() {
+        let mut s = StateData::default();
+        s.apply(&membership(1, &[1], &[]));
+        let svc = v1::Service {
+            name: "web".into(),
+            ..Default::default()
+        };
+        s.apply(&entry(2, Op::ApplyService(svc), None));
+        let vip = v1::Vip {
+            name: "v".into(),
+            address: "10.213.0.9/24".into(),
+            interface: "eth0".into(),
+            service: "web".into(),
+            owner: 1,
+            epoch: 99,
+            ..Default::default()
+        };
+        s.apply(&entry(3, Op::ApplyVip(vip.clone()), None));
+        assert_eq!((s.vips["v"].owner, s.vips["v"].epoch), (0, 0));
+        let mut other = vip;
+        other.name = "w".into();
+        let (r, _) = s.apply(&entry(4, Op::ApplyVip(other), None));
+        assert!(matches!(r.outcome, Outcome::Rejected { field, .. } if field == "vip.address"));
     }
 }

@@ -92,9 +92,11 @@ impl<E: LogEngine> RaftLogReader<TypeConfig> for LogStore<E> {
             .engine
             .read_logs(start, end)
             .map_err(|e| StorageIOError::read_logs(&e))?;
-        raw.iter()
-            .map(|(_, b)| decode(b).map_err(|e| StorageIOError::read_logs(&e).into()))
-            .collect()
+        let mut out = Vec::with_capacity(raw.len());
+        for (_, b) in &raw {
+            out.push(decode(b).map_err(|e| StorageIOError::read_logs(&e))?);
+        }
+        Ok(out)
     }
 }
 
