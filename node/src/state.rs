@@ -521,7 +521,10 @@ mod tests {
             b.apply(e);
         }
         assert_eq!(a, b);
-        assert_eq!(bincode::serialize(&a).unwrap(), bincode::serialize(&b).unwrap());
+        assert_eq!(
+            bincode::serialize(&a).unwrap(),
+            bincode::serialize(&b).unwrap()
+        );
     }
 
     #[test]
@@ -538,8 +541,21 @@ mod tests {
         let (r, w) = s.apply(&entry(2, cas, None));
         assert_eq!(r.revision, 1);
         assert!(w.is_none());
-        assert!(matches!(r.outcome, Outcome::CompareAndSet { succeeded: false, .. }));
-        let (r, _) = s.apply(&entry(3, Op::Delete { key: "zzz".into(), prefix: false }, None));
+        assert!(matches!(
+            r.outcome,
+            Outcome::CompareAndSet {
+                succeeded: false,
+                ..
+            }
+        ));
+        let (r, _) = s.apply(&entry(
+            3,
+            Op::Delete {
+                key: "zzz".into(),
+                prefix: false,
+            },
+            None,
+        ));
         assert_eq!((r.revision, r.outcome), (1, Outcome::Delete { deleted: 0 }));
         // Create-only CAS (mod revision 0) fails on an existing key, succeeds on a new one.
         let create = |k: &str| Op::CompareAndSet {
@@ -547,7 +563,13 @@ mod tests {
             expected: Expected::ModRevision(0),
             new_value: "x".into(),
         };
-        assert!(matches!(s.apply(&entry(4, create("a"), None)).0.outcome, Outcome::CompareAndSet { succeeded: false, .. }));
+        assert!(matches!(
+            s.apply(&entry(4, create("a"), None)).0.outcome,
+            Outcome::CompareAndSet {
+                succeeded: false,
+                ..
+            }
+        ));
         let (r, _) = s.apply(&entry(5, create("b"), None));
         assert_eq!(r.revision, 2);
         assert_eq!(s.kv[&b"b".to_vec()].create_revision, 2);
@@ -577,7 +599,10 @@ mod tests {
         let (late, _) = s.apply(&entry(5, put("a", "1"), Some(req)));
         assert_eq!(late.outcome, Outcome::StaleRetry);
         assert_eq!(s.kv[&b"a".to_vec()].version, 1);
-        assert!(!s.sessions[&9].results.contains_key(&1), "acknowledged results are forgotten");
+        assert!(
+            !s.sessions[&9].results.contains_key(&1),
+            "acknowledged results are forgotten"
+        );
     }
 
     #[test]
@@ -589,7 +614,14 @@ mod tests {
         assert_eq!(s.history.len(), HISTORY_REVISIONS);
         assert_eq!(s.oldest_watchable_revision(), 11);
         let n = HISTORY_REVISIONS as u64 + 11;
-        let (r, w) = s.apply(&entry(n, Op::Delete { key: "p/".into(), prefix: true }, None));
+        let (r, w) = s.apply(&entry(
+            n,
+            Op::Delete {
+                key: "p/".into(),
+                prefix: true,
+            },
+            None,
+        ));
         assert_eq!(r.outcome, Outcome::Delete { deleted: 3 });
         assert_eq!(w.unwrap().events.len(), 3);
         assert!(s.kv.is_empty());
@@ -600,14 +632,28 @@ mod tests {
         let mut s = StateData::default();
         s.apply(&membership(1, &[1, 2, 3], &[]));
         assert_eq!(s.nodes.len(), 3);
-        let (r, _) = s.apply(&entry(2, Op::SetNodeAdmin { node_id: 2, admin: v1::AdminState::Maintenance as i32 }, None));
+        let (r, _) = s.apply(&entry(
+            2,
+            Op::SetNodeAdmin {
+                node_id: 2,
+                admin: v1::AdminState::Maintenance as i32,
+            },
+            None,
+        ));
         assert_eq!(r.outcome, Outcome::StateWritten);
         s.apply(&membership(3, &[1, 2, 3], &[4]));
         assert_eq!(s.nodes[&4].role, v1::Role::Learner as i32);
         assert_eq!(s.nodes[&2].admin, v1::AdminState::Maintenance as i32);
         s.apply(&membership(4, &[1, 2], &[]));
         assert_eq!(s.nodes.keys().copied().collect::<Vec<_>>(), vec![1, 2]);
-        let (r, _) = s.apply(&entry(5, Op::SetNodeAdmin { node_id: 3, admin: 1 }, None));
+        let (r, _) = s.apply(&entry(
+            5,
+            Op::SetNodeAdmin {
+                node_id: 3,
+                admin: 1,
+            },
+            None,
+        ));
         assert!(matches!(r.outcome, Outcome::Rejected { field, .. } if field == "node_id"));
     }
 

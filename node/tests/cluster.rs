@@ -511,3 +511,67 @@ async fn a_member_refuses_raft_traffic_of_another_cluster() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn health_service_and_reflection_list_every_service() {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    let c = TestCluster::start(1, no_tune).await;
+    c.leader().await;
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", c.addrs[&1]))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+
+    let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
+    for svc in [
+        "ballast.v1.KV",
+        "ballast.v1.Cluster",
+        "ballast.v1.Watch",
+        "ballast.v1.State",
+    ] {
+        let r = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: svc.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            r.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+            "{svc}"
+        );
+    }
+
+    let mut refl = ServerReflectionClient::new(ch);
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = refl
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let resp = stream.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else {
+        panic!("unexpected reflection answer {resp:?}");
+    };
+    let names: BTreeSet<String> = list.service.into_iter().map(|s| s.name).collect();
+    for svc in [
+        "ballast.v1.KV",
+        "ballast.v1.Cluster",
+        "ballast.v1.Watch",
+        "ballast.v1.State",
+        "ballast.v1.RaftService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(names.contains(svc), "reflection lacks {svc}: {names:?}");
+    }
+    c.shutdown().await;
+}

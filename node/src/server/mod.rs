@@ -12,6 +12,7 @@ use ballast_proto::MAX_MESSAGE_LEN;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
 
 use crate::node::Node;
 
@@ -33,10 +34,17 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener, mut stop: watch::Rece
             .set_service_status(name, tonic_health::ServingStatus::Serving)
             .await;
     }
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(v1::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Both reflection versions: older grpcurl and tools only speak v1alpha.
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = reflection_builder()
         .build_v1()
+        .expect("reflection descriptors are valid");
+    let reflection_alpha = reflection_builder()
+        .build_v1alpha()
         .expect("reflection descriptors are valid");
 
     macro_rules! limits {
@@ -46,6 +54,13 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener, mut stop: watch::Rece
         };
     }
 
+    // tonic's tcp_nodelay applies only to listeners it binds itself: set it on each accepted
+    // connection, or Nagle's algorithm with delayed ACKs adds ~40 ms to small answers.
+    let incoming = TcpListenerStream::new(listener).map(|conn| {
+        conn.inspect(|s| {
+            let _ = s.set_nodelay(true);
+        })
+    });
     let result = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
@@ -60,7 +75,8 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener, mut stop: watch::Rece
         .add_service(limits!(v1::state_server::StateServer::new(api)))
         .add_service(health_service)
         .add_service(reflection)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        .add_service(reflection_alpha)
+        .serve_with_incoming_shutdown(incoming, async move {
             let _ = stop.wait_for(|s| *s).await;
         })
         .await;

@@ -1,10 +1,11 @@
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader, StorageIOError, Vote};
+use tokio::sync::oneshot;
 
 use super::engine::{EngineError, LogEngine};
 use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
@@ -19,6 +20,7 @@ const META_LAST_PURGED: &str = "last_purged";
 /// completion, so nothing is acknowledged to a peer or a client before it is on disk.
 pub struct LogStore<E: LogEngine> {
     engine: Arc<E>,
+    syncer: mpsc::Sender<SyncRequest>,
     /// Last committed index openraft reported, shared with the member's status and metrics.
     committed: Arc<AtomicU64>,
 }
@@ -27,6 +29,7 @@ impl<E: LogEngine> Clone for LogStore<E> {
     fn clone(&self) -> Self {
         LogStore {
             engine: self.engine.clone(),
+            syncer: self.syncer.clone(),
             committed: self.committed.clone(),
         }
     }
@@ -35,6 +38,7 @@ impl<E: LogEngine> Clone for LogStore<E> {
 impl<E: LogEngine> LogStore<E> {
     pub fn new(engine: Arc<E>) -> Self {
         LogStore {
+            syncer: spawn_syncer(engine.clone()),
             engine,
             committed: Arc::new(AtomicU64::new(0)),
         }
@@ -45,12 +49,14 @@ impl<E: LogEngine> LogStore<E> {
         self.committed.clone()
     }
 
-    /// Runs the engine's fsync on a blocking thread so that the runtime keeps serving.
+    /// Waits until every write made so far is durable (group commit, see [`spawn_syncer`]).
     async fn sync(&self) -> Result<(), EngineError> {
-        let engine = self.engine.clone();
-        tokio::task::spawn_blocking(move || engine.sync())
-            .await
-            .map_err(EngineError::new)?
+        let (tx, rx) = oneshot::channel();
+        self.syncer
+            .send(SyncRequest::Notify(tx))
+            .map_err(|_| EngineError("the log syncer has stopped".into()))?;
+        rx.await
+            .map_err(|_| EngineError("the log syncer has stopped".into()))?
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(
@@ -67,6 +73,52 @@ impl<E: LogEngine> LogStore<E> {
         self.engine
             .put_meta(key, bincode::serialize(v).map_err(EngineError::new)?)
     }
+}
+
+enum SyncRequest {
+    /// Completes openraft's append callback once durable.
+    Flushed(LogFlushed<TypeConfig>),
+    /// Answers once durable.
+    Notify(oneshot::Sender<Result<(), EngineError>>),
+}
+
+/// Group commit: one thread takes every request queued so far, syncs the engine once, and
+/// completes them in order. Under load many appends share one fsync, and the Raft core never
+/// waits on the disk itself. The thread ends when the last `LogStore` clone is dropped, and
+/// holds the engine only while syncing, so dropping the stores releases the data directory.
+fn spawn_syncer<E: LogEngine>(engine: Arc<E>) -> mpsc::Sender<SyncRequest> {
+    let engine = Arc::downgrade(&engine);
+    let (tx, rx) = mpsc::channel::<SyncRequest>();
+    std::thread::Builder::new()
+        .name("ballast-log-sync".into())
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut batch = vec![first];
+                batch.extend(rx.try_iter());
+                let res = match engine.upgrade() {
+                    Some(e) => e.sync(),
+                    None => Err(EngineError("the storage engine was closed".into())),
+                };
+                for r in batch {
+                    match r {
+                        SyncRequest::Flushed(cb) => cb.log_io_completed(
+                            res.as_ref()
+                                .map(|_| ())
+                                .map_err(|e| std::io::Error::other(e.to_string())),
+                        ),
+                        SyncRequest::Notify(tx) => {
+                            let _ = tx.send(
+                                res.as_ref()
+                                    .map(|_| ())
+                                    .map_err(|e| EngineError(e.0.clone())),
+                            );
+                        }
+                    }
+                }
+            }
+        })
+        .expect("spawning the log sync thread");
+    tx
 }
 
 fn decode(b: &[u8]) -> Result<Entry, EngineError> {
@@ -185,8 +237,13 @@ impl<E: LogEngine> RaftLogStorage<TypeConfig> for LogStore<E> {
         self.engine
             .insert_logs(batch)
             .map_err(|e| StorageIOError::write_logs(&e))?;
-        let res = self.sync().await;
-        callback.log_io_completed(res.map_err(std::io::Error::other));
+        // Acknowledged by the syncer once durable; openraft may append more meanwhile, and
+        // one fsync then covers them all.
+        if let Err(mpsc::SendError(SyncRequest::Flushed(cb))) =
+            self.syncer.send(SyncRequest::Flushed(callback))
+        {
+            cb.log_io_completed(Err(std::io::Error::other("the log syncer has stopped")));
+        }
         Ok(())
     }
 
