@@ -276,7 +276,7 @@ pub async fn start(
 
     // 2. Storage: the log and the state machine on sled.
     let engine = Arc::new(SledEngine::open(&cfg.data_dir.join("raft"))?);
-    let log_store = LogStore::new(engine.clone());
+    let log_store = LogStore::for_node(engine.clone(), cfg.node_id);
     let committed = log_store.committed_index();
     let sm = StateMachineStore::open(engine)?;
 
