@@ -588,7 +588,7 @@ async fn bench(c: &Client, a: BenchArgs, out: Output) -> Result<(), Error> {
                     let mut i = w;
                     while Instant::now() < end {
                         let key = format!("bench/{}", i % keys);
-                        i += conc_step(conc);
+                        i += conc;
                         let t = Instant::now();
                         let r = if op == "put" {
                             c.put(key, value.clone()).await.map(|_| ())
@@ -634,10 +634,6 @@ async fn bench(c: &Client, a: BenchArgs, out: Output) -> Result<(), Error> {
         print_json(&json!(results));
     }
     Ok(())
-}
-
-fn conc_step(conc: usize) -> usize {
-    conc.max(1)
 }
 
 #[tokio::main]

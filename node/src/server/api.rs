@@ -118,6 +118,42 @@ impl Api {
             .max_encoding_message_size(MAX_MESSAGE_LEN))
     }
 
+    /// Whether `id` is a voter, or INVALID_ARGUMENT naming node_id if it is no member.
+    fn member_role(&self, id: NodeId, hint: &str) -> Result<bool, ApiError> {
+        validate::node_id("node_id", id)?;
+        let m = self.node.raft.metrics().borrow().membership_config.clone();
+        if m.membership().get_node(&id).is_none() {
+            return Err(ApiError::InvalidArgument {
+                field: "node_id".into(),
+                message: format!("unknown node {id}{hint}"),
+            });
+        }
+        Ok(m.membership().voter_ids().any(|v| v == id))
+    }
+
+    /// A voter-set change, here if leader, else on the leader.
+    async fn change_voters<G, GFut>(
+        &self,
+        forwarded: bool,
+        change: ChangeMembers<NodeId, BasicNode>,
+        remote: G,
+    ) -> Result<v1::MembershipResponse, ApiError>
+    where
+        G: FnOnce(ClusterClient<tonic::transport::Channel>) -> GFut,
+        GFut: Future<Output = Result<Response<v1::MembershipResponse>, Status>>,
+    {
+        let raft = self.node.raft.clone();
+        self.change_membership(
+            forwarded,
+            || {
+                let (raft, change) = (raft.clone(), change.clone());
+                async move { raft.change_membership(change, false).await.map(|_| ()) }
+            },
+            remote,
+        )
+        .await
+    }
+
     fn membership_response(&self) -> v1::MembershipResponse {
         v1::MembershipResponse {
             header: Some(self.node.header()),
@@ -285,28 +321,11 @@ impl v1::cluster_server::Cluster for Api {
         let forwarded = is_forwarded(&req);
         let r = req.into_inner();
         instrument("PromoteVoter", async {
-            validate::node_id("node_id", r.node_id)?;
-            let m = self.node.raft.metrics().borrow().membership_config.clone();
-            if m.membership().get_node(&r.node_id).is_none() {
-                return Err(ApiError::InvalidArgument {
-                    field: "node_id".into(),
-                    message: format!("unknown node {}; add it as a learner first", r.node_id),
-                });
-            }
-            let raft = self.node.raft.clone();
-            let id = r.node_id;
-            self.change_membership(
-                forwarded,
-                || {
-                    let raft = raft.clone();
-                    async move {
-                        raft.change_membership(ChangeMembers::AddVoterIds([id].into()), false)
-                            .await
-                            .map(|_| ())
-                    }
-                },
-                |mut c| async move { c.promote_voter(forwarded_request(r)).await },
-            )
+            self.member_role(r.node_id, "; add it as a learner first")?;
+            let change = ChangeMembers::AddVoterIds([r.node_id].into());
+            self.change_voters(forwarded, change, |mut c| async move {
+                c.promote_voter(forwarded_request(r)).await
+            })
             .await
         })
         .await
@@ -319,37 +338,29 @@ impl v1::cluster_server::Cluster for Api {
         let forwarded = is_forwarded(&req);
         let r = req.into_inner();
         instrument("RemoveNode", async {
-            validate::node_id("node_id", r.node_id)?;
-            let m = self.node.raft.metrics().borrow().membership_config.clone();
-            if m.membership().get_node(&r.node_id).is_none() {
-                return Err(ApiError::InvalidArgument {
-                    field: "node_id".into(),
-                    message: format!("unknown node {}", r.node_id),
-                });
-            }
-            let is_voter = m.membership().voter_ids().any(|v| v == r.node_id);
-            if is_voter && m.membership().voter_ids().count() == 1 {
+            let is_voter = self.member_role(r.node_id, "")?;
+            let voters = self
+                .node
+                .raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .count();
+            if is_voter && voters == 1 {
                 return Err(ApiError::FailedPrecondition(
                     "cannot remove the last voter".into(),
                 ));
             }
-            let raft = self.node.raft.clone();
-            let id = r.node_id;
-            self.change_membership(
-                forwarded,
-                || {
-                    let raft = raft.clone();
-                    async move {
-                        let change = if is_voter {
-                            ChangeMembers::RemoveVoters([id].into())
-                        } else {
-                            ChangeMembers::RemoveNodes([id].into())
-                        };
-                        raft.change_membership(change, false).await.map(|_| ())
-                    }
-                },
-                |mut c| async move { c.remove_node(forwarded_request(r)).await },
-            )
+            let change = if is_voter {
+                ChangeMembers::RemoveVoters([r.node_id].into())
+            } else {
+                ChangeMembers::RemoveNodes([r.node_id].into())
+            };
+            self.change_voters(forwarded, change, |mut c| async move {
+                c.remove_node(forwarded_request(r)).await
+            })
             .await
         })
         .await
