@@ -264,14 +264,8 @@ pub async fn start(
     let forming = fresh && (cfg.bootstrap || !cfg.initial_cluster.is_empty());
     if forming {
         identity.accept_cluster(&cfg.initial_cluster_id())?;
-    } else if !fresh && !cfg.initial_cluster.is_empty() && !cfg.bootstrap {
-        // Like etcd, a restarted member ignores the initial member list (it may have been
-        // edited since); peers of another cluster are still refused by the cluster id.
-        let configured = cfg.initial_cluster_id();
-        if identity.cluster_id().is_some_and(|c| c != configured) {
-            tracing::warn!(stored = ?identity.cluster_id(), %configured,
-                "--initial-cluster differs from the one this data directory was formed with; it is ignored on restart");
-        }
+    } else if !fresh {
+        check_restart_cluster(&cfg, &identity).await?;
     }
 
     // 2. Storage: the log and the state machine on sled.
@@ -375,6 +369,47 @@ pub async fn start(
         stop,
         tasks,
     })
+}
+
+/// A restarted member refuses to start when its configuration names another cluster than the
+/// one its data directory belongs to: another --cluster-name with --initial-cluster, or --join
+/// endpoints that answer with another cluster id.
+async fn check_restart_cluster(cfg: &Config, identity: &IdentityStore) -> Result<(), StartError> {
+    let Some(stored) = identity.cluster_id() else {
+        return Ok(());
+    };
+    let wrong = |other: String| {
+        StartError::Identity(crate::identity::IdentityError::WrongCluster {
+            dir: cfg.data_dir.display().to_string(),
+            stored: stored.clone(),
+            other,
+        })
+    };
+    if !cfg.initial_cluster.is_empty() {
+        // Like etcd, a restarted member ignores the member list itself (it may have been
+        // edited since), but not the cluster name.
+        if !stored.starts_with(&format!("{}-", cfg.cluster_name)) {
+            return Err(wrong(format!("a cluster named {:?}", cfg.cluster_name)));
+        }
+        if stored != cfg.initial_cluster_id() {
+            tracing::info!(%stored, "--initial-cluster differs from the one this data directory was formed with; it is ignored on restart");
+        }
+    }
+    if !cfg.join.is_empty() {
+        let mut ccfg = ballast_client::ClientConfig::new(cfg.join.clone());
+        ccfg.deadline = Duration::from_secs(2);
+        let client = ballast_client::Client::new(ccfg);
+        match client.status().await {
+            Ok(s) if !s.cluster_id.is_empty() && s.cluster_id != stored => {
+                return Err(wrong(s.cluster_id))
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot ask the --join endpoints for their cluster id; starting anyway")
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Asks a running cluster to add this node as a learner, then to promote it to voter.

@@ -284,6 +284,26 @@ fn three_processes_form_serve_survive_sigkill_and_refuse_bad_starts() {
     assert!(!wrong_node.status.success());
     let msg = String::from_utf8_lossy(&wrong_node.stderr);
     assert!(msg.contains("belongs to node 1"), "{msg}");
+    let other_cluster = Command::new(ballastd())
+        .args(["--node-id", "1", "--data-dir"])
+        .arg(d.join("node-1"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "off",
+            "--cluster-name",
+            "other",
+        ])
+        .args(["--initial-cluster", "1=127.0.0.1:7999"])
+        .output()
+        .unwrap();
+    assert!(!other_cluster.status.success());
+    let msg = String::from_utf8_lossy(&other_cluster.stderr);
+    assert!(
+        msg.contains("belongs to cluster") && msg.contains("\"other\""),
+        "{msg}"
+    );
     let bad_timing = Command::new(ballastd())
         .args([
             "--node-id",
