@@ -9,6 +9,7 @@ pub mod identity;
 pub mod metrics;
 pub mod network;
 pub mod node;
+pub mod proposer;
 pub mod server;
 pub mod state;
 pub mod store;

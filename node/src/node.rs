@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ballast_proto::v1;
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, RaftError};
 use openraft::BasicNode;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::identity::IdentityStore;
 use crate::network::{ForwardError, Network, PeerPool};
+use crate::proposer::Proposer;
 use crate::store::{LogStore, SledEngine, StateMachineStore};
 use crate::types::{ClientRequest, Command, CommandResult, NodeId, Op, Raft};
 use crate::{http, metrics, server};
@@ -36,6 +37,7 @@ pub struct Node {
     pub rpc_timeout: Duration,
     /// Turns true when the member stops; long-lived streams end on it.
     pub stopping: watch::Receiver<bool>,
+    pub proposer: Proposer,
 }
 
 /// Milliseconds since the Unix epoch on this machine's wall clock.
@@ -122,21 +124,10 @@ impl Node {
         }
     }
 
-    /// Proposes a command on this member only; refuses with a leader hint when not leader.
-    pub async fn propose_local(&self, mut cmd: Command) -> Result<CommandResult, ForwardError> {
-        // The leader's clock stamps the command; followers only suggest.
-        cmd.now_ms = now_ms();
-        match tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(cmd)).await {
-            Err(_) => Err(ForwardError::Unavailable(
-                "timed out waiting for the write to commit; its outcome is unknown (retry with the same request id)".into(),
-            )),
-            Ok(Ok(resp)) => Ok(resp.data),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => Err(ForwardError::NotLeader {
-                leader_id: f.leader_id,
-                leader_addr: f.leader_node.map(|n| n.addr),
-            }),
-            Ok(Err(e)) => Err(ForwardError::Unavailable(e.to_string())),
-        }
+    /// Proposes a command on this member only (batched with others); refuses with a leader
+    /// hint when not leader.
+    pub async fn propose_local(&self, cmd: Command) -> Result<CommandResult, ForwardError> {
+        self.proposer.propose(cmd).await
     }
 
     /// Returns once a read of the local state is linearizable (or at once for serializable).
@@ -305,6 +296,7 @@ pub async fn start(
         advertise: advertise.clone(),
         rpc_timeout: cfg.rpc_timeout(),
         stopping: stop_rx.clone(),
+        proposer: Proposer::spawn(raft.clone(), stop_rx.clone()),
     });
     let mut tasks = Vec::new();
 

@@ -11,8 +11,8 @@ use openraft::EntryPayload;
 use serde::{Deserialize, Serialize};
 
 use crate::types::{
-    ClientRequest, Command, CommandResult, Entry, Expected, KvEntry, LogId, NodeId, Op, Outcome,
-    StoredMembership,
+    BatchResult, ClientRequest, Command, CommandResult, Entry, Expected, KvEntry, LogId, NodeId,
+    Op, Outcome, StoredMembership,
 };
 
 /// Revisions of change events kept for watch resumption.
@@ -84,26 +84,31 @@ impl StateData {
         }
     }
 
-    /// Applies one log entry. Returns its result and, if it changed anything, the events of
-    /// the new revision (already appended to the history).
-    pub fn apply(&mut self, entry: &Entry) -> (CommandResult, Option<v1::WatchResponse>) {
+    /// Applies one log entry. Returns the result of each of its commands and the events of
+    /// each new revision (already appended to the history).
+    pub fn apply(&mut self, entry: &Entry) -> (BatchResult, Vec<v1::WatchResponse>) {
         self.last_applied = Some(entry.log_id);
-        let (outcome, events) = match &entry.payload {
-            EntryPayload::Blank => (Outcome::None, Vec::new()),
+        match &entry.payload {
+            EntryPayload::Blank => (BatchResult::default(), Vec::new()),
             EntryPayload::Membership(m) => {
                 self.membership = StoredMembership::new(Some(entry.log_id), m.clone());
-                (Outcome::None, self.sync_nodes_with_membership())
+                let events = self.sync_nodes_with_membership();
+                (
+                    BatchResult::default(),
+                    self.commit_events(events).into_iter().collect(),
+                )
             }
-            EntryPayload::Normal(cmd) => return self.apply_command(cmd),
-        };
-        let watch = self.commit_events(events);
-        (
-            CommandResult {
-                revision: self.revision,
-                outcome,
-            },
-            watch,
-        )
+            EntryPayload::Normal(batch) => {
+                let mut results = Vec::with_capacity(batch.commands.len());
+                let mut watches = Vec::new();
+                for cmd in &batch.commands {
+                    let (r, w) = self.apply_command(cmd);
+                    results.push(r);
+                    watches.extend(w);
+                }
+                (BatchResult { results }, watches)
+            }
+        }
     }
 
     fn commit_events(&mut self, events: Vec<v1::Event>) -> Option<v1::WatchResponse> {
@@ -122,7 +127,8 @@ impl StateData {
         Some(resp)
     }
 
-    fn apply_command(&mut self, cmd: &Command) -> (CommandResult, Option<v1::WatchResponse>) {
+    /// Applies one command: the unit of revisions, deduplication and results.
+    pub fn apply_command(&mut self, cmd: &Command) -> (CommandResult, Option<v1::WatchResponse>) {
         if let Some(req) = cmd.request {
             if let Some(cached) = self.cached_result(&req, cmd.now_ms) {
                 return (cached, None);
@@ -473,16 +479,33 @@ mod tests {
     use openraft::{BasicNode, CommittedLeaderId, Membership};
 
     use super::*;
-    use crate::types::Entry;
+    use crate::types::{Batch, Entry};
 
     fn entry(index: u64, op: Op, request: Option<ClientRequest>) -> Entry {
         Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-            payload: EntryPayload::Normal(Command {
-                request,
-                now_ms: 1_000 + index,
-                op,
+            payload: EntryPayload::Normal(Batch {
+                commands: vec![Command {
+                    request,
+                    now_ms: 1_000 + index,
+                    op,
+                }],
             }),
+        }
+    }
+
+    /// Applies a one-command entry and returns that command's result and events.
+    fn apply1(s: &mut StateData, e: &Entry) -> (CommandResult, Option<v1::WatchResponse>) {
+        let (r, mut w) = s.apply(e);
+        match &e.payload {
+            EntryPayload::Normal(_) => (r.results[0].clone(), w.pop()),
+            _ => (
+                CommandResult {
+                    revision: s.revision,
+                    outcome: Outcome::None,
+                },
+                w.pop(),
+            ),
         }
     }
 
@@ -530,7 +553,7 @@ mod tests {
     #[test]
     fn revision_moves_only_on_change() {
         let mut s = StateData::default();
-        let (r, w) = s.apply(&entry(1, put("a", "1"), None));
+        let (r, w) = apply1(&mut s, &entry(1, put("a", "1"), None));
         assert_eq!((r.revision, w.map(|w| w.revision)), (1, Some(1)));
         // A failed compare-and-set and a delete of nothing change nothing.
         let cas = Op::CompareAndSet {
@@ -538,7 +561,7 @@ mod tests {
             expected: Expected::Value("nope".into()),
             new_value: "2".into(),
         };
-        let (r, w) = s.apply(&entry(2, cas, None));
+        let (r, w) = apply1(&mut s, &entry(2, cas, None));
         assert_eq!(r.revision, 1);
         assert!(w.is_none());
         assert!(matches!(
@@ -548,14 +571,17 @@ mod tests {
                 ..
             }
         ));
-        let (r, _) = s.apply(&entry(
-            3,
-            Op::Delete {
-                key: "zzz".into(),
-                prefix: false,
-            },
-            None,
-        ));
+        let (r, _) = apply1(
+            &mut s,
+            &entry(
+                3,
+                Op::Delete {
+                    key: "zzz".into(),
+                    prefix: false,
+                },
+                None,
+            ),
+        );
         assert_eq!((r.revision, r.outcome), (1, Outcome::Delete { deleted: 0 }));
         // Create-only CAS (mod revision 0) fails on an existing key, succeeds on a new one.
         let create = |k: &str| Op::CompareAndSet {
@@ -564,13 +590,13 @@ mod tests {
             new_value: "x".into(),
         };
         assert!(matches!(
-            s.apply(&entry(4, create("a"), None)).0.outcome,
+            apply1(&mut s, &entry(4, create("a"), None)).0.outcome,
             Outcome::CompareAndSet {
                 succeeded: false,
                 ..
             }
         ));
-        let (r, _) = s.apply(&entry(5, create("b"), None));
+        let (r, _) = apply1(&mut s, &entry(5, create("b"), None));
         assert_eq!(r.revision, 2);
         assert_eq!(s.kv[&b"b".to_vec()].create_revision, 2);
     }
@@ -583,9 +609,9 @@ mod tests {
             seq: 1,
             acked_below: 1,
         };
-        let (first, _) = s.apply(&entry(1, put("a", "1"), Some(req)));
-        s.apply(&entry(2, put("b", "1"), None));
-        let (again, w) = s.apply(&entry(3, put("a", "1"), Some(req)));
+        let (first, _) = apply1(&mut s, &entry(1, put("a", "1"), Some(req)));
+        apply1(&mut s, &entry(2, put("b", "1"), None));
+        let (again, w) = apply1(&mut s, &entry(3, put("a", "1"), Some(req)));
         assert_eq!(first, again);
         assert!(w.is_none());
         assert_eq!(s.kv[&b"a".to_vec()].version, 1);
@@ -595,8 +621,8 @@ mod tests {
             seq: 2,
             acked_below: 2,
         };
-        s.apply(&entry(4, put("c", "1"), Some(next)));
-        let (late, _) = s.apply(&entry(5, put("a", "1"), Some(req)));
+        apply1(&mut s, &entry(4, put("c", "1"), Some(next)));
+        let (late, _) = apply1(&mut s, &entry(5, put("a", "1"), Some(req)));
         assert_eq!(late.outcome, Outcome::StaleRetry);
         assert_eq!(s.kv[&b"a".to_vec()].version, 1);
         assert!(
@@ -609,19 +635,22 @@ mod tests {
     fn history_is_bounded_and_prefix_delete_is_one_revision() {
         let mut s = StateData::default();
         for i in 1..=(HISTORY_REVISIONS as u64 + 10) {
-            s.apply(&entry(i, put(&format!("p/{}", i % 3), "v"), None));
+            apply1(&mut s, &entry(i, put(&format!("p/{}", i % 3), "v"), None));
         }
         assert_eq!(s.history.len(), HISTORY_REVISIONS);
         assert_eq!(s.oldest_watchable_revision(), 11);
         let n = HISTORY_REVISIONS as u64 + 11;
-        let (r, w) = s.apply(&entry(
-            n,
-            Op::Delete {
-                key: "p/".into(),
-                prefix: true,
-            },
-            None,
-        ));
+        let (r, w) = apply1(
+            &mut s,
+            &entry(
+                n,
+                Op::Delete {
+                    key: "p/".into(),
+                    prefix: true,
+                },
+                None,
+            ),
+        );
         assert_eq!(r.outcome, Outcome::Delete { deleted: 3 });
         assert_eq!(w.unwrap().events.len(), 3);
         assert!(s.kv.is_empty());
@@ -630,42 +659,48 @@ mod tests {
     #[test]
     fn node_records_follow_membership_and_keep_admin_state() {
         let mut s = StateData::default();
-        s.apply(&membership(1, &[1, 2, 3], &[]));
+        apply1(&mut s, &membership(1, &[1, 2, 3], &[]));
         assert_eq!(s.nodes.len(), 3);
-        let (r, _) = s.apply(&entry(
-            2,
-            Op::SetNodeAdmin {
-                node_id: 2,
-                admin: v1::AdminState::Maintenance as i32,
-            },
-            None,
-        ));
+        let (r, _) = apply1(
+            &mut s,
+            &entry(
+                2,
+                Op::SetNodeAdmin {
+                    node_id: 2,
+                    admin: v1::AdminState::Maintenance as i32,
+                },
+                None,
+            ),
+        );
         assert_eq!(r.outcome, Outcome::StateWritten);
-        s.apply(&membership(3, &[1, 2, 3], &[4]));
+        apply1(&mut s, &membership(3, &[1, 2, 3], &[4]));
         assert_eq!(s.nodes[&4].role, v1::Role::Learner as i32);
         assert_eq!(s.nodes[&2].admin, v1::AdminState::Maintenance as i32);
-        s.apply(&membership(4, &[1, 2], &[]));
+        apply1(&mut s, &membership(4, &[1, 2], &[]));
         assert_eq!(s.nodes.keys().copied().collect::<Vec<_>>(), vec![1, 2]);
-        let (r, _) = s.apply(&entry(
-            5,
-            Op::SetNodeAdmin {
-                node_id: 3,
-                admin: 1,
-            },
-            None,
-        ));
+        let (r, _) = apply1(
+            &mut s,
+            &entry(
+                5,
+                Op::SetNodeAdmin {
+                    node_id: 3,
+                    admin: 1,
+                },
+                None,
+            ),
+        );
         assert!(matches!(r.outcome, Outcome::Rejected { field, .. } if field == "node_id"));
     }
 
     #[test]
     fn vip_owner_and_epoch_are_not_the_callers() {
         let mut s = StateData::default();
-        s.apply(&membership(1, &[1], &[]));
+        apply1(&mut s, &membership(1, &[1], &[]));
         let svc = v1::Service {
             name: "web".into(),
             ..Default::default()
         };
-        s.apply(&entry(2, Op::ApplyService(svc), None));
+        apply1(&mut s, &entry(2, Op::ApplyService(svc), None));
         let vip = v1::Vip {
             name: "v".into(),
             address: "10.213.0.9/24".into(),
@@ -675,11 +710,11 @@ mod tests {
             epoch: 99,
             ..Default::default()
         };
-        s.apply(&entry(3, Op::ApplyVip(vip.clone()), None));
+        apply1(&mut s, &entry(3, Op::ApplyVip(vip.clone()), None));
         assert_eq!((s.vips["v"].owner, s.vips["v"].epoch), (0, 0));
         let mut other = vip;
         other.name = "w".into();
-        let (r, _) = s.apply(&entry(4, Op::ApplyVip(other), None));
+        let (r, _) = apply1(&mut s, &entry(4, Op::ApplyVip(other), None));
         assert!(matches!(r.outcome, Outcome::Rejected { field, .. } if field == "vip.address"));
     }
 }

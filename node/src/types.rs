@@ -12,8 +12,8 @@ pub type NodeId = u64;
 openraft::declare_raft_types!(
     /// Ballast's Raft types: commands in, results out, nodes addressed by their gRPC address.
     pub TypeConfig:
-        D = Command,
-        R = CommandResult,
+        D = Batch,
+        R = BatchResult,
         NodeId = NodeId,
         Node = BasicNode,
         SnapshotData = Cursor<Vec<u8>>,
@@ -56,6 +56,20 @@ pub struct Command {
     pub request: Option<ClientRequest>,
     pub now_ms: u64,
     pub op: Op,
+}
+
+/// One log entry of application data: the commands the leader batched together. Batching
+/// many concurrent client writes into one entry is what makes one append, one replication
+/// message and one fsync serve all of them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Batch {
+    pub commands: Vec<Command>,
+}
+
+/// The results of a batch, one per command, in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct BatchResult {
+    pub results: Vec<CommandResult>,
 }
 
 /// What a compare-and-set compares with.

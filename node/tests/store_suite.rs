@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use ballast_node::store::{LogEngine, LogStore, MemEngine, SledEngine, StateMachineStore};
-use ballast_node::types::{Command, NodeId, Op, TypeConfig};
+use ballast_node::types::{Batch, Command, NodeId, Op, TypeConfig};
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader, StorageError, Vote};
@@ -58,13 +58,15 @@ fn openraft_suite_on_sled_engine() {
 fn put_entry(term: u64, index: u64, key: &str) -> Entry<TypeConfig> {
     Entry {
         log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
-        payload: EntryPayload::Normal(Command {
-            request: None,
-            now_ms: 0,
-            op: Op::Put {
-                key: key.as_bytes().to_vec(),
-                value: b"v".to_vec(),
-            },
+        payload: EntryPayload::Normal(Batch {
+            commands: vec![Command {
+                request: None,
+                now_ms: 0,
+                op: Op::Put {
+                    key: key.as_bytes().to_vec(),
+                    value: b"v".to_vec(),
+                },
+            }],
         }),
     }
 }

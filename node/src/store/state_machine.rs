@@ -12,7 +12,7 @@ use super::engine::{EngineError, LogEngine};
 use crate::metrics;
 use crate::state::StateData;
 use crate::types::{
-    CommandResult, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+    BatchResult, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
 
 const META_SNAPSHOT: &str = "snapshot";
@@ -138,7 +138,7 @@ impl<E: LogEngine> RaftStateMachine<TypeConfig> for StateMachineStore<E> {
         Ok((data.last_applied, data.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<BatchResult>, StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
