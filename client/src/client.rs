@@ -557,3 +557,62 @@ fn consistency(serializable: bool) -> i32 {
         v1::ReadConsistency::Linearizable as i32
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_normalized_and_required() {
+        assert_eq!(normalize(" http://127.0.0.1:7401/ "), "127.0.0.1:7401");
+        assert!(matches!(
+            Client::try_new(ClientConfig::new(vec![])),
+            Err(Error::BadEndpoint(..))
+        ));
+    }
+
+    #[tokio::test]
+    async fn request_ids_ack_everything_below_the_oldest_write_in_flight() {
+        let c = Client::new(ClientConfig::new(vec!["127.0.0.1:1".into()]));
+        let a = c.ticket();
+        let b = c.ticket();
+        assert_eq!(a.id.client_id, b.id.client_id);
+        assert_eq!((a.id.seq, b.id.seq), (1, 2));
+        assert_eq!(b.id.acked_below, 1, "seq 1 is still in flight");
+        drop(a);
+        let d = c.ticket();
+        assert_eq!((d.id.seq, d.id.acked_below), (3, 2));
+        drop(b);
+        drop(d);
+        let e = c.ticket();
+        assert_eq!(e.id.acked_below, e.id.seq);
+    }
+
+    #[tokio::test]
+    async fn a_leader_hint_outside_the_endpoints_becomes_a_target() {
+        let c = Client::new(ClientConfig::new(vec![
+            "127.0.0.1:1".into(),
+            "127.0.0.1:2".into(),
+        ]));
+        c.prefer("127.0.0.1:9");
+        assert_eq!(c.preferred_endpoint(), "127.0.0.1:9");
+        c.prefer("127.0.0.1:2");
+        assert_eq!(c.preferred_endpoint(), "127.0.0.1:2");
+        let (i, _) = c.current();
+        c.rotate(i);
+        assert_eq!(c.preferred_endpoint(), "127.0.0.1:9");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_cluster_fails_within_the_deadline() {
+        let mut cfg = ClientConfig::new(vec!["127.0.0.1:1".into()]);
+        cfg.deadline = Duration::from_millis(300);
+        let c = Client::new(cfg);
+        let started = Instant::now();
+        match c.put("k", "v").await {
+            Err(Error::Unavailable(m)) => assert!(m.contains("gave up"), "{m}"),
+            other => panic!("expected UNAVAILABLE, got {other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+}
