@@ -1,0 +1,11 @@
+//! Ballast's lab: real multi-host networks in Linux network namespaces.
+//!
+//! [`Lab`] builds an isolated layer-2 network — a bridge in a switch namespace, one namespace
+//! per node host and one client host, addresses in 10.213.0.0/24, no default route — runs real
+//! processes on the hosts, cuts links with iptables (one way or both; links stay up, as in a
+//! real partition), kills and pauses processes, and deletes everything it created when dropped,
+//! also when a test panics. Needs root.
+
+mod lab;
+
+pub use lab::{ballast_bin, Host, Lab, LabError, LabProcess};
