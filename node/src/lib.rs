@@ -3,9 +3,11 @@
 //! See DESIGN.md in this crate for what each module does and does not do.
 
 pub mod config;
+pub mod controller;
 pub mod error;
 pub mod http;
 pub mod identity;
+pub mod lease;
 pub mod metrics;
 pub mod network;
 pub mod node;

@@ -1,0 +1,557 @@
+//! The leader's controller: a pure function of (state, leader-local observations, now) that
+//! yields the commands to propose. No IO, no clock: tested by asserting the actions it returns.
+//!
+//! Placement rules:
+//! - a node is eligible for a VIP when it is a backend of the VIP's service, its admin state is
+//!   active, it is alive, and its backend is healthy;
+//! - an owned VIP stays where it is while its owner is eligible (sticky), unless preemption is
+//!   on and a node with a higher priority has been eligible for at least the preemption delay;
+//! - the best candidate has the highest priority, then the lowest node id (deterministic);
+//! - a planned move (owner no longer eligible, or preempted, while its lease is alive) is
+//!   break-before-make: the controller asks the owner to release; once the owner confirms (or
+//!   its lease has expired at the leader), the new owner is assigned at a higher epoch;
+//! - an owner whose lease expired at the leader loses the VIP at once (its kernel fence
+//!   expired earlier, see `lease.rs`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ballast_proto::v1;
+
+use crate::lease::LeaseConfig;
+use crate::types::NodeId;
+
+/// A VIP as the controller sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VipView {
+    pub name: String,
+    pub service: String,
+    pub owner: NodeId,
+    pub epoch: u64,
+    /// A planned move is under way: the owner was asked to release at this epoch.
+    pub releasing: bool,
+    pub preempt: bool,
+    pub preempt_delay: Duration,
+    pub priorities: BTreeMap<NodeId, i32>,
+}
+
+/// What the leader knows without the log: grants and agent contacts on its own monotonic
+/// clock, and releases agents confirmed.
+#[derive(Debug, Clone, Default)]
+pub struct Observations {
+    /// When this member became leader.
+    pub leader_since: Duration,
+    /// Last lease grant per VIP, for its current owner and epoch.
+    pub granted: BTreeMap<String, Duration>,
+    /// Last contact of each node's agent.
+    pub agent_seen: BTreeMap<NodeId, Duration>,
+    /// VIPs whose owner confirmed it removed the address, at the epoch it held.
+    pub released: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ControllerConfig {
+    pub lease: LeaseConfig,
+    /// An agent silent this long is marked down.
+    pub node_down_after: Duration,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig {
+            lease: LeaseConfig::default(),
+            node_down_after: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A command for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Give the VIP to `node` at `epoch` (always above every earlier epoch of the VIP).
+    Assign {
+        vip: String,
+        node: NodeId,
+        epoch: u64,
+    },
+    /// Ask the owner to release (planned move); no other node gets it until it confirms or
+    /// its lease expires.
+    Release {
+        vip: String,
+        owner: NodeId,
+        epoch: u64,
+    },
+    /// The owner's lease expired and no node is eligible: nobody holds it.
+    Revoke {
+        vip: String,
+        epoch: u64,
+    },
+    SetNodeAlive {
+        node: NodeId,
+        alive: bool,
+    },
+}
+
+/// Everything the controller reads.
+pub struct Input<'a> {
+    pub nodes: &'a BTreeMap<NodeId, v1::Node>,
+    pub services: &'a BTreeMap<String, v1::Service>,
+    pub vips: &'a [VipView],
+    pub obs: &'a Observations,
+    /// Leader's monotonic clock.
+    pub now: Duration,
+    /// Leader's wall clock (ms), to compare with the leader-stamped `changed_ms` of backends.
+    pub now_wall_ms: u64,
+    pub cfg: &'a ControllerConfig,
+}
+
+/// Decides the commands for this tick.
+pub fn decide(input: &Input<'_>) -> Vec<Action> {
+    let mut actions = liveness(input);
+    // Liveness decided this tick counts for placement this tick.
+    let alive = |id: NodeId| -> bool {
+        for a in &actions {
+            if let Action::SetNodeAlive { node, alive } = a {
+                if *node == id {
+                    return *alive;
+                }
+            }
+        }
+        input.nodes.get(&id).is_some_and(|n| n.alive)
+    };
+    let mut placed = Vec::new();
+    for vip in input.vips {
+        if let Some(a) = place(input, vip, &alive) {
+            placed.push(a);
+        }
+    }
+    actions.extend(placed);
+    actions
+}
+
+fn liveness(input: &Input<'_>) -> Vec<Action> {
+    let mut out = Vec::new();
+    for (id, node) in input.nodes {
+        // Silence counts from the later of the last contact and this leader's election.
+        let seen = input.obs.agent_seen.get(id).copied();
+        let since = seen.map_or(input.obs.leader_since, |s| s.max(input.obs.leader_since));
+        let silent = input.now.saturating_sub(since) >= input.cfg.node_down_after;
+        let heard_lately =
+            seen.is_some_and(|s| input.now.saturating_sub(s) < input.cfg.node_down_after);
+        if node.alive && silent {
+            out.push(Action::SetNodeAlive {
+                node: *id,
+                alive: false,
+            });
+        } else if !node.alive && heard_lately {
+            out.push(Action::SetNodeAlive {
+                node: *id,
+                alive: true,
+            });
+        }
+    }
+    out
+}
+
+/// Whether `id` may hold `vip`, and since when (leader wall-clock ms) its backend is healthy.
+fn eligible_since(
+    input: &Input<'_>,
+    vip: &VipView,
+    id: NodeId,
+    alive: &dyn Fn(NodeId) -> bool,
+) -> Option<u64> {
+    let node = input.nodes.get(&id)?;
+    if node.admin != v1::AdminState::Active as i32 || !alive(id) {
+        return None;
+    }
+    let backend = input.services.get(&vip.service)?.backends.get(&id)?;
+    (backend.health == v1::Health::Healthy as i32).then_some(backend.changed_ms)
+}
+
+fn priority(vip: &VipView, id: NodeId) -> i32 {
+    vip.priorities.get(&id).copied().unwrap_or(0)
+}
+
+/// The best eligible node: highest priority, then lowest id.
+fn best(input: &Input<'_>, vip: &VipView, alive: &dyn Fn(NodeId) -> bool) -> Option<NodeId> {
+    let svc = input.services.get(&vip.service)?;
+    svc.backends
+        .keys()
+        .copied()
+        .filter(|id| eligible_since(input, vip, *id, alive).is_some())
+        .max_by_key(|id| (priority(vip, *id), std::cmp::Reverse(*id)))
+}
+
+fn place(input: &Input<'_>, vip: &VipView, alive: &dyn Fn(NodeId) -> bool) -> Option<Action> {
+    let next_epoch = vip.epoch + 1;
+    let assign_best = |input: &Input<'_>| {
+        best(input, vip, alive).map(|node| Action::Assign {
+            vip: vip.name.clone(),
+            node,
+            epoch: next_epoch,
+        })
+    };
+    if vip.owner == 0 {
+        return assign_best(input);
+    }
+    let lease_held = input.cfg.lease.leader_considers_held(
+        input.obs.granted.get(&vip.name).copied(),
+        input.obs.leader_since,
+        input.now,
+    );
+    let confirmed_release = input.obs.released.get(&vip.name) == Some(&vip.epoch);
+    if !lease_held || (vip.releasing && confirmed_release) {
+        // The old owner no longer answers: hand over at once, or leave it unowned.
+        return match best(input, vip, &|id| id != vip.owner && alive(id)) {
+            Some(node) => Some(Action::Assign {
+                vip: vip.name.clone(),
+                node,
+                epoch: next_epoch,
+            }),
+            None if !lease_held => Some(Action::Revoke {
+                vip: vip.name.clone(),
+                epoch: vip.epoch,
+            }),
+            // Released but nobody else can take it: give it back to the owner if eligible.
+            None => assign_best(input),
+        };
+    }
+    if vip.releasing {
+        return None; // waiting for the owner's confirmation or its lease to run out
+    }
+    let release = || Action::Release {
+        vip: vip.name.clone(),
+        owner: vip.owner,
+        epoch: vip.epoch,
+    };
+    if eligible_since(input, vip, vip.owner, alive).is_none() {
+        // Planned move, only if someone can take it; otherwise keep serving.
+        return best(input, vip, alive).map(|_| release());
+    }
+    if vip.preempt {
+        let owner_prio = priority(vip, vip.owner);
+        let svc = input.services.get(&vip.service)?;
+        let preemptor = svc.backends.keys().copied().find(|id| {
+            priority(vip, *id) > owner_prio
+                && eligible_since(input, vip, *id, alive).is_some_and(|since| {
+                    input.now_wall_ms.saturating_sub(since) >= vip.preempt_delay.as_millis() as u64
+                })
+        });
+        if preemptor.is_some() {
+            return Some(release());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: Duration = Duration::from_secs(1);
+
+    struct World {
+        nodes: BTreeMap<NodeId, v1::Node>,
+        services: BTreeMap<String, v1::Service>,
+        vips: Vec<VipView>,
+        obs: Observations,
+        now: Duration,
+        now_wall_ms: u64,
+        cfg: ControllerConfig,
+    }
+
+    impl World {
+        /// Three alive, active, healthy nodes (healthy since wall time 0), one VIP "v" of
+        /// service "web", unowned; the leader was elected at t=100 s and hears every agent now.
+        fn new() -> Self {
+            let now = 100 * SEC;
+            let mut nodes = BTreeMap::new();
+            let mut backends = BTreeMap::new();
+            let mut obs = Observations {
+                leader_since: now,
+                ..Default::default()
+            };
+            for id in 1..=3 {
+                nodes.insert(
+                    id,
+                    v1::Node {
+                        id,
+                        admin: v1::AdminState::Active as i32,
+                        alive: true,
+                        ..Default::default()
+                    },
+                );
+                backends.insert(
+                    id,
+                    v1::Backend {
+                        node_id: id,
+                        health: v1::Health::Healthy as i32,
+                        changed_ms: 0,
+                    },
+                );
+                obs.agent_seen.insert(id, now);
+            }
+            let services = BTreeMap::from([(
+                "web".to_string(),
+                v1::Service {
+                    name: "web".into(),
+                    backends,
+                    ..Default::default()
+                },
+            )]);
+            World {
+                nodes,
+                services,
+                vips: vec![VipView {
+                    name: "v".into(),
+                    service: "web".into(),
+                    owner: 0,
+                    epoch: 0,
+                    releasing: false,
+                    preempt: false,
+                    preempt_delay: Duration::ZERO,
+                    priorities: BTreeMap::new(),
+                }],
+                obs,
+                now,
+                now_wall_ms: 1_000_000,
+                cfg: ControllerConfig::default(),
+            }
+        }
+
+        fn decide(&self) -> Vec<Action> {
+            decide(&Input {
+                nodes: &self.nodes,
+                services: &self.services,
+                vips: &self.vips,
+                obs: &self.obs,
+                now: self.now,
+                now_wall_ms: self.now_wall_ms,
+                cfg: &self.cfg,
+            })
+        }
+
+        /// Applies the actions as the state machine would.
+        fn apply(&mut self, actions: &[Action]) {
+            for a in actions {
+                match a {
+                    Action::Assign { node, epoch, .. } => {
+                        let v = &mut self.vips[0];
+                        assert!(*epoch > v.epoch, "epochs only grow");
+                        v.owner = *node;
+                        v.epoch = *epoch;
+                        v.releasing = false;
+                        self.obs.granted.insert("v".into(), self.now);
+                    }
+                    Action::Release { .. } => self.vips[0].releasing = true,
+                    Action::Revoke { .. } => {
+                        self.vips[0].owner = 0;
+                        self.vips[0].releasing = false;
+                    }
+                    Action::SetNodeAlive { node, alive } => {
+                        self.nodes.get_mut(node).unwrap().alive = *alive
+                    }
+                }
+            }
+        }
+
+        fn set_health(&mut self, id: NodeId, h: v1::Health) {
+            let b = self
+                .services
+                .get_mut("web")
+                .unwrap()
+                .backends
+                .get_mut(&id)
+                .unwrap();
+            b.health = h as i32;
+            b.changed_ms = self.now_wall_ms;
+        }
+
+        fn tick(&mut self, d: Duration) {
+            self.now += d;
+            self.now_wall_ms += d.as_millis() as u64;
+        }
+
+        /// Agents of these nodes renew now (the owner's grant too).
+        fn heard(&mut self, ids: &[NodeId]) {
+            for id in ids {
+                self.obs.agent_seen.insert(*id, self.now);
+                if self.vips[0].owner == *id && !self.vips[0].releasing {
+                    self.obs.granted.insert("v".into(), self.now);
+                }
+            }
+        }
+    }
+
+    fn assign(node: NodeId, epoch: u64) -> Action {
+        Action::Assign {
+            vip: "v".into(),
+            node,
+            epoch,
+        }
+    }
+
+    #[test]
+    fn places_an_unowned_vip_on_the_best_node_and_keeps_it_there() {
+        let mut w = World::new();
+        assert_eq!(
+            w.decide(),
+            vec![assign(1, 1)],
+            "lowest id among equal priorities"
+        );
+        w.apply(&w.decide());
+        // Sticky: a node with higher priority appears, without preemption nothing moves.
+        w.vips[0].priorities.insert(3, 10);
+        assert_eq!(w.decide(), vec![]);
+    }
+
+    #[test]
+    fn priority_wins_on_placement_and_preemption_waits_for_its_delay() {
+        let mut w = World::new();
+        w.vips[0].priorities.insert(2, 5);
+        assert_eq!(w.decide(), vec![assign(2, 1)]);
+        w.apply(&w.decide());
+        // Node 3 gets a higher priority; preemption with a 5 s delay.
+        w.vips[0].priorities.insert(3, 9);
+        w.vips[0].preempt = true;
+        w.vips[0].preempt_delay = 5 * SEC;
+        w.set_health(3, v1::Health::Healthy); // healthy "since now"
+        w.tick(4 * SEC);
+        w.heard(&[1, 2, 3]);
+        assert_eq!(w.decide(), vec![], "not eligible long enough");
+        w.tick(SEC);
+        w.heard(&[1, 2, 3]);
+        let a = w.decide();
+        assert_eq!(
+            a,
+            vec![Action::Release {
+                vip: "v".into(),
+                owner: 2,
+                epoch: 1
+            }]
+        );
+        w.apply(&a);
+        // Break before make: nothing until the owner confirms...
+        assert_eq!(w.decide(), vec![]);
+        w.obs.released.insert("v".into(), 1);
+        assert_eq!(w.decide(), vec![assign(3, 2)]);
+    }
+
+    #[test]
+    fn drain_and_unhealthy_owner_are_planned_moves() {
+        for how in ["drain", "maintenance", "unhealthy"] {
+            let mut w = World::new();
+            w.apply(&w.decide());
+            assert_eq!(w.vips[0].owner, 1);
+            match how {
+                "drain" => w.nodes.get_mut(&1).unwrap().admin = v1::AdminState::Draining as i32,
+                "maintenance" => {
+                    w.nodes.get_mut(&1).unwrap().admin = v1::AdminState::Maintenance as i32
+                }
+                _ => w.set_health(1, v1::Health::Unhealthy),
+            }
+            let a = w.decide();
+            assert_eq!(
+                a,
+                vec![Action::Release {
+                    vip: "v".into(),
+                    owner: 1,
+                    epoch: 1
+                }],
+                "{how}"
+            );
+            w.apply(&a);
+            w.obs.released.insert("v".into(), 1);
+            assert_eq!(w.decide(), vec![assign(2, 2)], "{how}");
+        }
+    }
+
+    #[test]
+    fn a_silent_owner_loses_the_vip_only_after_its_lease_expires_at_the_leader() {
+        let mut w = World::new();
+        w.apply(&w.decide());
+        // Node 1's agent goes silent (killed, paused or cut off); the others keep renewing.
+        let l = w.cfg.lease;
+        let expiry = l.lease + l.leader_margin;
+        let step = Duration::from_millis(50);
+        let mut waited = Duration::ZERO;
+        loop {
+            w.tick(step);
+            waited += step;
+            w.heard(&[2, 3]);
+            let a = w.decide();
+            if waited < expiry {
+                assert!(
+                    a.iter().all(|x| !matches!(x, Action::Assign { .. })),
+                    "reassigned after {waited:?}, before the lease ({expiry:?}) expired: {a:?}"
+                );
+            } else {
+                assert!(a.contains(&assign(2, 2)), "after {waited:?}: {a:?}");
+                break;
+            }
+        }
+        // Later the silent node is marked down, too.
+        w.apply(&[assign(2, 2)]);
+        w.tick(2 * SEC);
+        w.heard(&[2, 3]);
+        assert!(w.decide().contains(&Action::SetNodeAlive {
+            node: 1,
+            alive: false
+        }));
+    }
+
+    #[test]
+    fn a_new_leader_waits_a_full_lease_from_its_election() {
+        let mut w = World::new();
+        w.vips[0].owner = 1;
+        w.vips[0].epoch = 7;
+        // New leader: no grants known, node 1 never heard since the election.
+        w.obs.granted.clear();
+        w.obs.agent_seen.remove(&1);
+        w.tick(Duration::from_millis(650));
+        w.heard(&[2, 3]);
+        assert_eq!(
+            w.decide(),
+            vec![],
+            "lease counted from the election is still alive"
+        );
+        w.tick(Duration::from_millis(100));
+        w.heard(&[2, 3]);
+        assert_eq!(w.decide(), vec![assign(2, 8)]);
+    }
+
+    #[test]
+    fn nothing_eligible_means_revoked_not_misplaced() {
+        let mut w = World::new();
+        w.apply(&w.decide());
+        for id in 2..=3 {
+            w.set_health(id, v1::Health::Unhealthy);
+        }
+        // Owner still fine: no planned move without a taker.
+        w.nodes.get_mut(&1).unwrap().admin = v1::AdminState::Draining as i32;
+        assert_eq!(w.decide(), vec![]);
+        // Its lease runs out (agent gone): revoked, not handed to an unhealthy node.
+        w.tick(SEC);
+        assert!(w.decide().contains(&Action::Revoke {
+            vip: "v".into(),
+            epoch: 1
+        }));
+    }
+
+    #[test]
+    fn a_recovered_agent_is_marked_alive_again() {
+        let mut w = World::new();
+        w.nodes.get_mut(&3).unwrap().alive = false;
+        assert!(w.decide().contains(&Action::SetNodeAlive {
+            node: 3,
+            alive: true
+        }));
+        w.obs.agent_seen.remove(&3);
+        w.tick(3 * SEC);
+        w.heard(&[1, 2]);
+        assert!(!w
+            .decide()
+            .iter()
+            .any(|a| matches!(a, Action::SetNodeAlive { node: 3, .. })));
+    }
+}
