@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "ballast/v1/kv.proto",
         "ballast/v1/watch.proto",
         "ballast/v1/state.proto",
+        "ballast/v1/agent.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use ballast_proto::v1::{
-    self, cluster_client::ClusterClient, kv_client::KvClient, state_client::StateClient,
+    self, agent_client::AgentClient, cluster_client::ClusterClient, kv_client::KvClient,
+    state_client::StateClient,
 };
 use ballast_proto::{LEADER_ADDR_HEADER, MAX_MESSAGE_LEN};
 use rand::Rng;
@@ -528,6 +529,65 @@ impl Client {
             Self::state(ch).set_node_admin(req).await
         })
         .await
+    }
+
+    // ---- Agent ----
+
+    /// Claims the leases of VIPs assigned to `node_id` (and reports the agent alive). Sent to
+    /// the leader; a grant holds for `lease_ms` from the moment this call was made.
+    pub async fn renew(
+        &self,
+        node_id: u64,
+        claims: Vec<v1::VipClaim>,
+    ) -> Result<v1::RenewResponse, Error> {
+        let req = v1::RenewRequest { node_id, claims };
+        self.call("renew", |ch| {
+            let req = req.clone();
+            async move { Self::agent(ch).renew(req).await }
+        })
+        .await
+    }
+
+    pub async fn report_health(
+        &self,
+        node_id: u64,
+        service: &str,
+        health: v1::Health,
+    ) -> Result<v1::AgentResponse, Error> {
+        let req = v1::ReportHealthRequest {
+            node_id,
+            service: service.to_string(),
+            health: health as i32,
+        };
+        self.call("report health", |ch| {
+            let req = req.clone();
+            async move { Self::agent(ch).report_health(req).await }
+        })
+        .await
+    }
+
+    pub async fn confirm_release(
+        &self,
+        node_id: u64,
+        vip: &str,
+        epoch: u64,
+    ) -> Result<v1::AgentResponse, Error> {
+        let req = v1::ConfirmReleaseRequest {
+            node_id,
+            vip: vip.to_string(),
+            epoch,
+        };
+        self.call("confirm release", |ch| {
+            let req = req.clone();
+            async move { Self::agent(ch).confirm_release(req).await }
+        })
+        .await
+    }
+
+    fn agent(ch: Channel) -> AgentClient<Channel> {
+        AgentClient::new(ch)
+            .max_decoding_message_size(MAX_MESSAGE_LEN)
+            .max_encoding_message_size(MAX_MESSAGE_LEN)
     }
 
     pub(crate) fn config(&self) -> &ClientConfig {

@@ -36,7 +36,8 @@ pub struct VipView {
 }
 
 /// What the leader knows without the log: grants and agent contacts on its own monotonic
-/// clock, and releases agents confirmed.
+/// clock, and releases agents confirmed. The leader records an assignment as a grant, so a new
+/// owner has a full lease to claim the VIP before the controller gives up on it.
 #[derive(Debug, Clone, Default)]
 pub struct Observations {
     /// When this member became leader.

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ballast_proto::v1;
 use openraft::error::{CheckIsLeaderError, RaftError};
@@ -14,12 +14,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::controller::{self, Action, ControllerConfig, Observations, VipView};
 use crate::error::ApiError;
 use crate::identity::IdentityStore;
 use crate::network::{ForwardError, Network, PeerPool};
 use crate::proposer::Proposer;
 use crate::store::{LogStore, SledEngine, StateMachineStore};
-use crate::types::{ClientRequest, Command, CommandResult, NodeId, Op, Raft};
+use crate::types::{ClientRequest, Command, CommandResult, NodeId, Op, Outcome, Raft};
 use crate::{http, metrics, server};
 
 /// How long a write may wait for commit before the caller is told the outcome is unknown.
@@ -38,6 +39,32 @@ pub struct Node {
     /// Turns true when the member stops; long-lived streams end on it.
     pub stopping: watch::Receiver<bool>,
     pub proposer: Proposer,
+    /// Base of this member's monotonic clock (`mono_now`).
+    pub clock_start: Instant,
+    pub controller_cfg: ControllerConfig,
+    /// What the leader observed in its current term (grants, agent contacts, releases).
+    obs: Mutex<LeaderObs>,
+}
+
+/// The leader's observations, reset whenever the term changes: a new leader starts with no
+/// grants and counts every lease from its own election.
+#[derive(Default)]
+pub struct LeaderObs {
+    term: u64,
+    pub obs: Observations,
+}
+
+impl std::ops::Deref for LeaderObs {
+    type Target = Observations;
+    fn deref(&self) -> &Observations {
+        &self.obs
+    }
+}
+
+impl std::ops::DerefMut for LeaderObs {
+    fn deref_mut(&mut self) -> &mut Observations {
+        &mut self.obs
+    }
 }
 
 /// Milliseconds since the Unix epoch on this machine's wall clock.
@@ -182,6 +209,27 @@ impl Node {
         }
     }
 
+    /// This member's monotonic clock.
+    pub fn mono_now(&self) -> Duration {
+        self.clock_start.elapsed()
+    }
+
+    /// The leader's observations for the current term.
+    pub fn leader_obs(&self) -> MutexGuard<'_, LeaderObs> {
+        let term = self.raft.metrics().borrow().current_term;
+        let mut g = self.obs.lock().unwrap();
+        if g.term != term {
+            *g = LeaderObs {
+                term,
+                obs: Observations {
+                    leader_since: self.mono_now(),
+                    ..Default::default()
+                },
+            };
+        }
+        g
+    }
+
     pub fn committed_index(&self) -> u64 {
         self.committed.load(Ordering::Relaxed)
     }
@@ -297,6 +345,9 @@ pub async fn start(
         rpc_timeout: cfg.rpc_timeout(),
         stopping: stop_rx.clone(),
         proposer: Proposer::spawn(raft.clone(), stop_rx.clone()),
+        clock_start: Instant::now(),
+        controller_cfg: ControllerConfig::default(),
+        obs: Mutex::new(LeaderObs::default()),
     });
     let mut tasks = Vec::new();
 
@@ -335,7 +386,8 @@ pub async fn start(
         )));
     }
 
-    // 6. Metrics and the HTTP endpoints.
+    // 6. The controller (acts only while this member leads), metrics and the HTTP endpoints.
+    tasks.push(tokio::spawn(controller_loop(node.clone(), stop_rx.clone())));
     tasks.push(tokio::spawn(metrics_loop(node.clone(), stop_rx.clone())));
     if let Some(l) = http_listener {
         tasks.push(tokio::spawn(http::serve(node.clone(), l, stop_rx.clone())));
@@ -436,6 +488,95 @@ async fn join_cluster(
     tokio::select! {
         _ = work => {}
         _ = stop.wait_for(|s| *s) => {}
+    }
+}
+
+/// How often the leader's controller decides.
+const CONTROLLER_TICK: Duration = Duration::from_millis(50);
+
+fn vip_view(v: &v1::Vip) -> VipView {
+    let p = v.placement.clone().unwrap_or_default();
+    VipView {
+        name: v.name.clone(),
+        service: v.service.clone(),
+        owner: v.owner,
+        epoch: v.epoch,
+        releasing: v.releasing,
+        preempt: p.preempt,
+        preempt_delay: Duration::from_millis(p.preempt_delay_ms as u64),
+        priorities: p.priorities,
+    }
+}
+
+fn action_op(a: Action) -> Op {
+    match a {
+        Action::Assign { vip, node, epoch } => Op::AssignVip { vip, node, epoch },
+        Action::Release { vip, epoch, .. } => Op::ReleaseVip { vip, epoch },
+        Action::Revoke { vip, epoch } => Op::RevokeVip { vip, epoch },
+        Action::SetNodeAlive { node, alive } => Op::SetNodeAlive {
+            node_id: node,
+            alive,
+        },
+    }
+}
+
+/// On the leader, every tick: decide from the applied state and the leader's observations,
+/// and propose what was decided. Stale decisions are refused by the state machine (epochs).
+async fn controller_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(CONTROLLER_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tick.tick() => {}
+        }
+        if node.raft.metrics().borrow().current_leader != Some(node.id) {
+            continue;
+        }
+        let actions = {
+            let obs = node.leader_obs().obs.clone();
+            let data = node.sm.read();
+            let vips: Vec<VipView> = data.vips.values().map(vip_view).collect();
+            controller::decide(&controller::Input {
+                nodes: &data.nodes,
+                services: &data.services,
+                vips: &vips,
+                obs: &obs,
+                now: node.mono_now(),
+                now_wall_ms: now_ms(),
+                cfg: &node.controller_cfg,
+            })
+        };
+        for a in actions {
+            tracing::info!(action = ?a, "controller");
+            let assigned = match &a {
+                Action::Assign { vip, .. } => Some(vip.clone()),
+                _ => None,
+            };
+            let cmd = Command {
+                request: None,
+                now_ms: 0,
+                op: action_op(a),
+            };
+            match node.propose_local(cmd).await {
+                Ok(CommandResult {
+                    outcome: Outcome::Rejected { field, message },
+                    ..
+                }) => tracing::debug!(%field, %message, "controller action refused"),
+                Ok(_) => {
+                    // The new owner gets a full lease from its assignment to claim the VIP:
+                    // the leader counts the assignment as a grant.
+                    if let Some(vip) = assigned {
+                        let now = node.mono_now();
+                        node.leader_obs().granted.insert(vip, now);
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = ?e, "controller stops this tick");
+                    break;
+                }
+            }
+        }
     }
 }
 

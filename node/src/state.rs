@@ -134,7 +134,7 @@ impl StateData {
                 return (cached, None);
             }
         }
-        let (outcome, events) = self.execute(&cmd.op);
+        let (outcome, events) = self.execute(&cmd.op, cmd.now_ms);
         let watch = self.commit_events(events);
         let result = CommandResult {
             revision: self.revision,
@@ -189,7 +189,7 @@ impl StateData {
             .retain(|_, s| now_ms.saturating_sub(s.last_touch_ms) < SESSION_TTL_MS);
     }
 
-    fn execute(&mut self, op: &Op) -> (Outcome, Vec<v1::Event>) {
+    fn execute(&mut self, op: &Op, now_ms: u64) -> (Outcome, Vec<v1::Event>) {
         let rev = self.revision + 1;
         match op {
             Op::Put { key, value } => {
@@ -323,6 +323,107 @@ impl StateData {
                     vec![state_event("node", node_id.to_string(), false)],
                 )
             }
+            Op::ReportHealth {
+                node_id,
+                service,
+                health,
+            } => {
+                let Some(svc) = self.services.get_mut(service) else {
+                    return (
+                        rejected("service", format!("unknown service {service:?}")),
+                        Vec::new(),
+                    );
+                };
+                let Some(b) = svc.backends.get_mut(node_id) else {
+                    return (
+                        rejected(
+                            "node_id",
+                            format!("node {node_id} is not a backend of {service:?}"),
+                        ),
+                        Vec::new(),
+                    );
+                };
+                if b.health == *health {
+                    return (Outcome::StateWritten, Vec::new());
+                }
+                b.health = *health;
+                b.changed_ms = now_ms;
+                (
+                    Outcome::StateWritten,
+                    vec![state_event("service", service.clone(), false)],
+                )
+            }
+            Op::AssignVip { vip, node, epoch } => {
+                if !self.nodes.contains_key(node) {
+                    return (rejected("node", format!("unknown node {node}")), Vec::new());
+                }
+                let Some(v) = self.vips.get_mut(vip) else {
+                    return (rejected("vip", format!("unknown VIP {vip:?}")), Vec::new());
+                };
+                if *epoch != v.epoch + 1 {
+                    return (
+                        rejected(
+                            "epoch",
+                            format!("{epoch} is not the next epoch of {vip:?} (now {})", v.epoch),
+                        ),
+                        Vec::new(),
+                    );
+                }
+                v.owner = *node;
+                v.epoch = *epoch;
+                v.releasing = false;
+                (
+                    Outcome::StateWritten,
+                    vec![state_event("vip", vip.clone(), false)],
+                )
+            }
+            Op::ReleaseVip { vip, epoch } | Op::RevokeVip { vip, epoch } => {
+                let release = matches!(op, Op::ReleaseVip { .. });
+                let Some(v) = self.vips.get_mut(vip) else {
+                    return (rejected("vip", format!("unknown VIP {vip:?}")), Vec::new());
+                };
+                if *epoch != v.epoch || v.owner == 0 {
+                    return (
+                        rejected(
+                            "epoch",
+                            format!(
+                                "{vip:?} is not owned at epoch {epoch} (epoch {}, owner {})",
+                                v.epoch, v.owner
+                            ),
+                        ),
+                        Vec::new(),
+                    );
+                }
+                if release {
+                    if v.releasing {
+                        return (Outcome::StateWritten, Vec::new());
+                    }
+                    v.releasing = true;
+                } else {
+                    v.owner = 0;
+                    v.releasing = false;
+                }
+                (
+                    Outcome::StateWritten,
+                    vec![state_event("vip", vip.clone(), false)],
+                )
+            }
+            Op::SetNodeAlive { node_id, alive } => {
+                let Some(node) = self.nodes.get_mut(node_id) else {
+                    return (
+                        rejected("node_id", format!("unknown node {node_id}")),
+                        Vec::new(),
+                    );
+                };
+                if node.alive == *alive {
+                    return (Outcome::StateWritten, Vec::new());
+                }
+                node.alive = *alive;
+                (
+                    Outcome::StateWritten,
+                    vec![state_event("node", node_id.to_string(), false)],
+                )
+            }
         }
     }
 
@@ -418,6 +519,7 @@ impl StateData {
             Some(old) => {
                 new.owner = old.owner;
                 new.epoch = old.epoch;
+                new.releasing = old.releasing;
                 if &new == old {
                     return (Outcome::StateWritten, Vec::new());
                 }
@@ -425,6 +527,7 @@ impl StateData {
             None => {
                 new.owner = 0;
                 new.epoch = 0;
+                new.releasing = false;
             }
         }
         self.vips.insert(vip.name.clone(), new);
@@ -690,6 +793,101 @@ mod tests {
             ),
         );
         assert!(matches!(r.outcome, Outcome::Rejected { field, .. } if field == "node_id"));
+    }
+
+    #[test]
+    fn epochs_only_grow_and_stale_controller_commands_are_refused() {
+        let mut s = StateData::default();
+        apply1(&mut s, &membership(1, &[1, 2], &[]));
+        let svc = v1::Service {
+            name: "web".into(),
+            backends: [(1, v1::Backend::default())].into(),
+            ..Default::default()
+        };
+        apply1(&mut s, &entry(2, Op::ApplyService(svc), None));
+        let vip = v1::Vip {
+            name: "v".into(),
+            address: "10.213.0.9/24".into(),
+            interface: "eth0".into(),
+            service: "web".into(),
+            ..Default::default()
+        };
+        apply1(&mut s, &entry(3, Op::ApplyVip(vip), None));
+        let assign = |node, epoch| Op::AssignVip {
+            vip: "v".into(),
+            node,
+            epoch,
+        };
+        assert_eq!(
+            apply1(&mut s, &entry(4, assign(1, 1), None)).0.outcome,
+            Outcome::StateWritten
+        );
+        // A duplicate or stale assignment is refused deterministically.
+        assert!(matches!(
+            apply1(&mut s, &entry(5, assign(2, 1), None)).0.outcome,
+            Outcome::Rejected { .. }
+        ));
+        assert_eq!((s.vips["v"].owner, s.vips["v"].epoch), (1, 1));
+        let rel = Op::ReleaseVip {
+            vip: "v".into(),
+            epoch: 1,
+        };
+        apply1(&mut s, &entry(6, rel, None));
+        assert!(s.vips["v"].releasing);
+        apply1(&mut s, &entry(7, assign(2, 2), None));
+        assert_eq!(
+            (s.vips["v"].owner, s.vips["v"].epoch, s.vips["v"].releasing),
+            (2, 2, false)
+        );
+        assert!(matches!(
+            apply1(
+                &mut s,
+                &entry(
+                    8,
+                    Op::RevokeVip {
+                        vip: "v".into(),
+                        epoch: 1
+                    },
+                    None
+                )
+            )
+            .0
+            .outcome,
+            Outcome::Rejected { .. }
+        ));
+        apply1(
+            &mut s,
+            &entry(
+                9,
+                Op::RevokeVip {
+                    vip: "v".into(),
+                    epoch: 2,
+                },
+                None,
+            ),
+        );
+        assert_eq!((s.vips["v"].owner, s.vips["v"].epoch), (0, 2));
+        // Health reports are stamped with the leader's time from the command.
+        let rep = Op::ReportHealth {
+            node_id: 1,
+            service: "web".into(),
+            health: v1::Health::Healthy as i32,
+        };
+        apply1(&mut s, &entry(10, rep, None));
+        let b = &s.services["web"].backends[&1];
+        assert_eq!(
+            (b.health, b.changed_ms),
+            (v1::Health::Healthy as i32, 1_010)
+        );
+        let bad = Op::ReportHealth {
+            node_id: 2,
+            service: "web".into(),
+            health: 1,
+        };
+        assert!(matches!(
+            apply1(&mut s, &entry(11, bad, None)).0.outcome,
+            Outcome::Rejected { .. }
+        ));
     }
 
     #[test]

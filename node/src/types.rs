@@ -103,6 +103,33 @@ pub enum Op {
         node_id: NodeId,
         admin: i32,
     },
+    /// An agent's health transition for one backend; stamped with the leader's time.
+    ReportHealth {
+        node_id: NodeId,
+        service: String,
+        health: i32,
+    },
+    /// Controller: give `vip` to `node` at `epoch`, which must be the current epoch + 1.
+    AssignVip {
+        vip: String,
+        node: NodeId,
+        epoch: u64,
+    },
+    /// Controller: ask the owner at `epoch` to release (planned move).
+    ReleaseVip {
+        vip: String,
+        epoch: u64,
+    },
+    /// Controller: the owner at `epoch` lost its lease and nobody takes over.
+    RevokeVip {
+        vip: String,
+        epoch: u64,
+    },
+    /// Controller: the node's agent is (not) heard.
+    SetNodeAlive {
+        node_id: NodeId,
+        alive: bool,
+    },
 }
 
 /// A stored key and its revisions.

@@ -37,7 +37,7 @@ impl Api {
 }
 
 /// Times a request and counts it by status code.
-async fn instrument<T>(
+pub(crate) async fn instrument<T>(
     method: &'static str,
     fut: impl Future<Output = Result<T, ApiError>>,
 ) -> Result<Response<T>, Status> {
@@ -56,7 +56,7 @@ async fn instrument<T>(
     r
 }
 
-fn write_outcome(r: CommandResult) -> Result<(u64, Outcome), ApiError> {
+pub(crate) fn write_outcome(r: CommandResult) -> Result<(u64, Outcome), ApiError> {
     match r.outcome {
         Outcome::Rejected { field, message } => Err(ApiError::InvalidArgument { field, message }),
         Outcome::StaleRetry => Err(ApiError::FailedPrecondition(

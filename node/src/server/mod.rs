@@ -1,6 +1,7 @@
 //! The gRPC server of a member: the internal Raft service and the public API on one port,
 //! with the gRPC health service and reflection.
 
+mod agent;
 mod api;
 mod raft;
 
@@ -73,6 +74,9 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener, mut stop: watch::Rece
         .add_service(limits!(v1::kv_server::KvServer::new(api.clone())))
         .add_service(limits!(v1::watch_server::WatchServer::new(api.clone())))
         .add_service(limits!(v1::state_server::StateServer::new(api)))
+        .add_service(limits!(v1::agent_server::AgentServer::new(
+            agent::AgentSvc::new(node.clone())
+        )))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)

@@ -1,0 +1,141 @@
+//! The Agent service: lease renewals, health transitions and release confirmations from the
+//! agents, answered by the leader.
+
+use std::sync::Arc;
+
+use ballast_proto::v1::{self, agent_server::Agent};
+use tonic::{Request, Response, Status};
+
+use crate::error::ApiError;
+use crate::node::Node;
+use crate::server::api::{instrument, write_outcome};
+use crate::types::{Op, Outcome};
+use crate::validate;
+
+#[derive(Clone)]
+pub struct AgentSvc {
+    node: Arc<Node>,
+}
+
+impl AgentSvc {
+    pub fn new(node: Arc<Node>) -> Self {
+        AgentSvc { node }
+    }
+
+    fn known_node(&self, id: u64) -> Result<(), ApiError> {
+        validate::node_id("node_id", id)?;
+        if !self.node.sm.read().nodes.contains_key(&id) {
+            return Err(ApiError::InvalidArgument {
+                field: "node_id".into(),
+                message: format!("unknown node {id}"),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl Agent for AgentSvc {
+    async fn renew(
+        &self,
+        req: Request<v1::RenewRequest>,
+    ) -> Result<Response<v1::RenewResponse>, Status> {
+        let r = req.into_inner();
+        instrument("Renew", async {
+            self.known_node(r.node_id)?;
+            // Leadership confirmed by a quorum after the request arrived, and the state applied
+            // up to that point: only then is a grant safe.
+            self.node.read_index_local().await?;
+            let now = self.node.mono_now();
+            let data = self.node.sm.read();
+            let mut obs = self.node.leader_obs();
+            obs.agent_seen.insert(r.node_id, now);
+            let grants = r
+                .claims
+                .iter()
+                .map(|c| {
+                    let granted = data.vips.get(&c.vip).is_some_and(|v| {
+                        v.owner == r.node_id && v.epoch == c.epoch && !v.releasing
+                    });
+                    if granted {
+                        obs.granted.insert(c.vip.clone(), now);
+                    }
+                    v1::LeaseGrant {
+                        vip: c.vip.clone(),
+                        epoch: c.epoch,
+                        granted,
+                    }
+                })
+                .collect();
+            Ok(v1::RenewResponse {
+                header: Some(self.node.header_at(data.revision)),
+                grants,
+                lease_ms: self.node.controller_cfg.lease.lease.as_millis() as u32,
+            })
+        })
+        .await
+    }
+
+    async fn report_health(
+        &self,
+        req: Request<v1::ReportHealthRequest>,
+    ) -> Result<Response<v1::AgentResponse>, Status> {
+        let r = req.into_inner();
+        instrument("ReportHealth", async {
+            self.known_node(r.node_id)?;
+            validate::name("service", &r.service)?;
+            if !matches!(
+                v1::Health::try_from(r.health),
+                Ok(v1::Health::Healthy | v1::Health::Unhealthy)
+            ) {
+                return Err(validate::invalid("health", "must be healthy or unhealthy").into());
+            }
+            let op = Op::ReportHealth {
+                node_id: r.node_id,
+                service: r.service,
+                health: r.health,
+            };
+            let cr = self.node.propose(None, op).await?;
+            match write_outcome(cr)? {
+                (rev, Outcome::StateWritten) => Ok(v1::AgentResponse {
+                    header: Some(self.node.header_at(rev)),
+                }),
+                (_, o) => Err(ApiError::Internal(format!("unexpected outcome {o:?}"))),
+            }
+        })
+        .await
+    }
+
+    async fn confirm_release(
+        &self,
+        req: Request<v1::ConfirmReleaseRequest>,
+    ) -> Result<Response<v1::AgentResponse>, Status> {
+        let r = req.into_inner();
+        instrument("ConfirmRelease", async {
+            self.known_node(r.node_id)?;
+            validate::name("vip", &r.vip)?;
+            let (leader, addr) = self.node.leader();
+            if leader != Some(self.node.id) {
+                return Err(ApiError::NotLeader {
+                    leader_id: leader,
+                    leader_addr: addr,
+                });
+            }
+            let data = self.node.sm.read();
+            let owned = data
+                .vips
+                .get(&r.vip)
+                .is_some_and(|v| v.owner == r.node_id && v.epoch == r.epoch);
+            if owned {
+                self.node
+                    .leader_obs()
+                    .released
+                    .insert(r.vip.clone(), r.epoch);
+            }
+            Ok(v1::AgentResponse {
+                header: Some(self.node.header_at(data.revision)),
+            })
+        })
+        .await
+    }
+}

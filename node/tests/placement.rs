@@ -1,0 +1,189 @@
+//! The controller on a real in-process cluster, with test agents that renew leases over gRPC:
+//! placement, break-before-make drain, failover after lease expiry, and a leader change that
+//! does not move a VIP whose owner keeps renewing.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ballast_client::{v1, Client, ClientConfig};
+use common::{no_tune, wait_for, TestCluster};
+
+/// Agents that do nothing but claim what the state assigns them, every 100 ms.
+struct FakeAgents {
+    running: Arc<Mutex<BTreeSet<u64>>>,
+    granted: Arc<Mutex<BTreeMap<u64, u64>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeAgents {
+    /// Like real agents, they retry quickly rather than back off for long: a new leader
+    /// counts every lease from its election, and the owner must renew within that lease.
+    fn start(endpoints: Vec<String>, nodes: &[u64]) -> Self {
+        let mut cfg = ClientConfig::new(endpoints);
+        cfg.attempt_timeout = Duration::from_millis(300);
+        cfg.max_backoff = Duration::from_millis(50);
+        cfg.deadline = Duration::from_secs(2);
+        let client = Client::new(cfg);
+        let running = Arc::new(Mutex::new(nodes.iter().copied().collect::<BTreeSet<u64>>()));
+        let granted = Arc::new(Mutex::new(BTreeMap::new()));
+        let (r, g) = (running.clone(), granted.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let state = client.get_state(false).await.ok();
+                let ids: Vec<u64> = r.lock().unwrap().iter().copied().collect();
+                for id in ids {
+                    let claims = state
+                        .iter()
+                        .flat_map(|s| s.vips.iter())
+                        .filter(|v| v.owner == id)
+                        .map(|v| v1::VipClaim {
+                            vip: v.name.clone(),
+                            epoch: v.epoch,
+                        })
+                        .collect();
+                    if let Ok(resp) = client.renew(id, claims).await {
+                        let n = resp.grants.iter().filter(|g| g.granted).count() as u64;
+                        *g.lock().unwrap().entry(id).or_default() += n;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        FakeAgents {
+            running,
+            granted,
+            task,
+        }
+    }
+
+    fn stop_agent(&self, id: u64) {
+        self.running.lock().unwrap().remove(&id);
+    }
+
+    fn granted(&self, id: u64) -> u64 {
+        self.granted.lock().unwrap().get(&id).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for FakeAgents {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn vip(client: &Client) -> v1::Vip {
+    client.get_state(false).await.unwrap().vips[0].clone()
+}
+
+async fn wait_vip(client: &Client, what: &str, f: impl Fn(&v1::Vip) -> bool) -> v1::Vip {
+    wait_for(what, Duration::from_secs(20), || async {
+        let s = client.get_state(false).await.ok()?;
+        s.vips.first().filter(|v| f(v)).cloned()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn controller_places_moves_and_fails_over_vips_by_lease() {
+    let mut c = TestCluster::start(3, no_tune).await;
+    let client = c.client();
+    let svc = v1::Service {
+        name: "web".into(),
+        check: Some(v1::HealthCheck {
+            kind: Some(v1::health_check::Kind::Tcp(v1::TcpCheck { port: 80 })),
+            ..Default::default()
+        }),
+        backends: (1..=3).map(|i| (i, v1::Backend::default())).collect(),
+        active_release: String::new(),
+    };
+    client.apply_service(svc).await.unwrap();
+    client
+        .apply_vip(v1::Vip {
+            name: "v".into(),
+            address: "10.213.0.100/24".into(),
+            interface: "eth0".into(),
+            service: "web".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // Nothing is healthy or alive yet: nothing is placed.
+    assert_eq!(vip(&client).await.owner, 0);
+    for id in 1..=3 {
+        client
+            .report_health(id, "web", v1::Health::Healthy)
+            .await
+            .unwrap();
+    }
+    let agents = FakeAgents::start(c.addrs.values().cloned().collect(), &[1, 2, 3]);
+
+    // Placement: the lowest id among equals, epoch 1; only the owner gets grants.
+    let v = wait_vip(&client, "placement on node 1", |v| v.owner == 1).await;
+    assert_eq!(v.epoch, 1);
+    let claim = vec![v1::VipClaim {
+        vip: "v".into(),
+        epoch: 1,
+    }];
+    assert!(client.renew(1, claim.clone()).await.unwrap().grants[0].granted);
+    assert!(!client.renew(2, claim).await.unwrap().grants[0].granted);
+
+    // Drain: break before make. The owner is asked to release and keeps the VIP until it
+    // confirms; then node 2 gets it at epoch 2.
+    client
+        .set_node_admin(1, v1::AdminState::Draining)
+        .await
+        .unwrap();
+    let v = wait_vip(&client, "release requested", |v| v.releasing).await;
+    assert_eq!(
+        (v.owner, v.epoch),
+        (1, 1),
+        "nobody else is assigned before the release"
+    );
+    client.confirm_release(1, "v", 1).await.unwrap();
+    let v = wait_vip(&client, "moved to node 2", |v| v.owner == 2).await;
+    assert_eq!((v.epoch, v.releasing), (2, false));
+
+    // Node 2's agent dies: after its lease expires at the leader, node 3 takes over.
+    agents.stop_agent(2);
+    let v = wait_vip(&client, "failover to node 3", |v| v.owner == 3).await;
+    assert_eq!(v.epoch, 3);
+    wait_for("node 2 marked down", Duration::from_secs(20), || async {
+        let s = client.get_state(false).await.ok()?;
+        s.nodes
+            .iter()
+            .find(|n| n.id == 2)
+            .filter(|n| !n.alive)
+            .map(|_| ())
+    })
+    .await;
+
+    // Node 1 is back in placement: the VIP stays where it is (sticky).
+    client
+        .set_node_admin(1, v1::AdminState::Active)
+        .await
+        .unwrap();
+
+    // A leader change while node 3 keeps renewing does not move the VIP.
+    let leader = c.leader().await;
+    c.stop(leader).await;
+    let new_leader = c.leader().await;
+    assert_ne!(new_leader, leader);
+    let before = agents.granted(3);
+    wait_for(
+        "node 3 renewed with the new leader",
+        Duration::from_secs(20),
+        || async { (agents.granted(3) >= before + 10).then_some(()) },
+    )
+    .await;
+    let v = vip(&client).await;
+    assert_eq!(
+        (v.owner, v.epoch),
+        (3, 3),
+        "no move, no new epoch across the leader change"
+    );
+    drop(agents);
+    c.shutdown().await;
+}
