@@ -531,6 +531,25 @@ impl Client {
         .await
     }
 
+    /// Asks the controller to move a VIP to `to_node` (planned, break-before-make).
+    pub async fn move_vip(
+        &self,
+        name: &str,
+        to_node: u64,
+    ) -> Result<v1::StateWriteResponse, Error> {
+        let t = self.ticket();
+        let req = v1::MoveVipRequest {
+            name: name.to_string(),
+            to_node,
+            request_id: Some(t.id),
+        };
+        self.call("move vip", |ch| {
+            let req = req.clone();
+            async move { Self::state(ch).move_vip(req).await }
+        })
+        .await
+    }
+
     // ---- Agent ----
 
     /// Claims the leases of VIPs assigned to `node_id` (and reports the agent alive). Sent to

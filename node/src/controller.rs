@@ -33,6 +33,8 @@ pub struct VipView {
     pub preempt: bool,
     pub preempt_delay: Duration,
     pub priorities: BTreeMap<NodeId, i32>,
+    /// An operator's move in progress (0: none).
+    pub move_to: NodeId,
 }
 
 /// What the leader knows without the log: grants and agent contacts on its own monotonic
@@ -183,10 +185,18 @@ fn best(input: &Input<'_>, vip: &VipView, alive: &dyn Fn(NodeId) -> bool) -> Opt
         .max_by_key(|id| (priority(vip, *id), std::cmp::Reverse(*id)))
 }
 
+/// The operator's target if it can take the VIP, else the best node.
+fn target(input: &Input<'_>, vip: &VipView, alive: &dyn Fn(NodeId) -> bool) -> Option<NodeId> {
+    if vip.move_to != 0 && eligible_since(input, vip, vip.move_to, alive).is_some() {
+        return Some(vip.move_to);
+    }
+    best(input, vip, alive)
+}
+
 fn place(input: &Input<'_>, vip: &VipView, alive: &dyn Fn(NodeId) -> bool) -> Option<Action> {
     let next_epoch = vip.epoch + 1;
     let assign_best = |input: &Input<'_>| {
-        best(input, vip, alive).map(|node| Action::Assign {
+        target(input, vip, alive).map(|node| Action::Assign {
             vip: vip.name.clone(),
             node,
             epoch: next_epoch,
@@ -203,7 +213,7 @@ fn place(input: &Input<'_>, vip: &VipView, alive: &dyn Fn(NodeId) -> bool) -> Op
     let confirmed_release = input.obs.released.get(&vip.name) == Some(&vip.epoch);
     if !lease_held || (vip.releasing && confirmed_release) {
         // The old owner no longer answers: hand over at once, or leave it unowned.
-        return match best(input, vip, &|id| id != vip.owner && alive(id)) {
+        return match target(input, vip, &|id| id != vip.owner && alive(id)) {
             Some(node) => Some(Action::Assign {
                 vip: vip.name.clone(),
                 node,
@@ -225,6 +235,12 @@ fn place(input: &Input<'_>, vip: &VipView, alive: &dyn Fn(NodeId) -> bool) -> Op
         owner: vip.owner,
         epoch: vip.epoch,
     };
+    if vip.move_to != 0
+        && vip.move_to != vip.owner
+        && eligible_since(input, vip, vip.move_to, alive).is_some()
+    {
+        return Some(release()); // an operator's planned move
+    }
     if eligible_since(input, vip, vip.owner, alive).is_none() {
         // Planned move, only if someone can take it; otherwise keep serving.
         return best(input, vip, alive).map(|_| release());
@@ -312,6 +328,7 @@ mod tests {
                     preempt: false,
                     preempt_delay: Duration::ZERO,
                     priorities: BTreeMap::new(),
+                    move_to: 0,
                 }],
                 obs,
                 now,
@@ -342,6 +359,7 @@ mod tests {
                         v.owner = *node;
                         v.epoch = *epoch;
                         v.releasing = false;
+                        v.move_to = 0;
                         self.obs.granted.insert("v".into(), self.now);
                     }
                     Action::Release { .. } => self.vips[0].releasing = true,
@@ -537,6 +555,33 @@ mod tests {
             vip: "v".into(),
             epoch: 1
         }));
+    }
+
+    #[test]
+    fn an_operator_move_is_break_before_make_to_the_chosen_node() {
+        let mut w = World::new();
+        w.apply(&w.decide());
+        w.vips[0].move_to = 3;
+        let a = w.decide();
+        assert_eq!(
+            a,
+            vec![Action::Release {
+                vip: "v".into(),
+                owner: 1,
+                epoch: 1
+            }]
+        );
+        w.apply(&a);
+        assert_eq!(w.decide(), vec![]);
+        w.obs.released.insert("v".into(), 1);
+        assert_eq!(
+            w.decide(),
+            vec![assign(3, 2)],
+            "the target, not the best node (2)"
+        );
+        w.apply(&[assign(3, 2)]);
+        assert_eq!(w.vips[0].move_to, 0);
+        assert_eq!(w.decide(), vec![], "then sticky");
     }
 
     #[test]

@@ -505,6 +505,7 @@ fn vip_view(v: &v1::Vip) -> VipView {
         preempt: p.preempt,
         preempt_delay: Duration::from_millis(p.preempt_delay_ms as u64),
         priorities: p.priorities,
+        move_to: v.move_to,
     }
 }
 

@@ -353,6 +353,26 @@ impl StateData {
                     vec![state_event("service", service.clone(), false)],
                 )
             }
+            Op::MoveVip { vip, to } => {
+                let Some(v) = self.vips.get(vip) else {
+                    return (rejected("name", format!("unknown VIP {vip:?}")), Vec::new());
+                };
+                if let Err(why) = self.eligible(&v.service, *to) {
+                    return (
+                        rejected("to_node", format!("node {to} cannot hold {vip:?}: {why}")),
+                        Vec::new(),
+                    );
+                }
+                let v = self.vips.get_mut(vip).expect("checked above");
+                if v.owner == *to || v.move_to == *to {
+                    return (Outcome::StateWritten, Vec::new());
+                }
+                v.move_to = *to;
+                (
+                    Outcome::StateWritten,
+                    vec![state_event("vip", vip.clone(), false)],
+                )
+            }
             Op::AssignVip { vip, node, epoch } => {
                 if !self.nodes.contains_key(node) {
                     return (rejected("node", format!("unknown node {node}")), Vec::new());
@@ -372,6 +392,7 @@ impl StateData {
                 v.owner = *node;
                 v.epoch = *epoch;
                 v.releasing = false;
+                v.move_to = 0;
                 (
                     Outcome::StateWritten,
                     vec![state_event("vip", vip.clone(), false)],
@@ -425,6 +446,34 @@ impl StateData {
                 )
             }
         }
+    }
+
+    /// Whether `node` may hold a VIP gated by `service`, as the replicated state says.
+    pub fn eligible(&self, service: &str, node: NodeId) -> Result<(), String> {
+        let n = self
+            .nodes
+            .get(&node)
+            .ok_or_else(|| "unknown node".to_string())?;
+        if n.admin != v1::AdminState::Active as i32 {
+            return Err(format!(
+                "it is {}",
+                v1::AdminState::try_from(n.admin)
+                    .unwrap_or(v1::AdminState::Unspecified)
+                    .label()
+            ));
+        }
+        if !n.alive {
+            return Err("its agent is not alive".into());
+        }
+        let b = self
+            .services
+            .get(service)
+            .and_then(|s| s.backends.get(&node))
+            .ok_or_else(|| format!("it is not a backend of {service:?}"))?;
+        if b.health != v1::Health::Healthy as i32 {
+            return Err("its backend is not healthy".into());
+        }
+        Ok(())
     }
 
     fn put_key(&mut self, key: &[u8], value: Vec<u8>, rev: u64) -> KvEntry {
@@ -520,6 +569,7 @@ impl StateData {
                 new.owner = old.owner;
                 new.epoch = old.epoch;
                 new.releasing = old.releasing;
+                new.move_to = old.move_to;
                 if &new == old {
                     return (Outcome::StateWritten, Vec::new());
                 }
@@ -528,6 +578,7 @@ impl StateData {
                 new.owner = 0;
                 new.epoch = 0;
                 new.releasing = false;
+                new.move_to = 0;
             }
         }
         self.vips.insert(vip.name.clone(), new);

@@ -109,6 +109,11 @@ pub enum Op {
         service: String,
         health: i32,
     },
+    /// Operator: move `vip` to `to` (must be eligible now).
+    MoveVip {
+        vip: String,
+        to: NodeId,
+    },
     /// Controller: give `vip` to `node` at `epoch`, which must be the current epoch + 1.
     AssignVip {
         vip: String,

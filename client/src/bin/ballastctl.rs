@@ -50,6 +50,15 @@ enum Cmd {
     /// The cluster state: nodes, services, VIPs.
     #[command(subcommand)]
     State(StateCmd),
+    /// Services: define (with their health check and backends), list, delete.
+    #[command(subcommand)]
+    Service(ServiceCmd),
+    /// Virtual IPs: define, list, move, delete.
+    #[command(subcommand)]
+    Vip(VipCmd),
+    /// Nodes: list, drain, maintenance, resume.
+    #[command(subcommand)]
+    Node(NodeCmd),
     /// Measure put and linearizable get throughput and latency.
     Bench(BenchArgs),
 }
@@ -129,6 +138,90 @@ enum KvCmd {
 enum StateCmd {
     /// Show nodes, services and VIPs.
     Show,
+}
+
+#[derive(Subcommand)]
+enum ServiceCmd {
+    /// Create or replace a service.
+    Apply {
+        name: String,
+        /// Health check: tcp:PORT, http:PORT[/path] or exec:NAME (a command named in each
+        /// agent's local configuration).
+        #[arg(long)]
+        check: String,
+        /// Node ids that run the service, comma separated.
+        #[arg(long)]
+        backends: String,
+        #[arg(long, default_value_t = 0)]
+        interval_ms: u32,
+        #[arg(long, default_value_t = 0)]
+        timeout_ms: u32,
+        #[arg(long, default_value_t = 0)]
+        rise: u32,
+        #[arg(long, default_value_t = 0)]
+        fall: u32,
+        /// For http checks: accepted status codes, MIN-MAX (default 200-399).
+        #[arg(long)]
+        expect_status: Option<String>,
+        /// For http checks: the body must contain this.
+        #[arg(long)]
+        body_contains: Option<String>,
+    },
+    /// List services with the health of each backend.
+    Ls,
+    /// Delete a service (refused while a VIP uses it).
+    Delete { name: String },
+}
+
+#[derive(Subcommand)]
+enum VipCmd {
+    /// Create or replace a VIP (its owner and epoch stay the controller's).
+    Apply {
+        name: String,
+        /// IPv4 address with prefix length, e.g. 10.213.0.100/24.
+        #[arg(long)]
+        address: String,
+        #[arg(long)]
+        interface: String,
+        /// The service whose health gates where the VIP may be placed.
+        #[arg(long)]
+        service: String,
+        /// Node priority, NODE=PRIORITY (higher wins); repeat for several nodes.
+        #[arg(long = "priority")]
+        priorities: Vec<String>,
+        /// Move the VIP back to a higher-priority node once it is eligible.
+        #[arg(long)]
+        preempt: bool,
+        #[arg(long, default_value_t = 0)]
+        preempt_delay_ms: u32,
+    },
+    /// Delete a VIP.
+    Delete { name: String },
+    /// List VIPs with owner, epoch and any move in progress.
+    Ls,
+    /// Move a VIP to a node that can hold it now (the owner releases first, then the node
+    /// takes it at a higher epoch).
+    Move {
+        name: String,
+        /// Target node id.
+        #[arg(long)]
+        to: u64,
+        /// Return at once instead of waiting until the target owns the VIP.
+        #[arg(long)]
+        no_wait: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeCmd {
+    /// List nodes with role, admin state and liveness.
+    Ls,
+    /// Move VIPs away and take the node out of placement.
+    Drain { id: u64 },
+    /// Like drain, and ignore the node's health.
+    Maintenance { id: u64 },
+    /// Put the node back into placement.
+    Resume { id: u64 },
 }
 
 #[derive(clap::Args)]
@@ -286,7 +379,39 @@ async fn status(c: &Client, out: Output) -> Result<(), Error> {
         &["ID", "ADDRESS", "ROLE", "STATE", "TERM", "APPLIED", "LAG"],
         rows,
     );
+    if let Ok(st) = c.get_state(true).await {
+        if !st.vips.is_empty() {
+            println!();
+            vips_out(&st.vips, Output::Table);
+        }
+        if !st.services.is_empty() {
+            println!();
+            services_table(&st.services);
+        }
+    }
     Ok(())
+}
+
+fn services_table(services: &[v1::Service]) {
+    let health = |h: i32| {
+        v1::Health::try_from(h)
+            .unwrap_or(v1::Health::Unknown)
+            .label()
+    };
+    table(
+        &["SERVICE", "BACKENDS"],
+        services
+            .iter()
+            .map(|s| {
+                let b: Vec<String> = s
+                    .backends
+                    .values()
+                    .map(|b| format!("{}={}", b.node_id, health(b.health)))
+                    .collect();
+                vec![s.name.clone(), b.join(" ")]
+            })
+            .collect(),
+    );
 }
 
 fn members_out(members: &[v1::Member], out: Output) {
@@ -544,6 +669,285 @@ async fn state(c: &Client, cmd: StateCmd, out: Output) -> Result<(), Error> {
     Ok(())
 }
 
+fn vip_state(v: &v1::Vip) -> String {
+    match (v.owner, v.releasing, v.move_to) {
+        (0, _, _) => "unowned".into(),
+        (_, true, _) => "releasing".into(),
+        (_, false, 0) => "held".into(),
+        (_, false, to) => format!("moving to {to}"),
+    }
+}
+
+fn vips_out(vips: &[v1::Vip], out: Output) {
+    if out == Output::Json {
+        let v: Vec<Value> = vips
+            .iter()
+            .map(|v| {
+                json!({"name": v.name, "address": v.address, "interface": v.interface, "service": v.service,
+                       "owner": v.owner, "epoch": v.epoch, "releasing": v.releasing, "move_to": v.move_to})
+            })
+            .collect();
+        print_json(&json!(v));
+        return;
+    }
+    table(
+        &[
+            "NAME",
+            "ADDRESS",
+            "INTERFACE",
+            "SERVICE",
+            "OWNER",
+            "EPOCH",
+            "STATE",
+        ],
+        vips.iter()
+            .map(|v| {
+                vec![
+                    v.name.clone(),
+                    v.address.clone(),
+                    v.interface.clone(),
+                    v.service.clone(),
+                    if v.owner == 0 {
+                        "-".into()
+                    } else {
+                        v.owner.to_string()
+                    },
+                    v.epoch.to_string(),
+                    vip_state(v),
+                ]
+            })
+            .collect(),
+    );
+}
+
+fn bad(msg: String) -> Error {
+    Error::InvalidArgument(msg)
+}
+
+fn parse_check(spec: &str) -> Result<v1::health_check::Kind, Error> {
+    use v1::health_check::Kind;
+    let (kind, rest) = spec.split_once(':').ok_or_else(|| {
+        bad(format!(
+            "check {spec:?} is not tcp:PORT, http:PORT[/path] or exec:NAME"
+        ))
+    })?;
+    let port = |p: &str| {
+        p.parse::<u32>()
+            .map_err(|_| bad(format!("port {p:?} is not a number")))
+    };
+    Ok(match kind {
+        "tcp" => Kind::Tcp(v1::TcpCheck { port: port(rest)? }),
+        "http" => {
+            let (p, path) = match rest.split_once('/') {
+                Some((p, path)) => (p, format!("/{path}")),
+                None => (rest, "/".to_string()),
+            };
+            Kind::Http(v1::HttpCheck {
+                port: port(p)?,
+                path,
+                ..Default::default()
+            })
+        }
+        "exec" => Kind::Exec(v1::ExecCheck {
+            name: rest.to_string(),
+        }),
+        _ => return Err(bad(format!("check kind {kind:?} is not tcp, http or exec"))),
+    })
+}
+
+async fn service(c: &Client, cmd: ServiceCmd, out: Output) -> Result<(), Error> {
+    match cmd {
+        ServiceCmd::Apply {
+            name,
+            check,
+            backends,
+            interval_ms,
+            timeout_ms,
+            rise,
+            fall,
+            expect_status,
+            body_contains,
+        } => {
+            let mut kind = parse_check(&check)?;
+            if let v1::health_check::Kind::Http(h) = &mut kind {
+                if let Some(r) = expect_status {
+                    let (a, b) = r
+                        .split_once('-')
+                        .ok_or_else(|| bad(format!("expect-status {r:?} is not MIN-MAX")))?;
+                    h.expect_status_min = a
+                        .parse()
+                        .map_err(|_| bad(format!("{a:?} is not a status code")))?;
+                    h.expect_status_max = b
+                        .parse()
+                        .map_err(|_| bad(format!("{b:?} is not a status code")))?;
+                }
+                h.body_contains = body_contains.unwrap_or_default();
+            }
+            let mut map = std::collections::BTreeMap::new();
+            for b in backends.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                let id: u64 = b
+                    .parse()
+                    .map_err(|_| bad(format!("backend {b:?} is not a node id")))?;
+                map.insert(
+                    id,
+                    v1::Backend {
+                        node_id: id,
+                        ..Default::default()
+                    },
+                );
+            }
+            let svc = v1::Service {
+                name: name.clone(),
+                check: Some(v1::HealthCheck {
+                    kind: Some(kind),
+                    interval_ms,
+                    timeout_ms,
+                    rise,
+                    fall,
+                }),
+                backends: map,
+                active_release: String::new(),
+            };
+            c.apply_service(svc).await?;
+            println!("service {name} applied");
+        }
+        ServiceCmd::Ls => {
+            let st = c.get_state(false).await?;
+            if out == Output::Json {
+                print_json(&serde_json::to_value(&st.services).unwrap_or(Value::Null));
+            } else {
+                services_table(&st.services);
+            }
+        }
+        ServiceCmd::Delete { name } => {
+            c.delete_service(&name).await?;
+            println!("service {name} deleted");
+        }
+    }
+    Ok(())
+}
+
+async fn vip(c: &Client, cmd: VipCmd, out: Output, timeout: Duration) -> Result<(), Error> {
+    match cmd {
+        VipCmd::Apply {
+            name,
+            address,
+            interface,
+            service,
+            priorities,
+            preempt,
+            preempt_delay_ms,
+        } => {
+            let mut prio = std::collections::BTreeMap::new();
+            for p in &priorities {
+                let (n, v) = p
+                    .split_once('=')
+                    .ok_or_else(|| bad(format!("priority {p:?} is not NODE=PRIORITY")))?;
+                let n: u64 = n
+                    .parse()
+                    .map_err(|_| bad(format!("{n:?} is not a node id")))?;
+                let v: i32 = v
+                    .parse()
+                    .map_err(|_| bad(format!("{v:?} is not a priority")))?;
+                prio.insert(n, v);
+            }
+            c.apply_vip(v1::Vip {
+                name: name.clone(),
+                address,
+                interface,
+                service,
+                placement: Some(v1::Placement {
+                    preempt,
+                    preempt_delay_ms,
+                    priorities: prio,
+                }),
+                ..Default::default()
+            })
+            .await?;
+            println!("vip {name} applied");
+        }
+        VipCmd::Delete { name } => {
+            c.delete_vip(&name).await?;
+            println!("vip {name} deleted");
+        }
+        VipCmd::Ls => vips_out(&c.get_state(false).await?.vips, out),
+        VipCmd::Move { name, to, no_wait } => {
+            c.move_vip(&name, to).await?;
+            if no_wait {
+                println!("move of {name} to node {to} requested");
+                return Ok(());
+            }
+            let deadline = Instant::now() + timeout;
+            loop {
+                let s = c.get_state(false).await?;
+                let v = s.vips.iter().find(|v| v.name == name);
+                if let Some(v) = v.filter(|v| v.owner == to && !v.releasing) {
+                    println!("{name} is on node {to} at epoch {}", v.epoch);
+                    return Ok(());
+                }
+                if Instant::now() > deadline {
+                    return Err(Error::Unavailable(format!(
+                        "{name} did not reach node {to} within {timeout:?}; state: {}",
+                        v.map(vip_state).unwrap_or_default()
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn nodes_out(nodes: &[v1::Node], out: Output) {
+    let admin = |a: i32| {
+        v1::AdminState::try_from(a)
+            .unwrap_or(v1::AdminState::Unspecified)
+            .label()
+    };
+    if out == Output::Json {
+        let v: Vec<Value> = nodes
+            .iter()
+            .map(|n| json!({"id": n.id, "addr": n.addr, "role": role(n.role), "admin": admin(n.admin), "alive": n.alive}))
+            .collect();
+        print_json(&json!(v));
+        return;
+    }
+    table(
+        &["ID", "ADDRESS", "ROLE", "ADMIN", "AGENT"],
+        nodes
+            .iter()
+            .map(|n| {
+                vec![
+                    n.id.to_string(),
+                    n.addr.clone(),
+                    role(n.role).into(),
+                    admin(n.admin).into(),
+                    if n.alive {
+                        "alive".into()
+                    } else {
+                        "down".into()
+                    },
+                ]
+            })
+            .collect(),
+    );
+}
+
+async fn node(c: &Client, cmd: NodeCmd, out: Output) -> Result<(), Error> {
+    let (id, state) = match cmd {
+        NodeCmd::Ls => {
+            nodes_out(&c.get_state(false).await?.nodes, out);
+            return Ok(());
+        }
+        NodeCmd::Drain { id } => (id, v1::AdminState::Draining),
+        NodeCmd::Maintenance { id } => (id, v1::AdminState::Maintenance),
+        NodeCmd::Resume { id } => (id, v1::AdminState::Active),
+    };
+    c.set_node_admin(id, state).await?;
+    println!("node {id} is {}", state.label());
+    Ok(())
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -660,6 +1064,9 @@ async fn main() -> ExitCode {
         Cmd::Member(m) => member(&client, m, cli.output).await,
         Cmd::Kv(k) => kv(&client, k, cli.output).await,
         Cmd::State(s) => state(&client, s, cli.output).await,
+        Cmd::Service(sv) => service(&client, sv, cli.output).await,
+        Cmd::Vip(v) => vip(&client, v, cli.output, Duration::from_secs(cli.timeout)).await,
+        Cmd::Node(n) => node(&client, n, cli.output).await,
         Cmd::Bench(b) => bench(&client, b, cli.output).await,
     };
     match r {

@@ -712,6 +712,14 @@ impl v1::state_server::State for Api {
         .await
     }
 
+    async fn move_vip(
+        &self,
+        req: Request<v1::MoveVipRequest>,
+    ) -> Result<Response<v1::StateWriteResponse>, Status> {
+        let r = req.into_inner();
+        instrument("MoveVip", self.move_vip_inner(r)).await
+    }
+
     async fn set_node_admin(
         &self,
         req: Request<v1::SetNodeAdminRequest>,
@@ -734,6 +742,22 @@ impl v1::state_server::State for Api {
 }
 
 impl Api {
+    async fn move_vip_inner(
+        &self,
+        r: v1::MoveVipRequest,
+    ) -> Result<v1::StateWriteResponse, ApiError> {
+        validate::name("name", &r.name)?;
+        validate::node_id("to_node", r.to_node)?;
+        self.state_write(
+            r.request_id,
+            Op::MoveVip {
+                vip: r.name,
+                to: r.to_node,
+            },
+        )
+        .await
+    }
+
     async fn state_write(
         &self,
         request_id: Option<v1::RequestId>,
