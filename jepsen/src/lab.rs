@@ -284,6 +284,17 @@ impl Lab {
         .unwrap_or(false)
     }
 
+    /// Whether `from` gets an answer to one ping of `addr` within a second.
+    pub fn can_ping_addr(&self, from: &Host, addr: Ipv4Addr) -> bool {
+        self.exec(
+            from,
+            "ping",
+            &["-c", "1", "-W", "1", "-q", &addr.to_string()],
+        )
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+    }
+
     /// Starts a long-running process on a host, its stdout and stderr appended to `log`.
     pub fn spawn(
         &self,

@@ -2,6 +2,7 @@
 //!
 //! See DESIGN.md in this crate for what each module does and does not do.
 
+pub mod agent;
 pub mod config;
 pub mod controller;
 pub mod error;

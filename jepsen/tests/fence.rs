@@ -1,0 +1,83 @@
+//! The nftables VIP fence on a real lab host: the kernel stops answering for a VIP when its
+//! allowance expires, with no process left to do anything.
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use ballast_node::agent::fence::{NftFence, VipFence};
+use jepsen::Lab;
+
+#[test]
+fn the_kernel_stops_answering_for_a_vip_when_its_allowance_expires() {
+    let lab = Lab::new(1).unwrap_or_else(|e| panic!("LAB SETUP FAILED: {e}"));
+    let (n1, client) = (lab.node(1), lab.client());
+    let vip: Ipv4Addr = "10.213.0.100".parse().unwrap();
+    // The test harness adds the address with ip(8); the agent will use netlink.
+    let out = lab
+        .exec(n1, "ip", &["addr", "add", "10.213.0.100/24", "dev", "eth0"])
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answers_arp = || {
+        lab.exec(
+            client,
+            "arping",
+            &["-c", "1", "-w", "1", "-I", "eth0", "10.213.0.100"],
+        )
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+    };
+    assert!(answers_arp(), "without a fence the address answers");
+
+    let fence = NftFence::new(
+        ["ip", "netns", "exec", &n1.netns, "nft"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    );
+    fence.install().unwrap();
+    fence.manage(&[vip]).unwrap();
+    assert!(
+        !answers_arp(),
+        "a managed address that is not allowed is silent"
+    );
+    assert!(!lab.can_ping_addr(client, vip));
+
+    // Allowed for 1.5 s; then nobody renews.
+    let allowance = Duration::from_millis(1500);
+    fence.allow_for(vip, allowance).unwrap();
+    let deadline = Instant::now() + allowance; // the kernel's timer started before this instant
+    assert!(answers_arp(), "allowed: it answers ARP");
+    assert!(lab.can_ping_addr(client, vip), "allowed: it answers IP");
+    let mut late_answers = Vec::new();
+    let started = Instant::now();
+    loop {
+        let t = Instant::now();
+        let ok = answers_arp();
+        if t > deadline && ok {
+            late_answers.push(t - deadline);
+        }
+        if t > deadline + Duration::from_millis(1500) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30));
+    }
+    assert!(
+        late_answers.is_empty(),
+        "answered after the deadline: {late_answers:?}"
+    );
+    assert!(!lab.can_ping_addr(client, vip));
+
+    // Revocation is immediate.
+    fence.allow_for(vip, Duration::from_secs(30)).unwrap();
+    assert!(answers_arp());
+    fence.revoke(vip).unwrap();
+    assert!(!answers_arp());
+
+    // Removing the fence gives the address back: it was the fence that silenced it.
+    fence.remove().unwrap();
+    assert!(answers_arp());
+}

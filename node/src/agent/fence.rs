@@ -1,0 +1,159 @@
+//! The kernel-enforced VIP fence.
+//!
+//! The fence decides, in the kernel, whether this server may answer for a VIP: nftables drop
+//! ARP and IP traffic to and from every *managed* VIP address that is not in the *allowed*
+//! set. Allowed elements carry a millisecond timeout set to the agent's lease deadline, so when
+//! the agent stops renewing — killed, paused, cut off — the kernel stops answering on time
+//! without any help from the agent. Tables are replaced atomically; every change is one nft
+//! transaction.
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// A fence operation that failed.
+#[derive(Debug, thiserror::Error)]
+#[error("nft: {0}")]
+pub struct FenceError(pub String);
+
+/// What the agent needs from a fence; one conformance suite runs on every implementation.
+pub trait VipFence: Send + Sync {
+    /// Installs the fence (replacing any earlier one): every managed address is blocked until
+    /// allowed.
+    fn install(&self) -> Result<(), FenceError>;
+    /// Sets the addresses the fence governs.
+    fn manage(&self, addrs: &[Ipv4Addr]) -> Result<(), FenceError>;
+    /// Lets the server answer for `addr` for `remaining` from now (refreshing any earlier
+    /// allowance).
+    fn allow_for(&self, addr: Ipv4Addr, remaining: Duration) -> Result<(), FenceError>;
+    /// Stops answering for `addr` now.
+    fn revoke(&self, addr: Ipv4Addr) -> Result<(), FenceError>;
+    /// Removes the fence entirely (clean stop; the addresses must be gone first).
+    fn remove(&self) -> Result<(), FenceError>;
+}
+
+const TABLE: &str = "ballast_fence";
+
+/// [`VipFence`] on nftables, driven through the `nft` command (`nft -f -`, one transaction per
+/// call).
+pub struct NftFence {
+    /// The command that runs nft: `["nft"]`, or a prefix such as `ip netns exec NS nft`.
+    argv: Vec<String>,
+}
+
+fn ruleset() -> String {
+    // A table per family: ARP requests and replies for a managed, not allowed address are
+    // dropped both ways; so is IP traffic to or from it.
+    let mut s = String::new();
+    for (family, input_match, output_match, prio) in [
+        ("arp", "arp daddr ip", "arp saddr ip", "0"),
+        ("ip", "ip daddr", "ip saddr", "-150"),
+    ] {
+        s.push_str(&format!(
+            "table {family} {TABLE} {{}}\ndelete table {family} {TABLE}\n\
+             table {family} {TABLE} {{\n\
+               set managed {{ type ipv4_addr; }}\n\
+               set allowed {{ type ipv4_addr; flags timeout; }}\n\
+               chain input {{ type filter hook input priority {prio}; policy accept; {input_match} @managed {input_match} != @allowed drop; }}\n\
+               chain output {{ type filter hook output priority {prio}; policy accept; {output_match} @managed {output_match} != @allowed drop; }}\n\
+             }}\n"
+        ));
+    }
+    s
+}
+
+impl NftFence {
+    pub fn new(argv: Vec<String>) -> Self {
+        NftFence { argv }
+    }
+
+    /// The fence of this machine (`nft` on PATH).
+    pub fn local() -> Self {
+        Self::new(vec!["nft".into()])
+    }
+
+    fn run(&self, script: &str) -> Result<(), FenceError> {
+        let mut child = Command::new(&self.argv[0])
+            .args(&self.argv[1..])
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| FenceError(format!("running {:?}: {e}", self.argv)))?;
+        child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(script.as_bytes())
+            .map_err(|e| FenceError(e.to_string()))?;
+        let out = child
+            .wait_with_output()
+            .map_err(|e| FenceError(e.to_string()))?;
+        if !out.status.success() {
+            return Err(FenceError(format!(
+                "{}\n(script was:\n{script})",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl VipFence for NftFence {
+    fn install(&self) -> Result<(), FenceError> {
+        self.run(&ruleset())
+    }
+
+    fn manage(&self, addrs: &[Ipv4Addr]) -> Result<(), FenceError> {
+        let mut s = String::new();
+        for family in ["arp", "ip"] {
+            s.push_str(&format!("flush set {family} {TABLE} managed\n"));
+            if !addrs.is_empty() {
+                let list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+                s.push_str(&format!(
+                    "add element {family} {TABLE} managed {{ {} }}\n",
+                    list.join(", ")
+                ));
+            }
+        }
+        self.run(&s)
+    }
+
+    fn allow_for(&self, addr: Ipv4Addr, remaining: Duration) -> Result<(), FenceError> {
+        let ms = remaining.as_millis().max(1);
+        let mut s = String::new();
+        for family in ["arp", "ip"] {
+            // add (no-op if present), delete, add with the new timeout: one transaction, so
+            // the address is never unprotected nor allowed past the new deadline.
+            s.push_str(&format!(
+                "add element {family} {TABLE} allowed {{ {addr} }}\n\
+                 delete element {family} {TABLE} allowed {{ {addr} }}\n\
+                 add element {family} {TABLE} allowed {{ {addr} timeout {ms}ms }}\n"
+            ));
+        }
+        self.run(&s)
+    }
+
+    fn revoke(&self, addr: Ipv4Addr) -> Result<(), FenceError> {
+        let mut s = String::new();
+        for family in ["arp", "ip"] {
+            s.push_str(&format!(
+                "add element {family} {TABLE} allowed {{ {addr} }}\n\
+                 delete element {family} {TABLE} allowed {{ {addr} }}\n"
+            ));
+        }
+        self.run(&s)
+    }
+
+    fn remove(&self) -> Result<(), FenceError> {
+        let mut s = String::new();
+        for family in ["arp", "ip"] {
+            s.push_str(&format!(
+                "table {family} {TABLE} {{}}\ndelete table {family} {TABLE}\n"
+            ));
+        }
+        self.run(&s)
+    }
+}
