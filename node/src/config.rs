@@ -140,6 +140,49 @@ pub struct Args {
     #[arg(long, env = "BALLAST_LOG")]
     pub log: Option<String>,
 
+    /// Run the agent in this process: hold the VIPs the cluster assigns to this node (nftables
+    /// fence, netlink addresses, gratuitous ARP) and probe its backends. Needs CAP_NET_ADMIN
+    /// and CAP_NET_RAW.
+    #[arg(long, env = "BALLAST_AGENT")]
+    pub agent: bool,
+
+    /// VIP lease length in milliseconds [default: 600].
+    #[arg(long, env = "BALLAST_VIP_LEASE_MS")]
+    pub vip_lease_ms: Option<u64>,
+
+    /// How often an owner renews its VIP leases, in milliseconds [default: 150].
+    #[arg(long, env = "BALLAST_VIP_RENEW_MS")]
+    pub vip_renew_ms: Option<u64>,
+
+    /// Clock-drift allowance the agent subtracts from its deadline, ms [default: 20].
+    #[arg(long, env = "BALLAST_VIP_DRIFT_MS")]
+    pub vip_drift_ms: Option<u64>,
+
+    /// Margin the leader adds before it considers a lease gone, ms [default: 100].
+    #[arg(long, env = "BALLAST_VIP_MARGIN_MS")]
+    pub vip_margin_ms: Option<u64>,
+
+    /// Gratuitous ARPs sent when acquiring a VIP [default: 5].
+    #[arg(long, env = "BALLAST_GARP_COUNT")]
+    pub garp_count: Option<u32>,
+
+    /// Milliseconds between those gratuitous ARPs [default: 100].
+    #[arg(long, env = "BALLAST_GARP_INTERVAL_MS")]
+    pub garp_interval_ms: Option<u64>,
+
+    /// An agent silent this long is marked down by the leader, ms [default: 2000].
+    #[arg(long, env = "BALLAST_NODE_DOWN_AFTER_MS")]
+    pub node_down_after_ms: Option<u64>,
+
+    /// Address health checks connect to (the backend runs on this server) [default: 127.0.0.1].
+    #[arg(long, env = "BALLAST_CHECK_HOST")]
+    pub check_host: Option<std::net::IpAddr>,
+
+    /// A command exec health checks may run, NAME=COMMAND ARGS... (repeatable). Only local
+    /// configuration defines commands; the API names them.
+    #[arg(long = "exec-check")]
+    pub exec_checks: Vec<String>,
+
     /// Write the bound gRPC and HTTP addresses to this file as JSON once serving (for scripts
     /// and tests that listen on port 0).
     #[arg(long, env = "BALLAST_ADDR_FILE")]
@@ -167,6 +210,16 @@ struct FileConfig {
     log_format: Option<String>,
     log: Option<String>,
     addr_file: Option<PathBuf>,
+    agent: Option<bool>,
+    vip_lease_ms: Option<u64>,
+    vip_renew_ms: Option<u64>,
+    vip_drift_ms: Option<u64>,
+    vip_margin_ms: Option<u64>,
+    garp_count: Option<u32>,
+    garp_interval_ms: Option<u64>,
+    node_down_after_ms: Option<u64>,
+    check_host: Option<std::net::IpAddr>,
+    exec_checks: Option<BTreeMap<String, Vec<String>>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,6 +249,13 @@ pub struct Config {
     pub log_format: LogFormat,
     pub log: String,
     pub addr_file: Option<PathBuf>,
+    pub agent: bool,
+    pub lease: crate::lease::LeaseConfig,
+    pub garp_count: u32,
+    pub garp_interval_ms: u64,
+    pub node_down_after_ms: u64,
+    pub check_host: std::net::IpAddr,
+    pub exec_checks: BTreeMap<String, Vec<String>>,
 }
 
 impl Config {
@@ -220,6 +280,13 @@ impl Config {
             log_format: LogFormat::Text,
             log: "info".into(),
             addr_file: None,
+            agent: false,
+            lease: crate::lease::LeaseConfig::default(),
+            garp_count: 5,
+            garp_interval_ms: 100,
+            node_down_after_ms: 2000,
+            check_host: "127.0.0.1".parse().unwrap(),
+            exec_checks: BTreeMap::new(),
         }
     }
 
@@ -302,6 +369,48 @@ impl Config {
             log_format,
             log: args.log.or(file.log).unwrap_or_else(|| "info".into()),
             addr_file: args.addr_file.or(file.addr_file),
+            agent: args.agent || file.agent.unwrap_or(false),
+            lease: crate::lease::LeaseConfig {
+                lease: Duration::from_millis(
+                    args.vip_lease_ms.or(file.vip_lease_ms).unwrap_or(600),
+                ),
+                renew_interval: Duration::from_millis(
+                    args.vip_renew_ms.or(file.vip_renew_ms).unwrap_or(150),
+                ),
+                drift_allowance: Duration::from_millis(
+                    args.vip_drift_ms.or(file.vip_drift_ms).unwrap_or(20),
+                ),
+                leader_margin: Duration::from_millis(
+                    args.vip_margin_ms.or(file.vip_margin_ms).unwrap_or(100),
+                ),
+            },
+            garp_count: args.garp_count.or(file.garp_count).unwrap_or(5),
+            garp_interval_ms: args
+                .garp_interval_ms
+                .or(file.garp_interval_ms)
+                .unwrap_or(100),
+            node_down_after_ms: args
+                .node_down_after_ms
+                .or(file.node_down_after_ms)
+                .unwrap_or(2000),
+            check_host: args
+                .check_host
+                .or(file.check_host)
+                .unwrap_or_else(|| "127.0.0.1".parse().unwrap()),
+            exec_checks: {
+                let mut m = file.exec_checks.unwrap_or_default();
+                for e in &args.exec_checks {
+                    let (name, cmd) = e.split_once('=').ok_or_else(|| ConfigError::Invalid {
+                        field: "exec-check".into(),
+                        message: format!("{e:?} is not NAME=COMMAND"),
+                    })?;
+                    m.insert(
+                        name.to_string(),
+                        cmd.split_whitespace().map(String::from).collect(),
+                    );
+                }
+                m
+            },
         };
         cfg.validate()?;
         Ok(cfg)
@@ -326,6 +435,34 @@ impl Config {
                 min: self.election_timeout_min_ms,
                 max: self.election_timeout_max_ms,
             });
+        }
+        self.lease.validate().map_err(|e| ConfigError::Invalid {
+            field: "vip-lease".into(),
+            message: e.to_string(),
+        })?;
+        if self.garp_count == 0 || self.garp_count > 100 {
+            return Err(ConfigError::Invalid {
+                field: "garp-count".into(),
+                message: "must be in 1..=100".into(),
+            });
+        }
+        if self.node_down_after_ms <= self.lease.lease.as_millis() as u64 {
+            return Err(ConfigError::Invalid {
+                field: "node-down-after-ms".into(),
+                message: format!(
+                    "{} ms must exceed the VIP lease ({} ms)",
+                    self.node_down_after_ms,
+                    self.lease.lease.as_millis()
+                ),
+            });
+        }
+        for (name, argv) in &self.exec_checks {
+            if argv.is_empty() {
+                return Err(ConfigError::Invalid {
+                    field: "exec-check".into(),
+                    message: format!("{name:?} has no command"),
+                });
+            }
         }
         if self.snapshot_logs == 0 {
             return Err(ConfigError::BadSnapshotLogs);

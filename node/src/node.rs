@@ -346,7 +346,10 @@ pub async fn start(
         stopping: stop_rx.clone(),
         proposer: Proposer::spawn(raft.clone(), stop_rx.clone()),
         clock_start: Instant::now(),
-        controller_cfg: ControllerConfig::default(),
+        controller_cfg: ControllerConfig {
+            lease: cfg.lease,
+            node_down_after: Duration::from_millis(cfg.node_down_after_ms),
+        },
         obs: Mutex::new(LeaderObs::default()),
     });
     let mut tasks = Vec::new();
@@ -386,14 +389,39 @@ pub async fn start(
         )));
     }
 
-    // 6. The controller (acts only while this member leads), metrics and the HTTP endpoints.
+    // 6. The agent, if this server holds VIPs and runs backends.
+    if cfg.agent {
+        let agent_cfg = crate::agent::AgentConfig {
+            node_id: cfg.node_id,
+            lease: cfg.lease,
+            garp_count: cfg.garp_count,
+            garp_interval: Duration::from_millis(cfg.garp_interval_ms),
+            check_host: cfg.check_host,
+            exec_checks: cfg.exec_checks.clone(),
+        };
+        let mut ccfg = ballast_client::ClientConfig::new(vec![advertise.clone()]);
+        ccfg.attempt_timeout = cfg.lease.renew_interval * 2;
+        ccfg.max_backoff = cfg.lease.renew_interval;
+        ccfg.deadline = cfg.lease.lease;
+        let client = ballast_client::Client::new(ccfg);
+        let fence: Arc<dyn crate::agent::fence::VipFence> =
+            Arc::new(crate::agent::fence::NftFence::local());
+        tasks.push(tokio::spawn(crate::agent::run(
+            agent_cfg,
+            client,
+            fence,
+            stop_rx.clone(),
+        )));
+    }
+
+    // 7. The controller (acts only while this member leads), metrics and the HTTP endpoints.
     tasks.push(tokio::spawn(controller_loop(node.clone(), stop_rx.clone())));
     tasks.push(tokio::spawn(metrics_loop(node.clone(), stop_rx.clone())));
     if let Some(l) = http_listener {
         tasks.push(tokio::spawn(http::serve(node.clone(), l, stop_rx.clone())));
     }
 
-    // 7. Tell scripts where we listen.
+    // 8. Tell scripts where we listen.
     if let Some(path) = &cfg.addr_file {
         let text = serde_json::json!({
             "node_id": cfg.node_id,

@@ -1,4 +1,15 @@
-//! The agent's building blocks. The agent loop itself (watch, reconcile, renew, probe) comes
-//! next; what is here is tested on its own.
+//! The agent: obeys the leader's VIP decisions on this server and reports backend health.
+//!
+//! - `fence`: the kernel-enforced fence (nftables set elements that expire at the deadline);
+//! - `addr`: VIP addresses through netlink, with a valid lifetime as a backstop;
+//! - `garp`: gratuitous ARP bursts on acquire;
+//! - `health`: probes and rise/fall;
+//! - `run`: the reconcile loop.
 
+pub mod addr;
 pub mod fence;
+pub mod garp;
+pub mod health;
+mod run;
+
+pub use run::{run, AgentConfig};

@@ -1,0 +1,112 @@
+//! Gratuitous ARP: tells the segment that the VIP now lives at this interface's MAC.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+#[error("gratuitous ARP: {0}")]
+pub struct GarpError(pub String);
+
+fn mac_of(iface: &str) -> Result<[u8; 6], GarpError> {
+    let text = std::fs::read_to_string(format!("/sys/class/net/{iface}/address"))
+        .map_err(|e| GarpError(format!("MAC of {iface}: {e}")))?;
+    let mut mac = [0u8; 6];
+    let parts: Vec<&str> = text.trim().split(':').collect();
+    if parts.len() != 6 {
+        return Err(GarpError(format!("MAC of {iface}: {text:?}")));
+    }
+    for (i, p) in parts.iter().enumerate() {
+        mac[i] = u8::from_str_radix(p, 16)
+            .map_err(|_| GarpError(format!("MAC of {iface}: {text:?}")))?;
+    }
+    Ok(mac)
+}
+
+/// An ARP request with sender and target both the VIP, broadcast (what `arping -U` sends).
+pub fn frame(mac: [u8; 6], ip: Ipv4Addr) -> Vec<u8> {
+    let mut f = Vec::with_capacity(42);
+    f.extend_from_slice(&[0xff; 6]); // destination: broadcast
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&[0x08, 0x06]); // ARP
+    f.extend_from_slice(&[0x00, 0x01, 0x08, 0x00, 6, 4, 0x00, 0x01]); // Ethernet/IPv4, request
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&ip.octets());
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&ip.octets());
+    f
+}
+
+/// Sends `count` gratuitous ARPs for `ip` on `iface`, `interval` apart.
+pub async fn burst(
+    iface: &str,
+    ip: Ipv4Addr,
+    count: u32,
+    interval: Duration,
+) -> Result<(), GarpError> {
+    let mac = mac_of(iface)?;
+    let name = std::ffi::CString::new(iface).map_err(|_| GarpError("bad interface name".into()))?;
+    // SAFETY: valid NUL-terminated string.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if index == 0 {
+        return Err(GarpError(format!("no interface {iface:?}")));
+    }
+    let proto = (libc::ETH_P_ARP as u16).to_be();
+    // SAFETY: plain socket(2) call; the descriptor is closed below.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto as i32) };
+    if fd < 0 {
+        return Err(GarpError(format!(
+            "packet socket: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    let frame = frame(mac, ip);
+    // SAFETY: zeroed sockaddr_ll is a valid starting value.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = proto;
+    sll.sll_ifindex = index as i32;
+    sll.sll_halen = 6;
+    sll.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+    let mut result = Ok(());
+    for i in 0..count {
+        // SAFETY: frame and sll outlive the call; sizes are theirs.
+        let n = unsafe {
+            libc::sendto(
+                fd,
+                frame.as_ptr() as *const libc::c_void,
+                frame.len(),
+                0,
+                &sll as *const libc::sockaddr_ll as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if n < 0 {
+            result = Err(GarpError(format!(
+                "send: {}",
+                std::io::Error::last_os_error()
+            )));
+            break;
+        }
+        if i + 1 < count {
+            tokio::time::sleep(interval).await;
+        }
+    }
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_frame_is_a_broadcast_arp_request_for_the_vip() {
+        let f = frame([2, 0, 0, 0, 0, 1], "10.213.0.100".parse().unwrap());
+        assert_eq!(f.len(), 42);
+        assert_eq!(&f[12..14], &[0x08, 0x06]);
+        assert_eq!(&f[20..22], &[0, 1], "request");
+        assert_eq!(&f[28..32], &[10, 213, 0, 100], "sender ip");
+        assert_eq!(&f[38..42], &[10, 213, 0, 100], "target ip");
+    }
+}

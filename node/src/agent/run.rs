@@ -1,0 +1,345 @@
+//! The agent's reconcile loop.
+//!
+//! Every renew interval, and at once when the watch reports a change, the agent compares what
+//! the cluster decided (the VIPs assigned to this node, at which epoch, whether a release was
+//! asked) with what it holds, and fixes the difference. It claims its VIPs from the leader;
+//! each grant moves the kernel fence's deadline to `sent + lease - drift`. Acquire is: fence
+//! allows, address added (with a valid lifetime as backstop), gratuitous ARP burst. Release
+//! is: fence revokes, address removed, release confirmed. Nothing is added or removed as a
+//! side effect of an event alone: events only trigger a reconcile.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use ballast_client::{v1, Client};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::addr::Addresses;
+use super::fence::VipFence;
+use super::garp;
+use super::health::{probe, RiseFall};
+use crate::lease::LeaseConfig;
+use crate::types::NodeId;
+
+/// Settings of the agent (from ballastd's configuration).
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub node_id: NodeId,
+    pub lease: LeaseConfig,
+    pub garp_count: u32,
+    pub garp_interval: Duration,
+    /// Where health checks connect (the backend runs on this server).
+    pub check_host: IpAddr,
+    /// Commands exec checks may run, by name. Only from local configuration.
+    pub exec_checks: BTreeMap<String, Vec<String>>,
+}
+
+struct Held {
+    epoch: u64,
+    addr: Ipv4Addr,
+    iface: String,
+    deadline: Instant,
+}
+
+fn parse_vip(v: &v1::Vip) -> Option<(Ipv4Addr, u8)> {
+    let (ip, len) = v.address.split_once('/')?;
+    Some((ip.parse().ok()?, len.parse().ok()?))
+}
+
+type SharedState = Arc<RwLock<Option<v1::GetStateResponse>>>;
+
+/// Runs until `stop` turns true, then removes every VIP it holds.
+pub async fn run(
+    cfg: AgentConfig,
+    client: Client,
+    fence: Arc<dyn VipFence>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let addrs = match Addresses::connect() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %e, "agent cannot open netlink; not starting");
+            return;
+        }
+    };
+    // 1. The fence first: every VIP of the cluster is silent here until granted.
+    let state = loop {
+        match client.get_state(true).await {
+            Ok(s) => break s,
+            Err(e) => tracing::warn!(error = %e, "agent waiting for the cluster state"),
+        }
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    };
+    if let Err(e) = fence.install() {
+        tracing::error!(error = %e, "agent cannot install the VIP fence; not starting");
+        return;
+    }
+    let mut managed: Vec<Ipv4Addr> = Vec::new();
+    // 2. Then any VIP address left on an interface (a crash, an old epoch) goes.
+    for v in &state.vips {
+        if let Some((ip, _)) = parse_vip(v) {
+            if addrs.has(&v.interface, ip).await.unwrap_or(false) {
+                tracing::warn!(vip = %v.name, %ip, "removing a VIP address found at start");
+                let _ = addrs.remove(&v.interface, ip).await;
+            }
+        }
+    }
+    let shared: SharedState = Arc::new(RwLock::new(Some(state)));
+    tokio::spawn(health_loop(
+        cfg.clone(),
+        client.clone(),
+        shared.clone(),
+        stop.clone(),
+    ));
+
+    let mut held: BTreeMap<String, Held> = BTreeMap::new();
+    let mut max_epoch: BTreeMap<String, u64> = BTreeMap::new();
+    let mut events = client.watch(v1::WatchRequest {
+        key_prefixes: vec![],
+        cluster_state: true,
+        start_revision: 0,
+    });
+    let mut tick = tokio::time::interval(cfg.lease.renew_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut dirty = false;
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            _ = tick.tick() => {}
+            ev = events.next() => {
+                if let Some(Ok(r)) = ev {
+                    if r.events.is_empty() {
+                        continue; // progress mark
+                    }
+                }
+                dirty = true;
+            }
+        }
+        if dirty {
+            if let Ok(s) = client.get_state(true).await {
+                *shared.write().unwrap() = Some(s);
+                dirty = false;
+            }
+        }
+        let Some(state) = shared.read().unwrap().clone() else {
+            continue;
+        };
+        // The fence governs every VIP address of the cluster.
+        let mut want: Vec<Ipv4Addr> = state
+            .vips
+            .iter()
+            .filter_map(|v| parse_vip(v).map(|x| x.0))
+            .collect();
+        want.sort();
+        if want != managed {
+            match fence.manage(&want) {
+                Ok(()) => managed = want,
+                Err(e) => tracing::error!(error = %e, "updating the fence"),
+            }
+        }
+        reconcile(
+            &cfg,
+            &client,
+            &*fence,
+            &addrs,
+            &state,
+            &mut held,
+            &mut max_epoch,
+        )
+        .await;
+    }
+    // Clean stop: stop answering, then remove the addresses.
+    for (name, h) in held {
+        let _ = fence.revoke(h.addr);
+        let _ = addrs.remove(&h.iface, h.addr).await;
+        tracing::info!(vip = %name, "released on stop");
+    }
+}
+
+async fn drop_vip(fence: &dyn VipFence, addrs: &Addresses, name: &str, h: &Held, why: &str) {
+    if let Err(e) = fence.revoke(h.addr) {
+        tracing::error!(error = %e, vip = %name, "revoking the fence");
+    }
+    if let Err(e) = addrs.remove(&h.iface, h.addr).await {
+        tracing::error!(error = %e, vip = %name, "removing the address");
+    }
+    tracing::info!(vip = %name, epoch = h.epoch, why, "VIP released");
+}
+
+async fn reconcile(
+    cfg: &AgentConfig,
+    client: &Client,
+    fence: &dyn VipFence,
+    addrs: &Addresses,
+    state: &v1::GetStateResponse,
+    held: &mut BTreeMap<String, Held>,
+    max_epoch: &mut BTreeMap<String, u64>,
+) {
+    let me = cfg.node_id;
+    let vips: BTreeMap<&str, &v1::Vip> = state.vips.iter().map(|v| (v.name.as_str(), v)).collect();
+
+    // An epoch lower than one already seen means a stale view: drop first, ask later.
+    for v in &state.vips {
+        let seen = max_epoch.entry(v.name.clone()).or_insert(0);
+        if v.epoch < *seen {
+            if let Some(h) = held.remove(&v.name) {
+                drop_vip(fence, addrs, &v.name, &h, "epoch went backwards").await;
+            }
+        }
+        *seen = (*seen).max(v.epoch);
+    }
+
+    // Drop what the cluster no longer gives us, or asked us to release; expire what ran out.
+    let now = Instant::now();
+    let names: Vec<String> = held.keys().cloned().collect();
+    for name in names {
+        let h = &held[&name];
+        let v = vips.get(name.as_str());
+        let reason = match v {
+            None => Some("VIP deleted"),
+            Some(v) if v.owner != me || v.epoch != h.epoch => Some("reassigned"),
+            Some(v) if v.releasing => Some("release requested"),
+            _ if h.deadline <= now => Some("lease expired"),
+            _ => None,
+        };
+        if let Some(why) = reason {
+            let h = held.remove(&name).expect("present");
+            drop_vip(fence, addrs, &name, &h, why).await;
+        }
+    }
+    // Confirm releases (also of VIPs never acquired here), so planned moves proceed.
+    for v in &state.vips {
+        if v.owner == me && v.releasing && !held.contains_key(&v.name) {
+            if let Err(e) = client.confirm_release(me, &v.name, v.epoch).await {
+                tracing::debug!(error = %e, vip = %v.name, "confirming release");
+            }
+        }
+    }
+
+    // Claim what is ours and renew.
+    let claims: Vec<v1::VipClaim> = state
+        .vips
+        .iter()
+        .filter(|v| {
+            v.owner == me && !v.releasing && v.epoch >= max_epoch.get(&v.name).copied().unwrap_or(0)
+        })
+        .map(|v| v1::VipClaim {
+            vip: v.name.clone(),
+            epoch: v.epoch,
+        })
+        .collect();
+    let sent = Instant::now();
+    let resp =
+        match tokio::time::timeout(cfg.lease.renew_interval * 2, client.renew(me, claims)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "renewal failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("renewal timed out");
+                return;
+            }
+        };
+    // Trust the shorter of our lease and the leader's.
+    let lease = cfg
+        .lease
+        .lease
+        .min(Duration::from_millis(resp.lease_ms as u64));
+    let deadline = sent + lease.saturating_sub(cfg.lease.drift_allowance);
+    for g in resp.grants.iter().filter(|g| g.granted) {
+        let Some(v) = vips.get(g.vip.as_str()) else {
+            continue;
+        };
+        let Some((ip, prefix)) = parse_vip(v) else {
+            continue;
+        };
+        let now = Instant::now();
+        if deadline <= now {
+            continue;
+        }
+        let remaining = deadline - now;
+        if let Err(e) = fence.allow_for(ip, remaining) {
+            tracing::error!(error = %e, vip = %g.vip, "allowing in the fence");
+            continue;
+        }
+        // The address outlives the fence by at most a second or two: a backstop only.
+        if let Err(e) = addrs
+            .add_or_refresh(&v.interface, ip, prefix, remaining + Duration::from_secs(1))
+            .await
+        {
+            tracing::error!(error = %e, vip = %g.vip, "adding the address");
+            let _ = fence.revoke(ip);
+            continue;
+        }
+        let fresh = !held.contains_key(&g.vip);
+        held.insert(
+            g.vip.clone(),
+            Held {
+                epoch: g.epoch,
+                addr: ip,
+                iface: v.interface.clone(),
+                deadline,
+            },
+        );
+        if fresh {
+            tracing::info!(vip = %g.vip, epoch = g.epoch, %ip, "VIP acquired");
+            let (iface, count, interval) = (v.interface.clone(), cfg.garp_count, cfg.garp_interval);
+            tokio::spawn(async move {
+                if let Err(e) = garp::burst(&iface, ip, count, interval).await {
+                    tracing::warn!(error = %e, "gratuitous ARP");
+                }
+            });
+        }
+    }
+}
+
+/// Probes every service this node backs, at its interval; reports transitions, and reports
+/// again when the cluster's view differs from what the probes say.
+async fn health_loop(
+    cfg: AgentConfig,
+    client: Client,
+    shared: SharedState,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut trackers: BTreeMap<String, (RiseFall, Instant)> = BTreeMap::new();
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+        let Some(state) = shared.read().unwrap().clone() else {
+            continue;
+        };
+        for svc in &state.services {
+            let Some(backend) = svc.backends.get(&cfg.node_id) else {
+                continue;
+            };
+            let Some(check) = &svc.check else { continue };
+            let (rf, due) = trackers
+                .entry(svc.name.clone())
+                .or_insert_with(|| (RiseFall::new(check.rise, check.fall), Instant::now()));
+            if Instant::now() < *due {
+                continue;
+            }
+            *due = Instant::now() + Duration::from_millis(check.interval_ms.max(10) as u64);
+            let ok = probe(check, cfg.check_host, &cfg.exec_checks).await;
+            rf.observe(ok);
+            let known = rf.health;
+            if known != v1::Health::Unknown && backend.health != known as i32 {
+                match client.report_health(cfg.node_id, &svc.name, known).await {
+                    Ok(_) => {
+                        tracing::info!(service = %svc.name, health = known.label(), "health reported")
+                    }
+                    Err(e) => tracing::debug!(error = %e, "reporting health"),
+                }
+            }
+        }
+    }
+}
