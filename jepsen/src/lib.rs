@@ -6,6 +6,8 @@
 //! real partition), kills and pauses processes, and deletes everything it created when dropped,
 //! also when a test panics. Needs root.
 
+mod arp;
 mod lab;
 
+pub use arp::{mac_string, ArpObserver, Probe};
 pub use lab::{ballast_bin, Host, Lab, LabError, LabProcess};

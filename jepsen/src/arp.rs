@@ -1,0 +1,201 @@
+//! An ARP observer on a lab host: asks "who has VIP?" every few milliseconds and records
+//! which MACs answered each probe, on one monotonic clock.
+
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::lab::Host;
+
+/// The answers to one probe.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    /// When it was sent.
+    pub at: Instant,
+    /// MACs that answered before the next probe, in order, without repeats.
+    pub macs: Vec<[u8; 6]>,
+}
+
+/// Probing in the background until dropped (or [`ArpObserver::stop`]).
+pub struct ArpObserver {
+    stop: Arc<AtomicBool>,
+    probes: Arc<Mutex<Vec<Probe>>>,
+    thread: Option<std::thread::JoinHandle<Result<(), String>>>,
+}
+
+fn request(src_mac: [u8; 6], src_ip: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+    let mut f = Vec::with_capacity(42);
+    f.extend_from_slice(&[0xff; 6]);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&[0x08, 0x06, 0x00, 0x01, 0x08, 0x00, 6, 4, 0x00, 0x01]);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&src_ip.octets());
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target.octets());
+    f
+}
+
+fn observe(
+    netns: String,
+    src_ip: Ipv4Addr,
+    target: Ipv4Addr,
+    every: Duration,
+    stop: Arc<AtomicBool>,
+    probes: Arc<Mutex<Vec<Probe>>>,
+) -> Result<(), String> {
+    // This thread (only) enters the host's network namespace. /sys stays the caller's, so the
+    // MAC is read through `ip netns exec`, which mounts the namespace's own /sys.
+    let ns = std::fs::File::open(format!("/run/netns/{netns}")).map_err(|e| e.to_string())?;
+    // SAFETY: setns on a namespace fd; affects this thread only.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(format!("setns: {}", std::io::Error::last_os_error()));
+    }
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &netns,
+            "cat",
+            "/sys/class/net/eth0/address",
+        ])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut mac = [0u8; 6];
+    for (i, p) in text.trim().split(':').enumerate().take(6) {
+        mac[i] = u8::from_str_radix(p, 16).map_err(|e| e.to_string())?;
+    }
+    let proto = (libc::ETH_P_ARP as u16).to_be();
+    // SAFETY: plain socket(2); closed at the end.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto as i32) };
+    if fd < 0 {
+        return Err(format!(
+            "packet socket: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let name = std::ffi::CString::new("eth0").unwrap();
+    // SAFETY: valid C string.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    // SAFETY: zeroed sockaddr_ll is valid; we fill the fields we use.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = proto;
+    sll.sll_ifindex = index as i32;
+    sll.sll_halen = 6;
+    sll.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+    // SAFETY: binding to our interface with a valid sockaddr_ll.
+    unsafe {
+        libc::bind(
+            fd,
+            &sll as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        );
+    }
+    let timeout = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 1000,
+    };
+    // SAFETY: setting a receive timeout with a valid timeval.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            &timeout as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::timeval>() as u32,
+        );
+    }
+    let frame = request(mac, src_ip, target);
+    let mut buf = [0u8; 128];
+    while !stop.load(Ordering::Relaxed) {
+        let at = Instant::now();
+        // SAFETY: frame and sll are valid for the call.
+        unsafe {
+            libc::sendto(
+                fd,
+                frame.as_ptr() as *const libc::c_void,
+                frame.len(),
+                0,
+                &sll as *const _ as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            );
+        }
+        let mut probe = Probe {
+            at,
+            macs: Vec::new(),
+        };
+        while at.elapsed() < every {
+            // SAFETY: buf is ours, sized.
+            let n = unsafe { libc::recv(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
+            if n < 42 {
+                continue;
+            }
+            // ARP reply (op 2) whose sender IP is the target.
+            if buf[12..14] == [0x08, 0x06]
+                && buf[20..22] == [0, 2]
+                && buf[28..32] == target.octets()
+            {
+                let mut m = [0u8; 6];
+                m.copy_from_slice(&buf[22..28]);
+                if !probe.macs.contains(&m) {
+                    probe.macs.push(m);
+                }
+            }
+        }
+        probes.lock().unwrap().push(probe);
+    }
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+    Ok(())
+}
+
+impl ArpObserver {
+    /// Starts probing `target` from `host` every `every` (at least 1 ms).
+    pub fn start(host: &Host, target: Ipv4Addr, every: Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let probes = Arc::new(Mutex::new(Vec::new()));
+        let (s, p, ns, ip) = (stop.clone(), probes.clone(), host.netns.clone(), host.addr);
+        let every = every.max(Duration::from_millis(1));
+        let thread = std::thread::spawn(move || observe(ns, ip, target, every, s, p));
+        ArpObserver {
+            stop,
+            probes,
+            thread: Some(thread),
+        }
+    }
+
+    /// Every probe so far.
+    pub fn probes(&self) -> Vec<Probe> {
+        self.probes.lock().unwrap().clone()
+    }
+
+    /// Stops probing and returns every probe; fails if the observer could not run.
+    pub fn stop(mut self) -> Result<Vec<Probe>, String> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join()
+                .map_err(|_| "observer thread panicked".to_string())??;
+        }
+        Ok(self.probes())
+    }
+}
+
+impl Drop for ArpObserver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Formats a MAC as aa:bb:...
+pub fn mac_string(m: &[u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
