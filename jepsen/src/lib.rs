@@ -8,6 +8,7 @@
 
 mod arp;
 mod lab;
+pub mod viplab;
 
 pub use arp::{mac_string, ArpObserver, Probe};
 pub use lab::{ballast_bin, Host, Lab, LabError, LabProcess};

@@ -1,0 +1,97 @@
+//! Failover benchmark in the lab: three `ballastd --agent`, a client host probing the VIP by
+//! ARP every 10 ms. For each scenario and trial: the takeover time (fault to first answer from
+//! the new owner), the client outage (longest gap between answers) and the split-brain time
+//! (probes answered by two hosts x 10 ms, which must be 0). Needs root.
+//!
+//!   cargo build --workspace --bins --release
+//!   target/release/failover-bench [--trials 20] [--scenarios crash,partition,drain]
+
+use std::time::{Duration, Instant};
+
+use jepsen::viplab::{analyze, observer, VipLab};
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn main() {
+    let mut trials = 20usize;
+    let mut scenarios = vec![
+        "crash".to_string(),
+        "partition".to_string(),
+        "drain".to_string(),
+    ];
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--trials" => {
+                trials = args[i + 1].parse().expect("--trials N");
+                i += 1;
+            }
+            "--scenarios" => {
+                scenarios = args[i + 1].split(',').map(String::from).collect();
+                i += 1;
+            }
+            "-h" | "--help" => {
+                println!("failover-bench [--trials N] [--scenarios crash,partition,drain]");
+                return;
+            }
+            other => panic!("unknown argument {other:?}"),
+        }
+        i += 1;
+    }
+    let (mut v, _, _) = VipLab::start();
+    println!("scenario   trials  takeover p50/p99/max (ms)   client outage p50/p99/max (ms)   split-brain (ms)");
+    for scenario in &scenarios {
+        let (mut takeover, mut outage, mut split) = (Vec::new(), Vec::new(), Duration::ZERO);
+        for _ in 0..trials {
+            let (owner, _) = v.wait_settled();
+            let obs = observer(&v);
+            let t = Instant::now();
+            match scenario.as_str() {
+                "crash" => v.procs[owner as usize - 1].take().expect("running").kill(),
+                "partition" => v.lab.isolate(v.host(owner)).unwrap(),
+                "drain" => {
+                    let (ok, _, err) = v.ctl(&["node", "drain", &owner.to_string()]);
+                    assert!(ok, "{err}");
+                }
+                other => panic!("unknown scenario {other:?}"),
+            }
+            let (new_owner, _) = v.wait_moved(owner, &obs);
+            let new_mac = v.mac(new_owner);
+            let probes = obs.stop().expect("observer ran");
+            let a = analyze(&probes, t);
+            let first_new = a
+                .first_answer
+                .iter()
+                .find(|(m, _)| *m == new_mac)
+                .map(|x| x.1)
+                .expect("the new owner answered");
+            takeover.push(first_new);
+            outage.push(a.outage);
+            split += Duration::from_millis(10) * a.split_brain_probes as u32;
+            match scenario.as_str() {
+                "crash" => v.procs[owner as usize - 1] = Some(v.spawn(owner)),
+                "partition" => v.lab.heal().unwrap(),
+                _ => {
+                    let (ok, _, err) = v.ctl(&["node", "resume", &owner.to_string()]);
+                    assert!(ok, "{err}");
+                }
+            }
+        }
+        takeover.sort();
+        outage.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        println!(
+            "{scenario:<10} {trials:>6}  {:>7.0} {:>7.0} {:>7.0}          {:>7.0} {:>7.0} {:>7.0}            {:>6.0}",
+            ms(pct(&takeover, 0.5)),
+            ms(pct(&takeover, 0.99)),
+            ms(*takeover.last().unwrap()),
+            ms(pct(&outage, 0.5)),
+            ms(pct(&outage, 0.99)),
+            ms(*outage.last().unwrap()),
+            ms(split),
+        );
+    }
+}

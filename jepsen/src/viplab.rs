@@ -1,0 +1,318 @@
+//! A ready-made lab cluster for VIP tests and benchmarks.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::arp::{mac_string, ArpObserver, Probe};
+use crate::lab::{ballast_bin, Host, Lab, LabProcess};
+
+/// The VIP every VipLab serves.
+pub const VIP: &str = "10.213.0.100";
+
+/// Three `ballastd --agent` members on lab hosts with service "web" (exec check `up`, which
+/// passes while the file `dir/up-nN` exists) and VIP "web-vip" at 10.213.0.100/24 on eth0.
+pub struct VipLab {
+    pub lab: Lab,
+    pub procs: Vec<Option<LabProcess>>,
+    pub dir: PathBuf,
+}
+
+impl VipLab {
+    /// Three members with agents; service "web" gated by an exec check `up` that passes while
+    /// the file `dir/up-nN` exists; VIP "web-vip" on eth0. Returns once the VIP answers.
+    pub fn start() -> (Self, u64, u64) {
+        for bin in ["ballastd", "ballastctl"] {
+            assert!(
+                ballast_bin(bin).exists(),
+                "{} missing: cargo build --workspace --bins",
+                ballast_bin(bin).display()
+            );
+        }
+        let lab = Lab::new(3).unwrap_or_else(|e| panic!("LAB SETUP FAILED: {e}"));
+        let dir = std::env::temp_dir().join(format!("{}-data", lab.id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut v = VipLab {
+            procs: Vec::new(),
+            lab,
+            dir,
+        };
+        for id in 1..=3u64 {
+            std::fs::write(v.up_file(id), "").unwrap();
+            let p = v.spawn(id);
+            v.procs.push(Some(p));
+        }
+        v.lab
+            .wait_for(Duration::from_secs(30), || {
+                let (ok, out, _) = v.ctl(&["status", "-o", "json"]);
+                let s: Value = serde_json::from_str(&out).ok()?;
+                (ok && s["leader_id"].as_u64()? > 0).then_some(())
+            })
+            .expect("cluster formed");
+        let (ok, _, err) = v.ctl(&[
+            "service",
+            "apply",
+            "web",
+            "--check",
+            "exec:up",
+            "--backends",
+            "1,2,3",
+            "--interval-ms",
+            "100",
+            "--timeout-ms",
+            "100",
+        ]);
+        assert!(ok, "{err}");
+        let (ok, _, err) = v.ctl(&[
+            "vip",
+            "apply",
+            "web-vip",
+            "--address",
+            "10.213.0.100/24",
+            "--interface",
+            "eth0",
+            "--service",
+            "web",
+        ]);
+        assert!(ok, "{err}");
+        let vip: Ipv4Addr = VIP.parse().unwrap();
+        let (owner, epoch) = v
+            .lab
+            .wait_for(Duration::from_secs(30), || {
+                v.owner()
+                    .filter(|_| v.lab.can_ping_addr(v.lab.client(), vip))
+            })
+            .unwrap_or_else(|| panic!("the VIP never answered; logs:\n{}", v.logs()));
+        (v, owner, epoch)
+    }
+
+    pub fn up_file(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("up-n{id}"))
+    }
+
+    pub fn spawn(&self, id: u64) -> LabProcess {
+        let h = self.lab.node(id as usize);
+        let members: Vec<String> = self
+            .lab
+            .nodes()
+            .iter()
+            .enumerate()
+            .map(|(i, h)| format!("{}={}:7400", i + 1, h.addr))
+            .collect();
+        let args: Vec<String> = vec![
+            "--node-id".into(),
+            id.to_string(),
+            "--data-dir".into(),
+            self.dir.join(format!("n{id}")).display().to_string(),
+            "--listen".into(),
+            format!("{}:7400", h.addr),
+            "--http-listen".into(),
+            format!("{}:7480", h.addr),
+            "--initial-cluster".into(),
+            members.join(","),
+            "--heartbeat-ms".into(),
+            "50".into(),
+            "--election-timeout-min-ms".into(),
+            "300".into(),
+            "--election-timeout-max-ms".into(),
+            "600".into(),
+            "--agent".into(),
+            "--exec-check".into(),
+            format!("up=test -e {}", self.up_file(id).display()),
+        ];
+        self.lab
+            .spawn(
+                h,
+                &ballast_bin("ballastd"),
+                &args,
+                &self.dir.join(format!("n{id}.log")),
+            )
+            .unwrap()
+    }
+
+    pub fn ctl(&self, args: &[&str]) -> (bool, String, String) {
+        let endpoints: Vec<String> = self
+            .lab
+            .nodes()
+            .iter()
+            .map(|h| format!("{}:7400", h.addr))
+            .collect();
+        let ep = endpoints.join(",");
+        let mut a = vec!["--endpoints", ep.as_str(), "--timeout", "10"];
+        a.extend_from_slice(args);
+        let out = self
+            .lab
+            .exec(
+                self.lab.client(),
+                ballast_bin("ballastctl").to_str().unwrap(),
+                &a,
+            )
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// (owner, epoch) as the cluster decided, if owned.
+    pub fn owner(&self) -> Option<(u64, u64)> {
+        let (ok, out, _) = self.ctl(&["vip", "ls", "-o", "json"]);
+        if !ok {
+            return None;
+        }
+        let v: Value = serde_json::from_str(&out).ok()?;
+        let vip = v.as_array()?.first()?;
+        let owner = vip["owner"].as_u64()?;
+        (owner != 0 && vip["releasing"] == false)
+            .then(|| (owner, vip["epoch"].as_u64().unwrap_or(0)))
+    }
+
+    pub fn mac(&self, id: u64) -> String {
+        let out = self
+            .lab
+            .exec(
+                self.lab.node(id as usize),
+                "cat",
+                &["/sys/class/net/eth0/address"],
+            )
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_lowercase()
+    }
+
+    pub fn host(&self, id: u64) -> &Host {
+        self.lab.node(id as usize)
+    }
+
+    /// Waits until another node than `old` owns the VIP and answers ARP for it.
+    pub fn wait_moved(&self, old: u64, obs: &ArpObserver) -> (u64, u64) {
+        let old_mac = self.mac(old);
+        self.lab
+            .wait_for(Duration::from_secs(30), || {
+                let (o, e) = self.owner().filter(|(o, _)| *o != old)?;
+                let new_mac = self.mac(o);
+                let last = obs.probes().last().cloned()?;
+                let macs: Vec<String> = last.macs.iter().map(mac_string).collect();
+                (macs == vec![new_mac] && !macs.contains(&old_mac)).then_some((o, e))
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "the VIP did not move away from node {old}; logs:\n{}",
+                    self.logs()
+                )
+            })
+    }
+
+    /// Waits until every node's agent is alive and healthy and the VIP is owned and answers.
+    pub fn wait_settled(&self) -> (u64, u64) {
+        self.lab
+            .wait_for(Duration::from_secs(60), || {
+                let (ok, out, _) = self.ctl(&["node", "ls", "-o", "json"]);
+                let nodes: Value = serde_json::from_str(&out).ok()?;
+                let all_alive = ok
+                    && nodes
+                        .as_array()?
+                        .iter()
+                        .all(|n| n["alive"] == true && n["admin"] == "active");
+                let (ok, out, _) = self.ctl(&["service", "ls", "-o", "json"]);
+                let svcs: Value = serde_json::from_str(&out).ok()?;
+                let healthy = ok
+                    && svcs.as_array()?.iter().all(|s| {
+                        s["backends"]
+                            .as_object()
+                            .is_some_and(|b| b.values().all(|b| b["health"] == 1))
+                    });
+                let vip: Ipv4Addr = VIP.parse().ok()?;
+                (all_alive && healthy && self.lab.can_ping_addr(self.lab.client(), vip))
+                    .then_some(())?;
+                self.owner()
+            })
+            .unwrap_or_else(|| panic!("the lab did not settle; logs:\n{}", self.logs()))
+    }
+
+    pub fn logs(&self) -> String {
+        (1..=3)
+            .map(|i| {
+                std::fs::read_to_string(self.dir.join(format!("n{i}.log"))).unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n----\n")
+    }
+}
+
+impl Drop for VipLab {
+    fn drop(&mut self) {
+        self.procs.clear();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What an observer saw from `from` on.
+#[derive(Debug, Clone)]
+pub struct Analysis {
+    /// Longest time between two answered probes (the client-visible outage).
+    pub outage: Duration,
+    /// Probes answered by more than one host, as time (probes x probe interval).
+    pub split_brain_probes: usize,
+    /// When each MAC first answered, relative to `from`.
+    pub first_answer: Vec<(String, Duration)>,
+}
+
+pub fn analyze(probes: &[Probe], from: Instant) -> Analysis {
+    let mut a = Analysis {
+        outage: Duration::ZERO,
+        split_brain_probes: 0,
+        first_answer: Vec::new(),
+    };
+    let mut last_answer: Option<Instant> = None;
+    for p in probes.iter().filter(|p| p.at >= from) {
+        if p.macs.len() > 1 {
+            a.split_brain_probes += 1;
+        }
+        for m in &p.macs {
+            let m = mac_string(m);
+            if !a.first_answer.iter().any(|(x, _)| *x == m) {
+                a.first_answer.push((m, p.at - from));
+            }
+        }
+        if !p.macs.is_empty() {
+            if let Some(l) = last_answer {
+                a.outage = a.outage.max(p.at - l);
+            }
+            last_answer = Some(p.at);
+        }
+    }
+    a
+}
+
+/// Fails on any probe answered by two hosts; returns the longest run without any answer
+/// after `from` (the client-visible outage).
+pub fn check_history(probes: &[Probe], from: Instant) -> Duration {
+    for p in probes.iter().filter(|p| p.at >= from) {
+        assert!(
+            p.macs.len() <= 1,
+            "split brain: {} hosts answered the probe at {:?}: {:?}",
+            p.macs.len(),
+            p.at - from,
+            p.macs.iter().map(mac_string).collect::<Vec<_>>()
+        );
+    }
+    analyze(probes, from).outage
+}
+
+/// Starts a 10 ms ARP observer on the client host and waits until it sees the VIP.
+pub fn observer(v: &VipLab) -> ArpObserver {
+    let o = ArpObserver::start(
+        v.lab.client(),
+        VIP.parse().unwrap(),
+        Duration::from_millis(10),
+    );
+    v.lab
+        .wait_for(Duration::from_secs(5), || {
+            o.probes().iter().any(|p| !p.macs.is_empty()).then_some(())
+        })
+        .expect("the observer sees the VIP");
+    o
+}
