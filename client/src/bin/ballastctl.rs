@@ -1052,6 +1052,9 @@ async fn main() -> ExitCode {
         .collect();
     let mut cfg = ClientConfig::new(endpoints);
     cfg.deadline = Duration::from_secs(cli.timeout);
+    // A member that is up but frozen (SIGSTOP, overload) accepts connections and never
+    // answers: give each attempt a second, then try the next member.
+    cfg.attempt_timeout = Duration::from_secs(1).min(cfg.deadline);
     let client = match Client::try_new(cfg) {
         Ok(c) => c,
         Err(e) => {
