@@ -44,6 +44,8 @@ pub struct Node {
     pub controller_cfg: ControllerConfig,
     /// What the leader observed in its current term (grants, agent contacts, releases).
     obs: Mutex<LeaderObs>,
+    /// Wakes the controller before its next tick (a release was confirmed).
+    pub controller_wake: tokio::sync::Notify,
 }
 
 /// The leader's observations, reset whenever the term changes: a new leader starts with no
@@ -351,6 +353,7 @@ pub async fn start(
             node_down_after: Duration::from_millis(cfg.node_down_after_ms),
         },
         obs: Mutex::new(LeaderObs::default()),
+        controller_wake: tokio::sync::Notify::new(),
     });
     let mut tasks = Vec::new();
 
@@ -558,6 +561,7 @@ async fn controller_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
             _ = tick.tick() => {}
+            _ = node.controller_wake.notified() => {}
         }
         if node.raft.metrics().borrow().current_leader != Some(node.id) {
             continue;
