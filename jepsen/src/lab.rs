@@ -323,6 +323,49 @@ impl Lab {
         })
     }
 
+    /// Starts `ballastd` as member `id` (1-based) of a cluster of every node host: gRPC on
+    /// port 7400 and HTTP on 7480 of the host's address, data and log under `dir`, lab
+    /// timing (heartbeat 50 ms, election 300-600 ms), then `extra` arguments.
+    pub fn spawn_ballastd(
+        &self,
+        id: usize,
+        dir: &Path,
+        extra: &[String],
+    ) -> Result<LabProcess, LabError> {
+        let h = self.node(id);
+        let members: Vec<String> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, h)| format!("{}={}:7400", i + 1, h.addr))
+            .collect();
+        let mut args: Vec<String> = vec![
+            "--node-id".into(),
+            id.to_string(),
+            "--data-dir".into(),
+            dir.join(format!("n{id}")).display().to_string(),
+            "--listen".into(),
+            format!("{}:7400", h.addr),
+            "--http-listen".into(),
+            format!("{}:7480", h.addr),
+            "--initial-cluster".into(),
+            members.join(","),
+            "--heartbeat-ms".into(),
+            "50".into(),
+            "--election-timeout-min-ms".into(),
+            "300".into(),
+            "--election-timeout-max-ms".into(),
+            "600".into(),
+        ];
+        args.extend_from_slice(extra);
+        self.spawn(
+            h,
+            &ballast_bin("ballastd"),
+            &args,
+            &dir.join(format!("n{id}.log")),
+        )
+    }
+
     /// Drops every packet from `from` at `to` (one way: `to` stops hearing `from`). The link
     /// stays up.
     pub fn cut(&self, from: &Host, to: &Host) -> Result<(), LabError> {

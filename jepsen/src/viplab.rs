@@ -93,42 +93,13 @@ impl VipLab {
     }
 
     pub fn spawn(&self, id: u64) -> LabProcess {
-        let h = self.lab.node(id as usize);
-        let members: Vec<String> = self
-            .lab
-            .nodes()
-            .iter()
-            .enumerate()
-            .map(|(i, h)| format!("{}={}:7400", i + 1, h.addr))
-            .collect();
-        let args: Vec<String> = vec![
-            "--node-id".into(),
-            id.to_string(),
-            "--data-dir".into(),
-            self.dir.join(format!("n{id}")).display().to_string(),
-            "--listen".into(),
-            format!("{}:7400", h.addr),
-            "--http-listen".into(),
-            format!("{}:7480", h.addr),
-            "--initial-cluster".into(),
-            members.join(","),
-            "--heartbeat-ms".into(),
-            "50".into(),
-            "--election-timeout-min-ms".into(),
-            "300".into(),
-            "--election-timeout-max-ms".into(),
-            "600".into(),
-            "--agent".into(),
-            "--exec-check".into(),
+        let extra = [
+            "--agent".to_string(),
+            "--exec-check".to_string(),
             format!("up=test -e {}", self.up_file(id).display()),
         ];
         self.lab
-            .spawn(
-                h,
-                &ballast_bin("ballastd"),
-                &args,
-                &self.dir.join(format!("n{id}.log")),
-            )
+            .spawn_ballastd(id as usize, &self.dir, &extra)
             .unwrap()
     }
 

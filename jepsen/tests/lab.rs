@@ -88,44 +88,8 @@ fn everything_is_deleted_on_drop_and_on_panic() {
 
 /// Starts ballastd on every node host as one cluster.
 fn start_cluster(lab: &Lab, dir: &Path) -> Vec<LabProcess> {
-    let members: Vec<String> = lab
-        .nodes()
-        .iter()
-        .enumerate()
-        .map(|(i, h)| format!("{}={}:7400", i + 1, h.addr))
-        .collect();
-    lab.nodes()
-        .iter()
-        .enumerate()
-        .map(|(i, h)| {
-            let id = i + 1;
-            let args: Vec<String> = [
-                "--node-id".to_string(),
-                id.to_string(),
-                "--data-dir".into(),
-                dir.join(format!("n{id}")).display().to_string(),
-                "--listen".into(),
-                format!("{}:7400", h.addr),
-                "--http-listen".into(),
-                format!("{}:7480", h.addr),
-                "--initial-cluster".into(),
-                members.join(","),
-                "--heartbeat-ms".into(),
-                "50".into(),
-                "--election-timeout-min-ms".into(),
-                "300".into(),
-                "--election-timeout-max-ms".into(),
-                "600".into(),
-            ]
-            .into();
-            lab.spawn(
-                h,
-                &ballast_bin("ballastd"),
-                &args,
-                &dir.join(format!("n{id}.log")),
-            )
-            .unwrap()
-        })
+    (1..=lab.nodes().len())
+        .map(|id| lab.spawn_ballastd(id, dir, &[]).unwrap())
         .collect()
 }
 

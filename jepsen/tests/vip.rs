@@ -83,11 +83,13 @@ fn isolating_the_owner_never_shows_two_hosts_answering() {
     let t = Instant::now();
     v.lab.isolate(v.host(owner)).unwrap(); // the client still reaches every host
     let (new_owner, _) = v.wait_moved(owner, &obs);
-    // Hold the partition a while longer, still watching.
-    let until = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // Hold the partition for 200 more probes (about 2 s), still watching.
+    let seen = obs.probes().len();
+    v.lab
+        .wait_for(Duration::from_secs(30), || {
+            (obs.probes().len() >= seen + 200).then_some(())
+        })
+        .expect("the observer keeps probing");
     v.lab.heal().unwrap();
     let outage = check_history(&obs.stop().unwrap(), t);
     eprintln!("isolation of node {owner}: node {new_owner} answers; client outage {outage:?}");

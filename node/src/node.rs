@@ -95,7 +95,8 @@ impl From<ForwardError> for ApiError {
 impl Node {
     /// The leader this member knows of, with its address.
     pub fn leader(&self) -> (Option<NodeId>, Option<String>) {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.raft.metrics();
+        let m = m.borrow();
         let id = m.current_leader;
         let addr = id.and_then(|id| {
             m.membership_config
@@ -107,19 +108,21 @@ impl Node {
     }
 
     pub fn header(&self) -> v1::ResponseHeader {
-        let m = self.raft.metrics().borrow().clone();
+        let revision = self.sm.read().revision;
+        self.header_at(revision)
+    }
+
+    /// The header for an answer computed at `revision`. Takes no state-machine lock, so
+    /// handlers that hold the read guard can call it (a second read lock while a writer
+    /// waits would deadlock).
+    pub fn header_at(&self, revision: u64) -> v1::ResponseHeader {
+        let m = self.raft.metrics();
+        let m = m.borrow();
         v1::ResponseHeader {
-            revision: self.sm.read().revision,
+            revision,
             member_id: self.id,
             leader_id: m.current_leader.unwrap_or(0),
             raft_term: m.current_term,
-        }
-    }
-
-    pub fn header_at(&self, revision: u64) -> v1::ResponseHeader {
-        v1::ResponseHeader {
-            revision,
-            ..self.header()
         }
     }
 

@@ -307,22 +307,11 @@ impl StateData {
                     vec![state_event("vip", name.clone(), true)],
                 )
             }
-            Op::SetNodeAdmin { node_id, admin } => {
-                let Some(node) = self.nodes.get_mut(node_id) else {
-                    return (
-                        rejected("node_id", format!("unknown node {node_id}")),
-                        Vec::new(),
-                    );
-                };
-                if node.admin == *admin {
-                    return (Outcome::StateWritten, Vec::new());
-                }
-                node.admin = *admin;
-                (
-                    Outcome::StateWritten,
-                    vec![state_event("node", node_id.to_string(), false)],
-                )
-            }
+            Op::SetNodeAdmin { node_id, admin } => self.update_node(*node_id, |n| {
+                let changed = n.admin != *admin;
+                n.admin = *admin;
+                changed
+            }),
             Op::ReportHealth {
                 node_id,
                 service,
@@ -429,23 +418,33 @@ impl StateData {
                     vec![state_event("vip", vip.clone(), false)],
                 )
             }
-            Op::SetNodeAlive { node_id, alive } => {
-                let Some(node) = self.nodes.get_mut(node_id) else {
-                    return (
-                        rejected("node_id", format!("unknown node {node_id}")),
-                        Vec::new(),
-                    );
-                };
-                if node.alive == *alive {
-                    return (Outcome::StateWritten, Vec::new());
-                }
-                node.alive = *alive;
-                (
-                    Outcome::StateWritten,
-                    vec![state_event("node", node_id.to_string(), false)],
-                )
-            }
+            Op::SetNodeAlive { node_id, alive } => self.update_node(*node_id, |n| {
+                let changed = n.alive != *alive;
+                n.alive = *alive;
+                changed
+            }),
         }
+    }
+
+    /// Changes one node record; `f` says whether it changed anything (no change, no revision).
+    fn update_node(
+        &mut self,
+        node_id: NodeId,
+        f: impl FnOnce(&mut v1::Node) -> bool,
+    ) -> (Outcome, Vec<v1::Event>) {
+        let Some(node) = self.nodes.get_mut(&node_id) else {
+            return (
+                rejected("node_id", format!("unknown node {node_id}")),
+                Vec::new(),
+            );
+        };
+        if !f(node) {
+            return (Outcome::StateWritten, Vec::new());
+        }
+        (
+            Outcome::StateWritten,
+            vec![state_event("node", node_id.to_string(), false)],
+        )
     }
 
     /// Whether `node` may hold a VIP gated by `service`, as the replicated state says.

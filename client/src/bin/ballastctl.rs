@@ -399,7 +399,7 @@ fn services_table(services: &[v1::Service]) {
             .label()
     };
     table(
-        &["SERVICE", "BACKENDS"],
+        &["SERVICE", "BACKENDS", "RELEASE"],
         services
             .iter()
             .map(|s| {
@@ -408,7 +408,7 @@ fn services_table(services: &[v1::Service]) {
                     .values()
                     .map(|b| format!("{}={}", b.node_id, health(b.health)))
                     .collect();
-                vec![s.name.clone(), b.join(" ")]
+                vec![s.name.clone(), b.join(" "), s.active_release.clone()]
             })
             .collect(),
     );
@@ -606,67 +606,20 @@ async fn state(c: &Client, cmd: StateCmd, out: Output) -> Result<(), Error> {
         print_json(&serde_json::to_value(&s).unwrap_or(Value::Null));
         return Ok(());
     }
-    let admin = |a: i32| {
-        v1::AdminState::try_from(a)
-            .unwrap_or(v1::AdminState::Unspecified)
-            .label()
-    };
+    // The same tables as `node ls`, `service ls` and `vip ls`.
     println!("NODES");
-    table(
-        &["ID", "ADDRESS", "ROLE", "ADMIN"],
-        s.nodes
-            .iter()
-            .map(|n| {
-                vec![
-                    n.id.to_string(),
-                    n.addr.clone(),
-                    role(n.role).into(),
-                    admin(n.admin).into(),
-                ]
-            })
-            .collect(),
-    );
+    nodes_out(&s.nodes, Output::Table);
     println!("\nSERVICES");
-    table(
-        &["NAME", "BACKENDS", "RELEASE"],
-        s.services
-            .iter()
-            .map(|svc| {
-                let b: Vec<String> = svc
-                    .backends
-                    .values()
-                    .map(|b| {
-                        format!(
-                            "{}:{}",
-                            b.node_id,
-                            v1::Health::try_from(b.health)
-                                .unwrap_or(v1::Health::Unknown)
-                                .label()
-                        )
-                    })
-                    .collect();
-                vec![svc.name.clone(), b.join(","), svc.active_release.clone()]
-            })
-            .collect(),
-    );
+    services_table(&s.services);
     println!("\nVIPS");
-    table(
-        &["NAME", "ADDRESS", "INTERFACE", "SERVICE", "OWNER", "EPOCH"],
-        s.vips
-            .iter()
-            .map(|v| {
-                vec![
-                    v.name.clone(),
-                    v.address.clone(),
-                    v.interface.clone(),
-                    v.service.clone(),
-                    v.owner.to_string(),
-                    v.epoch.to_string(),
-                ]
-            })
-            .collect(),
-    );
+    vips_out(&s.vips, Output::Table);
     Ok(())
+}
+
+fn admin_label(a: i32) -> &'static str {
+    v1::AdminState::try_from(a)
+        .unwrap_or(v1::AdminState::Unspecified)
+        .label()
 }
 
 fn vip_state(v: &v1::Vip) -> String {
@@ -899,15 +852,10 @@ async fn vip(c: &Client, cmd: VipCmd, out: Output, timeout: Duration) -> Result<
 }
 
 fn nodes_out(nodes: &[v1::Node], out: Output) {
-    let admin = |a: i32| {
-        v1::AdminState::try_from(a)
-            .unwrap_or(v1::AdminState::Unspecified)
-            .label()
-    };
     if out == Output::Json {
         let v: Vec<Value> = nodes
             .iter()
-            .map(|n| json!({"id": n.id, "addr": n.addr, "role": role(n.role), "admin": admin(n.admin), "alive": n.alive}))
+            .map(|n| json!({"id": n.id, "addr": n.addr, "role": role(n.role), "admin": admin_label(n.admin), "alive": n.alive}))
             .collect();
         print_json(&json!(v));
         return;
@@ -921,7 +869,7 @@ fn nodes_out(nodes: &[v1::Node], out: Output) {
                     n.id.to_string(),
                     n.addr.clone(),
                     role(n.role).into(),
-                    admin(n.admin).into(),
+                    admin_label(n.admin).into(),
                     if n.alive {
                         "alive".into()
                     } else {

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use futures::TryStreamExt;
-use rtnetlink::packet_route::address::{AddressAttribute, CacheInfo};
+use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage, CacheInfo};
 
 #[derive(Debug, thiserror::Error)]
 #[error("netlink: {0}")]
@@ -64,21 +64,23 @@ impl Addresses {
             .map_err(|e| AddrError(format!("adding {addr}/{prefix} to {iface}: {e}")))
     }
 
-    /// Removes the address if present.
-    pub async fn remove(&self, iface: &str, addr: Ipv4Addr) -> Result<(), AddrError> {
+    /// The kernel's records of `addr` on `iface` (none or one).
+    async fn find(&self, iface: &str, addr: Ipv4Addr) -> Result<Vec<AddressMessage>, AddrError> {
         let index = ifindex(iface)?;
-        let mut list = self
-            .handle
+        self.handle
             .address()
             .get()
             .set_link_index_filter(index)
             .set_address_filter(IpAddr::V4(addr))
-            .execute();
-        while let Some(msg) = list
-            .try_next()
+            .execute()
+            .try_collect()
             .await
-            .map_err(|e| AddrError(e.to_string()))?
-        {
+            .map_err(|e| AddrError(e.to_string()))
+    }
+
+    /// Removes the address if present.
+    pub async fn remove(&self, iface: &str, addr: Ipv4Addr) -> Result<(), AddrError> {
+        for msg in self.find(iface, addr).await? {
             match self.handle.address().del(msg).execute().await {
                 Ok(()) => {}
                 // Gone already (its lifetime ran out, or someone else removed it).
@@ -91,18 +93,6 @@ impl Addresses {
 
     /// Whether the address is on the interface.
     pub async fn has(&self, iface: &str, addr: Ipv4Addr) -> Result<bool, AddrError> {
-        let index = ifindex(iface)?;
-        let mut list = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(index)
-            .set_address_filter(IpAddr::V4(addr))
-            .execute();
-        Ok(list
-            .try_next()
-            .await
-            .map_err(|e| AddrError(e.to_string()))?
-            .is_some())
+        Ok(!self.find(iface, addr).await?.is_empty())
     }
 }
