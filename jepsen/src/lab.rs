@@ -324,8 +324,8 @@ impl Lab {
     }
 
     /// Starts `ballastd` as member `id` (1-based) of a cluster of every node host: gRPC on
-    /// port 7400 and HTTP on 7480 of the host's address, data and log under `dir`, lab
-    /// timing (heartbeat 50 ms, election 300-600 ms), then `extra` arguments.
+    /// port 7400 and HTTP on 7480 of the host's address, data and log under `dir`, default
+    /// timing, then `extra` arguments.
     pub fn spawn_ballastd(
         &self,
         id: usize,
@@ -350,12 +350,6 @@ impl Lab {
             format!("{}:7480", h.addr),
             "--initial-cluster".into(),
             members.join(","),
-            "--heartbeat-ms".into(),
-            "50".into(),
-            "--election-timeout-min-ms".into(),
-            "300".into(),
-            "--election-timeout-max-ms".into(),
-            "600".into(),
         ];
         args.extend_from_slice(extra);
         self.spawn(

@@ -141,6 +141,22 @@ impl VipLab {
             .then(|| (owner, vip["epoch"].as_u64().unwrap_or(0)))
     }
 
+    /// The Raft leader, if there is one.
+    pub fn leader(&self) -> Option<u64> {
+        let (ok, out, _) = self.ctl(&["status", "-o", "json"]);
+        let s: Value = serde_json::from_str(&out).ok()?;
+        let id = s["leader_id"].as_u64()?;
+        (ok && id != 0).then_some(id)
+    }
+
+    /// Whether the cluster counts node `id` as alive.
+    pub fn node_alive(&self, id: u64) -> Option<bool> {
+        let (ok, out, _) = self.ctl(&["node", "ls", "-o", "json"]);
+        let nodes: Value = serde_json::from_str(&out).ok()?;
+        let n = nodes.as_array()?.iter().find(|n| n["id"] == id)?;
+        ok.then(|| n["alive"] == true)
+    }
+
     pub fn mac(&self, id: u64) -> String {
         let out = self
             .lab
@@ -203,11 +219,14 @@ impl VipLab {
             .unwrap_or_else(|| panic!("the lab did not settle; logs:\n{}", self.logs()))
     }
 
+    /// The log of member `id` so far.
+    pub fn log(&self, id: u64) -> String {
+        std::fs::read_to_string(self.dir.join(format!("n{id}.log"))).unwrap_or_default()
+    }
+
     pub fn logs(&self) -> String {
         (1..=3)
-            .map(|i| {
-                std::fs::read_to_string(self.dir.join(format!("n{i}.log"))).unwrap_or_default()
-            })
+            .map(|i| self.log(i))
             .collect::<Vec<_>>()
             .join("\n----\n")
     }

@@ -47,13 +47,13 @@ fn a_paused_owner_stops_answering_by_its_deadline_and_stays_silent_after_resumin
     let t = Instant::now();
     v.procs[owner as usize - 1].as_ref().unwrap().pause();
     let (new_owner, _) = v.wait_moved(owner, &obs);
-    // Lease 600 ms - drift 20 ms from the last renewal, sent before the pause.
+    // Default lease 800 ms - drift 20 ms from the last renewal, sent before the pause.
     let old_mac = v.mac(owner);
     let probes = obs.probes();
     let late: Vec<Duration> = probes
         .iter()
         .filter(|p| {
-            p.at > t + Duration::from_millis(580) && p.macs.iter().any(|m| mac_string(m) == old_mac)
+            p.at > t + Duration::from_millis(780) && p.macs.iter().any(|m| mac_string(m) == old_mac)
         })
         .map(|p| p.at - t)
         .collect();
@@ -147,5 +147,60 @@ fn a_restarted_agent_removes_a_stale_vip_address() {
         v.owner().map(|o| o.0),
         Some(owner),
         "the owner kept the VIP"
+    );
+}
+
+#[test]
+fn an_owning_leader_hands_over_and_a_leader_crash_does_not_move_the_vip() {
+    let (mut v, _, _) = VipLab::start();
+    // Put the VIP on the leader on purpose (a planned move).
+    let leader = v
+        .lab
+        .wait_for(Duration::from_secs(10), || v.leader())
+        .unwrap();
+    let (ok, _, err) = v.ctl(&["vip", "move", "web-vip", "--to", &leader.to_string()]);
+    assert!(ok, "{err}");
+    let (_, epoch) = v
+        .lab
+        .wait_for(Duration::from_secs(15), || {
+            v.owner().filter(|(o, _)| *o == leader)
+        })
+        .expect("the VIP moved to the leader");
+    let obs = observer(&v);
+    let t = Instant::now();
+    // The owning leader hands the leadership to a follower; the VIP stays.
+    let new_leader = v
+        .lab
+        .wait_for(Duration::from_secs(20), || {
+            v.leader().filter(|l| *l != leader)
+        })
+        .unwrap_or_else(|| panic!("no hand-over; logs:\n{}", v.logs()));
+    assert_eq!(v.owner(), Some((leader, epoch)), "no move for a hand-over");
+    let handover_outage = check_history(&obs.probes(), t);
+
+    // Kill the (non-owning) leader: the owner renews with the next one and keeps the VIP.
+    let t = Instant::now();
+    v.procs[new_leader as usize - 1].take().unwrap().kill();
+    v.lab
+        .wait_for(Duration::from_secs(20), || {
+            v.leader().filter(|l| *l != new_leader)?;
+            v.node_alive(new_leader).filter(|a| !a)
+        })
+        .expect("a new leader marks the dead one down");
+    assert_eq!(
+        v.owner(),
+        Some((leader, epoch)),
+        "no move for a leader crash"
+    );
+    let crash_outage = check_history(&obs.stop().unwrap(), t);
+    eprintln!(
+        "hand-over from {leader} to {new_leader}: outage {handover_outage:?}; \
+         crash of leader {new_leader}: outage {crash_outage:?}"
+    );
+    // The owner kept renewing through both leader changes: its lease never ran out.
+    let log = v.log(leader);
+    assert!(
+        !log.contains("lease expired"),
+        "the owner's lease ran out during a leader change:\n{log}"
     );
 }

@@ -108,16 +108,17 @@ pub struct Args {
     #[arg(long, env = "BALLAST_JOIN")]
     pub join: Option<String>,
 
-    /// Leader heartbeat interval in milliseconds [default: 100].
+    /// Leader heartbeat interval in milliseconds [default: 50].
     #[arg(long, env = "BALLAST_HEARTBEAT_MS")]
     pub heartbeat_ms: Option<u64>,
 
     /// Lower bound of the randomized election timeout in milliseconds; must be above the
-    /// heartbeat [default: 500].
+    /// heartbeat [default: 100]. A leader's death leaves the cluster leaderless for up to
+    /// twice the upper bound; VIP leases must outlast that (see --vip-lease-ms).
     #[arg(long, env = "BALLAST_ELECTION_TIMEOUT_MIN_MS")]
     pub election_timeout_min_ms: Option<u64>,
 
-    /// Upper bound of the randomized election timeout in milliseconds [default: 1000].
+    /// Upper bound of the randomized election timeout in milliseconds [default: 200].
     #[arg(long, env = "BALLAST_ELECTION_TIMEOUT_MAX_MS")]
     pub election_timeout_max_ms: Option<u64>,
 
@@ -146,11 +147,14 @@ pub struct Args {
     #[arg(long, env = "BALLAST_AGENT")]
     pub agent: bool,
 
-    /// VIP lease length in milliseconds [default: 600].
+    /// VIP lease length in milliseconds [default: 800]. An owner that cannot renew stops
+    /// answering for its VIPs within this time; another node takes over a little later. It
+    /// must leave, after the drift allowance and one renew interval, twice the election
+    /// timeout's upper bound plus 100 ms, so that a leader election does not drop the VIPs.
     #[arg(long, env = "BALLAST_VIP_LEASE_MS")]
     pub vip_lease_ms: Option<u64>,
 
-    /// How often an owner renews its VIP leases, in milliseconds [default: 150].
+    /// How often an owner renews its VIP leases, in milliseconds [default: 100].
     #[arg(long, env = "BALLAST_VIP_RENEW_MS")]
     pub vip_renew_ms: Option<u64>,
 
@@ -158,7 +162,7 @@ pub struct Args {
     #[arg(long, env = "BALLAST_VIP_DRIFT_MS")]
     pub vip_drift_ms: Option<u64>,
 
-    /// Margin the leader adds before it considers a lease gone, ms [default: 100].
+    /// Margin the leader adds before it considers a lease gone, ms [default: 50].
     #[arg(long, env = "BALLAST_VIP_MARGIN_MS")]
     pub vip_margin_ms: Option<u64>,
 
@@ -355,15 +359,15 @@ impl Config {
                 .unwrap_or_else(|| "ballast".into()),
             join,
             bootstrap: args.bootstrap || file.bootstrap.unwrap_or(false),
-            heartbeat_ms: args.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(100),
+            heartbeat_ms: args.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(50),
             election_timeout_min_ms: args
                 .election_timeout_min_ms
                 .or(file.election_timeout_min_ms)
-                .unwrap_or(500),
+                .unwrap_or(100),
             election_timeout_max_ms: args
                 .election_timeout_max_ms
                 .or(file.election_timeout_max_ms)
-                .unwrap_or(1000),
+                .unwrap_or(200),
             snapshot_logs: args.snapshot_logs.or(file.snapshot_logs).unwrap_or(10_000),
             keep_logs: args.keep_logs.or(file.keep_logs).unwrap_or(1_000),
             log_format,
@@ -372,16 +376,16 @@ impl Config {
             agent: args.agent || file.agent.unwrap_or(false),
             lease: crate::lease::LeaseConfig {
                 lease: Duration::from_millis(
-                    args.vip_lease_ms.or(file.vip_lease_ms).unwrap_or(600),
+                    args.vip_lease_ms.or(file.vip_lease_ms).unwrap_or(800),
                 ),
                 renew_interval: Duration::from_millis(
-                    args.vip_renew_ms.or(file.vip_renew_ms).unwrap_or(150),
+                    args.vip_renew_ms.or(file.vip_renew_ms).unwrap_or(100),
                 ),
                 drift_allowance: Duration::from_millis(
                     args.vip_drift_ms.or(file.vip_drift_ms).unwrap_or(20),
                 ),
                 leader_margin: Duration::from_millis(
-                    args.vip_margin_ms.or(file.vip_margin_ms).unwrap_or(100),
+                    args.vip_margin_ms.or(file.vip_margin_ms).unwrap_or(50),
                 ),
             },
             garp_count: args.garp_count.or(file.garp_count).unwrap_or(5),
@@ -436,10 +440,12 @@ impl Config {
                 max: self.election_timeout_max_ms,
             });
         }
-        self.lease.validate().map_err(|e| ConfigError::Invalid {
-            field: "vip-lease".into(),
-            message: e.to_string(),
-        })?;
+        self.lease
+            .validate_with_election(Duration::from_millis(self.election_timeout_max_ms))
+            .map_err(|e| ConfigError::Invalid {
+                field: "vip-lease".into(),
+                message: e.to_string(),
+            })?;
         if self.garp_count == 0 || self.garp_count > 100 {
             return Err(ConfigError::Invalid {
                 field: "garp-count".into(),
@@ -593,7 +599,7 @@ mod tests {
     fn flag_beats_file_beats_default() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.toml");
-        std::fs::write(&path, "node_id = 3\nheartbeat_ms = 70\nelection_timeout_min_ms = 900\nelection_timeout_max_ms = 1800\n").unwrap();
+        std::fs::write(&path, "node_id = 3\nheartbeat_ms = 70\nelection_timeout_min_ms = 900\nelection_timeout_max_ms = 1800\nvip_lease_ms = 5000\nvip_renew_ms = 500\nnode_down_after_ms = 10000\n").unwrap();
         let c = Config::load(args(&[
             "--config",
             path.to_str().unwrap(),
@@ -605,6 +611,27 @@ mod tests {
         assert_eq!(c.heartbeat_ms, 80);
         assert_eq!(c.election_timeout_min_ms, 900);
         assert_eq!(c.snapshot_logs, 10_000);
+    }
+
+    #[test]
+    fn slow_elections_need_longer_leases() {
+        // etcd's timings with the default lease: a leader election would drop every VIP.
+        let e = Config::load(args(&[
+            "--node-id",
+            "1",
+            "--heartbeat-ms",
+            "100",
+            "--election-timeout-min-ms",
+            "500",
+            "--election-timeout-max-ms",
+            "1000",
+        ]))
+        .unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Invalid { field, message } if field == "vip-lease" && message.contains("leader election")),
+            "{e}"
+        );
+        Config::load(args(&["--node-id", "1"])).expect("the defaults are consistent");
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //!   active, it is alive, and its backend is healthy;
 //! - an owned VIP stays where it is while its owner is eligible (sticky), unless preemption is
 //!   on and a node with a higher priority has been eligible for at least the preemption delay;
-//! - the best candidate has the highest priority, then the lowest node id (deterministic);
+//! - the best candidate has the highest priority, then is not the Raft leader (so that the
+//!   crash of one server never costs both an election and a lease), then has the lowest node
+//!   id (deterministic);
 //! - a planned move (owner no longer eligible, or preempted, while its lease is alive) is
 //!   break-before-make: the controller asks the owner to release; once the owner confirms (or
 //!   its lease has expired at the leader), the new owner is assigned at a higher epoch;
@@ -101,6 +103,8 @@ pub struct Input<'a> {
     pub services: &'a BTreeMap<String, v1::Service>,
     pub vips: &'a [VipView],
     pub obs: &'a Observations,
+    /// The member deciding (the Raft leader); 0 in tests that do not care.
+    pub leader: NodeId,
     /// Leader's monotonic clock.
     pub now: Duration,
     /// Leader's wall clock (ms), to compare with the leader-stamped `changed_ms` of backends.
@@ -130,6 +134,24 @@ pub fn decide(input: &Input<'_>) -> Vec<Action> {
     }
     actions.extend(placed);
     actions
+}
+
+/// The earliest moment after `now` at which an owned VIP's lease runs out at the leader: the
+/// controller decides again then rather than at its next tick, so a failover does not wait
+/// for the tick.
+pub fn next_expiry(input: &Input<'_>) -> Option<Duration> {
+    input
+        .vips
+        .iter()
+        .filter(|v| v.owner != 0)
+        .map(|v| {
+            input.cfg.lease.leader_expiry(
+                input.obs.granted.get(&v.name).copied(),
+                input.obs.leader_since,
+            )
+        })
+        .filter(|t| *t > input.now)
+        .min()
 }
 
 fn liveness(input: &Input<'_>) -> Vec<Action> {
@@ -175,14 +197,20 @@ fn priority(vip: &VipView, id: NodeId) -> i32 {
     vip.priorities.get(&id).copied().unwrap_or(0)
 }
 
-/// The best eligible node: highest priority, then lowest id.
+/// The best eligible node: highest priority, then not the leader, then lowest id.
 fn best(input: &Input<'_>, vip: &VipView, alive: &dyn Fn(NodeId) -> bool) -> Option<NodeId> {
     let svc = input.services.get(&vip.service)?;
     svc.backends
         .keys()
         .copied()
         .filter(|id| eligible_since(input, vip, *id, alive).is_some())
-        .max_by_key(|id| (priority(vip, *id), std::cmp::Reverse(*id)))
+        .max_by_key(|id| {
+            (
+                priority(vip, *id),
+                *id != input.leader,
+                std::cmp::Reverse(*id),
+            )
+        })
 }
 
 /// The operator's target if it can take the VIP, else the best node.
@@ -272,6 +300,7 @@ mod tests {
         services: BTreeMap<String, v1::Service>,
         vips: Vec<VipView>,
         obs: Observations,
+        leader: NodeId,
         now: Duration,
         now_wall_ms: u64,
         cfg: ControllerConfig,
@@ -331,6 +360,7 @@ mod tests {
                     move_to: 0,
                 }],
                 obs,
+                leader: 0,
                 now,
                 now_wall_ms: 1_000_000,
                 cfg: ControllerConfig::default(),
@@ -338,15 +368,20 @@ mod tests {
         }
 
         fn decide(&self) -> Vec<Action> {
-            decide(&Input {
+            decide(&self.input())
+        }
+
+        fn input(&self) -> Input<'_> {
+            Input {
                 nodes: &self.nodes,
                 services: &self.services,
                 vips: &self.vips,
                 obs: &self.obs,
+                leader: self.leader,
                 now: self.now,
                 now_wall_ms: self.now_wall_ms,
                 cfg: &self.cfg,
-            })
+            }
         }
 
         /// Applies the actions as the state machine would.
@@ -422,6 +457,31 @@ mod tests {
         // Sticky: a node with higher priority appears, without preemption nothing moves.
         w.vips[0].priorities.insert(3, 10);
         assert_eq!(w.decide(), vec![]);
+    }
+
+    #[test]
+    fn the_leader_takes_a_vip_only_when_no_equal_node_can() {
+        let mut w = World::new();
+        w.leader = 1;
+        assert_eq!(
+            w.decide(),
+            vec![assign(2, 1)],
+            "node 1 leads: next lowest id"
+        );
+        // Priority still wins over leader avoidance.
+        w.vips[0].priorities.insert(1, 5);
+        assert_eq!(w.decide(), vec![assign(1, 1)]);
+        w.vips[0].priorities.clear();
+        // Sticky: a VIP already on the leader is not moved for it.
+        w.apply(&[assign(1, 1)]);
+        assert_eq!(w.decide(), vec![]);
+        // Alone eligible, the leader takes it.
+        let mut w = World::new();
+        w.leader = 1;
+        for id in [2, 3] {
+            w.nodes.get_mut(&id).unwrap().admin = v1::AdminState::Draining as i32;
+        }
+        assert_eq!(w.decide(), vec![assign(1, 1)]);
     }
 
     #[test]
@@ -527,7 +587,7 @@ mod tests {
         // New leader: no grants known, node 1 never heard since the election.
         w.obs.granted.clear();
         w.obs.agent_seen.remove(&1);
-        w.tick(Duration::from_millis(650));
+        w.tick(Duration::from_millis(800));
         w.heard(&[2, 3]);
         assert_eq!(
             w.decide(),
@@ -537,6 +597,21 @@ mod tests {
         w.tick(Duration::from_millis(100));
         w.heard(&[2, 3]);
         assert_eq!(w.decide(), vec![assign(2, 8)]);
+    }
+
+    #[test]
+    fn the_next_expiry_is_that_of_the_earliest_owned_lease() {
+        let mut w = World::new();
+        assert_eq!(next_expiry(&w.input()), None, "nothing owned");
+        w.apply(&w.decide());
+        // Owned, never granted by this leader: counted from the election (t = 100 s).
+        let at_election = w.now + Duration::from_millis(850);
+        assert_eq!(next_expiry(&w.input()), Some(at_election));
+        w.obs.granted.insert("v".into(), w.now + SEC);
+        assert_eq!(next_expiry(&w.input()), Some(at_election + SEC));
+        // Past expiries are not waited for.
+        w.tick(10 * SEC);
+        assert_eq!(next_expiry(&w.input()), None);
     }
 
     #[test]

@@ -27,13 +27,24 @@ pub struct LeaseConfig {
 impl Default for LeaseConfig {
     fn default() -> Self {
         LeaseConfig {
-            lease: Duration::from_millis(600),
-            renew_interval: Duration::from_millis(150),
+            lease: Duration::from_millis(800),
+            renew_interval: Duration::from_millis(100),
             drift_allowance: Duration::from_millis(20),
-            leader_margin: Duration::from_millis(100),
+            leader_margin: Duration::from_millis(50),
         }
     }
 }
+
+/// Longest time a cluster goes without a leader after its leader dies, under openraft 0.9's
+/// rules: a follower refuses votes for its leader lease (the election timeout's upper bound)
+/// after the last heartbeat, and starts its own election only after that lease plus its own
+/// timeout (at most the upper bound again).
+pub fn leaderless_bound(election_timeout_max: Duration) -> Duration {
+    election_timeout_max * 2
+}
+
+/// Time an owner is given, after a new leader is elected, to find it and renew.
+pub const FIND_LEADER_ALLOWANCE: Duration = Duration::from_millis(100);
 
 /// A lease configuration that cannot keep the promise.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,6 +57,11 @@ pub enum LeaseConfigError {
     RenewTooSlow { renew: Duration, usable: Duration },
     #[error("the agent's deadline ({agent:?} at the fastest drift) does not end before the leader's expiry ({leader:?} at the slowest): raise the leader margin or the drift allowance")]
     MarginTooSmall { agent: Duration, leader: Duration },
+    #[error("a leader crash leaves the cluster without a leader for up to {leaderless:?} (twice the election timeout's upper bound), but an owner's lease may have only {left:?} left when it happens (lease - drift - renew interval): every VIP would go dark at each leader election. Lengthen the lease or shorten the election timeout so that {left:?} >= {leaderless:?} + {FIND_LEADER_ALLOWANCE:?}")]
+    ShorterThanElection {
+        left: Duration,
+        leaderless: Duration,
+    },
 }
 
 impl LeaseConfig {
@@ -74,6 +90,25 @@ impl LeaseConfig {
         let leader = (self.lease + self.leader_margin).mul_f64(1.0 - MAX_DRIFT_RATIO);
         if agent >= leader {
             return Err(LeaseConfigError::MarginTooSmall { agent, leader });
+        }
+        Ok(())
+    }
+
+    /// Refuses settings under which the death of a leader would make every owner's lease run
+    /// out before the next leader can renew it. Not a safety rule (an owner without a leader
+    /// stops answering, never two owners) but an availability one: the failure of any member
+    /// would take every VIP down for an election.
+    pub fn validate_with_election(
+        &self,
+        election_timeout_max: Duration,
+    ) -> Result<(), LeaseConfigError> {
+        self.validate()?;
+        let left = self
+            .lease
+            .saturating_sub(self.drift_allowance + self.renew_interval);
+        let leaderless = leaderless_bound(election_timeout_max);
+        if left < leaderless + FIND_LEADER_ALLOWANCE {
+            return Err(LeaseConfigError::ShorterThanElection { left, leaderless });
         }
         Ok(())
     }
@@ -135,13 +170,31 @@ mod tests {
             Err(LeaseConfigError::MarginTooSmall { .. })
         ));
         let c = LeaseConfig {
-            drift_allowance: ms(600),
+            drift_allowance: ms(800),
             ..Default::default()
         };
         assert!(matches!(
             c.validate(),
             Err(LeaseConfigError::DriftNotBelowLease { .. })
         ));
+    }
+
+    #[test]
+    fn a_lease_must_outlast_a_leader_election() {
+        let c = LeaseConfig::default();
+        // Defaults: heartbeat 50 ms, election 100..200 ms.
+        c.validate_with_election(ms(200)).unwrap();
+        // etcd-like election timeouts (up to 1 s) need a lease of at least 2.4 s with a 200 ms renew interval.
+        assert!(matches!(
+            c.validate_with_election(ms(1000)),
+            Err(LeaseConfigError::ShorterThanElection { .. })
+        ));
+        let long = LeaseConfig {
+            lease: ms(2_400),
+            renew_interval: ms(200),
+            ..Default::default()
+        };
+        long.validate_with_election(ms(1000)).unwrap();
     }
 
     #[test]
@@ -162,12 +215,12 @@ mod tests {
     fn a_new_leader_counts_every_lease_from_its_election() {
         let c = LeaseConfig::default();
         // Granted long ago by the previous leader (or unknown): held until election + L + m.
-        assert!(c.leader_considers_held(None, ms(10_000), ms(10_000 + 699)));
-        assert!(!c.leader_considers_held(None, ms(10_000), ms(10_000 + 700)));
-        assert!(c.leader_considers_held(Some(ms(1)), ms(10_000), ms(10_600)));
+        assert!(c.leader_considers_held(None, ms(10_000), ms(10_000 + 849)));
+        assert!(!c.leader_considers_held(None, ms(10_000), ms(10_000 + 850)));
+        assert!(c.leader_considers_held(Some(ms(1)), ms(10_000), ms(10_800)));
         // A grant after the election counts from the grant.
-        assert!(c.leader_considers_held(Some(ms(10_500)), ms(10_000), ms(11_100)));
-        assert!(!c.leader_considers_held(Some(ms(10_500)), ms(10_000), ms(11_200)));
+        assert!(c.leader_considers_held(Some(ms(10_500)), ms(10_000), ms(11_300)));
+        assert!(!c.leader_considers_held(Some(ms(10_500)), ms(10_000), ms(11_350)));
     }
 
     /// The same arithmetic driven by tokio's paused clock, the way the agent will use it.
@@ -176,7 +229,7 @@ mod tests {
         let c = LeaseConfig::default();
         let start = tokio::time::Instant::now();
         let sent = start.elapsed();
-        tokio::time::advance(ms(579)).await;
+        tokio::time::advance(ms(779)).await;
         assert!(start.elapsed() < c.agent_deadline(sent));
         tokio::time::advance(ms(1)).await;
         assert!(start.elapsed() >= c.agent_deadline(sent));

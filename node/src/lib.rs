@@ -6,6 +6,7 @@ pub mod agent;
 pub mod config;
 pub mod controller;
 pub mod error;
+pub mod handover;
 pub mod http;
 pub mod identity;
 pub mod lease;

@@ -17,11 +17,11 @@ use crate::config::Config;
 use crate::controller::{self, Action, ControllerConfig, Observations, VipView};
 use crate::error::ApiError;
 use crate::identity::IdentityStore;
-use crate::network::{ForwardError, Network, PeerPool};
+use crate::network::{ForwardError, HandOver, Network, PeerPool};
 use crate::proposer::Proposer;
 use crate::store::{LogStore, SledEngine, StateMachineStore};
 use crate::types::{ClientRequest, Command, CommandResult, NodeId, Op, Outcome, Raft};
-use crate::{http, metrics, server};
+use crate::{handover, http, metrics, server};
 
 /// How long a write may wait for commit before the caller is told the outcome is unknown.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -46,6 +46,8 @@ pub struct Node {
     obs: Mutex<LeaderObs>,
     /// Wakes the controller before its next tick (a release was confirmed).
     pub controller_wake: tokio::sync::Notify,
+    /// How long a leader leads before it may hand over, and waits between attempts.
+    pub handover_settle: Duration,
 }
 
 /// The leader's observations, reset whenever the term changes: a new leader starts with no
@@ -357,6 +359,8 @@ pub async fn start(
         },
         obs: Mutex::new(LeaderObs::default()),
         controller_wake: tokio::sync::Notify::new(),
+        handover_settle: Duration::from_millis(cfg.election_timeout_max_ms * 10)
+            .max(Duration::from_secs(2)),
     });
     let mut tasks = Vec::new();
 
@@ -407,7 +411,7 @@ pub async fn start(
         };
         let mut ccfg = ballast_client::ClientConfig::new(vec![advertise.clone()]);
         ccfg.attempt_timeout = cfg.lease.renew_interval * 2;
-        ccfg.max_backoff = cfg.lease.renew_interval;
+        ccfg.max_backoff = cfg.lease.renew_interval / 2;
         ccfg.deadline = cfg.lease.lease;
         let client = ballast_client::Client::new(ccfg);
         let fence: Arc<dyn crate::agent::fence::VipFence> =
@@ -422,6 +426,7 @@ pub async fn start(
 
     // 7. The controller (acts only while this member leads), metrics and the HTTP endpoints.
     tasks.push(tokio::spawn(controller_loop(node.clone(), stop_rx.clone())));
+    tasks.push(tokio::spawn(handover_loop(node.clone(), stop_rx.clone())));
     tasks.push(tokio::spawn(metrics_loop(node.clone(), stop_rx.clone())));
     if let Some(l) = http_listener {
         tasks.push(tokio::spawn(http::serve(node.clone(), l, stop_rx.clone())));
@@ -558,14 +563,14 @@ fn action_op(a: Action) -> Op {
 /// On the leader, every tick: decide from the applied state and the leader's observations,
 /// and propose what was decided. Stale decisions are refused by the state machine (epochs).
 async fn controller_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(CONTROLLER_TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut wake_at = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
-            _ = tick.tick() => {}
+            _ = tokio::time::sleep_until(wake_at) => {}
             _ = node.controller_wake.notified() => {}
         }
+        wake_at = tokio::time::Instant::now() + CONTROLLER_TICK;
         if node.raft.metrics().borrow().current_leader != Some(node.id) {
             continue;
         }
@@ -573,15 +578,23 @@ async fn controller_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
             let obs = node.leader_obs().obs.clone();
             let data = node.sm.read();
             let vips: Vec<VipView> = data.vips.values().map(vip_view).collect();
-            controller::decide(&controller::Input {
+            let now = node.mono_now();
+            let input = controller::Input {
                 nodes: &data.nodes,
                 services: &data.services,
                 vips: &vips,
                 obs: &obs,
-                now: node.mono_now(),
+                leader: node.id,
+                now,
                 now_wall_ms: now_ms(),
                 cfg: &node.controller_cfg,
-            })
+            };
+            // Decide again the moment a lease runs out, not at the next tick.
+            if let Some(at) = controller::next_expiry(&input) {
+                let at = tokio::time::Instant::now() + (at - now);
+                wake_at = wake_at.min(at);
+            }
+            controller::decide(&input)
         };
         for a in actions {
             tracing::info!(action = ?a, "controller");
@@ -612,6 +625,73 @@ async fn controller_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
                     break;
                 }
             }
+        }
+    }
+}
+
+/// On the leader: hands the leadership to a follower when this member owns VIPs and a
+/// caught-up follower owns none (see `handover.rs`).
+async fn handover_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
+    let mut last_attempt: Option<(u64, Duration)> = None;
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+        let (term, last_log_index, followers, addrs) = {
+            let m = node.raft.metrics();
+            let m = m.borrow();
+            if m.current_leader != Some(node.id) {
+                continue;
+            }
+            let membership = m.membership_config.membership();
+            let matched = m.replication.clone().unwrap_or_default();
+            let followers: Vec<(NodeId, Option<u64>)> = membership
+                .voter_ids()
+                .filter(|id| *id != node.id)
+                .map(|id| (id, matched.get(&id).cloned().flatten().map(|l| l.index)))
+                .collect();
+            let addrs: BTreeMap<NodeId, String> = membership
+                .nodes()
+                .map(|(id, n)| (*id, n.addr.clone()))
+                .collect();
+            (
+                m.current_term,
+                m.last_log_index.unwrap_or(0),
+                followers,
+                addrs,
+            )
+        };
+        let now = node.mono_now();
+        let led_for = now.saturating_sub(node.leader_obs().leader_since);
+        let mut owned: BTreeMap<NodeId, usize> = BTreeMap::new();
+        for v in node.sm.read().vips.values().filter(|v| v.owner != 0) {
+            *owned.entry(v.owner).or_default() += 1;
+        }
+        let Some(to) = handover::successor(&handover::Input {
+            me: node.id,
+            led_for,
+            since_last_attempt: last_attempt
+                .filter(|(t, _)| *t == term)
+                .map(|(_, at)| now.saturating_sub(at)),
+            last_log_index,
+            followers: &followers,
+            owned: &owned,
+            settle: node.handover_settle,
+        }) else {
+            continue;
+        };
+        last_attempt = Some((term, now));
+        let Some(addr) = addrs.get(&to) else { continue };
+        let h = HandOver {
+            term,
+            leader: node.id,
+            last_log_index,
+        };
+        match node.pool.timeout_now(addr, &h, node.rpc_timeout).await {
+            Ok(Ok(())) => tracing::info!(to, term, "leadership handed over: this member owns VIPs"),
+            Ok(Err(e)) => tracing::info!(to, error = %e, "hand-over refused"),
+            Err(e) => tracing::info!(to, error = %e, "hand-over failed"),
         }
     }
 }

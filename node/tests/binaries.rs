@@ -95,12 +95,6 @@ fn base_args(dir: &Path, id: u64, listen: &str) -> Vec<String> {
         listen.into(),
         "--http-listen".into(),
         "127.0.0.1:0".into(),
-        "--heartbeat-ms".into(),
-        "50".into(),
-        "--election-timeout-min-ms".into(),
-        "300".into(),
-        "--election-timeout-max-ms".into(),
-        "600".into(),
     ]
 }
 

@@ -120,49 +120,59 @@ async fn controller_places_moves_and_fails_over_vips_by_lease() {
     }
     let agents = FakeAgents::start(c.addrs.values().cloned().collect(), &[1, 2, 3]);
 
-    // Placement: the lowest id among equals, epoch 1; only the owner gets grants.
-    let v = wait_vip(&client, "placement on node 1", |v| v.owner == 1).await;
+    // Placement at epoch 1 (on the lowest id that is not the leader: see the controller's
+    // unit tests); only the owner gets grants.
+    let v = wait_vip(&client, "placement", |v| v.owner != 0).await;
     assert_eq!(v.epoch, 1);
+    let first = v.owner;
+    let others: Vec<u64> = (1..=3).filter(|id| *id != first).collect();
     let claim = vec![v1::VipClaim {
         vip: "v".into(),
         epoch: 1,
     }];
-    assert!(client.renew(1, claim.clone()).await.unwrap().grants[0].granted);
-    assert!(!client.renew(2, claim).await.unwrap().grants[0].granted);
+    assert!(client.renew(first, claim.clone()).await.unwrap().grants[0].granted);
+    assert!(!client.renew(others[0], claim).await.unwrap().grants[0].granted);
 
     // Drain: break before make. The owner is asked to release and keeps the VIP until it
-    // confirms; then node 2 gets it at epoch 2.
+    // confirms; then another node gets it at epoch 2.
     client
-        .set_node_admin(1, v1::AdminState::Draining)
+        .set_node_admin(first, v1::AdminState::Draining)
         .await
         .unwrap();
     let v = wait_vip(&client, "release requested", |v| v.releasing).await;
     assert_eq!(
         (v.owner, v.epoch),
-        (1, 1),
+        (first, 1),
         "nobody else is assigned before the release"
     );
-    client.confirm_release(1, "v", 1).await.unwrap();
-    let v = wait_vip(&client, "moved to node 2", |v| v.owner == 2).await;
+    client.confirm_release(first, "v", 1).await.unwrap();
+    let v = wait_vip(&client, "moved away", |v| v.owner != first).await;
     assert_eq!((v.epoch, v.releasing), (2, false));
+    let second = v.owner;
+    let third = 6 - first - second;
 
-    // Node 2's agent dies: after its lease expires at the leader, node 3 takes over.
-    agents.stop_agent(2);
-    let v = wait_vip(&client, "failover to node 3", |v| v.owner == 3).await;
+    // The second owner's agent dies: after its lease expires at the leader, the only other
+    // active node takes over.
+    agents.stop_agent(second);
+    let v = wait_vip(&client, "failover to the third node", |v| v.owner == third).await;
     assert_eq!(v.epoch, 3);
-    wait_for("node 2 marked down", Duration::from_secs(20), || async {
-        let s = client.get_state(false).await.ok()?;
-        s.nodes
-            .iter()
-            .find(|n| n.id == 2)
-            .filter(|n| !n.alive)
-            .map(|_| ())
-    })
+    wait_for(
+        "the dead agent's node marked down",
+        Duration::from_secs(20),
+        || async {
+            let s = client.get_state(false).await.ok()?;
+            s.nodes
+                .iter()
+                .find(|n| n.id == second)
+                .filter(|n| !n.alive)
+                .map(|_| ())
+        },
+    )
     .await;
 
-    // Node 1 is back in placement: the VIP stays where it is (sticky).
+    // The drained node is back in placement: the VIP stays where it is (sticky).
     client
-        .set_node_admin(1, v1::AdminState::Active)
+        .set_node_admin(first, v1::AdminState::Active)
         .await
         .unwrap();
 
@@ -171,17 +181,17 @@ async fn controller_places_moves_and_fails_over_vips_by_lease() {
     c.stop(leader).await;
     let new_leader = c.leader().await;
     assert_ne!(new_leader, leader);
-    let before = agents.granted(3);
+    let before = agents.granted(third);
     wait_for(
-        "node 3 renewed with the new leader",
+        "the owner renewed with the new leader",
         Duration::from_secs(20),
-        || async { (agents.granted(3) >= before + 10).then_some(()) },
+        || async { (agents.granted(third) >= before + 10).then_some(()) },
     )
     .await;
     let v = vip(&client).await;
     assert_eq!(
         (v.owner, v.epoch),
-        (3, 3),
+        (third, 3),
         "no move, no new epoch across the leader change"
     );
     drop(agents);

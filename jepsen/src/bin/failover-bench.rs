@@ -4,7 +4,10 @@
 //! (probes answered by two hosts x 10 ms, which must be 0). Needs root.
 //!
 //!   cargo build --workspace --bins --release
-//!   target/release/failover-bench [--trials 20] [--scenarios crash,partition,drain]
+//!   target/release/failover-bench [--trials 20] [--scenarios crash,partition,drain,leader]
+//!
+//! `leader` kills the Raft leader while another node owns the VIP: nothing should move and
+//! the client should see no outage (the owner renews with the next leader in time).
 
 use std::time::{Duration, Instant};
 
@@ -20,6 +23,7 @@ fn main() {
         "crash".to_string(),
         "partition".to_string(),
         "drain".to_string(),
+        "leader".to_string(),
     ];
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -34,7 +38,7 @@ fn main() {
                 i += 1;
             }
             "-h" | "--help" => {
-                println!("failover-bench [--trials N] [--scenarios crash,partition,drain]");
+                println!("failover-bench [--trials N] [--scenarios crash,partition,drain,leader]");
                 return;
             }
             other => panic!("unknown argument {other:?}"),
@@ -45,8 +49,41 @@ fn main() {
     println!("scenario   trials  takeover p50/p99/max (ms)   client outage p50/p99/max (ms)   split-brain (ms)");
     for scenario in &scenarios {
         let (mut takeover, mut outage, mut split) = (Vec::new(), Vec::new(), Duration::ZERO);
+        let mut co_located = 0;
         for _ in 0..trials {
             let (owner, _) = v.wait_settled();
+            if scenario == "leader" {
+                // An owning leader hands the leadership over within a few seconds.
+                let leader = v
+                    .lab
+                    .wait_for(Duration::from_secs(10), || {
+                        v.leader().filter(|l| *l != owner)
+                    })
+                    .or_else(|| v.leader())
+                    .expect("a leader");
+                if leader == owner {
+                    co_located += 1;
+                    continue;
+                }
+                let obs = observer(&v);
+                let t = Instant::now();
+                v.procs[leader as usize - 1].take().expect("running").kill();
+                // Done when another leader leads and the old one is known to be down.
+                v.lab
+                    .wait_for(Duration::from_secs(30), || {
+                        v.leader().filter(|l| *l != leader)?;
+                        v.node_alive(leader).filter(|a| !a)
+                    })
+                    .expect("a new leader marked the old one down");
+                let probes = obs.stop().expect("observer ran");
+                let a = analyze(&probes, t);
+                assert_eq!(a.first_answer.len(), 1, "the VIP stayed put: {a:?}");
+                outage.push(a.outage);
+                takeover.push(Duration::ZERO);
+                split += Duration::from_millis(10) * a.split_brain_probes as u32;
+                v.procs[leader as usize - 1] = Some(v.spawn(leader));
+                continue;
+            }
             let obs = observer(&v);
             let t = Instant::now();
             match scenario.as_str() {
@@ -79,6 +116,12 @@ fn main() {
                     assert!(ok, "{err}");
                 }
             }
+        }
+        if co_located > 0 {
+            println!("{scenario}: {co_located} trials skipped, the leader owned the VIP");
+        }
+        if takeover.is_empty() {
+            continue;
         }
         takeover.sort();
         outage.sort();

@@ -8,7 +8,7 @@ use ballast_proto::CLUSTER_ID_HEADER;
 use serde::{de::DeserializeOwned, Serialize};
 use tonic::{Request, Response, Status};
 
-use crate::network::{decode, ForwardError};
+use crate::network::{decode, ForwardError, HandOver};
 use crate::node::Node;
 use crate::types::Command;
 
@@ -78,5 +78,44 @@ impl RaftService for RaftSvc {
     async fn read_index(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let () = self.decode(req)?;
         encode(&self.node.read_index_local().await)
+    }
+
+    async fn timeout_now(
+        &self,
+        req: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let h: HandOver = self.decode(req)?;
+        let r: Result<(), String> = async {
+            let (term, leader, last) = {
+                let m = self.node.raft.metrics();
+                let m = m.borrow();
+                (
+                    m.current_term,
+                    m.current_leader,
+                    m.last_log_index.unwrap_or(0),
+                )
+            };
+            if term != h.term || leader != Some(h.leader) {
+                return Err(format!(
+                    "not following {} in term {} (term {term}, leader {leader:?})",
+                    h.leader, h.term
+                ));
+            }
+            if last < h.last_log_index {
+                return Err(format!(
+                    "log behind the leader's ({last} < {})",
+                    h.last_log_index
+                ));
+            }
+            tracing::info!(from = h.leader, term, "taking over the leadership");
+            self.node
+                .raft
+                .trigger()
+                .elect()
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .await;
+        encode(&r)
     }
 }
