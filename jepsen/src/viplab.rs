@@ -18,7 +18,13 @@ pub struct VipLab {
     pub lab: Lab,
     pub procs: Vec<Option<LabProcess>>,
     pub dir: PathBuf,
+    /// One VipLab at a time per process: three members per lab host is already the load of
+    /// three servers on this machine's two cores; several labs at once would measure the
+    /// scheduler, not Ballast. Declared last, so it is released after everything stopped.
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
 }
+
+static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl VipLab {
     /// Three members with agents; service "web" gated by an exec check `up` that passes while
@@ -31,6 +37,9 @@ impl VipLab {
                 ballast_bin(bin).display()
             );
         }
+        let guard = ONE_LAB
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let lab = Lab::new(3).unwrap_or_else(|e| panic!("LAB SETUP FAILED: {e}"));
         let dir = std::env::temp_dir().join(format!("{}-data", lab.id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -38,6 +47,7 @@ impl VipLab {
             procs: Vec::new(),
             lab,
             dir,
+            _one_at_a_time: guard,
         };
         for id in 1..=3u64 {
             std::fs::write(v.up_file(id), "").unwrap();

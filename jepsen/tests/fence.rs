@@ -46,10 +46,10 @@ fn the_kernel_stops_answering_for_a_vip_when_its_allowance_expires() {
     );
     assert!(!lab.can_ping_addr(client, vip));
 
-    // Allowed for 1.5 s; then nobody renews.
-    let allowance = Duration::from_millis(1500);
-    fence.allow_for(vip, allowance).unwrap();
-    let deadline = Instant::now() + allowance; // the kernel's timer started before this instant
+    // Allowed until a deadline 1.5 s away; then nobody renews. The deadline is counted from
+    // before the call: however long nft takes, the kernel must not answer past it.
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    assert!(fence.allow_until(vip, deadline).unwrap());
     assert!(answers_arp(), "allowed: it answers ARP");
     assert!(lab.can_ping_addr(client, vip), "allowed: it answers IP");
     let mut late_answers = Vec::new();
@@ -72,7 +72,18 @@ fn the_kernel_stops_answering_for_a_vip_when_its_allowance_expires() {
     assert!(!lab.can_ping_addr(client, vip));
 
     // Revocation is immediate.
-    fence.allow_for(vip, Duration::from_secs(30)).unwrap();
+    assert!(fence
+        .allow_until(vip, Instant::now() + Duration::from_secs(30))
+        .unwrap());
+    assert!(answers_arp());
+    // A deadline too near to meet is refused, and revokes.
+    assert!(!fence
+        .allow_until(vip, Instant::now() + Duration::from_millis(5))
+        .unwrap());
+    assert!(!answers_arp());
+    assert!(fence
+        .allow_until(vip, Instant::now() + Duration::from_secs(30))
+        .unwrap());
     assert!(answers_arp());
     fence.revoke(vip).unwrap();
     assert!(!answers_arp());

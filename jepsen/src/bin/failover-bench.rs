@@ -26,6 +26,7 @@ fn main() {
         "leader".to_string(),
     ];
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut show_logs = false;
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
@@ -37,8 +38,9 @@ fn main() {
                 scenarios = args[i + 1].split(',').map(String::from).collect();
                 i += 1;
             }
+            "--show-logs" => show_logs = true,
             "-h" | "--help" => {
-                println!("failover-bench [--trials N] [--scenarios crash,partition,drain,leader]");
+                println!("failover-bench [--trials N] [--scenarios crash,partition,drain,leader] [--show-logs]");
                 return;
             }
             other => panic!("unknown argument {other:?}"),
@@ -99,6 +101,20 @@ fn main() {
             let new_mac = v.mac(new_owner);
             let probes = obs.stop().expect("observer ran");
             let a = analyze(&probes, t);
+            if show_logs {
+                // Where the longest gap was, on the wall clock, to line up with the logs.
+                let wall = std::time::SystemTime::now();
+                let now = Instant::now();
+                let answered: Vec<&Instant> = probes
+                    .iter()
+                    .filter(|p| p.at >= t && !p.macs.is_empty())
+                    .map(|p| &p.at)
+                    .collect();
+                if let Some(w) = answered.windows(2).max_by_key(|w| *w[1] - *w[0]) {
+                    let to_wall = |i: Instant| humantime_like(wall - (now - i));
+                    println!("gap {} .. {}", to_wall(*w[0]), to_wall(*w[1]));
+                }
+            }
             let first_new = a
                 .first_answer
                 .iter()
@@ -137,4 +153,13 @@ fn main() {
             ms(split),
         );
     }
+    if show_logs {
+        println!("{}", v.logs());
+    }
+}
+
+/// Seconds and microseconds of the minute, UTC, as the logs print them.
+fn humantime_like(t: std::time::SystemTime) -> String {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap();
+    format!("{:02}.{:06}", d.as_secs() % 60, d.subsec_micros())
 }

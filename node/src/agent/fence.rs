@@ -6,11 +6,23 @@
 //! the agent stops renewing — killed, paused, cut off — the kernel stops answering on time
 //! without any help from the agent. Tables are replaced atomically; every change is one nft
 //! transaction.
+//!
+//! The kernel counts an element's timeout from the moment it commits the transaction, not from
+//! the moment the agent computed it. Anything between the two (spawning nft, a loaded machine,
+//! the agent stopped by SIGSTOP right then) would stretch the allowance past the agent's
+//! deadline. So an allowance is given as a deadline: the timeout is computed only once nft is
+//! running and waiting for its script, minus [`COMMIT_BUDGET`] for nft's own work before the
+//! commit; if nft took longer than that budget the allowance is given again, shorter, and if
+//! the deadline is near the address is revoked instead.
 
 use std::io::Write;
 use std::net::Ipv4Addr;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Time allowed between writing a transaction to nft and the kernel committing it. The fence
+/// closes this much before the agent's deadline; a transaction that took longer is redone.
+pub const COMMIT_BUDGET: Duration = Duration::from_millis(30);
 
 /// A fence operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -24,9 +36,10 @@ pub trait VipFence: Send + Sync {
     fn install(&self) -> Result<(), FenceError>;
     /// Sets the addresses the fence governs.
     fn manage(&self, addrs: &[Ipv4Addr]) -> Result<(), FenceError>;
-    /// Lets the server answer for `addr` for `remaining` from now (refreshing any earlier
-    /// allowance).
-    fn allow_for(&self, addr: Ipv4Addr, remaining: Duration) -> Result<(), FenceError>;
+    /// Lets the server answer for `addr` until at most `deadline` (refreshing any earlier
+    /// allowance). Returns false, with the address revoked, when the deadline is too near to
+    /// allow it safely.
+    fn allow_until(&self, addr: Ipv4Addr, deadline: Instant) -> Result<bool, FenceError>;
     /// Stops answering for `addr` now.
     fn revoke(&self, addr: Ipv4Addr) -> Result<(), FenceError>;
     /// Removes the fence entirely (clean stop; the addresses must be gone first).
@@ -73,32 +86,41 @@ impl NftFence {
         Self::new(vec!["nft".into()])
     }
 
-    fn run(&self, script: &str) -> Result<(), FenceError> {
-        let mut child = Command::new(&self.argv[0])
+    fn spawn(&self) -> Result<Child, FenceError> {
+        Command::new(&self.argv[0])
             .args(&self.argv[1..])
             .args(["-f", "-"])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| FenceError(format!("running {:?}: {e}", self.argv)))?;
-        child
-            .stdin
-            .take()
-            .expect("piped stdin")
-            .write_all(script.as_bytes())
-            .map_err(|e| FenceError(e.to_string()))?;
-        let out = child
-            .wait_with_output()
-            .map_err(|e| FenceError(e.to_string()))?;
-        if !out.status.success() {
-            return Err(FenceError(format!(
-                "{}\n(script was:\n{script})",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-        Ok(())
+            .map_err(|e| FenceError(format!("running {:?}: {e}", self.argv)))
     }
+
+    fn run(&self, script: &str) -> Result<(), FenceError> {
+        let child = self.spawn()?;
+        finish(child, script)
+    }
+}
+
+/// Feeds `script` to a running nft and waits for the transaction.
+fn finish(mut child: Child, script: &str) -> Result<(), FenceError> {
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(script.as_bytes())
+        .map_err(|e| FenceError(e.to_string()))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| FenceError(e.to_string()))?;
+    if !out.status.success() {
+        return Err(FenceError(format!(
+            "{}\n(script was:\n{script})",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
 }
 
 impl VipFence for NftFence {
@@ -121,19 +143,41 @@ impl VipFence for NftFence {
         self.run(&s)
     }
 
-    fn allow_for(&self, addr: Ipv4Addr, remaining: Duration) -> Result<(), FenceError> {
-        let ms = remaining.as_millis().max(1);
-        let mut s = String::new();
-        for family in ["arp", "ip"] {
-            // add (no-op if present), delete, add with the new timeout: one transaction, so
-            // the address is never unprotected nor allowed past the new deadline.
-            s.push_str(&format!(
-                "add element {family} {TABLE} allowed {{ {addr} }}\n\
-                 delete element {family} {TABLE} allowed {{ {addr} }}\n\
-                 add element {family} {TABLE} allowed {{ {addr} timeout {ms}ms }}\n"
-            ));
+    fn allow_until(&self, addr: Ipv4Addr, deadline: Instant) -> Result<bool, FenceError> {
+        // At most three tries: each one that overran its budget is followed by a shorter one.
+        for _ in 0..3 {
+            let child = self.spawn()?;
+            // nft is running and waiting for its script: the timeout is computed now.
+            let written = Instant::now();
+            let Some(timeout) = deadline
+                .checked_duration_since(written)
+                .and_then(|d| d.checked_sub(COMMIT_BUDGET))
+                .filter(|d| *d >= Duration::from_millis(1))
+            else {
+                let _ = finish(child, ""); // an empty transaction
+                self.revoke(addr)?;
+                return Ok(false);
+            };
+            let ms = timeout.as_millis();
+            let mut s = String::new();
+            for family in ["arp", "ip"] {
+                // add (no-op if present), delete, add with the new timeout: one transaction,
+                // so the address is never unprotected nor allowed past the new deadline.
+                s.push_str(&format!(
+                    "add element {family} {TABLE} allowed {{ {addr} }}\n\
+                     delete element {family} {TABLE} allowed {{ {addr} }}\n\
+                     add element {family} {TABLE} allowed {{ {addr} timeout {ms}ms }}\n"
+                ));
+            }
+            finish(child, &s)?;
+            let took = written.elapsed();
+            if took <= COMMIT_BUDGET {
+                return Ok(true);
+            }
+            tracing::warn!(?took, %addr, "nft overran its commit budget; allowing again");
         }
-        self.run(&s)
+        self.revoke(addr)?;
+        Ok(false)
     }
 
     fn revoke(&self, addr: Ipv4Addr) -> Result<(), FenceError> {

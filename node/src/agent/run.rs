@@ -162,9 +162,26 @@ pub async fn run(
     }
 }
 
-async fn drop_vip(fence: &dyn VipFence, addrs: &Addresses, name: &str, h: &Held, why: &str) {
-    if let Err(e) = fence.revoke(h.addr) {
-        tracing::error!(error = %e, vip = %name, "revoking the fence");
+/// Stops answering for a VIP (the fence first), then removes its address. A planned release
+/// is confirmed as soon as the fence is shut, before the address goes, because the next owner
+/// waits for that confirmation.
+async fn drop_vip(
+    fence: &dyn VipFence,
+    addrs: &Addresses,
+    name: &str,
+    h: &Held,
+    why: &str,
+    confirm: Option<(&Client, NodeId)>,
+) {
+    match fence.revoke(h.addr) {
+        Ok(()) => {
+            if let Some((client, me)) = confirm {
+                if let Err(e) = client.confirm_release(me, name, h.epoch).await {
+                    tracing::debug!(error = %e, vip = %name, "confirming release");
+                }
+            }
+        }
+        Err(e) => tracing::error!(error = %e, vip = %name, "revoking the fence"),
     }
     if let Err(e) = addrs.remove(&h.iface, h.addr).await {
         tracing::error!(error = %e, vip = %name, "removing the address");
@@ -189,7 +206,7 @@ async fn reconcile(
         let seen = max_epoch.entry(v.name.clone()).or_insert(0);
         if v.epoch < *seen {
             if let Some(h) = held.remove(&v.name) {
-                drop_vip(fence, addrs, &v.name, &h, "epoch went backwards").await;
+                drop_vip(fence, addrs, &v.name, &h, "epoch went backwards", None).await;
             }
         }
         *seen = (*seen).max(v.epoch);
@@ -197,6 +214,7 @@ async fn reconcile(
 
     // Drop what the cluster no longer gives us, or asked us to release; expire what ran out.
     let now = Instant::now();
+    let mut confirmed: Vec<String> = Vec::new();
     let names: Vec<String> = held.keys().cloned().collect();
     for name in names {
         let h = &held[&name];
@@ -210,12 +228,28 @@ async fn reconcile(
         };
         if let Some(why) = reason {
             let h = held.remove(&name).expect("present");
-            drop_vip(fence, addrs, &name, &h, why).await;
+            let confirm = v.is_some_and(|v| v.releasing && v.owner == me && v.epoch == h.epoch);
+            drop_vip(
+                fence,
+                addrs,
+                &name,
+                &h,
+                why,
+                confirm.then_some((client, me)),
+            )
+            .await;
+            if confirm {
+                confirmed.push(name);
+            }
         }
     }
     // Confirm releases (also of VIPs never acquired here), so planned moves proceed.
     for v in &state.vips {
-        if v.owner == me && v.releasing && !held.contains_key(&v.name) {
+        if v.owner == me
+            && v.releasing
+            && !held.contains_key(&v.name)
+            && !confirmed.contains(&v.name)
+        {
             if let Err(e) = client.confirm_release(me, &v.name, v.epoch).await {
                 tracing::debug!(error = %e, vip = %v.name, "confirming release");
             }
@@ -265,17 +299,27 @@ async fn reconcile(
             continue;
         }
         let remaining = deadline - now;
-        if let Err(e) = fence.allow_for(ip, remaining) {
-            tracing::error!(error = %e, vip = %g.vip, "allowing in the fence");
-            continue;
-        }
-        // The address outlives the fence by at most a second or two: a backstop only.
+        // The address first: the fence keeps it silent until the allow below, which is the
+        // moment the VIP answers. It outlives the fence by at most a second or two: a
+        // backstop only.
         if let Err(e) = addrs
             .add_or_refresh(&v.interface, ip, prefix, remaining + Duration::from_secs(1))
             .await
         {
             tracing::error!(error = %e, vip = %g.vip, "adding the address");
-            let _ = fence.revoke(ip);
+            continue;
+        }
+        let allowed = match fence.allow_until(ip, deadline.into_std()) {
+            Ok(allowed) => allowed,
+            Err(e) => {
+                tracing::error!(error = %e, vip = %g.vip, "allowing in the fence");
+                false
+            }
+        };
+        if !allowed {
+            if !held.contains_key(&g.vip) {
+                let _ = addrs.remove(&v.interface, ip).await;
+            }
             continue;
         }
         let fresh = !held.contains_key(&g.vip);

@@ -131,6 +131,8 @@ impl Agent for AgentSvc {
                     .leader_obs()
                     .released
                     .insert(r.vip.clone(), r.epoch);
+                // The next owner can be assigned now, not at the next tick.
+                self.node.controller_wake.notify_one();
             }
             Ok(v1::AgentResponse {
                 header: Some(self.node.header_at(data.revision)),
