@@ -186,6 +186,18 @@ impl Client {
         );
     }
 
+    /// Replaces the connection to target `idx` after an attempt got no answer. A connection
+    /// that lost packets (a partition) can stay stalled in TCP's retransmission backoff for
+    /// seconds after the network heals; a new one works at once.
+    fn reconnect(&self, idx: usize) {
+        let mut t = self.inner.targets.write().unwrap();
+        if let Some(target) = t.get_mut(idx) {
+            if let Ok(ch) = channel(&target.addr, &self.inner.cfg) {
+                target.channel = ch;
+            }
+        }
+    }
+
     /// Prefers `addr`, adding it to the targets if it was not one of the endpoints.
     fn prefer(&self, addr: &str) {
         let addr = normalize(addr);
@@ -238,6 +250,7 @@ impl Client {
                     format!("{:?}: {}", s.code(), s.message())
                 }
                 Err(_) => {
+                    self.reconnect(idx);
                     self.rotate(idx);
                     format!("no answer within {:?}", cfg.attempt_timeout)
                 }
@@ -554,12 +567,18 @@ impl Client {
 
     /// Claims the leases of VIPs assigned to `node_id` (and reports the agent alive). Sent to
     /// the leader; a grant holds for `lease_ms` from the moment this call was made.
+    /// Claims the leases of `claims`; `holding` is what the agent answers for right now.
     pub async fn renew(
         &self,
         node_id: u64,
         claims: Vec<v1::VipClaim>,
+        holding: Vec<v1::VipClaim>,
     ) -> Result<v1::RenewResponse, Error> {
-        let req = v1::RenewRequest { node_id, claims };
+        let req = v1::RenewRequest {
+            node_id,
+            claims,
+            holding,
+        };
         self.call("renew", |ch| {
             let req = req.clone();
             async move { Self::agent(ch).renew(req).await }
@@ -599,6 +618,14 @@ impl Client {
         self.call("confirm release", |ch| {
             let req = req.clone();
             async move { Self::agent(ch).confirm_release(req).await }
+        })
+        .await
+    }
+
+    /// The leader's view of VIP leases and of what each agent reports holding.
+    pub async fn leases(&self) -> Result<v1::LeasesResponse, Error> {
+        self.call("leases", |ch| async move {
+            Self::agent(ch).leases(v1::LeasesRequest {}).await
         })
         .await
     }

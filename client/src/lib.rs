@@ -11,6 +11,7 @@
 
 mod client;
 mod error;
+pub mod report;
 mod watch;
 
 pub use ballast_proto::v1;

@@ -204,3 +204,60 @@ fn an_owning_leader_hands_over_and_a_leader_crash_does_not_move_the_vip() {
         "the owner's lease ran out during a leader change:\n{log}"
     );
 }
+
+#[test]
+fn status_shows_leases_holders_and_where_agents_differ() {
+    let (v, owner, epoch) = VipLab::start();
+    let status = || -> Option<serde_json::Value> {
+        let (ok, out, _) = v.ctl(&["status", "-o", "json"]);
+        ok.then(|| serde_json::from_str(&out).ok())?
+    };
+    // Agreement: the owner holds it, its lease has time left, nothing differs.
+    let s = v
+        .lab
+        .wait_for(Duration::from_secs(10), || {
+            status().filter(|s| {
+                s["differences"].as_array().is_some_and(|d| d.is_empty())
+                    && s["vips"][0]["held_by"] == serde_json::json!([owner])
+            })
+        })
+        .expect("status agrees with the decision");
+    let vip = &s["vips"][0];
+    assert_eq!(vip["owner"], owner);
+    assert_eq!(vip["epoch"], epoch);
+    let left = vip["lease_remaining_ms"].as_u64().unwrap();
+    assert!(left > 0 && left <= 850, "lease left {left} ms");
+
+    // A VIP on an interface no server has: it is assigned, but its owner cannot hold it.
+    let (ok, _, err) = v.ctl(&[
+        "vip",
+        "apply",
+        "ghost-vip",
+        "--address",
+        "10.213.0.101/24",
+        "--interface",
+        "nosuch0",
+        "--service",
+        "web",
+    ]);
+    assert!(ok, "{err}");
+    let s = v
+        .lab
+        .wait_for(Duration::from_secs(10), || {
+            status().filter(|s| {
+                s["differences"].as_array().is_some_and(|d| {
+                    d.iter().any(|l| {
+                        l.as_str().is_some_and(|l| {
+                            l.starts_with("ghost-vip: owner node")
+                                && l.ends_with("does not report holding it")
+                        })
+                    })
+                })
+            })
+        })
+        .expect("status shows that the ghost VIP's owner does not hold it");
+    let (ok, text, _) = v.ctl(&["status"]);
+    assert!(ok);
+    assert!(text.contains("agents differ from the decisions"), "{text}");
+    eprintln!("{}\n{text}", s["differences"]);
+}

@@ -52,6 +52,9 @@ pub struct Observations {
     pub agent_seen: BTreeMap<NodeId, Duration>,
     /// VIPs whose owner confirmed it removed the address, at the epoch it held.
     pub released: BTreeMap<String, u64>,
+    /// What each agent reported holding (VIP, epoch) in its last renewal. For operators only:
+    /// decisions never depend on it.
+    pub holding: BTreeMap<NodeId, Vec<(String, u64)>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -29,6 +29,9 @@ pub struct Input<'a> {
     pub followers: &'a [(NodeId, Option<u64>)],
     /// How many VIPs each node owns.
     pub owned: &'a BTreeMap<NodeId, usize>,
+    /// A planned move is under way: its release confirmation lives in this leader's memory
+    /// only, and a new leader would wait out the lease instead.
+    pub moving: bool,
     /// A leader must have led this long, and waited this long since its last attempt.
     pub settle: Duration,
 }
@@ -36,7 +39,7 @@ pub struct Input<'a> {
 /// The follower to hand the leadership to, if the leader should.
 pub fn successor(i: &Input<'_>) -> Option<NodeId> {
     let owns = |id: NodeId| i.owned.get(&id).copied().unwrap_or(0);
-    if owns(i.me) == 0 || i.led_for < i.settle {
+    if owns(i.me) == 0 || i.moving || i.led_for < i.settle {
         return None;
     }
     if i.since_last_attempt.is_some_and(|d| d < i.settle) {
@@ -66,6 +69,7 @@ mod tests {
             last_log_index: 40,
             followers,
             owned,
+            moving: false,
             settle: S,
         }
     }
@@ -101,5 +105,8 @@ mod tests {
         assert_eq!(successor(&i), None);
         i.since_last_attempt = Some(S);
         assert_eq!(successor(&i), Some(2));
+        // Not in the middle of a planned move.
+        i.moving = true;
+        assert_eq!(successor(&i), None);
     }
 }

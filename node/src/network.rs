@@ -69,6 +69,18 @@ impl PeerPool {
         Ok(c)
     }
 
+    /// Drops the connection to `addr` after a call that got no answer in time: a connection
+    /// that lost packets (a partition) can stay stalled in TCP's retransmission backoff for
+    /// seconds after the network heals, while a new one works at once.
+    pub fn forget_if_stalled(&self, addr: &str, status: &tonic::Status) {
+        if matches!(
+            status.code(),
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+        ) {
+            self.channels.lock().unwrap().remove(addr);
+        }
+    }
+
     fn client(&self, addr: &str) -> Result<RaftServiceClient<Channel>, String> {
         Ok(RaftServiceClient::new(self.channel(addr)?)
             .max_decoding_message_size(MAX_MESSAGE_LEN)
@@ -102,7 +114,10 @@ impl PeerPool {
         let req = self
             .request(cmd, timeout)
             .map_err(tonic::Status::internal)?;
-        let resp = client.propose(req).await?;
+        let resp = client
+            .propose(req)
+            .await
+            .inspect_err(|e| self.forget_if_stalled(addr, e))?;
         decode(&resp.into_inner().payload).map_err(tonic::Status::internal)
     }
 
@@ -116,7 +131,10 @@ impl PeerPool {
         let req = self
             .request(&(), timeout)
             .map_err(tonic::Status::internal)?;
-        let resp = client.read_index(req).await?;
+        let resp = client
+            .read_index(req)
+            .await
+            .inspect_err(|e| self.forget_if_stalled(addr, e))?;
         decode(&resp.into_inner().payload).map_err(tonic::Status::internal)
     }
 }
@@ -139,7 +157,10 @@ impl PeerPool {
     ) -> Result<Result<(), String>, tonic::Status> {
         let mut client = self.client(addr).map_err(tonic::Status::unavailable)?;
         let req = self.request(h, timeout).map_err(tonic::Status::internal)?;
-        let resp = client.timeout_now(req).await?;
+        let resp = client
+            .timeout_now(req)
+            .await
+            .inspect_err(|e| self.forget_if_stalled(addr, e))?;
         decode(&resp.into_inner().payload).map_err(tonic::Status::internal)
     }
 }
@@ -200,6 +221,9 @@ impl PeerConnection {
             RpcKind::Vote => client.vote(request).await,
             RpcKind::Snapshot => client.install_snapshot(request).await,
         };
+        if let Err(s) = &resp {
+            self.pool.forget_if_stalled(&self.addr, s);
+        }
         let resp = resp.map_err(|s| match s.code() {
             tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
                 RPCError::Unreachable(Unreachable::new(&s))

@@ -665,8 +665,10 @@ async fn handover_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
         let now = node.mono_now();
         let led_for = now.saturating_sub(node.leader_obs().leader_since);
         let mut owned: BTreeMap<NodeId, usize> = BTreeMap::new();
+        let mut moving = false;
         for v in node.sm.read().vips.values().filter(|v| v.owner != 0) {
             *owned.entry(v.owner).or_default() += 1;
+            moving |= v.releasing;
         }
         let Some(to) = handover::successor(&handover::Input {
             me: node.id,
@@ -677,6 +679,7 @@ async fn handover_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
             last_log_index,
             followers: &followers,
             owned: &owned,
+            moving,
             settle: node.handover_settle,
         }) else {
             continue;

@@ -44,7 +44,7 @@ impl FakeAgents {
                             epoch: v.epoch,
                         })
                         .collect();
-                    if let Ok(resp) = client.renew(id, claims).await {
+                    if let Ok(resp) = client.renew(id, claims, vec![]).await {
                         let n = resp.grants.iter().filter(|g| g.granted).count() as u64;
                         *g.lock().unwrap().entry(id).or_default() += n;
                     }
@@ -130,8 +130,15 @@ async fn controller_places_moves_and_fails_over_vips_by_lease() {
         vip: "v".into(),
         epoch: 1,
     }];
-    assert!(client.renew(first, claim.clone()).await.unwrap().grants[0].granted);
-    assert!(!client.renew(others[0], claim).await.unwrap().grants[0].granted);
+    assert!(
+        client
+            .renew(first, claim.clone(), vec![])
+            .await
+            .unwrap()
+            .grants[0]
+            .granted
+    );
+    assert!(!client.renew(others[0], claim, vec![]).await.unwrap().grants[0].granted);
 
     // Drain: break before make. The owner is asked to release and keeps the VIP until it
     // confirms; then another node gets it at epoch 2.

@@ -294,6 +294,9 @@ async fn status(c: &Client, out: Output) -> Result<(), Error> {
     let s = c.status().await?;
     // Every member's own view, concurrently; unreachable members are shown as such.
     let views = futures::future::join_all(s.members.iter().map(|m| c.member_status(&m.addr))).await;
+    // The decided VIPs, and the leader's view of their leases and of the agents.
+    let st = c.get_state(true).await.ok();
+    let leases = c.leases().await.ok();
     if out == Output::Json {
         let members: Vec<Value> = s
             .members
@@ -326,6 +329,11 @@ async fn status(c: &Client, out: Output) -> Result<(), Error> {
             "applied_index": s.applied_index,
             "revision": s.header.as_ref().map(|h| h.revision).unwrap_or(0),
             "members": members,
+            "vips": st.as_ref().map(|st| vip_leases_json(&st.vips, leases.as_ref())),
+            "differences": match (&st, &leases) {
+                (Some(st), Some(l)) => json!(ballast_client::report::differences(&st.vips, l)),
+                _ => Value::Null,
+            },
         }));
         return Ok(());
     }
@@ -379,17 +387,95 @@ async fn status(c: &Client, out: Output) -> Result<(), Error> {
         &["ID", "ADDRESS", "ROLE", "STATE", "TERM", "APPLIED", "LAG"],
         rows,
     );
-    if let Ok(st) = c.get_state(true).await {
+    if let Some(st) = st {
         if !st.vips.is_empty() {
             println!();
-            vips_out(&st.vips, Output::Table);
+            vip_leases_table(&st.vips, leases.as_ref());
         }
         if !st.services.is_empty() {
             println!();
             services_table(&st.services);
         }
+        match &leases {
+            Some(l) => {
+                let d = ballast_client::report::differences(&st.vips, l);
+                if !d.is_empty() {
+                    println!();
+                    println!("agents differ from the decisions:");
+                    for line in d {
+                        println!("  {line}");
+                    }
+                }
+            }
+            None if !st.vips.is_empty() => {
+                println!();
+                println!("(leases unknown: no leader answered)");
+            }
+            None => {}
+        }
     }
     Ok(())
+}
+
+/// Lease time left at the leader, as shown to operators.
+fn lease_left(vip: &str, leases: Option<&v1::LeasesResponse>) -> Option<u32> {
+    leases?
+        .leases
+        .iter()
+        .find(|l| l.vip == vip)
+        .map(|l| l.remaining_ms)
+}
+
+fn vip_leases_json(vips: &[v1::Vip], leases: Option<&v1::LeasesResponse>) -> Value {
+    json!(vips
+        .iter()
+        .map(|v| json!({
+            "name": v.name, "owner": v.owner, "epoch": v.epoch, "state": vip_state(v),
+            "lease_remaining_ms": lease_left(&v.name, leases),
+            "held_by": leases.map(|l| ballast_client::report::held_by(&v.name, l)),
+        }))
+        .collect::<Vec<_>>())
+}
+
+fn vip_leases_table(vips: &[v1::Vip], leases: Option<&v1::LeasesResponse>) {
+    table(
+        &[
+            "VIP", "ADDRESS", "OWNER", "EPOCH", "STATE", "LEASE", "HELD BY",
+        ],
+        vips.iter()
+            .map(|v| {
+                vec![
+                    v.name.clone(),
+                    v.address.clone(),
+                    if v.owner == 0 {
+                        "-".into()
+                    } else {
+                        v.owner.to_string()
+                    },
+                    v.epoch.to_string(),
+                    vip_state(v),
+                    match lease_left(&v.name, leases) {
+                        Some(ms) if v.owner != 0 => format!("{ms} ms"),
+                        _ => "-".into(),
+                    },
+                    match leases {
+                        Some(l) => {
+                            let h: Vec<String> = ballast_client::report::held_by(&v.name, l)
+                                .iter()
+                                .map(|n| n.to_string())
+                                .collect();
+                            if h.is_empty() {
+                                "nobody".into()
+                            } else {
+                                h.join(",")
+                            }
+                        }
+                        None => "?".into(),
+                    },
+                ]
+            })
+            .collect(),
+    );
 }
 
 fn services_table(services: &[v1::Service]) {

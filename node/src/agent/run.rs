@@ -268,19 +268,30 @@ async fn reconcile(
             epoch: v.epoch,
         })
         .collect();
+    let holding: Vec<v1::VipClaim> = held
+        .iter()
+        .map(|(name, h)| v1::VipClaim {
+            vip: name.clone(),
+            epoch: h.epoch,
+        })
+        .collect();
     let sent = Instant::now();
-    let resp =
-        match tokio::time::timeout(cfg.lease.renew_interval * 2, client.renew(me, claims)).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "renewal failed");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!("renewal timed out");
-                return;
-            }
-        };
+    let resp = match tokio::time::timeout(
+        cfg.lease.renew_interval * 2,
+        client.renew(me, claims, holding),
+    )
+    .await
+    {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "renewal failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("renewal timed out");
+            return;
+        }
+    };
     // Trust the shorter of our lease and the leader's.
     let lease = cfg
         .lease

@@ -50,6 +50,10 @@ impl Agent for AgentSvc {
             let data = self.node.sm.read();
             let mut obs = self.node.leader_obs();
             obs.agent_seen.insert(r.node_id, now);
+            obs.holding.insert(
+                r.node_id,
+                r.holding.iter().map(|c| (c.vip.clone(), c.epoch)).collect(),
+            );
             let grants = r
                 .claims
                 .iter()
@@ -136,6 +140,74 @@ impl Agent for AgentSvc {
             }
             Ok(v1::AgentResponse {
                 header: Some(self.node.header_at(data.revision)),
+            })
+        })
+        .await
+    }
+
+    async fn leases(
+        &self,
+        _req: Request<v1::LeasesRequest>,
+    ) -> Result<Response<v1::LeasesResponse>, Status> {
+        instrument("Leases", async {
+            let (leader, addr) = self.node.leader();
+            if leader != Some(self.node.id) {
+                return Err(ApiError::NotLeader {
+                    leader_id: leader,
+                    leader_addr: addr,
+                });
+            }
+            let now = self.node.mono_now();
+            let data = self.node.sm.read();
+            let obs = self.node.leader_obs();
+            let lease = &self.node.controller_cfg.lease;
+            let ms = |d: std::time::Duration| d.as_millis().min(u32::MAX as u128) as u32;
+            let leases = data
+                .vips
+                .values()
+                .map(|v| {
+                    let remaining = if v.owner == 0 {
+                        std::time::Duration::ZERO
+                    } else {
+                        lease
+                            .leader_expiry(obs.granted.get(&v.name).copied(), obs.leader_since)
+                            .saturating_sub(now)
+                    };
+                    v1::VipLease {
+                        vip: v.name.clone(),
+                        owner: v.owner,
+                        epoch: v.epoch,
+                        remaining_ms: ms(remaining),
+                    }
+                })
+                .collect();
+            let agents = data
+                .nodes
+                .keys()
+                .map(|id| {
+                    let seen = obs.agent_seen.get(id);
+                    v1::AgentReport {
+                        node_id: *id,
+                        heard: seen.is_some(),
+                        last_heard_ms_ago: seen.map_or(0, |s| ms(now.saturating_sub(*s))),
+                        holding: obs
+                            .holding
+                            .get(id)
+                            .into_iter()
+                            .flatten()
+                            .map(|(vip, epoch)| v1::VipClaim {
+                                vip: vip.clone(),
+                                epoch: *epoch,
+                            })
+                            .collect(),
+                    }
+                })
+                .collect();
+            Ok(v1::LeasesResponse {
+                header: Some(self.node.header_at(data.revision)),
+                leases,
+                agents,
+                lease_ms: ms(lease.lease),
             })
         })
         .await

@@ -1,0 +1,169 @@
+//! Where what agents report differs from what the cluster decided: the part of
+//! `ballastctl status` that an operator reads first when a VIP misbehaves.
+
+use std::collections::BTreeMap;
+
+use ballast_proto::v1;
+
+/// One line per difference between the decided VIP owners (`vips`) and what the agents told
+/// the leader (`leases`). Empty when they agree.
+///
+/// A difference that lasts a renew interval or two is normal during a move (the new owner has
+/// not claimed yet, the old one has not reported its release yet); one that stays is not.
+pub fn differences(vips: &[v1::Vip], leases: &v1::LeasesResponse) -> Vec<String> {
+    let agents: BTreeMap<u64, &v1::AgentReport> =
+        leases.agents.iter().map(|a| (a.node_id, a)).collect();
+    let decided: BTreeMap<&str, &v1::Vip> = vips.iter().map(|v| (v.name.as_str(), v)).collect();
+    let mut out = Vec::new();
+    // What an agent reported longer ago than a lease has expired in its kernel since.
+    let fresh = |a: &v1::AgentReport| a.heard && a.last_heard_ms_ago <= leases.lease_ms;
+    for v in vips.iter().filter(|v| v.owner != 0 && !v.releasing) {
+        match agents.get(&v.owner) {
+            Some(a) if fresh(a) => {
+                if !a
+                    .holding
+                    .iter()
+                    .any(|h| h.vip == v.name && h.epoch == v.epoch)
+                {
+                    out.push(format!(
+                        "{}: owner node {} (epoch {}) does not report holding it",
+                        v.name, v.owner, v.epoch
+                    ));
+                }
+            }
+            Some(a) if a.heard => out.push(format!(
+                "{}: the agent of owner node {} has not renewed for {} ms",
+                v.name, v.owner, a.last_heard_ms_ago
+            )),
+            _ => out.push(format!(
+                "{}: the agent of owner node {} has not renewed with this leader",
+                v.name, v.owner
+            )),
+        }
+    }
+    for a in leases.agents.iter().filter(|a| fresh(a)) {
+        for h in &a.holding {
+            match decided.get(h.vip.as_str()) {
+                None => out.push(format!(
+                    "{}: node {} holds a VIP the cluster does not have",
+                    h.vip, a.node_id
+                )),
+                Some(v) if v.owner != a.node_id || v.epoch != h.epoch => out.push(format!(
+                    "{}: node {} holds it at epoch {}, but the cluster gave it to {} at epoch {}",
+                    h.vip,
+                    a.node_id,
+                    h.epoch,
+                    if v.owner == 0 {
+                        "nobody".to_string()
+                    } else {
+                        format!("node {}", v.owner)
+                    },
+                    v.epoch
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    out
+}
+
+/// Nodes whose agents report holding `vip`, for display.
+pub fn held_by(vip: &str, leases: &v1::LeasesResponse) -> Vec<u64> {
+    leases
+        .agents
+        .iter()
+        .filter(|a| {
+            a.heard
+                && a.last_heard_ms_ago <= leases.lease_ms
+                && a.holding.iter().any(|h| h.vip == vip)
+        })
+        .map(|a| a.node_id)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vip(name: &str, owner: u64, epoch: u64) -> v1::Vip {
+        v1::Vip {
+            name: name.into(),
+            owner,
+            epoch,
+            ..Default::default()
+        }
+    }
+
+    fn agent(id: u64, holding: &[(&str, u64)]) -> v1::AgentReport {
+        v1::AgentReport {
+            node_id: id,
+            heard: true,
+            last_heard_ms_ago: 50,
+            holding: holding
+                .iter()
+                .map(|(v, e)| v1::VipClaim {
+                    vip: v.to_string(),
+                    epoch: *e,
+                })
+                .collect(),
+        }
+    }
+
+    fn leases(agents: Vec<v1::AgentReport>) -> v1::LeasesResponse {
+        v1::LeasesResponse {
+            agents,
+            lease_ms: 800,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn agreement_reports_nothing() {
+        let vips = [vip("a", 1, 3), vip("b", 0, 2)];
+        let l = leases(vec![agent(1, &[("a", 3)]), agent(2, &[])]);
+        assert!(differences(&vips, &l).is_empty());
+        assert_eq!(held_by("a", &l), vec![1]);
+    }
+
+    #[test]
+    fn a_missing_holder_a_stale_holder_and_a_silent_owner_are_reported() {
+        let vips = [vip("a", 1, 3), vip("b", 2, 1)];
+        let mut silent = agent(2, &[]);
+        silent.heard = false;
+        let l = leases(vec![
+            agent(1, &[]),
+            silent,
+            agent(3, &[("a", 2), ("gone", 1)]),
+        ]);
+        let d = differences(&vips, &l);
+        assert_eq!(d.len(), 4, "{d:#?}");
+        assert!(d[0].contains("owner node 1 (epoch 3) does not report holding it"));
+        assert!(d[1].contains("owner node 2 has not renewed"));
+        assert!(d[2].contains("node 3 holds it at epoch 2, but the cluster gave it to node 1"));
+        assert!(d[3].contains("gone: node 3 holds a VIP the cluster does not have"));
+    }
+
+    #[test]
+    fn what_a_silent_agent_reported_long_ago_has_expired() {
+        let vips = [vip("a", 2, 4)];
+        let mut old = agent(1, &[("a", 3)]);
+        old.last_heard_ms_ago = 5_000;
+        let mut owner = agent(2, &[("a", 4)]);
+        owner.last_heard_ms_ago = 900;
+        let l = leases(vec![old, owner]);
+        let d = differences(&vips, &l);
+        assert_eq!(
+            d,
+            vec!["a: the agent of owner node 2 has not renewed for 900 ms"]
+        );
+        assert!(held_by("a", &l).is_empty());
+    }
+
+    #[test]
+    fn a_release_in_progress_is_not_a_difference_for_the_owner() {
+        let mut v = vip("a", 1, 3);
+        v.releasing = true;
+        let l = leases(vec![agent(1, &[])]);
+        assert!(differences(&[v], &l).is_empty());
+    }
+}
