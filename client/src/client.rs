@@ -544,6 +544,19 @@ impl Client {
         .await
     }
 
+    /// Removes a standalone agent's node record.
+    pub async fn forget_node(&self, node_id: u64) -> Result<v1::StateWriteResponse, Error> {
+        let t = self.ticket();
+        let req = v1::ForgetNodeRequest {
+            node_id,
+            request_id: Some(t.id),
+        };
+        self.call("forget node", |ch| async move {
+            Self::state(ch).forget_node(req).await
+        })
+        .await
+    }
+
     /// Asks the controller to move a VIP to `to_node` (planned, break-before-make).
     pub async fn move_vip(
         &self,
@@ -618,6 +631,23 @@ impl Client {
         self.call("confirm release", |ch| {
             let req = req.clone();
             async move { Self::agent(ch).confirm_release(req).await }
+        })
+        .await
+    }
+
+    /// A standalone agent announces itself (creates or updates its node record).
+    pub async fn register_agent(
+        &self,
+        node_id: u64,
+        addr: &str,
+    ) -> Result<v1::AgentResponse, Error> {
+        let req = v1::RegisterRequest {
+            node_id,
+            addr: addr.to_string(),
+        };
+        self.call("register", |ch| {
+            let req = req.clone();
+            async move { Self::agent(ch).register(req).await }
         })
         .await
     }

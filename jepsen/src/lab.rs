@@ -332,9 +332,66 @@ impl Lab {
         dir: &Path,
         extra: &[String],
     ) -> Result<LabProcess, LabError> {
+        self.spawn_member(id, self.nodes.len(), dir, extra)
+    }
+
+    /// The gRPC endpoints of the first `members` node hosts.
+    pub fn member_endpoints(&self, members: usize) -> Vec<String> {
+        self.nodes[..members]
+            .iter()
+            .map(|h| format!("{}:7400", h.addr))
+            .collect()
+    }
+
+    /// Starts `ballastd agent` (the agent alone, not a Raft member) as node `id` on node host
+    /// `id`, talking to the first `members` hosts; log under `dir`, then `extra` arguments.
+    pub fn spawn_standalone_agent(
+        &self,
+        id: usize,
+        members: usize,
+        dir: &Path,
+        extra: &[String],
+    ) -> Result<LabProcess, LabError> {
         let h = self.node(id);
-        let members: Vec<String> = self
-            .nodes
+        let mut args: Vec<String> = vec![
+            "agent".into(),
+            "--node-id".into(),
+            id.to_string(),
+            "--endpoints".into(),
+            self.member_endpoints(members).join(","),
+            "--advertise".into(),
+            format!("{}:7400", h.addr),
+        ];
+        args.extend_from_slice(extra);
+        self.spawn_logged_ballastd(id, &args, dir)
+    }
+
+    /// Runs `ballastd ARGS` on node host `id`, logging to `dir/nID.log`.
+    fn spawn_logged_ballastd(
+        &self,
+        id: usize,
+        args: &[String],
+        dir: &Path,
+    ) -> Result<LabProcess, LabError> {
+        self.spawn(
+            self.node(id),
+            &ballast_bin("ballastd"),
+            args,
+            &dir.join(format!("n{id}.log")),
+        )
+    }
+
+    /// Starts `ballastd` as member `id` of a cluster of the first `members` node hosts (see
+    /// [`Lab::spawn_ballastd`]).
+    pub fn spawn_member(
+        &self,
+        id: usize,
+        members: usize,
+        dir: &Path,
+        extra: &[String],
+    ) -> Result<LabProcess, LabError> {
+        let h = self.node(id);
+        let members: Vec<String> = self.nodes[..members]
             .iter()
             .enumerate()
             .map(|(i, h)| format!("{}={}:7400", i + 1, h.addr))
@@ -352,12 +409,7 @@ impl Lab {
             members.join(","),
         ];
         args.extend_from_slice(extra);
-        self.spawn(
-            h,
-            &ballast_bin("ballastd"),
-            &args,
-            &dir.join(format!("n{id}.log")),
-        )
+        self.spawn_logged_ballastd(id, &args, dir)
     }
 
     /// Drops every packet from `from` at `to` (one way: `to` stops hearing `from`). The link

@@ -13,9 +13,12 @@ use crate::lab::{ballast_bin, Host, Lab, LabProcess};
 pub const VIP: &str = "10.213.0.100";
 
 /// Three `ballastd --agent` members on lab hosts with service "web" (exec check `up`, which
-/// passes while the file `dir/up-nN` exists) and VIP "web-vip" at 10.213.0.100/24 on eth0.
+/// passes while the file `dir/up-nN` exists) and VIP "web-vip" at 10.213.0.100/24 on eth0;
+/// optionally more hosts that run `ballastd agent` alone (nodes 4, 5, ...).
 pub struct VipLab {
     pub lab: Lab,
+    /// Raft members (nodes 1..=members); the other nodes run the agent alone.
+    pub members: usize,
     pub procs: Vec<Option<LabProcess>>,
     pub dir: PathBuf,
     /// One VipLab at a time per process: three members per lab host is already the load of
@@ -30,6 +33,12 @@ impl VipLab {
     /// Three members with agents; service "web" gated by an exec check `up` that passes while
     /// the file `dir/up-nN` exists; VIP "web-vip" on eth0. Returns once the VIP answers.
     pub fn start() -> (Self, u64, u64) {
+        Self::start_with(0)
+    }
+
+    /// Like [`VipLab::start`], plus `standalone` hosts running `ballastd agent`, also backends
+    /// of "web".
+    pub fn start_with(standalone: usize) -> (Self, u64, u64) {
         for bin in ["ballastd", "ballastctl"] {
             assert!(
                 ballast_bin(bin).exists(),
@@ -40,12 +49,13 @@ impl VipLab {
         let guard = ONE_LAB
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let lab = Lab::new(3).unwrap_or_else(|e| panic!("LAB SETUP FAILED: {e}"));
+        let lab = Lab::new(3 + standalone).unwrap_or_else(|e| panic!("LAB SETUP FAILED: {e}"));
         let dir = std::env::temp_dir().join(format!("{}-data", lab.id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut v = VipLab {
             procs: Vec::new(),
             lab,
+            members: 3,
             dir,
             _one_at_a_time: guard,
         };
@@ -61,6 +71,21 @@ impl VipLab {
                 (ok && s["leader_id"].as_u64()? > 0).then_some(())
             })
             .expect("cluster formed");
+        let total = 3 + standalone as u64;
+        for id in 4..=total {
+            std::fs::write(v.up_file(id), "").unwrap();
+            let p = v.spawn(id);
+            v.procs.push(Some(p));
+        }
+        v.lab
+            .wait_for(Duration::from_secs(30), || {
+                let (ok, out, _) = v.ctl(&["node", "ls", "-o", "json"]);
+                let nodes: Value = serde_json::from_str(&out).ok()?;
+                (ok && nodes.as_array()?.len() as u64 == total).then_some(())
+            })
+            .unwrap_or_else(|| panic!("standalone agents registered; logs:\n{}", v.logs()));
+        let backends: Vec<String> = (1..=total).map(|i| i.to_string()).collect();
+        let backends = backends.join(",");
         let (ok, _, err) = v.ctl(&[
             "service",
             "apply",
@@ -68,7 +93,7 @@ impl VipLab {
             "--check",
             "exec:up",
             "--backends",
-            "1,2,3",
+            &backends,
             "--interval-ms",
             "100",
             "--timeout-ms",
@@ -102,25 +127,27 @@ impl VipLab {
         self.dir.join(format!("up-n{id}"))
     }
 
+    /// Starts node `id`: a member with its agent, or the agent alone beyond the members.
     pub fn spawn(&self, id: u64) -> LabProcess {
-        let extra = [
-            "--agent".to_string(),
+        let check = [
             "--exec-check".to_string(),
             format!("up=test -e {}", self.up_file(id).display()),
         ];
+        if id as usize > self.members {
+            return self
+                .lab
+                .spawn_standalone_agent(id as usize, self.members, &self.dir, &check)
+                .unwrap();
+        }
+        let mut extra = vec!["--agent".to_string()];
+        extra.extend(check);
         self.lab
-            .spawn_ballastd(id as usize, &self.dir, &extra)
+            .spawn_member(id as usize, self.members, &self.dir, &extra)
             .unwrap()
     }
 
     pub fn ctl(&self, args: &[&str]) -> (bool, String, String) {
-        let endpoints: Vec<String> = self
-            .lab
-            .nodes()
-            .iter()
-            .map(|h| format!("{}:7400", h.addr))
-            .collect();
-        let ep = endpoints.join(",");
+        let ep = self.lab.member_endpoints(self.members).join(",");
         let mut a = vec!["--endpoints", ep.as_str(), "--timeout", "10"];
         a.extend_from_slice(args);
         let out = self
@@ -235,7 +262,7 @@ impl VipLab {
     }
 
     pub fn logs(&self) -> String {
-        (1..=3)
+        (1..=self.lab.nodes().len() as u64)
             .map(|i| self.log(i))
             .collect::<Vec<_>>()
             .join("\n----\n")

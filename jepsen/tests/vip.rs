@@ -261,3 +261,62 @@ fn status_shows_leases_holders_and_where_agents_differ() {
     assert!(text.contains("agents differ from the decisions"), "{text}");
     eprintln!("{}\n{text}", s["differences"]);
 }
+
+#[test]
+fn a_standalone_agent_registers_holds_the_vip_and_loses_it_when_killed() {
+    let (mut v, _, _) = VipLab::start_with(1);
+    let (ok, out, err) = v.ctl(&["node", "ls", "-o", "json"]);
+    assert!(ok, "{err}");
+    let nodes: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let four = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == 4)
+        .expect("node 4 registered");
+    assert_eq!(four["role"], "agent", "{four}");
+
+    // The id of a member is refused, with the reason.
+    let endpoints = v.lab.member_endpoints(3).join(",");
+    let out = v
+        .lab
+        .exec(
+            v.host(4),
+            jepsen::ballast_bin("ballastd").to_str().unwrap(),
+            &["agent", "--node-id", "2", "--endpoints", &endpoints],
+        )
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Raft member"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The VIP moves to the agent-only server and answers from it.
+    let obs = observer(&v);
+    let (ok, _, err) = v.ctl(&["vip", "move", "web-vip", "--to", "4"]);
+    assert!(ok, "{err}");
+    let mac4 = v.mac(4);
+    v.lab
+        .wait_for(Duration::from_secs(15), || {
+            let last = obs.probes().last().cloned()?;
+            (last.macs.len() == 1 && mac_string(&last.macs[0]) == mac4).then_some(())
+        })
+        .unwrap_or_else(|| panic!("node 4 never answered; logs:\n{}", v.logs()));
+    assert_eq!(v.owner().map(|o| o.0), Some(4));
+
+    // Killed, it stops answering by its deadline and a member takes over.
+    let t = Instant::now();
+    v.procs[3].take().unwrap().kill();
+    let (new_owner, _) = v.wait_moved(4, &obs);
+    assert!(new_owner <= 3);
+    let outage = check_history(&obs.stop().unwrap(), t);
+    v.lab
+        .wait_for(Duration::from_secs(15), || v.node_alive(4).filter(|a| !a))
+        .expect("node 4 marked down");
+    // Gone for good: out of the service, then forgotten.
+    let (ok, _, err) = v.ctl(&["node", "forget", "4"]);
+    assert!(!ok && err.contains("backs service"), "{err}");
+    eprintln!("standalone agent killed: node {new_owner} answers; outage {outage:?}");
+}

@@ -44,6 +44,43 @@ pub enum ConfigError {
     Invalid { field: String, message: String },
 }
 
+/// The agent's options, shared by `ballastd --agent` and `ballastd agent`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct AgentOpts {
+    /// VIP lease length in milliseconds [default: 800]. An owner that cannot renew stops
+    /// answering for its VIPs within this time; another node takes over a little later. On a
+    /// member it must leave, after the drift allowance and one renew interval, twice the
+    /// election timeout's upper bound plus 100 ms, so that a leader election does not drop the
+    /// VIPs. An agent uses the leader's lease when that is shorter.
+    #[arg(long, env = "BALLAST_VIP_LEASE_MS")]
+    pub vip_lease_ms: Option<u64>,
+
+    /// How often an owner renews its VIP leases, in milliseconds [default: 100].
+    #[arg(long, env = "BALLAST_VIP_RENEW_MS")]
+    pub vip_renew_ms: Option<u64>,
+
+    /// Clock-drift allowance the agent subtracts from its deadline, ms [default: 20].
+    #[arg(long, env = "BALLAST_VIP_DRIFT_MS")]
+    pub vip_drift_ms: Option<u64>,
+
+    /// Gratuitous ARPs sent when acquiring a VIP [default: 5].
+    #[arg(long, env = "BALLAST_GARP_COUNT")]
+    pub garp_count: Option<u32>,
+
+    /// Milliseconds between those gratuitous ARPs [default: 100].
+    #[arg(long, env = "BALLAST_GARP_INTERVAL_MS")]
+    pub garp_interval_ms: Option<u64>,
+
+    /// Address health checks connect to (the backend runs on this server) [default: 127.0.0.1].
+    #[arg(long, env = "BALLAST_CHECK_HOST")]
+    pub check_host: Option<std::net::IpAddr>,
+
+    /// A command exec health checks may run, NAME=COMMAND ARGS... (repeatable). Only local
+    /// configuration defines commands; the API names them.
+    #[arg(long = "exec-check")]
+    pub exec_checks: Vec<String>,
+}
+
 /// Command line of `ballastd`. Every option can also be set as BALLAST_<NAME> in the
 /// environment or as <name> (with underscores) in the TOML file given by --config.
 #[derive(Debug, Clone, Default, Parser)]
@@ -58,7 +95,8 @@ Precedence: a flag beats the environment (BALLAST_*), which beats the TOML file 
 Forming a new cluster: start every member with the same --initial-cluster.\n\
 Joining a running cluster: start with --join and the endpoints of running members.\n\
 Restarting: start with the same --data-dir; the member resumes from it (--initial-cluster is \
-then ignored)."
+then ignored).\n\n\
+A server outside the quorum runs the agent alone: see `ballastd agent --help`."
 )]
 pub struct Args {
     /// TOML file with any of the options below (names with underscores).
@@ -147,45 +185,16 @@ pub struct Args {
     #[arg(long, env = "BALLAST_AGENT")]
     pub agent: bool,
 
-    /// VIP lease length in milliseconds [default: 800]. An owner that cannot renew stops
-    /// answering for its VIPs within this time; another node takes over a little later. It
-    /// must leave, after the drift allowance and one renew interval, twice the election
-    /// timeout's upper bound plus 100 ms, so that a leader election does not drop the VIPs.
-    #[arg(long, env = "BALLAST_VIP_LEASE_MS")]
-    pub vip_lease_ms: Option<u64>,
-
-    /// How often an owner renews its VIP leases, in milliseconds [default: 100].
-    #[arg(long, env = "BALLAST_VIP_RENEW_MS")]
-    pub vip_renew_ms: Option<u64>,
-
-    /// Clock-drift allowance the agent subtracts from its deadline, ms [default: 20].
-    #[arg(long, env = "BALLAST_VIP_DRIFT_MS")]
-    pub vip_drift_ms: Option<u64>,
+    #[command(flatten)]
+    pub agent_opts: AgentOpts,
 
     /// Margin the leader adds before it considers a lease gone, ms [default: 50].
     #[arg(long, env = "BALLAST_VIP_MARGIN_MS")]
     pub vip_margin_ms: Option<u64>,
 
-    /// Gratuitous ARPs sent when acquiring a VIP [default: 5].
-    #[arg(long, env = "BALLAST_GARP_COUNT")]
-    pub garp_count: Option<u32>,
-
-    /// Milliseconds between those gratuitous ARPs [default: 100].
-    #[arg(long, env = "BALLAST_GARP_INTERVAL_MS")]
-    pub garp_interval_ms: Option<u64>,
-
     /// An agent silent this long is marked down by the leader, ms [default: 2000].
     #[arg(long, env = "BALLAST_NODE_DOWN_AFTER_MS")]
     pub node_down_after_ms: Option<u64>,
-
-    /// Address health checks connect to (the backend runs on this server) [default: 127.0.0.1].
-    #[arg(long, env = "BALLAST_CHECK_HOST")]
-    pub check_host: Option<std::net::IpAddr>,
-
-    /// A command exec health checks may run, NAME=COMMAND ARGS... (repeatable). Only local
-    /// configuration defines commands; the API names them.
-    #[arg(long = "exec-check")]
-    pub exec_checks: Vec<String>,
 
     /// Write the bound gRPC and HTTP addresses to this file as JSON once serving (for scripts
     /// and tests that listen on port 0).
@@ -297,16 +306,7 @@ impl Config {
     /// Merges flags/environment (already merged by clap) over the file over the defaults.
     pub fn load(args: Args) -> Result<Self, ConfigError> {
         let file = match &args.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
-                    path: path.display().to_string(),
-                    message: e.to_string(),
-                })?;
-                toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::File {
-                    path: path.display().to_string(),
-                    message: e.to_string(),
-                })?
-            }
+            Some(path) => read_toml(path)?,
             None => FileConfig::default(),
         };
         let http_listen = match args.http_listen.or(file.http_listen).as_deref() {
@@ -317,11 +317,7 @@ impl Config {
                 message: format!("{s:?} is not an address like 127.0.0.1:7480 or \"off\""),
             })?),
         };
-        let log_format = match args.log_format.or(file.log_format).as_deref() {
-            None | Some("text") => LogFormat::Text,
-            Some("json") => LogFormat::Json,
-            Some(other) => return Err(ConfigError::BadLogFormat(other.into())),
-        };
+        let log_format = parse_log_format(args.log_format.or(file.log_format))?;
         let initial_cluster = parse_initial_cluster(
             args.initial_cluster
                 .or(file.initial_cluster)
@@ -376,20 +372,30 @@ impl Config {
             agent: args.agent || file.agent.unwrap_or(false),
             lease: crate::lease::LeaseConfig {
                 lease: Duration::from_millis(
-                    args.vip_lease_ms.or(file.vip_lease_ms).unwrap_or(800),
+                    args.agent_opts
+                        .vip_lease_ms
+                        .or(file.vip_lease_ms)
+                        .unwrap_or(800),
                 ),
                 renew_interval: Duration::from_millis(
-                    args.vip_renew_ms.or(file.vip_renew_ms).unwrap_or(100),
+                    args.agent_opts
+                        .vip_renew_ms
+                        .or(file.vip_renew_ms)
+                        .unwrap_or(100),
                 ),
                 drift_allowance: Duration::from_millis(
-                    args.vip_drift_ms.or(file.vip_drift_ms).unwrap_or(20),
+                    args.agent_opts
+                        .vip_drift_ms
+                        .or(file.vip_drift_ms)
+                        .unwrap_or(20),
                 ),
                 leader_margin: Duration::from_millis(
                     args.vip_margin_ms.or(file.vip_margin_ms).unwrap_or(50),
                 ),
             },
-            garp_count: args.garp_count.or(file.garp_count).unwrap_or(5),
+            garp_count: args.agent_opts.garp_count.or(file.garp_count).unwrap_or(5),
             garp_interval_ms: args
+                .agent_opts
                 .garp_interval_ms
                 .or(file.garp_interval_ms)
                 .unwrap_or(100),
@@ -398,23 +404,11 @@ impl Config {
                 .or(file.node_down_after_ms)
                 .unwrap_or(2000),
             check_host: args
+                .agent_opts
                 .check_host
                 .or(file.check_host)
                 .unwrap_or_else(|| "127.0.0.1".parse().unwrap()),
-            exec_checks: {
-                let mut m = file.exec_checks.unwrap_or_default();
-                for e in &args.exec_checks {
-                    let (name, cmd) = e.split_once('=').ok_or_else(|| ConfigError::Invalid {
-                        field: "exec-check".into(),
-                        message: format!("{e:?} is not NAME=COMMAND"),
-                    })?;
-                    m.insert(
-                        name.to_string(),
-                        cmd.split_whitespace().map(String::from).collect(),
-                    );
-                }
-                m
-            },
+            exec_checks: merge_exec_checks(file.exec_checks, &args.agent_opts.exec_checks)?,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -446,12 +440,7 @@ impl Config {
                 field: "vip-lease".into(),
                 message: e.to_string(),
             })?;
-        if self.garp_count == 0 || self.garp_count > 100 {
-            return Err(ConfigError::Invalid {
-                field: "garp-count".into(),
-                message: "must be in 1..=100".into(),
-            });
-        }
+        validate_agent(self.garp_count, &self.exec_checks)?;
         if self.node_down_after_ms <= self.lease.lease.as_millis() as u64 {
             return Err(ConfigError::Invalid {
                 field: "node-down-after-ms".into(),
@@ -461,14 +450,6 @@ impl Config {
                     self.lease.lease.as_millis()
                 ),
             });
-        }
-        for (name, argv) in &self.exec_checks {
-            if argv.is_empty() {
-                return Err(ConfigError::Invalid {
-                    field: "exec-check".into(),
-                    message: format!("{name:?} has no command"),
-                });
-            }
         }
         if self.snapshot_logs == 0 {
             return Err(ConfigError::BadSnapshotLogs);
@@ -567,6 +548,241 @@ pub fn parse_initial_cluster(s: &str) -> Result<BTreeMap<NodeId, String>, Config
     Ok(out)
 }
 
+fn read_toml<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T, ConfigError> {
+    let err = |message: String| ConfigError::File {
+        path: path.display().to_string(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    toml::from_str::<T>(&text).map_err(|e| err(e.to_string()))
+}
+
+fn parse_log_format(v: Option<String>) -> Result<LogFormat, ConfigError> {
+    match v.as_deref() {
+        None | Some("text") => Ok(LogFormat::Text),
+        Some("json") => Ok(LogFormat::Json),
+        Some(other) => Err(ConfigError::BadLogFormat(other.into())),
+    }
+}
+
+/// Exec checks from the file, then from `--exec-check NAME=COMMAND` flags (a flag replaces a
+/// file entry of the same name).
+fn merge_exec_checks(
+    file: Option<BTreeMap<String, Vec<String>>>,
+    flags: &[String],
+) -> Result<BTreeMap<String, Vec<String>>, ConfigError> {
+    let mut m = file.unwrap_or_default();
+    for e in flags {
+        let (name, cmd) = e.split_once('=').ok_or_else(|| ConfigError::Invalid {
+            field: "exec-check".into(),
+            message: format!("{e:?} is not NAME=COMMAND"),
+        })?;
+        m.insert(
+            name.to_string(),
+            cmd.split_whitespace().map(String::from).collect(),
+        );
+    }
+    Ok(m)
+}
+
+/// Checks shared by the member's embedded agent and the standalone one.
+fn validate_agent(
+    garp_count: u32,
+    exec_checks: &BTreeMap<String, Vec<String>>,
+) -> Result<(), ConfigError> {
+    if garp_count == 0 || garp_count > 100 {
+        return Err(ConfigError::Invalid {
+            field: "garp-count".into(),
+            message: "must be in 1..=100".into(),
+        });
+    }
+    for (name, argv) in exec_checks {
+        if argv.is_empty() {
+            return Err(ConfigError::Invalid {
+                field: "exec-check".into(),
+                message: format!("{name:?} has no command"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Command line of `ballastd agent`: the agent alone, for a server that runs backends and
+/// holds VIPs but is not a Raft member. Every option can also be set as BALLAST_<NAME> in the
+/// environment or in the TOML file given by --config.
+#[derive(Debug, Clone, Default, Parser)]
+#[command(
+    name = "ballastd agent",
+    version,
+    about = "Ballast agent alone: holds the VIPs the cluster assigns to this server and probes its backends",
+    long_about = "Ballast agent alone, for a server outside the Raft quorum: it registers the \
+server as a node (role agent) with the cluster at --endpoints, then holds the VIPs the cluster \
+assigns to it (nftables fence, netlink addresses, gratuitous ARP) and probes its backends. \
+Needs CAP_NET_ADMIN and CAP_NET_RAW. On SIGTERM it releases its VIPs and stops.\n\n\
+The node id must be unique in the cluster and not that of a Raft member. Make the node a \
+backend of a service (ballastctl service apply --backends) for VIPs to be placed on it."
+)]
+pub struct AgentArgs {
+    /// TOML file with any of the options below (names with underscores).
+    #[arg(long, env = "BALLAST_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// This server's node id: a positive integer, unique in the cluster, not a member's.
+    #[arg(long, env = "BALLAST_NODE_ID")]
+    pub node_id: Option<NodeId>,
+
+    /// gRPC endpoints of cluster members, comma separated (host:port,...).
+    #[arg(long, env = "BALLAST_ENDPOINTS")]
+    pub endpoints: Option<String>,
+
+    /// How operators reach this server, host:port, shown in node lists [default: none].
+    #[arg(long, env = "BALLAST_ADVERTISE")]
+    pub advertise: Option<String>,
+
+    #[command(flatten)]
+    pub agent_opts: AgentOpts,
+
+    /// Log output: text or json [default: text].
+    #[arg(long, env = "BALLAST_LOG_FORMAT")]
+    pub log_format: Option<String>,
+
+    /// Log filter in tracing's EnvFilter syntax [default: info].
+    #[arg(long, env = "BALLAST_LOG")]
+    pub log: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentFileConfig {
+    node_id: Option<NodeId>,
+    endpoints: Option<Vec<String>>,
+    advertise: Option<String>,
+    vip_lease_ms: Option<u64>,
+    vip_renew_ms: Option<u64>,
+    vip_drift_ms: Option<u64>,
+    garp_count: Option<u32>,
+    garp_interval_ms: Option<u64>,
+    check_host: Option<std::net::IpAddr>,
+    exec_checks: Option<BTreeMap<String, Vec<String>>>,
+    log_format: Option<String>,
+    log: Option<String>,
+}
+
+/// The resolved configuration of `ballastd agent`.
+#[derive(Debug, Clone)]
+pub struct AgentOnlyConfig {
+    pub node_id: NodeId,
+    pub endpoints: Vec<String>,
+    pub advertise: String,
+    pub lease: crate::lease::LeaseConfig,
+    pub garp_count: u32,
+    pub garp_interval_ms: u64,
+    pub check_host: std::net::IpAddr,
+    pub exec_checks: BTreeMap<String, Vec<String>>,
+    pub log_format: LogFormat,
+    pub log: String,
+}
+
+impl AgentOnlyConfig {
+    pub fn load(args: AgentArgs) -> Result<Self, ConfigError> {
+        let file: AgentFileConfig = match &args.config {
+            Some(path) => read_toml(path)?,
+            None => AgentFileConfig::default(),
+        };
+        let defaults = crate::lease::LeaseConfig::default();
+        let endpoints: Vec<String> = match args.endpoints {
+            Some(e) => e
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            None => file.endpoints.unwrap_or_default(),
+        };
+        let cfg = AgentOnlyConfig {
+            node_id: args
+                .node_id
+                .or(file.node_id)
+                .ok_or(ConfigError::MissingNodeId)?,
+            endpoints,
+            advertise: args.advertise.or(file.advertise).unwrap_or_default(),
+            lease: crate::lease::LeaseConfig {
+                lease: args
+                    .agent_opts
+                    .vip_lease_ms
+                    .or(file.vip_lease_ms)
+                    .map_or(defaults.lease, Duration::from_millis),
+                renew_interval: args
+                    .agent_opts
+                    .vip_renew_ms
+                    .or(file.vip_renew_ms)
+                    .map_or(defaults.renew_interval, Duration::from_millis),
+                drift_allowance: args
+                    .agent_opts
+                    .vip_drift_ms
+                    .or(file.vip_drift_ms)
+                    .map_or(defaults.drift_allowance, Duration::from_millis),
+                leader_margin: defaults.leader_margin,
+            },
+            garp_count: args.agent_opts.garp_count.or(file.garp_count).unwrap_or(5),
+            garp_interval_ms: args
+                .agent_opts
+                .garp_interval_ms
+                .or(file.garp_interval_ms)
+                .unwrap_or(100),
+            check_host: args
+                .agent_opts
+                .check_host
+                .or(file.check_host)
+                .unwrap_or_else(|| "127.0.0.1".parse().unwrap()),
+            exec_checks: merge_exec_checks(file.exec_checks, &args.agent_opts.exec_checks)?,
+            log_format: parse_log_format(args.log_format.or(file.log_format))?,
+            log: args.log.or(file.log).unwrap_or_else(|| "info".into()),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node_id == 0 {
+            return Err(ConfigError::MissingNodeId);
+        }
+        if self.endpoints.is_empty() {
+            return Err(ConfigError::Invalid {
+                field: "endpoints".into(),
+                message: "at least one member's gRPC endpoint (host:port) is needed".into(),
+            });
+        }
+        for e in &self.endpoints {
+            crate::validate::member_addr("endpoints", e).map_err(|_| ConfigError::Invalid {
+                field: "endpoints".into(),
+                message: format!("{e:?} is not host:port"),
+            })?;
+        }
+        if !self.advertise.is_empty()
+            && crate::validate::member_addr("advertise", &self.advertise).is_err()
+        {
+            return Err(ConfigError::BadAdvertise(self.advertise.clone()));
+        }
+        self.lease.validate().map_err(|e| ConfigError::Invalid {
+            field: "vip-lease".into(),
+            message: e.to_string(),
+        })?;
+        validate_agent(self.garp_count, &self.exec_checks)
+    }
+
+    /// The agent's own settings.
+    pub fn agent(&self) -> crate::agent::AgentConfig {
+        crate::agent::AgentConfig {
+            node_id: self.node_id,
+            lease: self.lease,
+            garp_count: self.garp_count,
+            garp_interval: Duration::from_millis(self.garp_interval_ms),
+            check_host: self.check_host,
+            exec_checks: self.exec_checks.clone(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -632,6 +848,40 @@ mod tests {
             "{e}"
         );
         Config::load(args(&["--node-id", "1"])).expect("the defaults are consistent");
+    }
+
+    #[test]
+    fn the_standalone_agent_needs_an_id_and_endpoints() {
+        let parse = |v: &[&str]| {
+            AgentOnlyConfig::load(
+                AgentArgs::try_parse_from(std::iter::once("agent").chain(v.iter().copied()))
+                    .unwrap(),
+            )
+        };
+        assert_eq!(
+            parse(&["--endpoints", "10.0.0.1:7400"]).unwrap_err(),
+            ConfigError::MissingNodeId
+        );
+        assert!(matches!(
+            parse(&["--node-id", "9"]).unwrap_err(),
+            ConfigError::Invalid { field, .. } if field == "endpoints"
+        ));
+        assert!(matches!(
+            parse(&["--node-id", "9", "--endpoints", "nope"]).unwrap_err(),
+            ConfigError::Invalid { field, .. } if field == "endpoints"
+        ));
+        let c = parse(&[
+            "--node-id",
+            "9",
+            "--endpoints",
+            "10.0.0.1:7400, 10.0.0.2:7400",
+            "--exec-check",
+            "up=test -e /tmp/up",
+        ])
+        .unwrap();
+        assert_eq!(c.endpoints, vec!["10.0.0.1:7400", "10.0.0.2:7400"]);
+        assert_eq!(c.exec_checks["up"], vec!["test", "-e", "/tmp/up"]);
+        assert_eq!(c.lease, crate::lease::LeaseConfig::default());
     }
 
     #[test]

@@ -2,24 +2,44 @@
 
 use std::process::ExitCode;
 
-use ballast_node::config::{Args, Config, LogFormat};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ballast_node::config::{AgentArgs, AgentOnlyConfig, Args, Config, LogFormat};
 use clap::Parser;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-fn init_logging(cfg: &Config) {
-    let filter = EnvFilter::try_new(&cfg.log).unwrap_or_else(|_| EnvFilter::new("info"));
+fn init_logging(log: &str, format: LogFormat) {
+    let filter = EnvFilter::try_new(log).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    match cfg.log_format {
+    match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
 }
 
+/// Resolves on SIGINT or SIGTERM.
+async fn stop_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    let mut argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("agent") {
+        argv.remove(1);
+        argv[0] = "ballastd agent".into();
+        return agent_main(AgentArgs::parse_from(argv)).await;
+    }
+
     // 1. Configuration: flags over environment over file over defaults, validated.
     let cfg = match Config::load(Args::parse()) {
         Ok(c) => c,
@@ -28,7 +48,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&cfg);
+    init_logging(&cfg.log, cfg.log_format);
 
     // 2. Bind the ports first so that a port conflict is reported before anything else.
     let grpc = match TcpListener::bind(cfg.listen).await {
@@ -60,13 +80,71 @@ async fn main() -> ExitCode {
     };
 
     // 4. Run until SIGINT or SIGTERM, then stop cleanly.
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing the SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    stop_signal().await;
     tracing::info!("stopping");
     handle.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+/// `ballastd agent`: register with the cluster, then run the agent until a signal.
+async fn agent_main(args: AgentArgs) -> ExitCode {
+    let cfg = match AgentOnlyConfig::load(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ballastd agent: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&cfg.log, cfg.log_format);
+    let mut ccfg = ballast_client::ClientConfig::new(cfg.endpoints.clone());
+    ccfg.attempt_timeout = cfg.lease.renew_interval * 2;
+    ccfg.max_backoff = cfg.lease.renew_interval / 2;
+    ccfg.deadline = cfg.lease.lease;
+    let client = ballast_client::Client::new(ccfg);
+
+    // 1. Register (or confirm the registration) before holding anything. A refusal is final;
+    //    an unreachable cluster is retried until it answers or a signal comes.
+    let registered = async {
+        loop {
+            match client.register_agent(cfg.node_id, &cfg.advertise).await {
+                Ok(_) => return Ok(()),
+                Err(ballast_client::Error::InvalidArgument(m)) => return Err(m),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot register with the cluster yet");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    };
+    tokio::select! {
+        r = registered => if let Err(m) = r {
+            eprintln!("ballastd agent: the cluster refused node {}: {m}", cfg.node_id);
+            return ExitCode::from(2);
+        },
+        _ = stop_signal() => return ExitCode::SUCCESS,
+    }
+    tracing::info!(node_id = cfg.node_id, "registered with the cluster");
+
+    // 2. Run until a signal; on stop the agent releases what it holds.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let fence: Arc<dyn ballast_node::agent::fence::VipFence> =
+        Arc::new(ballast_node::agent::fence::NftFence::local());
+    let mut task = tokio::spawn(ballast_node::agent::run(
+        cfg.agent(),
+        client,
+        fence,
+        stop_rx,
+    ));
+    tokio::select! {
+        _ = stop_signal() => {}
+        _ = &mut task => {
+            // It only returns early when it cannot work (netlink, nft): already logged.
+            eprintln!("ballastd agent: the agent stopped; see the log");
+            return ExitCode::from(1);
+        }
+    }
+    tracing::info!("stopping");
+    let _ = stop_tx.send(true);
+    let _ = task.await;
     ExitCode::SUCCESS
 }

@@ -423,6 +423,84 @@ impl StateData {
                 n.alive = *alive;
                 changed
             }),
+            Op::RegisterAgent { node_id, addr } => {
+                let agent = v1::Role::Agent as i32;
+                if self.nodes.get(node_id).is_some_and(|n| n.role != agent) {
+                    return (
+                        rejected(
+                            "node_id",
+                            format!(
+                                "node {node_id} is a Raft member; a standalone agent needs an id of its own"
+                            ),
+                        ),
+                        Vec::new(),
+                    );
+                }
+                let n = self.nodes.entry(*node_id).or_insert_with(|| v1::Node {
+                    id: *node_id,
+                    role: agent,
+                    admin: v1::AdminState::Active as i32,
+                    ..Default::default()
+                });
+                if n.addr == *addr && n.role == agent {
+                    // Known and unchanged: a restart, nothing to write.
+                    return (Outcome::StateWritten, Vec::new());
+                }
+                n.addr = addr.clone();
+                (
+                    Outcome::StateWritten,
+                    vec![state_event("node", node_id.to_string(), false)],
+                )
+            }
+            Op::ForgetAgent { node_id } => {
+                let Some(n) = self.nodes.get(node_id) else {
+                    return (
+                        rejected("node_id", format!("unknown node {node_id}")),
+                        Vec::new(),
+                    );
+                };
+                if n.role != v1::Role::Agent as i32 {
+                    return (
+                        rejected(
+                            "node_id",
+                            format!(
+                                "node {node_id} is a Raft member: remove it with member remove"
+                            ),
+                        ),
+                        Vec::new(),
+                    );
+                }
+                if let Some(v) = self.vips.values().find(|v| v.owner == *node_id) {
+                    return (
+                        rejected(
+                            "node_id",
+                            format!("node {node_id} owns VIP {:?}: drain it first", v.name),
+                        ),
+                        Vec::new(),
+                    );
+                }
+                if let Some(s) = self
+                    .services
+                    .values()
+                    .find(|s| s.backends.contains_key(node_id))
+                {
+                    return (
+                        rejected(
+                            "node_id",
+                            format!(
+                                "node {node_id} backs service {:?}: remove it from the backends first",
+                                s.name
+                            ),
+                        ),
+                        Vec::new(),
+                    );
+                }
+                self.nodes.remove(node_id);
+                (
+                    Outcome::StateWritten,
+                    vec![state_event("node", node_id.to_string(), true)],
+                )
+            }
         }
     }
 
@@ -964,5 +1042,61 @@ mod tests {
         other.name = "w".into();
         let (r, _) = apply1(&mut s, &entry(4, Op::ApplyVip(other), None));
         assert!(matches!(r.outcome, Outcome::Rejected { field, .. } if field == "vip.address"));
+    }
+
+    #[test]
+    fn standalone_agents_register_and_are_forgotten_but_never_as_members() {
+        let mut s = StateData::default();
+        apply1(&mut s, &membership(1, &[1, 2, 3], &[]));
+        let op = |i: u64, op: Op| entry(i, op, None);
+        // The id of a member is refused.
+        let (r, _) = apply1(
+            &mut s,
+            &op(
+                2,
+                Op::RegisterAgent {
+                    node_id: 2,
+                    addr: "10.0.0.2".into(),
+                },
+            ),
+        );
+        assert!(matches!(r.outcome, Outcome::Rejected { .. }));
+        assert_eq!(s.nodes[&2].role, v1::Role::Voter as i32);
+        // A new id becomes an active agent node, and survives membership changes.
+        let register = |i| {
+            op(
+                i,
+                Op::RegisterAgent {
+                    node_id: 7,
+                    addr: "10.0.0.7".into(),
+                },
+            )
+        };
+        let (r, _) = apply1(&mut s, &register(3));
+        assert_eq!(r.outcome, Outcome::StateWritten);
+        assert_eq!(s.nodes[&7].role, v1::Role::Agent as i32);
+        assert_eq!(s.nodes[&7].admin, v1::AdminState::Active as i32);
+        let rev = s.revision;
+        apply1(&mut s, &register(4));
+        assert_eq!(s.revision, rev, "registering again changes nothing");
+        apply1(&mut s, &membership(5, &[1, 2], &[]));
+        assert!(s.nodes.contains_key(&7));
+        // Forgetting: not a member, not while it backs a service.
+        let forget = |i, id| op(i, Op::ForgetAgent { node_id: id });
+        let (r, _) = apply1(&mut s, &forget(6, 1));
+        assert!(matches!(r.outcome, Outcome::Rejected { .. }));
+        let svc = v1::Service {
+            name: "web".into(),
+            backends: [(7, v1::Backend::default())].into_iter().collect(),
+            ..Default::default()
+        };
+        let (r, _) = apply1(&mut s, &op(7, Op::ApplyService(svc)));
+        assert_eq!(r.outcome, Outcome::StateWritten);
+        let (r, _) = apply1(&mut s, &forget(8, 7));
+        assert!(matches!(r.outcome, Outcome::Rejected { .. }));
+        apply1(&mut s, &op(9, Op::DeleteService("web".into())));
+        let (r, _) = apply1(&mut s, &forget(10, 7));
+        assert_eq!(r.outcome, Outcome::StateWritten);
+        assert!(!s.nodes.contains_key(&7));
     }
 }

@@ -135,6 +135,17 @@ pub enum Op {
         node_id: NodeId,
         alive: bool,
     },
+    /// A standalone agent (a server outside the quorum) announces itself: creates or updates
+    /// its node record (role agent). Refused for the id of a Raft member.
+    RegisterAgent {
+        node_id: NodeId,
+        addr: String,
+    },
+    /// Operator: removes a standalone agent's node record. Refused while it owns a VIP or
+    /// backs a service.
+    ForgetAgent {
+        node_id: NodeId,
+    },
 }
 
 /// A stored key and its revisions.

@@ -222,6 +222,9 @@ enum NodeCmd {
     Maintenance { id: u64 },
     /// Put the node back into placement.
     Resume { id: u64 },
+    /// Remove a standalone agent's node (`ballastd agent`) that is gone for good. Refused for
+    /// Raft members, and while the node owns a VIP or backs a service.
+    Forget { id: u64 },
 }
 
 #[derive(clap::Args)]
@@ -976,6 +979,11 @@ async fn node(c: &Client, cmd: NodeCmd, out: Output) -> Result<(), Error> {
         NodeCmd::Drain { id } => (id, v1::AdminState::Draining),
         NodeCmd::Maintenance { id } => (id, v1::AdminState::Maintenance),
         NodeCmd::Resume { id } => (id, v1::AdminState::Active),
+        NodeCmd::Forget { id } => {
+            c.forget_node(id).await?;
+            println!("node {id} forgotten");
+            return Ok(());
+        }
     };
     c.set_node_admin(id, state).await?;
     println!("node {id} is {}", state.label());

@@ -22,6 +22,17 @@ impl AgentSvc {
         AgentSvc { node }
     }
 
+    /// Proposes an agent's write and answers with the revision it made.
+    async fn write(&self, op: Op) -> Result<v1::AgentResponse, ApiError> {
+        let cr = self.node.propose(None, op).await?;
+        match write_outcome(cr)? {
+            (rev, Outcome::StateWritten) => Ok(v1::AgentResponse {
+                header: Some(self.node.header_at(rev)),
+            }),
+            (_, o) => Err(ApiError::Internal(format!("unexpected outcome {o:?}"))),
+        }
+    }
+
     fn known_node(&self, id: u64) -> Result<(), ApiError> {
         validate::node_id("node_id", id)?;
         if !self.node.sm.read().nodes.contains_key(&id) {
@@ -80,6 +91,25 @@ impl Agent for AgentSvc {
         .await
     }
 
+    async fn register(
+        &self,
+        req: Request<v1::RegisterRequest>,
+    ) -> Result<Response<v1::AgentResponse>, Status> {
+        let r = req.into_inner();
+        instrument("Register", async {
+            validate::node_id("node_id", r.node_id)?;
+            if !r.addr.is_empty() {
+                validate::member_addr("addr", &r.addr)?;
+            }
+            let op = Op::RegisterAgent {
+                node_id: r.node_id,
+                addr: r.addr,
+            };
+            self.write(op).await
+        })
+        .await
+    }
+
     async fn report_health(
         &self,
         req: Request<v1::ReportHealthRequest>,
@@ -99,13 +129,7 @@ impl Agent for AgentSvc {
                 service: r.service,
                 health: r.health,
             };
-            let cr = self.node.propose(None, op).await?;
-            match write_outcome(cr)? {
-                (rev, Outcome::StateWritten) => Ok(v1::AgentResponse {
-                    header: Some(self.node.header_at(rev)),
-                }),
-                (_, o) => Err(ApiError::Internal(format!("unexpected outcome {o:?}"))),
-            }
+            self.write(op).await
         })
         .await
     }

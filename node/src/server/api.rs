@@ -720,6 +720,13 @@ impl v1::state_server::State for Api {
         instrument("MoveVip", self.move_vip_inner(r)).await
     }
 
+    async fn forget_node(
+        &self,
+        req: Request<v1::ForgetNodeRequest>,
+    ) -> Result<Response<v1::StateWriteResponse>, Status> {
+        instrument("ForgetNode", self.forget_node_inner(req.into_inner())).await
+    }
+
     async fn set_node_admin(
         &self,
         req: Request<v1::SetNodeAdminRequest>,
@@ -742,6 +749,15 @@ impl v1::state_server::State for Api {
 }
 
 impl Api {
+    async fn forget_node_inner(
+        &self,
+        r: v1::ForgetNodeRequest,
+    ) -> Result<v1::StateWriteResponse, ApiError> {
+        validate::node_id("node_id", r.node_id)?;
+        self.state_write(r.request_id, Op::ForgetAgent { node_id: r.node_id })
+            .await
+    }
+
     async fn move_vip_inner(
         &self,
         r: v1::MoveVipRequest,
