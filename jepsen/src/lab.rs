@@ -18,6 +18,8 @@ pub enum LabError {
     Command { cmd: String, stderr: String },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Setup(String),
 }
 
 /// One simulated machine: a network namespace with `eth0` on the lab's bridge.
@@ -91,6 +93,8 @@ pub struct Lab {
     nodes: Vec<Host>,
     client: Host,
     created: Mutex<Vec<String>>,
+    /// Tells the threads of [`Lab::serve_names`] to end.
+    stop_servers: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn run(cmd: &str, args: &[&str]) -> Result<Output, LabError> {
@@ -171,6 +175,7 @@ impl Lab {
             client: host("client", CLIENT_OCTET),
             id,
             created: Mutex::new(Vec::new()),
+            stop_servers: Default::default(),
         };
         // From here on, Drop removes whatever was made, even if a later step fails.
         lab.add_netns(&lab.switch)?;
@@ -293,6 +298,70 @@ impl Lab {
         )
         .map(|o| o.status.success())
         .unwrap_or(false)
+    }
+
+    /// Runs `f` on a new thread inside `h`'s network namespace (sockets it opens live there)
+    /// and waits for its result.
+    pub fn run_in<T: Send + 'static>(
+        &self,
+        h: &Host,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, LabError> {
+        let handle = in_netns(h, f)?;
+        handle
+            .join()
+            .map_err(|_| LabError::Setup("the thread in the namespace panicked".into()))
+    }
+
+    /// Serves TCP on `0.0.0.0:port` in every node host until the lab is dropped: each
+    /// connection is answered with the host's name and closed. Shows which server a TCP client
+    /// of a VIP reached.
+    pub fn serve_names(&self, port: u16) -> Result<(), LabError> {
+        for h in &self.nodes {
+            let name = h.name.clone();
+            let stop = self.stop_servers.clone();
+            let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+            in_netns(h, move || {
+                use std::io::Write;
+                let l = match std::net::TcpListener::bind(("0.0.0.0", port)) {
+                    Ok(l) => l,
+                    Err(e) => return ready_tx.send(Err(e.to_string())).unwrap_or(()),
+                };
+                l.set_nonblocking(true).expect("nonblocking listener");
+                let _ = ready_tx.send(Ok(()));
+                while !stop.load(Ordering::Relaxed) {
+                    match l.accept() {
+                        Ok((mut c, _)) => {
+                            let _ = c.write_all(name.as_bytes());
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            })?;
+            ready_rx
+                .recv()
+                .map_err(|e| LabError::Setup(e.to_string()))?
+                .map_err(|e| LabError::Setup(format!("serving on {port} in {}: {e}", h.name)))?;
+        }
+        Ok(())
+    }
+
+    /// Connects from `from` to `addr:port` (1 s limit) and returns what the server sent.
+    pub fn tcp_read(&self, from: &Host, addr: Ipv4Addr, port: u16) -> Result<String, LabError> {
+        self.run_in(from, move || -> Result<String, String> {
+            use std::io::Read;
+            let mut c = std::net::TcpStream::connect_timeout(
+                &std::net::SocketAddr::from((addr, port)),
+                Duration::from_secs(1),
+            )
+            .map_err(|e| e.to_string())?;
+            c.set_read_timeout(Some(Duration::from_secs(1)))
+                .map_err(|e| e.to_string())?;
+            let mut s = String::new();
+            c.read_to_string(&mut s).map_err(|e| e.to_string())?;
+            Ok(s)
+        })?
+        .map_err(LabError::Setup)
     }
 
     /// Starts a long-running process on a host, its stdout and stderr appended to `log`.
@@ -474,8 +543,24 @@ impl Lab {
     }
 }
 
+/// Starts `f` on a thread that first enters `h`'s network namespace (that thread only).
+fn in_netns<T: Send + 'static>(
+    h: &Host,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<std::thread::JoinHandle<T>, LabError> {
+    use std::os::fd::AsRawFd;
+    let ns = std::fs::File::open(format!("/run/netns/{}", h.netns))?;
+    Ok(std::thread::spawn(move || {
+        // SAFETY: setns on a namespace fd; affects this thread only.
+        let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        f()
+    }))
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
+        self.stop_servers.store(true, Ordering::Relaxed);
         // Deleting a namespace kills nothing: processes are the owners' (LabProcess) to kill.
         // Namespaces go in reverse order; veth pairs vanish with them.
         let mut created = self.created.lock().unwrap();

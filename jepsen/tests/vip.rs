@@ -22,10 +22,26 @@ fn answers_from_its_owner_and_moves_when_the_owner_is_killed() {
         v.mac(owner),
         "ARP answered by the owner"
     );
+    // TCP too: a client on the client host reaches the owner's listener through the VIP.
+    let vip: std::net::Ipv4Addr = VIP.parse().unwrap();
+    v.lab.serve_names(9000).unwrap();
+    assert_eq!(
+        v.lab.tcp_read(v.lab.client(), vip, 9000).unwrap(),
+        format!("n{owner}")
+    );
     let t = Instant::now();
     v.procs[owner as usize - 1].take().unwrap().kill();
     let (new_owner, new_epoch) = v.wait_moved(owner, &obs);
     assert!(new_epoch > epoch);
+    // The client's next connection reaches the new owner (the dead one's neighbour entry is
+    // replaced by the gratuitous ARP of the new owner).
+    let reached = v
+        .lab
+        .wait_for(Duration::from_secs(5), || {
+            v.lab.tcp_read(v.lab.client(), vip, 9000).ok()
+        })
+        .expect("TCP through the VIP after the move");
+    assert_eq!(reached, format!("n{new_owner}"));
     let outage = check_history(&obs.stop().unwrap(), t);
     // The dead owner's fence expired: its kernel no longer allows the VIP.
     let set = v
