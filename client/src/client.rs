@@ -544,6 +544,82 @@ impl Client {
         .await
     }
 
+    /// Registers a release (`id`, `artifact`, `sha256`) of `service`.
+    pub async fn register_release(
+        &self,
+        service: &str,
+        id: &str,
+        artifact: &str,
+        sha256: &str,
+    ) -> Result<v1::StateWriteResponse, Error> {
+        let t = self.ticket();
+        let req = v1::RegisterReleaseRequest {
+            service: service.into(),
+            release: Some(v1::Release {
+                id: id.into(),
+                artifact: artifact.into(),
+                sha256: sha256.into(),
+                ..Default::default()
+            }),
+            request_id: Some(t.id),
+        };
+        self.call("register release", |ch| {
+            let req = req.clone();
+            async move { Self::state(ch).register_release(req).await }
+        })
+        .await
+    }
+
+    /// Starts a rollout (0 for a default: batch 1, 10 s healthy, 5 min deadline).
+    pub async fn start_rollout(
+        &self,
+        req: v1::StartRolloutRequest,
+    ) -> Result<v1::StateWriteResponse, Error> {
+        let t = self.ticket();
+        let req = v1::StartRolloutRequest {
+            request_id: Some(t.id),
+            ..req
+        };
+        self.call("start rollout", |ch| {
+            let req = req.clone();
+            async move { Self::state(ch).start_rollout(req).await }
+        })
+        .await
+    }
+
+    pub async fn control_rollout(
+        &self,
+        service: &str,
+        action: v1::RolloutControl,
+    ) -> Result<v1::StateWriteResponse, Error> {
+        let t = self.ticket();
+        let req = v1::ControlRolloutRequest {
+            service: service.into(),
+            action: action as i32,
+            request_id: Some(t.id),
+        };
+        self.call("control rollout", |ch| {
+            let req = req.clone();
+            async move { Self::state(ch).control_rollout(req).await }
+        })
+        .await
+    }
+
+    /// Every backend of `service` back to `to` (empty: the previous release).
+    pub async fn rollback(&self, service: &str, to: &str) -> Result<v1::StateWriteResponse, Error> {
+        let t = self.ticket();
+        let req = v1::RollbackRequest {
+            service: service.into(),
+            to: to.into(),
+            request_id: Some(t.id),
+        };
+        self.call("rollback", |ch| {
+            let req = req.clone();
+            async move { Self::state(ch).rollback(req).await }
+        })
+        .await
+    }
+
     /// Removes a standalone agent's node record.
     pub async fn forget_node(&self, node_id: u64) -> Result<v1::StateWriteResponse, Error> {
         let t = self.ticket();
@@ -631,6 +707,18 @@ impl Client {
         self.call("confirm release", |ch| {
             let req = req.clone();
             async move { Self::agent(ch).confirm_release(req).await }
+        })
+        .await
+    }
+
+    /// An agent's report of the release it runs for `service` (or failed to activate).
+    pub async fn report_release(
+        &self,
+        req: v1::ReportReleaseRequest,
+    ) -> Result<v1::AgentResponse, Error> {
+        self.call("report release", |ch| {
+            let req = req.clone();
+            async move { Self::agent(ch).report_release(req).await }
         })
         .await
     }

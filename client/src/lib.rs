@@ -10,6 +10,7 @@
 //! It never depends on the server crate: only on the `ballast.v1` contract.
 
 mod client;
+pub mod digest;
 mod error;
 pub mod report;
 mod watch;

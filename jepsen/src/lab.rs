@@ -317,12 +317,51 @@ impl Lab {
     /// connection is answered with the host's name and closed. Shows which server a TCP client
     /// of a VIP reached.
     pub fn serve_names(&self, port: u16) -> Result<(), LabError> {
-        for h in &self.nodes {
+        self.serve_each(port, |h| {
             let name = h.name.clone();
+            move |mut c: std::net::TcpStream| {
+                use std::io::Write;
+                let _ = c.write_all(name.as_bytes());
+            }
+        })
+    }
+
+    /// Serves HTTP on `0.0.0.0:port` in every node host until the lab is dropped, a tiny
+    /// stand-in for a real service: `GET` answers 200 with the content of `file(host)`, or 503
+    /// when the file is missing or starts with "broken".
+    pub fn serve_files(&self, port: u16, file: impl Fn(&Host) -> PathBuf) -> Result<(), LabError> {
+        self.serve_each(port, |h| {
+            let path = file(h);
+            move |mut c: std::net::TcpStream| {
+                use std::io::{Read, Write};
+                let _ = c.set_read_timeout(Some(Duration::from_millis(500)));
+                let mut req = [0u8; 1024];
+                let _ = c.read(&mut req);
+                let (code, body) = match std::fs::read_to_string(&path) {
+                    Ok(b) if !b.starts_with("broken") => ("200 OK", b),
+                    _ => ("503 Service Unavailable", "unavailable".to_string()),
+                };
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 {code}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        })
+    }
+
+    /// Listens on `0.0.0.0:port` in every node host, one thread each, until the lab is
+    /// dropped; `handler(host)` answers each connection of that host, one at a time.
+    fn serve_each<H: FnMut(std::net::TcpStream) + Send + 'static>(
+        &self,
+        port: u16,
+        handler: impl Fn(&Host) -> H,
+    ) -> Result<(), LabError> {
+        for h in &self.nodes {
+            let mut handle = handler(h);
             let stop = self.stop_servers.clone();
             let (ready_tx, ready_rx) = std::sync::mpsc::channel();
             in_netns(h, move || {
-                use std::io::Write;
                 let l = match std::net::TcpListener::bind(("0.0.0.0", port)) {
                     Ok(l) => l,
                     Err(e) => return ready_tx.send(Err(e.to_string())).unwrap_or(()),
@@ -331,10 +370,11 @@ impl Lab {
                 let _ = ready_tx.send(Ok(()));
                 while !stop.load(Ordering::Relaxed) {
                     match l.accept() {
-                        Ok((mut c, _)) => {
-                            let _ = c.write_all(name.as_bytes());
+                        Ok((c, _)) => {
+                            let _ = c.set_nonblocking(false);
+                            handle(c);
                         }
-                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                        Err(_) => std::thread::sleep(Duration::from_millis(2)),
                     }
                 }
             })?;
@@ -544,7 +584,7 @@ impl Lab {
 }
 
 /// Starts `f` on a thread that first enters `h`'s network namespace (that thread only).
-fn in_netns<T: Send + 'static>(
+pub(crate) fn in_netns<T: Send + 'static>(
     h: &Host,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<std::thread::JoinHandle<T>, LabError> {

@@ -7,6 +7,7 @@
 //! also when a test panics. Needs root.
 
 mod arp;
+pub mod http;
 mod lab;
 pub mod viplab;
 

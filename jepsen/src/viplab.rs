@@ -19,12 +19,33 @@ pub struct VipLab {
     pub lab: Lab,
     /// Raft members (nodes 1..=members); the other nodes run the agent alone.
     pub members: usize,
+    /// Extra command-line arguments per node (see [`VipLabOptions::extra`]).
+    extra: Vec<Vec<String>>,
     pub procs: Vec<Option<LabProcess>>,
     pub dir: PathBuf,
     /// One VipLab at a time per process: three members per lab host is already the load of
     /// three servers on this machine's two cores; several labs at once would measure the
     /// scheduler, not Ballast. Declared last, so it is released after everything stopped.
     _one_at_a_time: std::sync::MutexGuard<'static, ()>,
+}
+
+/// See [`VipLabOptions::before_vip`].
+pub type BeforeVip = Box<dyn Fn(&VipLab)>;
+/// See [`VipLabOptions::extra`].
+pub type ExtraArgs = Box<dyn Fn(u64, &std::path::Path) -> Vec<String>>;
+
+/// How to build a [`VipLab`].
+#[derive(Default)]
+pub struct VipLabOptions {
+    /// Hosts beyond the three members that run `ballastd agent`.
+    pub standalone: usize,
+    /// The service's health check (default `exec:up`).
+    pub check: Option<String>,
+    /// Called before anything waits on the VIP, once the service exists (e.g. to activate a
+    /// first release, without which the check cannot pass).
+    pub before_vip: Option<BeforeVip>,
+    /// Extra ballastd arguments for node `id`, given the lab's data directory.
+    pub extra: Option<ExtraArgs>,
 }
 
 static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -39,6 +60,15 @@ impl VipLab {
     /// Like [`VipLab::start`], plus `standalone` hosts running `ballastd agent`, also backends
     /// of "web".
     pub fn start_with(standalone: usize) -> (Self, u64, u64) {
+        Self::start_opts(VipLabOptions {
+            standalone,
+            ..Default::default()
+        })
+    }
+
+    /// The general form: see [`VipLabOptions`].
+    pub fn start_opts(o: VipLabOptions) -> (Self, u64, u64) {
+        let standalone = o.standalone;
         for bin in ["ballastd", "ballastctl"] {
             assert!(
                 ballast_bin(bin).exists(),
@@ -52,10 +82,14 @@ impl VipLab {
         let lab = Lab::new(3 + standalone).unwrap_or_else(|e| panic!("LAB SETUP FAILED: {e}"));
         let dir = std::env::temp_dir().join(format!("{}-data", lab.id()));
         std::fs::create_dir_all(&dir).unwrap();
+        let extra = (1..=3 + standalone as u64)
+            .map(|id| o.extra.as_ref().map_or(Vec::new(), |f| f(id, &dir)))
+            .collect();
         let mut v = VipLab {
             procs: Vec::new(),
             lab,
             members: 3,
+            extra,
             dir,
             _one_at_a_time: guard,
         };
@@ -91,7 +125,7 @@ impl VipLab {
             "apply",
             "web",
             "--check",
-            "exec:up",
+            o.check.as_deref().unwrap_or("exec:up"),
             "--backends",
             &backends,
             "--interval-ms",
@@ -100,6 +134,9 @@ impl VipLab {
             "100",
         ]);
         assert!(ok, "{err}");
+        if let Some(f) = &o.before_vip {
+            f(&v);
+        }
         let (ok, _, err) = v.ctl(&[
             "vip",
             "apply",
@@ -133,6 +170,8 @@ impl VipLab {
             "--exec-check".to_string(),
             format!("up=test -e {}", self.up_file(id).display()),
         ];
+        let mut check = check.to_vec();
+        check.extend(self.extra[id as usize - 1].iter().cloned());
         if id as usize > self.members {
             return self
                 .lab

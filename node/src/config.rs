@@ -79,6 +79,24 @@ pub struct AgentOpts {
     /// configuration defines commands; the API names them.
     #[arg(long = "exec-check")]
     pub exec_checks: Vec<String>,
+
+    /// Where a service's releases live on this server, SERVICE=DIR (repeatable): the agent
+    /// keeps DIR/releases/<id>/ and the DIR/current symlink.
+    #[arg(long = "release-dir")]
+    pub release_dirs: Vec<String>,
+
+    /// Command run after a service's `current` switched, SERVICE=COMMAND ARGS... (repeatable),
+    /// with BALLAST_RELEASE and BALLAST_RELEASE_DIR set. Local configuration only.
+    #[arg(long = "activate-hook")]
+    pub activate_hooks: Vec<String>,
+
+    /// Time an activation hook may take, ms [default: 30000].
+    #[arg(long, env = "BALLAST_HOOK_TIMEOUT_MS")]
+    pub hook_timeout_ms: Option<u64>,
+
+    /// Releases kept on disk per service (never fewer than the current and previous) [default: 5].
+    #[arg(long, env = "BALLAST_KEEP_RELEASES")]
+    pub keep_releases: Option<usize>,
 }
 
 /// Command line of `ballastd`. Every option can also be set as BALLAST_<NAME> in the
@@ -233,6 +251,10 @@ struct FileConfig {
     node_down_after_ms: Option<u64>,
     check_host: Option<std::net::IpAddr>,
     exec_checks: Option<BTreeMap<String, Vec<String>>>,
+    release_dirs: Option<BTreeMap<String, PathBuf>>,
+    activate_hooks: Option<BTreeMap<String, Vec<String>>>,
+    hook_timeout_ms: Option<u64>,
+    keep_releases: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -269,6 +291,8 @@ pub struct Config {
     pub node_down_after_ms: u64,
     pub check_host: std::net::IpAddr,
     pub exec_checks: BTreeMap<String, Vec<String>>,
+    /// Per service: where its releases live and how they are activated.
+    pub release_sites: BTreeMap<String, crate::agent::release::ReleaseSite>,
 }
 
 impl Config {
@@ -300,6 +324,7 @@ impl Config {
             node_down_after_ms: 2000,
             check_host: "127.0.0.1".parse().unwrap(),
             exec_checks: BTreeMap::new(),
+            release_sites: BTreeMap::new(),
         }
     }
 
@@ -409,6 +434,13 @@ impl Config {
                 .or(file.check_host)
                 .unwrap_or_else(|| "127.0.0.1".parse().unwrap()),
             exec_checks: merge_exec_checks(file.exec_checks, &args.agent_opts.exec_checks)?,
+            release_sites: release_sites(
+                file.release_dirs,
+                file.activate_hooks,
+                file.hook_timeout_ms,
+                file.keep_releases,
+                &args.agent_opts,
+            )?,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -585,6 +617,74 @@ fn merge_exec_checks(
     Ok(m)
 }
 
+/// Release sites from the file, then from flags (a flag replaces a file entry).
+fn release_sites(
+    file_dirs: Option<BTreeMap<String, PathBuf>>,
+    file_hooks: Option<BTreeMap<String, Vec<String>>>,
+    file_timeout: Option<u64>,
+    file_keep: Option<usize>,
+    opts: &AgentOpts,
+) -> Result<BTreeMap<String, crate::agent::release::ReleaseSite>, ConfigError> {
+    let pair = |field: &str, e: &str| -> Result<(String, String), ConfigError> {
+        let (k, v) = e.split_once('=').ok_or_else(|| ConfigError::Invalid {
+            field: field.into(),
+            message: format!("{e:?} is not SERVICE=VALUE"),
+        })?;
+        Ok((k.to_string(), v.to_string()))
+    };
+    let mut dirs = file_dirs.unwrap_or_default();
+    for e in &opts.release_dirs {
+        let (k, v) = pair("release-dir", e)?;
+        dirs.insert(k, PathBuf::from(v));
+    }
+    let mut hooks = file_hooks.unwrap_or_default();
+    for e in &opts.activate_hooks {
+        let (k, v) = pair("activate-hook", e)?;
+        hooks.insert(k, v.split_whitespace().map(String::from).collect());
+    }
+    let timeout = Duration::from_millis(opts.hook_timeout_ms.or(file_timeout).unwrap_or(30_000));
+    let keep = opts.keep_releases.or(file_keep).unwrap_or(5);
+    if keep < 2 {
+        return Err(ConfigError::Invalid {
+            field: "keep-releases".into(),
+            message: "must be at least 2 (the current and the previous release)".into(),
+        });
+    }
+    for (svc, argv) in &hooks {
+        if !dirs.contains_key(svc) {
+            return Err(ConfigError::Invalid {
+                field: "activate-hook".into(),
+                message: format!("service {svc:?} has a hook but no --release-dir"),
+            });
+        }
+        if argv.is_empty() {
+            return Err(ConfigError::Invalid {
+                field: "activate-hook".into(),
+                message: format!("{svc:?} has no command"),
+            });
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (svc, dir) in dirs {
+        if !dir.is_absolute() {
+            return Err(ConfigError::Invalid {
+                field: "release-dir".into(),
+                message: format!("{} (for {svc:?}) must be an absolute path", dir.display()),
+            });
+        }
+        out.insert(
+            svc.clone(),
+            crate::agent::release::ReleaseSite {
+                dir,
+                hook: hooks.get(&svc).cloned(),
+                hook_timeout: timeout,
+                keep,
+            },
+        );
+    }
+    Ok(out)
+}
+
 /// Checks shared by the member's embedded agent and the standalone one.
 fn validate_agent(
     garp_count: u32,
@@ -664,6 +764,10 @@ struct AgentFileConfig {
     garp_interval_ms: Option<u64>,
     check_host: Option<std::net::IpAddr>,
     exec_checks: Option<BTreeMap<String, Vec<String>>>,
+    release_dirs: Option<BTreeMap<String, PathBuf>>,
+    activate_hooks: Option<BTreeMap<String, Vec<String>>>,
+    hook_timeout_ms: Option<u64>,
+    keep_releases: Option<usize>,
     log_format: Option<String>,
     log: Option<String>,
 }
@@ -679,6 +783,8 @@ pub struct AgentOnlyConfig {
     pub garp_interval_ms: u64,
     pub check_host: std::net::IpAddr,
     pub exec_checks: BTreeMap<String, Vec<String>>,
+    /// Per service: where its releases live and how they are activated.
+    pub release_sites: BTreeMap<String, crate::agent::release::ReleaseSite>,
     pub log_format: LogFormat,
     pub log: String,
 }
@@ -735,6 +841,13 @@ impl AgentOnlyConfig {
                 .or(file.check_host)
                 .unwrap_or_else(|| "127.0.0.1".parse().unwrap()),
             exec_checks: merge_exec_checks(file.exec_checks, &args.agent_opts.exec_checks)?,
+            release_sites: release_sites(
+                file.release_dirs,
+                file.activate_hooks,
+                file.hook_timeout_ms,
+                file.keep_releases,
+                &args.agent_opts,
+            )?,
             log_format: parse_log_format(args.log_format.or(file.log_format))?,
             log: args.log.or(file.log).unwrap_or_else(|| "info".into()),
         };
@@ -779,6 +892,7 @@ impl AgentOnlyConfig {
             garp_interval: Duration::from_millis(self.garp_interval_ms),
             check_host: self.check_host,
             exec_checks: self.exec_checks.clone(),
+            release_sites: self.release_sites.clone(),
         }
     }
 }

@@ -192,8 +192,26 @@ fn eligible_since(
     if node.admin != v1::AdminState::Active as i32 || !alive(id) {
         return None;
     }
-    let backend = input.services.get(&vip.service)?.backends.get(&id)?;
+    let svc = input.services.get(&vip.service)?;
+    let backend = svc.backends.get(&id)?;
+    if !runs_a_placeable_release(svc, backend) {
+        return None;
+    }
     (backend.health == v1::Health::Healthy as i32).then_some(backend.changed_ms)
+}
+
+/// A VIP goes only to a node that runs the active release (during a rollout: the release
+/// rolled out or the one it started from) and is not switching between releases. Services
+/// without releases are not constrained.
+fn runs_a_placeable_release(svc: &v1::Service, b: &v1::Backend) -> bool {
+    match &svc.rollout {
+        Some(r) if crate::releases::in_progress(svc) => {
+            let want = r.desired.get(&b.node_id).map_or("", String::as_str);
+            let switching = !want.is_empty() && want != b.applied_release;
+            !switching && (b.applied_release == r.release || b.applied_release == r.from_release)
+        }
+        _ => svc.active_release.is_empty() || b.applied_release == svc.active_release,
+    }
 }
 
 fn priority(vip: &VipView, id: NodeId) -> i32 {
@@ -336,6 +354,7 @@ mod tests {
                         node_id: id,
                         health: v1::Health::Healthy as i32,
                         changed_ms: 0,
+                        ..Default::default()
                     },
                 );
                 obs.agent_seen.insert(id, now);
@@ -485,6 +504,38 @@ mod tests {
             w.nodes.get_mut(&id).unwrap().admin = v1::AdminState::Draining as i32;
         }
         assert_eq!(w.decide(), vec![assign(1, 1)]);
+    }
+
+    #[test]
+    fn vips_go_only_to_nodes_running_a_placeable_release_and_not_switching() {
+        let mut w = World::new();
+        let svc = w.services.get_mut("web").unwrap();
+        svc.active_release = "v1".into();
+        for (id, b) in svc.backends.iter_mut() {
+            b.applied_release = if *id == 1 { "v0".into() } else { "v1".into() };
+        }
+        assert_eq!(w.decide(), vec![assign(2, 1)], "node 1 runs an old release");
+        // During a rollout of v2 from v1: node 2 switching is out, node 3 on v1 is in.
+        let svc = w.services.get_mut("web").unwrap();
+        svc.rollout = Some(v1::Rollout {
+            release: "v2".into(),
+            from_release: "v1".into(),
+            state: v1::RolloutState::Running as i32,
+            desired: [(1, "v1".into()), (2, "v2".into()), (3, "v1".into())]
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        });
+        assert_eq!(w.decide(), vec![assign(3, 1)]);
+        // Once node 2 runs v2 it is placeable again (and preferred by id).
+        w.services
+            .get_mut("web")
+            .unwrap()
+            .backends
+            .get_mut(&2)
+            .unwrap()
+            .applied_release = "v2".into();
+        assert_eq!(w.decide(), vec![assign(2, 1)]);
     }
 
     #[test]

@@ -14,6 +14,8 @@ pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod proposer;
+pub mod releases;
+pub mod rollout;
 pub mod server;
 pub mod state;
 pub mod store;

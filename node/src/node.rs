@@ -408,6 +408,7 @@ pub async fn start(
             garp_interval: Duration::from_millis(cfg.garp_interval_ms),
             check_host: cfg.check_host,
             exec_checks: cfg.exec_checks.clone(),
+            release_sites: cfg.release_sites.clone(),
         };
         let mut ccfg = ballast_client::ClientConfig::new(vec![advertise.clone()]);
         ccfg.attempt_timeout = cfg.lease.renew_interval * 2;
@@ -623,6 +624,60 @@ async fn controller_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
                 Err(e) => {
                     tracing::debug!(error = ?e, "controller stops this tick");
                     break;
+                }
+            }
+        }
+        rollouts(&node).await;
+    }
+}
+
+/// On the leader: the next step of every service's rollout, and the planned VIP moves that
+/// let a VIP owner switch last (see `rollout.rs`).
+async fn rollouts(node: &Arc<Node>) {
+    let decisions: Vec<(String, crate::rollout::Decision)> = {
+        let data = node.sm.read();
+        let alive = |id: NodeId| data.nodes.get(&id).is_some_and(|n| n.alive);
+        data.services
+            .values()
+            .filter(|s| crate::releases::in_progress(s))
+            .map(|svc| {
+                let vips: Vec<&v1::Vip> = data
+                    .vips
+                    .values()
+                    .filter(|v| v.service == svc.name)
+                    .collect();
+                (
+                    svc.name.clone(),
+                    crate::rollout::decide(svc, &vips, &alive, now_ms()),
+                )
+            })
+            .collect()
+    };
+    for (service, d) in decisions {
+        let mut ops: Vec<Op> = d
+            .moves
+            .into_iter()
+            .map(|(vip, to)| Op::MoveVip { vip, to })
+            .collect();
+        if let Some(step) = d.step {
+            tracing::info!(%service, state = step.next.state, message = %step.next.message, "rollout step");
+            ops.push(Op::StepRollout { service, step });
+        }
+        for op in ops {
+            let cmd = Command {
+                request: None,
+                now_ms: 0,
+                op,
+            };
+            match node.propose_local(cmd).await {
+                Ok(CommandResult {
+                    outcome: Outcome::Rejected { field, message },
+                    ..
+                }) => tracing::debug!(%field, %message, "rollout action refused"),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(error = ?e, "rollouts stop this tick");
+                    return;
                 }
             }
         }

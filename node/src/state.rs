@@ -10,6 +10,7 @@ use ballast_proto::v1;
 use openraft::EntryPayload;
 use serde::{Deserialize, Serialize};
 
+use crate::releases;
 use crate::types::{
     BatchResult, ClientRequest, Command, CommandResult, Entry, Expected, KvEntry, LogId, NodeId,
     Op, Outcome, StoredMembership,
@@ -452,6 +453,45 @@ impl StateData {
                     vec![state_event("node", node_id.to_string(), false)],
                 )
             }
+            Op::RegisterRelease { service, release } => {
+                self.change_service(service, |svc| releases::register(svc, release, now_ms))
+            }
+            Op::StartRollout {
+                service,
+                release,
+                batch,
+                min_healthy_ms,
+                deadline_ms,
+                canary,
+            } => self.change_service(service, |svc| {
+                releases::start(
+                    svc,
+                    release,
+                    *batch,
+                    *min_healthy_ms,
+                    *deadline_ms,
+                    *canary,
+                    now_ms,
+                )
+            }),
+            Op::ControlRollout { service, action } => {
+                self.change_service(service, |svc| releases::control(svc, *action))
+            }
+            Op::Rollback { service, to } => {
+                self.change_service(service, |svc| releases::rollback(svc, to, now_ms))
+            }
+            Op::ReportRelease {
+                node_id,
+                service,
+                applied,
+                failed_release,
+                error,
+            } => self.change_service(service, |svc| {
+                releases::report(svc, *node_id, applied, failed_release, error, now_ms)
+            }),
+            Op::StepRollout { service, step } => {
+                self.change_service(service, |svc| releases::step(svc, step))
+            }
             Op::ForgetAgent { node_id } => {
                 let Some(n) = self.nodes.get(node_id) else {
                     return (
@@ -499,6 +539,33 @@ impl StateData {
                 (
                     Outcome::StateWritten,
                     vec![state_event("node", node_id.to_string(), true)],
+                )
+            }
+        }
+    }
+
+    /// Changes one service through `f`, which refuses or says whether it changed anything.
+    fn change_service(
+        &mut self,
+        name: &str,
+        f: impl FnOnce(&mut v1::Service) -> Result<bool, releases::Refusal>,
+    ) -> (Outcome, Vec<v1::Event>) {
+        let Some(svc) = self.services.get_mut(name) else {
+            return (
+                rejected("service", format!("unknown service {name:?}")),
+                Vec::new(),
+            );
+        };
+        // Work on a copy: a refusal leaves the service exactly as it was.
+        let mut copy = svc.clone();
+        match f(&mut copy) {
+            Err((field, message)) => (rejected(field, message), Vec::new()),
+            Ok(false) => (Outcome::StateWritten, Vec::new()),
+            Ok(true) => {
+                *svc = copy;
+                (
+                    Outcome::StateWritten,
+                    vec![state_event("service", name.to_string(), false)],
                 )
             }
         }
@@ -582,6 +649,13 @@ impl StateData {
             }
         }
         let mut new = svc.clone();
+        // What agents report is never taken from the operator's definition.
+        for b in new.backends.values_mut() {
+            b.applied_release.clear();
+            b.applied_ms = 0;
+            b.apply_error.clear();
+            b.release_failed.clear();
+        }
         if let Some(old) = self.services.get(&svc.name) {
             // Health is reported by agents and the active release is set by rollouts:
             // redefining a service keeps both.
@@ -592,6 +666,17 @@ impl StateData {
                 }
             }
             new.active_release = old.active_release.clone();
+            new.releases = old.releases.clone();
+            new.previous_release = old.previous_release.clone();
+            new.rollout = old.rollout.clone();
+            for (id, b) in new.backends.iter_mut() {
+                if let Some(ob) = old.backends.get(id) {
+                    b.applied_release = ob.applied_release.clone();
+                    b.applied_ms = ob.applied_ms;
+                    b.apply_error = ob.apply_error.clone();
+                    b.release_failed = ob.release_failed.clone();
+                }
+            }
             if &new == old {
                 return (Outcome::StateWritten, Vec::new());
             }
@@ -601,6 +686,9 @@ impl StateData {
                 b.changed_ms = 0;
             }
             new.active_release.clear();
+            new.releases.clear();
+            new.previous_release.clear();
+            new.rollout = None;
         }
         self.services.insert(svc.name.clone(), new);
         (

@@ -146,6 +146,42 @@ pub enum Op {
     ForgetAgent {
         node_id: NodeId,
     },
+    /// Operator: registers a release of a service (see `releases.rs` for every release op).
+    RegisterRelease {
+        service: String,
+        release: v1::Release,
+    },
+    /// Operator: starts a rollout; `deadline_ms` counts from the command's time.
+    StartRollout {
+        service: String,
+        release: String,
+        batch: u32,
+        min_healthy_ms: u32,
+        deadline_ms: u64,
+        canary: bool,
+    },
+    ControlRollout {
+        service: String,
+        action: crate::releases::Control,
+    },
+    /// Operator: every backend back to `to` (empty: the previous release).
+    Rollback {
+        service: String,
+        to: String,
+    },
+    /// Agent: the release the node runs for the service, or its failure to activate one.
+    ReportRelease {
+        node_id: NodeId,
+        service: String,
+        applied: String,
+        failed_release: String,
+        error: String,
+    },
+    /// Controller: the next step of a service's rollout.
+    StepRollout {
+        service: String,
+        step: crate::releases::Step,
+    },
 }
 
 /// A stored key and its revisions.

@@ -97,6 +97,37 @@ pub fn name(field: &str, name: &str) -> Result {
     Ok(())
 }
 
+/// A release to register: id like a name, artifact an absolute path or an http(s) URL,
+/// sha256 as 64 lowercase hex digits.
+pub fn release(r: &v1::Release) -> Result {
+    name("release.id", &r.id)?;
+    let a = r.artifact.as_str();
+    if a.is_empty() || a.len() > 2048 {
+        return Err(invalid("release.artifact", "must be 1 to 2048 characters"));
+    }
+    if !(a.starts_with('/') || a.starts_with("http://") || a.starts_with("https://")) {
+        return Err(invalid(
+            "release.artifact",
+            format!("{a:?} is neither an absolute path on the servers nor an http(s) URL"),
+        ));
+    }
+    if a.chars().any(|c| c.is_control()) {
+        return Err(invalid("release.artifact", "contains control characters"));
+    }
+    if r.sha256.len() != 64
+        || !r
+            .sha256
+            .chars()
+            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+    {
+        return Err(invalid(
+            "release.sha256",
+            "must be 64 lowercase hex digits (sha256sum's output)",
+        ));
+    }
+    Ok(())
+}
+
 pub fn node_id(field: &str, id: u64) -> Result {
     if id == 0 {
         return Err(invalid(field, "node ids start at 1"));

@@ -388,7 +388,7 @@ async fn bad_input_is_refused_and_nothing_is_applied() {
             ..Default::default()
         }),
         backends: [(1, v1::Backend::default()), (2, v1::Backend::default())].into(),
-        active_release: String::new(),
+        ..Default::default()
     };
     let mut bad = svc.clone();
     bad.backends.insert(9, v1::Backend::default());

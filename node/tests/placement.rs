@@ -97,7 +97,7 @@ async fn controller_places_moves_and_fails_over_vips_by_lease() {
             ..Default::default()
         }),
         backends: (1..=3).map(|i| (i, v1::Backend::default())).collect(),
-        active_release: String::new(),
+        ..Default::default()
     };
     client.apply_service(svc).await.unwrap();
     client

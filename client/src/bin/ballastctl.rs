@@ -59,8 +59,74 @@ enum Cmd {
     /// Nodes: list, drain, maintenance, resume.
     #[command(subcommand)]
     Node(NodeCmd),
+    /// Releases: register, roll out with health gates, watch, pause, resume, abort, roll back.
+    #[command(subcommand)]
+    Release(ReleaseCmd),
     /// Measure put and linearizable get throughput and latency.
     Bench(BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum ReleaseCmd {
+    /// Register a release: a .tar.gz file or a directory, by absolute path on the servers or
+    /// http(s) URL, with its SHA-256 (sha256sum of the file; see `ballastd`'s agent docs for
+    /// directories). Agents refuse an artifact whose checksum differs.
+    Register {
+        service: String,
+        id: String,
+        #[arg(long)]
+        artifact: String,
+        #[arg(long)]
+        sha256: String,
+    },
+    /// Releases of a service with their status, the active one first.
+    Ls {
+        service: String,
+    },
+    /// Print the SHA-256 to register for an artifact: sha256sum's for a file, the tree
+    /// digest agents compute for a directory.
+    Digest {
+        path: std::path::PathBuf,
+    },
+    /// Start a rollout: BATCH nodes at a time, each gated on the release applied and healthy
+    /// for MIN_HEALTHY; a failed gate or the deadline rolls every node back by itself.
+    Activate {
+        service: String,
+        id: String,
+        #[arg(long, default_value_t = 1)]
+        batch: u32,
+        /// How long a switched node must stay healthy, e.g. 10s, 500ms.
+        #[arg(long, default_value = "10s")]
+        min_healthy: String,
+        /// Time for the whole rollout before it rolls back, e.g. 5m.
+        #[arg(long, default_value = "5m")]
+        deadline: String,
+        /// Switch one node, then pause until `release resume`.
+        #[arg(long)]
+        canary: bool,
+    },
+    /// The rollout of a service, per node; --watch follows it until it ends.
+    Status {
+        service: String,
+        #[arg(long)]
+        watch: bool,
+    },
+    Pause {
+        service: String,
+    },
+    Resume {
+        service: String,
+    },
+    /// Stop the rollout; nodes stay where they are.
+    Abort {
+        service: String,
+    },
+    /// Every node back to a release (default: the previous one).
+    Rollback {
+        service: String,
+        #[arg(long)]
+        to: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -849,6 +915,7 @@ async fn service(c: &Client, cmd: ServiceCmd, out: Output) -> Result<(), Error> 
                 }),
                 backends: map,
                 active_release: String::new(),
+                ..Default::default()
             };
             c.apply_service(svc).await?;
             println!("service {name} applied");
@@ -990,6 +1057,273 @@ async fn node(c: &Client, cmd: NodeCmd, out: Output) -> Result<(), Error> {
     Ok(())
 }
 
+/// "10s", "500ms", "5m", "1h" -> milliseconds.
+fn parse_ms(field: &str, s: &str) -> Result<u64, Error> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, "ms"), |i| (&s[..i], &s[i..]));
+    let n: u64 = num.parse().map_err(|_| {
+        bad(format!(
+            "--{field}: {s:?} is not a duration like 500ms, 10s, 5m"
+        ))
+    })?;
+    let mult = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => {
+            return Err(bad(format!(
+                "--{field}: unknown unit in {s:?} (ms, s, m, h)"
+            )))
+        }
+    };
+    Ok(n * mult)
+}
+
+fn release_status(r: &v1::Release) -> &'static str {
+    match v1::ReleaseStatus::try_from(r.status).unwrap_or(v1::ReleaseStatus::Unspecified) {
+        v1::ReleaseStatus::Registered => "registered",
+        v1::ReleaseStatus::RollingOut => "rolling out",
+        v1::ReleaseStatus::Active => "active",
+        v1::ReleaseStatus::Retired => "retired",
+        v1::ReleaseStatus::Failed => "failed",
+        v1::ReleaseStatus::Unspecified => "?",
+    }
+}
+
+fn rollout_state(r: &v1::Rollout) -> &'static str {
+    match v1::RolloutState::try_from(r.state).unwrap_or(v1::RolloutState::Unspecified) {
+        v1::RolloutState::Running => "running",
+        v1::RolloutState::Paused => "paused",
+        v1::RolloutState::Succeeded => "succeeded",
+        v1::RolloutState::RollingBack => "rolling back",
+        v1::RolloutState::RolledBack => "rolled back",
+        v1::RolloutState::Aborted => "aborted",
+        v1::RolloutState::Unspecified => "?",
+    }
+}
+
+fn rollout_ended(r: &v1::Rollout) -> bool {
+    matches!(
+        v1::RolloutState::try_from(r.state),
+        Ok(v1::RolloutState::Succeeded | v1::RolloutState::RolledBack | v1::RolloutState::Aborted)
+    )
+}
+
+async fn service_named(c: &Client, name: &str) -> Result<v1::Service, Error> {
+    c.get_state(true)
+        .await?
+        .services
+        .into_iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| Error::NotFound(format!("service {name:?}")))
+}
+
+/// One line per node: what it must run, what it runs, its health; on a terminal the first
+/// line carries a progress bar.
+fn rollout_lines(svc: &v1::Service, bar: bool) -> Vec<String> {
+    let Some(r) = &svc.rollout else {
+        return vec![format!(
+            "{}: no rollout; active {:?}",
+            svc.name, svc.active_release
+        )];
+    };
+    let switched = r.desired.values().filter(|d| **d == r.release).count();
+    let done = svc
+        .backends
+        .values()
+        .filter(|b| b.applied_release == r.release && r.desired.get(&b.node_id) == Some(&r.release))
+        .count();
+    let n = svc.backends.len();
+    let progress = if bar {
+        let width = 20;
+        let filled = (done * width).checked_div(n).unwrap_or(0);
+        format!("[{}{}] ", "#".repeat(filled), "-".repeat(width - filled))
+    } else {
+        String::new()
+    };
+    let mut out = vec![format!(
+        "{progress}{}: {} -> {}  {}  switched {switched}/{n}  running it {done}/{n}{}",
+        svc.name,
+        if r.from_release.is_empty() {
+            "(none)"
+        } else {
+            &r.from_release
+        },
+        r.release,
+        rollout_state(r),
+        if r.message.is_empty() {
+            String::new()
+        } else {
+            format!("  ({})", r.message)
+        },
+    )];
+    for (id, b) in &svc.backends {
+        let health = v1::Health::try_from(b.health)
+            .unwrap_or(v1::Health::Unknown)
+            .label();
+        let want = r.desired.get(id).map(String::as_str).unwrap_or("");
+        let mut line = format!(
+            "  node {id}: wants {:<12} runs {:<12} {health}",
+            if want.is_empty() { "-" } else { want },
+            if b.applied_release.is_empty() {
+                "-"
+            } else {
+                &b.applied_release
+            },
+        );
+        if !b.apply_error.is_empty() {
+            line.push_str(&format!("  failed {}: {}", b.release_failed, b.apply_error));
+        }
+        out.push(line);
+    }
+    out
+}
+
+async fn release(c: &Client, cmd: ReleaseCmd, out: Output) -> Result<(), Error> {
+    match cmd {
+        ReleaseCmd::Register {
+            service,
+            id,
+            artifact,
+            sha256,
+        } => {
+            c.register_release(&service, &id, &artifact, &sha256.to_lowercase())
+                .await?;
+            println!("release {id} of {service} registered");
+        }
+        ReleaseCmd::Digest { path } => {
+            let d = if path.is_dir() {
+                ballast_client::digest::digest_dir(&path)
+            } else {
+                ballast_client::digest::digest_file(&path)
+            }
+            .map_err(bad)?;
+            println!("{d}  {}", path.display());
+        }
+        ReleaseCmd::Ls { service } => {
+            let svc = service_named(c, &service).await?;
+            if out == Output::Json {
+                let v: Vec<Value> = svc
+                    .releases
+                    .iter()
+                    .map(|r| json!({"id": r.id, "artifact": r.artifact, "sha256": r.sha256,
+                        "status": release_status(r), "failure": r.failure, "registered_ms": r.registered_ms}))
+                    .collect();
+                print_json(&json!(v));
+            } else {
+                table(
+                    &["RELEASE", "STATUS", "ARTIFACT", "SHA256", "NOTE"],
+                    svc.releases
+                        .iter()
+                        .rev()
+                        .map(|r| {
+                            vec![
+                                r.id.clone(),
+                                release_status(r).into(),
+                                r.artifact.clone(),
+                                r.sha256[..12.min(r.sha256.len())].to_string(),
+                                r.failure.clone(),
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+        }
+        ReleaseCmd::Activate {
+            service,
+            id,
+            batch,
+            min_healthy,
+            deadline,
+            canary,
+        } => {
+            let req = v1::StartRolloutRequest {
+                service: service.clone(),
+                release: id.clone(),
+                batch,
+                min_healthy_ms: parse_ms("min-healthy", &min_healthy)? as u32,
+                deadline_ms: parse_ms("deadline", &deadline)?,
+                canary,
+                request_id: None,
+            };
+            c.start_rollout(req).await?;
+            println!("rollout of {id} on {service} started; follow it with: ballastctl release status {service} --watch");
+        }
+        ReleaseCmd::Status { service, watch } => {
+            let is_tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+            let mut last: Vec<String> = Vec::new();
+            loop {
+                let svc = service_named(c, &service).await?;
+                if out == Output::Json {
+                    print_json(&json!({
+                        "service": svc.name, "active_release": svc.active_release,
+                        "previous_release": svc.previous_release,
+                        "rollout": svc.rollout.as_ref().map(|r| json!({
+                            "release": r.release, "from_release": r.from_release,
+                            "state": rollout_state(r), "message": r.message,
+                            "desired": r.desired,
+                        })),
+                        "backends": svc.backends.values().map(|b| json!({
+                            "node_id": b.node_id, "applied_release": b.applied_release,
+                            "health": b.health, "apply_error": b.apply_error,
+                        })).collect::<Vec<_>>(),
+                    }));
+                } else {
+                    let lines = rollout_lines(&svc, is_tty);
+                    if lines != last {
+                        if is_tty && !last.is_empty() {
+                            // Redraw in place on a terminal.
+                            print!("\x1b[{}A\x1b[J", last.len());
+                        }
+                        for l in &lines {
+                            println!("{l}");
+                        }
+                        last = lines;
+                    }
+                }
+                let ended = svc.rollout.as_ref().is_none_or(rollout_ended);
+                if !watch || ended {
+                    if svc
+                        .rollout
+                        .as_ref()
+                        .is_some_and(|r| r.state == v1::RolloutState::RolledBack as i32)
+                        && watch
+                    {
+                        return Err(Error::Unavailable(format!(
+                            "the rollout of {service} was rolled back"
+                        )));
+                    }
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+        ReleaseCmd::Pause { service } => {
+            c.control_rollout(&service, v1::RolloutControl::Pause)
+                .await?;
+            println!("rollout of {service} paused");
+        }
+        ReleaseCmd::Resume { service } => {
+            c.control_rollout(&service, v1::RolloutControl::Resume)
+                .await?;
+            println!("rollout of {service} resumed");
+        }
+        ReleaseCmd::Abort { service } => {
+            c.control_rollout(&service, v1::RolloutControl::Abort)
+                .await?;
+            println!("rollout of {service} aborted");
+        }
+        ReleaseCmd::Rollback { service, to } => {
+            c.rollback(&service, to.as_deref().unwrap_or("")).await?;
+            println!("{service} rolling back");
+        }
+    }
+    Ok(())
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -1112,6 +1446,7 @@ async fn main() -> ExitCode {
         Cmd::Service(sv) => service(&client, sv, cli.output).await,
         Cmd::Vip(v) => vip(&client, v, cli.output, Duration::from_secs(cli.timeout)).await,
         Cmd::Node(n) => node(&client, n, cli.output).await,
+        Cmd::Release(r) => release(&client, r, cli.output).await,
         Cmd::Bench(b) => bench(&client, b, cli.output).await,
     };
     match r {

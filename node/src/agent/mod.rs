@@ -10,6 +10,7 @@ pub mod addr;
 pub mod fence;
 pub mod garp;
 pub mod health;
+pub mod release;
 mod run;
 
 pub use run::{run, AgentConfig};

@@ -35,6 +35,8 @@ pub struct AgentConfig {
     pub check_host: IpAddr,
     /// Commands exec checks may run, by name. Only from local configuration.
     pub exec_checks: BTreeMap<String, Vec<String>>,
+    /// Per service: where its releases live and how they are activated.
+    pub release_sites: BTreeMap<String, super::release::ReleaseSite>,
 }
 
 struct Held {
@@ -92,6 +94,12 @@ pub async fn run(
     }
     let shared: SharedState = Arc::new(RwLock::new(Some(state)));
     tokio::spawn(health_loop(
+        cfg.clone(),
+        client.clone(),
+        shared.clone(),
+        stop.clone(),
+    ));
+    tokio::spawn(release_loop(
         cfg.clone(),
         client.clone(),
         shared.clone(),
@@ -393,6 +401,111 @@ async fn health_loop(
                         tracing::info!(service = %svc.name, health = known.label(), "health reported")
                     }
                     Err(e) => tracing::debug!(error = %e, "reporting health"),
+                }
+            }
+        }
+    }
+}
+
+/// The release the cluster wants this node to run for `svc` ("" for none, or "leave it").
+pub fn desired_release(svc: &v1::Service, me: NodeId) -> String {
+    match &svc.rollout {
+        Some(r) if crate::releases::in_progress(svc) => {
+            r.desired.get(&me).cloned().unwrap_or_default()
+        }
+        Some(r) if r.state == v1::RolloutState::Aborted as i32 => String::new(),
+        _ => svc.active_release.clone(),
+    }
+}
+
+/// Makes each service's release on this server the one the cluster wants (for services with a
+/// local release directory), and reports what runs: a Raft write per change, not per tick. A
+/// release that failed to activate is not retried until the cluster wants another one.
+async fn release_loop(
+    cfg: AgentConfig,
+    client: Client,
+    shared: SharedState,
+    mut stop: watch::Receiver<bool>,
+) {
+    let me = cfg.node_id;
+    // Service -> (release, error) of the last failed activation.
+    let mut failed: BTreeMap<String, (String, String)> = BTreeMap::new();
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+        let Some(state) = shared.read().unwrap().clone() else {
+            continue;
+        };
+        for svc in &state.services {
+            let (Some(site), Some(backend)) =
+                (cfg.release_sites.get(&svc.name), svc.backends.get(&me))
+            else {
+                continue;
+            };
+            let want = desired_release(svc, me);
+            if failed.get(&svc.name).is_some_and(|(id, _)| *id != want) {
+                failed.remove(&svc.name); // the cluster moved on
+            }
+            let s2 = site.clone();
+            let mut running = tokio::task::spawn_blocking(move || super::release::current(&s2))
+                .await
+                .unwrap_or(None)
+                .unwrap_or_default();
+            if !want.is_empty() && running != want && !failed.contains_key(&svc.name) {
+                match svc.releases.iter().find(|r| r.id == want) {
+                    None => {
+                        failed.insert(
+                            svc.name.clone(),
+                            (want.clone(), "release not registered".into()),
+                        );
+                    }
+                    Some(r) => {
+                        let art = super::release::Artifact {
+                            id: r.id.clone(),
+                            location: r.artifact.clone(),
+                            sha256: r.sha256.clone(),
+                        };
+                        let s2 = site.clone();
+                        let res = tokio::task::spawn_blocking(move || {
+                            super::release::activate(&s2, &art)
+                        })
+                        .await
+                        .unwrap_or_else(|e| Err(e.to_string()));
+                        match res {
+                            Ok(()) => {
+                                tracing::info!(service = %svc.name, release = %want, "release activated");
+                                running = want.clone();
+                            }
+                            Err(e) => {
+                                tracing::error!(service = %svc.name, release = %want, error = %e, "release activation failed");
+                                failed.insert(svc.name.clone(), (want.clone(), e));
+                            }
+                        }
+                        // What `current` points to now (a failed hook leaves it switched).
+                        let s2 = site.clone();
+                        running = tokio::task::spawn_blocking(move || super::release::current(&s2))
+                            .await
+                            .unwrap_or(None)
+                            .unwrap_or(running);
+                    }
+                }
+            }
+            let (failed_release, error) = failed.get(&svc.name).cloned().unwrap_or_default();
+            if backend.applied_release != running
+                || backend.release_failed != failed_release
+                || backend.apply_error != error
+            {
+                let req = v1::ReportReleaseRequest {
+                    node_id: me,
+                    service: svc.name.clone(),
+                    applied: running,
+                    failed_release,
+                    error,
+                };
+                if let Err(e) = client.report_release(req).await {
+                    tracing::debug!(error = %e, "reporting the release");
                 }
             }
         }

@@ -134,6 +134,29 @@ impl Agent for AgentSvc {
         .await
     }
 
+    async fn report_release(
+        &self,
+        req: Request<v1::ReportReleaseRequest>,
+    ) -> Result<Response<v1::AgentResponse>, Status> {
+        let r = req.into_inner();
+        instrument("ReportRelease", async {
+            self.known_node(r.node_id)?;
+            validate::name("service", &r.service)?;
+            if r.error.len() > 4096 {
+                return Err(validate::invalid("error", "is longer than 4096 bytes").into());
+            }
+            self.write(Op::ReportRelease {
+                node_id: r.node_id,
+                service: r.service,
+                applied: r.applied,
+                failed_release: r.failed_release,
+                error: r.error,
+            })
+            .await
+        })
+        .await
+    }
+
     async fn confirm_release(
         &self,
         req: Request<v1::ConfirmReleaseRequest>,

@@ -720,6 +720,115 @@ impl v1::state_server::State for Api {
         instrument("MoveVip", self.move_vip_inner(r)).await
     }
 
+    async fn register_release(
+        &self,
+        req: Request<v1::RegisterReleaseRequest>,
+    ) -> Result<Response<v1::StateWriteResponse>, Status> {
+        let r = req.into_inner();
+        instrument("RegisterRelease", async {
+            validate::name("service", &r.service)?;
+            let rel = r
+                .release
+                .ok_or_else(|| validate::invalid("release", "is required"))?;
+            validate::release(&rel)?;
+            self.state_write(
+                r.request_id,
+                Op::RegisterRelease {
+                    service: r.service,
+                    release: rel,
+                },
+            )
+            .await
+        })
+        .await
+    }
+
+    async fn start_rollout(
+        &self,
+        req: Request<v1::StartRolloutRequest>,
+    ) -> Result<Response<v1::StateWriteResponse>, Status> {
+        let r = req.into_inner();
+        instrument("StartRollout", async {
+            validate::name("service", &r.service)?;
+            validate::name("release", &r.release)?;
+            if r.deadline_ms > 7 * 24 * 3_600_000 {
+                return Err(validate::invalid("deadline_ms", "must be at most a week").into());
+            }
+            self.state_write(
+                r.request_id,
+                Op::StartRollout {
+                    service: r.service,
+                    release: r.release,
+                    batch: r.batch.max(1),
+                    min_healthy_ms: if r.min_healthy_ms == 0 {
+                        10_000
+                    } else {
+                        r.min_healthy_ms
+                    },
+                    deadline_ms: if r.deadline_ms == 0 {
+                        300_000
+                    } else {
+                        r.deadline_ms
+                    },
+                    canary: r.canary,
+                },
+            )
+            .await
+        })
+        .await
+    }
+
+    async fn control_rollout(
+        &self,
+        req: Request<v1::ControlRolloutRequest>,
+    ) -> Result<Response<v1::StateWriteResponse>, Status> {
+        let r = req.into_inner();
+        instrument("ControlRollout", async {
+            validate::name("service", &r.service)?;
+            let action = match v1::RolloutControl::try_from(r.action) {
+                Ok(v1::RolloutControl::Pause) => crate::releases::Control::Pause,
+                Ok(v1::RolloutControl::Resume) => crate::releases::Control::Resume,
+                Ok(v1::RolloutControl::Abort) => crate::releases::Control::Abort,
+                _ => {
+                    return Err(
+                        validate::invalid("action", "must be pause, resume or abort").into(),
+                    )
+                }
+            };
+            self.state_write(
+                r.request_id,
+                Op::ControlRollout {
+                    service: r.service,
+                    action,
+                },
+            )
+            .await
+        })
+        .await
+    }
+
+    async fn rollback(
+        &self,
+        req: Request<v1::RollbackRequest>,
+    ) -> Result<Response<v1::StateWriteResponse>, Status> {
+        let r = req.into_inner();
+        instrument("Rollback", async {
+            validate::name("service", &r.service)?;
+            if !r.to.is_empty() {
+                validate::name("to", &r.to)?;
+            }
+            self.state_write(
+                r.request_id,
+                Op::Rollback {
+                    service: r.service,
+                    to: r.to,
+                },
+            )
+            .await
+        })
+        .await
+    }
+
     async fn forget_node(
         &self,
         req: Request<v1::ForgetNodeRequest>,
