@@ -7,6 +7,8 @@
 //! also when a test panics. Needs root.
 
 mod arp;
+pub mod checker;
+pub mod history;
 pub mod http;
 mod lab;
 pub mod viplab;
