@@ -1,0 +1,436 @@
+//! A test run: a cluster of real `ballastd` in the lab, register clients on the client host,
+//! faults injected on a schedule, everything healed at the end, the history checked and saved.
+//!
+//! Scheduling (which fault, which nodes, which operation, which key) comes from a seeded RNG,
+//! so a run is reproducible from its seed as far as scheduling goes; timing is the machine's.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ballast_client::{v1, Client, ClientConfig};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::checker::linear;
+use crate::history::{Op, Outcome, RegisterOp};
+use crate::lab::{in_netns, Lab, LabError, LabProcess};
+
+/// The faults the nemesis can inject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Nemesis {
+    /// Random halves cannot talk to each other.
+    PartitionHalves,
+    /// One random node is cut off from the others.
+    IsolateOne,
+    /// The leader is cut off from the others.
+    IsolateLeader,
+    /// SIGKILL of one random node, restarted when the fault ends.
+    KillOne,
+    /// SIGSTOP of the leader, SIGCONT when the fault ends.
+    PauseLeader,
+}
+
+impl Nemesis {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "partition" | "partition-halves" => Nemesis::PartitionHalves,
+            "isolate" | "isolate-one" => Nemesis::IsolateOne,
+            "isolate-leader" => Nemesis::IsolateLeader,
+            "kill" | "kill-one" => Nemesis::KillOne,
+            "pause-leader" => Nemesis::PauseLeader,
+            other => {
+                return Err(format!(
+                    "unknown nemesis {other:?} (partition, isolate, isolate-leader, kill, pause-leader)"
+                ))
+            }
+        })
+    }
+}
+
+/// A fault as it happened, for the history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fault {
+    pub nemesis: Nemesis,
+    pub detail: String,
+    pub start: u64,
+    pub end: u64,
+}
+
+/// One line of `history.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Line {
+    Op(Op),
+    Fault(Fault),
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub nodes: usize,
+    pub nemeses: Vec<Nemesis>,
+    pub time_limit: Duration,
+    pub seed: u64,
+    pub clients: usize,
+    pub keys: usize,
+    /// Where runs are stored (`store/register/<timestamp>/`).
+    pub store: PathBuf,
+}
+
+/// What `results.json` says.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Results {
+    pub valid: Option<bool>,
+    pub verdict: String,
+    pub ops: usize,
+    pub ok: usize,
+    pub failed: usize,
+    pub unknown: usize,
+    pub faults: usize,
+    pub seed: u64,
+    /// A small failing sub-history, when not linearizable.
+    pub witness: Vec<Op>,
+}
+
+/// Runs a register test and returns where it was stored and its results.
+pub fn run_register(o: &Options) -> Result<(PathBuf, Results), String> {
+    let lab = Lab::new(o.nodes).map_err(|e| e.to_string())?;
+    let data = std::env::temp_dir().join(format!("{}-data", lab.id()));
+    std::fs::create_dir_all(&data).map_err(|e| e.to_string())?;
+    let spawn = |id: usize| lab.spawn_ballastd(id, &data, &[]);
+    let mut procs: Vec<Option<LabProcess>> = (1..=o.nodes)
+        .map(|id| spawn(id).map(Some))
+        .collect::<Result<_, LabError>>()
+        .map_err(|e| e.to_string())?;
+    let endpoints = lab.member_endpoints(o.nodes);
+    let t0 = Instant::now();
+    let ns = |t: Instant| t.duration_since(t0).as_nanos() as u64;
+
+    // Clients on the client host, in their own runtime there.
+    let history: Arc<Mutex<Vec<Op>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients = {
+        let (history, stop, endpoints) = (history.clone(), stop.clone(), endpoints.clone());
+        let (n, keys, seed) = (o.clients, o.keys, o.seed);
+        in_netns(lab.client(), move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let mut tasks = Vec::new();
+                for p in 0..n {
+                    tasks.push(tokio::spawn(register_client(
+                        p as u64,
+                        n as u64,
+                        endpoints.clone(),
+                        keys,
+                        seed.wrapping_add(p as u64),
+                        t0,
+                        history.clone(),
+                        stop.clone(),
+                    )));
+                }
+                for t in tasks {
+                    let _ = t.await;
+                }
+            })
+        })
+        .map_err(|e| e.to_string())?
+    };
+
+    // The nemesis, on this thread.
+    let mut rng = StdRng::seed_from_u64(o.seed);
+    let mut faults = Vec::new();
+    let end = t0 + o.time_limit;
+    let quiet = Duration::from_secs(3);
+    let hold = Duration::from_secs(4);
+    std::thread::sleep(quiet.min(o.time_limit));
+    while !o.nemeses.is_empty() && Instant::now() + hold < end {
+        let nemesis = o.nemeses[rng.gen_range(0..o.nemeses.len())];
+        let start = Instant::now();
+        let (detail, undo) = inject(&lab, &mut procs, nemesis, &mut rng, &endpoints)?;
+        std::thread::sleep(hold);
+        undo(&lab, &mut procs, &spawn)?;
+        faults.push(Fault {
+            nemesis,
+            detail,
+            start: ns(start),
+            end: ns(Instant::now()),
+        });
+        std::thread::sleep(quiet.min(end.saturating_duration_since(Instant::now())));
+    }
+    // Heal everything and give the cluster time to recover while clients keep going.
+    lab.heal().map_err(|e| e.to_string())?;
+    std::thread::sleep(end.saturating_duration_since(Instant::now()) + Duration::from_secs(2));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = clients.join();
+    drop(procs);
+    let _ = std::fs::remove_dir_all(&data);
+
+    let ops = history.lock().unwrap().clone();
+    let dir = o.store.join("register").join(timestamp());
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let mut lines: Vec<Line> = ops.iter().cloned().map(Line::Op).collect();
+    lines.extend(faults.into_iter().map(Line::Fault));
+    write_history(&dir.join("history.jsonl"), &lines)?;
+    let results = check_lines(&lines, o.seed);
+    write_results(&dir, &results)?;
+    Ok((dir, results))
+}
+
+/// Ends a fault: heals, resumes or restarts (with `spawn` for a killed node).
+type Undo = Box<dyn FnOnce(&Lab, &mut [Option<LabProcess>], &Spawn) -> Result<(), String>>;
+type Spawn<'a> = dyn Fn(usize) -> Result<LabProcess, LabError> + 'a;
+
+fn leader(endpoints: &[String], lab: &Lab) -> Option<usize> {
+    // Ask from the client host; members answer with the leader they know.
+    let eps = endpoints.to_vec();
+    lab.run_in(lab.client(), move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        rt.block_on(async {
+            let mut cfg = ClientConfig::new(eps);
+            cfg.deadline = Duration::from_secs(2);
+            let c = Client::new(cfg);
+            let s = c.status().await.ok()?;
+            (s.leader_id != 0).then_some(s.leader_id as usize)
+        })
+    })
+    .ok()
+    .flatten()
+}
+
+fn inject(
+    lab: &Lab,
+    procs: &mut [Option<LabProcess>],
+    nemesis: Nemesis,
+    rng: &mut StdRng,
+    endpoints: &[String],
+) -> Result<(String, Undo), String> {
+    let n = lab.nodes().len();
+    let heal: Undo = Box::new(|lab, _, _| lab.heal().map_err(|e| e.to_string()));
+    Ok(match nemesis {
+        Nemesis::PartitionHalves => {
+            let mut ids: Vec<usize> = (1..=n).collect();
+            for i in (1..ids.len()).rev() {
+                ids.swap(i, rng.gen_range(0..=i));
+            }
+            let (a, b) = ids.split_at(n / 2);
+            let ha: Vec<_> = a.iter().map(|i| lab.node(*i)).collect();
+            let hb: Vec<_> = b.iter().map(|i| lab.node(*i)).collect();
+            lab.partition(&ha, &hb).map_err(|e| e.to_string())?;
+            (format!("{a:?} | {b:?}"), heal)
+        }
+        Nemesis::IsolateOne | Nemesis::IsolateLeader => {
+            let id = match nemesis {
+                Nemesis::IsolateLeader => leader(endpoints, lab).unwrap_or(1),
+                _ => rng.gen_range(1..=n),
+            };
+            lab.isolate(lab.node(id)).map_err(|e| e.to_string())?;
+            (format!("isolated n{id}"), heal)
+        }
+        Nemesis::KillOne => {
+            let id = rng.gen_range(1..=n);
+            if let Some(mut p) = procs[id - 1].take() {
+                p.kill();
+            }
+            (
+                format!("killed n{id}"),
+                Box::new(move |_, procs, spawn| {
+                    procs[id - 1] = Some(spawn(id).map_err(|e| e.to_string())?);
+                    Ok(())
+                }),
+            )
+        }
+        Nemesis::PauseLeader => {
+            let id = leader(endpoints, lab).unwrap_or(1);
+            if let Some(p) = &procs[id - 1] {
+                p.pause();
+            }
+            (
+                format!("paused n{id}"),
+                Box::new(move |_, procs, _| {
+                    if let Some(p) = &procs[id - 1] {
+                        p.resume();
+                    }
+                    Ok(())
+                }),
+            )
+        }
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn register_client(
+    p: u64,
+    n: u64,
+    endpoints: Vec<String>,
+    keys: usize,
+    seed: u64,
+    t0: Instant,
+    history: Arc<Mutex<Vec<Op>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut process = p;
+    let new_client = || {
+        let mut cfg = ClientConfig::new(endpoints.clone());
+        cfg.attempt_timeout = Duration::from_millis(500);
+        cfg.deadline = Duration::from_secs(1);
+        Client::new(cfg)
+    };
+    let mut client = new_client();
+    let mut next_value = (p as i64) * 1_000_000;
+    // The last value this process saw per key: what its CASes expect.
+    let mut seen: std::collections::HashMap<String, i64> = Default::default();
+    let ns = |t: Instant| t.duration_since(t0).as_nanos() as u64;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let key = format!("r{}", rng.gen_range(0..keys));
+        let op = match rng.gen_range(0..3) {
+            0 => RegisterOp::Read,
+            1 => {
+                next_value += 1;
+                RegisterOp::Write(next_value)
+            }
+            _ => {
+                next_value += 1;
+                RegisterOp::Cas(seen.get(&key).copied().unwrap_or(0), next_value)
+            }
+        };
+        let call = Instant::now();
+        let outcome = match &op {
+            RegisterOp::Read => match client.get(key.clone(), false).await {
+                Ok(r) => Outcome::Ok(r.kv.and_then(|kv| parse(&kv.value))),
+                Err(_) => Outcome::Fail, // a read that did not answer constrains nothing
+            },
+            RegisterOp::Write(v) => match client.put(key.clone(), v.to_string()).await {
+                Ok(_) => Outcome::Ok(None),
+                Err(ballast_client::Error::InvalidArgument(_)) => Outcome::Fail,
+                Err(_) => Outcome::Unknown,
+            },
+            RegisterOp::Cas(from, to) => match client
+                .compare_and_set(
+                    key.clone(),
+                    v1::compare_and_set_request::Expected::ExpectedValue(
+                        from.to_string().into_bytes(),
+                    ),
+                    to.to_string(),
+                )
+                .await
+            {
+                Ok(r) => Outcome::Ok(Some(r.succeeded as i64)),
+                Err(ballast_client::Error::InvalidArgument(_)) => Outcome::Fail,
+                Err(_) => Outcome::Unknown,
+            },
+        };
+        let ret = Instant::now();
+        if let (RegisterOp::Read, Outcome::Ok(Some(v))) = (&op, &outcome) {
+            seen.insert(key.clone(), *v);
+        }
+        let unknown = outcome == Outcome::Unknown;
+        history.lock().unwrap().push(Op {
+            process,
+            key,
+            op,
+            outcome,
+            call: ns(call),
+            ret: ns(ret),
+        });
+        if unknown {
+            // The operation may still be in flight: this process is done, a new one takes
+            // its place (with a new client, so a new session).
+            process += n;
+            client = new_client();
+        }
+    }
+}
+
+fn parse(v: &[u8]) -> Option<i64> {
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+fn timestamp() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("{}-{:03}", d.as_secs(), d.subsec_millis())
+}
+
+fn write_history(path: &Path, lines: &[Line]) -> Result<(), String> {
+    let mut s = String::new();
+    for l in lines {
+        s.push_str(&serde_json::to_string(l).map_err(|e| e.to_string())?);
+        s.push('\n');
+    }
+    std::fs::write(path, s).map_err(|e| e.to_string())
+}
+
+fn write_results(dir: &Path, r: &Results) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(r).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("results.json"), text).map_err(|e| e.to_string())
+}
+
+/// Reads a saved `history.jsonl`.
+pub fn read_history(dir: &Path) -> Result<Vec<Line>, String> {
+    let text = std::fs::read_to_string(dir.join("history.jsonl"))
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| serde_json::from_str(l).map_err(|e| format!("line {}: {e}", i + 1)))
+        .collect()
+}
+
+/// Runs the checkers on a history.
+pub fn check_lines(lines: &[Line], seed: u64) -> Results {
+    let ops: Vec<Op> = lines
+        .iter()
+        .filter_map(|l| match l {
+            Line::Op(o) => Some(o.clone()),
+            _ => None,
+        })
+        .collect();
+    let count = |f: fn(&Outcome) -> bool| ops.iter().filter(|o| f(&o.outcome)).count();
+    let verdict = linear::check(&ops, Duration::from_secs(60));
+    let (valid, text, witness) = match verdict {
+        linear::Verdict::Linearizable => (Some(true), "linearizable".to_string(), Vec::new()),
+        linear::Verdict::NotLinearizable { key, witness } => (
+            Some(false),
+            format!("not linearizable on key {key}"),
+            witness,
+        ),
+        linear::Verdict::Unknown { key } => (
+            None,
+            format!("unknown: the search on key {key} ran out of time"),
+            Vec::new(),
+        ),
+    };
+    Results {
+        valid,
+        verdict: text,
+        ops: ops.len(),
+        ok: count(|o| matches!(o, Outcome::Ok(_))),
+        failed: count(|o| matches!(o, Outcome::Fail)),
+        unknown: count(|o| matches!(o, Outcome::Unknown)),
+        faults: lines.iter().filter(|l| matches!(l, Line::Fault(_))).count(),
+        seed,
+        witness,
+    }
+}
+
+/// Re-runs the checkers on a saved run and rewrites its results.
+pub fn recheck(dir: &Path) -> Result<Results, String> {
+    let lines = read_history(dir)?;
+    let seed = std::fs::read_to_string(dir.join("results.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Results>(&t).ok())
+        .map_or(0, |r| r.seed);
+    let r = check_lines(&lines, seed);
+    write_results(dir, &r)?;
+    Ok(r)
+}

@@ -1,0 +1,32 @@
+//! The chaos runner end to end: a short register test with partitions and kills on a real
+//! three-member cluster must produce a linearizable history, stored and re-checkable.
+
+use std::time::Duration;
+
+use jepsen::runner::{self, Nemesis, Options};
+
+#[test]
+fn a_register_run_under_partitions_and_kills_is_linearizable_and_rechecks() {
+    let store = tempfile::tempdir().unwrap();
+    let o = Options {
+        nodes: 3,
+        nemeses: vec![
+            Nemesis::PartitionHalves,
+            Nemesis::KillOne,
+            Nemesis::PauseLeader,
+        ],
+        time_limit: Duration::from_secs(15),
+        seed: 42,
+        clients: 4,
+        keys: 2,
+        store: store.path().to_path_buf(),
+    };
+    let (dir, r) = runner::run_register(&o).unwrap_or_else(|e| panic!("LAB SETUP FAILED: {e}"));
+    assert!(r.faults >= 1, "{r:?}");
+    assert!(r.ok > 100, "the workload ran: {r:?}");
+    assert_eq!(r.valid, Some(true), "{r:?}");
+    assert!(dir.join("history.jsonl").exists() && dir.join("results.json").exists());
+    let again = runner::recheck(&dir).unwrap();
+    assert_eq!((again.valid, again.ops), (Some(true), r.ops));
+    eprintln!("{}: {:?}", dir.display(), r);
+}
