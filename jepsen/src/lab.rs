@@ -531,6 +531,30 @@ impl Lab {
         Ok(())
     }
 
+    /// Drops a random `percent` of the packets from `from` at `to` (iptables `statistic`; the
+    /// kernel here has no netem). Healed by [`Lab::heal`].
+    pub fn lossy(&self, from: &Host, to: &Host, percent: u32) -> Result<(), LabError> {
+        let p = format!("{:.2}", percent.min(100) as f64 / 100.0);
+        self.iptables(
+            to,
+            &[
+                "-A",
+                CHAIN,
+                "-s",
+                &from.addr.to_string(),
+                "-m",
+                "statistic",
+                "--mode",
+                "random",
+                "--probability",
+                &p,
+                "-j",
+                "DROP",
+            ],
+        )?;
+        Ok(())
+    }
+
     /// Cuts both ways between every host of `a` and every host of `b`.
     pub fn partition(&self, a: &[&Host], b: &[&Host]) -> Result<(), LabError> {
         for x in a {

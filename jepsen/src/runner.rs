@@ -31,7 +31,34 @@ pub enum Nemesis {
     KillOne,
     /// SIGSTOP of the leader, SIGCONT when the fault ends.
     PauseLeader,
+    /// One node stops hearing another (the other still hears it).
+    OneWay,
+    /// Nodes in a random ring, each hearing only its two neighbours (a majority each with 5).
+    Ring,
+    /// Two halves that cannot talk, and one node that talks to both.
+    Bridge,
+    /// 20% of the packets between nodes dropped, every direction.
+    Loss,
+    /// SIGKILL of a minority, restarted when the fault ends.
+    KillMinority,
+    /// SIGKILL of every node, all restarted when the fault ends.
+    KillAll,
 }
+
+/// Every nemesis, for `--nemesis mixed`.
+pub const ALL: [Nemesis; 11] = [
+    Nemesis::PartitionHalves,
+    Nemesis::IsolateOne,
+    Nemesis::IsolateLeader,
+    Nemesis::KillOne,
+    Nemesis::PauseLeader,
+    Nemesis::OneWay,
+    Nemesis::Ring,
+    Nemesis::Bridge,
+    Nemesis::Loss,
+    Nemesis::KillMinority,
+    Nemesis::KillAll,
+];
 
 impl Nemesis {
     pub fn parse(s: &str) -> Result<Self, String> {
@@ -41,9 +68,16 @@ impl Nemesis {
             "isolate-leader" => Nemesis::IsolateLeader,
             "kill" | "kill-one" => Nemesis::KillOne,
             "pause-leader" => Nemesis::PauseLeader,
+            "one-way" => Nemesis::OneWay,
+            "ring" => Nemesis::Ring,
+            "bridge" => Nemesis::Bridge,
+            "loss" => Nemesis::Loss,
+            "kill-minority" => Nemesis::KillMinority,
+            "kill-all" => Nemesis::KillAll,
             other => {
                 return Err(format!(
-                    "unknown nemesis {other:?} (partition, isolate, isolate-leader, kill, pause-leader)"
+                    "unknown nemesis {other:?} (partition, isolate, isolate-leader, kill, \
+                     pause-leader, one-way, ring, bridge, loss, kill-minority, kill-all, mixed)"
                 ))
             }
         })
@@ -206,6 +240,15 @@ fn leader(endpoints: &[String], lab: &Lab) -> Option<usize> {
     .flatten()
 }
 
+/// 1..=n in a random order.
+fn shuffled(n: usize, rng: &mut StdRng) -> Vec<usize> {
+    let mut ids: Vec<usize> = (1..=n).collect();
+    for i in (1..ids.len()).rev() {
+        ids.swap(i, rng.gen_range(0..=i));
+    }
+    ids
+}
+
 fn inject(
     lab: &Lab,
     procs: &mut [Option<LabProcess>],
@@ -217,10 +260,7 @@ fn inject(
     let heal: Undo = Box::new(|lab, _, _| lab.heal().map_err(|e| e.to_string()));
     Ok(match nemesis {
         Nemesis::PartitionHalves => {
-            let mut ids: Vec<usize> = (1..=n).collect();
-            for i in (1..ids.len()).rev() {
-                ids.swap(i, rng.gen_range(0..=i));
-            }
+            let ids = shuffled(n, rng);
             let (a, b) = ids.split_at(n / 2);
             let ha: Vec<_> = a.iter().map(|i| lab.node(*i)).collect();
             let hb: Vec<_> = b.iter().map(|i| lab.node(*i)).collect();
@@ -235,18 +275,68 @@ fn inject(
             lab.isolate(lab.node(id)).map_err(|e| e.to_string())?;
             (format!("isolated n{id}"), heal)
         }
-        Nemesis::KillOne => {
-            let id = rng.gen_range(1..=n);
-            if let Some(mut p) = procs[id - 1].take() {
-                p.kill();
+        Nemesis::KillOne | Nemesis::KillMinority | Nemesis::KillAll => {
+            let count = match nemesis {
+                Nemesis::KillOne => 1,
+                Nemesis::KillMinority => (n - 1) / 2,
+                _ => n,
+            };
+            let victims: Vec<usize> = shuffled(n, rng).into_iter().take(count).collect();
+            for id in &victims {
+                if let Some(mut p) = procs[id - 1].take() {
+                    p.kill();
+                }
             }
             (
-                format!("killed n{id}"),
+                format!("killed {victims:?}"),
                 Box::new(move |_, procs, spawn| {
-                    procs[id - 1] = Some(spawn(id).map_err(|e| e.to_string())?);
+                    for id in victims {
+                        procs[id - 1] = Some(spawn(id).map_err(|e| e.to_string())?);
+                    }
                     Ok(())
                 }),
             )
+        }
+        Nemesis::OneWay => {
+            let ids = shuffled(n, rng);
+            let (from, to) = (ids[0], ids[1]);
+            lab.cut(lab.node(from), lab.node(to))
+                .map_err(|e| e.to_string())?;
+            (format!("n{to} does not hear n{from}"), heal)
+        }
+        Nemesis::Ring => {
+            let ids = shuffled(n, rng);
+            for i in 0..n {
+                for j in 0..n {
+                    let d = (i + n - j) % n;
+                    if i != j && d != 1 && d != n - 1 {
+                        lab.cut(lab.node(ids[i]), lab.node(ids[j]))
+                            .map_err(|e| e.to_string())?;
+                    }
+                }
+            }
+            (format!("ring {ids:?}"), heal)
+        }
+        Nemesis::Bridge => {
+            let ids = shuffled(n, rng);
+            let bridge = ids[n / 2];
+            let a: Vec<usize> = ids[..n / 2].to_vec();
+            let b: Vec<usize> = ids[n / 2 + 1..].to_vec();
+            let ha: Vec<_> = a.iter().map(|i| lab.node(*i)).collect();
+            let hb: Vec<_> = b.iter().map(|i| lab.node(*i)).collect();
+            lab.partition(&ha, &hb).map_err(|e| e.to_string())?;
+            (format!("{a:?} | {b:?} bridged by n{bridge}"), heal)
+        }
+        Nemesis::Loss => {
+            for i in 1..=n {
+                for j in 1..=n {
+                    if i != j {
+                        lab.lossy(lab.node(i), lab.node(j), 20)
+                            .map_err(|e| e.to_string())?;
+                    }
+                }
+            }
+            ("20% loss between all nodes".to_string(), heal)
         }
         Nemesis::PauseLeader => {
             let id = leader(endpoints, lab).unwrap_or(1);

@@ -31,7 +31,8 @@ enum Cmd {
         /// linearizability per key).
         #[arg(long, default_value = "register")]
         workload: String,
-        /// Faults, comma separated: partition, isolate, isolate-leader, kill, pause-leader.
+        /// Faults, comma separated: partition, isolate, isolate-leader, kill, pause-leader,
+        /// one-way, ring, bridge, loss, kill-minority, kill-all; or mixed (all of them).
         #[arg(long, default_value = "partition")]
         nemesis: String,
         #[arg(long, default_value_t = 3)]
@@ -94,7 +95,13 @@ fn main() -> ExitCode {
             let nemeses = match nemesis
                 .split(',')
                 .filter(|s| !s.is_empty() && *s != "none")
-                .map(Nemesis::parse)
+                .flat_map(|s| {
+                    if s == "mixed" {
+                        runner::ALL.iter().map(|n| Ok(*n)).collect::<Vec<_>>()
+                    } else {
+                        vec![Nemesis::parse(s)]
+                    }
+                })
                 .collect::<Result<Vec<_>, _>>()
             {
                 Ok(n) => n,
