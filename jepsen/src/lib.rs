@@ -11,6 +11,7 @@ pub mod checker;
 pub mod history;
 pub mod http;
 mod lab;
+pub mod report;
 pub mod runner;
 pub mod viplab;
 

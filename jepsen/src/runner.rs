@@ -213,6 +213,7 @@ pub fn run_register(o: &Options) -> Result<(PathBuf, Results), String> {
     write_history(&dir.join("history.jsonl"), &lines)?;
     let results = check_lines(&lines, o.seed);
     write_results(&dir, &results)?;
+    write_reports(&dir, &lines, &results)?;
     Ok((dir, results))
 }
 
@@ -466,6 +467,17 @@ fn write_results(dir: &Path, r: &Results) -> Result<(), String> {
     std::fs::write(dir.join("results.json"), text).map_err(|e| e.to_string())
 }
 
+/// timeline.html, latency.svg and availability.svg next to the history.
+fn write_reports(dir: &Path, lines: &[Line], r: &Results) -> Result<(), String> {
+    let title = format!("{} — {}", dir.display(), r.verdict);
+    let w = |name: &str, text: String| {
+        std::fs::write(dir.join(name), text).map_err(|e| format!("{name}: {e}"))
+    };
+    w("timeline.html", crate::report::timeline_html(lines, &title))?;
+    w("latency.svg", crate::report::latency_svg(lines))?;
+    w("availability.svg", crate::report::availability_svg(lines))
+}
+
 /// Reads a saved `history.jsonl`.
 pub fn read_history(dir: &Path) -> Result<Vec<Line>, String> {
     let text = std::fs::read_to_string(dir.join("history.jsonl"))
@@ -522,5 +534,6 @@ pub fn recheck(dir: &Path) -> Result<Results, String> {
         .map_or(0, |r| r.seed);
     let r = check_lines(&lines, seed);
     write_results(dir, &r)?;
+    write_reports(dir, &lines, &r)?;
     Ok(r)
 }

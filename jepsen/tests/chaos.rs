@@ -25,7 +25,15 @@ fn a_register_run_under_partitions_and_kills_is_linearizable_and_rechecks() {
     assert!(r.faults >= 1, "{r:?}");
     assert!(r.ok > 100, "the workload ran: {r:?}");
     assert_eq!(r.valid, Some(true), "{r:?}");
-    assert!(dir.join("history.jsonl").exists() && dir.join("results.json").exists());
+    for f in [
+        "history.jsonl",
+        "results.json",
+        "timeline.html",
+        "latency.svg",
+        "availability.svg",
+    ] {
+        assert!(dir.join(f).exists(), "{f} missing");
+    }
     let again = runner::recheck(&dir).unwrap();
     assert_eq!((again.valid, again.ops), (Some(true), r.ops));
     eprintln!("{}: {:?}", dir.display(), r);
