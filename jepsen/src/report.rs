@@ -19,6 +19,7 @@ fn split(lines: &[Line]) -> (Vec<&Op>, Vec<&Fault>) {
         match l {
             Line::Op(o) => ops.push(o),
             Line::Fault(f) => faults.push(f),
+            Line::FinalRead { .. } => {}
         }
     }
     (ops, faults)

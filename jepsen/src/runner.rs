@@ -97,8 +97,33 @@ pub struct Fault {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum Line {
+    /// A register operation, or (set workload) an add: a write of the element to key "set".
     Op(Op),
     Fault(Fault),
+    /// The set workload's read of the whole set after healing.
+    FinalRead {
+        values: Vec<i64>,
+        at: u64,
+    },
+}
+
+/// What the clients do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// Reads, writes and compare-and-sets on a few keys; linearizability per key.
+    Register,
+    /// Unique adds (each a key under "set/"), one read of everything after healing; every
+    /// acknowledged add present, nothing never attempted present.
+    Set,
+}
+
+impl Workload {
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Register => "register",
+            Workload::Set => "set",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -130,6 +155,11 @@ pub struct Results {
 
 /// Runs a register test and returns where it was stored and its results.
 pub fn run_register(o: &Options) -> Result<(PathBuf, Results), String> {
+    run(o, Workload::Register)
+}
+
+/// Runs a test of `workload` and returns where it was stored and its results.
+pub fn run(o: &Options, workload: Workload) -> Result<(PathBuf, Results), String> {
     let lab = Lab::new(o.nodes).map_err(|e| e.to_string())?;
     let data = std::env::temp_dir().join(format!("{}-data", lab.id()));
     std::fs::create_dir_all(&data).map_err(|e| e.to_string())?;
@@ -157,16 +187,16 @@ pub fn run_register(o: &Options) -> Result<(PathBuf, Results), String> {
             rt.block_on(async move {
                 let mut tasks = Vec::new();
                 for p in 0..n {
-                    tasks.push(tokio::spawn(register_client(
-                        p as u64,
-                        n as u64,
-                        endpoints.clone(),
-                        keys,
-                        seed.wrapping_add(p as u64),
-                        t0,
-                        history.clone(),
-                        stop.clone(),
-                    )));
+                    let (h, st, eps) = (history.clone(), stop.clone(), endpoints.clone());
+                    let seed = seed.wrapping_add(p as u64);
+                    tasks.push(match workload {
+                        Workload::Register => tokio::spawn(register_client(
+                            p as u64, n as u64, eps, keys, seed, t0, h, st,
+                        )),
+                        Workload::Set => {
+                            tokio::spawn(set_client(p as u64, n as u64, eps, t0, h, st))
+                        }
+                    });
                 }
                 for t in tasks {
                     let _ = t.await;
@@ -202,14 +232,22 @@ pub fn run_register(o: &Options) -> Result<(PathBuf, Results), String> {
     std::thread::sleep(end.saturating_duration_since(Instant::now()) + Duration::from_secs(2));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = clients.join();
+    let final_read = match workload {
+        Workload::Set => Some(read_set(&lab, &endpoints).map(|values| Line::FinalRead {
+            values,
+            at: ns(Instant::now()),
+        })?),
+        Workload::Register => None,
+    };
     drop(procs);
     let _ = std::fs::remove_dir_all(&data);
 
     let ops = history.lock().unwrap().clone();
-    let dir = o.store.join("register").join(timestamp());
+    let dir = o.store.join(workload.name()).join(timestamp());
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let mut lines: Vec<Line> = ops.iter().cloned().map(Line::Op).collect();
     lines.extend(faults.into_iter().map(Line::Fault));
+    lines.extend(final_read);
     write_history(&dir.join("history.jsonl"), &lines)?;
     let results = check_lines(&lines, o.seed);
     write_results(&dir, &results)?;
@@ -442,6 +480,77 @@ async fn register_client(
     }
 }
 
+/// Adds unique elements (each a key under "set/") until stopped.
+async fn set_client(
+    p: u64,
+    n: u64,
+    endpoints: Vec<String>,
+    t0: Instant,
+    history: Arc<Mutex<Vec<Op>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let new_client = || {
+        let mut cfg = ClientConfig::new(endpoints.clone());
+        cfg.attempt_timeout = Duration::from_millis(500);
+        cfg.deadline = Duration::from_secs(1);
+        Client::new(cfg)
+    };
+    let mut client = new_client();
+    let mut process = p;
+    let ns = |t: Instant| t.duration_since(t0).as_nanos() as u64;
+    let mut next = (p as i64) * 1_000_000;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        next += 1;
+        let call = Instant::now();
+        let outcome = match client.put(format!("set/{next:020}"), "").await {
+            Ok(_) => Outcome::Ok(None),
+            Err(ballast_client::Error::InvalidArgument(_)) => Outcome::Fail,
+            Err(_) => Outcome::Unknown,
+        };
+        let unknown = outcome == Outcome::Unknown;
+        history.lock().unwrap().push(Op {
+            process,
+            key: "set".into(),
+            op: RegisterOp::Write(next),
+            outcome,
+            call: ns(call),
+            ret: ns(Instant::now()),
+        });
+        if unknown {
+            process += n;
+            client = new_client();
+        }
+    }
+}
+
+/// The whole set, read linearizably from the client host once the cluster recovered.
+fn read_set(lab: &Lab, endpoints: &[String]) -> Result<Vec<i64>, String> {
+    let eps = endpoints.to_vec();
+    lab.run_in(lab.client(), move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            let mut cfg = ClientConfig::new(eps);
+            cfg.deadline = Duration::from_secs(30);
+            let c = Client::new(cfg);
+            let r = c
+                .range("set/", 0, false)
+                .await
+                .map_err(|e| format!("final read: {e}"))?;
+            Ok(r.kvs
+                .iter()
+                .filter_map(|kv| {
+                    let k = std::str::from_utf8(&kv.key).ok()?;
+                    k.strip_prefix("set/")?.parse().ok()
+                })
+                .collect())
+        })
+    })
+    .map_err(|e| e.to_string())?
+}
+
 fn parse(v: &[u8]) -> Option<i64> {
     std::str::from_utf8(v).ok()?.parse().ok()
 }
@@ -498,19 +607,13 @@ pub fn check_lines(lines: &[Line], seed: u64) -> Results {
         })
         .collect();
     let count = |f: fn(&Outcome) -> bool| ops.iter().filter(|o| f(&o.outcome)).count();
-    let verdict = linear::check(&ops, Duration::from_secs(60));
-    let (valid, text, witness) = match verdict {
-        linear::Verdict::Linearizable => (Some(true), "linearizable".to_string(), Vec::new()),
-        linear::Verdict::NotLinearizable { key, witness } => (
-            Some(false),
-            format!("not linearizable on key {key}"),
-            witness,
-        ),
-        linear::Verdict::Unknown { key } => (
-            None,
-            format!("unknown: the search on key {key} ran out of time"),
-            Vec::new(),
-        ),
+    let final_read = lines.iter().find_map(|l| match l {
+        Line::FinalRead { values, .. } => Some(values.clone()),
+        _ => None,
+    });
+    let (valid, text, witness) = match final_read {
+        Some(values) => set_verdict(&ops, values),
+        None => register_verdict(&ops),
     };
     Results {
         valid,
@@ -522,6 +625,54 @@ pub fn check_lines(lines: &[Line], seed: u64) -> Results {
         faults: lines.iter().filter(|l| matches!(l, Line::Fault(_))).count(),
         seed,
         witness,
+    }
+}
+
+fn set_verdict(ops: &[Op], final_read: Vec<i64>) -> (Option<bool>, String, Vec<Op>) {
+    let mut h = crate::checker::set::SetHistory {
+        final_read: final_read.into_iter().collect(),
+        ..Default::default()
+    };
+    for o in ops {
+        if let RegisterOp::Write(v) = o.op {
+            match o.outcome {
+                Outcome::Ok(_) => h.acknowledged.insert(v),
+                Outcome::Unknown => h.unknown.insert(v),
+                Outcome::Fail => h.failed.insert(v),
+            };
+        }
+    }
+    let r = crate::checker::set::check(&h);
+    let text = if r.valid() {
+        format!(
+            "set valid: {} acknowledged adds all present, {} of {} unknown adds present",
+            h.acknowledged.len(),
+            r.recovered,
+            h.unknown.len()
+        )
+    } else {
+        format!(
+            "set INVALID: lost {:?}, unexpected {:?}, failed but present {:?}",
+            r.lost, r.unexpected, r.failed_but_present
+        )
+    };
+    (Some(r.valid()), text, Vec::new())
+}
+
+fn register_verdict(ops: &[Op]) -> (Option<bool>, String, Vec<Op>) {
+    let verdict = linear::check(ops, Duration::from_secs(60));
+    match verdict {
+        linear::Verdict::Linearizable => (Some(true), "linearizable".to_string(), Vec::new()),
+        linear::Verdict::NotLinearizable { key, witness } => (
+            Some(false),
+            format!("not linearizable on key {key}"),
+            witness,
+        ),
+        linear::Verdict::Unknown { key } => (
+            None,
+            format!("unknown: the search on key {key} ran out of time"),
+            Vec::new(),
+        ),
     }
 }
 

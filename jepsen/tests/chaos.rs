@@ -38,3 +38,23 @@ fn a_register_run_under_partitions_and_kills_is_linearizable_and_rechecks() {
     assert_eq!((again.valid, again.ops), (Some(true), r.ops));
     eprintln!("{}: {:?}", dir.display(), r);
 }
+
+#[test]
+fn a_set_run_through_kill_all_keeps_every_acknowledged_add() {
+    let store = tempfile::tempdir().unwrap();
+    let o = Options {
+        nodes: 3,
+        nemeses: vec![Nemesis::KillAll, Nemesis::PartitionHalves],
+        time_limit: Duration::from_secs(12),
+        seed: 7,
+        clients: 4,
+        keys: 1,
+        store: store.path().to_path_buf(),
+    };
+    let (dir, r) =
+        runner::run(&o, runner::Workload::Set).unwrap_or_else(|e| panic!("LAB SETUP FAILED: {e}"));
+    assert!(r.faults >= 1 && r.ok > 100, "{r:?}");
+    assert_eq!(r.valid, Some(true), "{r:?}");
+    assert!(r.verdict.starts_with("set valid"), "{}", r.verdict);
+    eprintln!("{}: {}", dir.display(), r.verdict);
+}

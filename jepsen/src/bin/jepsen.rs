@@ -28,7 +28,7 @@ enum Cmd {
     /// Run a test.
     Test {
         /// The workload: register (read, write, compare-and-set on a few keys; checked for
-        /// linearizability per key).
+        /// linearizability per key) or set (unique adds, one final read after healing).
         #[arg(long, default_value = "register")]
         workload: String,
         /// Faults, comma separated: partition, isolate, isolate-leader, kill, pause-leader,
@@ -84,10 +84,14 @@ fn main() -> ExitCode {
             keys,
             store,
         } => {
-            if workload != "register" {
-                eprintln!("jepsen test: only the register workload exists so far");
-                return ExitCode::from(2);
-            }
+            let workload = match workload.as_str() {
+                "register" => runner::Workload::Register,
+                "set" => runner::Workload::Set,
+                other => {
+                    eprintln!("jepsen test: unknown workload {other:?} (register, set)");
+                    return ExitCode::from(2);
+                }
+            };
             if nodes != 3 && nodes != 5 {
                 eprintln!("jepsen test: --nodes must be 3 or 5");
                 return ExitCode::from(2);
@@ -121,7 +125,7 @@ fn main() -> ExitCode {
                 keys: keys.max(1),
                 store,
             };
-            match runner::run_register(&o) {
+            match runner::run(&o, workload) {
                 Ok((dir, r)) => {
                     println!(
                         "{}: {} ops ({} ok, {} failed, {} unknown), {} faults; {}",
