@@ -408,12 +408,7 @@ async fn register_client(
 ) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut process = p;
-    let new_client = || {
-        let mut cfg = ClientConfig::new(endpoints.clone());
-        cfg.attempt_timeout = Duration::from_millis(500);
-        cfg.deadline = Duration::from_secs(1);
-        Client::new(cfg)
-    };
+    let new_client = || workload_client(&endpoints);
     let mut client = new_client();
     let mut next_value = (p as i64) * 1_000_000;
     // The last value this process saw per key: what its CASes expect.
@@ -489,12 +484,7 @@ async fn set_client(
     history: Arc<Mutex<Vec<Op>>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) {
-    let new_client = || {
-        let mut cfg = ClientConfig::new(endpoints.clone());
-        cfg.attempt_timeout = Duration::from_millis(500);
-        cfg.deadline = Duration::from_secs(1);
-        Client::new(cfg)
-    };
+    let new_client = || workload_client(&endpoints);
     let mut client = new_client();
     let mut process = p;
     let ns = |t: Instant| t.duration_since(t0).as_nanos() as u64;
@@ -549,6 +539,15 @@ fn read_set(lab: &Lab, endpoints: &[String]) -> Result<Vec<i64>, String> {
         })
     })
     .map_err(|e| e.to_string())?
+}
+
+/// A workload client: a short deadline, so that an operation that cannot finish during a
+/// fault is recorded (as unknown) instead of waiting the fault out.
+fn workload_client(endpoints: &[String]) -> Client {
+    let mut cfg = ClientConfig::new(endpoints.to_vec());
+    cfg.attempt_timeout = Duration::from_millis(500);
+    cfg.deadline = Duration::from_secs(1);
+    Client::new(cfg)
 }
 
 fn parse(v: &[u8]) -> Option<i64> {
