@@ -12,20 +12,34 @@ const W: f64 = 1000.0;
 const H: f64 = 300.0;
 const PAD: f64 = 40.0;
 
-fn split(lines: &[Line]) -> (Vec<&Op>, Vec<&Fault>) {
+/// The operations to draw (a vip run's probes drawn as operations of process 0: answered by
+/// one host ok, by none failed, by two or more "unknown" colour) and the faults.
+fn split(lines: &[Line]) -> (Vec<Op>, Vec<&Fault>) {
     let mut ops = Vec::new();
     let mut faults = Vec::new();
     for l in lines {
         match l {
-            Line::Op(o) => ops.push(o),
+            Line::Op(o) => ops.push(o.clone()),
             Line::Fault(f) => faults.push(f),
-            Line::FinalRead { .. } => {}
+            Line::Probe { at, macs } => ops.push(Op {
+                process: 0,
+                key: format!("vip {}", macs.join(" ")),
+                op: crate::history::RegisterOp::Read,
+                outcome: match macs.len() {
+                    0 => Outcome::Fail,
+                    1 => Outcome::Ok(None),
+                    _ => Outcome::Unknown,
+                },
+                call: *at,
+                ret: at + 10_000_000,
+            }),
+            _ => {}
         }
     }
     (ops, faults)
 }
 
-fn end_ns(ops: &[&Op], faults: &[&Fault]) -> u64 {
+fn end_ns(ops: &[Op], faults: &[&Fault]) -> u64 {
     ops.iter()
         .map(|o| o.ret.max(o.call))
         .chain(faults.iter().map(|f| f.end))
@@ -117,7 +131,7 @@ pub fn latency_svg(lines: &[Line]) -> String {
     let lat_ms = |o: &Op| o.ret.saturating_sub(o.call) as f64 / 1e6;
     let y_max = ops
         .iter()
-        .map(|o| lat_ms(o))
+        .map(&lat_ms)
         .fold(1.0_f64, f64::max)
         .min(10_000.0);
     let mut s = svg_frame("Latency per operation", "latency (ms)", y_max, end, &faults);
@@ -228,7 +242,7 @@ pub fn timeline_html(lines: &[Line], title: &str) -> String {
         );
     }
     for o in &ops {
-        let ret = if o.outcome == Outcome::Unknown {
+        let ret = if o.outcome == Outcome::Unknown && !o.key.starts_with("vip") {
             end
         } else {
             o.ret

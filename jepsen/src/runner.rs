@@ -105,11 +105,32 @@ pub enum Line {
         values: Vec<i64>,
         at: u64,
     },
+    /// The vip workload: one ARP probe of the VIP from the client host and the MACs that
+    /// answered it.
+    Probe {
+        at: u64,
+        macs: Vec<String>,
+    },
+    /// The vip workload: the cluster's decision (owner, epoch) as sampled.
+    Epoch {
+        at: u64,
+        owner: u64,
+        epoch: u64,
+    },
+    /// The vip workload: when the last fault healed, and how soon the VIP must answer again.
+    Healed {
+        at: u64,
+        bound_ms: u64,
+    },
 }
 
 /// What the clients do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Workload {
+    /// The VIP of three `ballastd --agent`, probed by ARP every 10 ms from the client host,
+    /// its decisions sampled; no two hosts may ever answer, epochs never go backwards, and it
+    /// answers again within 5 s of healing.
+    Vip,
     /// Reads, writes and compare-and-sets on a few keys; linearizability per key.
     Register,
     /// Unique adds (each a key under "set/"), one read of everything after healing; every
@@ -122,6 +143,7 @@ impl Workload {
         match self {
             Workload::Register => "register",
             Workload::Set => "set",
+            Workload::Vip => "vip",
         }
     }
 }
@@ -160,6 +182,9 @@ pub fn run_register(o: &Options) -> Result<(PathBuf, Results), String> {
 
 /// Runs a test of `workload` and returns where it was stored and its results.
 pub fn run(o: &Options, workload: Workload) -> Result<(PathBuf, Results), String> {
+    if workload == Workload::Vip {
+        return run_vip(o);
+    }
     let lab = Lab::new(o.nodes).map_err(|e| e.to_string())?;
     let data = std::env::temp_dir().join(format!("{}-data", lab.id()));
     std::fs::create_dir_all(&data).map_err(|e| e.to_string())?;
@@ -193,7 +218,7 @@ pub fn run(o: &Options, workload: Workload) -> Result<(PathBuf, Results), String
                         Workload::Register => tokio::spawn(register_client(
                             p as u64, n as u64, eps, keys, seed, t0, h, st,
                         )),
-                        Workload::Set => {
+                        Workload::Set | Workload::Vip => {
                             tokio::spawn(set_client(p as u64, n as u64, eps, t0, h, st))
                         }
                     });
@@ -237,7 +262,7 @@ pub fn run(o: &Options, workload: Workload) -> Result<(PathBuf, Results), String
             values,
             at: ns(Instant::now()),
         })?),
-        Workload::Register => None,
+        Workload::Register | Workload::Vip => None,
     };
     drop(procs);
     let _ = std::fs::remove_dir_all(&data);
@@ -253,6 +278,157 @@ pub fn run(o: &Options, workload: Workload) -> Result<(PathBuf, Results), String
     write_results(&dir, &results)?;
     write_reports(&dir, &lines, &results)?;
     Ok((dir, results))
+}
+
+/// How soon after the last heal the VIP must answer again.
+const VIP_LIVENESS: Duration = Duration::from_secs(5);
+
+/// The vip workload (three members; `o.nodes` is ignored).
+fn run_vip(o: &Options) -> Result<(PathBuf, Results), String> {
+    use crate::viplab::{observer, VipLab};
+    let (mut v, _, _) = VipLab::start();
+    let t0 = Instant::now();
+    let ns = |t: Instant| t.saturating_duration_since(t0).as_nanos() as u64;
+    let obs = observer(&v);
+    let endpoints = v.lab.member_endpoints(v.members);
+    let mut epochs: Vec<Line> = Vec::new();
+    // Waiting, but sampling the decision every 200 ms.
+    let sample_until = |v: &VipLab, until: Instant, epochs: &mut Vec<Line>| {
+        while Instant::now() < until {
+            if let Some((owner, epoch)) = v.owner() {
+                epochs.push(Line::Epoch {
+                    at: ns(Instant::now()),
+                    owner,
+                    epoch,
+                });
+            }
+            std::thread::sleep(
+                Duration::from_millis(200).min(until.saturating_duration_since(Instant::now())),
+            );
+        }
+    };
+    let mut rng = StdRng::seed_from_u64(o.seed);
+    let mut faults = Vec::new();
+    let end = t0 + o.time_limit;
+    let (quiet, hold) = (Duration::from_secs(3), Duration::from_secs(4));
+    sample_until(&v, Instant::now() + quiet.min(o.time_limit), &mut epochs);
+    while !o.nemeses.is_empty() && Instant::now() + hold < end {
+        let nemesis = o.nemeses[rng.gen_range(0..o.nemeses.len())];
+        let start = Instant::now();
+        let (detail, undo) = inject(&v.lab, &mut v.procs, nemesis, &mut rng, &endpoints)?;
+        sample_until(&v, Instant::now() + hold, &mut epochs);
+        let mut procs = std::mem::take(&mut v.procs);
+        {
+            let spawn = |id: usize| -> Result<LabProcess, LabError> { Ok(v.spawn(id as u64)) };
+            undo(&v.lab, &mut procs, &spawn)?;
+        }
+        v.procs = procs;
+        faults.push(Fault {
+            nemesis,
+            detail,
+            start: ns(start),
+            end: ns(Instant::now()),
+        });
+        sample_until(&v, Instant::now() + quiet, &mut epochs);
+    }
+    v.lab.heal().map_err(|e| e.to_string())?;
+    let healed = Instant::now();
+    sample_until(
+        &v,
+        healed + VIP_LIVENESS + Duration::from_secs(1),
+        &mut epochs,
+    );
+    let probes = obs.stop()?;
+    let dir = o.store.join("vip").join(timestamp());
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let mut lines: Vec<Line> = probes
+        .iter()
+        .filter(|p| p.at >= t0)
+        .map(|p| Line::Probe {
+            at: ns(p.at),
+            macs: p.macs.iter().map(crate::mac_string).collect(),
+        })
+        .collect();
+    lines.extend(epochs);
+    lines.extend(faults.into_iter().map(Line::Fault));
+    lines.push(Line::Healed {
+        at: ns(healed),
+        bound_ms: VIP_LIVENESS.as_millis() as u64,
+    });
+    write_history(&dir.join("history.jsonl"), &lines)?;
+    let results = check_lines(&lines, o.seed);
+    write_results(&dir, &results)?;
+    write_reports(&dir, &lines, &results)?;
+    Ok((dir, results))
+}
+
+/// The vip checker on the probe, epoch and heal lines of a history (None: not a vip run).
+fn vip_verdict(lines: &[Line]) -> Option<(Option<bool>, String)> {
+    use crate::checker::vip;
+    let base = Instant::now();
+    let at = |ns: u64| base + Duration::from_nanos(ns);
+    let mut probes = Vec::new();
+    let mut epochs = Vec::new();
+    let mut healed = None;
+    for l in lines {
+        match l {
+            Line::Probe { at: t, macs } => probes.push(crate::arp::Probe {
+                at: at(*t),
+                macs: macs.iter().filter_map(|m| parse_mac(m)).collect(),
+            }),
+            Line::Epoch {
+                at: t,
+                owner,
+                epoch,
+            } => epochs.push(vip::EpochSample {
+                at: at(*t),
+                owner: *owner,
+                epoch: *epoch,
+            }),
+            Line::Healed { at: t, bound_ms } => {
+                healed = Some((at(*t), Duration::from_millis(*bound_ms)))
+            }
+            _ => {}
+        }
+    }
+    let (healed, bound) = healed?;
+    let violations = vip::check(&probes, &epochs, healed, bound);
+    let split = violations
+        .iter()
+        .filter(|v| matches!(v, vip::Violation::SplitBrain { .. }))
+        .count();
+    Some(if violations.is_empty() {
+        (
+            Some(true),
+            format!(
+                "vip valid: {} probes, never two holders, epochs monotonic ({} samples), \
+                 answered within {bound:?} of healing",
+                probes.len(),
+                epochs.len()
+            ),
+        )
+    } else {
+        (
+            Some(false),
+            format!(
+                "vip INVALID: {} violations ({split} probes answered by two hosts): {:?}",
+                violations.len(),
+                violations.iter().take(5).collect::<Vec<_>>()
+            ),
+        )
+    })
+}
+
+fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() != 6 {
+        return None;
+    }
+    let mut m = [0u8; 6];
+    for (i, p) in parts.iter().enumerate() {
+        m[i] = u8::from_str_radix(p, 16).ok()?;
+    }
+    Some(m)
 }
 
 /// Ends a fault: heals, resumes or restarts (with `spawn` for a killed node).
@@ -610,9 +786,10 @@ pub fn check_lines(lines: &[Line], seed: u64) -> Results {
         Line::FinalRead { values, .. } => Some(values.clone()),
         _ => None,
     });
-    let (valid, text, witness) = match final_read {
-        Some(values) => set_verdict(&ops, values),
-        None => register_verdict(&ops),
+    let (valid, text, witness) = match (final_read, vip_verdict(lines)) {
+        (_, Some((valid, text))) => (valid, text, Vec::new()),
+        (Some(values), None) => set_verdict(&ops, values),
+        (None, None) => register_verdict(&ops),
     };
     Results {
         valid,

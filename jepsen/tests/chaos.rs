@@ -58,3 +58,23 @@ fn a_set_run_through_kill_all_keeps_every_acknowledged_add() {
     assert!(r.verdict.starts_with("set valid"), "{}", r.verdict);
     eprintln!("{}: {}", dir.display(), r.verdict);
 }
+
+#[test]
+fn a_vip_run_under_faults_never_shows_two_holders() {
+    let store = tempfile::tempdir().unwrap();
+    let o = Options {
+        nodes: 3,
+        nemeses: vec![Nemesis::IsolateOne, Nemesis::KillOne, Nemesis::OneWay],
+        time_limit: Duration::from_secs(12),
+        seed: 11,
+        clients: 0,
+        keys: 1,
+        store: store.path().to_path_buf(),
+    };
+    let (dir, r) =
+        runner::run(&o, runner::Workload::Vip).unwrap_or_else(|e| panic!("LAB SETUP FAILED: {e}"));
+    assert!(r.faults >= 1, "{r:?}");
+    assert_eq!(r.valid, Some(true), "{r:?}");
+    assert!(r.verdict.starts_with("vip valid"), "{}", r.verdict);
+    eprintln!("{}: {}", dir.display(), r.verdict);
+}

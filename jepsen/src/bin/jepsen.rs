@@ -28,7 +28,9 @@ enum Cmd {
     /// Run a test.
     Test {
         /// The workload: register (read, write, compare-and-set on a few keys; checked for
-        /// linearizability per key) or set (unique adds, one final read after healing).
+        /// linearizability per key), set (unique adds, one final read after healing) or vip
+        /// (three agents; ARP probes every 10 ms: never two holders, epochs monotonic, back
+        /// within 5 s of healing; always 3 nodes).
         #[arg(long, default_value = "register")]
         workload: String,
         /// Faults, comma separated: partition, isolate, isolate-leader, kill, pause-leader,
@@ -87,8 +89,9 @@ fn main() -> ExitCode {
             let workload = match workload.as_str() {
                 "register" => runner::Workload::Register,
                 "set" => runner::Workload::Set,
+                "vip" => runner::Workload::Vip,
                 other => {
-                    eprintln!("jepsen test: unknown workload {other:?} (register, set)");
+                    eprintln!("jepsen test: unknown workload {other:?} (register, set, vip)");
                     return ExitCode::from(2);
                 }
             };
