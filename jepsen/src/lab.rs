@@ -57,6 +57,19 @@ impl LabProcess {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM, and up to `grace` for it to exit; then SIGKILL. Reaped either way.
+    pub fn terminate(&mut self, grace: Duration) {
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if !self.is_running() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.kill();
+    }
+
     /// SIGSTOP: the process stays, frozen.
     pub fn pause(&self) {
         self.signal(libc::SIGSTOP);

@@ -315,13 +315,31 @@ impl Drop for VipLab {
     }
 }
 
+/// "p50 p99 max" of `v` in milliseconds, aligned for the benches' tables (sorts `v`).
+pub fn spread(v: &mut [Duration]) -> String {
+    v.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let pct = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
+    match v.last() {
+        None => format!("{:>7} {:>7} {:>7}", "-", "-", "-"),
+        Some(max) => format!(
+            "{:>7.0} {:>7.0} {:>7.0}",
+            ms(pct(0.5)),
+            ms(pct(0.99)),
+            ms(*max)
+        ),
+    }
+}
+
 /// What an observer saw from `from` on.
 #[derive(Debug, Clone)]
 pub struct Analysis {
     /// Longest time between two answered probes (the client-visible outage).
     pub outage: Duration,
-    /// Probes answered by more than one host, as time (probes x probe interval).
+    /// Probes answered by more than one host.
     pub split_brain_probes: usize,
+    /// Time during which two hosts answered: each such probe counts until the next probe.
+    pub split_brain: Duration,
     /// When each MAC first answered, relative to `from`.
     pub first_answer: Vec<(String, Duration)>,
 }
@@ -330,12 +348,17 @@ pub fn analyze(probes: &[Probe], from: Instant) -> Analysis {
     let mut a = Analysis {
         outage: Duration::ZERO,
         split_brain_probes: 0,
+        split_brain: Duration::ZERO,
         first_answer: Vec::new(),
     };
     let mut last_answer: Option<Instant> = None;
-    for p in probes.iter().filter(|p| p.at >= from) {
+    let seen: Vec<&Probe> = probes.iter().filter(|p| p.at >= from).collect();
+    for (i, p) in seen.iter().enumerate() {
         if p.macs.len() > 1 {
             a.split_brain_probes += 1;
+            a.split_brain += seen
+                .get(i + 1)
+                .map_or(Duration::from_millis(10), |n| n.at - p.at);
         }
         for m in &p.macs {
             let m = mac_string(m);

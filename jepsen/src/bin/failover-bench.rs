@@ -1,7 +1,7 @@
 //! Failover benchmark in the lab: three `ballastd --agent`, a client host probing the VIP by
 //! ARP every 10 ms. For each scenario and trial: the takeover time (fault to first answer from
 //! the new owner), the client outage (longest gap between answers) and the split-brain time
-//! (probes answered by two hosts x 10 ms, which must be 0). Needs root.
+//! (time during which two hosts answered probes, which must be 0). Needs root.
 //!
 //!   cargo build --workspace --bins --release
 //!   target/release/failover-bench [--trials 20] [--scenarios crash,partition,drain,leader]
@@ -11,11 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use jepsen::viplab::{analyze, observer, VipLab};
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
+use jepsen::viplab::{analyze, observer, spread, VipLab};
 
 fn main() {
     let mut trials = 20usize;
@@ -27,6 +23,8 @@ fn main() {
     ];
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut show_logs = false;
+    // Seconds a partition is held (from the fault) before healing; 0: heal once moved.
+    let mut hold = 0u64;
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
@@ -39,8 +37,12 @@ fn main() {
                 i += 1;
             }
             "--show-logs" => show_logs = true,
+            "--hold" => {
+                hold = args[i + 1].parse().expect("--hold SECONDS");
+                i += 1;
+            }
             "-h" | "--help" => {
-                println!("failover-bench [--trials N] [--scenarios crash,partition,drain,leader] [--show-logs]");
+                println!("failover-bench [--trials N] [--scenarios crash,partition,drain,leader] [--hold SECS] [--show-logs]");
                 return;
             }
             other => panic!("unknown argument {other:?}"),
@@ -82,7 +84,7 @@ fn main() {
                 assert_eq!(a.first_answer.len(), 1, "the VIP stayed put: {a:?}");
                 outage.push(a.outage);
                 takeover.push(Duration::ZERO);
-                split += Duration::from_millis(10) * a.split_brain_probes as u32;
+                split += a.split_brain;
                 v.procs[leader as usize - 1] = Some(v.spawn(leader));
                 continue;
             }
@@ -98,6 +100,13 @@ fn main() {
                 other => panic!("unknown scenario {other:?}"),
             }
             let (new_owner, _) = v.wait_moved(owner, &obs);
+            if scenario == "partition" && hold > 0 {
+                // Keep the owner cut off, still watching for two holders.
+                let until = t + Duration::from_secs(hold);
+                v.lab.wait_for(Duration::from_secs(hold + 5), || {
+                    (Instant::now() >= until).then_some(())
+                });
+            }
             let new_mac = v.mac(new_owner);
             let probes = obs.stop().expect("observer ran");
             let a = analyze(&probes, t);
@@ -123,7 +132,7 @@ fn main() {
                 .expect("the new owner answered");
             takeover.push(first_new);
             outage.push(a.outage);
-            split += Duration::from_millis(10) * a.split_brain_probes as u32;
+            split += a.split_brain;
             match scenario.as_str() {
                 "crash" => v.procs[owner as usize - 1] = Some(v.spawn(owner)),
                 "partition" => v.lab.heal().unwrap(),
@@ -139,18 +148,11 @@ fn main() {
         if takeover.is_empty() {
             continue;
         }
-        takeover.sort();
-        outage.sort();
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         println!(
-            "{scenario:<10} {trials:>6}  {:>7.0} {:>7.0} {:>7.0}          {:>7.0} {:>7.0} {:>7.0}            {:>6.0}",
-            ms(pct(&takeover, 0.5)),
-            ms(pct(&takeover, 0.99)),
-            ms(*takeover.last().unwrap()),
-            ms(pct(&outage, 0.5)),
-            ms(pct(&outage, 0.99)),
-            ms(*outage.last().unwrap()),
-            ms(split),
+            "{scenario:<10} {trials:>6}  {}          {}            {:>6.0}",
+            spread(&mut takeover),
+            spread(&mut outage),
+            split.as_secs_f64() * 1000.0,
         );
     }
     if show_logs {
