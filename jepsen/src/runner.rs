@@ -43,10 +43,14 @@ pub enum Nemesis {
     KillMinority,
     /// SIGKILL of every node, all restarted when the fault ends.
     KillAll,
+    /// The VIP's owner is cut off from the other nodes (a random node without a VIP).
+    IsolateOwner,
+    /// SIGSTOP of the VIP's owner, SIGCONT when the fault ends (a random node without a VIP).
+    PauseOwner,
 }
 
 /// Every nemesis, for `--nemesis mixed`.
-pub const ALL: [Nemesis; 11] = [
+pub const ALL: [Nemesis; 13] = [
     Nemesis::PartitionHalves,
     Nemesis::IsolateOne,
     Nemesis::IsolateLeader,
@@ -58,6 +62,8 @@ pub const ALL: [Nemesis; 11] = [
     Nemesis::Loss,
     Nemesis::KillMinority,
     Nemesis::KillAll,
+    Nemesis::IsolateOwner,
+    Nemesis::PauseOwner,
 ];
 
 impl Nemesis {
@@ -74,10 +80,13 @@ impl Nemesis {
             "loss" => Nemesis::Loss,
             "kill-minority" => Nemesis::KillMinority,
             "kill-all" => Nemesis::KillAll,
+            "isolate-owner" => Nemesis::IsolateOwner,
+            "pause-owner" => Nemesis::PauseOwner,
             other => {
                 return Err(format!(
                     "unknown nemesis {other:?} (partition, isolate, isolate-leader, kill, \
-                     pause-leader, one-way, ring, bridge, loss, kill-minority, kill-all, mixed)"
+                     pause-leader, one-way, ring, bridge, loss, kill-minority, kill-all, isolate-owner, \
+                     pause-owner, mixed)"
                 ))
             }
         })
@@ -435,6 +444,26 @@ fn parse_mac(s: &str) -> Option<[u8; 6]> {
 type Undo = Box<dyn FnOnce(&Lab, &mut [Option<LabProcess>], &Spawn) -> Result<(), String>>;
 type Spawn<'a> = dyn Fn(usize) -> Result<LabProcess, LabError> + 'a;
 
+/// The owner of the first VIP, asked from the client host.
+fn vip_owner(endpoints: &[String], lab: &Lab) -> Option<usize> {
+    let eps = endpoints.to_vec();
+    lab.run_in(lab.client(), move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        rt.block_on(async {
+            let mut cfg = ClientConfig::new(eps);
+            cfg.deadline = Duration::from_secs(2);
+            let s = Client::new(cfg).get_state(false).await.ok()?;
+            let owner = s.vips.first()?.owner;
+            (owner != 0).then_some(owner as usize)
+        })
+    })
+    .ok()
+    .flatten()
+}
+
 fn leader(endpoints: &[String], lab: &Lab) -> Option<usize> {
     // Ask from the client host; members answer with the leader they know.
     let eps = endpoints.to_vec();
@@ -482,9 +511,12 @@ fn inject(
             lab.partition(&ha, &hb).map_err(|e| e.to_string())?;
             (format!("{a:?} | {b:?}"), heal)
         }
-        Nemesis::IsolateOne | Nemesis::IsolateLeader => {
+        Nemesis::IsolateOne | Nemesis::IsolateLeader | Nemesis::IsolateOwner => {
             let id = match nemesis {
                 Nemesis::IsolateLeader => leader(endpoints, lab).unwrap_or(1),
+                Nemesis::IsolateOwner => {
+                    vip_owner(endpoints, lab).unwrap_or_else(|| rng.gen_range(1..=n))
+                }
                 _ => rng.gen_range(1..=n),
             };
             lab.isolate(lab.node(id)).map_err(|e| e.to_string())?;
@@ -553,8 +585,13 @@ fn inject(
             }
             ("20% loss between all nodes".to_string(), heal)
         }
-        Nemesis::PauseLeader => {
-            let id = leader(endpoints, lab).unwrap_or(1);
+        Nemesis::PauseLeader | Nemesis::PauseOwner => {
+            let id = match nemesis {
+                Nemesis::PauseOwner => {
+                    vip_owner(endpoints, lab).unwrap_or_else(|| rng.gen_range(1..=n))
+                }
+                _ => leader(endpoints, lab).unwrap_or(1),
+            };
             if let Some(p) = &procs[id - 1] {
                 p.pause();
             }

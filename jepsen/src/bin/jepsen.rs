@@ -34,7 +34,8 @@ enum Cmd {
         #[arg(long, default_value = "register")]
         workload: String,
         /// Faults, comma separated: partition, isolate, isolate-leader, kill, pause-leader,
-        /// one-way, ring, bridge, loss, kill-minority, kill-all; or mixed (all of them).
+        /// one-way, ring, bridge, loss, kill-minority, kill-all, isolate-owner, pause-owner
+        /// (the VIP's owner); or mixed (all of them).
         #[arg(long, default_value = "partition")]
         nemesis: String,
         #[arg(long, default_value_t = 3)]
