@@ -444,44 +444,42 @@ fn parse_mac(s: &str) -> Option<[u8; 6]> {
 type Undo = Box<dyn FnOnce(&Lab, &mut [Option<LabProcess>], &Spawn) -> Result<(), String>>;
 type Spawn<'a> = dyn Fn(usize) -> Result<LabProcess, LabError> + 'a;
 
-/// The owner of the first VIP, asked from the client host.
-fn vip_owner(endpoints: &[String], lab: &Lab) -> Option<usize> {
+/// Asks the cluster from the client host with a short-lived client: `ask` gets the client
+/// and returns what it found.
+fn ask_cluster<T, F, Fut>(endpoints: &[String], lab: &Lab, ask: F) -> Option<T>
+where
+    T: Send + 'static,
+    F: FnOnce(Client) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Option<T>>,
+{
     let eps = endpoints.to_vec();
     lab.run_in(lab.client(), move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .ok()?;
-        rt.block_on(async {
-            let mut cfg = ClientConfig::new(eps);
-            cfg.deadline = Duration::from_secs(2);
-            let s = Client::new(cfg).get_state(false).await.ok()?;
-            let owner = s.vips.first()?.owner;
-            (owner != 0).then_some(owner as usize)
-        })
+        let mut cfg = ClientConfig::new(eps);
+        cfg.deadline = Duration::from_secs(2);
+        rt.block_on(ask(Client::new(cfg)))
     })
     .ok()
     .flatten()
 }
 
-fn leader(endpoints: &[String], lab: &Lab) -> Option<usize> {
-    // Ask from the client host; members answer with the leader they know.
-    let eps = endpoints.to_vec();
-    lab.run_in(lab.client(), move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .ok()?;
-        rt.block_on(async {
-            let mut cfg = ClientConfig::new(eps);
-            cfg.deadline = Duration::from_secs(2);
-            let c = Client::new(cfg);
-            let s = c.status().await.ok()?;
-            (s.leader_id != 0).then_some(s.leader_id as usize)
-        })
+/// The owner of the first VIP.
+fn vip_owner(endpoints: &[String], lab: &Lab) -> Option<usize> {
+    ask_cluster(endpoints, lab, |c| async move {
+        let owner = c.get_state(false).await.ok()?.vips.first()?.owner;
+        (owner != 0).then_some(owner as usize)
     })
-    .ok()
-    .flatten()
+}
+
+/// The Raft leader, as the members know it.
+fn leader(endpoints: &[String], lab: &Lab) -> Option<usize> {
+    ask_cluster(endpoints, lab, |c| async move {
+        let s = c.status().await.ok()?;
+        (s.leader_id != 0).then_some(s.leader_id as usize)
+    })
 }
 
 /// 1..=n in a random order.
