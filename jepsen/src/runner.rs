@@ -460,7 +460,8 @@ where
             .ok()?;
         let mut cfg = ClientConfig::new(eps);
         cfg.deadline = Duration::from_secs(2);
-        rt.block_on(ask(Client::new(cfg)))
+        // The client's channels need the runtime: made inside it.
+        rt.block_on(async move { ask(Client::new(cfg)).await })
     })
     .ok()
     .flatten()

@@ -1255,6 +1255,15 @@ async fn release(c: &Client, cmd: ReleaseCmd, out: Output) -> Result<(), Error> 
         ReleaseCmd::Status { service, watch } => {
             let is_tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
             let mut last: Vec<String> = Vec::new();
+            // Pushed changes of the cluster state wake the redraw; a slow tick covers the
+            // rest (health ages, the deadline).
+            let mut changes = watch.then(|| {
+                c.watch(v1::WatchRequest {
+                    key_prefixes: vec![],
+                    cluster_state: true,
+                    start_revision: 0,
+                })
+            });
             loop {
                 let svc = service_named(c, &service).await?;
                 if out == Output::Json {
@@ -1298,7 +1307,12 @@ async fn release(c: &Client, cmd: ReleaseCmd, out: Output) -> Result<(), Error> 
                     }
                     break;
                 }
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                match changes.as_mut() {
+                    Some(w) => {
+                        let _ = tokio::time::timeout(Duration::from_secs(2), w.next()).await;
+                    }
+                    None => tokio::time::sleep(Duration::from_millis(500)).await,
+                }
             }
         }
         ReleaseCmd::Pause { service } => {
