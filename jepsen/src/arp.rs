@@ -2,12 +2,11 @@
 //! which MACs answered each probe, on one monotonic clock.
 
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::lab::Host;
+use crate::lab::{in_netns, Host};
 
 /// The answers to one probe.
 #[derive(Debug, Clone)]
@@ -45,13 +44,8 @@ fn observe(
     stop: Arc<AtomicBool>,
     probes: Arc<Mutex<Vec<Probe>>>,
 ) -> Result<(), String> {
-    // This thread (only) enters the host's network namespace. /sys stays the caller's, so the
-    // MAC is read through `ip netns exec`, which mounts the namespace's own /sys.
-    let ns = std::fs::File::open(format!("/run/netns/{netns}")).map_err(|e| e.to_string())?;
-    // SAFETY: setns on a namespace fd; affects this thread only.
-    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(format!("setns: {}", std::io::Error::last_os_error()));
-    }
+    // This thread runs in the host's network namespace (`in_netns`). /sys stays the caller's,
+    // so the MAC is read through `ip netns exec`, which mounts the namespace's own /sys.
     let out = std::process::Command::new("ip")
         .args([
             "netns",
@@ -159,7 +153,11 @@ impl ArpObserver {
         let probes = Arc::new(Mutex::new(Vec::new()));
         let (s, p, ns, ip) = (stop.clone(), probes.clone(), host.netns.clone(), host.addr);
         let every = every.max(Duration::from_millis(1));
-        let thread = std::thread::spawn(move || observe(ns, ip, target, every, s, p));
+        let thread =
+            in_netns(host, move || observe(ns, ip, target, every, s, p)).unwrap_or_else(|e| {
+                let e = e.to_string();
+                std::thread::spawn(move || Err(e))
+            });
         ArpObserver {
             stop,
             probes,

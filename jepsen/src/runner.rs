@@ -227,9 +227,10 @@ pub fn run(o: &Options, workload: Workload) -> Result<(PathBuf, Results), String
                         Workload::Register => tokio::spawn(register_client(
                             p as u64, n as u64, eps, keys, seed, t0, h, st,
                         )),
-                        Workload::Set | Workload::Vip => {
+                        Workload::Set => {
                             tokio::spawn(set_client(p as u64, n as u64, eps, t0, h, st))
                         }
+                        Workload::Vip => unreachable!("vip runs in run_vip"),
                     });
                 }
                 for t in tasks {
@@ -267,11 +268,11 @@ pub fn run(o: &Options, workload: Workload) -> Result<(PathBuf, Results), String
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = clients.join();
     let final_read = match workload {
-        Workload::Set => Some(read_set(&lab, &endpoints).map(|values| Line::FinalRead {
-            values,
+        Workload::Set => Some(Line::FinalRead {
+            values: read_set(&lab, &endpoints)?,
             at: ns(Instant::now()),
-        })?),
-        Workload::Register | Workload::Vip => None,
+        }),
+        _ => None,
     };
     drop(procs);
     let _ = std::fs::remove_dir_all(&data);
@@ -444,13 +445,13 @@ fn parse_mac(s: &str) -> Option<[u8; 6]> {
 type Undo = Box<dyn FnOnce(&Lab, &mut [Option<LabProcess>], &Spawn) -> Result<(), String>>;
 type Spawn<'a> = dyn Fn(usize) -> Result<LabProcess, LabError> + 'a;
 
-/// Asks the cluster from the client host with a short-lived client: `ask` gets the client
-/// and returns what it found.
-fn ask_cluster<T, F, Fut>(endpoints: &[String], lab: &Lab, ask: F) -> Option<T>
+/// Asks the cluster from the client host with a short-lived client (calls limited to
+/// `deadline`): `ask` gets the client and returns what it found. None: the thread failed.
+fn ask_cluster<T, F, Fut>(endpoints: &[String], lab: &Lab, deadline: Duration, ask: F) -> Option<T>
 where
     T: Send + 'static,
     F: FnOnce(Client) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Option<T>>,
+    Fut: std::future::Future<Output = T>,
 {
     let eps = endpoints.to_vec();
     lab.run_in(lab.client(), move || {
@@ -459,9 +460,9 @@ where
             .build()
             .ok()?;
         let mut cfg = ClientConfig::new(eps);
-        cfg.deadline = Duration::from_secs(2);
+        cfg.deadline = deadline;
         // The client's channels need the runtime: made inside it.
-        rt.block_on(async move { ask(Client::new(cfg)).await })
+        Some(rt.block_on(async move { ask(Client::new(cfg)).await }))
     })
     .ok()
     .flatten()
@@ -469,18 +470,20 @@ where
 
 /// The owner of the first VIP.
 fn vip_owner(endpoints: &[String], lab: &Lab) -> Option<usize> {
-    ask_cluster(endpoints, lab, |c| async move {
+    ask_cluster(endpoints, lab, Duration::from_secs(2), |c| async move {
         let owner = c.get_state(false).await.ok()?.vips.first()?.owner;
         (owner != 0).then_some(owner as usize)
     })
+    .flatten()
 }
 
 /// The Raft leader, as the members know it.
 fn leader(endpoints: &[String], lab: &Lab) -> Option<usize> {
-    ask_cluster(endpoints, lab, |c| async move {
+    ask_cluster(endpoints, lab, Duration::from_secs(2), |c| async move {
         let s = c.status().await.ok()?;
         (s.leader_id != 0).then_some(s.leader_id as usize)
     })
+    .flatten()
 }
 
 /// 1..=n in a random order.
@@ -727,30 +730,20 @@ async fn set_client(
 
 /// The whole set, read linearizably from the client host once the cluster recovered.
 fn read_set(lab: &Lab, endpoints: &[String]) -> Result<Vec<i64>, String> {
-    let eps = endpoints.to_vec();
-    lab.run_in(lab.client(), move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
-        rt.block_on(async {
-            let mut cfg = ClientConfig::new(eps);
-            cfg.deadline = Duration::from_secs(30);
-            let c = Client::new(cfg);
-            let r = c
-                .range("set/", 0, false)
-                .await
-                .map_err(|e| format!("final read: {e}"))?;
-            Ok(r.kvs
-                .iter()
-                .filter_map(|kv| {
-                    let k = std::str::from_utf8(&kv.key).ok()?;
-                    k.strip_prefix("set/")?.parse().ok()
-                })
-                .collect())
-        })
+    ask_cluster(endpoints, lab, Duration::from_secs(30), |c| async move {
+        let r = c
+            .range("set/", 0, false)
+            .await
+            .map_err(|e| format!("final read: {e}"))?;
+        Ok(r.kvs
+            .iter()
+            .filter_map(|kv| {
+                let k = std::str::from_utf8(&kv.key).ok()?;
+                k.strip_prefix("set/")?.parse().ok()
+            })
+            .collect())
     })
-    .map_err(|e| e.to_string())?
+    .unwrap_or_else(|| Err("final read: the client thread failed".into()))
 }
 
 /// A workload client: a short deadline, so that an operation that cannot finish during a

@@ -459,6 +459,14 @@ mod tests {
         }
     }
 
+    fn release(owner: NodeId, epoch: u64) -> Action {
+        Action::Release {
+            vip: "v".into(),
+            owner,
+            epoch,
+        }
+    }
+
     fn assign(node: NodeId, epoch: u64) -> Action {
         Action::Assign {
             vip: "v".into(),
@@ -555,14 +563,7 @@ mod tests {
         w.tick(SEC);
         w.heard(&[1, 2, 3]);
         let a = w.decide();
-        assert_eq!(
-            a,
-            vec![Action::Release {
-                vip: "v".into(),
-                owner: 2,
-                epoch: 1
-            }]
-        );
+        assert_eq!(a, vec![release(2, 1)]);
         w.apply(&a);
         // Break before make: nothing until the owner confirms...
         assert_eq!(w.decide(), vec![]);
@@ -584,15 +585,7 @@ mod tests {
                 _ => w.set_health(1, v1::Health::Unhealthy),
             }
             let a = w.decide();
-            assert_eq!(
-                a,
-                vec![Action::Release {
-                    vip: "v".into(),
-                    owner: 1,
-                    epoch: 1
-                }],
-                "{how}"
-            );
+            assert_eq!(a, vec![release(1, 1)], "{how}");
             w.apply(&a);
             w.obs.released.insert("v".into(), 1);
             assert_eq!(w.decide(), vec![assign(2, 2)], "{how}");
@@ -692,14 +685,7 @@ mod tests {
         w.apply(&w.decide());
         w.vips[0].move_to = 3;
         let a = w.decide();
-        assert_eq!(
-            a,
-            vec![Action::Release {
-                vip: "v".into(),
-                owner: 1,
-                epoch: 1
-            }]
-        );
+        assert_eq!(a, vec![release(1, 1)]);
         w.apply(&a);
         assert_eq!(w.decide(), vec![]);
         w.obs.released.insert("v".into(), 1);

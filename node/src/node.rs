@@ -603,17 +603,8 @@ async fn controller_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
                 Action::Assign { vip, .. } => Some(vip.clone()),
                 _ => None,
             };
-            let cmd = Command {
-                request: None,
-                now_ms: 0,
-                op: action_op(a),
-            };
-            match node.propose_local(cmd).await {
-                Ok(CommandResult {
-                    outcome: Outcome::Rejected { field, message },
-                    ..
-                }) => tracing::debug!(%field, %message, "controller action refused"),
-                Ok(_) => {
+            match propose_decision(&node, action_op(a)).await {
+                Some(true) => {
                     // The new owner gets a full lease from its assignment to claim the VIP:
                     // the leader counts the assignment as a grant.
                     if let Some(vip) = assigned {
@@ -621,10 +612,8 @@ async fn controller_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
                         node.leader_obs().granted.insert(vip, now);
                     }
                 }
-                Err(e) => {
-                    tracing::debug!(error = ?e, "controller stops this tick");
-                    break;
-                }
+                Some(false) => {}
+                None => break,
             }
         }
         rollouts(&node).await;
@@ -664,22 +653,34 @@ async fn rollouts(node: &Arc<Node>) {
             ops.push(Op::StepRollout { service, step });
         }
         for op in ops {
-            let cmd = Command {
-                request: None,
-                now_ms: 0,
-                op,
-            };
-            match node.propose_local(cmd).await {
-                Ok(CommandResult {
-                    outcome: Outcome::Rejected { field, message },
-                    ..
-                }) => tracing::debug!(%field, %message, "rollout action refused"),
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::debug!(error = ?e, "rollouts stop this tick");
-                    return;
-                }
+            if propose_decision(node, op).await.is_none() {
+                return;
             }
+        }
+    }
+}
+
+/// Proposes a decision of this leader's controllers. Some(true): applied; Some(false): refused
+/// by the state machine (a stale decision, logged); None: not proposed (no longer leader, or
+/// the log is unavailable), the rest of the tick is pointless.
+async fn propose_decision(node: &Node, op: Op) -> Option<bool> {
+    let cmd = Command {
+        request: None,
+        now_ms: 0,
+        op,
+    };
+    match node.propose_local(cmd).await {
+        Ok(CommandResult {
+            outcome: Outcome::Rejected { field, message },
+            ..
+        }) => {
+            tracing::debug!(%field, %message, "controller decision refused");
+            Some(false)
+        }
+        Ok(_) => Some(true),
+        Err(e) => {
+            tracing::debug!(error = ?e, "controller stops this tick");
+            None
         }
     }
 }

@@ -151,15 +151,11 @@ pub fn control(svc: &mut v1::Service, action: Control) -> Result<bool, Refusal> 
     let Some(r) = svc.rollout.as_mut() else {
         return Err(("service", format!("{name:?} has no rollout")));
     };
-    let (from, to) = match (state(r), action) {
-        (v1::RolloutState::Running, Control::Pause) => {
-            (v1::RolloutState::Running, v1::RolloutState::Paused)
-        }
-        (v1::RolloutState::Paused, Control::Resume) => {
-            (v1::RolloutState::Paused, v1::RolloutState::Running)
-        }
+    let to = match (state(r), action) {
+        (v1::RolloutState::Running, Control::Pause) => v1::RolloutState::Paused,
+        (v1::RolloutState::Paused, Control::Resume) => v1::RolloutState::Running,
         (v1::RolloutState::Running | v1::RolloutState::Paused, Control::Abort) => {
-            (state(r), v1::RolloutState::Aborted)
+            v1::RolloutState::Aborted
         }
         (s, a) => {
             return Err((
@@ -168,7 +164,6 @@ pub fn control(svc: &mut v1::Service, action: Control) -> Result<bool, Refusal> 
             ))
         }
     };
-    let _ = from;
     r.state = to as i32;
     r.message = match action {
         Control::Pause => "paused by an operator".into(),

@@ -516,11 +516,7 @@ fn vip_leases_table(vips: &[v1::Vip], leases: Option<&v1::LeasesResponse>) {
                 vec![
                     v.name.clone(),
                     v.address.clone(),
-                    if v.owner == 0 {
-                        "-".into()
-                    } else {
-                        v.owner.to_string()
-                    },
+                    owner_cell(v.owner),
                     v.epoch.to_string(),
                     vip_state(v),
                     match lease_left(&v.name, leases) {
@@ -777,6 +773,15 @@ fn admin_label(a: i32) -> &'static str {
         .label()
 }
 
+/// A VIP's owner for tables ("-" when nobody owns it).
+fn owner_cell(owner: u64) -> String {
+    if owner == 0 {
+        "-".into()
+    } else {
+        owner.to_string()
+    }
+}
+
 fn vip_state(v: &v1::Vip) -> String {
     match (v.owner, v.releasing, v.move_to) {
         (0, _, _) => "unowned".into(),
@@ -815,11 +820,7 @@ fn vips_out(vips: &[v1::Vip], out: Output) {
                     v.address.clone(),
                     v.interface.clone(),
                     v.service.clone(),
-                    if v.owner == 0 {
-                        "-".into()
-                    } else {
-                        v.owner.to_string()
-                    },
+                    owner_cell(v.owner),
                     v.epoch.to_string(),
                     vip_state(v),
                 ]
