@@ -96,11 +96,7 @@ async fn agent_main(args: AgentArgs) -> ExitCode {
         }
     };
     init_logging(&cfg.log, cfg.log_format);
-    let mut ccfg = ballast_client::ClientConfig::new(cfg.endpoints.clone());
-    ccfg.attempt_timeout = cfg.lease.renew_interval * 2;
-    ccfg.max_backoff = cfg.lease.renew_interval / 2;
-    ccfg.deadline = cfg.lease.lease;
-    let client = ballast_client::Client::new(ccfg);
+    let client = ballast_node::agent::cluster_client(cfg.endpoints.clone(), &cfg.lease);
 
     // 1. Register (or confirm the registration) before holding anything. A refusal is final;
     //    an unreachable cluster is retried until it answers or a signal comes.

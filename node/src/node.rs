@@ -410,11 +410,7 @@ pub async fn start(
             exec_checks: cfg.exec_checks.clone(),
             release_sites: cfg.release_sites.clone(),
         };
-        let mut ccfg = ballast_client::ClientConfig::new(vec![advertise.clone()]);
-        ccfg.attempt_timeout = cfg.lease.renew_interval * 2;
-        ccfg.max_backoff = cfg.lease.renew_interval / 2;
-        ccfg.deadline = cfg.lease.lease;
-        let client = ballast_client::Client::new(ccfg);
+        let client = crate::agent::cluster_client(vec![advertise.clone()], &cfg.lease);
         let fence: Arc<dyn crate::agent::fence::VipFence> =
             Arc::new(crate::agent::fence::NftFence::local());
         tasks.push(tokio::spawn(crate::agent::run(

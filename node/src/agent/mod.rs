@@ -13,4 +13,4 @@ pub mod health;
 pub mod release;
 mod run;
 
-pub use run::{run, AgentConfig};
+pub use run::{cluster_client, run, AgentConfig};

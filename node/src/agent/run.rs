@@ -53,6 +53,17 @@ fn parse_vip(v: &v1::Vip) -> Option<(Ipv4Addr, u8)> {
 
 type SharedState = Arc<RwLock<Option<v1::GetStateResponse>>>;
 
+/// The client an agent talks to the cluster with: an attempt may take two renew intervals, a
+/// call gives up within a lease, and retries come quickly — an owner must find a new leader
+/// and renew well inside its lease.
+pub fn cluster_client(endpoints: Vec<String>, lease: &LeaseConfig) -> Client {
+    let mut cfg = ballast_client::ClientConfig::new(endpoints);
+    cfg.attempt_timeout = lease.renew_interval * 2;
+    cfg.max_backoff = lease.renew_interval / 2;
+    cfg.deadline = lease.lease;
+    Client::new(cfg)
+}
+
 /// Runs until `stop` turns true, then removes every VIP it holds.
 pub async fn run(
     cfg: AgentConfig,
