@@ -229,7 +229,20 @@ impl Client {
             attempts += 1;
             let (idx, ch) = self.current();
             let last = match tokio::time::timeout(cfg.attempt_timeout, f(ch)).await {
-                Ok(Ok(r)) => return Ok(r.into_inner()),
+                Ok(Ok(r)) => {
+                    // A follower that answered names the leader: go there next time (it
+                    // saves the follower's forwarding hop on every write).
+                    if let Some(h) = r
+                        .metadata()
+                        .get(LEADER_ADDR_HEADER)
+                        .and_then(|v| v.to_str().ok())
+                    {
+                        if normalize(h) != self.preferred_endpoint() {
+                            self.prefer(h);
+                        }
+                    }
+                    return Ok(r.into_inner());
+                }
                 Ok(Err(s)) if !retryable(&s) => return Err(Error::from_status(&s)),
                 Ok(Err(s)) => {
                     let hint = s

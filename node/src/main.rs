@@ -10,6 +10,11 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
+// A member spends much of its time allocating and freeing small buffers (gRPC frames, log
+// entries); mimalloc does that with less CPU than glibc's allocator on our load.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn init_logging(log: &str, format: LogFormat) {
     let filter = EnvFilter::try_new(log).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()

@@ -170,7 +170,12 @@ async fn writes_through_a_follower_are_forwarded_to_the_leader() {
     let f = c.follower().await;
     let client = c.client_of(&[f]);
     client.put("via-follower", "ok").await.unwrap();
-    let cas = client
+    // The follower's answer named the leader: the client goes there from now on.
+    let leader = c.leader().await;
+    assert_eq!(client.preferred_endpoint(), c.addrs[&leader]);
+    // A fresh client's compare-and-set is forwarded too.
+    let cas = c
+        .client_of(&[f])
         .compare_and_set(
             "via-follower",
             v1::compare_and_set_request::Expected::ExpectedValue(b"ok".to_vec()),
@@ -179,7 +184,6 @@ async fn writes_through_a_follower_are_forwarded_to_the_leader() {
         .await
         .unwrap();
     assert!(cas.succeeded);
-    let leader = c.leader().await;
     let r = c
         .client_of(&[leader])
         .get("via-follower", false)
@@ -187,8 +191,9 @@ async fn writes_through_a_follower_are_forwarded_to_the_leader() {
         .unwrap();
     assert_eq!(r.kv.unwrap().value, b"ok2");
     // The follower's answer names the leader in its header.
-    let g = client.get("via-follower", false).await.unwrap();
-    assert_eq!(g.header.unwrap().leader_id, leader);
+    let g = c.client_of(&[f]).get("via-follower", false).await.unwrap();
+    let h = g.header.unwrap();
+    assert_eq!((h.member_id, h.leader_id), (f, leader));
     c.shutdown().await;
 }
 

@@ -3,6 +3,7 @@
 
 mod agent;
 mod api;
+mod hint;
 mod raft;
 
 use std::sync::Arc;
@@ -67,6 +68,7 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener, mut stop: watch::Rece
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
         .concurrency_limit_per_connection(1024)
+        .layer(hint::LeaderHintLayer { node: node.clone() })
         .add_service(limits!(v1::raft_service_server::RaftServiceServer::new(
             raft
         )))
