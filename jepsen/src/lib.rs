@@ -6,11 +6,13 @@
 //! real partition), kills and pauses processes, and deletes everything it created when dropped,
 //! also when a test panics. Needs root.
 
+pub mod apibench;
 mod arp;
 pub mod checker;
 pub mod history;
 pub mod http;
 mod lab;
+pub mod releaselab;
 pub mod report;
 pub mod runner;
 pub mod viplab;

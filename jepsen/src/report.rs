@@ -33,6 +33,33 @@ fn split(lines: &[Line]) -> (Vec<Op>, Vec<&Fault>) {
                 call: *at,
                 ret: at + 10_000_000,
             }),
+            // The release workload: what each node (row 1..) or the VIP (row 0) began to
+            // serve, and each rollout request (row 99).
+            Line::Served { at, who, release } => ops.push(Op {
+                process: who.trim_start_matches('n').parse().unwrap_or(0),
+                key: format!("{who} serves {release}"),
+                op: crate::history::RegisterOp::Read,
+                outcome: Outcome::Ok(None),
+                call: *at,
+                ret: at + 50_000_000,
+            }),
+            Line::Activate {
+                at,
+                release,
+                outcome,
+                detail,
+            } => ops.push(Op {
+                process: 99,
+                key: format!("activate {release} {detail}"),
+                op: crate::history::RegisterOp::Read,
+                outcome: match outcome {
+                    crate::checker::release::Outcome::Ok => Outcome::Ok(None),
+                    crate::checker::release::Outcome::Fail => Outcome::Fail,
+                    crate::checker::release::Outcome::Unknown => Outcome::Unknown,
+                },
+                call: *at,
+                ret: at + 100_000_000,
+            }),
             _ => {}
         }
     }

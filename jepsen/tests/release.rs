@@ -8,7 +8,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use jepsen::http::{longest_failure, HttpProber};
-use jepsen::viplab::{VipLab, VipLabOptions, VIP};
+use jepsen::releaselab::{self, status};
+use jepsen::viplab::{VipLab, VIP};
 use serde_json::Value;
 
 /// A release artifact: a tar.gz whose index.html says `text`. Returns (path, sha256).
@@ -36,53 +37,22 @@ fn artifact(dir: &Path, id: &str, text: &str) -> (PathBuf, String) {
 }
 
 fn register(v: &VipLab, id: &str, a: &(PathBuf, String)) {
-    let (ok, _, err) = v.ctl(&[
-        "release",
-        "register",
-        "web",
-        id,
-        "--artifact",
-        a.0.to_str().unwrap(),
-        "--sha256",
-        &a.1,
-    ]);
-    assert!(ok, "{err}");
+    releaselab::register(v, id, a).unwrap();
 }
 
 fn activate(v: &VipLab, id: &str, batch: &str, min_healthy: &str) {
-    let (ok, _, err) = v.ctl(&[
-        "release",
-        "activate",
-        "web",
-        id,
-        "--batch",
-        batch,
-        "--min-healthy",
-        min_healthy,
-        "--deadline",
-        "60s",
-    ]);
-    assert!(ok, "{err}");
-}
-
-fn status(v: &VipLab) -> Option<Value> {
-    let (ok, out, _) = v.ctl(&["release", "status", "web", "-o", "json"]);
-    ok.then(|| serde_json::from_str(&out).ok())?
+    releaselab::activate(v, id, batch, min_healthy).unwrap();
 }
 
 /// Waits until the rollout of `id` ends in `state`; returns the status.
 fn wait_rollout(v: &VipLab, id: &str, state: &str) -> Value {
-    v.lab
-        .wait_for(Duration::from_secs(90), || {
-            status(v).filter(|s| s["rollout"]["release"] == id && s["rollout"]["state"] == state)
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "rollout of {id} never reached {state}: {:?}\nlogs:\n{}",
-                status(v),
-                v.logs()
-            )
-        })
+    releaselab::wait_rollout(v, id, state, Duration::from_secs(90)).unwrap_or_else(|| {
+        panic!(
+            "rollout of {id} never reached {state}: {:?}\nlogs:\n{}",
+            status(v),
+            v.logs()
+        )
+    })
 }
 
 fn release_status(v: &VipLab, id: &str) -> String {
@@ -132,33 +102,18 @@ fn rollouts_switch_releases_behind_the_vip_roll_back_and_survive_a_leader_crash(
     .map(|(id, text)| artifact(work.path(), id, text))
     .collect();
     let v1 = arts[0].clone();
-    let (mut v, _, _) = VipLab::start_opts(VipLabOptions {
-        check: Some("http:8080/".into()),
-        extra: Some(Box::new(|id, dir| {
-            vec![
-                "--release-dir".into(),
-                format!("web={}", dir.join(format!("rel-n{id}")).display()),
-                "--keep-releases".into(),
-                "3".into(),
-            ]
-        })),
-        before_vip: Some(Box::new(move |v| {
-            let dir = v.dir.clone();
-            v.lab
-                .serve_files(8080, |h| {
-                    dir.join(format!("rel-{}", h.name))
-                        .join("current/index.html")
-                })
-                .unwrap();
-            // Nothing is healthy before a first release runs: v1 everywhere at once.
-            register(v, "v1", &v1);
-            activate(v, "v1", "3", "1ms");
-            wait_rollout(v, "v1", "succeeded");
-        })),
-        ..Default::default()
-    });
+    let (mut v, _, _) = VipLab::start_opts(releaselab::options(
+        ("v1".into(), v1.0.clone(), v1.1.clone()),
+        3,
+    ));
     let vip: std::net::Ipv4Addr = VIP.parse().unwrap();
-    let client = HttpProber::start(v.lab.client(), vip, 8080, Duration::from_millis(20)).unwrap();
+    let client = HttpProber::start(
+        v.lab.client(),
+        vip,
+        releaselab::PORT,
+        Duration::from_millis(20),
+    )
+    .unwrap();
     client_gets(&v, &client, "v1\n");
 
     // v1 -> v2, one node at a time, the VIP owner last: the client sees v2 in the end and

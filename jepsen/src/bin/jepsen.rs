@@ -30,7 +30,9 @@ enum Cmd {
         /// The workload: register (read, write, compare-and-set on a few keys; checked for
         /// linearizability per key), set (unique adds, one final read after healing) or vip
         /// (three agents; ARP probes every 10 ms: never two holders, epochs monotonic, back
-        /// within 5 s of healing; always 3 nodes).
+        /// within 5 s of healing; always 3 nodes) or release (a rollout starts with each
+        /// fault, every third of a broken release; no node serves a release never
+        /// activated, every node ends on the active one; always 3 nodes).
         #[arg(long, default_value = "register")]
         workload: String,
         /// Faults, comma separated: partition, isolate, isolate-leader, kill, pause-leader,
@@ -91,8 +93,11 @@ fn main() -> ExitCode {
                 "register" => runner::Workload::Register,
                 "set" => runner::Workload::Set,
                 "vip" => runner::Workload::Vip,
+                "release" => runner::Workload::Release,
                 other => {
-                    eprintln!("jepsen test: unknown workload {other:?} (register, set, vip)");
+                    eprintln!(
+                        "jepsen test: unknown workload {other:?} (register, set, vip, release)"
+                    );
                     return ExitCode::from(2);
                 }
             };

@@ -3,5 +3,6 @@
 //! going backwards) and valid ones it must accept.
 
 pub mod linear;
+pub mod release;
 pub mod set;
 pub mod vip;

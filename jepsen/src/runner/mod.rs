@@ -17,6 +17,9 @@ use crate::checker::linear;
 use crate::history::{Op, Outcome, RegisterOp};
 use crate::lab::{in_netns, Lab, LabError, LabProcess};
 
+mod release;
+use release::{release_verdict, run_release};
+
 /// The faults the nemesis can inject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -131,6 +134,28 @@ pub enum Line {
         at: u64,
         bound_ms: u64,
     },
+    /// The release workload: a rollout started (`at`: when the request was sent).
+    Activate {
+        at: u64,
+        release: String,
+        outcome: crate::checker::release::Outcome,
+        detail: String,
+    },
+    /// The release workload: `who` ("n1".. or "vip") answered with `release` (recorded when
+    /// it changes, and every first answer after a failed one).
+    Served {
+        at: u64,
+        who: String,
+        release: String,
+    },
+    /// The release workload, after healing and settling: the cluster's active release and
+    /// what each node serves.
+    ReleaseFinal {
+        at: u64,
+        initial: String,
+        active: Option<String>,
+        nodes: std::collections::BTreeMap<String, Option<String>>,
+    },
 }
 
 /// What the clients do.
@@ -145,6 +170,10 @@ pub enum Workload {
     /// Unique adds (each a key under "set/"), one read of everything after healing; every
     /// acknowledged add present, nothing never attempted present.
     Set,
+    /// Rollouts started under faults (some of a broken release that must roll back) while
+    /// every node's service and the VIP are requested; no node ever serves a release never
+    /// activated, and after healing every node serves the cluster's active release.
+    Release,
 }
 
 impl Workload {
@@ -153,6 +182,7 @@ impl Workload {
             Workload::Register => "register",
             Workload::Set => "set",
             Workload::Vip => "vip",
+            Workload::Release => "release",
         }
     }
 }
@@ -191,8 +221,10 @@ pub fn run_register(o: &Options) -> Result<(PathBuf, Results), String> {
 
 /// Runs a test of `workload` and returns where it was stored and its results.
 pub fn run(o: &Options, workload: Workload) -> Result<(PathBuf, Results), String> {
-    if workload == Workload::Vip {
-        return run_vip(o);
+    match workload {
+        Workload::Vip => return run_vip(o),
+        Workload::Release => return run_release(o),
+        _ => {}
     }
     let lab = Lab::new(o.nodes).map_err(|e| e.to_string())?;
     let data = std::env::temp_dir().join(format!("{}-data", lab.id()));
@@ -230,7 +262,9 @@ pub fn run(o: &Options, workload: Workload) -> Result<(PathBuf, Results), String
                         Workload::Set => {
                             tokio::spawn(set_client(p as u64, n as u64, eps, t0, h, st))
                         }
-                        Workload::Vip => unreachable!("vip runs in run_vip"),
+                        Workload::Vip | Workload::Release => {
+                            unreachable!("vip and release have their own runners")
+                        }
                     });
                 }
                 for t in tasks {
@@ -327,18 +361,7 @@ fn run_vip(o: &Options) -> Result<(PathBuf, Results), String> {
         let start = Instant::now();
         let (detail, undo) = inject(&v.lab, &mut v.procs, nemesis, &mut rng, &endpoints)?;
         sample_until(&v, Instant::now() + hold, &mut epochs);
-        let mut procs = std::mem::take(&mut v.procs);
-        {
-            let spawn = |id: usize| -> Result<LabProcess, LabError> { Ok(v.spawn(id as u64)) };
-            undo(&v.lab, &mut procs, &spawn)?;
-        }
-        v.procs = procs;
-        faults.push(Fault {
-            nemesis,
-            detail,
-            start: ns(start),
-            end: ns(Instant::now()),
-        });
+        faults.push(end_fault(&mut v, nemesis, detail, undo, ns(start), ns)?);
         sample_until(&v, Instant::now() + quiet, &mut epochs);
     }
     v.lab.heal().map_err(|e| e.to_string())?;
@@ -370,6 +393,31 @@ fn run_vip(o: &Options) -> Result<(PathBuf, Results), String> {
     write_results(&dir, &results)?;
     write_reports(&dir, &lines, &results)?;
     Ok((dir, results))
+}
+
+/// Ends a fault injected into a [`VipLab`] (restarting killed members as the lab does) and
+/// records it, from `start` to now.
+fn end_fault(
+    v: &mut crate::viplab::VipLab,
+    nemesis: Nemesis,
+    detail: String,
+    undo: Undo,
+    start: u64,
+    ns: impl Fn(Instant) -> u64,
+) -> Result<Fault, String> {
+    let mut procs = std::mem::take(&mut v.procs);
+    let undone = {
+        let spawn = |id: usize| -> Result<LabProcess, LabError> { Ok(v.spawn(id as u64)) };
+        undo(&v.lab, &mut procs, &spawn)
+    };
+    v.procs = procs;
+    undone?;
+    Ok(Fault {
+        nemesis,
+        detail,
+        start,
+        end: ns(Instant::now()),
+    })
 }
 
 /// The vip checker on the probe, epoch and heal lines of a history (None: not a vip run).
@@ -816,6 +864,10 @@ pub fn check_lines(lines: &[Line], seed: u64) -> Results {
         _ => None,
     });
     let (valid, text, witness) = match (final_read, vip_verdict(lines)) {
+        _ if lines.iter().any(|l| matches!(l, Line::ReleaseFinal { .. })) => {
+            let (valid, text) = release_verdict(lines);
+            (valid, text, Vec::new())
+        }
         (_, Some((valid, text))) => (valid, text, Vec::new()),
         (Some(values), None) => set_verdict(&ops, values),
         (None, None) => register_verdict(&ops),
