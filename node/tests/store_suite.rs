@@ -134,3 +134,25 @@ async fn sled_state_machine_restores_from_snapshot() {
     assert_eq!(sm.read().kv.len(), 10);
     assert_eq!(sm.read().revision, 10);
 }
+
+/// The committed index is written to disk sparingly: the first one, then one every 64
+/// entries. What is read back may be behind what was saved, never ahead.
+#[tokio::test]
+async fn committed_index_is_saved_sparingly_and_never_ahead() {
+    let engine = Arc::new(MemEngine::new());
+    let mut store = LogStore::new(engine.clone());
+    let id = |i| Some(LogId::new(CommittedLeaderId::new(1, 1), i));
+    store.save_committed(id(3)).await.unwrap();
+    assert_eq!(store.read_committed().await.unwrap(), id(3));
+    store.save_committed(id(40)).await.unwrap();
+    assert_eq!(
+        store.read_committed().await.unwrap(),
+        id(3),
+        "not written yet"
+    );
+    store.save_committed(id(67)).await.unwrap();
+    assert_eq!(store.read_committed().await.unwrap(), id(67));
+    // A fresh store on the same engine (a restart) reads what was written.
+    let mut again = LogStore::new(engine);
+    assert_eq!(again.read_committed().await.unwrap(), id(67));
+}

@@ -12,6 +12,8 @@ use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
 
 const META_VOTE: &str = "vote";
 const META_COMMITTED: &str = "committed";
+/// The committed index is written to disk when it moved this far since the last write.
+const SAVE_COMMITTED_EVERY: u64 = 64;
 const META_LAST_PURGED: &str = "last_purged";
 
 /// openraft's log storage over a [`LogEngine`].
@@ -23,6 +25,8 @@ pub struct LogStore<E: LogEngine> {
     syncer: mpsc::Sender<SyncRequest>,
     /// Last committed index openraft reported, shared with the member's status and metrics.
     committed: Arc<AtomicU64>,
+    /// The committed index last written to disk (see `save_committed`).
+    committed_saved: Arc<AtomicU64>,
     /// The member this store belongs to (None in storage tests), see `read_vote`.
     node_id: Option<NodeId>,
 }
@@ -33,6 +37,7 @@ impl<E: LogEngine> Clone for LogStore<E> {
             engine: self.engine.clone(),
             syncer: self.syncer.clone(),
             committed: self.committed.clone(),
+            committed_saved: self.committed_saved.clone(),
             node_id: self.node_id,
         }
     }
@@ -44,6 +49,7 @@ impl<E: LogEngine> LogStore<E> {
             syncer: spawn_syncer(engine.clone()),
             engine,
             committed: Arc::new(AtomicU64::new(0)),
+            committed_saved: Arc::new(AtomicU64::new(0)),
             node_id: None,
         }
     }
@@ -224,9 +230,18 @@ impl<E: LogEngine> RaftLogStorage<TypeConfig> for LogStore<E> {
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         if let Some(c) = committed {
             self.committed.fetch_max(c.index, Ordering::Relaxed);
+            // Written every SAVE_COMMITTED_EVERY entries only: each write was one more sled
+            // IO buffer on the put path (lab, puts at c=16: 4.3k -> 5.0k/s). A committed
+            // index older than the truth only means re-applying a few more entries after a
+            // restart, or waiting for the leader's next commit; safety does not rest on it
+            // (see `read_vote`). Not synced either: the next append's sync makes it durable.
+            let saved = self.committed_saved.load(Ordering::Relaxed);
+            if saved != 0 && c.index < saved.saturating_add(SAVE_COMMITTED_EVERY) {
+                return Ok(());
+            }
+            self.committed_saved
+                .store(c.index.max(1), Ordering::Relaxed);
         }
-        // Not synced: it only saves re-applying after a restart; safety does not rest on it
-        // (see `read_vote`). The next append's sync makes it durable.
         self.write_meta(META_COMMITTED, &committed)
             .map_err(|e| StorageIOError::write(&e))?;
         Ok(())
