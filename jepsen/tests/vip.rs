@@ -166,6 +166,43 @@ fn a_restarted_agent_removes_a_stale_vip_address() {
     );
 }
 
+/// A killed owner leaves its address and its fence behind; when it comes back, its agent must
+/// remove the address before it replaces the fence (a fresh fence manages no address), and
+/// must know the cluster's VIPs although its own member restarts with an old state. The
+/// failover bench once saw a restarted owner answer beside the new one for 700 ms.
+#[test]
+fn a_restarted_owner_never_answers_beside_the_new_one() {
+    let (mut v, _, _) = VipLab::start();
+    for _ in 0..3 {
+        let (owner, _) = v.wait_settled();
+        let obs = observer(&v);
+        let t = Instant::now();
+        v.procs[owner as usize - 1].take().unwrap().kill();
+        v.wait_moved(owner, &obs);
+        v.procs[owner as usize - 1] = Some(v.spawn(owner));
+        // Watched until the restarted agent took over its host: the stale address gone and
+        // the VIP managed by its new fence.
+        let host = v.host(owner).clone();
+        v.lab
+            .wait_for(Duration::from_secs(20), || {
+                let addrs = v
+                    .lab
+                    .exec(&host, "ip", &["-4", "addr", "show", "dev", "eth0"]);
+                let managed = v.lab.exec(
+                    &host,
+                    "nft",
+                    &["list", "set", "arp", "ballast_fence", "managed"],
+                );
+                let gone = !String::from_utf8_lossy(&addrs.ok()?.stdout).contains(VIP);
+                let fenced = String::from_utf8_lossy(&managed.ok()?.stdout).contains(VIP);
+                (gone && fenced).then_some(())
+            })
+            .unwrap_or_else(|| panic!("the restarted agent kept the address; logs:\n{}", v.logs()));
+        let probes = obs.stop().unwrap();
+        check_history(&probes, t);
+    }
+}
+
 #[test]
 fn an_owning_leader_hands_over_and_a_leader_crash_does_not_move_the_vip() {
     let (mut v, _, _) = VipLab::start();

@@ -78,9 +78,14 @@ pub async fn run(
             return;
         }
     };
-    // 1. The fence first: every VIP of the cluster is silent here until granted.
+    // 1. The cluster's VIPs, then (2) the fence: every VIP is silent here until granted. The VIP
+    // list must be the cluster's current one (a linearizable read): installing the fence
+    // empties its set of managed addresses, and an address left on an interface by a crash
+    // answers ARP unless it is managed or removed below. A serializable read from a member
+    // that just restarted can predate the VIP (the failover bench caught exactly that: a
+    // restarted member re-applies its log only up to the committed index it saved).
     let state = loop {
-        match client.get_state(true).await {
+        match client.get_state(false).await {
             Ok(s) => break s,
             Err(e) => tracing::warn!(error = %e, "agent waiting for the cluster state"),
         }
@@ -89,12 +94,9 @@ pub async fn run(
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
     };
-    if let Err(e) = fence.install() {
-        tracing::error!(error = %e, "agent cannot install the VIP fence; not starting");
-        return;
-    }
-    let mut managed: Vec<Ipv4Addr> = Vec::new();
-    // 2. Then any VIP address left on an interface (a crash, an old epoch) goes.
+    // 2. Any VIP address left on an interface (a crash, an old epoch) goes before the fence
+    // is installed: until then the fence a killed agent left behind still silences it, and
+    // a fresh fence manages no address until the loop below says which.
     for v in &state.vips {
         if let Some((ip, _)) = parse_vip(v) {
             if addrs.has(&v.interface, ip).await.unwrap_or(false) {
@@ -103,6 +105,11 @@ pub async fn run(
             }
         }
     }
+    if let Err(e) = fence.install() {
+        tracing::error!(error = %e, "agent cannot install the VIP fence; not starting");
+        return;
+    }
+    let mut managed: Vec<Ipv4Addr> = Vec::new();
     let shared: SharedState = Arc::new(RwLock::new(Some(state)));
     tokio::spawn(health_loop(
         cfg.clone(),
