@@ -9,6 +9,7 @@
 pub mod apibench;
 mod arp;
 pub mod checker;
+pub mod failover;
 pub mod history;
 pub mod http;
 mod lab;

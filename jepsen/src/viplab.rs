@@ -315,22 +315,6 @@ impl Drop for VipLab {
     }
 }
 
-/// "p50 p99 max" of `v` in milliseconds, aligned for the benches' tables (sorts `v`).
-pub fn spread(v: &mut [Duration]) -> String {
-    v.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let pct = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
-    match v.last() {
-        None => format!("{:>7} {:>7} {:>7}", "-", "-", "-"),
-        Some(max) => format!(
-            "{:>7.0} {:>7.0} {:>7.0}",
-            ms(pct(0.5)),
-            ms(pct(0.99)),
-            ms(*max)
-        ),
-    }
-}
-
 /// What an observer saw from `from` on.
 #[derive(Debug, Clone)]
 pub struct Analysis {
