@@ -27,6 +27,12 @@ pub struct ClientConfig {
     pub deadline: Duration,
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
+    /// Move to the leader that a follower names in a successful answer, saving the
+    /// follower's forwarding hop on every later write. A member that timed out recently is
+    /// not moved to (a follower's view of the leader can be stale after a partition). Agents
+    /// turn this off: they talk to their own member, whose connections to the others are
+    /// watched for stalls.
+    pub follow_leader_hints: bool,
 }
 
 impl ClientConfig {
@@ -38,6 +44,7 @@ impl ClientConfig {
             deadline: Duration::from_secs(15),
             initial_backoff: Duration::from_millis(25),
             max_backoff: Duration::from_secs(1),
+            follow_leader_hints: true,
         }
     }
 }
@@ -45,6 +52,8 @@ impl ClientConfig {
 struct Target {
     addr: String,
     channel: Channel,
+    /// When an attempt on it last got no answer.
+    failed_at: Option<Instant>,
 }
 
 struct Inner {
@@ -112,6 +121,7 @@ impl Client {
             targets.push(Target {
                 channel: channel(&addr, &cfg)?,
                 addr,
+                failed_at: None,
             });
         }
         let mut rng = rand::thread_rng();
@@ -192,9 +202,30 @@ impl Client {
     fn reconnect(&self, idx: usize) {
         let mut t = self.inner.targets.write().unwrap();
         if let Some(target) = t.get_mut(idx) {
+            target.failed_at = Some(Instant::now());
             if let Ok(ch) = channel(&target.addr, &self.inner.cfg) {
                 target.channel = ch;
             }
+        }
+    }
+
+    /// Moves to the leader a successful answer named, unless it is where we are or it gave
+    /// no answer lately (a stale hint would send every call to an unreachable member).
+    fn follow_hint(&self, hint: &str) {
+        let hint = normalize(hint);
+        if hint == self.preferred_endpoint() {
+            return;
+        }
+        let quarantine = (self.inner.cfg.attempt_timeout * 2).max(Duration::from_secs(1));
+        let failed_lately = self
+            .inner
+            .targets
+            .read()
+            .unwrap()
+            .iter()
+            .any(|t| t.addr == hint && t.failed_at.is_some_and(|f| f.elapsed() < quarantine));
+        if !failed_lately {
+            self.prefer(&hint);
         }
     }
 
@@ -210,7 +241,11 @@ impl Client {
         }
         if let Ok(ch) = channel(&addr, &self.inner.cfg) {
             let mut t = self.inner.targets.write().unwrap();
-            t.push(Target { addr, channel: ch });
+            t.push(Target {
+                addr,
+                channel: ch,
+                failed_at: None,
+            });
             self.inner.preferred.store(t.len() - 1, Ordering::Relaxed);
         }
     }
@@ -230,15 +265,13 @@ impl Client {
             let (idx, ch) = self.current();
             let last = match tokio::time::timeout(cfg.attempt_timeout, f(ch)).await {
                 Ok(Ok(r)) => {
-                    // A follower that answered names the leader: go there next time (it
-                    // saves the follower's forwarding hop on every write).
-                    if let Some(h) = r
-                        .metadata()
-                        .get(LEADER_ADDR_HEADER)
-                        .and_then(|v| v.to_str().ok())
-                    {
-                        if normalize(h) != self.preferred_endpoint() {
-                            self.prefer(h);
+                    if cfg.follow_leader_hints {
+                        if let Some(h) = r
+                            .metadata()
+                            .get(LEADER_ADDR_HEADER)
+                            .and_then(|v| v.to_str().ok())
+                        {
+                            self.follow_hint(h);
                         }
                     }
                     return Ok(r.into_inner());
