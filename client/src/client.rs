@@ -470,6 +470,23 @@ impl Client {
             .map_err(|s| Error::from_status(&s))
     }
 
+    /// A consistent backup of the whole cluster state: the bytes of a backup file (see
+    /// [`crate::backup`]), checked before they are returned.
+    pub async fn snapshot(&self) -> Result<Vec<u8>, Error> {
+        let mut stream = self
+            .call("snapshot", |ch| async move {
+                Self::cluster(ch).snapshot(v1::SnapshotRequest {}).await
+            })
+            .await?;
+        let mut out = Vec::new();
+        while let Some(c) = stream.message().await.map_err(|s| Error::from_status(&s))? {
+            out.extend(c.data);
+        }
+        crate::backup::decode(&out)
+            .map_err(|e| Error::Other(format!("the backup received is not whole: {e}")))?;
+        Ok(out)
+    }
+
     pub async fn add_learner(
         &self,
         node_id: u64,

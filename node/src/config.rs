@@ -164,6 +164,26 @@ pub struct Args {
     #[arg(long, env = "BALLAST_JOIN")]
     pub join: Option<String>,
 
+    /// Seed the new cluster this member forms (with --initial-cluster or --bootstrap) from a
+    /// backup written by `ballastctl snapshot save`; the data directory must be empty. Give
+    /// every initial member the same file: the cluster id then derives from it too, so the
+    /// restored cluster never takes traffic meant for the old one. `ballastd restore --from
+    /// FILE ...` says the same.
+    #[arg(long)]
+    pub restore_from: Option<PathBuf>,
+
+    /// Disaster recovery when a majority of members is lost for good: turn this member's data
+    /// into a new one-member cluster (new cluster id) that keeps its state, then grow it back
+    /// with --join on fresh servers. Writes the other members acknowledged but this one never
+    /// received are lost; writes this one received but never saw committed are kept. The old
+    /// Raft data is moved aside, not deleted. Needs --confirm-data-loss.
+    #[arg(long)]
+    pub force_new_cluster: bool,
+
+    /// Confirms --force-new-cluster.
+    #[arg(long)]
+    pub confirm_data_loss: bool,
+
     /// Leader heartbeat interval in milliseconds [default: 50].
     #[arg(long, env = "BALLAST_HEARTBEAT_MS")]
     pub heartbeat_ms: Option<u64>,
@@ -276,6 +296,11 @@ pub struct Config {
     pub cluster_name: String,
     pub join: Vec<String>,
     pub bootstrap: bool,
+    /// A backup to seed the new cluster with (see `backup.rs`).
+    pub restore_from: Option<PathBuf>,
+    /// See `--force-new-cluster` (validated: needs `confirm_data_loss`).
+    pub force_new_cluster: bool,
+    pub confirm_data_loss: bool,
     pub heartbeat_ms: u64,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
@@ -309,6 +334,9 @@ impl Config {
             cluster_name: "ballast".into(),
             join: Vec::new(),
             bootstrap: false,
+            restore_from: None,
+            force_new_cluster: false,
+            confirm_data_loss: false,
             heartbeat_ms: 50,
             election_timeout_min_ms: 300,
             election_timeout_max_ms: 600,
@@ -380,6 +408,9 @@ impl Config {
                 .unwrap_or_else(|| "ballast".into()),
             join,
             bootstrap: args.bootstrap || file.bootstrap.unwrap_or(false),
+            restore_from: args.restore_from.clone(),
+            force_new_cluster: args.force_new_cluster,
+            confirm_data_loss: args.confirm_data_loss,
             heartbeat_ms: args.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(50),
             election_timeout_min_ms: args
                 .election_timeout_min_ms
@@ -493,6 +524,28 @@ impl Config {
         ];
         if modes.iter().filter(|m| **m).count() > 1 {
             return Err(ConfigError::JoinAndInitialCluster);
+        }
+        if self.force_new_cluster && !self.confirm_data_loss {
+            return Err(ConfigError::Invalid {
+                field: "force-new-cluster".into(),
+                message: "this makes this member a one-member cluster of its own: writes that only the lost members hold are gone for good, and the old members must never be restarted into the new cluster. Add --confirm-data-loss to go ahead".into(),
+            });
+        }
+        if self.force_new_cluster
+            && (self.restore_from.is_some() || self.bootstrap || !self.join.is_empty())
+        {
+            return Err(ConfigError::Invalid {
+                field: "force-new-cluster".into(),
+                message:
+                    "takes the member's own data: not with --restore-from, --bootstrap or --join"
+                        .into(),
+            });
+        }
+        if self.restore_from.is_some() && !self.bootstrap && self.initial_cluster.is_empty() {
+            return Err(ConfigError::Invalid {
+                field: "restore-from".into(),
+                message: "a backup seeds a new cluster: give --initial-cluster (every initial member with the same file) or --bootstrap".into(),
+            });
         }
         if let Some(a) = &self.advertise {
             if crate::validate::member_addr("advertise", a).is_err() {

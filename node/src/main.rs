@@ -39,6 +39,21 @@ async fn stop_signal() {
 #[tokio::main]
 async fn main() -> ExitCode {
     let mut argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("restore") {
+        // `ballastd restore --from FILE <member flags>` is `ballastd --restore-from FILE ...`.
+        argv.remove(1);
+        for a in argv.iter_mut().skip(1) {
+            if a == "--from" {
+                *a = "--restore-from".into();
+            } else if let Some(v) = a.strip_prefix("--from=") {
+                *a = format!("--restore-from={v}");
+            }
+        }
+        if !argv.iter().any(|a| a.starts_with("--restore-from")) {
+            eprintln!("ballastd restore: --from FILE is required (a backup from `ballastctl snapshot save`)");
+            return ExitCode::from(2);
+        }
+    }
     if argv.get(1).map(String::as_str) == Some("agent") {
         argv.remove(1);
         argv[0] = "ballastd agent".into();
@@ -46,7 +61,7 @@ async fn main() -> ExitCode {
     }
 
     // 1. Configuration: flags over environment over file over defaults, validated.
-    let cfg = match Config::load(Args::parse()) {
+    let cfg = match Config::load(Args::parse_from(argv)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("ballastd: {e}");

@@ -251,6 +251,8 @@ pub enum StartError {
     Storage(#[from] crate::store::EngineError),
     #[error("starting Raft: {0}")]
     Raft(String),
+    #[error("restore: {0}")]
+    Restore(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -290,7 +292,7 @@ impl NodeHandle {
 
 /// Starts a member on already bound listeners (tests bind port 0 and pass them in).
 pub async fn start(
-    cfg: Config,
+    mut cfg: Config,
     grpc: TcpListener,
     http_listener: Option<TcpListener>,
 ) -> Result<NodeHandle, StartError> {
@@ -304,12 +306,58 @@ pub async fn start(
         .clone()
         .unwrap_or_else(|| grpc_addr.to_string());
 
+    // 0. Disaster recovery: this member's data becomes a backup for a new one-member cluster.
+    // Done once: a flag left in a unit file must not force again at every restart.
+    let forced = cfg.data_dir.join(crate::backup::FORCED);
+    if cfg.force_new_cluster && forced.exists() {
+        tracing::warn!(
+            marker = %forced.display(),
+            "this data directory was already forced into a new cluster; ignoring --force-new-cluster (remove it from the configuration)"
+        );
+    } else if cfg.force_new_cluster {
+        let backup = crate::backup::force_new_cluster(&cfg.data_dir, now_ms())
+            .map_err(StartError::Restore)?;
+        std::fs::write(&forced, backup.display().to_string())?;
+        cfg.bootstrap = true;
+        cfg.initial_cluster.clear();
+        cfg.restore_from = Some(backup);
+    }
+    cfg.force_new_cluster = false;
+
     // 1. The data directory: identity first, so a wrong directory is refused before anything.
     let (identity, fresh) = IdentityStore::open(&cfg.data_dir, cfg.node_id)?;
     let identity = Arc::new(identity);
     let forming = fresh && (cfg.bootstrap || !cfg.initial_cluster.is_empty());
+    let pending = cfg.data_dir.join(crate::backup::PENDING);
+    let mut cluster_id = cfg.initial_cluster_id();
+    if let Some(from) = &cfg.restore_from {
+        // Checked before anything is created: a bad file leaves the directory as it was.
+        let (header, payload) = crate::backup::read_file(from).map_err(StartError::Restore)?;
+        if !fresh {
+            return Err(StartError::Restore(format!(
+                "{} already holds a cluster's data; a backup is restored into an empty data directory",
+                cfg.data_dir.display()
+            )));
+        }
+        if payload.len() > ballast_proto::MAX_MESSAGE_LEN / 2 {
+            return Err(StartError::Restore(format!(
+                "the backup's state is {} bytes; restoring goes through one Raft entry of at most {}",
+                payload.len(),
+                ballast_proto::MAX_MESSAGE_LEN / 2
+            )));
+        }
+        // Initial members given the same file agree on an id no other cluster has.
+        if !cfg.bootstrap {
+            cluster_id = format!("{cluster_id}-restored-{}", &header.payload_sha256[..16]);
+        }
+        let tmp = pending.with_extension("tmp");
+        std::fs::copy(from, &tmp)?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, &pending)?;
+        tracing::info!(from = %from.display(), revision = header.revision, old_cluster = %header.cluster_id, "restoring a backup into a new cluster");
+    }
     if forming {
-        identity.accept_cluster(&cfg.initial_cluster_id())?;
+        identity.accept_cluster(&cluster_id)?;
     } else if !fresh {
         check_restart_cluster(&cfg, &identity).await?;
     }
@@ -399,6 +447,15 @@ pub async fn start(
         )));
     }
 
+    // A backup waiting to seed this (new) cluster: proposed once a leader exists.
+    if pending.exists() {
+        tasks.push(tokio::spawn(restore_pending(
+            node.clone(),
+            pending.clone(),
+            stop_rx.clone(),
+        )));
+    }
+
     // 6. The agent, if this server holds VIPs and runs backends.
     if cfg.agent {
         let agent_cfg = crate::agent::AgentConfig {
@@ -449,6 +506,52 @@ pub async fn start(
         stop,
         tasks,
     })
+}
+
+/// Proposes the backup kept in the data directory until the cluster applied or refused it
+/// (refused: another initial member's copy seeded the cluster first), then deletes it.
+async fn restore_pending(
+    node: Arc<Node>,
+    path: std::path::PathBuf,
+    mut stop: watch::Receiver<bool>,
+) {
+    let payload = match crate::backup::read_file(&path) {
+        Ok((_, p)) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "the pending backup is unreadable; not restoring");
+            return;
+        }
+    };
+    loop {
+        match node
+            .propose(
+                None,
+                Op::Restore {
+                    payload: payload.clone(),
+                },
+            )
+            .await
+        {
+            Ok(r) => {
+                match r.outcome {
+                    Outcome::Rejected { message, .. } => {
+                        tracing::info!(%message, "backup not applied")
+                    }
+                    _ => tracing::info!(
+                        revision = r.revision,
+                        "cluster state restored from the backup"
+                    ),
+                }
+                let _ = std::fs::remove_file(&path);
+                return;
+            }
+            Err(e) => tracing::debug!(error = %e, "restore waits for a leader"),
+        }
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
 }
 
 /// A restarted member refuses to start when its configuration names another cluster than the

@@ -77,6 +77,48 @@ fn state_event(kind: &str, name: impl Into<String>, deleted: bool) -> v1::Event 
 }
 
 impl StateData {
+    /// Takes a backup's state (see `backup.rs`): its KV with their revisions, services and
+    /// VIPs; its nodes beside this cluster's own (which win). VIPs start unowned, keeping their
+    /// epochs, so that the new cluster's controller assigns them afresh and epochs never go
+    /// backwards. The revision continues from the backup's when it is ahead.
+    fn restore(&mut self, payload: &[u8]) -> (Outcome, Vec<v1::Event>) {
+        let b = match crate::backup::BackupState::decode(payload) {
+            Ok(b) => b,
+            Err(e) => return (rejected("backup", e), Vec::new()),
+        };
+        if !self.kv.is_empty() || !self.services.is_empty() || !self.vips.is_empty() {
+            return (
+                rejected(
+                    "backup",
+                    "the cluster already holds KV data, services or VIPs: a backup only seeds a new, empty cluster",
+                ),
+                Vec::new(),
+            );
+        }
+        self.revision = self.revision.max(b.revision);
+        self.kv = b.kv;
+        for (id, mut n) in b.nodes {
+            n.alive = false;
+            n.vips_held.clear();
+            self.nodes.entry(id).or_insert(n);
+        }
+        self.services = b.services;
+        self.vips = b
+            .vips
+            .into_iter()
+            .map(|(name, mut v)| {
+                v.owner = 0;
+                v.releasing = false;
+                v.move_to = 0;
+                (name, v)
+            })
+            .collect();
+        (
+            Outcome::StateWritten,
+            vec![state_event("restore", "backup", false)],
+        )
+    }
+
     /// The oldest revision a watch can still start from.
     pub fn oldest_watchable_revision(&self) -> u64 {
         match self.history.front() {
@@ -489,6 +531,7 @@ impl StateData {
             } => self.change_service(service, |svc| {
                 releases::report(svc, *node_id, applied, failed_release, error, now_ms)
             }),
+            Op::Restore { payload } => self.restore(payload),
             Op::StepRollout { service, step } => {
                 self.change_service(service, |svc| releases::step(svc, step))
             }

@@ -182,6 +182,11 @@ pub enum Op {
         service: String,
         step: crate::releases::Step,
     },
+    /// A new cluster takes the state of a backup (`backup::BackupState`, encoded). Refused
+    /// by a cluster that already holds KV data, services or VIPs.
+    Restore {
+        payload: Vec<u8>,
+    },
 }
 
 /// A stored key and its revisions.

@@ -90,26 +90,7 @@ async fn wait_vip(client: &Client, what: &str, f: impl Fn(&v1::Vip) -> bool) -> 
 async fn controller_places_moves_and_fails_over_vips_by_lease() {
     let mut c = TestCluster::start(3, no_tune).await;
     let client = c.client();
-    let svc = v1::Service {
-        name: "web".into(),
-        check: Some(v1::HealthCheck {
-            kind: Some(v1::health_check::Kind::Tcp(v1::TcpCheck { port: 80 })),
-            ..Default::default()
-        }),
-        backends: (1..=3).map(|i| (i, v1::Backend::default())).collect(),
-        ..Default::default()
-    };
-    client.apply_service(svc).await.unwrap();
-    client
-        .apply_vip(v1::Vip {
-            name: "v".into(),
-            address: "10.213.0.100/24".into(),
-            interface: "eth0".into(),
-            service: "web".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    common::define_web_and_vip(&client).await;
     // Nothing is healthy or alive yet: nothing is placed.
     assert_eq!(vip(&client).await.owner, 0);
     for id in 1..=3 {

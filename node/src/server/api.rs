@@ -37,6 +37,9 @@ impl Api {
 }
 
 /// Times a request and counts it by status code.
+/// Bytes per message of a streamed backup.
+const SNAPSHOT_CHUNK: usize = 1 << 20;
+
 pub(crate) async fn instrument<T>(
     method: &'static str,
     fut: impl Future<Output = Result<T, ApiError>>,
@@ -329,6 +332,40 @@ impl v1::cluster_server::Cluster for Api {
             .await
         })
         .await
+    }
+
+    type SnapshotStream = ReceiverStream<Result<v1::SnapshotChunk, Status>>;
+
+    async fn snapshot(
+        &self,
+        _req: Request<v1::SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        let file = instrument("Snapshot", async {
+            self.node
+                .read_barrier(v1::ReadConsistency::Linearizable as i32)
+                .await?;
+            let cluster_id = self.node.identity.cluster_id().unwrap_or_default();
+            let data = self.node.sm.read();
+            Ok(crate::backup::file_of(
+                &data,
+                &cluster_id,
+                crate::node::now_ms(),
+            ))
+        })
+        .await?
+        .into_inner();
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            for chunk in file.chunks(SNAPSHOT_CHUNK) {
+                let c = v1::SnapshotChunk {
+                    data: chunk.to_vec(),
+                };
+                if tx.send(Ok(c)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 
     async fn remove_node(

@@ -172,3 +172,29 @@ impl TestCluster {
         }
     }
 }
+
+/// Defines service "web" (tcp check on port 80, backends 1..=3) and VIP "v" at
+/// 10.213.0.100/24 on eth0 for it.
+pub async fn define_web_and_vip(client: &Client) {
+    use ballast_client::v1;
+    let svc = v1::Service {
+        name: "web".into(),
+        check: Some(v1::HealthCheck {
+            kind: Some(v1::health_check::Kind::Tcp(v1::TcpCheck { port: 80 })),
+            ..Default::default()
+        }),
+        backends: (1..=3).map(|i| (i, v1::Backend::default())).collect(),
+        ..Default::default()
+    };
+    client.apply_service(svc).await.unwrap();
+    client
+        .apply_vip(v1::Vip {
+            name: "v".into(),
+            address: "10.213.0.100/24".into(),
+            interface: "eth0".into(),
+            service: "web".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}

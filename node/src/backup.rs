@@ -1,0 +1,157 @@
+//! Backups of the cluster state, and restoring one into a new cluster.
+//!
+//! A backup is the application state (KV with its revisions, nodes, services with their
+//! releases and rollouts, VIPs) at one revision, read linearizably by a member and wrapped in
+//! the checksummed file format of `ballast_client::backup`. It leaves out what belongs to the
+//! cluster it came from: Raft membership, client sessions (retries of writes made before the
+//! backup are not recognised after a restore) and the watch history.
+//!
+//! Restoring goes through the log of the new cluster: a member started with `restore --from`
+//! checks the file, keeps it in its data directory (`restore.pending`) and, once the new
+//! cluster has a leader, proposes `Op::Restore`, which every member applies the same way. The
+//! operation is refused by a cluster that already holds KV data, services or VIPs, so
+//! several initial members may be given the same file; the first one seeds the cluster.
+//!
+//! When a majority is lost for good, `--force-new-cluster` turns a surviving member's data
+//! directory into a backup (its last snapshot plus every log entry it holds, committed or
+//! not, as etcd does), moves the old Raft data aside and restores that backup into a new
+//! one-member cluster, which is then grown back with `--join`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use ballast_client::backup::{self as format, Header};
+use ballast_proto::v1;
+use serde::{Deserialize, Serialize};
+
+use crate::state::StateData;
+use crate::types::{KvEntry, NodeId};
+
+/// Version of the payload encoding.
+pub const PAYLOAD_FORMAT: u32 = 1;
+
+/// Name of the backup kept in a data directory until the new cluster applied it.
+pub const PENDING: &str = "restore.pending";
+
+/// Marks a data directory that `--force-new-cluster` already turned into a new cluster.
+pub const FORCED: &str = "forced-new-cluster";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackupState {
+    pub format: u32,
+    pub revision: u64,
+    pub kv: BTreeMap<Vec<u8>, KvEntry>,
+    pub nodes: BTreeMap<NodeId, v1::Node>,
+    pub services: BTreeMap<String, v1::Service>,
+    pub vips: BTreeMap<String, v1::Vip>,
+}
+
+impl BackupState {
+    pub fn of(s: &StateData) -> Self {
+        BackupState {
+            format: PAYLOAD_FORMAT,
+            revision: s.revision,
+            kv: s.kv.clone(),
+            nodes: s.nodes.clone(),
+            services: s.services.clone(),
+            vips: s.vips.clone(),
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        bincode::serialize(self).expect("state always encodes")
+    }
+
+    pub fn decode(payload: &[u8]) -> Result<Self, String> {
+        let b: BackupState = bincode::deserialize(payload)
+            .map_err(|e| format!("the state in the backup is unreadable: {e}"))?;
+        if b.format != PAYLOAD_FORMAT {
+            return Err(format!(
+                "backup payload format {} (this ballastd reads {PAYLOAD_FORMAT})",
+                b.format
+            ));
+        }
+        Ok(b)
+    }
+}
+
+/// The backup file of `s` (taken from cluster `cluster_id` at wall-clock `now_ms`).
+pub fn file_of(s: &StateData, cluster_id: &str, now_ms: u64) -> Vec<u8> {
+    format::encode(cluster_id, s.revision, now_ms, &BackupState::of(s).encode())
+}
+
+/// Reads and checks a backup file down to its state; the error says what is wrong with it.
+pub fn read_file(path: &Path) -> Result<(Header, Vec<u8>), String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (header, payload) =
+        format::decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    BackupState::decode(payload).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((header, payload.to_vec()))
+}
+
+/// The state a member's data directory holds: its last snapshot, then every log entry after
+/// it. Returns it with the index of the last entry applied. The directory must not be in use.
+pub fn state_of_data_dir(dir: &Path) -> Result<(StateData, u64), String> {
+    use crate::store::{LogEngine, SledEngine, StateMachineStore};
+    let raft = dir.join("raft");
+    if !raft.exists() {
+        return Err(format!("{} holds no Raft data", dir.display()));
+    }
+    let engine = std::sync::Arc::new(
+        SledEngine::open(&raft).map_err(|e| format!("{}: {e}", raft.display()))?,
+    );
+    let sm = StateMachineStore::open(engine.clone()).map_err(|e| e.to_string())?;
+    let mut data = sm.read().clone();
+    let start = data.last_applied.map_or(0, |l| l.index + 1);
+    let mut last = start.saturating_sub(1);
+    for (index, bytes) in engine
+        .read_logs(start, u64::MAX)
+        .map_err(|e| e.to_string())?
+    {
+        let entry: crate::types::Entry = bincode::deserialize(&bytes)
+            .map_err(|e| format!("log entry {index} is unreadable: {e}"))?;
+        data.apply(&entry);
+        last = index;
+    }
+    Ok((data, last))
+}
+
+/// `--force-new-cluster`: writes the state of `dir` as a backup file inside it, moves the old
+/// Raft data and identity aside (`*.replaced-<ms>`), and returns the backup's path, to be
+/// restored into a new one-member cluster.
+pub fn force_new_cluster(dir: &Path, now_ms: u64) -> Result<std::path::PathBuf, String> {
+    let identity = dir.join("identity.json");
+    let old_cluster = std::fs::read_to_string(&identity)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["cluster_id"].as_str().map(String::from))
+        .unwrap_or_default();
+    let (state, last) = state_of_data_dir(dir)?;
+    let path = dir.join(format!("force-new-cluster-{now_ms}.bak"));
+    let io = |e: std::io::Error| format!("{}: {e}", dir.display());
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, file_of(&state, &old_cluster, now_ms)).map_err(io)?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    std::fs::rename(
+        dir.join("raft"),
+        dir.join(format!("raft.replaced-{now_ms}")),
+    )
+    .map_err(io)?;
+    if identity.exists() {
+        std::fs::rename(
+            &identity,
+            dir.join(format!("identity.json.replaced-{now_ms}")),
+        )
+        .map_err(io)?;
+    }
+    tracing::warn!(
+        backup = %path.display(),
+        last_log_index = last,
+        revision = state.revision,
+        "forcing a new one-member cluster from this member's data"
+    );
+    Ok(path)
+}
