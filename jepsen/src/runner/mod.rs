@@ -129,6 +129,14 @@ pub enum Line {
         owner: u64,
         epoch: u64,
     },
+    /// The vip workload: one node's own view, sampled on its host: the VIP address on its
+    /// interface, and how much longer its fence allows the VIP (None: not allowed).
+    NodeView {
+        at: u64,
+        node: u64,
+        address: bool,
+        allowed_ms: Option<u64>,
+    },
     /// The vip workload: when the last fault healed, and how soon the VIP must answer again.
     Healed {
         at: u64,
@@ -324,12 +332,16 @@ pub fn run(o: &Options, workload: Workload) -> Result<(PathBuf, Results), String
     Ok((dir, results))
 }
 
+/// The lease the vip workload's members run with (ballastd's default): no fence may allow the
+/// VIP for longer.
+const VIP_LEASE: Duration = Duration::from_millis(800);
+
 /// How soon after the last heal the VIP must answer again.
 const VIP_LIVENESS: Duration = Duration::from_secs(5);
 
 /// The vip workload (three members; `o.nodes` is ignored).
 fn run_vip(o: &Options) -> Result<(PathBuf, Results), String> {
-    use crate::viplab::{observer, VipLab};
+    use crate::viplab::{observer, VipLab, VIP};
     let (mut v, _, _) = VipLab::start();
     let t0 = Instant::now();
     let ns = |t: Instant| t.saturating_duration_since(t0).as_nanos() as u64;
@@ -344,6 +356,26 @@ fn run_vip(o: &Options) -> Result<(PathBuf, Results), String> {
                     at: ns(Instant::now()),
                     owner,
                     epoch,
+                });
+            }
+            for (i, h) in v.lab.nodes().iter().enumerate() {
+                let at = ns(Instant::now());
+                let out = v.lab.exec(
+                    h,
+                    "sh",
+                    &[
+                        "-c",
+                        "ip -4 -o addr show dev eth0; nft list set arp ballast_fence allowed 2>/dev/null",
+                    ],
+                );
+                let Ok(out) = out else { continue };
+                let text = String::from_utf8_lossy(&out.stdout);
+                epochs.push(Line::NodeView {
+                    at,
+                    node: i as u64 + 1,
+                    address: text.contains(&format!("inet {VIP}/")),
+                    allowed_ms: crate::checker::vip::allowance_in(&text, VIP)
+                        .map(|d| d.as_millis() as u64),
                 });
             }
             std::thread::sleep(
@@ -427,6 +459,7 @@ fn vip_verdict(lines: &[Line]) -> Option<(Option<bool>, String)> {
     let at = |ns: u64| base + Duration::from_nanos(ns);
     let mut probes = Vec::new();
     let mut epochs = Vec::new();
+    let mut views = Vec::new();
     let mut healed = None;
     for l in lines {
         match l {
@@ -446,11 +479,23 @@ fn vip_verdict(lines: &[Line]) -> Option<(Option<bool>, String)> {
             Line::Healed { at: t, bound_ms } => {
                 healed = Some((at(*t), Duration::from_millis(*bound_ms)))
             }
+            Line::NodeView {
+                at: t,
+                node,
+                address,
+                allowed_ms,
+            } => views.push(vip::NodeView {
+                at: at(*t),
+                node: *node,
+                address: *address,
+                allowed_for: allowed_ms.map(Duration::from_millis),
+            }),
             _ => {}
         }
     }
     let (healed, bound) = healed?;
-    let violations = vip::check(&probes, &epochs, healed, bound);
+    let mut violations = vip::check(&probes, &epochs, healed, bound);
+    violations.extend(vip::check_views(&views, VIP_LEASE));
     let split = violations
         .iter()
         .filter(|v| matches!(v, vip::Violation::SplitBrain { .. }))
@@ -460,9 +505,12 @@ fn vip_verdict(lines: &[Line]) -> Option<(Option<bool>, String)> {
             Some(true),
             format!(
                 "vip valid: {} probes, never two holders, epochs monotonic ({} samples), \
-                 answered within {bound:?} of healing",
+                 no fence allowance beyond the {VIP_LEASE:?} lease ({} node views, {} with \
+                 the address), answered within {bound:?} of healing",
                 probes.len(),
-                epochs.len()
+                epochs.len(),
+                views.len(),
+                views.iter().filter(|v| v.address).count()
             ),
         )
     } else {
