@@ -171,7 +171,8 @@ pub fn ipv4_cidr(field: &str, s: &str) -> Result<(Ipv4Addr, u8)> {
     let len: u8 = len
         .parse()
         .ok()
-        .filter(|l| (1..=32).contains(l))
+        // Only the canonical spelling: "08" or "+8" would name the same prefix as "8".
+        .filter(|l: &u8| (1..=32).contains(l) && l.to_string() == len)
         .ok_or_else(|| invalid(field, format!("prefix length {len:?} is not in 1..=32")))?;
     if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || ip.is_loopback() {
         return Err(invalid(field, format!("{ip} cannot be a virtual IP")));

@@ -1,0 +1,160 @@
+//! Property tests over the paths that take outside input: decoding (log entries, backups, API
+//! messages) never panics whatever the bytes, validation follows its stated rules, and the
+//! state machine is deterministic: replicas applying the same commands end in the same state.
+//! Run briefly in CI (the default case count); `PROPTEST_CASES=100000 cargo test -p
+//! ballast-node --test properties` for a longer search.
+
+use ballast_node::state::StateData;
+use ballast_node::types::{Batch, Command, Entry, Expected, Op};
+use ballast_node::validate;
+use ballast_proto::v1;
+use ballast_proto::{MAX_KEY_LEN, MAX_VALUE_LEN};
+use openraft::{CommittedLeaderId, EntryPayload, LogId};
+use proptest::prelude::*;
+use prost::Message;
+
+proptest! {
+    #[test]
+    fn decoding_any_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let _ = bincode::deserialize::<Entry>(&bytes);
+        let _ = ballast_node::backup::BackupState::decode(&bytes);
+        let _ = ballast_client::backup::decode(&bytes);
+        let _ = v1::PutRequest::decode(&bytes[..]);
+        let _ = v1::CompareAndSetRequest::decode(&bytes[..]);
+        let _ = v1::StartRolloutRequest::decode(&bytes[..]);
+        if let Ok(r) = v1::ApplyServiceRequest::decode(&bytes[..]) {
+            if let Some(mut s) = r.service {
+                let _ = validate::service(&mut s);
+            }
+        }
+        if let Ok(r) = v1::ApplyVipRequest::decode(&bytes[..]) {
+            if let Some(mut v) = r.vip {
+                let _ = validate::vip(&mut v);
+            }
+        }
+        if let Ok(r) = v1::RegisterReleaseRequest::decode(&bytes[..]) {
+            if let Some(rel) = r.release {
+                let _ = validate::release(&rel);
+            }
+        }
+    }
+
+    #[test]
+    fn keys_and_values_follow_their_limits(len in 0usize..MAX_KEY_LEN + 64, vlen in 0usize..2048) {
+        let key = vec![b'k'; len];
+        prop_assert_eq!(validate::key("key", &key).is_ok(), (1..=MAX_KEY_LEN).contains(&len));
+        let value = vec![0u8; vlen];
+        prop_assert_eq!(validate::value("value", &value).is_ok(), vlen <= MAX_VALUE_LEN);
+    }
+
+    #[test]
+    fn accepted_names_are_lowercase_and_short(name in "[a-zA-Z0-9_.\\- ]{0,70}") {
+        if validate::name("name", &name).is_ok() {
+            prop_assert!(!name.is_empty() && name.len() <= 63);
+            prop_assert!(name.chars().next().unwrap().is_ascii_alphanumeric());
+            prop_assert!(!name.chars().any(|c| c.is_ascii_uppercase() || c == ' '));
+        }
+    }
+
+    #[test]
+    fn accepted_vip_addresses_are_ipv4_with_a_prefix(s in cidr_like()) {
+        if let Ok((ip, prefix)) = validate::ipv4_cidr("address", &s) {
+            prop_assert!(prefix <= 32);
+            prop_assert_eq!(format!("{ip}/{prefix}"), s);
+        }
+    }
+
+    #[test]
+    fn replicas_applying_the_same_commands_agree(ops in proptest::collection::vec(op(), 1..60)) {
+        let mut a = StateData::default();
+        let mut b = StateData::default();
+        let mut last_revision = 0;
+        for (i, chunk) in ops.chunks(4).enumerate() {
+            let entry = Entry {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), i as u64 + 1),
+                payload: EntryPayload::Normal(Batch {
+                    commands: chunk
+                        .iter()
+                        .map(|op| Command { request: None, now_ms: 1_000 + i as u64, op: op.clone() })
+                        .collect(),
+                }),
+            };
+            let (ra, _) = a.apply(&entry);
+            let (rb, _) = b.apply(&entry);
+            prop_assert_eq!(ra, rb);
+            prop_assert!(a.revision >= last_revision, "the revision never goes back");
+            last_revision = a.revision;
+        }
+        prop_assert_eq!(a, b);
+    }
+}
+
+/// Strings shaped like "a.b.c.d/p" in canonical and odd spellings, and some garbage.
+fn cidr_like() -> impl Strategy<Value = String> {
+    let octet = prop_oneof![
+        (0u8..=255).prop_map(|o| o.to_string()),
+        (0u8..=99).prop_map(|o| format!("0{o}")),
+    ];
+    let prefix = prop_oneof![
+        (0u8..=40).prop_map(|p| p.to_string()),
+        (0u8..=40).prop_map(|p| format!("0{p}")),
+        (0u8..=40).prop_map(|p| format!("+{p}")),
+    ];
+    prop_oneof![
+        (octet.clone(), octet.clone(), octet.clone(), octet, prefix)
+            .prop_map(|(a, b, c, d, p)| format!("{a}.{b}.{c}.{d}/{p}")),
+        "[0-9./a-z+]{0,24}",
+    ]
+}
+
+/// Commands over a few keys, services and VIPs, valid or not: the state machine must refuse
+/// the bad ones without changing anything and never panic.
+fn op() -> impl Strategy<Value = Op> {
+    let key = prop_oneof![
+        Just(b"a".to_vec()),
+        Just(b"b".to_vec()),
+        Just(b"c/d".to_vec())
+    ];
+    let value = proptest::collection::vec(any::<u8>(), 0..8);
+    let name = prop_oneof![
+        Just("web".to_string()),
+        Just("db".to_string()),
+        Just("Bad Name".to_string())
+    ];
+    prop_oneof![
+        (key.clone(), value.clone()).prop_map(|(key, value)| Op::Put { key, value }),
+        (key.clone(), value.clone(), value.clone(), any::<bool>()).prop_map(
+            |(key, expected, new_value, by_value)| {
+                Op::CompareAndSet {
+                    key,
+                    expected: if by_value {
+                        Expected::Value(expected)
+                    } else {
+                        Expected::ModRevision(expected.len() as u64)
+                    },
+                    new_value,
+                }
+            }
+        ),
+        (key, any::<bool>()).prop_map(|(key, prefix)| Op::Delete { key, prefix }),
+        (name.clone(), 0u64..4).prop_map(|(name, backend)| Op::ApplyService(v1::Service {
+            name,
+            backends: [(backend, v1::Backend::default())].into_iter().collect(),
+            ..Default::default()
+        })),
+        name.clone().prop_map(Op::DeleteService),
+        (name.clone(), 1u8..4).prop_map(|(service, last)| Op::ApplyVip(v1::Vip {
+            name: format!("{service}-vip"),
+            address: format!("10.213.0.{last}/24"),
+            interface: "eth0".into(),
+            service,
+            ..Default::default()
+        })),
+        (0u64..4, 0i32..5).prop_map(|(node_id, admin)| Op::SetNodeAdmin { node_id, admin }),
+        (name, 0u64..4, 0u64..4).prop_map(|(vip, to, epoch)| Op::AssignVip {
+            vip: format!("{vip}-vip"),
+            node: to,
+            epoch
+        }),
+    ]
+}
