@@ -14,6 +14,7 @@ pub mod lease;
 pub mod metrics;
 pub mod network;
 pub mod node;
+pub mod notify;
 pub mod proposer;
 pub mod releases;
 pub mod rollout;

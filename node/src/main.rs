@@ -100,7 +100,9 @@ async fn main() -> ExitCode {
     };
 
     // 4. Run until SIGINT or SIGTERM, then stop cleanly.
+    ballast_node::notify::notify("READY=1");
     stop_signal().await;
+    ballast_node::notify::notify("STOPPING=1");
     tracing::info!("stopping");
     handle.shutdown().await;
     ExitCode::SUCCESS
@@ -140,6 +142,7 @@ async fn agent_main(args: AgentArgs) -> ExitCode {
         _ = stop_signal() => return ExitCode::SUCCESS,
     }
     tracing::info!(node_id = cfg.node_id, "registered with the cluster");
+    ballast_node::notify::notify("READY=1");
 
     // 2. Run until a signal; on stop the agent releases what it holds.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -159,6 +162,7 @@ async fn agent_main(args: AgentArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     }
+    ballast_node::notify::notify("STOPPING=1");
     tracing::info!("stopping");
     let _ = stop_tx.send(true);
     let _ = task.await;
