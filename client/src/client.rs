@@ -13,6 +13,7 @@ use rand::Rng;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Response, Status};
 
+use crate::auth_channel::{bearer, AuthChannel};
 use crate::error::{retryable, Error};
 
 /// How a [`Client`] connects and retries.
@@ -33,6 +34,8 @@ pub struct ClientConfig {
     /// turn this off: they talk to their own member, whose connections to the others are
     /// watched for stalls.
     pub follow_leader_hints: bool,
+    /// API token sent with every call (`authorization: Bearer ...`); None: no token.
+    pub token: Option<String>,
 }
 
 impl ClientConfig {
@@ -45,6 +48,7 @@ impl ClientConfig {
             initial_backoff: Duration::from_millis(25),
             max_backoff: Duration::from_secs(1),
             follow_leader_hints: true,
+            token: None,
         }
     }
 }
@@ -62,6 +66,8 @@ struct Inner {
     /// Index into `targets` of the member believed to lead.
     preferred: AtomicUsize,
     client_id: u64,
+    /// `Bearer <token>` when the config has a token.
+    authorization: Option<http::HeaderValue>,
     next_seq: AtomicU64,
     in_flight: Mutex<BTreeSet<u64>>,
 }
@@ -124,12 +130,19 @@ impl Client {
                 failed_at: None,
             });
         }
+        let authorization = match &cfg.token {
+            Some(t) => Some(bearer(t).ok_or_else(|| {
+                Error::InvalidArgument("the token must be printable ASCII".into())
+            })?),
+            None => None,
+        };
         let mut rng = rand::thread_rng();
         Ok(Client {
             inner: Arc::new(Inner {
                 targets: RwLock::new(targets),
                 preferred: AtomicUsize::new(0),
                 client_id: rng.gen_range(1..u64::MAX),
+                authorization,
                 next_seq: AtomicU64::new(1),
                 in_flight: Mutex::new(BTreeSet::new()),
                 cfg,
@@ -154,7 +167,7 @@ impl Client {
         };
         let mut last = Error::Unavailable("no member answered".into());
         for (addr, ch) in addrs {
-            let mut c = ClusterClient::new(ch);
+            let mut c = ClusterClient::new(self.wrap(ch));
             let mut req = tonic::Request::new(v1::StatusRequest {});
             req.set_timeout(self.inner.cfg.attempt_timeout.min(Duration::from_secs(1)));
             match c.status(req).await {
@@ -180,10 +193,14 @@ impl Client {
             .clone()
     }
 
-    fn current(&self) -> (usize, Channel) {
+    fn current(&self) -> (usize, AuthChannel) {
         let t = self.inner.targets.read().unwrap();
         let i = self.inner.preferred.load(Ordering::Relaxed) % t.len();
-        (i, t[i].channel.clone())
+        (i, self.wrap(t[i].channel.clone()))
+    }
+
+    fn wrap(&self, ch: Channel) -> AuthChannel {
+        AuthChannel::new(ch, self.inner.authorization.clone())
     }
 
     fn rotate(&self, from: usize) {
@@ -253,7 +270,7 @@ impl Client {
     /// Runs `f` against the preferred member, failing over and backing off until the deadline.
     pub(crate) async fn call<T, F, Fut>(&self, what: &str, mut f: F) -> Result<T, Error>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(AuthChannel) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
         let cfg = &self.inner.cfg;
@@ -331,19 +348,19 @@ impl Client {
         }
     }
 
-    fn kv(ch: Channel) -> KvClient<Channel> {
+    fn kv(ch: AuthChannel) -> KvClient<AuthChannel> {
         KvClient::new(ch)
             .max_decoding_message_size(MAX_MESSAGE_LEN)
             .max_encoding_message_size(MAX_MESSAGE_LEN)
     }
 
-    fn cluster(ch: Channel) -> ClusterClient<Channel> {
+    fn cluster(ch: AuthChannel) -> ClusterClient<AuthChannel> {
         ClusterClient::new(ch)
             .max_decoding_message_size(MAX_MESSAGE_LEN)
             .max_encoding_message_size(MAX_MESSAGE_LEN)
     }
 
-    fn state(ch: Channel) -> StateClient<Channel> {
+    fn state(ch: AuthChannel) -> StateClient<AuthChannel> {
         StateClient::new(ch)
             .max_decoding_message_size(MAX_MESSAGE_LEN)
             .max_encoding_message_size(MAX_MESSAGE_LEN)
@@ -463,7 +480,7 @@ impl Client {
         let ch = channel(&normalize(endpoint), &self.inner.cfg)?;
         let mut req = tonic::Request::new(v1::StatusRequest {});
         req.set_timeout(self.inner.cfg.attempt_timeout.min(Duration::from_secs(2)));
-        Self::cluster(ch)
+        Self::cluster(self.wrap(ch))
             .status(req)
             .await
             .map(|r| r.into_inner())
@@ -811,7 +828,7 @@ impl Client {
         .await
     }
 
-    fn agent(ch: Channel) -> AgentClient<Channel> {
+    fn agent(ch: AuthChannel) -> AgentClient<AuthChannel> {
         AgentClient::new(ch)
             .max_decoding_message_size(MAX_MESSAGE_LEN)
             .max_encoding_message_size(MAX_MESSAGE_LEN)
@@ -821,7 +838,7 @@ impl Client {
         &self.inner.cfg
     }
 
-    pub(crate) fn current_channel(&self) -> (usize, Channel) {
+    pub(crate) fn current_channel(&self) -> (usize, AuthChannel) {
         self.current()
     }
 

@@ -17,6 +17,12 @@ pub enum Error {
     /// retrying it through the same client with the same request is safe.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// No token, or one the cluster does not know.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The token may not do this (a read token calling a write).
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     #[error("bad endpoint {0:?}: {1}")]
     BadEndpoint(String, String),
     #[error("{0}")]
@@ -32,6 +38,8 @@ impl Error {
             Code::FailedPrecondition => Error::FailedPrecondition(m),
             Code::OutOfRange => Error::Compacted(m),
             Code::Unavailable | Code::DeadlineExceeded => Error::Unavailable(m),
+            Code::Unauthenticated => Error::Unauthenticated(m),
+            Code::PermissionDenied => Error::PermissionDenied(m),
             c => Error::Other(format!("{c:?}: {m}")),
         }
     }

@@ -9,6 +9,7 @@
 //!
 //! It never depends on the server crate: only on the `ballast.v1` contract.
 
+mod auth_channel;
 pub mod backup;
 mod client;
 pub mod digest;

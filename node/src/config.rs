@@ -97,6 +97,14 @@ pub struct AgentOpts {
     /// Releases kept on disk per service (never fewer than the current and previous) [default: 5].
     #[arg(long, env = "BALLAST_KEEP_RELEASES")]
     pub keep_releases: Option<usize>,
+
+    /// API tokens: one `<read|admin> <token>` per line (tokens of 16+ characters, `#`
+    /// comments). A member then refuses calls without a token (UNAUTHENTICATED) and writes
+    /// with a read token (PERMISSION_DENIED), and calls its peers with the first admin token;
+    /// give every member the same file. An agent calls the cluster with the first admin token.
+    /// Without it the API is open [default: none].
+    #[arg(long, env = "BALLAST_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
 }
 
 /// Command line of `ballastd`. Every option can also be set as BALLAST_<NAME> in the
@@ -275,6 +283,7 @@ struct FileConfig {
     activate_hooks: Option<BTreeMap<String, Vec<String>>>,
     hook_timeout_ms: Option<u64>,
     keep_releases: Option<usize>,
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -296,6 +305,8 @@ pub struct Config {
     pub cluster_name: String,
     pub join: Vec<String>,
     pub bootstrap: bool,
+    /// API tokens (see `auth.rs`); None: the API is open.
+    pub token_file: Option<PathBuf>,
     /// A backup to seed the new cluster with (see `backup.rs`).
     pub restore_from: Option<PathBuf>,
     /// See `--force-new-cluster` (validated: needs `confirm_data_loss`).
@@ -335,6 +346,7 @@ impl Config {
             join: Vec::new(),
             bootstrap: false,
             restore_from: None,
+            token_file: None,
             force_new_cluster: false,
             confirm_data_loss: false,
             heartbeat_ms: 50,
@@ -409,6 +421,11 @@ impl Config {
             join,
             bootstrap: args.bootstrap || file.bootstrap.unwrap_or(false),
             restore_from: args.restore_from.clone(),
+            token_file: args
+                .agent_opts
+                .token_file
+                .clone()
+                .or(file.token_file.clone()),
             force_new_cluster: args.force_new_cluster,
             confirm_data_loss: args.confirm_data_loss,
             heartbeat_ms: args.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(50),
@@ -821,6 +838,7 @@ struct AgentFileConfig {
     activate_hooks: Option<BTreeMap<String, Vec<String>>>,
     hook_timeout_ms: Option<u64>,
     keep_releases: Option<usize>,
+    token_file: Option<PathBuf>,
     log_format: Option<String>,
     log: Option<String>,
 }
@@ -840,6 +858,8 @@ pub struct AgentOnlyConfig {
     pub release_sites: BTreeMap<String, crate::agent::release::ReleaseSite>,
     pub log_format: LogFormat,
     pub log: String,
+    /// The token file (see `ballastd --help`); the agent uses its first admin token.
+    pub token_file: Option<PathBuf>,
 }
 
 impl AgentOnlyConfig {
@@ -903,6 +923,7 @@ impl AgentOnlyConfig {
             )?,
             log_format: parse_log_format(args.log_format.or(file.log_format))?,
             log: args.log.or(file.log).unwrap_or_else(|| "info".into()),
+            token_file: args.agent_opts.token_file.clone().or(file.token_file),
         };
         cfg.validate()?;
         Ok(cfg)

@@ -3,6 +3,7 @@
 //! See DESIGN.md in this crate for what each module does and does not do.
 
 pub mod agent;
+pub mod auth;
 pub mod backup;
 pub mod config;
 pub mod controller;

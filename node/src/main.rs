@@ -118,7 +118,17 @@ async fn agent_main(args: AgentArgs) -> ExitCode {
         }
     };
     init_logging(&cfg.log, cfg.log_format);
-    let client = ballast_node::agent::cluster_client(cfg.endpoints.clone(), &cfg.lease);
+    let token = match &cfg.token_file {
+        Some(path) => match ballast_node::auth::Tokens::load(path) {
+            Ok(t) => Some(t.peer_token().to_string()),
+            Err(e) => {
+                eprintln!("ballastd agent: token file {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
+    let client = ballast_node::agent::cluster_client(cfg.endpoints.clone(), &cfg.lease, token);
 
     // 1. Register (or confirm the registration) before holding anything. A refusal is final;
     //    an unreachable cluster is retried until it answers or a signal comes.

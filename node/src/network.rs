@@ -42,14 +42,28 @@ pub struct PeerPool {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     identity: Arc<IdentityStore>,
     connect_timeout: Duration,
+    /// `Bearer <peer token>` when the cluster uses API tokens (see `auth.rs`).
+    authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
 
 impl PeerPool {
-    pub fn new(identity: Arc<IdentityStore>, connect_timeout: Duration) -> Self {
+    pub fn new(
+        identity: Arc<IdentityStore>,
+        connect_timeout: Duration,
+        peer_token: Option<&str>,
+    ) -> Self {
         PeerPool {
             channels: Default::default(),
             identity,
             connect_timeout,
+            authorization: peer_token.and_then(|t| format!("Bearer {t}").parse().ok()),
+        }
+    }
+
+    /// Adds the peer token (if any) to a request to another member.
+    pub fn authorize<T>(&self, req: &mut tonic::Request<T>) {
+        if let Some(v) = &self.authorization {
+            req.metadata_mut().insert("authorization", v.clone());
         }
     }
 
@@ -95,6 +109,7 @@ impl PeerPool {
         let payload = bincode::serialize(msg).map_err(|e| e.to_string())?;
         let mut req = tonic::Request::new(RaftMessage { payload });
         req.set_timeout(timeout);
+        self.authorize(&mut req);
         if let Some(id) = self.identity.cluster_id() {
             if let Ok(v) = id.parse() {
                 req.metadata_mut().insert(CLUSTER_ID_HEADER, v);

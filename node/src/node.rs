@@ -48,6 +48,8 @@ pub struct Node {
     pub controller_wake: tokio::sync::Notify,
     /// How long a leader leads before it may hand over, and waits between attempts.
     pub handover_settle: Duration,
+    /// API tokens, when the API is not open (see `auth.rs`).
+    pub tokens: Option<Arc<crate::auth::Tokens>>,
 }
 
 /// The leader's observations, reset whenever the term changes: a new leader starts with no
@@ -253,6 +255,8 @@ pub enum StartError {
     Raft(String),
     #[error("restore: {0}")]
     Restore(String),
+    #[error("token file {0}")]
+    Tokens(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -324,6 +328,17 @@ pub async fn start(
     }
     cfg.force_new_cluster = false;
 
+    // API tokens, read before anything else so that a bad file changes nothing.
+    let tokens = match &cfg.token_file {
+        Some(path) => Some(Arc::new(
+            crate::auth::Tokens::load(path).map_err(StartError::Tokens)?,
+        )),
+        None => {
+            tracing::warn!("no --token-file: the API is open to anyone who reaches this port");
+            None
+        }
+    };
+
     // 1. The data directory: identity first, so a wrong directory is refused before anything.
     let (identity, fresh) = IdentityStore::open(&cfg.data_dir, cfg.node_id)?;
     let identity = Arc::new(identity);
@@ -372,6 +387,7 @@ pub async fn start(
     let pool = PeerPool::new(
         identity.clone(),
         Duration::from_millis(cfg.election_timeout_min_ms),
+        tokens.as_ref().map(|t| t.peer_token()),
     );
     let raft_config = Arc::new(
         cfg.raft_config()
@@ -409,6 +425,7 @@ pub async fn start(
         controller_wake: tokio::sync::Notify::new(),
         handover_settle: Duration::from_millis(cfg.election_timeout_max_ms * 10)
             .max(Duration::from_secs(2)),
+        tokens: tokens.clone(),
     });
     let mut tasks = Vec::new();
 
@@ -467,7 +484,11 @@ pub async fn start(
             exec_checks: cfg.exec_checks.clone(),
             release_sites: cfg.release_sites.clone(),
         };
-        let client = crate::agent::cluster_client(vec![advertise.clone()], &cfg.lease);
+        let client = crate::agent::cluster_client(
+            vec![advertise.clone()],
+            &cfg.lease,
+            tokens.as_ref().map(|t| t.peer_token().to_string()),
+        );
         let fence: Arc<dyn crate::agent::fence::VipFence> =
             Arc::new(crate::agent::fence::NftFence::local());
         tasks.push(tokio::spawn(crate::agent::run(

@@ -27,6 +27,11 @@ struct Cli {
     #[arg(long, default_value_t = 15, global = true)]
     timeout: u64,
 
+    /// API token for clusters started with --token-file (a read token for reads, an admin
+    /// token for anything that changes the cluster).
+    #[arg(long, env = "BALLAST_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -1504,6 +1509,7 @@ async fn main() -> ExitCode {
     // A member that is up but frozen (SIGSTOP, overload) accepts connections and never
     // answers: give each attempt a second, then try the next member.
     cfg.attempt_timeout = Duration::from_secs(1).min(cfg.deadline);
+    cfg.token = cli.token.clone();
     let client = match Client::try_new(cfg) {
         Ok(c) => c,
         Err(e) => {

@@ -56,8 +56,13 @@ type SharedState = Arc<RwLock<Option<v1::GetStateResponse>>>;
 /// The client an agent talks to the cluster with: an attempt may take two renew intervals, a
 /// call gives up within a lease, and retries come quickly — an owner must find a new leader
 /// and renew well inside its lease.
-pub fn cluster_client(endpoints: Vec<String>, lease: &LeaseConfig) -> Client {
+pub fn cluster_client(
+    endpoints: Vec<String>,
+    lease: &LeaseConfig,
+    token: Option<String>,
+) -> Client {
     let mut cfg = ballast_client::ClientConfig::new(endpoints);
+    cfg.token = token;
     cfg.attempt_timeout = lease.renew_interval * 2;
     cfg.max_backoff = lease.renew_interval / 2;
     cfg.deadline = lease.lease;

@@ -239,8 +239,9 @@ fn status_to_api(s: Status) -> ApiError {
     }
 }
 
-fn forwarded_request<T>(msg: T) -> Request<T> {
+fn forwarded_request<T>(msg: T, pool: &crate::network::PeerPool) -> Request<T> {
     let mut r = Request::new(msg);
+    pool.authorize(&mut r);
     r.metadata_mut()
         .insert(FORWARDED_HEADER, "1".parse().expect("ascii"));
     r.set_timeout(Duration::from_secs(60));
@@ -310,7 +311,10 @@ impl v1::cluster_server::Cluster for Api {
                             .map(|_| ())
                     }
                 },
-                |mut c| async move { c.add_learner(forwarded_request(r)).await },
+                {
+                    let pool = self.node.pool.clone();
+                    move |mut c| async move { c.add_learner(forwarded_request(r, &pool)).await }
+                },
             )
             .await
         })
@@ -326,8 +330,9 @@ impl v1::cluster_server::Cluster for Api {
         instrument("PromoteVoter", async {
             self.member_role(r.node_id, "; add it as a learner first")?;
             let change = ChangeMembers::AddVoterIds([r.node_id].into());
-            self.change_voters(forwarded, change, |mut c| async move {
-                c.promote_voter(forwarded_request(r)).await
+            self.change_voters(forwarded, change, {
+                let pool = self.node.pool.clone();
+                move |mut c| async move { c.promote_voter(forwarded_request(r, &pool)).await }
             })
             .await
         })
@@ -395,8 +400,9 @@ impl v1::cluster_server::Cluster for Api {
             } else {
                 ChangeMembers::RemoveNodes([r.node_id].into())
             };
-            self.change_voters(forwarded, change, |mut c| async move {
-                c.remove_node(forwarded_request(r)).await
+            self.change_voters(forwarded, change, {
+                let pool = self.node.pool.clone();
+                move |mut c| async move { c.remove_node(forwarded_request(r, &pool)).await }
             })
             .await
         })

@@ -68,6 +68,9 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener, mut stop: watch::Rece
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
         .concurrency_limit_per_connection(1024)
+        .layer(crate::auth::AuthLayer {
+            tokens: node.tokens.clone(),
+        })
         .layer(hint::LeaderHintLayer { node: node.clone() })
         .add_service(limits!(v1::raft_service_server::RaftServiceServer::new(
             raft
