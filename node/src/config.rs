@@ -105,6 +105,18 @@ pub struct AgentOpts {
     /// Without it the API is open [default: none].
     #[arg(long, env = "BALLAST_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+
+    /// Drive the local HAProxy through this runtime API socket (`stats socket PATH level
+    /// admin`): its servers named n<node id> follow the cluster (ready, drain when the node
+    /// drains, maint when it is in maintenance, down or unhealthy), checked every second so a
+    /// reload is corrected. Needs --haproxy-backend [default: none].
+    #[arg(long, env = "BALLAST_HAPROXY_SOCKET")]
+    pub haproxy_socket: Option<PathBuf>,
+
+    /// SERVICE=BACKEND: the HAProxy backend whose servers are the service's backends
+    /// (repeatable).
+    #[arg(long = "haproxy-backend")]
+    pub haproxy_backends: Vec<String>,
 }
 
 /// Command line of `ballastd`. Every option can also be set as BALLAST_<NAME> in the
@@ -284,6 +296,8 @@ struct FileConfig {
     hook_timeout_ms: Option<u64>,
     keep_releases: Option<usize>,
     token_file: Option<PathBuf>,
+    haproxy_socket: Option<PathBuf>,
+    haproxy_backends: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -329,6 +343,8 @@ pub struct Config {
     pub exec_checks: BTreeMap<String, Vec<String>>,
     /// Per service: where its releases live and how they are activated.
     pub release_sites: BTreeMap<String, crate::agent::release::ReleaseSite>,
+    /// The local HAProxy the agent drives, if any.
+    pub haproxy: Option<crate::agent::haproxy::HaproxyConfig>,
 }
 
 impl Config {
@@ -365,6 +381,7 @@ impl Config {
             check_host: "127.0.0.1".parse().unwrap(),
             exec_checks: BTreeMap::new(),
             release_sites: BTreeMap::new(),
+            haproxy: None,
         }
     }
 
@@ -489,6 +506,7 @@ impl Config {
                 file.keep_releases,
                 &args.agent_opts,
             )?,
+            haproxy: haproxy_config(&args.agent_opts, file.haproxy_socket, file.haproxy_backends)?,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -756,6 +774,44 @@ fn release_sites(
 }
 
 /// Checks shared by the member's embedded agent and the standalone one.
+/// The HAProxy settings from flags (which win) or the file; refuses a socket without
+/// backends, backends without a socket, and malformed SERVICE=BACKEND pairs.
+fn haproxy_config(
+    opts: &AgentOpts,
+    file_socket: Option<PathBuf>,
+    file_backends: Option<Vec<String>>,
+) -> Result<Option<crate::agent::haproxy::HaproxyConfig>, ConfigError> {
+    let socket = opts.haproxy_socket.clone().or(file_socket);
+    let pairs = if opts.haproxy_backends.is_empty() {
+        file_backends.unwrap_or_default()
+    } else {
+        opts.haproxy_backends.clone()
+    };
+    let bad = |m: &str| ConfigError::Invalid {
+        field: "haproxy-backend".into(),
+        message: m.into(),
+    };
+    let mut backends = BTreeMap::new();
+    for p in &pairs {
+        let (svc, be) = p
+            .split_once('=')
+            .filter(|(a, b)| !a.is_empty() && !b.is_empty() && !b.contains(char::is_whitespace))
+            .ok_or_else(|| bad(&format!("{p:?} is not SERVICE=BACKEND")))?;
+        backends.insert(svc.to_string(), be.to_string());
+    }
+    match (socket, backends.is_empty()) {
+        (None, true) => Ok(None),
+        (Some(socket), false) => Ok(Some(crate::agent::haproxy::HaproxyConfig {
+            socket,
+            backends,
+        })),
+        (Some(_), true) => Err(bad(
+            "--haproxy-socket needs at least one --haproxy-backend SERVICE=BACKEND",
+        )),
+        (None, false) => Err(bad("--haproxy-backend needs --haproxy-socket")),
+    }
+}
+
 fn validate_agent(
     garp_count: u32,
     exec_checks: &BTreeMap<String, Vec<String>>,
@@ -839,6 +895,8 @@ struct AgentFileConfig {
     hook_timeout_ms: Option<u64>,
     keep_releases: Option<usize>,
     token_file: Option<PathBuf>,
+    haproxy_socket: Option<PathBuf>,
+    haproxy_backends: Option<Vec<String>>,
     log_format: Option<String>,
     log: Option<String>,
 }
@@ -856,6 +914,8 @@ pub struct AgentOnlyConfig {
     pub exec_checks: BTreeMap<String, Vec<String>>,
     /// Per service: where its releases live and how they are activated.
     pub release_sites: BTreeMap<String, crate::agent::release::ReleaseSite>,
+    /// The local HAProxy the agent drives, if any.
+    pub haproxy: Option<crate::agent::haproxy::HaproxyConfig>,
     pub log_format: LogFormat,
     pub log: String,
     /// The token file (see `ballastd --help`); the agent uses its first admin token.
@@ -921,6 +981,7 @@ impl AgentOnlyConfig {
                 file.keep_releases,
                 &args.agent_opts,
             )?,
+            haproxy: haproxy_config(&args.agent_opts, file.haproxy_socket, file.haproxy_backends)?,
             log_format: parse_log_format(args.log_format.or(file.log_format))?,
             log: args.log.or(file.log).unwrap_or_else(|| "info".into()),
             token_file: args.agent_opts.token_file.clone().or(file.token_file),
@@ -967,6 +1028,7 @@ impl AgentOnlyConfig {
             check_host: self.check_host,
             exec_checks: self.exec_checks.clone(),
             release_sites: self.release_sites.clone(),
+            haproxy: self.haproxy.clone(),
         }
     }
 }

@@ -483,6 +483,7 @@ pub async fn start(
             check_host: cfg.check_host,
             exec_checks: cfg.exec_checks.clone(),
             release_sites: cfg.release_sites.clone(),
+            haproxy: cfg.haproxy.clone(),
         };
         let client = crate::agent::cluster_client(
             vec![advertise.clone()],

@@ -4,11 +4,13 @@
 //! - `addr`: VIP addresses through netlink, with a valid lifetime as a backstop;
 //! - `garp`: gratuitous ARP bursts on acquire;
 //! - `health`: probes and rise/fall;
+//! - `haproxy`: the local HAProxy's servers follow the cluster's health and admin states;
 //! - `run`: the reconcile loop.
 
 pub mod addr;
 pub mod fence;
 pub mod garp;
+pub mod haproxy;
 pub mod health;
 pub mod release;
 mod run;

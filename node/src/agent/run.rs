@@ -37,6 +37,8 @@ pub struct AgentConfig {
     pub exec_checks: BTreeMap<String, Vec<String>>,
     /// Per service: where its releases live and how they are activated.
     pub release_sites: BTreeMap<String, super::release::ReleaseSite>,
+    /// The local HAProxy to drive, if any.
+    pub haproxy: Option<super::haproxy::HaproxyConfig>,
 }
 
 struct Held {
@@ -127,6 +129,9 @@ pub async fn run(
         shared.clone(),
         stop.clone(),
     ));
+    if let Some(h) = cfg.haproxy.clone() {
+        tokio::spawn(haproxy_loop(h, shared.clone(), stop.clone()));
+    }
     tokio::spawn(release_loop(
         cfg.clone(),
         client.clone(),
@@ -393,6 +398,41 @@ async fn reconcile(
 
 /// Probes every service this node backs, at its interval; reports transitions, and reports
 /// again when the cluster's view differs from what the probes say.
+/// Every second, the local HAProxy's servers are set to what the cluster decided (see
+/// `haproxy.rs`); comparing every time re-applies the states after a reload.
+async fn haproxy_loop(
+    h: super::haproxy::HaproxyConfig,
+    shared: SharedState,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut failing = false;
+    loop {
+        let state = shared.read().unwrap().clone();
+        if let Some(state) = state {
+            for (service, backend) in &h.backends {
+                let want = super::haproxy::desired(&state, service);
+                match super::haproxy::reconcile(&h.socket, backend, &want).await {
+                    Ok(changed) => {
+                        failing = false;
+                        for c in changed {
+                            tracing::info!(change = %c, "HAProxy server state set");
+                        }
+                    }
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::warn!(error = %e, socket = %h.socket.display(), "cannot drive HAProxy");
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
 async fn health_loop(
     cfg: AgentConfig,
     client: Client,

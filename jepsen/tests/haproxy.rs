@@ -1,0 +1,133 @@
+//! HAProxy driven by the cluster: a real haproxy (Debian) on lab host n1 with a runtime
+//! socket, and n1's agent told to drive it. Its servers n1..n3 follow the cluster: a failing
+//! health check puts one in maint, a drain puts one in drain, a restart of HAProxy (every
+//! server ready again) is corrected within seconds, and recovery makes them ready.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ballast_node::agent::haproxy::{parse_servers_state, Want};
+use jepsen::viplab::{VipLab, VipLabOptions};
+use jepsen::LabProcess;
+
+const HAPROXY: &str = "/usr/sbin/haproxy";
+
+fn states(socket: &Path) -> Option<BTreeMap<String, Want>> {
+    let mut s = std::os::unix::net::UnixStream::connect(socket).ok()?;
+    s.write_all(b"show servers state be_web\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(parse_servers_state(&out))
+}
+
+fn spawn_haproxy(v: &VipLab, cfg: &Path) -> LabProcess {
+    let args: Vec<String> = vec!["-f".into(), cfg.display().to_string(), "-db".into()];
+    v.lab
+        .spawn(
+            v.lab.node(1),
+            Path::new(HAPROXY),
+            &args,
+            &v.dir.join("haproxy.log"),
+        )
+        .expect("haproxy starts")
+}
+
+fn wait_states(v: &VipLab, socket: &Path, what: &str, want: &[(&str, Want)]) {
+    v.lab
+        .wait_for(Duration::from_secs(20), || {
+            let s = states(socket)?;
+            want.iter().all(|(n, w)| s.get(*n) == Some(w)).then_some(())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "HAProxy never showed {what}: {:?}\nlogs:\n{}",
+                states(socket),
+                v.logs()
+            )
+        });
+}
+
+#[test]
+fn haproxy_servers_follow_health_drain_and_survive_a_restart() {
+    assert!(
+        Path::new(HAPROXY).exists(),
+        "HAPROXY MISSING: apt-get install haproxy (CI installs it)"
+    );
+    let sock_dir = tempfile::tempdir().unwrap();
+    let socket: PathBuf = sock_dir.path().join("haproxy.sock");
+    let sock_arg = socket.display().to_string();
+    let (v, _, _) = VipLab::start_opts(VipLabOptions {
+        extra: Some(Box::new(move |id, _dir| {
+            if id == 1 {
+                vec![
+                    "--haproxy-socket".into(),
+                    sock_arg.clone(),
+                    "--haproxy-backend".into(),
+                    "web=be_web".into(),
+                ]
+            } else {
+                Vec::new()
+            }
+        })),
+        ..Default::default()
+    });
+    let cfg = v.dir.join("haproxy.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global\n  stats socket {} mode 600 level admin\n\
+             defaults\n  mode tcp\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\n\
+             backend be_web\n  server n1 10.213.0.1:9000\n  server n2 10.213.0.2:9000\n  server n3 10.213.0.3:9000\n\
+             frontend fe\n  bind 10.213.0.1:8081\n  default_backend be_web\n",
+            socket.display()
+        ),
+    )
+    .unwrap();
+    let mut haproxy = spawn_haproxy(&v, &cfg);
+    use Want::*;
+    wait_states(
+        &v,
+        &socket,
+        "all ready",
+        &[("n1", Ready), ("n2", Ready), ("n3", Ready)],
+    );
+
+    // n2's health check fails: maint.
+    std::fs::remove_file(v.up_file(2)).unwrap();
+    wait_states(
+        &v,
+        &socket,
+        "n2 in maint",
+        &[("n1", Ready), ("n2", Maint), ("n3", Ready)],
+    );
+
+    // n3 drains: drain.
+    let (ok, _, err) = v.ctl(&["node", "drain", "3"]);
+    assert!(ok, "{err}");
+    wait_states(&v, &socket, "n3 draining", &[("n2", Maint), ("n3", Drain)]);
+
+    // HAProxy restarts with every server ready; the agent puts the states back.
+    haproxy.kill();
+    let _ = std::fs::remove_file(&socket);
+    let mut haproxy = spawn_haproxy(&v, &cfg);
+    wait_states(
+        &v,
+        &socket,
+        "the states again after a restart",
+        &[("n1", Ready), ("n2", Maint), ("n3", Drain)],
+    );
+
+    // Recovery: everything ready.
+    std::fs::write(v.up_file(2), "").unwrap();
+    let (ok, _, err) = v.ctl(&["node", "resume", "3"]);
+    assert!(ok, "{err}");
+    wait_states(
+        &v,
+        &socket,
+        "all ready again",
+        &[("n1", Ready), ("n2", Ready), ("n3", Ready)],
+    );
+    haproxy.kill();
+}
