@@ -130,7 +130,7 @@ pub async fn run(
         stop.clone(),
     ));
     if let Some(h) = cfg.haproxy.clone() {
-        tokio::spawn(haproxy_loop(h, shared.clone(), stop.clone()));
+        tokio::spawn(haproxy_loop(h, client.clone(), stop.clone()));
     }
     tokio::spawn(release_loop(
         cfg.clone(),
@@ -399,30 +399,44 @@ async fn reconcile(
 /// Probes every service this node backs, at its interval; reports transitions, and reports
 /// again when the cluster's view differs from what the probes say.
 /// Every second, the local HAProxy's servers are set to what the cluster decided (see
-/// `haproxy.rs`); comparing every time re-applies the states after a reload.
+/// `haproxy.rs`); comparing every time re-applies the states after a reload. The cluster state
+/// is read afresh each time (a serializable read from this agent's member), so a missed watch
+/// event cannot leave HAProxy behind. A failure is logged when it starts, then every 30 s while
+/// it lasts.
 async fn haproxy_loop(
     h: super::haproxy::HaproxyConfig,
-    shared: SharedState,
+    client: Client,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut failing = false;
+    let mut failing_since: Option<Instant> = None;
+    let mut last_warned: Option<Instant> = None;
     loop {
-        let state = shared.read().unwrap().clone();
-        if let Some(state) = state {
+        let result: Result<Vec<String>, String> = async {
+            let state = client.get_state(true).await.map_err(|e| e.to_string())?;
+            let mut changed = Vec::new();
             for (service, backend) in &h.backends {
                 let want = super::haproxy::desired(&state, service);
-                match super::haproxy::reconcile(&h.socket, backend, &want).await {
-                    Ok(changed) => {
-                        failing = false;
-                        for c in changed {
-                            tracing::info!(change = %c, "HAProxy server state set");
-                        }
-                    }
-                    Err(e) if !failing => {
-                        failing = true;
-                        tracing::warn!(error = %e, socket = %h.socket.display(), "cannot drive HAProxy");
-                    }
-                    Err(_) => {}
+                changed.extend(
+                    super::haproxy::reconcile(&h.socket, backend, &want)
+                        .await
+                        .map_err(|e| format!("{}: {e}", h.socket.display()))?,
+                );
+            }
+            Ok(changed)
+        }
+        .await;
+        match result {
+            Ok(changed) => {
+                failing_since = None;
+                for c in changed {
+                    tracing::info!(change = %c, "HAProxy server state set");
+                }
+            }
+            Err(e) => {
+                let since = *failing_since.get_or_insert_with(Instant::now);
+                if last_warned.is_none_or(|w| w.elapsed() >= Duration::from_secs(30)) {
+                    tracing::warn!(error = %e, failing_for = ?since.elapsed(), "cannot drive HAProxy");
+                    last_warned = Some(Instant::now());
                 }
             }
         }
