@@ -119,13 +119,17 @@ pub fn state_of_data_dir(dir: &Path) -> Result<(StateData, u64), String> {
 /// `--force-new-cluster`: writes the state of `dir` as a backup file inside it, moves the old
 /// Raft data and identity aside (`*.replaced-<ms>`), and returns the backup's path, to be
 /// restored into a new one-member cluster.
-pub fn force_new_cluster(dir: &Path, now_ms: u64) -> Result<std::path::PathBuf, String> {
-    let identity = dir.join("identity.json");
-    let old_cluster = std::fs::read_to_string(&identity)
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| v["cluster_id"].as_str().map(String::from))
-        .unwrap_or_default();
+pub fn force_new_cluster(
+    dir: &Path,
+    node_id: NodeId,
+    now_ms: u64,
+) -> Result<std::path::PathBuf, String> {
+    // The identity store also refuses a directory that belongs to another node.
+    let (store, _) =
+        crate::identity::IdentityStore::open(dir, node_id).map_err(|e| e.to_string())?;
+    let old_cluster = store.cluster_id().unwrap_or_default();
+    drop(store);
+    let identity = dir.join(crate::identity::FILE);
     let (state, last) = state_of_data_dir(dir)?;
     let path = dir.join(format!("force-new-cluster-{now_ms}.bak"));
     let io = |e: std::io::Error| format!("{}: {e}", dir.display());

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::NodeId;
 
-const FILE: &str = "identity.json";
+/// The identity file's name inside a data directory.
+pub const FILE: &str = "identity.json";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {

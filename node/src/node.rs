@@ -319,7 +319,7 @@ pub async fn start(
             "this data directory was already forced into a new cluster; ignoring --force-new-cluster (remove it from the configuration)"
         );
     } else if cfg.force_new_cluster {
-        let backup = crate::backup::force_new_cluster(&cfg.data_dir, now_ms())
+        let backup = crate::backup::force_new_cluster(&cfg.data_dir, cfg.node_id, now_ms())
             .map_err(StartError::Restore)?;
         std::fs::write(&forced, backup.display().to_string())?;
         cfg.bootstrap = true;

@@ -213,28 +213,18 @@ fn run_ballast(lab: &Lab, dir: &Path, a: &Args) -> Result<Vec<Row>, String> {
                     .await
                     .map_err(|e| format!("preload: {e}"))?;
             }
-            let mut rows = Vec::new();
-            for op in &a2.ops {
-                for &c in &a2.concurrency {
-                    let (client, value, keys) = (client.clone(), value.clone(), a2.keys);
-                    let is_put = op == "put";
-                    let f = warm_then_measure(c, Duration::from_secs(a2.seconds), move |w, n| {
-                        let (client, value) = (client.clone(), value.clone());
-                        async move {
-                            let key = key_for(w, n, c, keys);
-                            if is_put {
-                                client.put(key, value).await.map(|_| ())
-                            } else {
-                                client.get(key, false).await.map(|_| ())
-                            }
-                            .map_err(|e| e.to_string())
-                        }
-                    })
-                    .await;
-                    print_row("ballast", op, c, &f);
-                    rows.push(("ballast".to_string(), op.clone(), c, f));
+            let rows = measure_rows("ballast", &a2, move |is_put, _worker, key| {
+                let (client, value) = (client.clone(), value.clone());
+                async move {
+                    if is_put {
+                        client.put(key, value).await.map(|_| ())
+                    } else {
+                        client.get(key, false).await.map(|_| ())
+                    }
+                    .map_err(|e| e.to_string())
                 }
-            }
+            })
+            .await;
             Ok::<_, String>(rows)
         })
     });
@@ -302,37 +292,49 @@ fn run_etcd(lab: &Lab, dir: &Path, a: &Args) -> Result<Vec<Row>, String> {
                     .map_err(|e| format!("preload: {e}"))?;
             }
             let spread = a2.etcd_target == "spread";
-            let mut rows = Vec::new();
-            for op in &a2.ops {
-                for &c in &a2.concurrency {
-                    let (etcd, value, keys) = (etcd.clone(), value.clone(), a2.keys);
-                    let is_put = op == "put";
-                    let f = warm_then_measure(c, Duration::from_secs(a2.seconds), move |w, n| {
-                        let ch = if spread {
-                            etcd.members[w % etcd.members.len()].clone()
-                        } else {
-                            etcd.members[etcd.leader].clone()
-                        };
-                        let value = value.clone();
-                        async move {
-                            let key = key_for(w, n, c, keys);
-                            if is_put {
-                                Etcd::put(ch, key, value).await
-                            } else {
-                                Etcd::get(ch, key).await
-                            }
-                        }
-                    })
-                    .await;
-                    print_row("etcd", op, c, &f);
-                    rows.push(("etcd".to_string(), op.clone(), c, f));
+            let rows = measure_rows("etcd", &a2, move |is_put, worker, key| {
+                let ch = if spread {
+                    etcd.members[worker % etcd.members.len()].clone()
+                } else {
+                    etcd.members[etcd.leader].clone()
+                };
+                let value = value.clone();
+                async move {
+                    if is_put {
+                        Etcd::put(ch, key, value).await
+                    } else {
+                        Etcd::get(ch, key).await
+                    }
                 }
-            }
+            })
+            .await;
             Ok::<_, String>(rows)
         })
     });
     for p in &mut procs {
         p.terminate(Duration::from_secs(5));
+    }
+    rows
+}
+
+/// Every (op, concurrency) row of `system`, printed as it is measured; `call(is_put,
+/// worker, key)` makes one request.
+async fn measure_rows<F, Fut>(system: &str, a: &Args, call: F) -> Vec<Row>
+where
+    F: Fn(bool, usize, String) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send,
+{
+    let mut rows = Vec::new();
+    for op in &a.ops {
+        for &c in &a.concurrency {
+            let (call, keys, is_put) = (call.clone(), a.keys, op == "put");
+            let f = warm_then_measure(c, Duration::from_secs(a.seconds), move |w, n| {
+                call(is_put, w, key_for(w, n, c, keys))
+            })
+            .await;
+            print_row(system, op, c, &f);
+            rows.push((system.to_string(), op.clone(), c, f));
+        }
     }
     rows
 }
