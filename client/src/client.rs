@@ -10,7 +10,7 @@ use ballast_proto::v1::{
 };
 use ballast_proto::{LEADER_ADDR_HEADER, MAX_MESSAGE_LEN};
 use rand::Rng;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Response, Status};
 
 use crate::auth_channel::{bearer, AuthChannel};
@@ -36,6 +36,8 @@ pub struct ClientConfig {
     pub follow_leader_hints: bool,
     /// API token sent with every call (`authorization: Bearer ...`); None: no token.
     pub token: Option<String>,
+    /// Mutual TLS towards the members; None: plaintext.
+    pub tls: Option<Arc<crate::tls::ClientTls>>,
 }
 
 impl ClientConfig {
@@ -49,6 +51,7 @@ impl ClientConfig {
             max_backoff: Duration::from_secs(1),
             follow_leader_hints: true,
             token: None,
+            tls: None,
         }
     }
 }
@@ -81,18 +84,14 @@ pub struct Client {
 fn normalize(addr: &str) -> String {
     addr.trim()
         .trim_start_matches("http://")
+        .trim_start_matches("https://")
         .trim_end_matches('/')
         .to_string()
 }
 
 fn channel(addr: &str, cfg: &ClientConfig) -> Result<Channel, Error> {
-    let ep = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| Error::BadEndpoint(addr.into(), e.to_string()))?
-        .connect_timeout(cfg.connect_timeout)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5));
-    Ok(ep.connect_lazy())
+    crate::tls::lazy_channel(addr, cfg.connect_timeout, cfg.tls.as_ref())
+        .map_err(|e| Error::BadEndpoint(addr.into(), e))
 }
 
 /// Identifies one logical write across its retries.

@@ -6,15 +6,18 @@
 //! - gives every write a (client id, seq) so a retry after an ambiguous failure is applied
 //!   at most once;
 //! - resumes watches from the last revision seen, with no gap and no duplicate.
+//! - speaks mutual TLS when given a CA, a certificate and a key ([`tls`]).
 //!
 //! It never depends on the server crate: only on the `ballast.v1` contract.
 
 mod auth_channel;
 pub mod backup;
+pub mod certs;
 mod client;
 pub mod digest;
 mod error;
 pub mod report;
+pub mod tls;
 mod watch;
 
 pub use ballast_proto::v1;

@@ -106,6 +106,23 @@ pub struct AgentOpts {
     #[arg(long, env = "BALLAST_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
 
+    /// Mutual TLS: the CA certificate (PEM) that signs every member's, agent's and client's
+    /// certificate. With --tls-cert and --tls-key, the gRPC port (Raft and API) speaks only
+    /// TLS and refuses connections without a certificate from this CA; calls to other members
+    /// use the same pair. SIGHUP reads the three files again (new connections use them, open
+    /// ones carry on). `ballastctl certs init|issue` makes them [default: none, plaintext].
+    #[arg(long, env = "BALLAST_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// This node's certificate (PEM), with the IP addresses and names it is reached by as
+    /// subject alternative names. See --tls-ca [default: none].
+    #[arg(long, env = "BALLAST_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM). See --tls-ca [default: none].
+    #[arg(long, env = "BALLAST_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
     /// Drive the local HAProxy through this runtime API socket (`stats socket PATH level
     /// admin`): its servers named n<node id> follow the cluster (ready, drain when the node
     /// drains, maint when it is in maintenance, down or unhealthy), checked every second so a
@@ -296,6 +313,9 @@ struct FileConfig {
     hook_timeout_ms: Option<u64>,
     keep_releases: Option<usize>,
     token_file: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     haproxy_socket: Option<PathBuf>,
     haproxy_backends: Option<Vec<String>>,
 }
@@ -321,6 +341,8 @@ pub struct Config {
     pub bootstrap: bool,
     /// API tokens (see `auth.rs`); None: the API is open.
     pub token_file: Option<PathBuf>,
+    /// Mutual TLS on the gRPC port (see `tls.rs`); None: plaintext.
+    pub tls: Option<crate::tls::NodeTlsFiles>,
     /// A backup to seed the new cluster with (see `backup.rs`).
     pub restore_from: Option<PathBuf>,
     /// See `--force-new-cluster` (validated: needs `confirm_data_loss`).
@@ -363,6 +385,7 @@ impl Config {
             bootstrap: false,
             restore_from: None,
             token_file: None,
+            tls: None,
             force_new_cluster: false,
             confirm_data_loss: false,
             heartbeat_ms: 50,
@@ -443,6 +466,12 @@ impl Config {
                 .token_file
                 .clone()
                 .or(file.token_file.clone()),
+            tls: tls_files(
+                &args.agent_opts,
+                file.tls_ca.clone(),
+                file.tls_cert.clone(),
+                file.tls_key.clone(),
+            )?,
             force_new_cluster: args.force_new_cluster,
             confirm_data_loss: args.confirm_data_loss,
             heartbeat_ms: args.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(50),
@@ -776,6 +805,27 @@ fn release_sites(
 /// Checks shared by the member's embedded agent and the standalone one.
 /// The HAProxy settings from flags (which win) or the file; refuses a socket without
 /// backends, backends without a socket, and malformed SERVICE=BACKEND pairs.
+/// The three TLS files, flag over file; all or none.
+fn tls_files(
+    opts: &AgentOpts,
+    file_ca: Option<PathBuf>,
+    file_cert: Option<PathBuf>,
+    file_key: Option<PathBuf>,
+) -> Result<Option<crate::tls::NodeTlsFiles>, ConfigError> {
+    let ca = opts.tls_ca.clone().or(file_ca);
+    let cert = opts.tls_cert.clone().or(file_cert);
+    let key = opts.tls_key.clone().or(file_key);
+    match (ca, cert, key) {
+        (None, None, None) => Ok(None),
+        (Some(ca), Some(cert), Some(key)) => Ok(Some(crate::tls::NodeTlsFiles { ca, cert, key })),
+        _ => Err(ConfigError::Invalid {
+            field: "tls".into(),
+            message: "--tls-ca, --tls-cert and --tls-key go together (mutual TLS needs all three)"
+                .into(),
+        }),
+    }
+}
+
 fn haproxy_config(
     opts: &AgentOpts,
     file_socket: Option<PathBuf>,
@@ -895,6 +945,9 @@ struct AgentFileConfig {
     hook_timeout_ms: Option<u64>,
     keep_releases: Option<usize>,
     token_file: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     haproxy_socket: Option<PathBuf>,
     haproxy_backends: Option<Vec<String>>,
     log_format: Option<String>,
@@ -920,6 +973,8 @@ pub struct AgentOnlyConfig {
     pub log: String,
     /// The token file (see `ballastd --help`); the agent uses its first admin token.
     pub token_file: Option<PathBuf>,
+    /// Mutual TLS towards the cluster (see `ballastd --help`); None: plaintext.
+    pub tls: Option<crate::tls::NodeTlsFiles>,
 }
 
 impl AgentOnlyConfig {
@@ -985,6 +1040,7 @@ impl AgentOnlyConfig {
             log_format: parse_log_format(args.log_format.or(file.log_format))?,
             log: args.log.or(file.log).unwrap_or_else(|| "info".into()),
             token_file: args.agent_opts.token_file.clone().or(file.token_file),
+            tls: tls_files(&args.agent_opts, file.tls_ca, file.tls_cert, file.tls_key)?,
         };
         cfg.validate()?;
         Ok(cfg)

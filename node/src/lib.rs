@@ -22,6 +22,7 @@ pub mod rollout;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod tls;
 pub mod types;
 pub mod validate;
 

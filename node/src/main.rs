@@ -36,6 +36,30 @@ async fn stop_signal() {
     }
 }
 
+/// Reads the TLS files again on every SIGHUP (a failed reload keeps the old ones and says
+/// why). Installed even without TLS, so that a stray SIGHUP does not end the process.
+fn reload_on_sighup(
+    what: &'static str,
+    tls: Option<Arc<dyn Fn() -> Result<(), String> + Send + Sync>>,
+) {
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .expect("installing the SIGHUP handler");
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match &tls {
+                None => tracing::info!("SIGHUP: {what} has no TLS files to reload"),
+                Some(reload) => match reload() {
+                    Ok(()) => tracing::info!("SIGHUP: {what} reloaded its TLS certificates"),
+                    Err(e) => tracing::error!(
+                        error = %e,
+                        "SIGHUP: TLS reload failed; still using the certificates loaded before"
+                    ),
+                },
+            }
+        }
+    });
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let mut argv: Vec<String> = std::env::args().collect();
@@ -99,7 +123,14 @@ async fn main() -> ExitCode {
         }
     };
 
-    // 4. Run until SIGINT or SIGTERM, then stop cleanly.
+    // 4. Run until SIGINT or SIGTERM, then stop cleanly; SIGHUP reloads certificates.
+    reload_on_sighup(
+        "ballastd",
+        handle.node.tls.clone().map(|t| {
+            Arc::new(move || t.reload().map_err(|e| e.to_string()))
+                as Arc<dyn Fn() -> Result<(), String> + Send + Sync>
+        }),
+    );
     ballast_node::notify::notify("READY=1");
     stop_signal().await;
     ballast_node::notify::notify("STOPPING=1");
@@ -128,7 +159,28 @@ async fn agent_main(args: AgentArgs) -> ExitCode {
         },
         None => None,
     };
-    let client = ballast_node::agent::cluster_client(cfg.endpoints.clone(), &cfg.lease, token);
+    let tls = match &cfg.tls {
+        Some(f) => match ballast_client::tls::ClientTls::load(ballast_client::tls::TlsFiles {
+            ca: f.ca.clone(),
+            cert: Some(f.cert.clone()),
+            key: Some(f.key.clone()),
+        }) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("ballastd agent: TLS: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
+    reload_on_sighup(
+        "ballastd agent",
+        tls.clone().map(|t| {
+            Arc::new(move || t.reload().map_err(|e| e.to_string()))
+                as Arc<dyn Fn() -> Result<(), String> + Send + Sync>
+        }),
+    );
+    let client = ballast_node::agent::cluster_client(cfg.endpoints.clone(), &cfg.lease, token, tls);
 
     // 1. Register (or confirm the registration) before holding anything. A refusal is final;
     //    an unreachable cluster is retried until it answers or a signal comes.

@@ -20,7 +20,7 @@ use openraft::raft::{
 };
 use openraft::BasicNode;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::identity::IdentityStore;
 use crate::types::{Command, CommandResult, NodeId, TypeConfig};
@@ -44,6 +44,8 @@ pub struct PeerPool {
     connect_timeout: Duration,
     /// `Bearer <peer token>` when the cluster uses API tokens (see `auth.rs`).
     authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    /// The member's certificate towards its peers (see `tls.rs`); None: plaintext.
+    tls: Option<Arc<ballast_client::tls::ClientTls>>,
 }
 
 impl PeerPool {
@@ -51,11 +53,13 @@ impl PeerPool {
         identity: Arc<IdentityStore>,
         connect_timeout: Duration,
         peer_token: Option<&str>,
+        tls: Option<Arc<ballast_client::tls::ClientTls>>,
     ) -> Self {
         PeerPool {
             channels: Default::default(),
             identity,
             connect_timeout,
+            tls,
             authorization: peer_token.and_then(|t| format!("Bearer {t}").parse().ok()),
         }
     }
@@ -72,13 +76,8 @@ impl PeerPool {
         if let Some(c) = map.get(addr) {
             return Ok(c.clone());
         }
-        let ep = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| format!("bad peer address {addr:?}: {e}"))?
-            .connect_timeout(self.connect_timeout)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5));
-        let c = ep.connect_lazy();
+        let c = ballast_client::tls::lazy_channel(addr, self.connect_timeout, self.tls.as_ref())
+            .map_err(|e| format!("bad peer address {addr:?}: {e}"))?;
         map.insert(addr.to_string(), c.clone());
         Ok(c)
     }

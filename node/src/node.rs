@@ -50,6 +50,8 @@ pub struct Node {
     pub handover_settle: Duration,
     /// API tokens, when the API is not open (see `auth.rs`).
     pub tokens: Option<Arc<crate::auth::Tokens>>,
+    /// Mutual TLS on the gRPC port and towards the peers; reloaded on SIGHUP.
+    pub tls: Option<Arc<crate::tls::NodeTls>>,
 }
 
 /// The leader's observations, reset whenever the term changes: a new leader starts with no
@@ -257,6 +259,8 @@ pub enum StartError {
     Restore(String),
     #[error("token file {0}")]
     Tokens(String),
+    #[error("TLS: {0}")]
+    Tls(#[from] ballast_client::tls::TlsError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -339,6 +343,12 @@ pub async fn start(
         }
     };
 
+    // TLS files, checked (and the key matched to its certificate) before anything is written.
+    let tls = match &cfg.tls {
+        Some(files) => Some(crate::tls::NodeTls::load(files.clone())?),
+        None => None,
+    };
+
     // 1. The data directory: identity first, so a wrong directory is refused before anything.
     let (identity, fresh) = IdentityStore::open(&cfg.data_dir, cfg.node_id)?;
     let identity = Arc::new(identity);
@@ -374,7 +384,12 @@ pub async fn start(
     if forming {
         identity.accept_cluster(&cluster_id)?;
     } else if !fresh {
-        check_restart_cluster(&cfg, &identity).await?;
+        check_restart_cluster(
+            &cfg,
+            &identity,
+            member_client_config(&cfg.join, &tokens, &tls),
+        )
+        .await?;
     }
 
     // 2. Storage: the log and the state machine on sled.
@@ -388,6 +403,7 @@ pub async fn start(
         identity.clone(),
         Duration::from_millis(cfg.election_timeout_min_ms),
         tokens.as_ref().map(|t| t.peer_token()),
+        tls.as_ref().map(|t| t.client().clone()),
     );
     let raft_config = Arc::new(
         cfg.raft_config()
@@ -426,6 +442,7 @@ pub async fn start(
         handover_settle: Duration::from_millis(cfg.election_timeout_max_ms * 10)
             .max(Duration::from_secs(2)),
         tokens: tokens.clone(),
+        tls: tls.clone(),
     });
     let mut tasks = Vec::new();
 
@@ -457,7 +474,7 @@ pub async fn start(
         }
     } else if fresh && !cfg.join.is_empty() {
         tasks.push(tokio::spawn(join_cluster(
-            cfg.join.clone(),
+            member_client_config(&cfg.join, &tokens, &tls),
             cfg.node_id,
             advertise.clone(),
             stop_rx.clone(),
@@ -489,6 +506,7 @@ pub async fn start(
             vec![advertise.clone()],
             &cfg.lease,
             tokens.as_ref().map(|t| t.peer_token().to_string()),
+            tls.as_ref().map(|t| t.client().clone()),
         );
         let fence: Arc<dyn crate::agent::fence::VipFence> =
             Arc::new(crate::agent::fence::NftFence::local());
@@ -579,7 +597,24 @@ async fn restore_pending(
 /// A restarted member refuses to start when its configuration names another cluster than the
 /// one its data directory belongs to: another --cluster-name with --initial-cluster, or --join
 /// endpoints that answer with another cluster id.
-async fn check_restart_cluster(cfg: &Config, identity: &IdentityStore) -> Result<(), StartError> {
+/// How this member calls the others through the public API (joining, checking the cluster
+/// id): with the peer token and its own certificate, like its Raft calls.
+fn member_client_config(
+    endpoints: &[String],
+    tokens: &Option<Arc<crate::auth::Tokens>>,
+    tls: &Option<Arc<crate::tls::NodeTls>>,
+) -> ballast_client::ClientConfig {
+    let mut c = ballast_client::ClientConfig::new(endpoints.to_vec());
+    c.token = tokens.as_ref().map(|t| t.peer_token().to_string());
+    c.tls = tls.as_ref().map(|t| t.client().clone());
+    c
+}
+
+async fn check_restart_cluster(
+    cfg: &Config,
+    identity: &IdentityStore,
+    mut ccfg: ballast_client::ClientConfig,
+) -> Result<(), StartError> {
     let Some(stored) = identity.cluster_id() else {
         return Ok(());
     };
@@ -601,7 +636,6 @@ async fn check_restart_cluster(cfg: &Config, identity: &IdentityStore) -> Result
         }
     }
     if !cfg.join.is_empty() {
-        let mut ccfg = ballast_client::ClientConfig::new(cfg.join.clone());
         ccfg.deadline = Duration::from_secs(2);
         let client = ballast_client::Client::new(ccfg);
         match client.status().await {
@@ -619,12 +653,12 @@ async fn check_restart_cluster(cfg: &Config, identity: &IdentityStore) -> Result
 
 /// Asks a running cluster to add this node as a learner, then to promote it to voter.
 async fn join_cluster(
-    endpoints: Vec<String>,
+    ccfg: ballast_client::ClientConfig,
     id: NodeId,
     addr: String,
     mut stop: watch::Receiver<bool>,
 ) {
-    let client = ballast_client::Client::new(ballast_client::ClientConfig::new(endpoints));
+    let client = ballast_client::Client::new(ccfg);
     let work = async {
         let mut delay = Duration::from_millis(200);
         loop {

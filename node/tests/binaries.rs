@@ -148,25 +148,37 @@ fn voters(status: &Value) -> usize {
         .count()
 }
 
+/// Member 1 bootstraps a cluster, 2 and 3 join it; `extra(id)` adds flags per member.
+fn start_three(d: &Path, extra: impl Fn(u64) -> Vec<String>) -> Vec<Proc> {
+    let mut a1 = base_args(d, 1, "127.0.0.1:0");
+    a1.push("--bootstrap".into());
+    a1.extend(extra(1));
+    let mut procs = vec![spawn(d, 1, a1)];
+    for id in [2, 3] {
+        let mut a = base_args(d, id, "127.0.0.1:0");
+        a.extend(["--join".into(), procs[0].grpc.clone()]);
+        a.extend(extra(id));
+        procs.push(spawn(d, id, a));
+    }
+    procs
+}
+
+fn endpoints_of(procs: &[Proc]) -> String {
+    procs
+        .iter()
+        .map(|p| p.grpc.clone())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 #[test]
 fn three_processes_form_serve_survive_sigkill_and_refuse_bad_starts() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
 
     // 1. One member bootstraps a cluster; two join it. Everyone listens on port 0.
-    let mut a1 = base_args(d, 1, "127.0.0.1:0");
-    a1.push("--bootstrap".into());
-    let mut procs = vec![spawn(d, 1, a1)];
-    for id in [2, 3] {
-        let mut a = base_args(d, id, "127.0.0.1:0");
-        a.extend(["--join".into(), procs[0].grpc.clone()]);
-        procs.push(spawn(d, id, a));
-    }
-    let endpoints = procs
-        .iter()
-        .map(|p| p.grpc.clone())
-        .collect::<Vec<_>>()
-        .join(",");
+    let mut procs = start_three(d, |_| Vec::new());
+    let endpoints = endpoints_of(&procs);
     wait_until("three reachable voters", Duration::from_secs(30), || {
         let out = ctl(&endpoints, &["status", "-o", "json", "--timeout", "2"]);
         let v: Value = serde_json::from_slice(&out.stdout).ok()?;
@@ -389,4 +401,224 @@ fn snapshot_save_inspect_and_restore_from_the_command_line() {
     assert_eq!(v.trim(), "hello");
     p4.child.kill().unwrap();
     let _ = p4.child.wait();
+}
+
+/// `ballastctl certs` for a CA in `dir/<ca>`, certificates into the same directory.
+fn certs_ok(args: &[&str]) {
+    let out = Command::new(ballastctl())
+        .arg("certs")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ballastctl certs {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The certificate a member shows to a new TLS connection (made with a client certificate).
+fn presented_cert(addr: &str, ca: &Path, cert: &Path, key: &Path) -> Vec<u8> {
+    use ballast_client::tls;
+    let roots = tls::load_roots(ca).unwrap();
+    let (chain, key) = tls::load_identity(cert, key).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let mut sock = std::net::TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock).unwrap();
+    }
+    conn.peer_certificates().unwrap()[0].to_vec()
+}
+
+fn log_of(dir: &Path, id: u64) -> String {
+    std::fs::read_to_string(dir.join(format!("node-{id}.log"))).unwrap_or_default()
+}
+
+#[test]
+fn mutual_tls_cluster_refuses_strangers_and_reloads_certificates_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let s = |p: PathBuf| p.display().to_string();
+    let (ca, other) = (d.join("ca"), d.join("other-ca"));
+    certs_ok(&["init", "--dir", &s(ca.clone())]);
+    certs_ok(&["init", "--dir", &s(other.clone())]);
+    // Node certificates n1..n3 for loopback, written to `out`.
+    let issue_nodes = |out: &Path| {
+        for id in 1..=3 {
+            let name = format!("n{id}");
+            let (ca_dir, out) = (s(ca.clone()), s(out.to_path_buf()));
+            certs_ok(&[
+                "issue",
+                &name,
+                "--ca-dir",
+                &ca_dir,
+                "--out",
+                &out,
+                "--san",
+                "127.0.0.1,localhost",
+            ]);
+        }
+    };
+    issue_nodes(&ca);
+    certs_ok(&["issue", "ops", "--client", "--ca-dir", &s(ca.clone())]);
+    certs_ok(&["issue", "ops", "--client", "--ca-dir", &s(other.clone())]);
+    let tls_args = |id: u64| -> Vec<String> {
+        vec![
+            "--tls-ca".into(),
+            s(ca.join("ca.pem")),
+            "--tls-cert".into(),
+            s(ca.join(format!("n{id}.pem"))),
+            "--tls-key".into(),
+            s(ca.join(format!("n{id}-key.pem"))),
+        ]
+    };
+
+    // 1. Three members that speak only mutual TLS form a cluster (Raft over TLS too).
+    let mut procs = start_three(d, tls_args);
+    let endpoints = endpoints_of(&procs);
+    let good = [
+        "--cacert".to_string(),
+        s(ca.join("ca.pem")),
+        "--cert".into(),
+        s(ca.join("ops.pem")),
+        "--key".into(),
+        s(ca.join("ops-key.pem")),
+    ];
+    let with = |tls: &[String], args: &[&str]| -> Output {
+        let mut a: Vec<&str> = tls.iter().map(String::as_str).collect();
+        a.extend(args);
+        ctl(&endpoints, &a)
+    };
+    wait_until(
+        "three reachable voters over TLS",
+        Duration::from_secs(30),
+        || {
+            let out = with(&good, &["status", "-o", "json", "--timeout", "2"]);
+            let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+            (voters(&v) == 3 && v["leader_id"].as_u64()? > 0).then_some(())
+        },
+    );
+    let put = |k: &str| {
+        let out = with(&good, &["kv", "put", k, "v"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    put("before");
+
+    // 2. Strangers are refused: plaintext, TLS without a certificate, another CA's
+    //    certificate, and a certificate the server does not trust the client CA of.
+    let no_cert = ["--cacert".to_string(), s(ca.join("ca.pem"))];
+    let other_cert = [
+        "--cacert".to_string(),
+        s(ca.join("ca.pem")),
+        "--cert".into(),
+        s(other.join("ops.pem")),
+        "--key".into(),
+        s(other.join("ops-key.pem")),
+    ];
+    for (what, tls) in [
+        ("plaintext", &[][..]),
+        ("no client certificate", &no_cert[..]),
+        ("a certificate from another CA", &other_cert[..]),
+    ] {
+        let out = with(tls, &["kv", "get", "before", "--timeout", "2"]);
+        assert!(!out.status.success(), "{what}: the call must be refused");
+        assert!(out.stdout.is_empty(), "{what}: nothing may be answered");
+    }
+    assert!(
+        log_of(d, 1).contains("TLS handshake refused"),
+        "refusals are logged"
+    );
+
+    // 3. Rotation: new certificates moved into place, SIGHUP to every member. New
+    //    connections get the new certificate, the cluster keeps committing throughout.
+    let shown = |addr: &str| {
+        presented_cert(
+            addr,
+            &ca.join("ca.pem"),
+            &ca.join("ops.pem"),
+            &ca.join("ops-key.pem"),
+        )
+    };
+    let old = shown(&procs[0].grpc);
+    let rotated = d.join("rotated");
+    issue_nodes(&rotated);
+    for id in 1..=3 {
+        for f in [format!("n{id}.pem"), format!("n{id}-key.pem")] {
+            std::fs::rename(rotated.join(&f), ca.join(&f)).unwrap();
+        }
+    }
+    for p in &procs {
+        unsafe { libc::kill(p.child.id() as i32, libc::SIGHUP) };
+    }
+    let want_first = ballast_client::tls::load_certs(&ca.join("n1.pem")).unwrap()[0].to_vec();
+    for p in &procs {
+        wait_until("the reload to be logged", Duration::from_secs(10), || {
+            log_of(d, p.id)
+                .contains("reloaded its TLS certificates")
+                .then_some(())
+        });
+        let now = shown(&p.grpc);
+        let want = ballast_client::tls::load_certs(&ca.join(format!("n{}.pem", p.id))).unwrap();
+        assert!(
+            now == want[0].to_vec(),
+            "node {} shows its new certificate",
+            p.id
+        );
+    }
+    assert!(old != want_first, "the certificate changed");
+    put("after-rotation");
+
+    // 4. A broken file on reload changes nothing: the member says why and keeps serving.
+    std::fs::write(ca.join("n2.pem"), "not a certificate").unwrap();
+    unsafe { libc::kill(procs[1].child.id() as i32, libc::SIGHUP) };
+    wait_until(
+        "the failed reload to be logged",
+        Duration::from_secs(10),
+        || log_of(d, 2).contains("TLS reload failed").then_some(()),
+    );
+    put("after-bad-reload");
+
+    // 5. After the rotation the cluster still fails over: with the leader killed, the other
+    //    two elect a new one and keep every write.
+    let status = with(&good, &["status", "-o", "json"]);
+    let v: Value = serde_json::from_slice(&status.stdout).unwrap();
+    let leader = v["leader_id"].as_u64().unwrap();
+    let idx = procs.iter().position(|p| p.id == leader).unwrap();
+    let mut gone = procs.remove(idx);
+    gone.child.kill().unwrap();
+    let _ = gone.child.wait();
+    wait_until(
+        "a write after the leader's death",
+        Duration::from_secs(30),
+        || {
+            with(
+                &good,
+                &["kv", "put", "after-failover", "v", "--timeout", "2"],
+            )
+            .status
+            .success()
+            .then_some(())
+        },
+    );
+    for k in [
+        "before",
+        "after-rotation",
+        "after-bad-reload",
+        "after-failover",
+    ] {
+        let out = with(&good, &["kv", "get", k]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "v", "{k}");
+    }
 }

@@ -32,6 +32,29 @@ struct Cli {
     #[arg(long, env = "BALLAST_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
 
+    /// CA certificate (PEM) of a cluster that runs mutual TLS; with --cert and --key the
+    /// connection is TLS and the members' certificates are checked against it.
+    #[arg(long = "cacert", env = "BALLAST_CACERT", global = true)]
+    tls_ca: Option<std::path::PathBuf>,
+
+    /// Client certificate (PEM) signed by the cluster CA (`ballastctl certs issue --client`).
+    #[arg(
+        long = "cert",
+        env = "BALLAST_CERT",
+        global = true,
+        requires = "tls_ca"
+    )]
+    tls_cert: Option<std::path::PathBuf>,
+
+    /// Private key (PEM) of --cert.
+    #[arg(
+        long = "key",
+        env = "BALLAST_KEY",
+        global = true,
+        requires = "tls_cert"
+    )]
+    tls_key: Option<std::path::PathBuf>,
+
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -72,6 +95,81 @@ enum Cmd {
     /// Backups: save the whole cluster state to a file, or check one.
     #[command(subcommand)]
     Snapshot(SnapshotCmd),
+    /// Certificates for mutual TLS: make a CA, issue node and client certificates. Works
+    /// offline; talks to no cluster.
+    #[command(subcommand)]
+    Certs(CertsCmd),
+}
+
+#[derive(Subcommand)]
+enum CertsCmd {
+    /// Make a CA: DIR/ca.pem and DIR/ca-key.pem (mode 0600). Refuses to replace one: every
+    /// certificate it signed would stop being trusted. Keep ca-key.pem off the servers.
+    Init {
+        /// Directory for the CA files (created if missing).
+        #[arg(long, default_value = "ballast-ca")]
+        dir: std::path::PathBuf,
+        /// The CA's common name.
+        #[arg(long, default_value = "Ballast CA")]
+        name: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+    },
+    /// Issue a certificate signed by the CA: OUT/NAME.pem and OUT/NAME-key.pem (mode 0600).
+    /// A node certificate (the default) serves and calls and must name, with --san, every IP
+    /// address and host name members and clients dial it by; a client certificate (--client)
+    /// can only call. Rotate by issuing anew into a fresh directory, moving the files in
+    /// place and sending the members SIGHUP.
+    Issue {
+        /// Common name; also names the files.
+        name: String,
+        /// Directory of ca.pem and ca-key.pem.
+        #[arg(long, default_value = "ballast-ca")]
+        ca_dir: std::path::PathBuf,
+        /// Output directory [default: the CA directory].
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+        /// Subject alternative names: IP addresses or DNS names, comma separated or repeated.
+        #[arg(long, value_delimiter = ',')]
+        san: Vec<String>,
+        /// A client certificate (calls only) instead of a node certificate.
+        #[arg(long)]
+        client: bool,
+        /// Validity in days.
+        #[arg(long, default_value_t = 825)]
+        days: u32,
+    },
+}
+
+fn certs(cmd: CertsCmd) -> Result<(), ballast_client::certs::CertError> {
+    use ballast_client::certs;
+    match cmd {
+        CertsCmd::Init { dir, name, days } => {
+            let cert = certs::init_ca(&dir, &name, days)?;
+            println!("CA certificate: {}", cert.display());
+            println!("CA key:         {}", dir.join(certs::CA_KEY).display());
+        }
+        CertsCmd::Issue {
+            name,
+            ca_dir,
+            out,
+            san,
+            client,
+            days,
+        } => {
+            let kind = if client {
+                certs::Kind::Client
+            } else {
+                certs::Kind::Node
+            };
+            let out = out.unwrap_or_else(|| ca_dir.clone());
+            let (cert, key) = certs::issue(&ca_dir, &out, &name, &san, kind, days)?;
+            println!("certificate: {}", cert.display());
+            println!("key:         {}", key.display());
+        }
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -1497,6 +1595,15 @@ async fn bench(c: &Client, a: BenchArgs, out: Output) -> Result<(), Error> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Cmd::Certs(c) = cli.cmd {
+        return match certs(c) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ballastctl certs: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let endpoints: Vec<String> = cli
         .endpoints
         .split(',')
@@ -1510,6 +1617,20 @@ async fn main() -> ExitCode {
     // answers: give each attempt a second, then try the next member.
     cfg.attempt_timeout = Duration::from_secs(1).min(cfg.deadline);
     cfg.token = cli.token.clone();
+    if let Some(ca) = &cli.tls_ca {
+        let files = ballast_client::tls::TlsFiles {
+            ca: ca.clone(),
+            cert: cli.tls_cert.clone(),
+            key: cli.tls_key.clone(),
+        };
+        match ballast_client::tls::ClientTls::load(files) {
+            Ok(t) => cfg.tls = Some(t),
+            Err(e) => {
+                eprintln!("ballastctl: TLS: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let client = match Client::try_new(cfg) {
         Ok(c) => c,
         Err(e) => {
@@ -1528,6 +1649,7 @@ async fn main() -> ExitCode {
         Cmd::Release(r) => release(&client, r, cli.output).await,
         Cmd::Bench(b) => bench(&client, b, cli.output).await,
         Cmd::Snapshot(sn) => snapshot(&client, sn, cli.output).await,
+        Cmd::Certs(_) => unreachable!("handled before connecting"),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -62,9 +62,11 @@ pub fn cluster_client(
     endpoints: Vec<String>,
     lease: &LeaseConfig,
     token: Option<String>,
+    tls: Option<Arc<ballast_client::tls::ClientTls>>,
 ) -> Client {
     let mut cfg = ballast_client::ClientConfig::new(endpoints);
     cfg.token = token;
+    cfg.tls = tls;
     cfg.attempt_timeout = lease.renew_interval * 2;
     cfg.max_backoff = lease.renew_interval / 2;
     cfg.deadline = lease.lease;

@@ -13,8 +13,6 @@ use ballast_proto::v1;
 use ballast_proto::MAX_MESSAGE_LEN;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
-use tokio_stream::StreamExt;
 
 use crate::node::Node;
 
@@ -56,13 +54,8 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener, mut stop: watch::Rece
         };
     }
 
-    // tonic's tcp_nodelay applies only to listeners it binds itself: set it on each accepted
-    // connection, or Nagle's algorithm with delayed ACKs adds ~40 ms to small answers.
-    let incoming = TcpListenerStream::new(listener).map(|conn| {
-        conn.inspect(|s| {
-            let _ = s.set_nodelay(true);
-        })
-    });
+    // Plain or TLS, with Nagle off on every connection (see `tls.rs`).
+    let incoming = crate::tls::incoming(listener, node.tls.clone());
     let result = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
