@@ -478,10 +478,14 @@ fn mutual_tls_cluster_refuses_strangers_and_reloads_certificates_on_sighup() {
             s(ca.join(format!("n{id}.pem"))),
             "--tls-key".into(),
             s(ca.join(format!("n{id}-key.pem"))),
+            "--token-file".into(),
+            s(d.join("tokens")),
         ]
     };
+    std::fs::write(d.join("tokens"), "admin tls-test-admin-token-0001\n").unwrap();
 
-    // 1. Three members that speak only mutual TLS form a cluster (Raft over TLS too).
+    // 1. Three members that speak only mutual TLS, with API tokens, form a cluster (Raft
+    //    over TLS too; joining calls the cluster with the member's certificate and token).
     let mut procs = start_three(d, tls_args);
     let endpoints = endpoints_of(&procs);
     let good = [
@@ -491,6 +495,8 @@ fn mutual_tls_cluster_refuses_strangers_and_reloads_certificates_on_sighup() {
         s(ca.join("ops.pem")),
         "--key".into(),
         s(ca.join("ops-key.pem")),
+        "--token".into(),
+        "tls-test-admin-token-0001".into(),
     ];
     let with = |tls: &[String], args: &[&str]| -> Output {
         let mut a: Vec<&str> = tls.iter().map(String::as_str).collect();
