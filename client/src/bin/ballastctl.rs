@@ -392,6 +392,9 @@ enum VipCmd {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Wait until the VIP has an owner and that node's agent reports holding it (for
+    /// scripts: exit 0 once held, 1 when --timeout passes first).
+    Wait { name: String },
 }
 
 #[derive(Subcommand)]
@@ -399,9 +402,19 @@ enum NodeCmd {
     /// List nodes with role, admin state and liveness.
     Ls,
     /// Move VIPs away and take the node out of placement.
-    Drain { id: u64 },
+    Drain {
+        id: u64,
+        /// Wait until the node owns and holds no VIP (up to --timeout), e.g. before stopping it.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Like drain, and ignore the node's health.
-    Maintenance { id: u64 },
+    Maintenance {
+        id: u64,
+        /// Wait until the node owns and holds no VIP (up to --timeout).
+        #[arg(long)]
+        wait: bool,
+    },
     /// Put the node back into placement.
     Resume { id: u64 },
     /// Remove a standalone agent's node (`ballastd agent`) that is gone for good. Refused for
@@ -1148,25 +1161,68 @@ async fn vip(c: &Client, cmd: VipCmd, out: Output, timeout: Duration) -> Result<
                 println!("move of {name} to node {to} requested");
                 return Ok(());
             }
-            let deadline = Instant::now() + timeout;
-            loop {
-                let s = c.get_state(false).await?;
-                let v = s.vips.iter().find(|v| v.name == name);
-                if let Some(v) = v.filter(|v| v.owner == to && !v.releasing) {
-                    println!("{name} is on node {to} at epoch {}", v.epoch);
-                    return Ok(());
-                }
-                if Instant::now() > deadline {
-                    return Err(Error::Unavailable(format!(
-                        "{name} did not reach node {to} within {timeout:?}; state: {}",
-                        v.map(vip_state).unwrap_or_default()
-                    )));
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            let v = poll_vip(c, &name, timeout, false, |v, _| {
+                v.owner == to && !v.releasing
+            })
+            .await
+            .map_err(|state| {
+                Error::Unavailable(format!(
+                    "{name} did not reach node {to} within {timeout:?}; state: {state}"
+                ))
+            })?;
+            println!("{name} is on node {to} at epoch {}", v.epoch);
+        }
+        VipCmd::Wait { name } => {
+            let v = poll_vip(c, &name, timeout, true, |v, leases| {
+                v.owner != 0
+                    && !v.releasing
+                    && leases.is_some_and(|l| {
+                        ballast_client::report::held_by(&v.name, l).contains(&v.owner)
+                    })
+            })
+            .await
+            .map_err(|state| {
+                Error::Unavailable(format!(
+                    "{name} was not held within {timeout:?}; state: {state}"
+                ))
+            })?;
+            println!(
+                "{name} ({}) is held by node {} at epoch {}",
+                v.address, v.owner, v.epoch
+            );
         }
     }
     Ok(())
+}
+
+/// Polls the VIP until `done` holds (with the leader's leases when `with_leases`), or the
+/// timeout passes: then the VIP's last state, for the error.
+async fn poll_vip(
+    c: &Client,
+    name: &str,
+    timeout: Duration,
+    with_leases: bool,
+    done: impl Fn(&v1::Vip, Option<&v1::LeasesResponse>) -> bool,
+) -> Result<v1::Vip, String> {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::from("unknown VIP");
+    while Instant::now() < deadline {
+        if let Ok(s) = c.get_state(false).await {
+            if let Some(v) = s.vips.into_iter().find(|v| v.name == name) {
+                let leases = if with_leases {
+                    c.leases().await.ok()
+                } else {
+                    None
+                };
+                if done(&v, leases.as_ref()) {
+                    return Ok(v);
+                }
+                last = vip_state(&v);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(last)
 }
 
 fn nodes_out(nodes: &[v1::Node], out: Output) {
@@ -1199,15 +1255,15 @@ fn nodes_out(nodes: &[v1::Node], out: Output) {
     );
 }
 
-async fn node(c: &Client, cmd: NodeCmd, out: Output) -> Result<(), Error> {
-    let (id, state) = match cmd {
+async fn node(c: &Client, cmd: NodeCmd, out: Output, timeout: Duration) -> Result<(), Error> {
+    let (id, state, wait) = match cmd {
         NodeCmd::Ls => {
             nodes_out(&c.get_state(false).await?.nodes, out);
             return Ok(());
         }
-        NodeCmd::Drain { id } => (id, v1::AdminState::Draining),
-        NodeCmd::Maintenance { id } => (id, v1::AdminState::Maintenance),
-        NodeCmd::Resume { id } => (id, v1::AdminState::Active),
+        NodeCmd::Drain { id, wait } => (id, v1::AdminState::Draining, wait),
+        NodeCmd::Maintenance { id, wait } => (id, v1::AdminState::Maintenance, wait),
+        NodeCmd::Resume { id } => (id, v1::AdminState::Active, false),
         NodeCmd::Forget { id } => {
             c.forget_node(id).await?;
             println!("node {id} forgotten");
@@ -1216,6 +1272,33 @@ async fn node(c: &Client, cmd: NodeCmd, out: Output) -> Result<(), Error> {
     };
     c.set_node_admin(id, state).await?;
     println!("node {id} is {}", state.label());
+    if wait {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let st = c.get_state(false).await?;
+            let owned: Vec<&str> = st
+                .vips
+                .iter()
+                .filter(|v| v.owner == id || v.move_to == id)
+                .map(|v| v.name.as_str())
+                .collect();
+            let leases = c.leases().await?;
+            let held = leases
+                .agents
+                .iter()
+                .any(|a| a.node_id == id && a.heard && !a.holding.is_empty());
+            if owned.is_empty() && !held {
+                println!("node {id} holds no VIP");
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Unavailable(format!(
+                    "node {id} still owns or holds VIPs after {timeout:?}: {owned:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     Ok(())
 }
 
@@ -1645,7 +1728,7 @@ async fn main() -> ExitCode {
         Cmd::State(s) => state(&client, s, cli.output).await,
         Cmd::Service(sv) => service(&client, sv, cli.output).await,
         Cmd::Vip(v) => vip(&client, v, cli.output, Duration::from_secs(cli.timeout)).await,
-        Cmd::Node(n) => node(&client, n, cli.output).await,
+        Cmd::Node(n) => node(&client, n, cli.output, Duration::from_secs(cli.timeout)).await,
         Cmd::Release(r) => release(&client, r, cli.output).await,
         Cmd::Bench(b) => bench(&client, b, cli.output).await,
         Cmd::Snapshot(sn) => snapshot(&client, sn, cli.output).await,
