@@ -742,11 +742,17 @@ impl Client {
         claims: Vec<v1::VipClaim>,
         holding: Vec<v1::VipClaim>,
     ) -> Result<v1::RenewResponse, Error> {
-        let req = v1::RenewRequest {
+        self.renew_report(v1::RenewRequest {
             node_id,
             claims,
             holding,
-        };
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// A renewal with everything the agent reports (what it holds, its HAProxy's view).
+    pub async fn renew_report(&self, req: v1::RenewRequest) -> Result<v1::RenewResponse, Error> {
         self.call("renew", |ch| {
             let req = req.clone();
             async move { Self::agent(ch).renew(req).await }

@@ -63,6 +63,25 @@ pub fn differences(vips: &[v1::Vip], leases: &v1::LeasesResponse) -> Vec<String>
                 Some(_) => {}
             }
         }
+        // The agent's HAProxy (`--haproxy-socket`), as of its last renewal.
+        if !a.haproxy_error.is_empty() {
+            out.push(format!(
+                "node {}: cannot drive HAProxy: {}",
+                a.node_id, a.haproxy_error
+            ));
+        }
+        for d in &a.haproxy {
+            out.push(match d.have.as_str() {
+                "missing" => format!(
+                    "node {}: HAProxy backend {} has no server {} (the cluster wants it {})",
+                    a.node_id, d.backend, d.server, d.want
+                ),
+                have => format!(
+                    "node {}: HAProxy has {}/{} {}, the cluster wants {}",
+                    a.node_id, d.backend, d.server, have, d.want
+                ),
+            });
+        }
     }
     out
 }
@@ -106,6 +125,7 @@ mod tests {
                     epoch: *e,
                 })
                 .collect(),
+            ..Default::default()
         }
     }
 
@@ -141,6 +161,32 @@ mod tests {
         assert!(d[1].contains("owner node 2 has not renewed"));
         assert!(d[2].contains("node 3 holds it at epoch 2, but the cluster gave it to node 1"));
         assert!(d[3].contains("gone: node 3 holds a VIP the cluster does not have"));
+    }
+
+    #[test]
+    fn haproxy_disagreements_and_errors_are_reported() {
+        let diff = |server: &str, want: &str, have: &str| v1::HaproxyDiff {
+            backend: "be_web".into(),
+            server: server.into(),
+            want: want.into(),
+            have: have.into(),
+        };
+        let mut one = agent(1, &[]);
+        one.haproxy = vec![diff("n3", "maint", "missing"), diff("n2", "drain", "ready")];
+        let mut two = agent(2, &[]);
+        two.haproxy_error = "/run/haproxy.sock: connection refused".into();
+        let mut old = agent(3, &[]);
+        old.last_heard_ms_ago = 5_000;
+        old.haproxy_error = "long ago".into();
+        let d = differences(&[], &leases(vec![one, two, old]));
+        assert_eq!(
+            d,
+            [
+                "node 1: HAProxy backend be_web has no server n3 (the cluster wants it maint)",
+                "node 1: HAProxy has be_web/n2 ready, the cluster wants drain",
+                "node 2: cannot drive HAProxy: /run/haproxy.sock: connection refused",
+            ]
+        );
     }
 
     #[test]

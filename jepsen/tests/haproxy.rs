@@ -49,6 +49,26 @@ fn wait_states(v: &VipLab, socket: &Path, what: &str, want: &[(&str, Want)]) {
         });
 }
 
+/// Waits until the `differences` of `ballastctl status -o json` satisfy `ok`.
+fn wait_differences(v: &VipLab, what: &str, ok: impl Fn(&[String]) -> bool) {
+    let mut last = Vec::new();
+    let done = v.lab.wait_for(Duration::from_secs(20), || {
+        let (good, out, _) = v.ctl(&["status", "-o", "json"]);
+        let j: serde_json::Value = serde_json::from_str(&out).ok().filter(|_| good)?;
+        last = j["differences"]
+            .as_array()?
+            .iter()
+            .filter_map(|l| l.as_str().map(String::from))
+            .collect();
+        ok(&last).then_some(())
+    });
+    assert!(
+        done.is_some(),
+        "status never showed {what}: {last:#?}\nlogs:\n{}",
+        v.logs()
+    );
+}
+
 #[test]
 fn haproxy_servers_follow_health_drain_and_survive_a_restart() {
     assert!(
@@ -118,6 +138,32 @@ fn haproxy_servers_follow_health_drain_and_survive_a_restart() {
         "the states again after a restart",
         &[("n1", Ready), ("n2", Maint), ("n3", Drain)],
     );
+
+    // `ballastctl status` shows where HAProxy disagrees. HAProxy gone: the agent says it
+    // cannot drive it.
+    haproxy.kill();
+    let _ = std::fs::remove_file(&socket);
+    wait_differences(&v, "HAProxy unreachable", |d| {
+        d.iter()
+            .any(|l| l.starts_with("node 1: cannot drive HAProxy"))
+    });
+    // A configuration without n3: the missing server is named.
+    let partial = v.dir.join("haproxy-partial.cfg");
+    let full = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&partial, full.replace("  server n3 10.213.0.3:9000\n", "")).unwrap();
+    haproxy = spawn_haproxy(&v, &partial);
+    wait_differences(&v, "n3 missing", |d| {
+        d.iter().any(|l| {
+            l == "node 1: HAProxy backend be_web has no server n3 (the cluster wants it drain)"
+        }) && !d.iter().any(|l| l.contains("cannot drive"))
+    });
+    // The full configuration again: nothing about HAProxy left.
+    haproxy.kill();
+    let _ = std::fs::remove_file(&socket);
+    let mut haproxy = spawn_haproxy(&v, &cfg);
+    wait_differences(&v, "HAProxy in line", |d| {
+        !d.iter().any(|l| l.contains("HAProxy"))
+    });
 
     // Recovery: everything ready.
     std::fs::write(v.up_file(2), "").unwrap();

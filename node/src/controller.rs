@@ -55,6 +55,9 @@ pub struct Observations {
     /// What each agent reported holding (VIP, epoch) in its last renewal. For operators only:
     /// decisions never depend on it.
     pub holding: BTreeMap<NodeId, Vec<(String, u64)>>,
+    /// What each agent reported about its HAProxy in its last renewal (differences, error).
+    /// For operators only.
+    pub haproxy: BTreeMap<NodeId, (Vec<ballast_proto::v1::HaproxyDiff>, String)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

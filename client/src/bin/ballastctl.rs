@@ -599,7 +599,7 @@ async fn status(c: &Client, out: Output) -> Result<(), Error> {
                 let d = ballast_client::report::differences(&st.vips, l);
                 if !d.is_empty() {
                     println!();
-                    println!("agents differ from the decisions:");
+                    println!("agents (or their HAProxy) differ from the decisions:");
                     for line in d {
                         println!("  {line}");
                     }

@@ -32,7 +32,7 @@ pub enum Want {
 }
 
 impl Want {
-    fn word(self) -> &'static str {
+    pub fn word(self) -> &'static str {
         match self {
             Want::Ready => "ready",
             Want::Drain => "drain",
@@ -102,37 +102,62 @@ pub async fn command(socket: &Path, cmd: &str) -> std::io::Result<String> {
     Ok(out)
 }
 
-/// Sets every server of `backend` whose state differs from `want`; returns what it changed.
-/// A server the configuration lacks is reported, not fatal.
+/// What one pass over a backend did, and what it could not fix.
+#[derive(Debug, Default)]
+pub struct Reconciled {
+    /// `backend/server state` set in this pass.
+    pub changed: Vec<String>,
+    /// Servers still not as decided: HAProxy refused the state, or has no such server.
+    pub differs: Vec<v1::HaproxyDiff>,
+}
+
+/// Sets every server of `backend` whose state differs from `want`. A server the
+/// configuration lacks, or a state HAProxy refuses, is reported in `differs`, not fatal.
 pub async fn reconcile(
     socket: &Path,
     backend: &str,
     want: &BTreeMap<String, Want>,
-) -> std::io::Result<Vec<String>> {
+) -> std::io::Result<Reconciled> {
     let current =
         parse_servers_state(&command(socket, &format!("show servers state {backend}")).await?);
-    let mut changed = Vec::new();
+    let mut out = Reconciled::default();
     for (server, w) in want {
+        let differs = |have: &str| v1::HaproxyDiff {
+            backend: backend.to_string(),
+            server: server.clone(),
+            want: w.word().to_string(),
+            have: have.to_string(),
+        };
         match current.get(server) {
             Some(c) if c == w => {}
-            Some(_) => {
+            Some(c) => {
                 let answer = command(
                     socket,
                     &format!("set server {backend}/{server} state {}", w.word()),
                 )
                 .await?;
                 if answer.trim().is_empty() {
-                    changed.push(format!("{backend}/{server} {}", w.word()));
+                    out.changed.push(format!("{backend}/{server} {}", w.word()));
                 } else {
                     tracing::warn!(%backend, %server, answer = answer.trim(), "HAProxy refused a state");
+                    out.differs.push(differs(c.word()));
                 }
             }
             None => {
-                tracing::warn!(%backend, %server, "HAProxy has no such server (name servers n<node id>)")
+                tracing::warn!(%backend, %server, "HAProxy has no such server (name servers n<node id>)");
+                out.differs.push(differs("missing"));
             }
         }
     }
-    Ok(changed)
+    Ok(out)
+}
+
+/// What the agent last saw of its HAProxy, sent with every renewal for `ballastctl status`.
+#[derive(Debug, Default, Clone)]
+pub struct HaproxyView {
+    pub differs: Vec<v1::HaproxyDiff>,
+    /// Why HAProxy cannot be driven at all (empty: it can).
+    pub error: String,
 }
 
 #[cfg(test)]

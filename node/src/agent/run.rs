@@ -131,8 +131,14 @@ pub async fn run(
         shared.clone(),
         stop.clone(),
     ));
+    let haproxy_view: Arc<std::sync::Mutex<super::haproxy::HaproxyView>> = Default::default();
     if let Some(h) = cfg.haproxy.clone() {
-        tokio::spawn(haproxy_loop(h, client.clone(), stop.clone()));
+        tokio::spawn(haproxy_loop(
+            h,
+            client.clone(),
+            haproxy_view.clone(),
+            stop.clone(),
+        ));
     }
     tokio::spawn(release_loop(
         cfg.clone(),
@@ -186,6 +192,7 @@ pub async fn run(
                 Err(e) => tracing::error!(error = %e, "updating the fence"),
             }
         }
+        let haproxy = haproxy_view.lock().unwrap().clone();
         reconcile(
             &cfg,
             &client,
@@ -194,6 +201,7 @@ pub async fn run(
             &state,
             &mut held,
             &mut max_epoch,
+            haproxy,
         )
         .await;
     }
@@ -232,6 +240,8 @@ async fn drop_vip(
     tracing::info!(vip = %name, epoch = h.epoch, why, "VIP released");
 }
 
+// The loop's state is passed piecewise (rather than as a struct) so each borrow is visible.
+#[allow(clippy::too_many_arguments)]
 async fn reconcile(
     cfg: &AgentConfig,
     client: &Client,
@@ -240,6 +250,7 @@ async fn reconcile(
     state: &v1::GetStateResponse,
     held: &mut BTreeMap<String, Held>,
     max_epoch: &mut BTreeMap<String, u64>,
+    haproxy: super::haproxy::HaproxyView,
 ) {
     let me = cfg.node_id;
     let vips: BTreeMap<&str, &v1::Vip> = state.vips.iter().map(|v| (v.name.as_str(), v)).collect();
@@ -321,7 +332,13 @@ async fn reconcile(
     let sent = Instant::now();
     let resp = match tokio::time::timeout(
         cfg.lease.renew_interval * 2,
-        client.renew(me, claims, holding),
+        client.renew_report(v1::RenewRequest {
+            node_id: me,
+            claims,
+            holding,
+            haproxy: haproxy.differs,
+            haproxy_error: haproxy.error,
+        }),
     )
     .await
     {
@@ -408,29 +425,40 @@ async fn reconcile(
 async fn haproxy_loop(
     h: super::haproxy::HaproxyConfig,
     client: Client,
+    view: Arc<std::sync::Mutex<super::haproxy::HaproxyView>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut failing_since: Option<Instant> = None;
     let mut last_warned: Option<Instant> = None;
     loop {
-        let result: Result<Vec<String>, String> = async {
+        let result: Result<super::haproxy::Reconciled, String> = async {
             let state = client.get_state(true).await.map_err(|e| e.to_string())?;
-            let mut changed = Vec::new();
+            let mut all = super::haproxy::Reconciled::default();
             for (service, backend) in &h.backends {
                 let want = super::haproxy::desired(&state, service);
-                changed.extend(
-                    super::haproxy::reconcile(&h.socket, backend, &want)
-                        .await
-                        .map_err(|e| format!("{}: {e}", h.socket.display()))?,
-                );
+                let r = super::haproxy::reconcile(&h.socket, backend, &want)
+                    .await
+                    .map_err(|e| format!("{}: {e}", h.socket.display()))?;
+                all.changed.extend(r.changed);
+                all.differs.extend(r.differs);
             }
-            Ok(changed)
+            Ok(all)
         }
         .await;
+        *view.lock().unwrap() = match &result {
+            Ok(r) => super::haproxy::HaproxyView {
+                differs: r.differs.clone(),
+                error: String::new(),
+            },
+            Err(e) => super::haproxy::HaproxyView {
+                differs: Vec::new(),
+                error: e.clone(),
+            },
+        };
         match result {
-            Ok(changed) => {
+            Ok(r) => {
                 failing_since = None;
-                for c in changed {
+                for c in r.changed {
                     tracing::info!(change = %c, "HAProxy server state set");
                 }
             }

@@ -65,6 +65,8 @@ impl Agent for AgentSvc {
                 r.node_id,
                 r.holding.iter().map(|c| (c.vip.clone(), c.epoch)).collect(),
             );
+            obs.haproxy
+                .insert(r.node_id, (r.haproxy.clone(), r.haproxy_error.clone()));
             let grants = r
                 .claims
                 .iter()
@@ -247,6 +249,8 @@ impl Agent for AgentSvc {
                                 epoch: *epoch,
                             })
                             .collect(),
+                        haproxy: obs.haproxy.get(id).map(|h| h.0.clone()).unwrap_or_default(),
+                        haproxy_error: obs.haproxy.get(id).map(|h| h.1.clone()).unwrap_or_default(),
                     }
                 })
                 .collect();
