@@ -311,7 +311,10 @@ fn status_shows_leases_holders_and_where_agents_differ() {
         .expect("status shows that the ghost VIP's owner does not hold it");
     let (ok, text, _) = v.ctl(&["status"]);
     assert!(ok);
-    assert!(text.contains("agents differ from the decisions"), "{text}");
+    assert!(
+        text.contains("agents (or their HAProxy) differ from the decisions"),
+        "{text}"
+    );
     eprintln!("{}\n{text}", s["differences"]);
 }
 
