@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use jepsen::runner::{self, Nemesis, Options};
 
+/// Over mutual TLS: members, and clients with a client certificate (the plaintext path runs
+/// in CI's smoke runs of the binary).
 #[test]
-fn a_register_run_under_partitions_and_kills_is_linearizable_and_rechecks() {
+fn a_register_run_over_tls_under_partitions_and_kills_is_linearizable_and_rechecks() {
     let store = tempfile::tempdir().unwrap();
     let o = Options {
         nodes: 3,
@@ -20,6 +22,7 @@ fn a_register_run_under_partitions_and_kills_is_linearizable_and_rechecks() {
         clients: 4,
         keys: 2,
         store: store.path().to_path_buf(),
+        tls: true,
     };
     let (dir, r) = runner::run_register(&o).unwrap_or_else(|e| panic!("LAB SETUP FAILED: {e}"));
     assert!(r.faults >= 1, "{r:?}");
@@ -50,6 +53,7 @@ fn a_set_run_through_kill_all_keeps_every_acknowledged_add() {
         clients: 4,
         keys: 1,
         store: store.path().to_path_buf(),
+        tls: false,
     };
     let (dir, r) =
         runner::run(&o, runner::Workload::Set).unwrap_or_else(|e| panic!("LAB SETUP FAILED: {e}"));
@@ -70,6 +74,7 @@ fn a_vip_run_under_faults_never_shows_two_holders() {
         clients: 0,
         keys: 1,
         store: store.path().to_path_buf(),
+        tls: false,
     };
     let (dir, r) =
         runner::run(&o, runner::Workload::Vip).unwrap_or_else(|e| panic!("LAB SETUP FAILED: {e}"));
@@ -94,6 +99,7 @@ fn a_release_run_under_faults_ends_on_the_active_release() {
         clients: 0,
         keys: 1,
         store: store.path().to_path_buf(),
+        tls: false,
     };
     let (dir, r) = runner::run(&o, runner::Workload::Release)
         .unwrap_or_else(|e| panic!("LAB SETUP FAILED: {e}"));

@@ -54,6 +54,9 @@ enum Cmd {
         keys: usize,
         #[arg(long, default_value = "store")]
         store: PathBuf,
+        /// Members speak mutual TLS, clients use a client certificate (register and set).
+        #[arg(long)]
+        tls: bool,
     },
     /// Re-run the checkers on a saved run directory.
     Check { dir: PathBuf },
@@ -88,6 +91,7 @@ fn main() -> ExitCode {
             clients,
             keys,
             store,
+            tls,
         } => {
             let workload = match workload.as_str() {
                 "register" => runner::Workload::Register,
@@ -101,6 +105,10 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            if tls && matches!(workload, runner::Workload::Vip | runner::Workload::Release) {
+                eprintln!("jepsen test: --tls is for the register and set workloads");
+                return ExitCode::from(2);
+            }
             if nodes != 3 && nodes != 5 {
                 eprintln!("jepsen test: --nodes must be 3 or 5");
                 return ExitCode::from(2);
@@ -133,6 +141,7 @@ fn main() -> ExitCode {
                 clients: clients.max(1),
                 keys: keys.max(1),
                 store,
+                tls,
             };
             match runner::run(&o, workload) {
                 Ok((dir, r)) => {

@@ -205,6 +205,67 @@ pub struct Options {
     pub keys: usize,
     /// Where runs are stored (`store/register/<timestamp>/`).
     pub store: PathBuf,
+    /// Members speak mutual TLS (register and set workloads): a CA and certificates are made
+    /// for the run, clients use a client certificate.
+    pub tls: bool,
+}
+
+/// How the runner's clients reach the members: their gRPC endpoints and, in TLS runs, the
+/// client certificate.
+#[derive(Clone)]
+pub struct Members {
+    pub endpoints: Vec<String>,
+    pub tls: Option<Arc<ballast_client::tls::ClientTls>>,
+}
+
+impl Members {
+    pub fn plain(endpoints: Vec<String>) -> Self {
+        Members {
+            endpoints,
+            tls: None,
+        }
+    }
+
+    fn config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new(self.endpoints.clone());
+        c.tls = self.tls.clone();
+        c
+    }
+}
+
+/// Makes a CA, a certificate per member host and a client certificate under `dir`; returns
+/// the members' extra flags per node id and the client side.
+fn tls_material(
+    lab: &Lab,
+    dir: &Path,
+) -> Result<(Vec<Vec<String>>, Arc<ballast_client::tls::ClientTls>), String> {
+    use ballast_client::certs;
+    let ca = dir.join("ca");
+    certs::init_ca(&ca, "jepsen CA", 2).map_err(|e| e.to_string())?;
+    let mut flags = vec![Vec::new()];
+    for (i, h) in lab.nodes().iter().enumerate() {
+        let name = format!("n{}", i + 1);
+        let (cert, key) =
+            certs::issue(&ca, &ca, &name, &[h.addr.to_string()], certs::Kind::Node, 2)
+                .map_err(|e| e.to_string())?;
+        flags.push(vec![
+            "--tls-ca".into(),
+            ca.join(certs::CA_CERT).display().to_string(),
+            "--tls-cert".into(),
+            cert.display().to_string(),
+            "--tls-key".into(),
+            key.display().to_string(),
+        ]);
+    }
+    let (cert, key) =
+        certs::issue(&ca, &ca, "jepsen", &[], certs::Kind::Client, 2).map_err(|e| e.to_string())?;
+    let client = ballast_client::tls::ClientTls::load(ballast_client::tls::TlsFiles {
+        ca: ca.join(certs::CA_CERT),
+        cert: Some(cert),
+        key: Some(key),
+    })
+    .map_err(|e| e.to_string())?;
+    Ok((flags, client))
 }
 
 /// What `results.json` says.
@@ -237,12 +298,21 @@ pub fn run(o: &Options, workload: Workload) -> Result<(PathBuf, Results), String
     let lab = Lab::new(o.nodes).map_err(|e| e.to_string())?;
     let data = std::env::temp_dir().join(format!("{}-data", lab.id()));
     std::fs::create_dir_all(&data).map_err(|e| e.to_string())?;
-    let spawn = |id: usize| lab.spawn_ballastd(id, &data, &[]);
+    let (flags, tls) = if o.tls {
+        let (f, c) = tls_material(&lab, &data)?;
+        (f, Some(c))
+    } else {
+        (vec![Vec::new(); o.nodes + 1], None)
+    };
+    let spawn = |id: usize| lab.spawn_ballastd(id, &data, &flags[id]);
     let mut procs: Vec<Option<LabProcess>> = (1..=o.nodes)
         .map(|id| spawn(id).map(Some))
         .collect::<Result<_, LabError>>()
         .map_err(|e| e.to_string())?;
-    let endpoints = lab.member_endpoints(o.nodes);
+    let endpoints = Members {
+        endpoints: lab.member_endpoints(o.nodes),
+        tls,
+    };
     let t0 = Instant::now();
     let ns = |t: Instant| t.duration_since(t0).as_nanos() as u64;
 
@@ -346,7 +416,7 @@ fn run_vip(o: &Options) -> Result<(PathBuf, Results), String> {
     let t0 = Instant::now();
     let ns = |t: Instant| t.saturating_duration_since(t0).as_nanos() as u64;
     let obs = observer(&v);
-    let endpoints = v.lab.member_endpoints(v.members);
+    let endpoints = Members::plain(v.lab.member_endpoints(v.members));
     let mut epochs: Vec<Line> = Vec::new();
     // Waiting, but sampling the decision every 200 ms.
     let sample_until = |v: &VipLab, until: Instant, epochs: &mut Vec<Line>| {
@@ -543,19 +613,19 @@ type Spawn<'a> = dyn Fn(usize) -> Result<LabProcess, LabError> + 'a;
 
 /// Asks the cluster from the client host with a short-lived client (calls limited to
 /// `deadline`): `ask` gets the client and returns what it found. None: the thread failed.
-fn ask_cluster<T, F, Fut>(endpoints: &[String], lab: &Lab, deadline: Duration, ask: F) -> Option<T>
+fn ask_cluster<T, F, Fut>(endpoints: &Members, lab: &Lab, deadline: Duration, ask: F) -> Option<T>
 where
     T: Send + 'static,
     F: FnOnce(Client) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = T>,
 {
-    let eps = endpoints.to_vec();
+    let eps = endpoints.clone();
     lab.run_in(lab.client(), move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .ok()?;
-        let mut cfg = ClientConfig::new(eps);
+        let mut cfg = eps.config();
         cfg.deadline = deadline;
         // The client's channels need the runtime: made inside it.
         Some(rt.block_on(async move { ask(Client::new(cfg)).await }))
@@ -565,7 +635,7 @@ where
 }
 
 /// The owner of the first VIP.
-fn vip_owner(endpoints: &[String], lab: &Lab) -> Option<usize> {
+fn vip_owner(endpoints: &Members, lab: &Lab) -> Option<usize> {
     ask_cluster(endpoints, lab, Duration::from_secs(2), |c| async move {
         let owner = c.get_state(false).await.ok()?.vips.first()?.owner;
         (owner != 0).then_some(owner as usize)
@@ -574,7 +644,7 @@ fn vip_owner(endpoints: &[String], lab: &Lab) -> Option<usize> {
 }
 
 /// The Raft leader, as the members know it.
-fn leader(endpoints: &[String], lab: &Lab) -> Option<usize> {
+fn leader(endpoints: &Members, lab: &Lab) -> Option<usize> {
     ask_cluster(endpoints, lab, Duration::from_secs(2), |c| async move {
         let s = c.status().await.ok()?;
         (s.leader_id != 0).then_some(s.leader_id as usize)
@@ -596,7 +666,7 @@ fn inject(
     procs: &mut [Option<LabProcess>],
     nemesis: Nemesis,
     rng: &mut StdRng,
-    endpoints: &[String],
+    endpoints: &Members,
 ) -> Result<(String, Undo), String> {
     let n = lab.nodes().len();
     let heal: Undo = Box::new(|lab, _, _| lab.heal().map_err(|e| e.to_string()));
@@ -710,7 +780,7 @@ fn inject(
 async fn register_client(
     p: u64,
     n: u64,
-    endpoints: Vec<String>,
+    endpoints: Members,
     keys: usize,
     seed: u64,
     t0: Instant,
@@ -790,7 +860,7 @@ async fn register_client(
 async fn set_client(
     p: u64,
     n: u64,
-    endpoints: Vec<String>,
+    endpoints: Members,
     t0: Instant,
     history: Arc<Mutex<Vec<Op>>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
@@ -825,7 +895,7 @@ async fn set_client(
 }
 
 /// The whole set, read linearizably from the client host once the cluster recovered.
-fn read_set(lab: &Lab, endpoints: &[String]) -> Result<Vec<i64>, String> {
+fn read_set(lab: &Lab, endpoints: &Members) -> Result<Vec<i64>, String> {
     ask_cluster(endpoints, lab, Duration::from_secs(30), |c| async move {
         let r = c
             .range("set/", 0, false)
@@ -844,8 +914,8 @@ fn read_set(lab: &Lab, endpoints: &[String]) -> Result<Vec<i64>, String> {
 
 /// A workload client: a short deadline, so that an operation that cannot finish during a
 /// fault is recorded (as unknown) instead of waiting the fault out.
-fn workload_client(endpoints: &[String]) -> Client {
-    let mut cfg = ClientConfig::new(endpoints.to_vec());
+fn workload_client(endpoints: &Members) -> Client {
+    let mut cfg = endpoints.config();
     cfg.attempt_timeout = Duration::from_millis(500);
     cfg.deadline = Duration::from_secs(1);
     Client::new(cfg)

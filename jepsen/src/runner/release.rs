@@ -61,7 +61,7 @@ pub(super) fn run_release(o: &Options) -> Result<(PathBuf, Results), String> {
             HttpProber::start(v.lab.client(), h.addr, PORT, every).map_err(|e| e.to_string())?;
         probers.push((h.name.clone(), p));
     }
-    let endpoints = v.lab.member_endpoints(v.members);
+    let endpoints = super::Members::plain(v.lab.member_endpoints(v.members));
 
     let mut rng = StdRng::seed_from_u64(o.seed);
     let mut faults = Vec::new();
@@ -156,7 +156,12 @@ pub(super) fn run_release(o: &Options) -> Result<(PathBuf, Results), String> {
 }
 
 /// Starts a rollout of `release` from the client host and records how the request ended.
-fn activate(lab: &Lab, endpoints: &[String], release: &str, ns: impl Fn(Instant) -> u64) -> Line {
+fn activate(
+    lab: &Lab,
+    endpoints: &super::Members,
+    release: &str,
+    ns: impl Fn(Instant) -> u64,
+) -> Line {
     let at = ns(Instant::now());
     let rel = release.to_string();
     let r = ask_cluster(
