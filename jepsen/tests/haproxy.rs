@@ -1,7 +1,8 @@
 //! HAProxy driven by the cluster: a real haproxy (Debian) on lab host n1 with a runtime
 //! socket, and n1's agent told to drive it. Its servers n1..n3 follow the cluster: a failing
-//! health check puts one in maint, a drain puts one in drain, a restart of HAProxy (every
-//! server ready again) is corrected within seconds, and recovery makes them ready.
+//! health check puts one in maint, a drain puts one in drain, a reload (`-sf`) and a restart
+//! of HAProxy (every server ready again) are corrected within seconds, `ballastctl status`
+//! says when HAProxy cannot be reached or lacks a server, and recovery makes them ready.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -23,7 +24,18 @@ fn states(socket: &Path) -> Option<BTreeMap<String, Want>> {
 }
 
 fn spawn_haproxy(v: &VipLab, cfg: &Path) -> LabProcess {
-    let args: Vec<String> = vec!["-f".into(), cfg.display().to_string(), "-db".into()];
+    spawn_haproxy_with(v, cfg, &[])
+}
+
+/// A reload as operators do it: a new process takes over the sockets and tells the old one
+/// (`-sf PID`) to finish. Every server of the new process starts ready.
+fn reload_haproxy(v: &VipLab, cfg: &Path, old: &LabProcess) -> LabProcess {
+    spawn_haproxy_with(v, cfg, &["-sf".into(), old.pid().to_string()])
+}
+
+fn spawn_haproxy_with(v: &VipLab, cfg: &Path, extra: &[String]) -> LabProcess {
+    let mut args: Vec<String> = vec!["-f".into(), cfg.display().to_string(), "-db".into()];
+    args.extend_from_slice(extra);
     v.lab
         .spawn(
             v.lab.node(1),
@@ -128,8 +140,22 @@ fn haproxy_servers_follow_health_drain_and_survive_a_restart() {
     assert!(ok, "{err}");
     wait_states(&v, &socket, "n3 draining", &[("n2", Maint), ("n3", Drain)]);
 
-    // HAProxy restarts with every server ready; the agent puts the states back.
-    haproxy.kill();
+    // HAProxy reloads (a new process, every server ready); the agent puts the states back.
+    let mut reloaded = reload_haproxy(&v, &cfg, &haproxy);
+    v.lab
+        .wait_for(Duration::from_secs(10), || {
+            (!haproxy.is_running()).then_some(())
+        })
+        .expect("the old HAProxy finishes after the reload");
+    wait_states(
+        &v,
+        &socket,
+        "the states again after a reload",
+        &[("n1", Ready), ("n2", Maint), ("n3", Drain)],
+    );
+
+    // And after a restart from scratch.
+    reloaded.kill();
     let _ = std::fs::remove_file(&socket);
     let mut haproxy = spawn_haproxy(&v, &cfg);
     wait_states(
