@@ -111,16 +111,16 @@ pub struct AgentOpts {
     /// TLS and refuses connections without a certificate from this CA; calls to other members
     /// use the same pair. SIGHUP reads the three files again (new connections use them, open
     /// ones carry on). `ballastctl certs init|issue` makes them [default: none, plaintext].
-    #[arg(long, env = "BALLAST_TLS_CA")]
+    #[arg(long, value_name = "FILE", env = "BALLAST_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
 
     /// This node's certificate (PEM), with the IP addresses and names it is reached by as
     /// subject alternative names. See --tls-ca [default: none].
-    #[arg(long, env = "BALLAST_TLS_CERT")]
+    #[arg(long, value_name = "FILE", env = "BALLAST_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
 
     /// The private key of --tls-cert (PEM). See --tls-ca [default: none].
-    #[arg(long, env = "BALLAST_TLS_KEY")]
+    #[arg(long, value_name = "FILE", env = "BALLAST_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
 
     /// Drive the local HAProxy through this runtime API socket (`stats socket PATH level

@@ -34,12 +34,18 @@ struct Cli {
 
     /// CA certificate (PEM) of a cluster that runs mutual TLS; with --cert and --key the
     /// connection is TLS and the members' certificates are checked against it.
-    #[arg(long = "cacert", env = "BALLAST_CACERT", global = true)]
+    #[arg(
+        long = "cacert",
+        value_name = "FILE",
+        env = "BALLAST_CACERT",
+        global = true
+    )]
     tls_ca: Option<std::path::PathBuf>,
 
     /// Client certificate (PEM) signed by the cluster CA (`ballastctl certs issue --client`).
     #[arg(
         long = "cert",
+        value_name = "FILE",
         env = "BALLAST_CERT",
         global = true,
         requires = "tls_ca"
@@ -49,6 +55,7 @@ struct Cli {
     /// Private key (PEM) of --cert.
     #[arg(
         long = "key",
+        value_name = "FILE",
         env = "BALLAST_KEY",
         global = true,
         requires = "tls_cert"
