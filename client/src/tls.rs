@@ -25,7 +25,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 pub enum TlsError {
     #[error("{path}: {message}")]
     File { path: PathBuf, message: String },
-    #[error("TLS configuration: {0}")]
+    #[error("{0}")]
     Config(String),
 }
 

@@ -314,6 +314,29 @@ pub async fn start(
         .clone()
         .unwrap_or_else(|| grpc_addr.to_string());
 
+    // TLS files, checked (and the key matched to its certificate) before anything is written.
+    let tls = match &cfg.tls {
+        Some(files) => Some(crate::tls::NodeTls::load(files.clone())?),
+        None => None,
+    };
+
+    // API tokens, read before anything else so that a bad file changes nothing.
+    let tokens = match &cfg.token_file {
+        Some(path) => Some(Arc::new(
+            crate::auth::Tokens::load(path).map_err(StartError::Tokens)?,
+        )),
+        None => {
+            if tls.is_some() {
+                tracing::warn!(
+                    "no --token-file: any client with a certificate from the CA may read and write"
+                );
+            } else {
+                tracing::warn!("no --token-file: the API is open to anyone who reaches this port");
+            }
+            None
+        }
+    };
+
     // 0. Disaster recovery: this member's data becomes a backup for a new one-member cluster.
     // Done once: a flag left in a unit file must not force again at every restart.
     let forced = cfg.data_dir.join(crate::backup::FORCED);
@@ -331,23 +354,6 @@ pub async fn start(
         cfg.restore_from = Some(backup);
     }
     cfg.force_new_cluster = false;
-
-    // API tokens, read before anything else so that a bad file changes nothing.
-    let tokens = match &cfg.token_file {
-        Some(path) => Some(Arc::new(
-            crate::auth::Tokens::load(path).map_err(StartError::Tokens)?,
-        )),
-        None => {
-            tracing::warn!("no --token-file: the API is open to anyone who reaches this port");
-            None
-        }
-    };
-
-    // TLS files, checked (and the key matched to its certificate) before anything is written.
-    let tls = match &cfg.tls {
-        Some(files) => Some(crate::tls::NodeTls::load(files.clone())?),
-        None => None,
-    };
 
     // 1. The data directory: identity first, so a wrong directory is refused before anything.
     let (identity, fresh) = IdentityStore::open(&cfg.data_dir, cfg.node_id)?;
