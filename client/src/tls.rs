@@ -152,10 +152,6 @@ impl ClientTls {
         Ok(())
     }
 
-    pub fn files(&self) -> &TlsFiles {
-        &self.files
-    }
-
     fn current(&self) -> Arc<rustls::ClientConfig> {
         self.config.read().unwrap().clone()
     }

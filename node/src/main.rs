@@ -38,10 +38,10 @@ async fn stop_signal() {
 
 /// Reads the TLS files again on every SIGHUP (a failed reload keeps the old ones and says
 /// why). Installed even without TLS, so that a stray SIGHUP does not end the process.
-fn reload_on_sighup(
-    what: &'static str,
-    tls: Option<Arc<dyn Fn() -> Result<(), String> + Send + Sync>>,
-) {
+fn reload_on_sighup<F>(what: &'static str, tls: Option<F>)
+where
+    F: Fn() -> Result<(), ballast_client::tls::TlsError> + Send + 'static,
+{
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .expect("installing the SIGHUP handler");
     tokio::spawn(async move {
@@ -126,10 +126,7 @@ async fn main() -> ExitCode {
     // 4. Run until SIGINT or SIGTERM, then stop cleanly; SIGHUP reloads certificates.
     reload_on_sighup(
         "ballastd",
-        handle.node.tls.clone().map(|t| {
-            Arc::new(move || t.reload().map_err(|e| e.to_string()))
-                as Arc<dyn Fn() -> Result<(), String> + Send + Sync>
-        }),
+        handle.node.tls.clone().map(|t| move || t.reload()),
     );
     ballast_node::notify::notify("READY=1");
     stop_signal().await;
@@ -173,13 +170,7 @@ async fn agent_main(args: AgentArgs) -> ExitCode {
         },
         None => None,
     };
-    reload_on_sighup(
-        "ballastd agent",
-        tls.clone().map(|t| {
-            Arc::new(move || t.reload().map_err(|e| e.to_string()))
-                as Arc<dyn Fn() -> Result<(), String> + Send + Sync>
-        }),
-    );
+    reload_on_sighup("ballastd agent", tls.clone().map(|t| move || t.reload()));
     let client = ballast_node::agent::cluster_client(cfg.endpoints.clone(), &cfg.lease, token, tls);
 
     // 1. Register (or confirm the registration) before holding anything. A refusal is final;

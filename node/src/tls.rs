@@ -72,12 +72,10 @@ impl NodeTls {
         }))
     }
 
-    /// Reads the files again. Both sides are built before either is swapped, so a bad file
-    /// changes nothing.
+    /// Reads the files again. The server side is built first and swapped last, and the client
+    /// side swaps only once built, so a bad file changes nothing.
     pub fn reload(&self) -> Result<(), TlsError> {
         let server = build_server(&self.files)?;
-        // Check the client side before committing to anything.
-        ClientTls::load(self.client.files().clone())?;
         self.client.reload()?;
         *self.server.write().unwrap() = Arc::new(server);
         Ok(())

@@ -309,7 +309,7 @@ pub fn run(o: &Options, workload: Workload) -> Result<(PathBuf, Results), String
         .map(|id| spawn(id).map(Some))
         .collect::<Result<_, LabError>>()
         .map_err(|e| e.to_string())?;
-    let endpoints = Members {
+    let members = Members {
         endpoints: lab.member_endpoints(o.nodes),
         tls,
     };
@@ -320,7 +320,7 @@ pub fn run(o: &Options, workload: Workload) -> Result<(PathBuf, Results), String
     let history: Arc<Mutex<Vec<Op>>> = Arc::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let clients = {
-        let (history, stop, endpoints) = (history.clone(), stop.clone(), endpoints.clone());
+        let (history, stop, members) = (history.clone(), stop.clone(), members.clone());
         let (n, keys, seed) = (o.clients, o.keys, o.seed);
         in_netns(lab.client(), move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -331,7 +331,7 @@ pub fn run(o: &Options, workload: Workload) -> Result<(PathBuf, Results), String
             rt.block_on(async move {
                 let mut tasks = Vec::new();
                 for p in 0..n {
-                    let (h, st, eps) = (history.clone(), stop.clone(), endpoints.clone());
+                    let (h, st, eps) = (history.clone(), stop.clone(), members.clone());
                     let seed = seed.wrapping_add(p as u64);
                     tasks.push(match workload {
                         Workload::Register => tokio::spawn(register_client(
@@ -363,7 +363,7 @@ pub fn run(o: &Options, workload: Workload) -> Result<(PathBuf, Results), String
     while !o.nemeses.is_empty() && Instant::now() + hold < end {
         let nemesis = o.nemeses[rng.gen_range(0..o.nemeses.len())];
         let start = Instant::now();
-        let (detail, undo) = inject(&lab, &mut procs, nemesis, &mut rng, &endpoints)?;
+        let (detail, undo) = inject(&lab, &mut procs, nemesis, &mut rng, &members)?;
         std::thread::sleep(hold);
         undo(&lab, &mut procs, &spawn)?;
         faults.push(Fault {
@@ -381,7 +381,7 @@ pub fn run(o: &Options, workload: Workload) -> Result<(PathBuf, Results), String
     let _ = clients.join();
     let final_read = match workload {
         Workload::Set => Some(Line::FinalRead {
-            values: read_set(&lab, &endpoints)?,
+            values: read_set(&lab, &members)?,
             at: ns(Instant::now()),
         }),
         _ => None,
@@ -416,7 +416,7 @@ fn run_vip(o: &Options) -> Result<(PathBuf, Results), String> {
     let t0 = Instant::now();
     let ns = |t: Instant| t.saturating_duration_since(t0).as_nanos() as u64;
     let obs = observer(&v);
-    let endpoints = Members::plain(v.lab.member_endpoints(v.members));
+    let members = Members::plain(v.lab.member_endpoints(v.members));
     let mut epochs: Vec<Line> = Vec::new();
     // Waiting, but sampling the decision every 200 ms.
     let sample_until = |v: &VipLab, until: Instant, epochs: &mut Vec<Line>| {
@@ -461,7 +461,7 @@ fn run_vip(o: &Options) -> Result<(PathBuf, Results), String> {
     while !o.nemeses.is_empty() && Instant::now() + hold < end {
         let nemesis = o.nemeses[rng.gen_range(0..o.nemeses.len())];
         let start = Instant::now();
-        let (detail, undo) = inject(&v.lab, &mut v.procs, nemesis, &mut rng, &endpoints)?;
+        let (detail, undo) = inject(&v.lab, &mut v.procs, nemesis, &mut rng, &members)?;
         sample_until(&v, Instant::now() + hold, &mut epochs);
         faults.push(end_fault(&mut v, nemesis, detail, undo, ns(start), ns)?);
         sample_until(&v, Instant::now() + quiet, &mut epochs);
@@ -613,13 +613,13 @@ type Spawn<'a> = dyn Fn(usize) -> Result<LabProcess, LabError> + 'a;
 
 /// Asks the cluster from the client host with a short-lived client (calls limited to
 /// `deadline`): `ask` gets the client and returns what it found. None: the thread failed.
-fn ask_cluster<T, F, Fut>(endpoints: &Members, lab: &Lab, deadline: Duration, ask: F) -> Option<T>
+fn ask_cluster<T, F, Fut>(members: &Members, lab: &Lab, deadline: Duration, ask: F) -> Option<T>
 where
     T: Send + 'static,
     F: FnOnce(Client) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = T>,
 {
-    let eps = endpoints.clone();
+    let eps = members.clone();
     lab.run_in(lab.client(), move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -635,8 +635,8 @@ where
 }
 
 /// The owner of the first VIP.
-fn vip_owner(endpoints: &Members, lab: &Lab) -> Option<usize> {
-    ask_cluster(endpoints, lab, Duration::from_secs(2), |c| async move {
+fn vip_owner(members: &Members, lab: &Lab) -> Option<usize> {
+    ask_cluster(members, lab, Duration::from_secs(2), |c| async move {
         let owner = c.get_state(false).await.ok()?.vips.first()?.owner;
         (owner != 0).then_some(owner as usize)
     })
@@ -644,8 +644,8 @@ fn vip_owner(endpoints: &Members, lab: &Lab) -> Option<usize> {
 }
 
 /// The Raft leader, as the members know it.
-fn leader(endpoints: &Members, lab: &Lab) -> Option<usize> {
-    ask_cluster(endpoints, lab, Duration::from_secs(2), |c| async move {
+fn leader(members: &Members, lab: &Lab) -> Option<usize> {
+    ask_cluster(members, lab, Duration::from_secs(2), |c| async move {
         let s = c.status().await.ok()?;
         (s.leader_id != 0).then_some(s.leader_id as usize)
     })
@@ -666,7 +666,7 @@ fn inject(
     procs: &mut [Option<LabProcess>],
     nemesis: Nemesis,
     rng: &mut StdRng,
-    endpoints: &Members,
+    members: &Members,
 ) -> Result<(String, Undo), String> {
     let n = lab.nodes().len();
     let heal: Undo = Box::new(|lab, _, _| lab.heal().map_err(|e| e.to_string()));
@@ -681,9 +681,9 @@ fn inject(
         }
         Nemesis::IsolateOne | Nemesis::IsolateLeader | Nemesis::IsolateOwner => {
             let id = match nemesis {
-                Nemesis::IsolateLeader => leader(endpoints, lab).unwrap_or(1),
+                Nemesis::IsolateLeader => leader(members, lab).unwrap_or(1),
                 Nemesis::IsolateOwner => {
-                    vip_owner(endpoints, lab).unwrap_or_else(|| rng.gen_range(1..=n))
+                    vip_owner(members, lab).unwrap_or_else(|| rng.gen_range(1..=n))
                 }
                 _ => rng.gen_range(1..=n),
             };
@@ -756,9 +756,9 @@ fn inject(
         Nemesis::PauseLeader | Nemesis::PauseOwner => {
             let id = match nemesis {
                 Nemesis::PauseOwner => {
-                    vip_owner(endpoints, lab).unwrap_or_else(|| rng.gen_range(1..=n))
+                    vip_owner(members, lab).unwrap_or_else(|| rng.gen_range(1..=n))
                 }
-                _ => leader(endpoints, lab).unwrap_or(1),
+                _ => leader(members, lab).unwrap_or(1),
             };
             if let Some(p) = &procs[id - 1] {
                 p.pause();
@@ -780,7 +780,7 @@ fn inject(
 async fn register_client(
     p: u64,
     n: u64,
-    endpoints: Members,
+    members: Members,
     keys: usize,
     seed: u64,
     t0: Instant,
@@ -789,7 +789,7 @@ async fn register_client(
 ) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut process = p;
-    let new_client = || workload_client(&endpoints);
+    let new_client = || workload_client(&members);
     let mut client = new_client();
     let mut next_value = (p as i64) * 1_000_000;
     // The last value this process saw per key: what its CASes expect.
@@ -860,12 +860,12 @@ async fn register_client(
 async fn set_client(
     p: u64,
     n: u64,
-    endpoints: Members,
+    members: Members,
     t0: Instant,
     history: Arc<Mutex<Vec<Op>>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) {
-    let new_client = || workload_client(&endpoints);
+    let new_client = || workload_client(&members);
     let mut client = new_client();
     let mut process = p;
     let ns = |t: Instant| t.duration_since(t0).as_nanos() as u64;
@@ -895,8 +895,8 @@ async fn set_client(
 }
 
 /// The whole set, read linearizably from the client host once the cluster recovered.
-fn read_set(lab: &Lab, endpoints: &Members) -> Result<Vec<i64>, String> {
-    ask_cluster(endpoints, lab, Duration::from_secs(30), |c| async move {
+fn read_set(lab: &Lab, members: &Members) -> Result<Vec<i64>, String> {
+    ask_cluster(members, lab, Duration::from_secs(30), |c| async move {
         let r = c
             .range("set/", 0, false)
             .await
@@ -914,8 +914,8 @@ fn read_set(lab: &Lab, endpoints: &Members) -> Result<Vec<i64>, String> {
 
 /// A workload client: a short deadline, so that an operation that cannot finish during a
 /// fault is recorded (as unknown) instead of waiting the fault out.
-fn workload_client(endpoints: &Members) -> Client {
-    let mut cfg = endpoints.config();
+fn workload_client(members: &Members) -> Client {
+    let mut cfg = members.config();
     cfg.attempt_timeout = Duration::from_millis(500);
     cfg.deadline = Duration::from_secs(1);
     Client::new(cfg)

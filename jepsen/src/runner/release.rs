@@ -61,7 +61,7 @@ pub(super) fn run_release(o: &Options) -> Result<(PathBuf, Results), String> {
             HttpProber::start(v.lab.client(), h.addr, PORT, every).map_err(|e| e.to_string())?;
         probers.push((h.name.clone(), p));
     }
-    let endpoints = super::Members::plain(v.lab.member_endpoints(v.members));
+    let members = super::Members::plain(v.lab.member_endpoints(v.members));
 
     let mut rng = StdRng::seed_from_u64(o.seed);
     let mut faults = Vec::new();
@@ -78,11 +78,11 @@ pub(super) fn run_release(o: &Options) -> Result<(PathBuf, Results), String> {
             let nemesis = o.nemeses[rng.gen_range(0..o.nemeses.len())];
             Some((
                 nemesis,
-                inject(&v.lab, &mut v.procs, nemesis, &mut rng, &endpoints)?,
+                inject(&v.lab, &mut v.procs, nemesis, &mut rng, &members)?,
             ))
         };
         if next < ids.len() {
-            activations.push(activate(&v.lab, &endpoints, &ids[next], ns));
+            activations.push(activate(&v.lab, &members, &ids[next], ns));
             next += 1;
         }
         std::thread::sleep(hold.saturating_sub(start.elapsed()));
@@ -158,28 +158,23 @@ pub(super) fn run_release(o: &Options) -> Result<(PathBuf, Results), String> {
 /// Starts a rollout of `release` from the client host and records how the request ended.
 fn activate(
     lab: &Lab,
-    endpoints: &super::Members,
+    members: &super::Members,
     release: &str,
     ns: impl Fn(Instant) -> u64,
 ) -> Line {
     let at = ns(Instant::now());
     let rel = release.to_string();
-    let r = ask_cluster(
-        endpoints,
-        lab,
-        Duration::from_secs(5),
-        move |c| async move {
-            c.start_rollout(v1::StartRolloutRequest {
-                service: "web".into(),
-                release: rel,
-                batch: 1,
-                min_healthy_ms: 1000,
-                deadline_ms: 60_000,
-                ..Default::default()
-            })
-            .await
-        },
-    );
+    let r = ask_cluster(members, lab, Duration::from_secs(5), move |c| async move {
+        c.start_rollout(v1::StartRolloutRequest {
+            service: "web".into(),
+            release: rel,
+            batch: 1,
+            min_healthy_ms: 1000,
+            deadline_ms: 60_000,
+            ..Default::default()
+        })
+        .await
+    });
     use ballast_client::Error;
     let (outcome, detail) = match r {
         Some(Ok(_)) => (rc::Outcome::Ok, String::new()),
