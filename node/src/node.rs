@@ -272,6 +272,8 @@ pub struct NodeHandle {
     pub http_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// The storage engine, to know when the last holder let go of the data directory.
+    engine: std::sync::Weak<SledEngine>,
 }
 
 impl NodeHandle {
@@ -289,6 +291,17 @@ impl NodeHandle {
                 t.abort();
                 let _ = t.await;
             }
+        }
+        // Connection tasks and one-off tasks end on their own soon after the stop; until the
+        // last of them drops its handle on the node, the data directory stays locked.
+        drop(self.node);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while self.engine.strong_count() > 0 {
+            if tokio::time::Instant::now() > deadline {
+                tracing::warn!("the storage engine is still held 10 s after the stop");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
@@ -402,6 +415,7 @@ pub async fn start(
     let engine = Arc::new(SledEngine::open(&cfg.data_dir.join("raft"))?);
     let log_store = LogStore::for_node(engine.clone(), cfg.node_id);
     let committed = log_store.committed_index();
+    let engine_handle = Arc::downgrade(&engine);
     let sm = StateMachineStore::open(engine)?;
 
     // 3. Raft, with the tonic network.
@@ -551,6 +565,7 @@ pub async fn start(
         http_addr,
         stop,
         tasks,
+        engine: engine_handle,
     })
 }
 
