@@ -331,11 +331,14 @@ impl Client {
     }
 
     fn ticket(&self) -> WriteTicket {
-        let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
-        let acked_below = {
+        // The seq is taken under the lock that guards the in-flight set: taken outside it, a
+        // concurrent write could compute its `acked_below` between this one's seq and its
+        // insertion, and so acknowledge a write that has not even been sent.
+        let (seq, acked_below) = {
             let mut f = self.inner.in_flight.lock().unwrap();
+            let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
             f.insert(seq);
-            *f.iter().next().unwrap_or(&seq)
+            (seq, *f.iter().next().unwrap_or(&seq))
         };
         WriteTicket {
             client: self.inner.clone(),
