@@ -101,8 +101,10 @@ enum SyncRequest {
 }
 
 /// Group commit: one thread takes every request queued so far, syncs the engine once, and
-/// completes them in order. Under load many appends share one fsync, and the Raft core never
-/// waits on the disk itself. The thread ends when the last `LogStore` clone is dropped, and
+/// completes them in order, so no runtime worker blocks on the disk. openraft 0.9's core
+/// awaits each append's callback before its next command, so appends never queue behind one
+/// another here (batching happens in `proposer.rs`); votes, truncations and purges may share
+/// a sync with an append. The thread ends when the last `LogStore` clone is dropped, and
 /// holds the engine only while syncing, so dropping the stores releases the data directory.
 fn spawn_syncer<E: LogEngine>(engine: Arc<E>) -> mpsc::Sender<SyncRequest> {
     let engine = Arc::downgrade(&engine);
@@ -275,8 +277,10 @@ impl<E: LogEngine> RaftLogStorage<TypeConfig> for LogStore<E> {
         self.engine
             .insert_logs(batch)
             .map_err(|e| StorageIOError::write_logs(&e))?;
-        // Acknowledged by the syncer once durable; openraft may append more meanwhile, and
-        // one fsync then covers them all.
+        // Acknowledged by the syncer once durable. openraft 0.9.25 waits for this callback
+        // before it replicates the entries (`append_to_log`), so a leader's sync and a
+        // follower's are serial; firing it earlier would count a leader's entry towards the
+        // commit quorum while a power loss could still take it.
         if let Err(mpsc::SendError(SyncRequest::Flushed(cb))) =
             self.syncer.send(SyncRequest::Flushed(callback))
         {
