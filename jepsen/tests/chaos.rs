@@ -23,6 +23,7 @@ fn a_register_run_over_tls_under_partitions_and_kills_is_linearizable_and_rechec
         keys: 2,
         store: store.path().to_path_buf(),
         tls: true,
+        check_budget: runner::DEFAULT_CHECK_BUDGET,
     };
     let (dir, r) = runner::run_register(&o).unwrap_or_else(|e| panic!("LAB SETUP FAILED: {e}"));
     assert!(r.faults >= 1, "{r:?}");
@@ -37,7 +38,7 @@ fn a_register_run_over_tls_under_partitions_and_kills_is_linearizable_and_rechec
     ] {
         assert!(dir.join(f).exists(), "{f} missing");
     }
-    let again = runner::recheck(&dir).unwrap();
+    let again = runner::recheck(&dir, runner::DEFAULT_CHECK_BUDGET).unwrap();
     assert_eq!((again.valid, again.ops), (Some(true), r.ops));
     eprintln!("{}: {:?}", dir.display(), r);
 }
@@ -54,6 +55,7 @@ fn a_set_run_through_kill_all_keeps_every_acknowledged_add() {
         keys: 1,
         store: store.path().to_path_buf(),
         tls: false,
+        check_budget: runner::DEFAULT_CHECK_BUDGET,
     };
     let (dir, r) =
         runner::run(&o, runner::Workload::Set).unwrap_or_else(|e| panic!("LAB SETUP FAILED: {e}"));
@@ -75,6 +77,7 @@ fn a_vip_run_under_faults_never_shows_two_holders() {
         keys: 1,
         store: store.path().to_path_buf(),
         tls: false,
+        check_budget: runner::DEFAULT_CHECK_BUDGET,
     };
     let (dir, r) =
         runner::run(&o, runner::Workload::Vip).unwrap_or_else(|e| panic!("LAB SETUP FAILED: {e}"));
@@ -100,6 +103,7 @@ fn a_release_run_under_faults_ends_on_the_active_release() {
         keys: 1,
         store: store.path().to_path_buf(),
         tls: false,
+        check_budget: runner::DEFAULT_CHECK_BUDGET,
     };
     let (dir, r) = runner::run(&o, runner::Workload::Release)
         .unwrap_or_else(|e| panic!("LAB SETUP FAILED: {e}"));
@@ -108,7 +112,7 @@ fn a_release_run_under_faults_ends_on_the_active_release() {
     assert!(r.verdict.starts_with("release valid"), "{}", r.verdict);
     // At least one rollout really started under the faults.
     assert!(!r.verdict.contains("(0 started"), "{}", r.verdict);
-    let again = runner::recheck(&dir).unwrap();
+    let again = runner::recheck(&dir, runner::DEFAULT_CHECK_BUDGET).unwrap();
     assert_eq!(again.valid, Some(true));
     eprintln!("{}: {}", dir.display(), r.verdict);
 }

@@ -57,9 +57,19 @@ enum Cmd {
         /// Members speak mutual TLS, clients use a client certificate (register and set).
         #[arg(long)]
         tls: bool,
+        /// Seconds the linearizability search may take over the whole history before the
+        /// verdict is "unknown" (exit 3).
+        #[arg(long, default_value_t = 60)]
+        budget: u64,
     },
     /// Re-run the checkers on a saved run directory.
-    Check { dir: PathBuf },
+    Check {
+        dir: PathBuf,
+        /// Seconds the linearizability search may take over the whole history before the
+        /// verdict is "unknown" (exit 3).
+        #[arg(long, default_value_t = 60)]
+        budget: u64,
+    },
 }
 
 fn exit_for(valid: Option<bool>) -> ExitCode {
@@ -72,7 +82,7 @@ fn exit_for(valid: Option<bool>) -> ExitCode {
 
 fn main() -> ExitCode {
     match Cli::parse().cmd {
-        Cmd::Check { dir } => match runner::recheck(&dir) {
+        Cmd::Check { dir, budget } => match runner::recheck(&dir, Duration::from_secs(budget)) {
             Ok(r) => {
                 println!("{}", serde_json::to_string_pretty(&r).unwrap());
                 exit_for(r.valid)
@@ -92,6 +102,7 @@ fn main() -> ExitCode {
             keys,
             store,
             tls,
+            budget,
         } => {
             let workload = match workload.as_str() {
                 "register" => runner::Workload::Register,
@@ -142,6 +153,7 @@ fn main() -> ExitCode {
                 keys: keys.max(1),
                 store,
                 tls,
+                check_budget: Duration::from_secs(budget),
             };
             match runner::run(&o, workload) {
                 Ok((dir, r)) => {

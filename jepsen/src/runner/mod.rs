@@ -208,7 +208,14 @@ pub struct Options {
     /// Members speak mutual TLS (register and set workloads): a CA and certificates are made
     /// for the run, clients use a client certificate.
     pub tls: bool,
+    /// Time the linearizability search may take over a whole register history before the
+    /// verdict is "unknown".
+    pub check_budget: Duration,
 }
+
+/// The default of [`Options::check_budget`]: enough for a release build on minutes of
+/// history; a debug build on a long run may need more (`jepsen check --budget`).
+pub const DEFAULT_CHECK_BUDGET: Duration = Duration::from_secs(60);
 
 /// How the runner's clients reach the members: their gRPC endpoints and, in TLS runs, the
 /// client certificate.
@@ -396,7 +403,7 @@ pub fn run(o: &Options, workload: Workload) -> Result<(PathBuf, Results), String
     lines.extend(faults.into_iter().map(Line::Fault));
     lines.extend(final_read);
     write_history(&dir.join("history.jsonl"), &lines)?;
-    let results = check_lines(&lines, o.seed);
+    let results = check_lines(&lines, o.seed, o.check_budget);
     write_results(&dir, &results)?;
     write_reports(&dir, &lines, &results)?;
     Ok((dir, results))
@@ -491,7 +498,7 @@ fn run_vip(o: &Options) -> Result<(PathBuf, Results), String> {
         bound_ms: VIP_LIVENESS.as_millis() as u64,
     });
     write_history(&dir.join("history.jsonl"), &lines)?;
-    let results = check_lines(&lines, o.seed);
+    let results = check_lines(&lines, o.seed, o.check_budget);
     write_results(&dir, &results)?;
     write_reports(&dir, &lines, &results)?;
     Ok((dir, results))
@@ -968,7 +975,7 @@ pub fn read_history(dir: &Path) -> Result<Vec<Line>, String> {
 }
 
 /// Runs the checkers on a history.
-pub fn check_lines(lines: &[Line], seed: u64) -> Results {
+pub fn check_lines(lines: &[Line], seed: u64, budget: Duration) -> Results {
     let ops: Vec<Op> = lines
         .iter()
         .filter_map(|l| match l {
@@ -988,7 +995,7 @@ pub fn check_lines(lines: &[Line], seed: u64) -> Results {
         }
         (_, Some((valid, text))) => (valid, text, Vec::new()),
         (Some(values), None) => set_verdict(&ops, values),
-        (None, None) => register_verdict(&ops),
+        (None, None) => register_verdict(&ops, budget),
     };
     Results {
         valid,
@@ -1034,8 +1041,8 @@ fn set_verdict(ops: &[Op], final_read: Vec<i64>) -> (Option<bool>, String, Vec<O
     (Some(r.valid()), text, Vec::new())
 }
 
-fn register_verdict(ops: &[Op]) -> (Option<bool>, String, Vec<Op>) {
-    let verdict = linear::check(ops, Duration::from_secs(60));
+fn register_verdict(ops: &[Op], budget: Duration) -> (Option<bool>, String, Vec<Op>) {
+    let verdict = linear::check(ops, budget);
     match verdict {
         linear::Verdict::Linearizable => (Some(true), "linearizable".to_string(), Vec::new()),
         linear::Verdict::NotLinearizable { key, witness } => (
@@ -1045,20 +1052,23 @@ fn register_verdict(ops: &[Op]) -> (Option<bool>, String, Vec<Op>) {
         ),
         linear::Verdict::Unknown { key } => (
             None,
-            format!("unknown: the search on key {key} ran out of time"),
+            format!(
+                "unknown: the search on key {key} ran out of its {} s (try `jepsen check --budget`)",
+                budget.as_secs()
+            ),
             Vec::new(),
         ),
     }
 }
 
 /// Re-runs the checkers on a saved run and rewrites its results.
-pub fn recheck(dir: &Path) -> Result<Results, String> {
+pub fn recheck(dir: &Path, budget: Duration) -> Result<Results, String> {
     let lines = read_history(dir)?;
     let seed = std::fs::read_to_string(dir.join("results.json"))
         .ok()
         .and_then(|t| serde_json::from_str::<Results>(&t).ok())
         .map_or(0, |r| r.seed);
-    let r = check_lines(&lines, seed);
+    let r = check_lines(&lines, seed, budget);
     write_results(dir, &r)?;
     write_reports(dir, &lines, &r)?;
     Ok(r)

@@ -149,7 +149,7 @@ pub(super) fn run_release(o: &Options) -> Result<(PathBuf, Results), String> {
     let dir = o.store.join("release").join(timestamp());
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     write_history(&dir.join("history.jsonl"), &lines)?;
-    let results = check_lines(&lines, o.seed);
+    let results = check_lines(&lines, o.seed, o.check_budget);
     write_results(&dir, &results)?;
     write_reports(&dir, &lines, &results)?;
     Ok((dir, results))
