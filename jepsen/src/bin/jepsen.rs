@@ -59,7 +59,7 @@ enum Cmd {
         tls: bool,
         /// Seconds the linearizability search may take over the whole history before the
         /// verdict is "unknown" (exit 3).
-        #[arg(long, default_value_t = 60)]
+        #[arg(long, default_value_t = runner::DEFAULT_CHECK_BUDGET.as_secs())]
         budget: u64,
     },
     /// Re-run the checkers on a saved run directory.
@@ -67,7 +67,7 @@ enum Cmd {
         dir: PathBuf,
         /// Seconds the linearizability search may take over the whole history before the
         /// verdict is "unknown" (exit 3).
-        #[arg(long, default_value_t = 60)]
+        #[arg(long, default_value_t = runner::DEFAULT_CHECK_BUDGET.as_secs())]
         budget: u64,
     },
 }

@@ -338,15 +338,13 @@ pub fn run(o: &Options, workload: Workload) -> Result<(PathBuf, Results), String
             rt.block_on(async move {
                 let mut tasks = Vec::new();
                 for p in 0..n {
-                    let (h, st, eps) = (history.clone(), stop.clone(), members.clone());
+                    let (h, st, m) = (history.clone(), stop.clone(), members.clone());
                     let seed = seed.wrapping_add(p as u64);
                     tasks.push(match workload {
                         Workload::Register => tokio::spawn(register_client(
-                            p as u64, n as u64, eps, keys, seed, t0, h, st,
+                            p as u64, n as u64, m, keys, seed, t0, h, st,
                         )),
-                        Workload::Set => {
-                            tokio::spawn(set_client(p as u64, n as u64, eps, t0, h, st))
-                        }
+                        Workload::Set => tokio::spawn(set_client(p as u64, n as u64, m, t0, h, st)),
                         Workload::Vip | Workload::Release => {
                             unreachable!("vip and release have their own runners")
                         }
@@ -626,13 +624,13 @@ where
     F: FnOnce(Client) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = T>,
 {
-    let eps = members.clone();
+    let members = members.clone();
     lab.run_in(lab.client(), move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .ok()?;
-        let mut cfg = eps.config();
+        let mut cfg = members.config();
         cfg.deadline = deadline;
         // The client's channels need the runtime: made inside it.
         Some(rt.block_on(async move { ask(Client::new(cfg)).await }))

@@ -445,21 +445,15 @@ async fn haproxy_loop(
             Ok(all)
         }
         .await;
-        *view.lock().unwrap() = match &result {
-            Ok(r) => super::haproxy::HaproxyView {
-                differs: r.differs.clone(),
-                error: String::new(),
-            },
-            Err(e) => super::haproxy::HaproxyView {
-                differs: Vec::new(),
-                error: e.clone(),
-            },
-        };
-        match result {
+        let seen = match result {
             Ok(r) => {
                 failing_since = None;
                 for c in r.changed {
                     tracing::info!(change = %c, "HAProxy server state set");
+                }
+                super::haproxy::HaproxyView {
+                    differs: r.differs,
+                    error: String::new(),
                 }
             }
             Err(e) => {
@@ -468,8 +462,13 @@ async fn haproxy_loop(
                     tracing::warn!(error = %e, failing_for = ?since.elapsed(), "cannot drive HAProxy");
                     last_warned = Some(Instant::now());
                 }
+                super::haproxy::HaproxyView {
+                    differs: Vec::new(),
+                    error: e,
+                }
             }
-        }
+        };
+        *view.lock().unwrap() = seen;
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}

@@ -235,6 +235,7 @@ impl Agent for AgentSvc {
                 .keys()
                 .map(|id| {
                     let seen = obs.agent_seen.get(id);
+                    let (haproxy, haproxy_error) = obs.haproxy.get(id).cloned().unwrap_or_default();
                     v1::AgentReport {
                         node_id: *id,
                         heard: seen.is_some(),
@@ -249,8 +250,8 @@ impl Agent for AgentSvc {
                                 epoch: *epoch,
                             })
                             .collect(),
-                        haproxy: obs.haproxy.get(id).map(|h| h.0.clone()).unwrap_or_default(),
-                        haproxy_error: obs.haproxy.get(id).map(|h| h.1.clone()).unwrap_or_default(),
+                        haproxy,
+                        haproxy_error,
                     }
                 })
                 .collect();
