@@ -39,6 +39,15 @@ pub struct VipView {
     pub move_to: NodeId,
 }
 
+/// A lease grant the leader made (or an assignment, which it counts as one): at `at` on the
+/// leader's monotonic clock, for the owner at `epoch`, held at most `span` (lease + margin).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    pub epoch: u64,
+    pub at: Duration,
+    pub span: Duration,
+}
+
 /// What the leader knows without the log: grants and agent contacts on its own monotonic
 /// clock, and releases agents confirmed. The leader records an assignment as a grant, so a new
 /// owner has a full lease to claim the VIP before the controller gives up on it.
@@ -46,8 +55,11 @@ pub struct VipView {
 pub struct Observations {
     /// When this member became leader.
     pub leader_since: Duration,
+    /// How long after `leader_since` a lease granted by an earlier leader may still be held
+    /// (the longest lease + margin any leader may have granted).
+    pub inherited_span: Duration,
     /// Last lease grant per VIP, for its current owner and epoch.
-    pub granted: BTreeMap<String, Duration>,
+    pub granted: BTreeMap<String, Grant>,
     /// Last contact of each node's agent.
     pub agent_seen: BTreeMap<NodeId, Duration>,
     /// VIPs whose owner confirmed it removed the address, at the epoch it held.
@@ -58,6 +70,24 @@ pub struct Observations {
     /// What each agent reported about its HAProxy in its last renewal (differences, error).
     /// For operators only.
     pub haproxy: BTreeMap<NodeId, (Vec<ballast_proto::v1::HaproxyDiff>, String)>,
+}
+
+impl Observations {
+    /// When the leader may consider the lease of (`vip`, `epoch`) gone: after the last grant
+    /// this leader made for it, and never before a lease granted by an earlier leader (counted
+    /// from this leader's election) could have run out.
+    pub fn lease_expiry(&self, vip: &str, epoch: u64) -> Duration {
+        let inherited = self.leader_since + self.inherited_span;
+        match self.granted.get(vip) {
+            Some(g) if g.epoch == epoch => inherited.max(g.at + g.span),
+            _ => inherited,
+        }
+    }
+
+    /// Whether the leader must still treat the lease of (`vip`, `epoch`) as held at `now`.
+    pub fn lease_held(&self, vip: &str, epoch: u64, now: Duration) -> bool {
+        now < self.lease_expiry(vip, epoch)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -150,12 +180,7 @@ pub fn next_expiry(input: &Input<'_>) -> Option<Duration> {
         .vips
         .iter()
         .filter(|v| v.owner != 0)
-        .map(|v| {
-            input.cfg.lease.leader_expiry(
-                input.obs.granted.get(&v.name).copied(),
-                input.obs.leader_since,
-            )
-        })
+        .map(|v| input.obs.lease_expiry(&v.name, v.epoch))
         .filter(|t| *t > input.now)
         .min()
 }
@@ -257,11 +282,7 @@ fn place(input: &Input<'_>, vip: &VipView, alive: &dyn Fn(NodeId) -> bool) -> Op
     if vip.owner == 0 {
         return assign_best(input);
     }
-    let lease_held = input.cfg.lease.leader_considers_held(
-        input.obs.granted.get(&vip.name).copied(),
-        input.obs.leader_since,
-        input.now,
-    );
+    let lease_held = input.obs.lease_held(&vip.name, vip.epoch, input.now);
     let confirmed_release = input.obs.released.get(&vip.name) == Some(&vip.epoch);
     if !lease_held || (vip.releasing && confirmed_release) {
         // The old owner no longer answers: hand over at once, or leave it unowned.
@@ -337,8 +358,10 @@ mod tests {
             let now = 100 * SEC;
             let mut nodes = BTreeMap::new();
             let mut backends = BTreeMap::new();
+            let cfg = ControllerConfig::default();
             let mut obs = Observations {
                 leader_since: now,
+                inherited_span: cfg.lease.lease + cfg.lease.leader_margin,
                 ..Default::default()
             };
             for id in 1..=3 {
@@ -388,7 +411,7 @@ mod tests {
                 leader: 0,
                 now,
                 now_wall_ms: 1_000_000,
-                cfg: ControllerConfig::default(),
+                cfg,
             }
         }
 
@@ -420,7 +443,8 @@ mod tests {
                         v.epoch = *epoch;
                         v.releasing = false;
                         v.move_to = 0;
-                        self.obs.granted.insert("v".into(), self.now);
+                        let g = self.grant(*epoch);
+                        self.obs.granted.insert("v".into(), g);
                     }
                     Action::Release { .. } => self.vips[0].releasing = true,
                     Action::Revoke { .. } => {
@@ -431,6 +455,15 @@ mod tests {
                         self.nodes.get_mut(node).unwrap().alive = *alive
                     }
                 }
+            }
+        }
+
+        /// A grant now, at `epoch`, of the configured lease.
+        fn grant(&self, epoch: u64) -> Grant {
+            Grant {
+                epoch,
+                at: self.now,
+                span: self.cfg.lease.lease + self.cfg.lease.leader_margin,
             }
         }
 
@@ -456,7 +489,8 @@ mod tests {
             for id in ids {
                 self.obs.agent_seen.insert(*id, self.now);
                 if self.vips[0].owner == *id && !self.vips[0].releasing {
-                    self.obs.granted.insert("v".into(), self.now);
+                    let g = self.grant(self.vips[0].epoch);
+                    self.obs.granted.insert("v".into(), g);
                 }
             }
         }
@@ -657,7 +691,13 @@ mod tests {
         // Owned, never granted by this leader: counted from the election (t = 100 s).
         let at_election = w.now + Duration::from_millis(850);
         assert_eq!(next_expiry(&w.input()), Some(at_election));
-        w.obs.granted.insert("v".into(), w.now + SEC);
+        w.obs.granted.insert(
+            "v".into(),
+            Grant {
+                at: w.now + SEC,
+                ..w.grant(1)
+            },
+        );
         assert_eq!(next_expiry(&w.input()), Some(at_election + SEC));
         // Past expiries are not waited for.
         w.tick(10 * SEC);

@@ -14,14 +14,15 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::controller::{self, Action, ControllerConfig, Observations, VipView};
+use crate::controller::ControllerConfig;
 use crate::error::ApiError;
 use crate::identity::IdentityStore;
-use crate::network::{ForwardError, HandOver, Network, PeerPool};
+use crate::leader::{LeaseBook, LeaseTerms};
+use crate::network::{ForwardError, Network, PeerPool};
 use crate::proposer::Proposer;
 use crate::store::{LogStore, SledEngine, StateMachineStore};
 use crate::types::{ClientRequest, Command, CommandResult, NodeId, Op, Outcome, Raft};
-use crate::{handover, http, metrics, server};
+use crate::{http, metrics, server};
 
 /// How long a write may wait for commit before the caller is told the outcome is unknown.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -42,8 +43,9 @@ pub struct Node {
     /// Base of this member's monotonic clock (`mono_now`).
     pub clock_start: Instant,
     pub controller_cfg: ControllerConfig,
-    /// What the leader observed in its current term (grants, agent contacts, releases).
-    obs: Mutex<LeaderObs>,
+    /// What the leader observed in its current term (grants, agent contacts, releases) and
+    /// the leases it decided are over: see `leader/book.rs`.
+    book: Mutex<LeaseBook>,
     /// Wakes the controller before its next tick (a release was confirmed).
     pub controller_wake: tokio::sync::Notify,
     /// How long a leader leads before it may hand over, and waits between attempts.
@@ -52,27 +54,8 @@ pub struct Node {
     pub tokens: Option<Arc<crate::auth::Tokens>>,
     /// Mutual TLS on the gRPC port and towards the peers; reloaded on SIGHUP.
     pub tls: Option<Arc<crate::tls::NodeTls>>,
-}
-
-/// The leader's observations, reset whenever the term changes: a new leader starts with no
-/// grants and counts every lease from its own election.
-#[derive(Default)]
-pub struct LeaderObs {
-    term: u64,
-    pub obs: Observations,
-}
-
-impl std::ops::Deref for LeaderObs {
-    type Target = Observations;
-    fn deref(&self) -> &Observations {
-        &self.obs
-    }
-}
-
-impl std::ops::DerefMut for LeaderObs {
-    fn deref_mut(&mut self) -> &mut Observations {
-        &mut self.obs
-    }
+    /// Pause points for tests (see `failpoint.rs`).
+    pub failpoints: crate::failpoint::Failpoints,
 }
 
 /// Milliseconds since the Unix epoch on this machine's wall clock.
@@ -225,20 +208,25 @@ impl Node {
         self.clock_start.elapsed()
     }
 
-    /// The leader's observations for the current term.
-    pub fn leader_obs(&self) -> MutexGuard<'_, LeaderObs> {
+    /// The leader's lease book for the current term: a new term starts a new book, which
+    /// counts every lease from now. Take it after the state-machine lock, never before.
+    pub fn book(&self) -> MutexGuard<'_, LeaseBook> {
         let term = self.raft.metrics().borrow().current_term;
-        let mut g = self.obs.lock().unwrap();
-        if g.term != term {
-            *g = LeaderObs {
-                term,
-                obs: Observations {
-                    leader_since: self.mono_now(),
-                    ..Default::default()
-                },
-            };
+        let mut g = self.book.lock().unwrap();
+        if g.term() != term {
+            *g = LeaseBook::new(term, self.mono_now());
         }
         g
+    }
+
+    /// The lease lengths this leader grants and assumes (from its configuration).
+    pub fn lease_terms(&self) -> LeaseTerms {
+        let l = &self.controller_cfg.lease;
+        LeaseTerms {
+            span: l.lease + l.leader_margin,
+            inherited_span: l.lease + l.leader_margin,
+            lease: l.lease,
+        }
     }
 
     pub fn committed_index(&self) -> u64 {
@@ -457,12 +445,13 @@ pub async fn start(
             lease: cfg.lease,
             node_down_after: Duration::from_millis(cfg.node_down_after_ms),
         },
-        obs: Mutex::new(LeaderObs::default()),
+        book: Mutex::new(LeaseBook::default()),
         controller_wake: tokio::sync::Notify::new(),
         handover_settle: Duration::from_millis(cfg.election_timeout_max_ms * 10)
             .max(Duration::from_secs(2)),
         tokens: tokens.clone(),
         tls: tls.clone(),
+        failpoints: Default::default(),
     });
     let mut tasks = Vec::new();
 
@@ -539,8 +528,14 @@ pub async fn start(
     }
 
     // 7. The controller (acts only while this member leads), metrics and the HTTP endpoints.
-    tasks.push(tokio::spawn(controller_loop(node.clone(), stop_rx.clone())));
-    tasks.push(tokio::spawn(handover_loop(node.clone(), stop_rx.clone())));
+    tasks.push(tokio::spawn(crate::leader::controller_loop(
+        node.clone(),
+        stop_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(crate::leader::handover_loop(
+        node.clone(),
+        stop_rx.clone(),
+    )));
     tasks.push(tokio::spawn(metrics_loop(node.clone(), stop_rx.clone())));
     if let Some(l) = http_listener {
         tasks.push(tokio::spawn(http::serve(node.clone(), l, stop_rx.clone())));
@@ -704,230 +699,6 @@ async fn join_cluster(
     tokio::select! {
         _ = work => {}
         _ = stop.wait_for(|s| *s) => {}
-    }
-}
-
-/// How often the leader's controller decides.
-const CONTROLLER_TICK: Duration = Duration::from_millis(50);
-
-fn vip_view(v: &v1::Vip) -> VipView {
-    let p = v.placement.clone().unwrap_or_default();
-    VipView {
-        name: v.name.clone(),
-        service: v.service.clone(),
-        owner: v.owner,
-        epoch: v.epoch,
-        releasing: v.releasing,
-        preempt: p.preempt,
-        preempt_delay: Duration::from_millis(p.preempt_delay_ms as u64),
-        priorities: p.priorities,
-        move_to: v.move_to,
-    }
-}
-
-fn action_op(a: Action) -> Op {
-    match a {
-        Action::Assign { vip, node, epoch } => Op::AssignVip { vip, node, epoch },
-        Action::Release { vip, epoch, .. } => Op::ReleaseVip { vip, epoch },
-        Action::Revoke { vip, epoch } => Op::RevokeVip { vip, epoch },
-        Action::SetNodeAlive { node, alive } => Op::SetNodeAlive {
-            node_id: node,
-            alive,
-        },
-    }
-}
-
-/// On the leader, every tick: decide from the applied state and the leader's observations,
-/// and propose what was decided. Stale decisions are refused by the state machine (epochs).
-async fn controller_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
-    let mut wake_at = tokio::time::Instant::now();
-    loop {
-        tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
-            _ = tokio::time::sleep_until(wake_at) => {}
-            _ = node.controller_wake.notified() => {}
-        }
-        wake_at = tokio::time::Instant::now() + CONTROLLER_TICK;
-        if node.raft.metrics().borrow().current_leader != Some(node.id) {
-            continue;
-        }
-        let actions = {
-            let obs = node.leader_obs().obs.clone();
-            let data = node.sm.read();
-            let vips: Vec<VipView> = data.vips.values().map(vip_view).collect();
-            let now = node.mono_now();
-            let input = controller::Input {
-                nodes: &data.nodes,
-                services: &data.services,
-                vips: &vips,
-                obs: &obs,
-                leader: node.id,
-                now,
-                now_wall_ms: now_ms(),
-                cfg: &node.controller_cfg,
-            };
-            // Decide again the moment a lease runs out, not at the next tick.
-            if let Some(at) = controller::next_expiry(&input) {
-                let at = tokio::time::Instant::now() + (at - now);
-                wake_at = wake_at.min(at);
-            }
-            controller::decide(&input)
-        };
-        for a in actions {
-            tracing::info!(action = ?a, "controller");
-            let assigned = match &a {
-                Action::Assign { vip, .. } => Some(vip.clone()),
-                _ => None,
-            };
-            match propose_decision(&node, action_op(a)).await {
-                Some(true) => {
-                    // The new owner gets a full lease from its assignment to claim the VIP:
-                    // the leader counts the assignment as a grant.
-                    if let Some(vip) = assigned {
-                        let now = node.mono_now();
-                        node.leader_obs().granted.insert(vip, now);
-                    }
-                }
-                Some(false) => {}
-                None => break,
-            }
-        }
-        rollouts(&node).await;
-    }
-}
-
-/// On the leader: the next step of every service's rollout, and the planned VIP moves that
-/// let a VIP owner switch last (see `rollout.rs`).
-async fn rollouts(node: &Arc<Node>) {
-    let decisions: Vec<(String, crate::rollout::Decision)> = {
-        let data = node.sm.read();
-        let alive = |id: NodeId| data.nodes.get(&id).is_some_and(|n| n.alive);
-        data.services
-            .values()
-            .filter(|s| crate::releases::in_progress(s))
-            .map(|svc| {
-                let vips: Vec<&v1::Vip> = data
-                    .vips
-                    .values()
-                    .filter(|v| v.service == svc.name)
-                    .collect();
-                (
-                    svc.name.clone(),
-                    crate::rollout::decide(svc, &vips, &alive, now_ms()),
-                )
-            })
-            .collect()
-    };
-    for (service, d) in decisions {
-        let mut ops: Vec<Op> = d
-            .moves
-            .into_iter()
-            .map(|(vip, to)| Op::MoveVip { vip, to })
-            .collect();
-        if let Some(step) = d.step {
-            tracing::info!(%service, state = step.next.state, message = %step.next.message, "rollout step");
-            ops.push(Op::StepRollout { service, step });
-        }
-        for op in ops {
-            if propose_decision(node, op).await.is_none() {
-                return;
-            }
-        }
-    }
-}
-
-/// Proposes a decision of this leader's controllers. Some(true): applied; Some(false): refused
-/// by the state machine (a stale decision, logged); None: not proposed (no longer leader, or
-/// the log is unavailable), the rest of the tick is pointless.
-async fn propose_decision(node: &Node, op: Op) -> Option<bool> {
-    let cmd = Command {
-        request: None,
-        now_ms: 0,
-        op,
-    };
-    match node.propose_local(cmd).await {
-        Ok(CommandResult {
-            outcome: Outcome::Rejected { field, message },
-            ..
-        }) => {
-            tracing::debug!(%field, %message, "controller decision refused");
-            Some(false)
-        }
-        Ok(_) => Some(true),
-        Err(e) => {
-            tracing::debug!(error = ?e, "controller stops this tick");
-            None
-        }
-    }
-}
-
-/// On the leader: hands the leadership to a follower when this member owns VIPs and a
-/// caught-up follower owns none (see `handover.rs`).
-async fn handover_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
-    let mut last_attempt: Option<(u64, Duration)> = None;
-    loop {
-        tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
-            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-        }
-        let (term, last_log_index, followers, addrs) = {
-            let m = node.raft.metrics();
-            let m = m.borrow();
-            if m.current_leader != Some(node.id) {
-                continue;
-            }
-            let membership = m.membership_config.membership();
-            let matched = m.replication.clone().unwrap_or_default();
-            let followers: Vec<(NodeId, Option<u64>)> = membership
-                .voter_ids()
-                .filter(|id| *id != node.id)
-                .map(|id| (id, matched.get(&id).cloned().flatten().map(|l| l.index)))
-                .collect();
-            let addrs: BTreeMap<NodeId, String> = membership
-                .nodes()
-                .map(|(id, n)| (*id, n.addr.clone()))
-                .collect();
-            (
-                m.current_term,
-                m.last_log_index.unwrap_or(0),
-                followers,
-                addrs,
-            )
-        };
-        let now = node.mono_now();
-        let led_for = now.saturating_sub(node.leader_obs().leader_since);
-        let mut owned: BTreeMap<NodeId, usize> = BTreeMap::new();
-        let mut moving = false;
-        for v in node.sm.read().vips.values().filter(|v| v.owner != 0) {
-            *owned.entry(v.owner).or_default() += 1;
-            moving |= v.releasing;
-        }
-        let Some(to) = handover::successor(&handover::Input {
-            me: node.id,
-            led_for,
-            since_last_attempt: last_attempt
-                .filter(|(t, _)| *t == term)
-                .map(|(_, at)| now.saturating_sub(at)),
-            last_log_index,
-            followers: &followers,
-            owned: &owned,
-            moving,
-            settle: node.handover_settle,
-        }) else {
-            continue;
-        };
-        last_attempt = Some((term, now));
-        let Some(addr) = addrs.get(&to) else { continue };
-        let h = HandOver {
-            term,
-            leader: node.id,
-            last_log_index,
-        };
-        match node.pool.timeout_now(addr, &h, node.rpc_timeout).await {
-            Ok(Ok(())) => tracing::info!(to, term, "leadership handed over: this member owns VIPs"),
-            Ok(Err(e)) => tracing::info!(to, error = %e, "hand-over refused"),
-            Err(e) => tracing::info!(to, error = %e, "hand-over failed"),
-        }
     }
 }
 

@@ -185,3 +185,59 @@ async fn controller_places_moves_and_fails_over_vips_by_lease() {
     drop(agents);
     c.shutdown().await;
 }
+
+/// The interleaving that let an expired owner keep its VIP: the leader decides the lease of
+/// (v, 1) is over and is about to propose the next owner; a renewal of (v, 1) arrives before
+/// that commits. It must not be granted (the old owner would answer for a whole lease while
+/// the new one takes over), and the new owner is assigned once the decision commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_grant_after_the_leader_decided_a_lease_is_over() {
+    let c = TestCluster::start(1, no_tune).await;
+    let client = c.client();
+    // Nodes 2 and 3 are standalone agents (the member, node 1, backs nothing).
+    for id in [2, 3] {
+        client
+            .register_agent(id, &format!("10.213.0.{id}:7400"))
+            .await
+            .unwrap();
+    }
+    common::define_web_and_vip_on(&client, &[2, 3]).await;
+    for id in [2, 3] {
+        client
+            .report_health(id, "web", v1::Health::Healthy)
+            .await
+            .unwrap();
+    }
+    let agents = FakeAgents::start(c.addrs.values().cloned().collect(), &[2, 3]);
+    let v = wait_vip(&client, "placement on node 2", |v| v.owner == 2).await;
+    assert_eq!(v.epoch, 1);
+    wait_for("a grant to node 2", Duration::from_secs(10), || async {
+        (agents.granted(2) > 0).then_some(())
+    })
+    .await;
+
+    // Node 2's agent goes silent; the leader will decide its lease is over.
+    let node = c.nodes[&1].node.clone();
+    let point = node.failpoints.arm("controller.before_vip_decision");
+    agents.stop_agent(2);
+    tokio::time::timeout(Duration::from_secs(10), point.reached())
+        .await
+        .expect("the controller decided the lease of (v, 1) is over");
+    // Decided, not yet proposed: node 2 renews (v, 1) now.
+    let claim = vec![v1::VipClaim {
+        vip: "v".into(),
+        epoch: 1,
+    }];
+    let late = client.renew(2, claim.clone(), vec![]).await.unwrap();
+    point.release();
+    assert!(
+        !late.grants[0].granted,
+        "a renewal was granted after the leader decided the lease was over"
+    );
+    let v = wait_vip(&client, "the VIP moved to node 3", |v| v.owner == 3).await;
+    assert_eq!(v.epoch, 2);
+    let after = client.renew(2, claim, vec![]).await.unwrap();
+    assert!(!after.grants[0].granted);
+    drop(agents);
+    c.shutdown().await;
+}

@@ -358,6 +358,14 @@ async fn reconcile(
         .lease
         .min(Duration::from_millis(resp.lease_ms as u64));
     let deadline = sent + lease.saturating_sub(cfg.lease.drift_allowance);
+    // A refusal of a lease we hold means the leader counts it as over (reassigned, revoked,
+    // or decided over and about to be): stop answering now, not at our deadline.
+    for g in resp.grants.iter().filter(|g| !g.granted) {
+        if held.get(&g.vip).is_some_and(|h| h.epoch == g.epoch) {
+            let h = held.remove(&g.vip).expect("present");
+            drop_vip(fence, addrs, &g.vip, &h, "renewal refused", None).await;
+        }
+    }
     for g in resp.grants.iter().filter(|g| g.granted) {
         let Some(v) = vips.get(g.vip.as_str()) else {
             continue;

@@ -55,39 +55,20 @@ impl Agent for AgentSvc {
         instrument("Renew", async {
             self.known_node(r.node_id)?;
             // Leadership confirmed by a quorum after the request arrived, and the state applied
-            // up to that point: only then is a grant safe.
+            // up to that point: only then is a grant safe. The grant is decided in the lease
+            // book, which refuses any lease the controller already decided is over.
             self.node.read_index_local().await?;
-            let now = self.node.mono_now();
+            let terms = self.node.lease_terms();
             let data = self.node.sm.read();
-            let mut obs = self.node.leader_obs();
-            obs.agent_seen.insert(r.node_id, now);
-            obs.holding.insert(
-                r.node_id,
-                r.holding.iter().map(|c| (c.vip.clone(), c.epoch)).collect(),
-            );
-            obs.haproxy
-                .insert(r.node_id, (r.haproxy.clone(), r.haproxy_error.clone()));
-            let grants = r
-                .claims
-                .iter()
-                .map(|c| {
-                    let granted = data.vips.get(&c.vip).is_some_and(|v| {
-                        v.owner == r.node_id && v.epoch == c.epoch && !v.releasing
-                    });
-                    if granted {
-                        obs.granted.insert(c.vip.clone(), now);
-                    }
-                    v1::LeaseGrant {
-                        vip: c.vip.clone(),
-                        epoch: c.epoch,
-                        granted,
-                    }
-                })
-                .collect();
+            let grants = {
+                let mut book = self.node.book();
+                let now = self.node.mono_now();
+                book.renew(&data.vips, &r, now, terms)
+            };
             Ok(v1::RenewResponse {
                 header: Some(self.node.header_at(data.revision)),
                 grants,
-                lease_ms: self.node.controller_cfg.lease.lease.as_millis() as u32,
+                lease_ms: terms.lease.as_millis() as u32,
             })
         })
         .await
@@ -175,15 +156,11 @@ impl Agent for AgentSvc {
                 });
             }
             let data = self.node.sm.read();
-            let owned = data
-                .vips
-                .get(&r.vip)
-                .is_some_and(|v| v.owner == r.node_id && v.epoch == r.epoch);
+            let owned = self
+                .node
+                .book()
+                .confirm_release(&data.vips, r.node_id, &r.vip, r.epoch);
             if owned {
-                self.node
-                    .leader_obs()
-                    .released
-                    .insert(r.vip.clone(), r.epoch);
                 // The next owner can be assigned now, not at the next tick.
                 self.node.controller_wake.notify_one();
             }
@@ -208,8 +185,9 @@ impl Agent for AgentSvc {
             }
             let now = self.node.mono_now();
             let data = self.node.sm.read();
-            let obs = self.node.leader_obs();
-            let lease = &self.node.controller_cfg.lease;
+            let terms = self.node.lease_terms();
+            let mut book = self.node.book();
+            let lease = terms.lease;
             let ms = |d: std::time::Duration| d.as_millis().min(u32::MAX as u128) as u32;
             let leases = data
                 .vips
@@ -218,9 +196,7 @@ impl Agent for AgentSvc {
                     let remaining = if v.owner == 0 {
                         std::time::Duration::ZERO
                     } else {
-                        lease
-                            .leader_expiry(obs.granted.get(&v.name).copied(), obs.leader_since)
-                            .saturating_sub(now)
+                        book.remaining(&v.name, v.epoch, now, terms)
                     };
                     v1::VipLease {
                         vip: v.name.clone(),
@@ -230,6 +206,7 @@ impl Agent for AgentSvc {
                     }
                 })
                 .collect();
+            let obs = book.obs();
             let agents = data
                 .nodes
                 .keys()
@@ -259,7 +236,7 @@ impl Agent for AgentSvc {
                 header: Some(self.node.header_at(data.revision)),
                 leases,
                 agents,
-                lease_ms: ms(lease.lease),
+                lease_ms: ms(lease),
             })
         })
         .await

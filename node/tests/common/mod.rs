@@ -176,6 +176,11 @@ impl TestCluster {
 /// Defines service "web" (tcp check on port 80, backends 1..=3) and VIP "v" at
 /// 10.213.0.100/24 on eth0 for it.
 pub async fn define_web_and_vip(client: &Client) {
+    define_web_and_vip_on(client, &[1, 2, 3]).await
+}
+
+/// Like [`define_web_and_vip`], with the given backends.
+pub async fn define_web_and_vip_on(client: &Client, backends: &[u64]) {
     use ballast_client::v1;
     let svc = v1::Service {
         name: "web".into(),
@@ -183,7 +188,7 @@ pub async fn define_web_and_vip(client: &Client) {
             kind: Some(v1::health_check::Kind::Tcp(v1::TcpCheck { port: 80 })),
             ..Default::default()
         }),
-        backends: (1..=3).map(|i| (i, v1::Backend::default())).collect(),
+        backends: backends.iter().map(|i| (*i, v1::Backend::default())).collect(),
         ..Default::default()
     };
     client.apply_service(svc).await.unwrap();

@@ -1,0 +1,266 @@
+//! The leader's loops: the controller (every tick, and at each lease expiry) and the
+//! leadership hand-over. Both do nothing on a member that does not lead.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ballast_proto::v1;
+use tokio::sync::watch;
+
+use crate::controller::{Action, VipView};
+use crate::handover;
+use crate::network::HandOver;
+use crate::node::{now_ms, Node};
+use crate::types::{Command, CommandResult, NodeId, Op, Outcome};
+
+use super::World;
+
+/// How often the leader's controller decides.
+const CONTROLLER_TICK: Duration = Duration::from_millis(50);
+
+fn vip_view(v: &v1::Vip) -> VipView {
+    let p = v.placement.clone().unwrap_or_default();
+    VipView {
+        name: v.name.clone(),
+        service: v.service.clone(),
+        owner: v.owner,
+        epoch: v.epoch,
+        releasing: v.releasing,
+        preempt: p.preempt,
+        preempt_delay: Duration::from_millis(p.preempt_delay_ms as u64),
+        priorities: p.priorities,
+        move_to: v.move_to,
+    }
+}
+
+fn action_op(a: Action) -> Op {
+    match a {
+        Action::Assign { vip, node, epoch } => Op::AssignVip { vip, node, epoch },
+        Action::Release { vip, epoch, .. } => Op::ReleaseVip { vip, epoch },
+        Action::Revoke { vip, epoch } => Op::RevokeVip { vip, epoch },
+        Action::SetNodeAlive { node, alive } => Op::SetNodeAlive {
+            node_id: node,
+            alive,
+        },
+    }
+}
+
+/// On the leader, every tick: decide from the applied state and the lease book, and propose
+/// what was decided. Stale decisions are refused by the state machine (epochs).
+///
+/// Before its first decision in a term, the leader confirms its leadership with a quorum and
+/// applies everything committed before (its term's first entry): until then its state may lag
+/// what earlier leaders committed, and a decision on it could end a lease too early.
+pub async fn controller_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
+    let mut wake_at = tokio::time::Instant::now();
+    let mut ready_term = 0;
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep_until(wake_at) => {}
+            _ = node.controller_wake.notified() => {}
+        }
+        wake_at = tokio::time::Instant::now() + CONTROLLER_TICK;
+        let (leader, term) = {
+            let m = node.raft.metrics();
+            let m = m.borrow();
+            (m.current_leader, m.current_term)
+        };
+        if leader != Some(node.id) {
+            continue;
+        }
+        if ready_term != term {
+            match node.read_index_local().await {
+                Ok(_) => ready_term = term,
+                Err(e) => {
+                    tracing::debug!(error = ?e, "controller waits for its term's first entry");
+                    continue;
+                }
+            }
+        }
+        let terms = node.lease_terms();
+        let actions = {
+            let data = node.sm.read();
+            let vips: Vec<VipView> = data.vips.values().map(vip_view).collect();
+            let mut book = node.book();
+            if book.term() != term {
+                continue; // the term changed since the barrier
+            }
+            let now = node.mono_now();
+            let w = World {
+                nodes: &data.nodes,
+                services: &data.services,
+                vips: &vips,
+                leader: node.id,
+                now,
+                now_wall_ms: now_ms(),
+                cfg: &node.controller_cfg,
+            };
+            // Decide again the moment a lease runs out, not at the next tick.
+            if let Some(at) = book.next_expiry(&w, terms) {
+                wake_at = wake_at.min(tokio::time::Instant::now() + (at - now));
+            }
+            book.decide(&w, terms)
+        };
+        for a in actions {
+            tracing::info!(action = ?a, "controller");
+            let assigned = match &a {
+                Action::Assign { vip, epoch, .. } => Some((vip.clone(), *epoch)),
+                _ => None,
+            };
+            if matches!(a, Action::Assign { .. } | Action::Revoke { .. }) {
+                node.failpoints.hit("controller.before_vip_decision").await;
+            }
+            match propose_decision(&node, action_op(a)).await {
+                Some(true) => {
+                    // The new owner gets a full lease from its assignment to claim the VIP:
+                    // the leader counts the assignment as a grant.
+                    if let Some((vip, epoch)) = assigned {
+                        let mut book = node.book();
+                        let now = node.mono_now();
+                        book.assigned(&vip, epoch, now, terms);
+                    }
+                }
+                Some(false) => {}
+                None => break,
+            }
+        }
+        rollouts(&node).await;
+    }
+}
+
+/// On the leader: the next step of every service's rollout, and the planned VIP moves that
+/// let a VIP owner switch last (see `rollout.rs`).
+async fn rollouts(node: &Arc<Node>) {
+    let decisions: Vec<(String, crate::rollout::Decision)> = {
+        let data = node.sm.read();
+        let alive = |id: NodeId| data.nodes.get(&id).is_some_and(|n| n.alive);
+        data.services
+            .values()
+            .filter(|s| crate::releases::in_progress(s))
+            .map(|svc| {
+                let vips: Vec<&v1::Vip> = data
+                    .vips
+                    .values()
+                    .filter(|v| v.service == svc.name)
+                    .collect();
+                (
+                    svc.name.clone(),
+                    crate::rollout::decide(svc, &vips, &alive, now_ms()),
+                )
+            })
+            .collect()
+    };
+    for (service, d) in decisions {
+        let mut ops: Vec<Op> = d
+            .moves
+            .into_iter()
+            .map(|(vip, to)| Op::MoveVip { vip, to })
+            .collect();
+        if let Some(step) = d.step {
+            tracing::info!(%service, state = step.next.state, message = %step.next.message, "rollout step");
+            ops.push(Op::StepRollout { service, step });
+        }
+        for op in ops {
+            if propose_decision(node, op).await.is_none() {
+                return;
+            }
+        }
+    }
+}
+
+/// Proposes a decision of this leader's controllers. Some(true): applied; Some(false): refused
+/// by the state machine (a stale decision, logged); None: not proposed (no longer leader, or
+/// the log is unavailable), the rest of the tick is pointless.
+async fn propose_decision(node: &Node, op: Op) -> Option<bool> {
+    let cmd = Command {
+        request: None,
+        now_ms: 0,
+        op,
+    };
+    match node.propose_local(cmd).await {
+        Ok(CommandResult {
+            outcome: Outcome::Rejected { field, message },
+            ..
+        }) => {
+            tracing::debug!(%field, %message, "controller decision refused");
+            Some(false)
+        }
+        Ok(_) => Some(true),
+        Err(e) => {
+            tracing::debug!(error = ?e, "controller stops this tick");
+            None
+        }
+    }
+}
+
+/// On the leader: hands the leadership to a follower when this member owns VIPs and a
+/// caught-up follower owns none (see `handover.rs`).
+pub async fn handover_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
+    let mut last_attempt: Option<(u64, Duration)> = None;
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+        let (term, last_log_index, followers, addrs) = {
+            let m = node.raft.metrics();
+            let m = m.borrow();
+            if m.current_leader != Some(node.id) {
+                continue;
+            }
+            let membership = m.membership_config.membership();
+            let matched = m.replication.clone().unwrap_or_default();
+            let followers: Vec<(NodeId, Option<u64>)> = membership
+                .voter_ids()
+                .filter(|id| *id != node.id)
+                .map(|id| (id, matched.get(&id).cloned().flatten().map(|l| l.index)))
+                .collect();
+            let addrs: BTreeMap<NodeId, String> = membership
+                .nodes()
+                .map(|(id, n)| (*id, n.addr.clone()))
+                .collect();
+            (
+                m.current_term,
+                m.last_log_index.unwrap_or(0),
+                followers,
+                addrs,
+            )
+        };
+        let now = node.mono_now();
+        let led_for = now.saturating_sub(node.book().obs().leader_since);
+        let mut owned: BTreeMap<NodeId, usize> = BTreeMap::new();
+        let mut moving = false;
+        for v in node.sm.read().vips.values().filter(|v| v.owner != 0) {
+            *owned.entry(v.owner).or_default() += 1;
+            moving |= v.releasing;
+        }
+        let Some(to) = handover::successor(&handover::Input {
+            me: node.id,
+            led_for,
+            since_last_attempt: last_attempt
+                .filter(|(t, _)| *t == term)
+                .map(|(_, at)| now.saturating_sub(at)),
+            last_log_index,
+            followers: &followers,
+            owned: &owned,
+            moving,
+            settle: node.handover_settle,
+        }) else {
+            continue;
+        };
+        last_attempt = Some((term, now));
+        let Some(addr) = addrs.get(&to) else { continue };
+        let h = HandOver {
+            term,
+            leader: node.id,
+            last_log_index,
+        };
+        match node.pool.timeout_now(addr, &h, node.rpc_timeout).await {
+            Ok(Ok(())) => tracing::info!(to, term, "leadership handed over: this member owns VIPs"),
+            Ok(Err(e)) => tracing::info!(to, error = %e, "hand-over refused"),
+            Err(e) => tracing::info!(to, error = %e, "hand-over failed"),
+        }
+    }
+}
