@@ -38,6 +38,8 @@ pub struct ClientConfig {
     pub token: Option<String>,
     /// Mutual TLS towards the members; None: plaintext.
     pub tls: Option<Arc<crate::tls::ClientTls>>,
+    /// An agent's process id, named in its agent calls (see `RegisterRequest`); 0 for others.
+    pub agent_instance: u64,
 }
 
 impl ClientConfig {
@@ -52,6 +54,7 @@ impl ClientConfig {
             follow_leader_hints: true,
             token: None,
             tls: None,
+            agent_instance: 0,
         }
     }
 }
@@ -702,6 +705,22 @@ impl Client {
         .await
     }
 
+    /// Sets the cluster's VIP lease settings; fields left 0 keep their current value.
+    pub async fn set_lease(
+        &self,
+        settings: v1::LeaseSettings,
+    ) -> Result<v1::StateWriteResponse, Error> {
+        let t = self.ticket();
+        let req = v1::SetLeaseRequest {
+            settings: Some(settings),
+            request_id: Some(t.id),
+        };
+        self.call("set lease", |ch| async move {
+            Self::state(ch).set_lease(req).await
+        })
+        .await
+    }
+
     /// Removes a standalone agent's node record.
     pub async fn forget_node(&self, node_id: u64) -> Result<v1::StateWriteResponse, Error> {
         let t = self.ticket();
@@ -755,7 +774,12 @@ impl Client {
     }
 
     /// A renewal with everything the agent reports (what it holds, its HAProxy's view).
-    pub async fn renew_report(&self, req: v1::RenewRequest) -> Result<v1::RenewResponse, Error> {
+    /// A renewal as the agent sends it; it names this client's agent process (`agent_instance`).
+    pub async fn renew_report(
+        &self,
+        mut req: v1::RenewRequest,
+    ) -> Result<v1::RenewResponse, Error> {
+        req.instance = self.inner.cfg.agent_instance;
         self.call("renew", |ch| {
             let req = req.clone();
             async move { Self::agent(ch).renew(req).await }
@@ -773,6 +797,7 @@ impl Client {
             node_id,
             service: service.to_string(),
             health: health as i32,
+            instance: self.inner.cfg.agent_instance,
         };
         self.call("report health", |ch| {
             let req = req.clone();
@@ -791,6 +816,7 @@ impl Client {
             node_id,
             vip: vip.to_string(),
             epoch,
+            instance: self.inner.cfg.agent_instance,
         };
         self.call("confirm release", |ch| {
             let req = req.clone();
@@ -802,8 +828,9 @@ impl Client {
     /// An agent's report of the release it runs for `service` (or failed to activate).
     pub async fn report_release(
         &self,
-        req: v1::ReportReleaseRequest,
+        mut req: v1::ReportReleaseRequest,
     ) -> Result<v1::AgentResponse, Error> {
+        req.instance = self.inner.cfg.agent_instance;
         self.call("report release", |ch| {
             let req = req.clone();
             async move { Self::agent(ch).report_release(req).await }
@@ -811,16 +838,27 @@ impl Client {
         .await
     }
 
-    /// A standalone agent announces itself (creates or updates its node record).
+    /// A standalone agent announces its process (the node's leases are bound to it) and
+    /// creates or updates its node record, or announces its stop (`leaving`).
     pub async fn register_agent(
         &self,
         node_id: u64,
         addr: &str,
+        leaving: bool,
     ) -> Result<v1::AgentResponse, Error> {
-        let req = v1::RegisterRequest {
+        self.register(v1::RegisterRequest {
             node_id,
             addr: addr.to_string(),
-        };
+            leaving,
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// An agent's registration as given (see `RegisterRequest`); it names this client's agent
+    /// process.
+    pub async fn register(&self, mut req: v1::RegisterRequest) -> Result<v1::AgentResponse, Error> {
+        req.instance = self.inner.cfg.agent_instance;
         self.call("register", |ch| {
             let req = req.clone();
             async move { Self::agent(ch).register(req).await }

@@ -51,7 +51,10 @@ pub struct AgentOpts {
     /// answering for its VIPs within this time; another node takes over a little later. On a
     /// member it must leave, after the drift allowance and one renew interval, twice the
     /// election timeout's upper bound plus 100 ms, so that a leader election does not drop the
-    /// VIPs. An agent uses the leader's lease when that is shorter.
+    /// VIPs. The lease settings (this, --vip-renew-ms, --vip-drift-ms, --vip-margin-ms) are the
+    /// cluster's: a new cluster takes its first leader's, `ballastctl lease set` changes them,
+    /// and afterwards these options are ignored. An agent uses its own only until the leader
+    /// sends the cluster's with a grant.
     #[arg(long, env = "BALLAST_VIP_LEASE_MS")]
     pub vip_lease_ms: Option<u64>,
 
@@ -70,6 +73,13 @@ pub struct AgentOpts {
     /// Milliseconds between those gratuitous ARPs [default: 100].
     #[arg(long, env = "BALLAST_GARP_INTERVAL_MS")]
     pub garp_interval_ms: Option<u64>,
+
+    /// Append every interval during which this node's VIP fence allowed an address to FILE
+    /// (JSON lines on CLOCK_MONOTONIC: allowing/allowed/revoked/cleared), for checking
+    /// exactly that no two nodes were allowed one VIP at once (the lab's vip workload reads
+    /// it). Grows by a line or two per renewal: for tests and investigations [default: none].
+    #[arg(long, value_name = "FILE", env = "BALLAST_FENCE_JOURNAL")]
+    pub fence_journal: Option<PathBuf>,
 
     /// Address health checks connect to (the backend runs on this server) [default: 127.0.0.1].
     #[arg(long, env = "BALLAST_CHECK_HOST")]
@@ -305,6 +315,7 @@ struct FileConfig {
     vip_margin_ms: Option<u64>,
     garp_count: Option<u32>,
     garp_interval_ms: Option<u64>,
+    fence_journal: Option<PathBuf>,
     node_down_after_ms: Option<u64>,
     check_host: Option<std::net::IpAddr>,
     exec_checks: Option<BTreeMap<String, Vec<String>>>,
@@ -360,6 +371,8 @@ pub struct Config {
     pub lease: crate::lease::LeaseConfig,
     pub garp_count: u32,
     pub garp_interval_ms: u64,
+    /// See `--fence-journal`.
+    pub fence_journal: Option<PathBuf>,
     pub node_down_after_ms: u64,
     pub check_host: std::net::IpAddr,
     pub exec_checks: BTreeMap<String, Vec<String>>,
@@ -400,6 +413,7 @@ impl Config {
             lease: crate::lease::LeaseConfig::default(),
             garp_count: 5,
             garp_interval_ms: 100,
+            fence_journal: None,
             node_down_after_ms: 2000,
             check_host: "127.0.0.1".parse().unwrap(),
             exec_checks: BTreeMap::new(),
@@ -518,6 +532,7 @@ impl Config {
                 .garp_interval_ms
                 .or(file.garp_interval_ms)
                 .unwrap_or(100),
+            fence_journal: args.agent_opts.fence_journal.clone().or(file.fence_journal),
             node_down_after_ms: args
                 .node_down_after_ms
                 .or(file.node_down_after_ms)
@@ -938,6 +953,7 @@ struct AgentFileConfig {
     vip_drift_ms: Option<u64>,
     garp_count: Option<u32>,
     garp_interval_ms: Option<u64>,
+    fence_journal: Option<PathBuf>,
     check_host: Option<std::net::IpAddr>,
     exec_checks: Option<BTreeMap<String, Vec<String>>>,
     release_dirs: Option<BTreeMap<String, PathBuf>>,
@@ -963,6 +979,8 @@ pub struct AgentOnlyConfig {
     pub lease: crate::lease::LeaseConfig,
     pub garp_count: u32,
     pub garp_interval_ms: u64,
+    /// See `--fence-journal`.
+    pub fence_journal: Option<PathBuf>,
     pub check_host: std::net::IpAddr,
     pub exec_checks: BTreeMap<String, Vec<String>>,
     /// Per service: where its releases live and how they are activated.
@@ -1023,6 +1041,7 @@ impl AgentOnlyConfig {
                 .garp_interval_ms
                 .or(file.garp_interval_ms)
                 .unwrap_or(100),
+            fence_journal: args.agent_opts.fence_journal.clone().or(file.fence_journal),
             check_host: args
                 .agent_opts
                 .check_host
@@ -1074,8 +1093,8 @@ impl AgentOnlyConfig {
         validate_agent(self.garp_count, &self.exec_checks)
     }
 
-    /// The agent's own settings.
-    pub fn agent(&self) -> crate::agent::AgentConfig {
+    /// The agent's own settings, for agent process `instance`.
+    pub fn agent(&self, instance: u64) -> crate::agent::AgentConfig {
         crate::agent::AgentConfig {
             node_id: self.node_id,
             lease: self.lease,
@@ -1085,6 +1104,8 @@ impl AgentOnlyConfig {
             exec_checks: self.exec_checks.clone(),
             release_sites: self.release_sites.clone(),
             haproxy: self.haproxy.clone(),
+            instance,
+            advertise: Some(self.advertise.clone()),
         }
     }
 }

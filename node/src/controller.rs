@@ -21,13 +21,15 @@ use std::time::Duration;
 use ballast_proto::v1;
 
 use crate::lease::LeaseConfig;
-use crate::types::NodeId;
+use crate::types::{NodeId, RetiredVip};
 
 /// A VIP as the controller sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VipView {
     pub name: String,
     pub service: String,
+    /// Address/prefix, to keep it off addresses a retired VIP may still hold.
+    pub address: String,
     pub owner: NodeId,
     pub epoch: u64,
     /// A planned move is under way: the owner was asked to release at this epoch.
@@ -92,9 +94,13 @@ impl Observations {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ControllerConfig {
+    /// This member's configured lease settings: the cluster's until it has its own.
     pub lease: LeaseConfig,
     /// An agent silent this long is marked down.
     pub node_down_after: Duration,
+    /// The upper bound of this member's election timeout (lease settings must outlast a
+    /// leaderless period).
+    pub election_timeout_max: Duration,
 }
 
 impl Default for ControllerConfig {
@@ -102,6 +108,7 @@ impl Default for ControllerConfig {
         ControllerConfig {
             lease: LeaseConfig::default(),
             node_down_after: Duration::from_secs(2),
+            election_timeout_max: Duration::from_millis(200),
         }
     }
 }
@@ -131,6 +138,12 @@ pub enum Action {
         node: NodeId,
         alive: bool,
     },
+    /// The retired address of a deleted or changed VIP is free: its owner at `epoch`
+    /// confirmed it stopped answering, or its lease expired at the leader.
+    ClearRetired {
+        vip: String,
+        epoch: u64,
+    },
 }
 
 /// Everything the controller reads.
@@ -138,6 +151,8 @@ pub struct Input<'a> {
     pub nodes: &'a BTreeMap<NodeId, v1::Node>,
     pub services: &'a BTreeMap<String, v1::Service>,
     pub vips: &'a [VipView],
+    /// Addresses of deleted or changed VIPs that their last owner may still hold.
+    pub retired: &'a BTreeMap<String, RetiredVip>,
     pub obs: &'a Observations,
     /// The member deciding (the Raft leader); 0 in tests that do not care.
     pub leader: NodeId,
@@ -169,20 +184,50 @@ pub fn decide(input: &Input<'_>) -> Vec<Action> {
         }
     }
     actions.extend(placed);
+    for (name, r) in input.retired {
+        if retired_let_go(input, name, r) {
+            actions.push(Action::ClearRetired {
+                vip: name.clone(),
+                epoch: r.epoch,
+            });
+        }
+    }
     actions
+}
+
+/// Whether the last owner of a retired address no longer answers for it: it confirmed, or
+/// its lease expired at the leader.
+fn retired_let_go(input: &Input<'_>, name: &str, r: &RetiredVip) -> bool {
+    input.obs.released.get(name) == Some(&r.epoch)
+        || !input.obs.lease_held(name, r.epoch, input.now)
+}
+
+/// Whether `vip` must not be given to anyone yet: a retired address with its address or its
+/// name (a deleted VIP made again) may still be answered for by its last owner. A changed
+/// VIP's own old address is not in the way: its planned move handles it.
+fn held_back_by_retired(input: &Input<'_>, vip: &VipView) -> bool {
+    input.retired.iter().any(|(name, r)| {
+        let own_move = !r.deleted && name == &vip.name;
+        !own_move
+            && (name == &vip.name || r.address == vip.address)
+            && !retired_let_go(input, name, r)
+    })
 }
 
 /// The earliest moment after `now` at which an owned VIP's lease runs out at the leader: the
 /// controller decides again then rather than at its next tick, so a failover does not wait
 /// for the tick.
 pub fn next_expiry(input: &Input<'_>) -> Option<Duration> {
-    input
+    let owned = input
         .vips
         .iter()
         .filter(|v| v.owner != 0)
-        .map(|v| input.obs.lease_expiry(&v.name, v.epoch))
-        .filter(|t| *t > input.now)
-        .min()
+        .map(|v| input.obs.lease_expiry(&v.name, v.epoch));
+    let retired = input
+        .retired
+        .iter()
+        .map(|(name, r)| input.obs.lease_expiry(name, r.epoch));
+    owned.chain(retired).filter(|t| *t > input.now).min()
 }
 
 fn liveness(input: &Input<'_>) -> Vec<Action> {
@@ -271,6 +316,13 @@ fn target(input: &Input<'_>, vip: &VipView, alive: &dyn Fn(NodeId) -> bool) -> O
 }
 
 fn place(input: &Input<'_>, vip: &VipView, alive: &dyn Fn(NodeId) -> bool) -> Option<Action> {
+    match decide_vip(input, vip, alive) {
+        Some(Action::Assign { .. }) if held_back_by_retired(input, vip) => None,
+        a => a,
+    }
+}
+
+fn decide_vip(input: &Input<'_>, vip: &VipView, alive: &dyn Fn(NodeId) -> bool) -> Option<Action> {
     let next_epoch = vip.epoch + 1;
     let assign_best = |input: &Input<'_>| {
         target(input, vip, alive).map(|node| Action::Assign {
@@ -344,6 +396,7 @@ mod tests {
         nodes: BTreeMap<NodeId, v1::Node>,
         services: BTreeMap<String, v1::Service>,
         vips: Vec<VipView>,
+        retired: BTreeMap<String, RetiredVip>,
         obs: Observations,
         leader: NodeId,
         now: Duration,
@@ -399,6 +452,7 @@ mod tests {
                 vips: vec![VipView {
                     name: "v".into(),
                     service: "web".into(),
+                    address: "10.213.0.100/24".into(),
                     owner: 0,
                     epoch: 0,
                     releasing: false,
@@ -407,6 +461,7 @@ mod tests {
                     priorities: BTreeMap::new(),
                     move_to: 0,
                 }],
+                retired: BTreeMap::new(),
                 obs,
                 leader: 0,
                 now,
@@ -424,6 +479,7 @@ mod tests {
                 nodes: &self.nodes,
                 services: &self.services,
                 vips: &self.vips,
+                retired: &self.retired,
                 obs: &self.obs,
                 leader: self.leader,
                 now: self.now,
@@ -436,15 +492,18 @@ mod tests {
         fn apply(&mut self, actions: &[Action]) {
             for a in actions {
                 match a {
-                    Action::Assign { node, epoch, .. } => {
-                        let v = &mut self.vips[0];
+                    Action::Assign { vip, node, epoch } => {
+                        let v = self.vips.iter_mut().find(|v| &v.name == vip).unwrap();
                         assert!(*epoch > v.epoch, "epochs only grow");
+                        if self.retired.get(vip).is_some_and(|r| !r.deleted) {
+                            self.retired.remove(vip);
+                        }
                         v.owner = *node;
                         v.epoch = *epoch;
                         v.releasing = false;
                         v.move_to = 0;
                         let g = self.grant(*epoch);
-                        self.obs.granted.insert("v".into(), g);
+                        self.obs.granted.insert(vip.clone(), g);
                     }
                     Action::Release { .. } => self.vips[0].releasing = true,
                     Action::Revoke { .. } => {
@@ -453,6 +512,9 @@ mod tests {
                     }
                     Action::SetNodeAlive { node, alive } => {
                         self.nodes.get_mut(node).unwrap().alive = *alive
+                    }
+                    Action::ClearRetired { vip, .. } => {
+                        self.retired.remove(vip);
                     }
                 }
             }
@@ -757,5 +819,87 @@ mod tests {
             .decide()
             .iter()
             .any(|a| matches!(a, Action::SetNodeAlive { node: 3, .. })));
+    }
+
+    /// VIP "v" was deleted while node 1 held it at epoch 1, and "w" is made with its address.
+    fn deleted_and_made_again(w: &mut World) {
+        w.apply(&w.decide());
+        assert_eq!(w.vips[0].owner, 1);
+        let old = w.vips.remove(0);
+        w.retired.insert(
+            "v".into(),
+            RetiredVip {
+                address: old.address.clone(),
+                interface: "eth0".into(),
+                owner: 1,
+                epoch: 1,
+                deleted: true,
+            },
+        );
+        w.vips.push(VipView {
+            name: "w".into(),
+            owner: 0,
+            epoch: 0,
+            ..old
+        });
+    }
+
+    #[test]
+    fn a_deleted_vips_address_goes_to_no_vip_until_its_owner_let_go() {
+        // Its lease runs out.
+        let mut w = World::new();
+        deleted_and_made_again(&mut w);
+        w.tick(Duration::from_millis(800));
+        w.heard(&[2, 3]);
+        assert_eq!(w.decide(), vec![], "the old owner may still answer");
+        w.tick(Duration::from_millis(50));
+        w.heard(&[2, 3]);
+        let a = w.decide();
+        assert!(
+            a.contains(&Action::ClearRetired {
+                vip: "v".into(),
+                epoch: 1
+            }) && a
+                .iter()
+                .any(|x| matches!(x, Action::Assign { vip, .. } if vip == "w")),
+            "{a:?}"
+        );
+        // Or its owner confirms.
+        let mut w = World::new();
+        deleted_and_made_again(&mut w);
+        w.obs.released.insert("v".into(), 1);
+        let a = w.decide();
+        assert!(a.contains(&Action::ClearRetired {
+            vip: "v".into(),
+            epoch: 1
+        }));
+        assert!(a
+            .iter()
+            .any(|x| matches!(x, Action::Assign { vip, .. } if vip == "w")));
+    }
+
+    #[test]
+    fn a_changed_address_is_a_planned_move_at_a_higher_epoch() {
+        let mut w = World::new();
+        w.apply(&w.decide());
+        // The state machine keeps the old address retired and asks the owner to release.
+        w.retired.insert(
+            "v".into(),
+            RetiredVip {
+                address: w.vips[0].address.clone(),
+                interface: "eth0".into(),
+                owner: 1,
+                epoch: 1,
+                deleted: false,
+            },
+        );
+        w.vips[0].address = "10.213.0.101/24".into();
+        w.vips[0].releasing = true;
+        assert_eq!(w.decide(), vec![], "nothing until the owner let go");
+        w.obs.released.insert("v".into(), 1);
+        let a = w.decide();
+        assert!(a.contains(&assign(2, 2)), "{a:?}");
+        w.apply(&a);
+        assert!(w.retired.is_empty());
     }
 }

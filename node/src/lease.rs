@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 /// Largest clock-rate difference between two machines that the settings must tolerate
 /// (1000 ppm; NTP-disciplined clocks stay far inside 100 ppm).
 pub const MAX_DRIFT_RATIO: f64 = 0.001;
@@ -133,6 +135,40 @@ impl LeaseConfig {
         now: Duration,
     ) -> bool {
         now < self.leader_expiry(granted_at, leader_since)
+    }
+}
+
+/// The VIP lease settings as the cluster stores them (`ballastctl lease set`), in ms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseSettings {
+    pub lease_ms: u64,
+    pub renew_ms: u64,
+    pub drift_ms: u64,
+    pub margin_ms: u64,
+}
+
+impl LeaseSettings {
+    pub fn from_config(c: &LeaseConfig) -> Self {
+        LeaseSettings {
+            lease_ms: c.lease.as_millis() as u64,
+            renew_ms: c.renew_interval.as_millis() as u64,
+            drift_ms: c.drift_allowance.as_millis() as u64,
+            margin_ms: c.leader_margin.as_millis() as u64,
+        }
+    }
+
+    pub fn config(&self) -> LeaseConfig {
+        LeaseConfig {
+            lease: Duration::from_millis(self.lease_ms),
+            renew_interval: Duration::from_millis(self.renew_ms),
+            drift_allowance: Duration::from_millis(self.drift_ms),
+            leader_margin: Duration::from_millis(self.margin_ms),
+        }
+    }
+
+    /// How long the leader counts a grant as held: lease + margin, ms.
+    pub fn span_ms(&self) -> u64 {
+        self.lease_ms + self.margin_ms
     }
 }
 

@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use ballast_node::config::{AgentArgs, AgentOnlyConfig, Args, Config, LogFormat};
@@ -171,13 +170,23 @@ async fn agent_main(args: AgentArgs) -> ExitCode {
         None => None,
     };
     reload_on_sighup("ballastd agent", tls.clone().map(|t| move || t.reload()));
-    let client = ballast_node::agent::cluster_client(cfg.endpoints.clone(), &cfg.lease, token, tls);
+    let instance = ballast_node::agent::new_instance();
+    let client = ballast_node::agent::cluster_client(
+        cfg.endpoints.clone(),
+        &cfg.lease,
+        token,
+        tls,
+        instance,
+    );
 
     // 1. Register (or confirm the registration) before holding anything. A refusal is final;
     //    an unreachable cluster is retried until it answers or a signal comes.
     let registered = async {
         loop {
-            match client.register_agent(cfg.node_id, &cfg.advertise).await {
+            match client
+                .register_agent(cfg.node_id, &cfg.advertise, false)
+                .await
+            {
                 Ok(_) => return Ok(()),
                 Err(ballast_client::Error::InvalidArgument(m)) => return Err(m),
                 Err(e) => {
@@ -199,10 +208,15 @@ async fn agent_main(args: AgentArgs) -> ExitCode {
 
     // 2. Run until a signal; on stop the agent releases what it holds.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let fence: Arc<dyn ballast_node::agent::fence::VipFence> =
-        Arc::new(ballast_node::agent::fence::NftFence::local());
+    let fence = match ballast_node::agent::fence::local(cfg.node_id, cfg.fence_journal.as_deref()) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("ballastd agent: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let mut task = tokio::spawn(ballast_node::agent::run(
-        cfg.agent(),
+        cfg.agent(instance),
         client,
         fence,
         stop_rx,

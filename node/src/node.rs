@@ -18,8 +18,10 @@ use crate::controller::ControllerConfig;
 use crate::error::ApiError;
 use crate::identity::IdentityStore;
 use crate::leader::{LeaseBook, LeaseTerms};
+use crate::lease::LeaseSettings;
 use crate::network::{ForwardError, Network, PeerPool};
 use crate::proposer::Proposer;
+use crate::state::StateData;
 use crate::store::{LogStore, SledEngine, StateMachineStore};
 use crate::types::{ClientRequest, Command, CommandResult, NodeId, Op, Outcome, Raft};
 use crate::{http, metrics, server};
@@ -219,14 +221,44 @@ impl Node {
         g
     }
 
-    /// The lease lengths this leader grants and assumes (from its configuration).
-    pub fn lease_terms(&self) -> LeaseTerms {
-        let l = &self.controller_cfg.lease;
+    /// The lease settings in force: the cluster's, or this member's configured ones while the
+    /// cluster has none (its first leader proposes them).
+    pub fn lease_settings(&self, data: &StateData) -> LeaseSettings {
+        data.lease
+            .unwrap_or_else(|| LeaseSettings::from_config(&self.controller_cfg.lease))
+    }
+
+    /// The lease lengths this leader grants and assumes, from the applied state.
+    pub fn lease_terms(&self, data: &StateData) -> LeaseTerms {
+        let settings = self.lease_settings(data);
+        let span = Duration::from_millis(settings.span_ms());
         LeaseTerms {
-            span: l.lease + l.leader_margin,
-            inherited_span: l.lease + l.leader_margin,
-            lease: l.lease,
+            span,
+            inherited_span: Duration::from_millis(data.lease_wait_ms).max(span),
+            lease: Duration::from_millis(settings.lease_ms),
+            settings,
         }
+    }
+
+    /// Refuses lease settings this member cannot work with: they must keep the promise and
+    /// outlast a leader election here, and an owner's lease must end before its node is
+    /// counted down.
+    pub fn check_lease_settings(&self, s: &LeaseSettings) -> Result<(), ApiError> {
+        let invalid = |message: String| ApiError::InvalidArgument {
+            field: "settings".into(),
+            message,
+        };
+        s.config()
+            .validate_with_election(self.controller_cfg.election_timeout_max)
+            .map_err(|e| invalid(e.to_string()))?;
+        if Duration::from_millis(s.lease_ms) >= self.controller_cfg.node_down_after {
+            return Err(invalid(format!(
+                "a lease of {} ms does not end before this member counts a silent node down ({} ms, --node-down-after-ms)",
+                s.lease_ms,
+                self.controller_cfg.node_down_after.as_millis()
+            )));
+        }
+        Ok(())
     }
 
     pub fn committed_index(&self) -> u64 {
@@ -444,6 +476,7 @@ pub async fn start(
         controller_cfg: ControllerConfig {
             lease: cfg.lease,
             node_down_after: Duration::from_millis(cfg.node_down_after_ms),
+            election_timeout_max: Duration::from_millis(cfg.election_timeout_max_ms),
         },
         book: Mutex::new(LeaseBook::default()),
         controller_wake: tokio::sync::Notify::new(),
@@ -501,6 +534,7 @@ pub async fn start(
 
     // 6. The agent, if this server holds VIPs and runs backends.
     if cfg.agent {
+        let instance = crate::agent::new_instance();
         let agent_cfg = crate::agent::AgentConfig {
             node_id: cfg.node_id,
             lease: cfg.lease,
@@ -510,15 +544,17 @@ pub async fn start(
             exec_checks: cfg.exec_checks.clone(),
             release_sites: cfg.release_sites.clone(),
             haproxy: cfg.haproxy.clone(),
+            instance,
+            advertise: None,
         };
         let client = crate::agent::cluster_client(
             vec![advertise.clone()],
             &cfg.lease,
             tokens.as_ref().map(|t| t.peer_token().to_string()),
             tls.as_ref().map(|t| t.client().clone()),
+            instance,
         );
-        let fence: Arc<dyn crate::agent::fence::VipFence> =
-            Arc::new(crate::agent::fence::NftFence::local());
+        let fence = crate::agent::fence::local(cfg.node_id, cfg.fence_journal.as_deref())?;
         tasks.push(tokio::spawn(crate::agent::run(
             agent_cfg,
             client,

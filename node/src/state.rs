@@ -10,10 +10,11 @@ use ballast_proto::v1;
 use openraft::EntryPayload;
 use serde::{Deserialize, Serialize};
 
+use crate::lease::LeaseSettings;
 use crate::releases;
 use crate::types::{
     BatchResult, ClientRequest, Command, CommandResult, Entry, Expected, KvEntry, LogId, NodeId,
-    Op, Outcome, StoredMembership,
+    Op, Outcome, RetiredVip, StoredMembership,
 };
 
 /// Revisions of change events kept for watch resumption.
@@ -35,7 +36,8 @@ pub struct Session {
     pub last_touch_ms: u64,
 }
 
-/// The whole replicated state. It is also the snapshot format (bincode).
+/// The whole replicated state. Snapshots store it in a versioned format (`format.rs`): a new
+/// field here is a new format version there.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StateData {
     pub last_applied: Option<LogId>,
@@ -48,9 +50,26 @@ pub struct StateData {
     pub sessions: BTreeMap<u64, Session>,
     /// The events of the most recent revisions, oldest first.
     pub history: VecDeque<v1::WatchResponse>,
+    /// The cluster's VIP lease settings; None until the first leader sets them (from its
+    /// configuration) or an operator does (`ballastctl lease set`).
+    pub lease: Option<LeaseSettings>,
+    /// How long (lease + margin, ms) a grant made under any setting still in force may be
+    /// held: a new leader counts every lease as held this long from its election. Never below
+    /// the current setting's; lowered to it only once every grant of a longer one is over.
+    pub lease_wait_ms: u64,
+    /// Addresses a VIP no longer has (it was deleted, or its address or interface changed)
+    /// while their last owner may still answer for them, by VIP name: no VIP is placed on such
+    /// an address until that owner confirms it stopped or its lease runs out.
+    pub retired: BTreeMap<String, RetiredVip>,
+    /// The last epoch of each deleted VIP, so that a VIP made again under the same name
+    /// continues its epochs (they are fencing tokens and never go backwards).
+    pub vip_epochs: BTreeMap<String, u64>,
+    /// The agent process each node's leases are bound to (its instance id): a second agent
+    /// started with the same node id gets no grant while the first one's leases may live.
+    pub agents: BTreeMap<NodeId, u64>,
 }
 
-fn rejected(field: &str, message: impl Into<String>) -> Outcome {
+pub(crate) fn rejected(field: &str, message: impl Into<String>) -> Outcome {
     Outcome::Rejected {
         field: field.to_string(),
         message: message.into(),
@@ -66,7 +85,7 @@ fn kv_event(kind: v1::kv_event::Kind, kv: v1::KeyValue) -> v1::Event {
     }
 }
 
-fn state_event(kind: &str, name: impl Into<String>, deleted: bool) -> v1::Event {
+pub(crate) fn state_event(kind: &str, name: impl Into<String>, deleted: bool) -> v1::Event {
     v1::Event {
         event: Some(v1::event::Event::State(v1::StateEvent {
             kind: kind.to_string(),
@@ -77,6 +96,19 @@ fn state_event(kind: &str, name: impl Into<String>, deleted: bool) -> v1::Event 
 }
 
 impl StateData {
+    /// The version [`StateData::encode`] writes (see `format.rs`).
+    pub const FORMAT_VERSION: u16 = crate::format::STATE_VERSION;
+
+    /// The snapshot bytes of this state, in the current format.
+    pub fn encode(&self) -> Vec<u8> {
+        crate::format::encode_state(self)
+    }
+
+    /// A snapshot written by this or any earlier version.
+    pub fn decode(bytes: &[u8]) -> Result<Self, crate::format::FormatError> {
+        crate::format::decode_state(bytes)
+    }
+
     /// Takes a backup's state (see `backup.rs`): its KV with their revisions, services and
     /// VIPs; its nodes beside this cluster's own (which win). VIPs start unowned, keeping their
     /// epochs, so that the new cluster's controller assigns them afresh and epochs never go
@@ -339,12 +371,15 @@ impl StateData {
             }
             Op::ApplyVip(vip) => self.apply_vip(vip),
             Op::DeleteVip(name) => {
-                if self.vips.remove(name).is_none() {
+                let Some(old) = self.vips.remove(name) else {
                     return (
                         rejected("name", format!("unknown VIP {name:?}")),
                         Vec::new(),
                     );
-                }
+                };
+                // Its owner may still answer: the address stays retired until it let go.
+                self.retire(&old, true);
+                self.vip_epochs.insert(name.clone(), old.epoch);
                 (
                     Outcome::StateWritten,
                     vec![state_event("vip", name.clone(), true)],
@@ -421,10 +456,12 @@ impl StateData {
                         Vec::new(),
                     );
                 }
+                let ended = v.epoch;
                 v.owner = *node;
                 v.epoch = *epoch;
                 v.releasing = false;
                 v.move_to = 0;
+                self.lease_ended(vip, ended);
                 (
                     Outcome::StateWritten,
                     vec![state_event("vip", vip.clone(), false)],
@@ -455,6 +492,7 @@ impl StateData {
                 } else {
                     v.owner = 0;
                     v.releasing = false;
+                    self.lease_ended(vip, *epoch);
                 }
                 (
                     Outcome::StateWritten,
@@ -532,6 +570,10 @@ impl StateData {
                 releases::report(svc, *node_id, applied, failed_release, error, now_ms)
             }),
             Op::Restore { payload } => self.restore(payload),
+            Op::SetLease { settings, if_unset } => self.set_lease(settings, *if_unset),
+            Op::SettleLease { settings } => self.settle_lease(settings),
+            Op::BindAgent { node_id, instance } => self.bind_agent(*node_id, *instance),
+            Op::ClearRetired { vip, epoch } => self.clear_retired(vip, *epoch),
             Op::StepRollout { service, step } => {
                 self.change_service(service, |svc| releases::step(svc, step))
             }
@@ -772,19 +814,28 @@ impl StateData {
         }
         let mut new = vip.clone();
         // Owner and epoch belong to the controller, never to the caller.
-        match self.vips.get(&vip.name) {
+        match self.vips.get(&vip.name).cloned() {
             Some(old) => {
                 new.owner = old.owner;
                 new.epoch = old.epoch;
                 new.releasing = old.releasing;
                 new.move_to = old.move_to;
-                if &new == old {
+                if new == old {
                     return (Outcome::StateWritten, Vec::new());
+                }
+                // A new address or interface is a planned move: the owner releases the old
+                // one (kept retired until it confirms or its lease runs out), and only then
+                // is the VIP assigned again, at a higher epoch, with the new one.
+                if old.owner != 0 && (old.address != new.address || old.interface != new.interface)
+                {
+                    self.retire(&old, false);
+                    new.releasing = true;
                 }
             }
             None => {
                 new.owner = 0;
-                new.epoch = 0;
+                // A VIP made again under a deleted one's name continues its epochs.
+                new.epoch = self.vip_epochs.remove(&vip.name).unwrap_or(0);
                 new.releasing = false;
                 new.move_to = 0;
             }

@@ -187,6 +187,38 @@ pub enum Op {
     Restore {
         payload: Vec<u8>,
     },
+    /// Operator, or a leader that finds none (`if_unset`): the cluster's VIP lease settings.
+    SetLease {
+        settings: crate::lease::LeaseSettings,
+        if_unset: bool,
+    },
+    /// Leader: every grant made under a longer setting is over, so a new leader need wait
+    /// only `settings`' span. Refused unless `settings` are still the cluster's.
+    SettleLease {
+        settings: crate::lease::LeaseSettings,
+    },
+    /// Leader: the node's leases go to this agent process from now on.
+    BindAgent {
+        node_id: NodeId,
+        instance: u64,
+    },
+    /// Leader: the retired address of `vip` (held at `epoch`) is free: its owner confirmed it
+    /// stopped answering, or its lease ran out.
+    ClearRetired {
+        vip: String,
+        epoch: u64,
+    },
+}
+
+/// An address a VIP no longer has, while its last owner may still hold it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetiredVip {
+    pub address: String,
+    pub interface: String,
+    pub owner: NodeId,
+    pub epoch: u64,
+    /// The VIP itself was deleted (rather than changed).
+    pub deleted: bool,
 }
 
 /// A stored key and its revisions.

@@ -131,6 +131,11 @@ fn methods() -> Vec<(&'static str, bool, Call)> {
         ),
         ("State.Rollback", true, call!(c => c.rollback("none", ""))),
         ("State.ForgetNode", true, call!(c => c.forget_node(9))),
+        (
+            "State.SetLease",
+            true,
+            call!(c => c.set_lease(v1::LeaseSettings::default())),
+        ),
         ("Agent.Renew", true, call!(c => c.renew(1, vec![], vec![]))),
         (
             "Agent.ReportHealth",
@@ -150,7 +155,7 @@ fn methods() -> Vec<(&'static str, bool, Call)> {
         (
             "Agent.Register",
             true,
-            call!(c => c.register_agent(9, "127.0.0.1:1")),
+            call!(c => c.register_agent(9, "127.0.0.1:1", false)),
         ),
         ("Agent.Leases", false, call!(c => c.leases())),
     ]

@@ -197,7 +197,7 @@ async fn no_grant_after_the_leader_decided_a_lease_is_over() {
     // Nodes 2 and 3 are standalone agents (the member, node 1, backs nothing).
     for id in [2, 3] {
         client
-            .register_agent(id, &format!("10.213.0.{id}:7400"))
+            .register_agent(id, &format!("10.213.0.{id}:7400"), false)
             .await
             .unwrap();
     }

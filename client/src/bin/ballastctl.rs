@@ -94,6 +94,9 @@ enum Cmd {
     /// Nodes: list, drain, maintenance, resume.
     #[command(subcommand)]
     Node(NodeCmd),
+    /// The cluster's VIP lease settings: show, set.
+    #[command(subcommand)]
+    Lease(LeaseCmd),
     /// Releases: register, roll out with health gates, watch, pause, resume, abort, roll back.
     #[command(subcommand)]
     Release(ReleaseCmd),
@@ -402,6 +405,33 @@ enum VipCmd {
     /// Wait until the VIP has an owner and that node's agent reports holding it (for
     /// scripts: exit 0 once held, 1 when --timeout passes first).
     Wait { name: String },
+}
+
+#[derive(Subcommand)]
+enum LeaseCmd {
+    /// The lease settings in force, and how long a new leader waits before it counts any
+    /// lease as over.
+    Show,
+    /// Change the lease settings (options left out keep their value). Refused when they
+    /// cannot keep the promise: the agent's deadline (lease - drift) must end before the
+    /// leader's expiry (lease + margin) at the worst clock drift, an owner's lease must
+    /// outlast a leader election, and the renew interval must leave room for two lost
+    /// renewals. A longer lease applies at once; after a shorter one, a new leader still
+    /// waits the longer one until every grant of it has run out.
+    Set {
+        /// Length of a grant, ms (counted by the agent from when it sent the renewal).
+        #[arg(long)]
+        lease_ms: Option<u64>,
+        /// How often an owner renews, ms.
+        #[arg(long)]
+        renew_ms: Option<u64>,
+        /// Clock-drift allowance the agent subtracts from its deadline, ms.
+        #[arg(long)]
+        drift_ms: Option<u64>,
+        /// Margin the leader adds before it counts a lease as gone, ms.
+        #[arg(long)]
+        margin_ms: Option<u64>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -1119,6 +1149,67 @@ async fn service(c: &Client, cmd: ServiceCmd, out: Output) -> Result<(), Error> 
     Ok(())
 }
 
+async fn lease(c: &Client, cmd: LeaseCmd, out: Output) -> Result<(), Error> {
+    match cmd {
+        LeaseCmd::Show => {
+            let Some(l) = c.get_state(false).await?.lease else {
+                println!("no lease settings yet (the first leader sets its configured ones)");
+                return Ok(());
+            };
+            match out {
+                Output::Json => println!(
+                    "{}",
+                    serde_json::json!({
+                        "lease_ms": l.lease_ms, "renew_ms": l.renew_ms, "drift_ms": l.drift_ms,
+                        "margin_ms": l.margin_ms, "wait_ms": l.wait_ms,
+                    })
+                ),
+                Output::Table => {
+                    println!("lease     {} ms", l.lease_ms);
+                    println!("renew     every {} ms", l.renew_ms);
+                    println!(
+                        "drift     {} ms (the agent's deadline: lease - drift)",
+                        l.drift_ms
+                    );
+                    println!(
+                        "margin    {} ms (the leader's expiry: lease + margin)",
+                        l.margin_ms
+                    );
+                    println!("new-leader wait {} ms", l.wait_ms);
+                }
+            }
+        }
+        LeaseCmd::Set {
+            lease_ms,
+            renew_ms,
+            drift_ms,
+            margin_ms,
+        } => {
+            if [lease_ms, renew_ms, drift_ms, margin_ms]
+                .iter()
+                .all(Option::is_none)
+            {
+                return Err(bad(
+                    "nothing to set: give --lease-ms, --renew-ms, --drift-ms or --margin-ms".into(),
+                ));
+            }
+            if [lease_ms, renew_ms, drift_ms, margin_ms].contains(&Some(0)) {
+                return Err(bad("lease settings must be above 0 ms".into()));
+            }
+            c.set_lease(v1::LeaseSettings {
+                lease_ms: lease_ms.unwrap_or(0),
+                renew_ms: renew_ms.unwrap_or(0),
+                drift_ms: drift_ms.unwrap_or(0),
+                margin_ms: margin_ms.unwrap_or(0),
+                wait_ms: 0,
+            })
+            .await?;
+            println!("lease settings changed");
+        }
+    }
+    Ok(())
+}
+
 async fn vip(c: &Client, cmd: VipCmd, out: Output, timeout: Duration) -> Result<(), Error> {
     match cmd {
         VipCmd::Apply {
@@ -1739,6 +1830,7 @@ async fn main() -> ExitCode {
         Cmd::Service(sv) => service(&client, sv, cli.output).await,
         Cmd::Vip(v) => vip(&client, v, cli.output, Duration::from_secs(cli.timeout)).await,
         Cmd::Node(n) => node(&client, n, cli.output, Duration::from_secs(cli.timeout)).await,
+        Cmd::Lease(l) => lease(&client, l, cli.output).await,
         Cmd::Release(r) => release(&client, r, cli.output).await,
         Cmd::Bench(b) => bench(&client, b, cli.output).await,
         Cmd::Snapshot(sn) => snapshot(&client, sn, cli.output).await,

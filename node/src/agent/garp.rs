@@ -1,7 +1,45 @@
 //! Gratuitous ARP: tells the segment that the VIP now lives at this interface's MAC.
+//!
+//! Every frame goes out only while this node's lease is valid: the burst reads the lease's
+//! deadline before each frame and stops when it is near or the VIP was let go. The fence's
+//! egress filter (`fence.rs`) drops any frame that still slips out after the deadline (the
+//! process paused between the check and the send, say): this check keeps the burst honest,
+//! the kernel makes it safe.
 
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use super::journal::mono_ns;
+
+/// How much of the lease must be left for a frame to be sent: it must reach the wire well
+/// before the deadline.
+pub const FRAME_GUARD: Duration = Duration::from_millis(20);
+
+/// The deadline of a held VIP's lease (CLOCK_MONOTONIC ns), shared with its announcements;
+/// 0 once the VIP is let go.
+#[derive(Debug, Default)]
+pub struct LeaseClock(AtomicU64);
+
+impl LeaseClock {
+    pub fn new(deadline_ns: u64) -> Self {
+        LeaseClock(AtomicU64::new(deadline_ns))
+    }
+
+    pub fn set(&self, deadline_ns: u64) {
+        self.0.store(deadline_ns, Ordering::Release);
+    }
+
+    /// The VIP was let go: no more announcements.
+    pub fn end(&self) {
+        self.0.store(0, Ordering::Release);
+    }
+
+    /// Whether the lease runs at least `guard` longer.
+    pub fn valid_for(&self, guard: Duration) -> bool {
+        mono_ns() + (guard.as_nanos() as u64) < self.0.load(Ordering::Acquire)
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("gratuitous ARP: {0}")]
@@ -36,13 +74,15 @@ pub fn frame(mac: [u8; 6], ip: Ipv4Addr) -> Vec<u8> {
     f
 }
 
-/// Sends `count` gratuitous ARPs for `ip` on `iface`, `interval` apart.
+/// Sends up to `count` gratuitous ARPs for `ip` on `iface`, `interval` apart, each only while
+/// `lease` is valid for at least [`FRAME_GUARD`]. Returns how many were sent.
 pub async fn burst(
     iface: &str,
     ip: Ipv4Addr,
     count: u32,
     interval: Duration,
-) -> Result<(), GarpError> {
+    lease: &LeaseClock,
+) -> Result<u32, GarpError> {
     let mac = mac_of(iface)?;
     let name = std::ffi::CString::new(iface).map_err(|_| GarpError("bad interface name".into()))?;
     // SAFETY: valid NUL-terminated string.
@@ -67,8 +107,11 @@ pub async fn burst(
     sll.sll_ifindex = index as i32;
     sll.sll_halen = 6;
     sll.sll_addr[..6].copy_from_slice(&[0xff; 6]);
-    let mut result = Ok(());
+    let mut result = Ok(0);
     for i in 0..count {
+        if !lease.valid_for(FRAME_GUARD) {
+            break;
+        }
         // SAFETY: frame and sll outlive the call; sizes are theirs.
         let n = unsafe {
             libc::sendto(
@@ -81,12 +124,14 @@ pub async fn burst(
             )
         };
         if n < 0 {
-            result = Err(GarpError(format!(
-                "send: {}",
-                std::io::Error::last_os_error()
-            )));
+            let e = std::io::Error::last_os_error();
+            // ENOBUFS: the fence's egress filter dropped it (the lease ended meanwhile).
+            if e.raw_os_error() != Some(libc::ENOBUFS) || lease.valid_for(Duration::ZERO) {
+                result = Err(GarpError(format!("send: {e}")));
+            }
             break;
         }
+        result = Ok(i + 1);
         if i + 1 < count {
             tokio::time::sleep(interval).await;
         }
@@ -99,6 +144,15 @@ pub async fn burst(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lease_clock_is_valid_until_its_deadline_less_the_guard_and_ends_at_once() {
+        let c = LeaseClock::new(mono_ns() + 1_000_000_000);
+        assert!(c.valid_for(FRAME_GUARD));
+        assert!(!c.valid_for(Duration::from_secs(2)));
+        c.end();
+        assert!(!c.valid_for(Duration::ZERO));
+    }
 
     #[test]
     fn the_frame_is_a_broadcast_arp_request_for_the_vip() {

@@ -1,18 +1,24 @@
 //! The agent: obeys the leader's VIP decisions on this server and reports backend health.
 //!
-//! - `fence`: the kernel-enforced fence (nftables set elements that expire at the deadline);
+//! - `plan`: the reconcile's decisions, pure (what to drop, confirm, claim, acquire);
+//! - `run`: the reconcile loop, which carries them out, and the health, release and HAProxy
+//!   loops;
+//! - `fence`: the kernel-enforced fence (nftables set elements that expire at the deadline,
+//!   and an egress filter that keeps announcements inside the lease);
+//! - `journal`: the fence's allowance intervals on the shared monotonic clock, for the lab;
 //! - `addr`: VIP addresses through netlink, with a valid lifetime as a backstop;
-//! - `garp`: gratuitous ARP bursts on acquire;
+//! - `garp`: gratuitous ARP bursts on acquire, each frame only while the lease is valid;
 //! - `health`: probes and rise/fall;
-//! - `haproxy`: the local HAProxy's servers follow the cluster's health and admin states;
-//! - `run`: the reconcile loop.
+//! - `haproxy`: the local HAProxy's servers follow the cluster's health and admin states.
 
 pub mod addr;
 pub mod fence;
 pub mod garp;
 pub mod haproxy;
 pub mod health;
+pub mod journal;
+pub mod plan;
 pub mod release;
 mod run;
 
-pub use run::{cluster_client, run, AgentConfig};
+pub use run::{cluster_client, new_instance, run, AgentConfig};

@@ -1,12 +1,18 @@
-//! The agent's reconcile loop.
+//! The agent's reconcile loop: the executor of `plan.rs`.
 //!
 //! Every renew interval, and at once when the watch reports a change, the agent compares what
 //! the cluster decided (the VIPs assigned to this node, at which epoch, whether a release was
-//! asked) with what it holds, and fixes the difference. It claims its VIPs from the leader;
-//! each grant moves the kernel fence's deadline to `sent + lease - drift`. Acquire is: fence
-//! allows, address added (with a valid lifetime as backstop), gratuitous ARP burst. Release
-//! is: fence revokes, address removed, release confirmed. Nothing is added or removed as a
-//! side effect of an event alone: events only trigger a reconcile.
+//! asked, which addresses are retired) with what it holds, and fixes the difference. It claims
+//! its VIPs from the leader; each grant moves the kernel fence's deadline to
+//! `sent + lease - drift` (the cluster's lease settings, sent with the grant). Acquire is:
+//! address added (silent: the fence governs it), fence allows, gratuitous ARP burst while the
+//! lease is valid. Release is: announcements stopped, fence revokes, release confirmed, address
+//! removed — and confirmed only once the VIP truly no longer answers (revoked in a fence that
+//! governs it, or its address gone). A refused renewal of a held VIP drops it at once. Nothing
+//! is added or removed as a side effect of an event alone: events only trigger a reconcile.
+//!
+//! The agent is one process instance (a random id): it registers it, and the cluster binds
+//! the node's leases to it, so that a second agent started with the same node id gets none.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -19,8 +25,10 @@ use tokio::time::Instant;
 
 use super::addr::Addresses;
 use super::fence::VipFence;
-use super::garp;
+use super::garp::{self, LeaseClock};
 use super::health::{probe, RiseFall};
+use super::journal::mono_ns;
+use super::plan::{self, Held};
 use crate::lease::LeaseConfig;
 use crate::types::NodeId;
 
@@ -28,6 +36,7 @@ use crate::types::NodeId;
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     pub node_id: NodeId,
+    /// Used only until the leader sends the cluster's settings with a grant.
     pub lease: LeaseConfig,
     pub garp_count: u32,
     pub garp_interval: Duration,
@@ -39,30 +48,34 @@ pub struct AgentConfig {
     pub release_sites: BTreeMap<String, super::release::ReleaseSite>,
     /// The local HAProxy to drive, if any.
     pub haproxy: Option<super::haproxy::HaproxyConfig>,
+    /// This agent process (random, not 0); the cluster binds the node's leases to it.
+    pub instance: u64,
+    /// A standalone agent's address for operators (`ballastd agent --advertise`, may be
+    /// empty); None for the agent inside a member.
+    pub advertise: Option<String>,
 }
 
-struct Held {
-    epoch: u64,
-    addr: Ipv4Addr,
-    iface: String,
-    deadline: Instant,
-}
-
-fn parse_vip(v: &v1::Vip) -> Option<(Ipv4Addr, u8)> {
-    let (ip, len) = v.address.split_once('/')?;
-    Some((ip.parse().ok()?, len.parse().ok()?))
+/// A new agent process's instance id.
+pub fn new_instance() -> u64 {
+    loop {
+        let i: u64 = rand::random();
+        if i != 0 {
+            return i;
+        }
+    }
 }
 
 type SharedState = Arc<RwLock<Option<v1::GetStateResponse>>>;
 
 /// The client an agent talks to the cluster with: an attempt may take two renew intervals, a
 /// call gives up within a lease, and retries come quickly — an owner must find a new leader
-/// and renew well inside its lease.
+/// and renew well inside its lease. Its agent calls name `instance`.
 pub fn cluster_client(
     endpoints: Vec<String>,
     lease: &LeaseConfig,
     token: Option<String>,
     tls: Option<Arc<ballast_client::tls::ClientTls>>,
+    instance: u64,
 ) -> Client {
     let mut cfg = ballast_client::ClientConfig::new(endpoints);
     cfg.token = token;
@@ -70,15 +83,59 @@ pub fn cluster_client(
     cfg.attempt_timeout = lease.renew_interval * 2;
     cfg.max_backoff = lease.renew_interval / 2;
     cfg.deadline = lease.lease;
-    // Renewals go through the agent's own member (first endpoint), which forwards them on
-    // connections it watches for stalls; following leader hints made the agent's own
-    // connection to a just-healed leader the bottleneck (failover bench: a newly assigned
+    cfg.agent_instance = instance;
+    // Renewals go to the agent's own member first (first endpoint); a NOT_LEADER answer's hint
+    // moves them to the leader. Following the hints of successful answers made the agent's
+    // own connection to a just-healed leader the bottleneck (failover bench: a newly assigned
     // owner missed its renewals after a partition healed, 6 s takeovers).
     cfg.follow_leader_hints = false;
     Client::new(cfg)
 }
 
-/// Runs until `stop` turns true, then removes every VIP it holds.
+/// A VIP this agent answers for, with the clock its announcements read.
+struct HeldVip {
+    held: Held,
+    clock: Arc<LeaseClock>,
+}
+
+/// What the agent holds and knows between reconciles.
+struct Agent<'a> {
+    cfg: &'a AgentConfig,
+    client: &'a Client,
+    fence: Arc<dyn VipFence>,
+    addrs: &'a Addresses,
+    held: BTreeMap<String, HeldVip>,
+    max_epoch: BTreeMap<String, u64>,
+    /// The addresses and interfaces the fence governs now (what `manage` last accepted).
+    managed: (Vec<Ipv4Addr>, Vec<String>),
+    /// Addresses let go whose removal failed: kept governed, removed again each round.
+    leftover: BTreeMap<Ipv4Addr, String>,
+    /// The renew interval the leader last sent.
+    renew_every: Duration,
+    last_register: Option<Instant>,
+}
+
+/// Runs `f` (a blocking fence call) off the async workers.
+async fn fenced<T: Send + 'static>(
+    fence: &Arc<dyn VipFence>,
+    f: impl FnOnce(&dyn VipFence) -> Result<T, super::fence::FenceError> + Send + 'static,
+) -> Result<T, super::fence::FenceError> {
+    let fence = fence.clone();
+    tokio::task::spawn_blocking(move || f(&*fence))
+        .await
+        .unwrap_or_else(|e| Err(super::fence::FenceError(format!("fence task: {e}"))))
+}
+
+/// Interfaces that exist here (the fence can only filter on those).
+fn present(interfaces: Vec<String>) -> Vec<String> {
+    interfaces
+        .into_iter()
+        .filter(|i| std::path::Path::new("/sys/class/net").join(i).exists())
+        .collect()
+}
+
+/// Runs until `stop` turns true, then removes every VIP it holds and lets its node's leases
+/// go.
 pub async fn run(
     cfg: AgentConfig,
     client: Client,
@@ -108,22 +165,31 @@ pub async fn run(
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
     };
-    // 2. Any VIP address left on an interface (a crash, an old epoch) goes before the fence
-    // is installed: until then the fence a killed agent left behind still silences it, and
-    // a fresh fence manages no address until the loop below says which.
-    for v in &state.vips {
-        if let Some((ip, _)) = parse_vip(v) {
-            if addrs.has(&v.interface, ip).await.unwrap_or(false) {
-                tracing::warn!(vip = %v.name, %ip, "removing a VIP address found at start");
-                let _ = addrs.remove(&v.interface, ip).await;
+    // 2. Any VIP address left on an interface (a crash, an old epoch, a retired address) goes
+    // before the fence is installed: until then the fence a killed agent left behind still
+    // silences it, and a fresh fence manages no address until the loop below says which.
+    let leftovers = state
+        .vips
+        .iter()
+        .map(|v| (v.name.as_str(), v.address.as_str(), v.interface.as_str()))
+        .chain(
+            state
+                .retired
+                .iter()
+                .map(|r| (r.vip.as_str(), r.address.as_str(), r.interface.as_str())),
+        );
+    for (name, address, iface) in leftovers {
+        if let Some((ip, _)) = plan::parse_addr(address) {
+            if addrs.has(iface, ip).await.unwrap_or(false) {
+                tracing::warn!(vip = %name, %ip, "removing a VIP address found at start");
+                let _ = addrs.remove(iface, ip).await;
             }
         }
     }
-    if let Err(e) = fence.install() {
+    if let Err(e) = fenced(&fence, |f| f.install()).await {
         tracing::error!(error = %e, "agent cannot install the VIP fence; not starting");
         return;
     }
-    let mut managed: Vec<Ipv4Addr> = Vec::new();
     let shared: SharedState = Arc::new(RwLock::new(Some(state)));
     tokio::spawn(health_loop(
         cfg.clone(),
@@ -147,20 +213,32 @@ pub async fn run(
         stop.clone(),
     ));
 
-    let mut held: BTreeMap<String, Held> = BTreeMap::new();
-    let mut max_epoch: BTreeMap<String, u64> = BTreeMap::new();
+    let mut agent = Agent {
+        cfg: &cfg,
+        client: &client,
+        fence,
+        addrs: &addrs,
+        held: BTreeMap::new(),
+        max_epoch: BTreeMap::new(),
+        managed: (Vec::new(), Vec::new()),
+        leftover: BTreeMap::new(),
+        renew_every: cfg.lease.renew_interval,
+        last_register: None,
+    };
+    // 3. This process takes the node's leases (refused while another agent process holds
+    // them: retried in the loop).
+    agent.register().await;
     let mut events = client.watch(v1::WatchRequest {
         key_prefixes: vec![],
         cluster_state: true,
         start_revision: 0,
     });
-    let mut tick = tokio::time::interval(cfg.lease.renew_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_tick = Instant::now();
     let mut dirty = false;
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
-            _ = tick.tick() => {}
+            _ = tokio::time::sleep_until(next_tick) => {}
             ev = events.next() => {
                 if let Some(Ok(r)) = ev {
                     if r.events.is_empty() {
@@ -179,248 +257,318 @@ pub async fn run(
         let Some(state) = shared.read().unwrap().clone() else {
             continue;
         };
-        // The fence governs every VIP address of the cluster.
-        let mut want: Vec<Ipv4Addr> = state
-            .vips
-            .iter()
-            .filter_map(|v| parse_vip(v).map(|x| x.0))
-            .collect();
-        want.sort();
-        if want != managed {
-            match fence.manage(&want) {
-                Ok(()) => managed = want,
-                Err(e) => tracing::error!(error = %e, "updating the fence"),
-            }
-        }
         let haproxy = haproxy_view.lock().unwrap().clone();
-        reconcile(
-            &cfg,
-            &client,
-            &*fence,
-            &addrs,
-            &state,
-            &mut held,
-            &mut max_epoch,
-            haproxy,
-        )
-        .await;
+        agent.reconcile(&state, haproxy).await;
+        next_tick = Instant::now() + agent.renew_every;
     }
-    // Clean stop: stop answering, then remove the addresses.
-    for (name, h) in held {
-        let _ = fence.revoke(h.addr);
-        let _ = addrs.remove(&h.iface, h.addr).await;
-        tracing::info!(vip = %name, "released on stop");
-    }
-}
-
-/// Stops answering for a VIP (the fence first), then removes its address. A planned release
-/// is confirmed as soon as the fence is shut, before the address goes, because the next owner
-/// waits for that confirmation.
-async fn drop_vip(
-    fence: &dyn VipFence,
-    addrs: &Addresses,
-    name: &str,
-    h: &Held,
-    why: &str,
-    confirm: Option<(&Client, NodeId)>,
-) {
-    match fence.revoke(h.addr) {
-        Ok(()) => {
-            if let Some((client, me)) = confirm {
-                if let Err(e) = client.confirm_release(me, name, h.epoch).await {
-                    tracing::debug!(error = %e, vip = %name, "confirming release");
-                }
-            }
-        }
-        Err(e) => tracing::error!(error = %e, vip = %name, "revoking the fence"),
-    }
-    if let Err(e) = addrs.remove(&h.iface, h.addr).await {
-        tracing::error!(error = %e, vip = %name, "removing the address");
-    }
-    tracing::info!(vip = %name, epoch = h.epoch, why, "VIP released");
-}
-
-// The loop's state is passed piecewise (rather than as a struct) so each borrow is visible.
-#[allow(clippy::too_many_arguments)]
-async fn reconcile(
-    cfg: &AgentConfig,
-    client: &Client,
-    fence: &dyn VipFence,
-    addrs: &Addresses,
-    state: &v1::GetStateResponse,
-    held: &mut BTreeMap<String, Held>,
-    max_epoch: &mut BTreeMap<String, u64>,
-    haproxy: super::haproxy::HaproxyView,
-) {
-    let me = cfg.node_id;
-    let vips: BTreeMap<&str, &v1::Vip> = state.vips.iter().map(|v| (v.name.as_str(), v)).collect();
-
-    // An epoch lower than one already seen means a stale view: drop first, ask later.
-    for v in &state.vips {
-        let seen = max_epoch.entry(v.name.clone()).or_insert(0);
-        if v.epoch < *seen {
-            if let Some(h) = held.remove(&v.name) {
-                drop_vip(fence, addrs, &v.name, &h, "epoch went backwards", None).await;
-            }
-        }
-        *seen = (*seen).max(v.epoch);
-    }
-
-    // Drop what the cluster no longer gives us, or asked us to release; expire what ran out.
-    let now = Instant::now();
-    let mut confirmed: Vec<String> = Vec::new();
-    let names: Vec<String> = held.keys().cloned().collect();
+    // Clean stop: stop answering, remove the addresses, then let the node's leases go so that
+    // the next agent process takes them at once.
+    let names: Vec<String> = agent.held.keys().cloned().collect();
     for name in names {
-        let h = &held[&name];
-        let v = vips.get(name.as_str());
-        let reason = match v {
-            None => Some("VIP deleted"),
-            Some(v) if v.owner != me || v.epoch != h.epoch => Some("reassigned"),
-            Some(v) if v.releasing => Some("release requested"),
-            _ if h.deadline <= now => Some("lease expired"),
-            _ => None,
-        };
-        if let Some(why) = reason {
-            let h = held.remove(&name).expect("present");
-            let confirm = v.is_some_and(|v| v.releasing && v.owner == me && v.epoch == h.epoch);
-            drop_vip(
-                fence,
-                addrs,
-                &name,
-                &h,
-                why,
-                confirm.then_some((client, me)),
-            )
+        agent
+            .drop_vip(&plan::Drop {
+                vip: name,
+                why: plan::Why::Expired,
+                confirm: None,
+            })
             .await;
-            if confirm {
-                confirmed.push(name);
-            }
-        }
     }
-    // Confirm releases (also of VIPs never acquired here), so planned moves proceed.
-    for v in &state.vips {
-        if v.owner == me
-            && v.releasing
-            && !held.contains_key(&v.name)
-            && !confirmed.contains(&v.name)
-        {
-            if let Err(e) = client.confirm_release(me, &v.name, v.epoch).await {
-                tracing::debug!(error = %e, vip = %v.name, "confirming release");
-            }
+    if let Err(e) = client.register(agent.registration(true)).await {
+        tracing::debug!(error = %e, "letting the node's leases go");
+    }
+}
+
+impl Agent<'_> {
+    /// This agent's registration (or, `leaving`, its stop).
+    fn registration(&self, leaving: bool) -> v1::RegisterRequest {
+        v1::RegisterRequest {
+            node_id: self.cfg.node_id,
+            addr: self.cfg.advertise.clone().unwrap_or_default(),
+            leaving,
+            in_member: self.cfg.advertise.is_none(),
+            ..Default::default()
         }
     }
 
-    // Claim what is ours and renew.
-    let claims: Vec<v1::VipClaim> = state
-        .vips
-        .iter()
-        .filter(|v| {
-            v.owner == me && !v.releasing && v.epoch >= max_epoch.get(&v.name).copied().unwrap_or(0)
-        })
-        .map(|v| v1::VipClaim {
-            vip: v.name.clone(),
-            epoch: v.epoch,
-        })
-        .collect();
-    let holding: Vec<v1::VipClaim> = held
-        .iter()
-        .map(|(name, h)| v1::VipClaim {
-            vip: name.clone(),
-            epoch: h.epoch,
-        })
-        .collect();
-    let sent = Instant::now();
-    let resp = match tokio::time::timeout(
-        cfg.lease.renew_interval * 2,
-        client.renew_report(v1::RenewRequest {
+    /// Binds the node's leases to this process (at start, and again at most every 2 s while
+    /// the leader refuses renewals for the process).
+    async fn register(&mut self) {
+        if self
+            .last_register
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(2))
+        {
+            return;
+        }
+        self.last_register = Some(Instant::now());
+        match self.client.register(self.registration(false)).await {
+            Ok(_) => tracing::info!(instance = self.cfg.instance, "agent registered"),
+            Err(e) => tracing::error!(
+                error = %e,
+                node = self.cfg.node_id,
+                "the cluster does not bind this node's leases to this agent (yet); retrying"
+            ),
+        }
+    }
+
+    /// Tells the leader a release it waits for is done (true if one was awaited and sent).
+    async fn confirm(&self, d: &plan::Drop) -> bool {
+        let Some(epoch) = d.confirm else {
+            return false;
+        };
+        if let Err(e) = self
+            .client
+            .confirm_release(self.cfg.node_id, &d.vip, epoch)
+            .await
+        {
+            tracing::debug!(error = %e, vip = %d.vip, "confirming release");
+        }
+        true
+    }
+
+    /// Governs exactly the addresses the plan says, on the interfaces that exist here.
+    async fn govern(&mut self, state: &v1::GetStateResponse) {
+        let held: BTreeMap<String, Held> = self
+            .held
+            .iter()
+            .map(|(n, h)| (n.clone(), h.held.clone()))
+            .collect();
+        let mut addrs = plan::managed(state, &held);
+        addrs.extend(self.leftover.keys());
+        addrs.sort();
+        addrs.dedup();
+        let mut ifaces = plan::interfaces(state, &held);
+        ifaces.extend(self.leftover.values().cloned());
+        ifaces.sort();
+        ifaces.dedup();
+        let want = (addrs, present(ifaces));
+        if want == self.managed {
+            return;
+        }
+        let (a, i) = want.clone();
+        match fenced(&self.fence, move |f| f.manage(&a, &i)).await {
+            Ok(()) => self.managed = want,
+            Err(e) => tracing::error!(error = %e, "updating the fence"),
+        }
+    }
+
+    /// Stops answering for a held VIP. Confirms the release (when one is awaited) once the
+    /// VIP no longer answers: revoked in a fence that governs its address, or its address
+    /// removed. Returns false, keeping it held, when neither worked.
+    async fn drop_vip(&mut self, d: &plan::Drop) -> bool {
+        let Some(h) = self.held.get(&d.vip) else {
+            return true;
+        };
+        h.clock.end();
+        let (addr, iface, epoch) = (h.held.addr, h.held.iface.clone(), h.held.epoch);
+        let revoked = match fenced(&self.fence, move |f| f.revoke(addr)).await {
+            Ok(()) => self.managed.0.contains(&addr),
+            Err(e) => {
+                tracing::error!(error = %e, vip = %d.vip, "revoking the fence");
+                false
+            }
+        };
+        // The next owner waits for the confirmation: given as soon as the fence is shut.
+        let mut confirmed = false;
+        if revoked {
+            confirmed = self.confirm(d).await;
+        }
+        let removed = match self.addrs.remove(&iface, addr).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, vip = %d.vip, "removing the address");
+                false
+            }
+        };
+        if !confirmed && removed {
+            self.confirm(d).await;
+        }
+        if !revoked && !removed {
+            return false;
+        }
+        if !removed {
+            self.leftover.insert(addr, iface);
+        }
+        self.held.remove(&d.vip);
+        tracing::info!(vip = %d.vip, epoch, why = d.why.label(), "VIP released");
+        true
+    }
+
+    async fn reconcile(
+        &mut self,
+        state: &v1::GetStateResponse,
+        haproxy: super::haproxy::HaproxyView,
+    ) {
+        let me = self.cfg.node_id;
+        self.govern(state).await;
+        // Leftover addresses of VIPs let go: removed again.
+        let leftover: Vec<(Ipv4Addr, String)> =
+            self.leftover.iter().map(|(a, i)| (*a, i.clone())).collect();
+        for (addr, iface) in leftover {
+            if self.addrs.remove(&iface, addr).await.is_ok() {
+                self.leftover.remove(&addr);
+            }
+        }
+
+        // Drop what the cluster no longer gives us, or asked us to release; expire what ran out.
+        let held: BTreeMap<String, Held> = self
+            .held
+            .iter()
+            .map(|(n, h)| (n.clone(), h.held.clone()))
+            .collect();
+        let mut letting_go = Vec::new();
+        for d in plan::drops(
+            state,
+            &held,
+            &mut self.max_epoch,
+            me,
+            Instant::now().into_std(),
+        ) {
+            if !self.drop_vip(&d).await {
+                letting_go.push(d.vip.clone());
+            }
+        }
+        // Confirm releases of VIPs not held here (never acquired, or let go earlier).
+        for (vip, epoch) in plan::confirms_not_held(state, &held_now(&self.held), &letting_go, me) {
+            if let Err(e) = self.client.confirm_release(me, &vip, epoch).await {
+                tracing::debug!(error = %e, %vip, "confirming release");
+            }
+        }
+
+        // Claim what is ours and renew.
+        let holding: Vec<v1::VipClaim> = self
+            .held
+            .iter()
+            .map(|(name, h)| v1::VipClaim {
+                vip: name.clone(),
+                epoch: h.held.epoch,
+            })
+            .collect();
+        let sent = Instant::now();
+        let req = v1::RenewRequest {
             node_id: me,
-            claims,
+            claims: plan::claims(state, &self.max_epoch, me),
             holding,
             haproxy: haproxy.differs,
             haproxy_error: haproxy.error,
-        }),
-    )
-    .await
-    {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "renewal failed");
-            return;
+            instance: self.cfg.instance,
+        };
+        let resp =
+            match tokio::time::timeout(self.renew_every * 2, self.client.renew_report(req)).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "renewal failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!("renewal timed out");
+                    return;
+                }
+            };
+        if resp.renew_ms > 0 {
+            self.renew_every = Duration::from_millis(resp.renew_ms as u64);
         }
-        Err(_) => {
-            tracing::debug!("renewal timed out");
-            return;
+        if !resp.refused.is_empty() {
+            tracing::warn!(reason = %resp.refused, "renewal refused");
+            self.register().await;
         }
-    };
-    // Trust the shorter of our lease and the leader's.
-    let lease = cfg
-        .lease
-        .lease
-        .min(Duration::from_millis(resp.lease_ms as u64));
-    let deadline = sent + lease.saturating_sub(cfg.lease.drift_allowance);
-    // A refusal of a lease we hold means the leader counts it as over (reassigned, revoked,
-    // or decided over and about to be): stop answering now, not at our deadline.
-    for g in resp.grants.iter().filter(|g| !g.granted) {
-        if held.get(&g.vip).is_some_and(|h| h.epoch == g.epoch) {
-            let h = held.remove(&g.vip).expect("present");
-            drop_vip(fence, addrs, &g.vip, &h, "renewal refused", None).await;
+        let deadline = plan::deadline(sent.into_std(), &resp, &self.cfg.lease);
+        let (drops, acquires) = plan::after_renewal(state, &held_now(&self.held), &resp);
+        for d in &drops {
+            self.drop_vip(d).await;
+        }
+        for a in acquires {
+            self.acquire(&a, deadline).await;
         }
     }
-    for g in resp.grants.iter().filter(|g| g.granted) {
-        let Some(v) = vips.get(g.vip.as_str()) else {
-            continue;
-        };
-        let Some((ip, prefix)) = parse_vip(v) else {
-            continue;
-        };
-        let now = Instant::now();
+
+    /// Answers for a granted VIP until `deadline`: the address first (silent: the fence
+    /// governs it), then the fence's allowance, which is the moment the VIP answers, then the
+    /// announcements of a fresh one.
+    async fn acquire(&mut self, a: &plan::Acquire, deadline: std::time::Instant) {
+        let now = std::time::Instant::now();
         if deadline <= now {
-            continue;
+            return;
+        }
+        if !self.managed.0.contains(&a.addr) || !self.managed.1.contains(&a.iface) {
+            // A VIP the fence does not govern would answer unfenced: never.
+            tracing::error!(vip = %a.vip, addr = %a.addr, iface = %a.iface, "the fence does not govern this VIP (see the fence errors); not answering for it");
+            return;
         }
         let remaining = deadline - now;
-        // The address first: the fence keeps it silent until the allow below, which is the
-        // moment the VIP answers. It outlives the fence by at most a second or two: a
-        // backstop only.
-        if let Err(e) = addrs
-            .add_or_refresh(&v.interface, ip, prefix, remaining + Duration::from_secs(1))
+        // The address outlives the fence by at most a second or two: a backstop only.
+        if let Err(e) = self
+            .addrs
+            .add_or_refresh(
+                &a.iface,
+                a.addr,
+                a.prefix,
+                remaining + Duration::from_secs(1),
+            )
             .await
         {
-            tracing::error!(error = %e, vip = %g.vip, "adding the address");
-            continue;
+            tracing::error!(error = %e, vip = %a.vip, "adding the address");
+            return;
         }
-        let allowed = match fence.allow_until(ip, deadline.into_std()) {
+        let addr = a.addr;
+        let allowed = match fenced(&self.fence, move |f| f.allow_until(addr, deadline)).await {
             Ok(allowed) => allowed,
             Err(e) => {
-                tracing::error!(error = %e, vip = %g.vip, "allowing in the fence");
+                tracing::error!(error = %e, vip = %a.vip, "allowing in the fence");
                 false
             }
         };
         if !allowed {
-            if !held.contains_key(&g.vip) {
-                let _ = addrs.remove(&v.interface, ip).await;
+            if !self.held.contains_key(&a.vip) {
+                let _ = self.addrs.remove(&a.iface, a.addr).await;
             }
-            continue;
+            return;
         }
-        let fresh = !held.contains_key(&g.vip);
-        held.insert(
-            g.vip.clone(),
-            Held {
-                epoch: g.epoch,
-                addr: ip,
-                iface: v.interface.clone(),
-                deadline,
+        let deadline_ns = mono_ns()
+            + deadline
+                .saturating_duration_since(std::time::Instant::now())
+                .as_nanos() as u64;
+        let held = Held {
+            epoch: a.epoch,
+            addr: a.addr,
+            iface: a.iface.clone(),
+            deadline,
+        };
+        if let Some(h) = self.held.get_mut(&a.vip) {
+            h.held = held;
+            h.clock.set(deadline_ns);
+            return;
+        }
+        let clock = Arc::new(LeaseClock::new(deadline_ns));
+        self.held.insert(
+            a.vip.clone(),
+            HeldVip {
+                held,
+                clock: clock.clone(),
             },
         );
-        if fresh {
-            tracing::info!(vip = %g.vip, epoch = g.epoch, %ip, "VIP acquired");
-            let (iface, count, interval) = (v.interface.clone(), cfg.garp_count, cfg.garp_interval);
-            tokio::spawn(async move {
-                if let Err(e) = garp::burst(&iface, ip, count, interval).await {
-                    tracing::warn!(error = %e, "gratuitous ARP");
+        tracing::info!(vip = %a.vip, epoch = a.epoch, addr = %a.addr, "VIP acquired");
+        let (iface, ip, count, interval) = (
+            a.iface.clone(),
+            a.addr,
+            self.cfg.garp_count,
+            self.cfg.garp_interval,
+        );
+        tokio::spawn(async move {
+            match garp::burst(&iface, ip, count, interval, &clock).await {
+                Ok(sent) if sent < count => {
+                    tracing::info!(sent, count, %ip, "gratuitous ARP burst cut short: the lease ended")
                 }
-            });
-        }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "gratuitous ARP"),
+            }
+        });
     }
+}
+
+fn held_now(held: &BTreeMap<String, HeldVip>) -> BTreeMap<String, Held> {
+    held.iter()
+        .map(|(n, h)| (n.clone(), h.held.clone()))
+        .collect()
 }
 
 /// Probes every service this node backs, at its interval; reports transitions, and reports
@@ -622,6 +770,7 @@ async fn release_loop(
                     applied: running,
                     failed_release,
                     error,
+                    instance: cfg.instance,
                 };
                 if let Err(e) = client.report_release(req).await {
                     tracing::debug!(error = %e, "reporting the release");

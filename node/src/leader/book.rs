@@ -15,7 +15,8 @@ use std::time::Duration;
 use ballast_proto::v1;
 
 use crate::controller::{self, Action, ControllerConfig, Grant, Observations, VipView};
-use crate::types::NodeId;
+use crate::lease::LeaseSettings;
+use crate::types::{NodeId, Op, RetiredVip};
 
 /// The lease lengths the leader works with at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +27,8 @@ pub struct LeaseTerms {
     pub inherited_span: Duration,
     /// The lease a grant made now gives the agent (counted from its send).
     pub lease: Duration,
+    /// The settings these come from (sent to agents with their grants).
+    pub settings: LeaseSettings,
 }
 
 /// The leader's observations for one term.
@@ -36,6 +39,13 @@ pub struct LeaseBook {
     /// Leases this leader decided are over (it proposed a reassignment or a revocation):
     /// never granted again.
     over: BTreeSet<(String, u64)>,
+    /// Since when this leader has seen the current lease settings with a longer wait than
+    /// their own span (a shorter lease was set): once that wait has passed, every grant of
+    /// the longer lease is over.
+    settling: Option<(LeaseSettings, Duration)>,
+    /// Nodes whose leases this leader is moving to another agent process (proposed, not yet
+    /// applied): no grant to the node until the new binding is in the state.
+    rebinding: BTreeMap<NodeId, u64>,
 }
 
 /// The rest of what the controller reads (the book supplies the observations).
@@ -43,6 +53,7 @@ pub struct World<'a> {
     pub nodes: &'a BTreeMap<NodeId, v1::Node>,
     pub services: &'a BTreeMap<String, v1::Service>,
     pub vips: &'a [VipView],
+    pub retired: &'a BTreeMap<String, RetiredVip>,
     pub leader: NodeId,
     /// Read while holding the book.
     pub now: Duration,
@@ -60,6 +71,8 @@ impl LeaseBook {
                 ..Default::default()
             },
             over: BTreeSet::new(),
+            settling: None,
+            rebinding: BTreeMap::new(),
         }
     }
 
@@ -78,15 +91,32 @@ impl LeaseBook {
     /// An agent's renewal, against the applied state `vips` (read after a quorum confirmed this
     /// leadership, once the request had arrived). A claim is granted when the node owns the
     /// VIP at that epoch, no release is asked, and the lease is not decided over.
+    ///
+    /// `bound`: the agent process the state binds the node's leases to. Only that process
+    /// is granted anything (an agent that predates processes, instance 0, only while none is
+    /// bound); another one is refused, with the reason.
     pub fn renew(
         &mut self,
         vips: &BTreeMap<String, v1::Vip>,
         req: &v1::RenewRequest,
+        bound: Option<u64>,
         now: Duration,
         terms: LeaseTerms,
-    ) -> Vec<v1::LeaseGrant> {
+    ) -> (Vec<v1::LeaseGrant>, Option<String>) {
         self.set_terms(terms);
         let node = req.node_id;
+        if let Some(refused) = self.refuse_process(node, req.instance, bound) {
+            let grants = req
+                .claims
+                .iter()
+                .map(|c| v1::LeaseGrant {
+                    vip: c.vip.clone(),
+                    epoch: c.epoch,
+                    granted: false,
+                })
+                .collect();
+            return (grants, Some(refused));
+        }
         self.obs.agent_seen.insert(node, now);
         self.obs.holding.insert(
             node,
@@ -98,7 +128,8 @@ impl LeaseBook {
         self.obs
             .haproxy
             .insert(node, (req.haproxy.clone(), req.haproxy_error.clone()));
-        req.claims
+        let grants = req
+            .claims
             .iter()
             .map(|c| {
                 let granted = vips
@@ -121,23 +152,87 @@ impl LeaseBook {
                     granted,
                 }
             })
-            .collect()
+            .collect();
+        (grants, None)
+    }
+
+    /// Why agent process `instance` may not act for `node` now (None: it may).
+    pub fn refuse_process(
+        &self,
+        node: NodeId,
+        instance: u64,
+        bound: Option<u64>,
+    ) -> Option<String> {
+        if let Some(to) = self.rebinding.get(&node) {
+            return Some(format!(
+                "node {node}'s leases are moving to agent process {to:x}"
+            ));
+        }
+        match bound {
+            Some(b) if b == instance => None,
+            None if instance == 0 => None,
+            None => Some(format!(
+                "agent process {instance:x} is not registered for node {node}: register first"
+            )),
+            Some(b) => Some(format!(
+                "node {node}'s leases are bound to another agent process ({b:x}, not {instance:x}): two agents with one node id?"
+            )),
+        }
+    }
+
+    /// Whether `node`'s leases may move to another agent process now: every lease it may
+    /// hold (of a VIP it owns, or of a retired address) is over at this leader. If so, no
+    /// grant goes to the node until [`LeaseBook::rebound`].
+    pub fn begin_rebind(
+        &mut self,
+        node: NodeId,
+        instance: u64,
+        vips: &BTreeMap<String, v1::Vip>,
+        retired: &BTreeMap<String, RetiredVip>,
+        now: Duration,
+        terms: LeaseTerms,
+    ) -> Result<(), String> {
+        self.set_terms(terms);
+        if let Some(to) = self.rebinding.get(&node) {
+            return Err(format!(
+                "node {node}'s leases are already moving to agent process {to:x}"
+            ));
+        }
+        let held = vips
+            .values()
+            .filter(|v| v.owner == node)
+            .map(|v| (v.name.as_str(), v.epoch))
+            .chain(
+                retired
+                    .iter()
+                    .filter(|(_, r)| r.owner == node)
+                    .map(|(name, r)| (name.as_str(), r.epoch)),
+            )
+            .find(|(name, epoch)| {
+                let ended = self.over.contains(&(name.to_string(), *epoch))
+                    || self.obs.released.get(*name) == Some(epoch);
+                !ended && self.obs.lease_held(name, *epoch, now)
+            });
+        if let Some((name, epoch)) = held {
+            let left = self.obs.lease_expiry(name, epoch).saturating_sub(now);
+            return Err(format!(
+                "node {node}'s leases are bound to another agent process, which may hold VIP {name:?} (epoch {epoch}) for {left:?} more: two agents with one node id? Retried once that lease is over"
+            ));
+        }
+        self.rebinding.insert(node, instance);
+        Ok(())
+    }
+
+    /// The binding proposed by [`LeaseBook::begin_rebind`] is applied (or failed).
+    pub fn rebound(&mut self, node: NodeId) {
+        self.rebinding.remove(&node);
     }
 
     /// The controller's decisions for this tick. Every lease a decision ends is recorded as
     /// over before the book is let go, so no renewal of it can be granted afterwards.
     pub fn decide(&mut self, w: &World<'_>, terms: LeaseTerms) -> Vec<Action> {
         self.set_terms(terms);
-        let actions = controller::decide(&controller::Input {
-            nodes: w.nodes,
-            services: w.services,
-            vips: w.vips,
-            obs: &self.obs,
-            leader: w.leader,
-            now: w.now,
-            now_wall_ms: w.now_wall_ms,
-            cfg: w.cfg,
-        });
+        let actions = controller::decide(&self.input(w));
         for a in &actions {
             let (Action::Assign { vip, .. } | Action::Revoke { vip, .. }) = a else {
                 continue;
@@ -159,16 +254,54 @@ impl LeaseBook {
     /// When the controller should decide again at the latest: the earliest lease expiry.
     pub fn next_expiry(&mut self, w: &World<'_>, terms: LeaseTerms) -> Option<Duration> {
         self.set_terms(terms);
-        controller::next_expiry(&controller::Input {
+        controller::next_expiry(&self.input(w))
+    }
+
+    fn input<'a>(&'a self, w: &World<'a>) -> controller::Input<'a> {
+        controller::Input {
             nodes: w.nodes,
             services: w.services,
             vips: w.vips,
+            retired: w.retired,
             obs: &self.obs,
             leader: w.leader,
             now: w.now,
             now_wall_ms: w.now_wall_ms,
             cfg: w.cfg,
-        })
+        }
+    }
+
+    /// What the cluster's lease settings need from this leader, if anything: this member's
+    /// configured ones when the cluster has none, and, after a shorter lease was set, the
+    /// wait brought down to it once every grant of the longer one is over. Every grant under
+    /// the old settings was made before this leader first saw the new ones applied (a grant
+    /// reads the settings under the state's read lock, which the apply waits out), so it is
+    /// over `wait` after that.
+    pub fn lease_step(
+        &mut self,
+        lease: Option<LeaseSettings>,
+        wait_ms: u64,
+        own: LeaseSettings,
+        now: Duration,
+    ) -> Option<Op> {
+        let Some(current) = lease else {
+            return Some(Op::SetLease {
+                settings: own,
+                if_unset: true,
+            });
+        };
+        if wait_ms <= current.span_ms() {
+            self.settling = None;
+            return None;
+        }
+        match self.settling {
+            Some((s, since)) if s == current => (now >= since + Duration::from_millis(wait_ms))
+                .then_some(Op::SettleLease { settings: current }),
+            _ => {
+                self.settling = Some((current, now));
+                None
+            }
+        }
     }
 
     /// An assignment committed: the new owner has a full lease from now to claim the VIP.
@@ -188,13 +321,17 @@ impl LeaseBook {
     pub fn confirm_release(
         &mut self,
         vips: &BTreeMap<String, v1::Vip>,
+        retired: &BTreeMap<String, RetiredVip>,
         node: NodeId,
         vip: &str,
         epoch: u64,
     ) -> bool {
         let owned = vips
             .get(vip)
-            .is_some_and(|v| v.owner == node && v.epoch == epoch);
+            .is_some_and(|v| v.owner == node && v.epoch == epoch)
+            || retired
+                .get(vip)
+                .is_some_and(|r| r.owner == node && r.epoch == epoch);
         if owned {
             self.obs.released.insert(vip.to_string(), epoch);
         }
@@ -225,6 +362,7 @@ mod tests {
             span: 850 * MS,
             inherited_span: 850 * MS,
             lease: 800 * MS,
+            settings: LeaseSettings::from_config(&Default::default()),
         }
     }
 
@@ -296,6 +434,7 @@ mod tests {
             .map(|v| VipView {
                 name: v.name.clone(),
                 service: v.service.clone(),
+                address: v.address.clone(),
                 owner: v.owner,
                 epoch: v.epoch,
                 releasing: v.releasing,
@@ -320,10 +459,12 @@ mod tests {
 
     fn decide(book: &mut LeaseBook, f: &Fixture, now: Duration) -> Vec<Action> {
         let vips = views(f);
+        let retired = BTreeMap::new();
         let w = World {
             nodes: &f.nodes,
             services: &f.services,
             vips: &vips,
+            retired: &retired,
             leader: 0,
             now,
             now_wall_ms: 0,
@@ -337,14 +478,21 @@ mod tests {
         let f = fixture();
         let mut book = LeaseBook::new(1, Duration::ZERO);
         let g = |b: &mut LeaseBook, node, epoch| {
-            b.renew(&f.vips, &renew(node, "v", epoch), 10 * MS, terms())[0].granted
+            b.renew(&f.vips, &renew(node, "v", epoch), None, 10 * MS, terms())
+                .0[0]
+                .granted
         };
         assert!(g(&mut book, 1, 1));
         assert!(!g(&mut book, 2, 1), "not the owner");
         assert!(!g(&mut book, 1, 2), "not the epoch");
         let mut releasing = f.vips.clone();
         releasing.get_mut("v").unwrap().releasing = true;
-        assert!(!book.renew(&releasing, &renew(1, "v", 1), 10 * MS, terms())[0].granted);
+        assert!(
+            !book
+                .renew(&releasing, &renew(1, "v", 1), None, 10 * MS, terms())
+                .0[0]
+                .granted
+        );
     }
 
     /// The race of issue 13: decision, then the renewal, then the commit. The renewal comes
@@ -353,9 +501,13 @@ mod tests {
     fn a_lease_decided_over_is_never_granted_again() {
         let f = fixture();
         let mut book = LeaseBook::new(1, Duration::ZERO);
-        assert!(book.renew(&f.vips, &renew(1, "v", 1), 100 * MS, terms())[0].granted);
+        assert!(
+            book.renew(&f.vips, &renew(1, "v", 1), None, 100 * MS, terms())
+                .0[0]
+                .granted
+        );
         // Node 2 keeps being heard; node 1 is silent past its lease (100 + 850 ms).
-        book.renew(&f.vips, &renew(2, "v", 0), 900 * MS, terms());
+        book.renew(&f.vips, &renew(2, "v", 0), None, 900 * MS, terms());
         assert!(decide(&mut book, &f, 900 * MS).is_empty(), "still held");
         let actions = decide(&mut book, &f, 951 * MS);
         assert_eq!(
@@ -367,7 +519,9 @@ mod tests {
             }]
         );
         // Not committed yet: the state still says node 1 at epoch 1.
-        let late = book.renew(&f.vips, &renew(1, "v", 1), 952 * MS, terms());
+        let late = book
+            .renew(&f.vips, &renew(1, "v", 1), None, 952 * MS, terms())
+            .0;
         assert!(!late[0].granted, "granted after the decision");
         // And the refused renewal did not move the expiry the controller decided on.
         assert!(book.remaining("v", 1, 952 * MS, terms()).is_zero());
@@ -378,9 +532,13 @@ mod tests {
     fn a_renewal_before_the_decision_keeps_the_lease() {
         let f = fixture();
         let mut book = LeaseBook::new(1, Duration::ZERO);
-        book.renew(&f.vips, &renew(1, "v", 1), 100 * MS, terms());
-        book.renew(&f.vips, &renew(2, "v", 0), 900 * MS, terms());
-        assert!(book.renew(&f.vips, &renew(1, "v", 1), 950 * MS, terms())[0].granted);
+        book.renew(&f.vips, &renew(1, "v", 1), None, 100 * MS, terms());
+        book.renew(&f.vips, &renew(2, "v", 0), None, 900 * MS, terms());
+        assert!(
+            book.renew(&f.vips, &renew(1, "v", 1), None, 950 * MS, terms())
+                .0[0]
+                .granted
+        );
         assert!(decide(&mut book, &f, 951 * MS).is_empty());
         assert_eq!(book.remaining("v", 1, 951 * MS, terms()), 849 * MS);
     }
@@ -389,22 +547,119 @@ mod tests {
     fn a_new_term_counts_leases_from_its_start_and_forgets_decisions() {
         let f = fixture();
         let mut book = LeaseBook::new(1, Duration::ZERO);
-        book.renew(&f.vips, &renew(2, "v", 0), 900 * MS, terms());
+        book.renew(&f.vips, &renew(2, "v", 0), None, 900 * MS, terms());
         assert!(!decide(&mut book, &f, 900 * MS).is_empty());
         // A new leader (the decision never committed): node 1 renews and is granted, and its
         // lease counts from the election at the earliest.
         let mut book = LeaseBook::new(2, 2_000 * MS);
         assert_eq!(book.remaining("v", 1, 2_000 * MS, terms()), 850 * MS);
-        assert!(book.renew(&f.vips, &renew(1, "v", 1), 2_001 * MS, terms())[0].granted);
+        assert!(
+            book.renew(&f.vips, &renew(1, "v", 1), None, 2_001 * MS, terms())
+                .0[0]
+                .granted
+        );
     }
 
     #[test]
     fn a_confirmation_counts_only_from_the_owner_at_its_epoch() {
         let f = fixture();
         let mut book = LeaseBook::new(1, Duration::ZERO);
-        assert!(!book.confirm_release(&f.vips, 2, "v", 1));
-        assert!(!book.confirm_release(&f.vips, 1, "v", 2));
-        assert!(book.confirm_release(&f.vips, 1, "v", 1));
+        let none = BTreeMap::new();
+        assert!(!book.confirm_release(&f.vips, &none, 2, "v", 1));
+        assert!(!book.confirm_release(&f.vips, &none, 1, "v", 2));
+        assert!(book.confirm_release(&f.vips, &none, 1, "v", 1));
         assert_eq!(book.obs().released.get("v"), Some(&1));
+        // A deleted VIP's last owner confirms for its retired address.
+        let retired = [(
+            "gone".to_string(),
+            RetiredVip {
+                address: "10.213.0.101/24".into(),
+                interface: "eth0".into(),
+                owner: 2,
+                epoch: 4,
+                deleted: true,
+            },
+        )]
+        .into();
+        assert!(!book.confirm_release(&f.vips, &retired, 1, "gone", 4));
+        assert!(book.confirm_release(&f.vips, &retired, 2, "gone", 4));
+    }
+
+    #[test]
+    fn a_shorter_lease_is_settled_only_a_full_old_wait_after_it_was_seen() {
+        let mut book = LeaseBook::new(1, Duration::ZERO);
+        let own = LeaseSettings::from_config(&Default::default());
+        assert_eq!(
+            book.lease_step(None, 0, own, Duration::ZERO),
+            Some(Op::SetLease {
+                settings: own,
+                if_unset: true
+            })
+        );
+        assert_eq!(book.lease_step(Some(own), 850, own, 10 * MS), None);
+        // Lowered from a 2 s lease: the wait stays 2,050 ms until settled.
+        let short = LeaseSettings {
+            lease_ms: 500,
+            renew_ms: 50,
+            ..own
+        };
+        assert_eq!(book.lease_step(Some(short), 2_050, own, 100 * MS), None);
+        assert_eq!(book.lease_step(Some(short), 2_050, own, 2_149 * MS), None);
+        assert_eq!(
+            book.lease_step(Some(short), 2_050, own, 2_150 * MS),
+            Some(Op::SettleLease { settings: short })
+        );
+        // Changed again meanwhile: counted afresh.
+        let other = LeaseSettings {
+            lease_ms: 600,
+            ..short
+        };
+        assert_eq!(book.lease_step(Some(other), 2_050, own, 2_200 * MS), None);
+        assert_eq!(book.lease_step(Some(other), 2_050, own, 4_249 * MS), None);
+        assert!(book
+            .lease_step(Some(other), 2_050, own, 4_250 * MS)
+            .is_some());
+    }
+
+    /// Two agent processes with one node id: only the bound one is granted; the other is
+    /// bound only once every lease the first may hold is over, and nothing is granted while
+    /// the move is being proposed.
+    #[test]
+    fn only_one_agent_process_per_node_is_granted() {
+        let f = fixture();
+        let none = BTreeMap::new();
+        let mut book = LeaseBook::new(1, Duration::ZERO);
+        let from = |instance| v1::RenewRequest {
+            instance,
+            ..renew(1, "v", 1)
+        };
+        let (g, why) = book.renew(&f.vips, &from(0xa), Some(0xa), 100 * MS, terms());
+        assert!(g[0].granted && why.is_none());
+        let (g, why) = book.renew(&f.vips, &from(0xb), Some(0xa), 110 * MS, terms());
+        assert!(!g[0].granted);
+        assert!(why.unwrap().contains("another agent process"));
+        // Unbound: a registered process (not 0) is refused until bound; a legacy one is not.
+        assert!(!book.renew(&f.vips, &from(0xb), None, 120 * MS, terms()).0[0].granted);
+        assert!(book.renew(&f.vips, &from(0), None, 130 * MS, terms()).0[0].granted);
+        // The lease granted at 130 ms is held until 980 ms: no move before.
+        let e = book
+            .begin_rebind(1, 0xb, &f.vips, &none, 979 * MS, terms())
+            .unwrap_err();
+        assert!(e.contains("may hold VIP"), "{e}");
+        book.begin_rebind(1, 0xb, &f.vips, &none, 980 * MS, terms())
+            .unwrap();
+        // While the move is proposed, nobody is granted, not even the new process.
+        assert!(
+            !book
+                .renew(&f.vips, &from(0xb), Some(0xb), 981 * MS, terms())
+                .0[0]
+                .granted
+        );
+        book.rebound(1);
+        assert!(
+            book.renew(&f.vips, &from(0xb), Some(0xb), 982 * MS, terms())
+                .0[0]
+                .granted
+        );
     }
 }

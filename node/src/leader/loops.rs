@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use crate::controller::{Action, VipView};
 use crate::handover;
+use crate::lease::LeaseSettings;
 use crate::network::HandOver;
 use crate::node::{now_ms, Node};
 use crate::types::{Command, CommandResult, NodeId, Op, Outcome};
@@ -24,6 +25,7 @@ fn vip_view(v: &v1::Vip) -> VipView {
     VipView {
         name: v.name.clone(),
         service: v.service.clone(),
+        address: v.address.clone(),
         owner: v.owner,
         epoch: v.epoch,
         releasing: v.releasing,
@@ -43,6 +45,7 @@ fn action_op(a: Action) -> Op {
             node_id: node,
             alive,
         },
+        Action::ClearRetired { vip, epoch } => Op::ClearRetired { vip, epoch },
     }
 }
 
@@ -79,19 +82,22 @@ pub async fn controller_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
                 }
             }
         }
-        let terms = node.lease_terms();
-        let actions = {
+        let (actions, lease_op, terms) = {
             let data = node.sm.read();
+            let terms = node.lease_terms(&data);
             let vips: Vec<VipView> = data.vips.values().map(vip_view).collect();
             let mut book = node.book();
             if book.term() != term {
                 continue; // the term changed since the barrier
             }
             let now = node.mono_now();
+            let own = LeaseSettings::from_config(&node.controller_cfg.lease);
+            let lease_op = book.lease_step(data.lease, data.lease_wait_ms, own, now);
             let w = World {
                 nodes: &data.nodes,
                 services: &data.services,
                 vips: &vips,
+                retired: &data.retired,
                 leader: node.id,
                 now,
                 now_wall_ms: now_ms(),
@@ -101,8 +107,14 @@ pub async fn controller_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
             if let Some(at) = book.next_expiry(&w, terms) {
                 wake_at = wake_at.min(tokio::time::Instant::now() + (at - now));
             }
-            book.decide(&w, terms)
+            (book.decide(&w, terms), lease_op, terms)
         };
+        if let Some(op) = lease_op {
+            tracing::info!(?op, "lease settings");
+            if propose_decision(&node, op).await.is_none() {
+                continue;
+            }
+        }
         for a in actions {
             tracing::info!(action = ?a, "controller");
             let assigned = match &a {

@@ -33,6 +33,60 @@ impl AgentSvc {
         }
     }
 
+    /// Refuses the call of agent process `instance` for `node` when the state binds the
+    /// node's leases to another process (a second agent started with the same node id).
+    fn bound_process(&self, node: u64, instance: u64) -> Result<(), ApiError> {
+        let bound = self.node.sm.read().agents.get(&node).copied();
+        match bound {
+            Some(b) if b != instance => Err(ApiError::FailedPrecondition(format!(
+                "node {node}'s leases are bound to another agent process ({b:x}, not {instance:x}): two agents with one node id?"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Only the leader answers (it holds the lease book).
+    fn leader_only(&self) -> Result<(), ApiError> {
+        let (leader, addr) = self.node.leader();
+        if leader != Some(self.node.id) {
+            return Err(ApiError::NotLeader {
+                leader_id: leader,
+                leader_addr: addr,
+            });
+        }
+        Ok(())
+    }
+
+    /// Binds `node`'s leases to agent process `instance`, if the process bound now holds
+    /// nothing the leader still counts as held.
+    async fn bind(&self, node: u64, instance: u64) -> Result<(), ApiError> {
+        self.node.read_index_local().await?;
+        {
+            let data = self.node.sm.read();
+            if data.agents.get(&node) == Some(&instance) {
+                return Ok(());
+            }
+            if !data.nodes.contains_key(&node) {
+                return Err(ApiError::InvalidArgument {
+                    field: "node_id".into(),
+                    message: format!("unknown node {node}"),
+                });
+            }
+            let terms = self.node.lease_terms(&data);
+            let mut book = self.node.book();
+            let now = self.node.mono_now();
+            book.begin_rebind(node, instance, &data.vips, &data.retired, now, terms)
+                .map_err(ApiError::FailedPrecondition)?;
+        }
+        let op = Op::BindAgent {
+            node_id: node,
+            instance,
+        };
+        let r = self.write(op).await;
+        self.node.book().rebound(node);
+        r.map(|_| ())
+    }
+
     fn known_node(&self, id: u64) -> Result<(), ApiError> {
         validate::node_id("node_id", id)?;
         if !self.node.sm.read().nodes.contains_key(&id) {
@@ -58,17 +112,21 @@ impl Agent for AgentSvc {
             // up to that point: only then is a grant safe. The grant is decided in the lease
             // book, which refuses any lease the controller already decided is over.
             self.node.read_index_local().await?;
-            let terms = self.node.lease_terms();
             let data = self.node.sm.read();
-            let grants = {
+            let terms = self.node.lease_terms(&data);
+            let bound = data.agents.get(&r.node_id).copied();
+            let (grants, refused) = {
                 let mut book = self.node.book();
                 let now = self.node.mono_now();
-                book.renew(&data.vips, &r, now, terms)
+                book.renew(&data.vips, &r, bound, now, terms)
             };
             Ok(v1::RenewResponse {
                 header: Some(self.node.header_at(data.revision)),
                 grants,
-                lease_ms: terms.lease.as_millis() as u32,
+                lease_ms: terms.settings.lease_ms as u32,
+                drift_ms: terms.settings.drift_ms as u32,
+                renew_ms: terms.settings.renew_ms as u32,
+                refused: refused.unwrap_or_default(),
             })
         })
         .await
@@ -84,11 +142,55 @@ impl Agent for AgentSvc {
             if !r.addr.is_empty() {
                 validate::member_addr("addr", &r.addr)?;
             }
-            let op = Op::RegisterAgent {
-                node_id: r.node_id,
-                addr: r.addr,
-            };
-            self.write(op).await
+            self.leader_only()?;
+            if r.leaving {
+                // The process stops and holds nothing: the next one is bound at once.
+                self.node.read_index_local().await?;
+                let bound = self.node.sm.read().agents.get(&r.node_id).copied();
+                if r.instance != 0 && bound == Some(r.instance) {
+                    self.write(Op::BindAgent {
+                        node_id: r.node_id,
+                        instance: 0,
+                    })
+                    .await?;
+                }
+                return Ok(v1::AgentResponse {
+                    header: Some(self.node.header()),
+                });
+            }
+            let mut resp = None;
+            if r.in_member {
+                // The agent inside a member binds its process, nothing more.
+                let member = self
+                    .node
+                    .sm
+                    .read()
+                    .nodes
+                    .get(&r.node_id)
+                    .is_some_and(|n| n.role != v1::Role::Agent as i32);
+                if !member {
+                    return Err(validate::invalid(
+                        "node_id",
+                        format!("node {} is not a Raft member", r.node_id),
+                    )
+                    .into());
+                }
+            } else {
+                // A standalone agent's node record (refused for a Raft member's id).
+                resp = Some(
+                    self.write(Op::RegisterAgent {
+                        node_id: r.node_id,
+                        addr: r.addr.clone(),
+                    })
+                    .await?,
+                );
+            }
+            if r.instance != 0 {
+                self.bind(r.node_id, r.instance).await?;
+            }
+            Ok(resp.unwrap_or_else(|| v1::AgentResponse {
+                header: Some(self.node.header()),
+            }))
         })
         .await
     }
@@ -100,6 +202,7 @@ impl Agent for AgentSvc {
         let r = req.into_inner();
         instrument("ReportHealth", async {
             self.known_node(r.node_id)?;
+            self.bound_process(r.node_id, r.instance)?;
             validate::name("service", &r.service)?;
             if !matches!(
                 v1::Health::try_from(r.health),
@@ -124,6 +227,7 @@ impl Agent for AgentSvc {
         let r = req.into_inner();
         instrument("ReportRelease", async {
             self.known_node(r.node_id)?;
+            self.bound_process(r.node_id, r.instance)?;
             validate::name("service", &r.service)?;
             if r.error.len() > 4096 {
                 return Err(validate::invalid("error", "is longer than 4096 bytes").into());
@@ -148,18 +252,17 @@ impl Agent for AgentSvc {
         instrument("ConfirmRelease", async {
             self.known_node(r.node_id)?;
             validate::name("vip", &r.vip)?;
-            let (leader, addr) = self.node.leader();
-            if leader != Some(self.node.id) {
-                return Err(ApiError::NotLeader {
-                    leader_id: leader,
-                    leader_addr: addr,
-                });
-            }
+            self.leader_only()?;
+            // Only the process the leases are bound to knows what it let go.
+            self.bound_process(r.node_id, r.instance)?;
             let data = self.node.sm.read();
-            let owned = self
-                .node
-                .book()
-                .confirm_release(&data.vips, r.node_id, &r.vip, r.epoch);
+            let owned = self.node.book().confirm_release(
+                &data.vips,
+                &data.retired,
+                r.node_id,
+                &r.vip,
+                r.epoch,
+            );
             if owned {
                 // The next owner can be assigned now, not at the next tick.
                 self.node.controller_wake.notify_one();
@@ -176,16 +279,10 @@ impl Agent for AgentSvc {
         _req: Request<v1::LeasesRequest>,
     ) -> Result<Response<v1::LeasesResponse>, Status> {
         instrument("Leases", async {
-            let (leader, addr) = self.node.leader();
-            if leader != Some(self.node.id) {
-                return Err(ApiError::NotLeader {
-                    leader_id: leader,
-                    leader_addr: addr,
-                });
-            }
+            self.leader_only()?;
             let now = self.node.mono_now();
             let data = self.node.sm.read();
-            let terms = self.node.lease_terms();
+            let terms = self.node.lease_terms(&data);
             let mut book = self.node.book();
             let lease = terms.lease;
             let ms = |d: std::time::Duration| d.as_millis().min(u32::MAX as u128) as u32;

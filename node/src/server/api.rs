@@ -699,7 +699,63 @@ impl v1::state_server::State for Api {
                 nodes: data.nodes.values().cloned().collect(),
                 services: data.services.values().cloned().collect(),
                 vips: data.vips.values().cloned().collect(),
+                lease: data.lease.map(|l| v1::LeaseSettings {
+                    lease_ms: l.lease_ms,
+                    renew_ms: l.renew_ms,
+                    drift_ms: l.drift_ms,
+                    margin_ms: l.margin_ms,
+                    wait_ms: data.lease_wait_ms,
+                }),
+                retired: data
+                    .retired
+                    .iter()
+                    .map(|(name, r)| v1::RetiredVip {
+                        vip: name.clone(),
+                        address: r.address.clone(),
+                        interface: r.interface.clone(),
+                        owner: r.owner,
+                        epoch: r.epoch,
+                        deleted: r.deleted,
+                    })
+                    .collect(),
             })
+        })
+        .await
+    }
+
+    async fn set_lease(
+        &self,
+        req: Request<v1::SetLeaseRequest>,
+    ) -> Result<Response<v1::StateWriteResponse>, Status> {
+        let r = req.into_inner();
+        instrument("SetLease", async {
+            let given = r
+                .settings
+                .ok_or_else(|| invalid("settings", "is required"))?;
+            // Fields left 0 keep the cluster's current values.
+            self.node
+                .read_barrier(v1::ReadConsistency::Linearizable as i32)
+                .await?;
+            let current = {
+                let data = self.node.sm.read();
+                self.node.lease_settings(&data)
+            };
+            let or = |v: u64, cur: u64| if v == 0 { cur } else { v };
+            let settings = crate::lease::LeaseSettings {
+                lease_ms: or(given.lease_ms, current.lease_ms),
+                renew_ms: or(given.renew_ms, current.renew_ms),
+                drift_ms: or(given.drift_ms, current.drift_ms),
+                margin_ms: or(given.margin_ms, current.margin_ms),
+            };
+            self.node.check_lease_settings(&settings)?;
+            self.state_write(
+                r.request_id,
+                Op::SetLease {
+                    settings,
+                    if_unset: false,
+                },
+            )
+            .await
         })
         .await
     }

@@ -17,7 +17,7 @@ use crate::types::{
 
 const META_SNAPSHOT: &str = "snapshot";
 
-/// A snapshot as stored: its meta and the bincode of a [`StateData`].
+/// A snapshot as stored: its meta and a [`StateData`] in its versioned format (`format.rs`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoredSnapshot {
     pub meta: SnapshotMeta,
@@ -53,7 +53,7 @@ impl<E: LogEngine> StateMachineStore<E> {
         let data = match engine.get_meta(META_SNAPSHOT)? {
             Some(b) => {
                 let snap: StoredSnapshot = bincode::deserialize(&b).map_err(EngineError::new)?;
-                bincode::deserialize(&snap.data).map_err(EngineError::new)?
+                StateData::decode(&snap.data).map_err(EngineError::new)?
             }
             None => StateData::default(),
         };
@@ -102,8 +102,7 @@ impl<E: LogEngine> RaftSnapshotBuilder<TypeConfig> for StateMachineStore<E> {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let (bytes, last_applied, membership) = {
             let data = self.read();
-            let bytes =
-                bincode::serialize(&*data).map_err(|e| StorageIOError::read_state_machine(&e))?;
+            let bytes = data.encode();
             (bytes, data.last_applied, data.membership.clone())
         };
         let seq = self.shared.snapshot_seq.fetch_add(1, Ordering::Relaxed);
@@ -172,7 +171,7 @@ impl<E: LogEngine> RaftStateMachine<TypeConfig> for StateMachineStore<E> {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let bytes = snapshot.into_inner();
-        let new: StateData = bincode::deserialize(&bytes)
+        let new = StateData::decode(&bytes)
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
         let stored = StoredSnapshot {
             meta: meta.clone(),

@@ -188,7 +188,10 @@ pub async fn define_web_and_vip_on(client: &Client, backends: &[u64]) {
             kind: Some(v1::health_check::Kind::Tcp(v1::TcpCheck { port: 80 })),
             ..Default::default()
         }),
-        backends: backends.iter().map(|i| (*i, v1::Backend::default())).collect(),
+        backends: backends
+            .iter()
+            .map(|i| (*i, v1::Backend::default()))
+            .collect(),
         ..Default::default()
     };
     client.apply_service(svc).await.unwrap();

@@ -1,0 +1,122 @@
+//! The stored formats of the state (snapshots), with an explicit version.
+//!
+//! A snapshot is `MAGIC`, a version (u16, little endian), then the bincode of that version's
+//! state. The first format (version 0) had no header: it is the bincode of [`StateDataV0`],
+//! whose first byte (an `Option` tag, 0 or 1) can never be the first byte of `MAGIC`. The
+//! decoder knows every version ever written; files written by each are kept in
+//! `tests/fixtures/formats/` and decoded by `tests/formats.rs` for ever.
+//!
+//! To change what is stored: add the field to `StateData`, freeze the previous layout here as
+//! `StateDataV<n>` with its conversion, bump [`STATE_VERSION`], and add the new version's
+//! fixture (`cargo test -p ballast-node --test formats -- --ignored`).
+
+use std::collections::{BTreeMap, VecDeque};
+
+use ballast_proto::v1;
+use serde::{Deserialize, Serialize};
+
+use crate::state::{Session, StateData};
+use crate::types::{KvEntry, LogId, NodeId, StoredMembership};
+
+/// What every versioned snapshot starts with.
+pub const MAGIC: &[u8; 8] = b"BLSTSTAT";
+/// The version written now.
+pub const STATE_VERSION: u16 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    #[error("snapshot format version {0} is newer than this ballastd knows (up to {STATE_VERSION}): upgrade ballastd")]
+    TooNew(u16),
+    #[error("undecodable snapshot (format version {version}): {message}")]
+    Corrupt { version: u16, message: String },
+}
+
+/// Version 0: the state as stored up to November 2026 (no header).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StateDataV0 {
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+    pub revision: u64,
+    pub kv: BTreeMap<Vec<u8>, KvEntry>,
+    pub nodes: BTreeMap<NodeId, v1::Node>,
+    pub services: BTreeMap<String, v1::Service>,
+    pub vips: BTreeMap<String, v1::Vip>,
+    pub sessions: BTreeMap<u64, Session>,
+    pub history: VecDeque<v1::WatchResponse>,
+}
+
+impl From<StateDataV0> for StateData {
+    /// Nothing of version 1 was known then: lease settings unset (the next leader sets its
+    /// own), no retired address, no deleted VIP's epoch, no agent bound.
+    fn from(v: StateDataV0) -> Self {
+        StateData {
+            last_applied: v.last_applied,
+            membership: v.membership,
+            revision: v.revision,
+            kv: v.kv,
+            nodes: v.nodes,
+            services: v.services,
+            vips: v.vips,
+            sessions: v.sessions,
+            history: v.history,
+            ..Default::default()
+        }
+    }
+}
+
+pub fn encode_state(s: &StateData) -> Vec<u8> {
+    let mut out = Vec::with_capacity(MAGIC.len() + 2 + 4096);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&STATE_VERSION.to_le_bytes());
+    bincode::serialize_into(&mut out, s).expect("the state always encodes");
+    out
+}
+
+pub fn decode_state(bytes: &[u8]) -> Result<StateData, FormatError> {
+    let corrupt = |version: u16| {
+        move |e: bincode::Error| FormatError::Corrupt {
+            version,
+            message: e.to_string(),
+        }
+    };
+    let Some(rest) = bytes.strip_prefix(MAGIC.as_slice()) else {
+        let v0: StateDataV0 = bincode::deserialize(bytes).map_err(corrupt(0))?;
+        return Ok(v0.into());
+    };
+    let (version, body) = match rest {
+        [a, b, body @ ..] => (u16::from_le_bytes([*a, *b]), body),
+        _ => {
+            return Err(FormatError::Corrupt {
+                version: 0,
+                message: "truncated header".into(),
+            })
+        }
+    };
+    match version {
+        1 => bincode::deserialize(body).map_err(corrupt(1)),
+        v => Err(FormatError::TooNew(v)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_current_version_round_trips_and_newer_ones_are_refused() {
+        let s = StateData {
+            revision: 42,
+            lease_wait_ms: 900,
+            ..Default::default()
+        };
+        let bytes = encode_state(&s);
+        assert_eq!(decode_state(&bytes).unwrap(), s);
+        let mut newer = bytes.clone();
+        newer[MAGIC.len()..MAGIC.len() + 2].copy_from_slice(&(STATE_VERSION + 1).to_le_bytes());
+        assert!(matches!(decode_state(&newer), Err(FormatError::TooNew(_))));
+        assert!(matches!(
+            decode_state(&bytes[..bytes.len() - 1]),
+            Err(FormatError::Corrupt { .. })
+        ));
+    }
+}
