@@ -17,10 +17,24 @@ pub struct Probe {
     pub macs: Vec<[u8; 6]>,
 }
 
+/// An ARP frame that speaks for the VIP (its sender address is the VIP): a gratuitous ARP, a
+/// reply to a probe, a request a node sent from the VIP. Each may only leave a node while its
+/// lease is valid.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// When the observer received it.
+    pub at: Instant,
+    /// The sending interface's MAC (the Ethernet source).
+    pub mac: [u8; 6],
+    /// Sender and target address both the VIP: an announcement.
+    pub gratuitous: bool,
+}
+
 /// Probing in the background until dropped (or [`ArpObserver::stop`]).
 pub struct ArpObserver {
     stop: Arc<AtomicBool>,
     probes: Arc<Mutex<Vec<Probe>>>,
+    frames: Arc<Mutex<Vec<Frame>>>,
     thread: Option<std::thread::JoinHandle<Result<(), String>>>,
 }
 
@@ -43,6 +57,7 @@ fn observe(
     every: Duration,
     stop: Arc<AtomicBool>,
     probes: Arc<Mutex<Vec<Probe>>>,
+    frames: Arc<Mutex<Vec<Frame>>>,
 ) -> Result<(), String> {
     // This thread runs in the host's network namespace (`in_netns`). /sys stays the caller's,
     // so the MAC is read through `ip netns exec`, which mounts the namespace's own /sys.
@@ -127,11 +142,18 @@ fn observe(
             if n < 42 {
                 continue;
             }
+            let arp = buf[12..14] == [0x08, 0x06];
+            if arp && buf[28..32] == target.octets() {
+                let mut m = [0u8; 6];
+                m.copy_from_slice(&buf[6..12]);
+                frames.lock().unwrap().push(Frame {
+                    at: Instant::now(),
+                    mac: m,
+                    gratuitous: buf[38..42] == target.octets(),
+                });
+            }
             // ARP reply (op 2) whose sender IP is the target.
-            if buf[12..14] == [0x08, 0x06]
-                && buf[20..22] == [0, 2]
-                && buf[28..32] == target.octets()
-            {
+            if arp && buf[20..22] == [0, 2] && buf[28..32] == target.octets() {
                 let mut m = [0u8; 6];
                 m.copy_from_slice(&buf[22..28]);
                 if !probe.macs.contains(&m) {
@@ -151,18 +173,26 @@ impl ArpObserver {
     pub fn start(host: &Host, target: Ipv4Addr, every: Duration) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let probes = Arc::new(Mutex::new(Vec::new()));
-        let (s, p, ns, ip) = (stop.clone(), probes.clone(), host.netns.clone(), host.addr);
+        let frames = Arc::new(Mutex::new(Vec::new()));
+        let (s, p, f) = (stop.clone(), probes.clone(), frames.clone());
+        let (ns, ip) = (host.netns.clone(), host.addr);
         let every = every.max(Duration::from_millis(1));
-        let thread =
-            in_netns(host, move || observe(ns, ip, target, every, s, p)).unwrap_or_else(|e| {
+        let thread = in_netns(host, move || observe(ns, ip, target, every, s, p, f))
+            .unwrap_or_else(|e| {
                 let e = e.to_string();
                 std::thread::spawn(move || Err(e))
             });
         ArpObserver {
             stop,
             probes,
+            frames,
             thread: Some(thread),
         }
+    }
+
+    /// Every frame that spoke for the VIP so far.
+    pub fn frames(&self) -> Vec<Frame> {
+        self.frames.lock().unwrap().clone()
     }
 
     /// Every probe so far.
@@ -171,13 +201,18 @@ impl ArpObserver {
     }
 
     /// Stops probing and returns every probe; fails if the observer could not run.
-    pub fn stop(mut self) -> Result<Vec<Probe>, String> {
+    pub fn stop(self) -> Result<Vec<Probe>, String> {
+        self.stop_all().map(|(p, _)| p)
+    }
+
+    /// Stops probing and returns every probe and every frame that spoke for the VIP.
+    pub fn stop_all(mut self) -> Result<(Vec<Probe>, Vec<Frame>), String> {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             t.join()
                 .map_err(|_| "observer thread panicked".to_string())??;
         }
-        Ok(self.probes())
+        Ok((self.probes(), self.frames()))
     }
 }
 

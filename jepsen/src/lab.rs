@@ -662,3 +662,15 @@ pub fn ballast_bin(name: &str) -> PathBuf {
     }
     dir.join(name)
 }
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock every lab host shares, and that the members'
+/// fence journals (`ballastd --fence-journal`) are written on.
+pub fn mono_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

@@ -23,6 +23,8 @@ pub struct VipLab {
     extra: Vec<Vec<String>>,
     pub procs: Vec<Option<LabProcess>>,
     pub dir: PathBuf,
+    /// When the lab started, as an `Instant` and on CLOCK_MONOTONIC (the journals' clock).
+    started: (Instant, u64),
     /// One VipLab at a time per process: three members per lab host is already the load of
     /// three servers on this machine's two cores; several labs at once would measure the
     /// scheduler, not Ballast. Declared last, so it is released after everything stopped.
@@ -87,6 +89,7 @@ impl VipLab {
             .collect();
         let mut v = VipLab {
             procs: Vec::new(),
+            started: (Instant::now(), crate::lab::mono_ns()),
             lab,
             members: 3,
             extra,
@@ -160,6 +163,69 @@ impl VipLab {
         (v, owner, epoch)
     }
 
+    /// Node `id`'s fence journal (`--fence-journal`): every interval its fence allowed a VIP.
+    pub fn journal(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("fence-n{id}.jsonl"))
+    }
+
+    /// Every interval during which a node's fence allowed the VIP, in ns of CLOCK_MONOTONIC
+    /// less `base`.
+    pub fn allowed(&self, base: u64) -> Result<Vec<crate::checker::vip::Allowed>, String> {
+        let mut out = Vec::new();
+        for id in 1..=self.lab.nodes().len() as u64 {
+            let text = std::fs::read_to_string(self.journal(id)).unwrap_or_default();
+            out.extend(crate::checker::vip::journal_intervals(&text, VIP, base)?);
+        }
+        Ok(out)
+    }
+
+    /// The exact check over the run so far: no two nodes' fences allowed the VIP at once, and
+    /// every frame the observer saw speak for it came from a node inside its lease. `base`:
+    /// CLOCK_MONOTONIC at `t0` (see `journal::mono_ns`).
+    pub fn check_exact(
+        &self,
+        frames: &[crate::arp::Frame],
+        t0: Instant,
+        base: u64,
+    ) -> Vec<crate::checker::vip::Violation> {
+        let allowed = self.allowed(base).expect("fence journals parse");
+        assert!(
+            !allowed.is_empty(),
+            "no fence journal recorded an allowance"
+        );
+        let macs: Vec<(u64, String)> = (1..=self.lab.nodes().len() as u64)
+            .map(|id| (id, self.mac(id)))
+            .collect();
+        let frames: Vec<(u64, String, bool)> = frames
+            .iter()
+            .filter(|f| f.at >= t0)
+            .map(|f| {
+                (
+                    (f.at - t0).as_nanos() as u64,
+                    mac_string(&f.mac),
+                    f.gratuitous,
+                )
+            })
+            .collect();
+        let node_of = |m: &str| macs.iter().find(|(_, x)| x == m).map(|(id, _)| *id);
+        crate::checker::vip::check_exact(&allowed, &frames, &node_of)
+    }
+
+    /// Stops `obs` and checks the whole run: no probe after `from` answered by two hosts, and
+    /// the exact check since the lab started (panics with the violations). Returns the
+    /// client-visible outage after `from`.
+    pub fn check_run(&self, obs: ArpObserver, from: Instant) -> Duration {
+        let (probes, frames) = obs.stop_all().expect("the observer ran");
+        let outage = check_history(&probes, from);
+        let violations = self.check_exact(&frames, self.started.0, self.started.1);
+        assert!(
+            violations.is_empty(),
+            "the exact check failed: {violations:?}\nlogs:\n{}",
+            self.logs()
+        );
+        outage
+    }
+
     pub fn up_file(&self, id: u64) -> PathBuf {
         self.dir.join(format!("up-n{id}"))
     }
@@ -171,6 +237,10 @@ impl VipLab {
             format!("up=test -e {}", self.up_file(id).display()),
         ];
         let mut check = check.to_vec();
+        check.extend([
+            "--fence-journal".to_string(),
+            self.journal(id).display().to_string(),
+        ]);
         check.extend(self.extra[id as usize - 1].iter().cloned());
         if id as usize > self.members {
             return self

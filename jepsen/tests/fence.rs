@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use ballast_node::agent::fence::{NftFence, VipFence};
-use jepsen::Lab;
+use jepsen::{ArpObserver, Lab};
 
 #[test]
 fn the_kernel_stops_answering_for_a_vip_when_its_allowance_expires() {
@@ -39,12 +39,44 @@ fn the_kernel_stops_answering_for_a_vip_when_its_allowance_expires() {
             .collect(),
     );
     fence.install().unwrap();
-    fence.manage(&[vip]).unwrap();
+    fence.manage(&[vip], &["eth0".to_string()]).unwrap();
     assert!(
         !answers_arp(),
         "a managed address that is not allowed is silent"
     );
     assert!(!lab.can_ping_addr(client, vip));
+
+    // Announcements go out on a packet socket, which the ARP hooks never see: the egress
+    // filter must drop them too while the address is not allowed.
+    let observer = ArpObserver::start(client, vip, Duration::from_millis(10));
+    let announce = || {
+        let before = observer.frames().len();
+        let _ = lab.exec(
+            n1,
+            "arping",
+            &[
+                "-U",
+                "-c",
+                "3",
+                "-w",
+                "1",
+                "-I",
+                "eth0",
+                "-s",
+                "10.213.0.100",
+                "10.213.0.100",
+            ],
+        );
+        // arping has returned: its frames are on the bridge by now, give the observer a beat.
+        let seen = lab.wait_for(Duration::from_millis(300), || {
+            (observer.frames()[before..].iter().any(|f| f.gratuitous)).then_some(())
+        });
+        seen.is_some()
+    };
+    assert!(
+        !announce(),
+        "a gratuitous ARP left the host outside the lease"
+    );
 
     // Allowed until a deadline 1.5 s away; then nobody renews. The deadline is counted from
     // before the call: however long nft takes, the kernel must not answer past it.
@@ -52,6 +84,7 @@ fn the_kernel_stops_answering_for_a_vip_when_its_allowance_expires() {
     assert!(fence.allow_until(vip, deadline).unwrap());
     assert!(answers_arp(), "allowed: it answers ARP");
     assert!(lab.can_ping_addr(client, vip), "allowed: it answers IP");
+    assert!(announce(), "allowed: its announcements go out");
     let mut late_answers = Vec::new();
     let started = Instant::now();
     loop {
@@ -70,6 +103,7 @@ fn the_kernel_stops_answering_for_a_vip_when_its_allowance_expires() {
         "answered after the deadline: {late_answers:?}"
     );
     assert!(!lab.can_ping_addr(client, vip));
+    assert!(!announce(), "announced after the deadline");
 
     // Revocation is immediate.
     assert!(fence
@@ -87,6 +121,42 @@ fn the_kernel_stops_answering_for_a_vip_when_its_allowance_expires() {
     assert!(answers_arp());
     fence.revoke(vip).unwrap();
     assert!(!answers_arp());
+
+    // An agent stopped between computing an allowance and handing it to nft: nft's watchdog
+    // kills it before it can commit an allowance that would outlive the deadline.
+    let stalled = NftFence::new(
+        ["ip", "netns", "exec", &n1.netns, "nft"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    )
+    .stalled(Duration::from_millis(500));
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    let call = std::thread::spawn(move || stalled.allow_until(vip, deadline));
+    // Sampled all through the call: at no moment may the kernel's allowance reach past the
+    // deadline.
+    let mut beyond = Vec::new();
+    while !call.is_finished() {
+        let listed = lab
+            .exec(
+                n1,
+                "nft",
+                &["list", "set", "arp", "ballast_fence", "allowed"],
+            )
+            .unwrap();
+        let now = Instant::now();
+        let text = String::from_utf8_lossy(&listed.stdout);
+        if let Some(expires) = jepsen::checker::vip::allowance_in(&text, "10.213.0.100") {
+            if now + expires > deadline + Duration::from_millis(10) {
+                beyond.push(now + expires - deadline);
+            }
+        }
+    }
+    let allowed = call.join().unwrap().unwrap();
+    assert!(
+        beyond.is_empty(),
+        "a stalled allowance reached past the deadline by {beyond:?} (allow_until said {allowed})"
+    );
 
     // Removing the fence gives the address back: it was the fence that silenced it.
     fence.remove().unwrap();

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use jepsen::mac_string;
-use jepsen::viplab::{check_history, observer, VipLab, VIP};
+use jepsen::viplab::{observer, VipLab, VipLabOptions, VIP};
 
 #[test]
 fn answers_from_its_owner_and_moves_when_the_owner_is_killed() {
@@ -42,7 +42,7 @@ fn answers_from_its_owner_and_moves_when_the_owner_is_killed() {
         })
         .expect("TCP through the VIP after the move");
     assert_eq!(reached, format!("n{new_owner}"));
-    let outage = check_history(&obs.stop().unwrap(), t);
+    let outage = v.check_run(obs, t);
     // The dead owner's fence expired: its kernel no longer allows the VIP.
     let set = v
         .lab
@@ -88,7 +88,7 @@ fn a_paused_owner_stops_answering_by_its_deadline_and_stays_silent_after_resumin
             (!String::from_utf8_lossy(&out.stdout).contains(VIP)).then_some(())
         })
         .expect("the resumed old owner removes the address");
-    let outage = check_history(&obs.stop().unwrap(), t);
+    let outage = v.check_run(obs, t);
     eprintln!("SIGSTOP of node {owner}: node {new_owner} answers; client outage {outage:?}");
 }
 
@@ -107,8 +107,46 @@ fn isolating_the_owner_never_shows_two_hosts_answering() {
         })
         .expect("the observer keeps probing");
     v.lab.heal().unwrap();
-    let outage = check_history(&obs.stop().unwrap(), t);
+    let outage = v.check_run(obs, t);
     eprintln!("isolation of node {owner}: node {new_owner} answers; client outage {outage:?}");
+}
+
+/// Announcements stay inside the lease. An owner paused in the middle of its gratuitous ARP
+/// burst and resumed once another node took the VIP sends no more of them; an owner that
+/// releases the VIP in the middle of one stops it. The exact check flags any ARP frame for
+/// the VIP sent outside its sender's lease.
+#[test]
+fn announcements_stop_when_the_lease_ends_or_the_vip_is_released() {
+    // Bursts of 3 s, so that each fault lands in the middle of one.
+    let (v, owner, _) = VipLab::start_opts(VipLabOptions {
+        extra: Some(Box::new(|_, _| {
+            ["--garp-count", "60", "--garp-interval-ms", "50"]
+                .map(String::from)
+                .to_vec()
+        })),
+        ..Default::default()
+    });
+    let obs = observer(&v);
+    let t = Instant::now();
+    let first = v.procs[owner as usize - 1].as_ref().unwrap();
+    first.pause();
+    let (second, _) = v.wait_moved(owner, &obs);
+    first.resume();
+    let (ok, _, err) = v.ctl(&["node", "drain", &second.to_string()]);
+    assert!(ok, "{err}");
+    let (third, _) = v.wait_moved(second, &obs);
+    // An observation window, not a wait for a state: the old owners' bursts would have
+    // gone on this long.
+    std::thread::sleep(Duration::from_secs(3));
+    let second_mac = v.mac(second);
+    assert!(
+        obs.frames()
+            .iter()
+            .any(|f| f.gratuitous && mac_string(&f.mac) == second_mac),
+        "the observer saw no announcement of node {second}: it could not tell"
+    );
+    v.check_run(obs, t);
+    eprintln!("announcements of {owner} (paused) and {second} (drained) stopped; {third} holds");
 }
 
 #[test]
@@ -119,14 +157,14 @@ fn drain_and_a_failing_health_check_are_planned_moves() {
     let (ok, _, err) = v.ctl(&["node", "drain", &owner.to_string()]);
     assert!(ok, "{err}");
     let (second, _) = v.wait_moved(owner, &obs);
-    let drain_outage = check_history(&obs.probes(), t);
+    let drain_outage = jepsen::viplab::check_history(&obs.probes(), t);
 
     // The new owner's health check starts failing: the VIP moves again.
     let t = Instant::now();
     std::fs::remove_file(v.up_file(second)).unwrap();
     let (third, _) = v.wait_moved(second, &obs);
     assert_ne!(third, owner, "the drained node is not eligible");
-    let health_outage = check_history(&obs.stop().unwrap(), t);
+    let health_outage = v.check_run(obs, t);
     eprintln!("drain of {owner}: outage {drain_outage:?}; failed check on {second}: outage {health_outage:?}");
 }
 
@@ -198,8 +236,7 @@ fn a_restarted_owner_never_answers_beside_the_new_one() {
                 (gone && fenced).then_some(())
             })
             .unwrap_or_else(|| panic!("the restarted agent kept the address; logs:\n{}", v.logs()));
-        let probes = obs.stop().unwrap();
-        check_history(&probes, t);
+        v.check_run(obs, t);
     }
 }
 
@@ -229,7 +266,7 @@ fn an_owning_leader_hands_over_and_a_leader_crash_does_not_move_the_vip() {
         })
         .unwrap_or_else(|| panic!("no hand-over; logs:\n{}", v.logs()));
     assert_eq!(v.owner(), Some((leader, epoch)), "no move for a hand-over");
-    let handover_outage = check_history(&obs.probes(), t);
+    let handover_outage = jepsen::viplab::check_history(&obs.probes(), t);
 
     // Kill the (non-owning) leader: the owner renews with the next one and keeps the VIP.
     let t = Instant::now();
@@ -245,7 +282,7 @@ fn an_owning_leader_hands_over_and_a_leader_crash_does_not_move_the_vip() {
         Some((leader, epoch)),
         "no move for a leader crash"
     );
-    let crash_outage = check_history(&obs.stop().unwrap(), t);
+    let crash_outage = v.check_run(obs, t);
     eprintln!(
         "hand-over from {leader} to {new_leader}: outage {handover_outage:?}; \
          crash of leader {new_leader}: outage {crash_outage:?}"
@@ -367,7 +404,7 @@ fn a_standalone_agent_registers_holds_the_vip_and_loses_it_when_killed() {
     v.procs[3].take().unwrap().kill();
     let (new_owner, _) = v.wait_moved(4, &obs);
     assert!(new_owner <= 3);
-    let outage = check_history(&obs.stop().unwrap(), t);
+    let outage = v.check_run(obs, t);
     v.lab
         .wait_for(Duration::from_secs(15), || v.node_alive(4).filter(|a| !a))
         .expect("node 4 marked down");

@@ -5,6 +5,13 @@
 //! the last fault healed. Each node's own view is sampled on its host too (the address on its
 //! interface, what its kernel fence still allows): an allowance longer than the lease is a
 //! violation, since it could outlive the lease the cluster counts on.
+//!
+//! The probes sample every 10 ms, so an overlap shorter than that can slip between them. The
+//! exact check does not sample: each node's fence journal (`ballastd --fence-journal`)
+//! records every interval during which its kernel fence allowed the VIP, on the monotonic
+//! clock that all the lab's hosts share; no two nodes' intervals may overlap, and every ARP
+//! frame the observer saw speak for the VIP (a gratuitous ARP, a reply) must come from a node
+//! inside one of its intervals.
 
 use std::time::{Duration, Instant};
 
@@ -44,6 +51,143 @@ pub enum Violation {
     EpochBackwards { at: Instant, from: u64, to: u64 },
     /// Nobody answered within the bound after healing (`since`: the heal).
     NotRestored { since: Instant, bound: Duration },
+    /// Two nodes' fences allowed the VIP at once (ns since the run's start).
+    FencesOverlap {
+        a: Allowed,
+        b: Allowed,
+        overlap_ns: u64,
+    },
+    /// A node sent an ARP frame for the VIP while its fence did not allow it.
+    FrameOutsideLease {
+        node: u64,
+        at_ns: u64,
+        gratuitous: bool,
+    },
+    /// A frame for the VIP came from a MAC that is no node's.
+    UnknownSender { mac: String, at_ns: u64 },
+}
+
+/// An interval during which a node's fence allowed the VIP, in ns on the run's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Allowed {
+    pub node: u64,
+    pub from: u64,
+    pub until: u64,
+    /// The journal recorded that nft returned (false: the process died first; the end is the
+    /// deadline the allowance was computed for, which nft's watchdog guarantees).
+    pub confirmed: bool,
+}
+
+/// How much later than the end of its timeout the kernel may drop an allowed element: set
+/// timeouts count in jiffies, rounded up (see `ballast_node::agent::fence::KERNEL_TICK`).
+pub const KERNEL_TICK_NS: u64 = 10_000_000;
+
+/// Time a frame may take from the sender's fence to the observer (one bridge, no queueing to
+/// speak of).
+pub const FRAME_TRANSIT_NS: u64 = 2_000_000;
+
+/// The intervals during which one node's fence journal allowed `addr`, in ns of CLOCK_MONOTONIC
+/// less `base` (the run's start on that clock).
+pub fn journal_intervals(text: &str, addr: &str, base: u64) -> Result<Vec<Allowed>, String> {
+    use std::collections::BTreeMap;
+    let mut out: Vec<Allowed> = Vec::new();
+    // Allowances whose commit record has not been seen yet, by sequence.
+    let mut pending: BTreeMap<u64, usize> = BTreeMap::new();
+    let rel = |t: u64| t.saturating_sub(base);
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| format!("journal line {}: {e}", n + 1))?;
+        let get = |k: &str| {
+            v[k].as_u64()
+                .ok_or(format!("journal line {}: no {k}", n + 1))
+        };
+        let node = get("node")?;
+        let op = v["op"].as_str().unwrap_or_default();
+        let about = v["addr"].as_str() == Some(addr);
+        match op {
+            "allowing" if about => {
+                let from = rel(get("from_ns")?);
+                let span = (get("timeout_ms")? + get("budget_ms")?) * 1_000_000;
+                pending.insert(get("seq")?, out.len());
+                out.push(Allowed {
+                    node,
+                    from,
+                    until: from + span + KERNEL_TICK_NS,
+                    confirmed: false,
+                });
+            }
+            "allowed" if about => {
+                // nft returned by then: the allowance ends by then + its timeout, unless the
+                // process was stopped before it read the clock, when the watchdog's bound
+                // (the allowing line's) is the tighter one.
+                if let Some(i) = pending.remove(&get("seq")?) {
+                    out[i].until = out[i].until.min(rel(get("until_ns")?) + KERNEL_TICK_NS);
+                    out[i].confirmed = true;
+                }
+            }
+            "revoked" if about => cut(&mut out, rel(get("at_ns")?)),
+            "cleared" => cut(&mut out, rel(get("at_ns")?)),
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Every allowance given before `at` ends by `at` (a revocation or a new table committed).
+fn cut(intervals: &mut [Allowed], at: u64) {
+    for a in intervals.iter_mut() {
+        if a.from <= at && a.until > at {
+            a.until = at;
+        }
+    }
+}
+
+/// The exact check: no two nodes' intervals overlap, and every frame (`(at_ns, mac,
+/// gratuitous)`) comes from a node inside one of its own intervals. `node_of` maps a MAC to
+/// its node.
+pub fn check_exact(
+    intervals: &[Allowed],
+    frames: &[(u64, String, bool)],
+    node_of: &dyn Fn(&str) -> Option<u64>,
+) -> Vec<Violation> {
+    let mut out = Vec::new();
+    let mut sorted: Vec<Allowed> = intervals.to_vec();
+    sorted.sort_by_key(|a| a.from);
+    // Sweep: each interval against those that started before it and may still run.
+    for (i, b) in sorted.iter().enumerate() {
+        for a in sorted[..i].iter().rev() {
+            if a.node != b.node && a.until > b.from {
+                out.push(Violation::FencesOverlap {
+                    a: *a,
+                    b: *b,
+                    overlap_ns: a.until.min(b.until) - b.from,
+                });
+            }
+        }
+    }
+    for (at, mac, gratuitous) in frames {
+        let Some(node) = node_of(mac) else {
+            out.push(Violation::UnknownSender {
+                mac: mac.clone(),
+                at_ns: *at,
+            });
+            continue;
+        };
+        let inside = intervals
+            .iter()
+            .any(|a| a.node == node && a.from <= *at && *at <= a.until + FRAME_TRANSIT_NS);
+        if !inside {
+            out.push(Violation::FrameOutsideLease {
+                node,
+                at_ns: *at,
+                gratuitous: *gratuitous,
+            });
+        }
+    }
+    out
 }
 
 /// Every violation in the run. `healed`: when the last fault ended; `bound`: how soon after
@@ -191,6 +335,90 @@ mod tests {
     }
 
     use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn journal(lines: &[serde_json::Value]) -> String {
+        lines.iter().map(|l| format!("{l}\n")).collect()
+    }
+
+    #[test]
+    fn journal_lines_make_intervals_cut_by_revocations() {
+        use serde_json::json;
+        let vip = "10.213.0.100";
+        let text = journal(&[
+            json!({"op":"cleared","node":1,"at_ns":1_000*MS}),
+            json!({"op":"allowing","node":1,"addr":vip,"seq":7,"from_ns":1_100*MS,"timeout_ms":740,"budget_ms":30}),
+            json!({"op":"allowed","node":1,"addr":vip,"seq":7,"until_ns":1_845*MS}),
+            json!({"op":"allowing","node":1,"addr":"10.213.0.101","seq":8,"from_ns":1_200*MS,"timeout_ms":740,"budget_ms":30}),
+            json!({"op":"allowing","node":1,"addr":vip,"seq":9,"from_ns":1_300*MS,"timeout_ms":740,"budget_ms":30}),
+            json!({"op":"revoked","node":1,"addr":vip,"at_ns":1_500*MS}),
+            // A process killed before it recorded the commit: the deadline bounds it.
+            json!({"op":"allowing","node":1,"addr":vip,"seq":10,"from_ns":3_000*MS,"timeout_ms":740,"budget_ms":30}),
+        ]);
+        let iv = journal_intervals(&text, vip, 1_000 * MS).unwrap();
+        let tick = KERNEL_TICK_NS;
+        assert_eq!(
+            iv.iter()
+                .map(|a| (a.from, a.until, a.confirmed))
+                .collect::<Vec<_>>(),
+            vec![
+                (100 * MS, 500 * MS, true),
+                (300 * MS, 500 * MS, false),
+                (2_000 * MS, 2_770 * MS + tick, false),
+            ]
+        );
+        assert!(journal_intervals("{nope", vip, 0).is_err());
+    }
+
+    #[test]
+    fn overlapping_fences_and_frames_outside_a_lease_are_caught() {
+        let iv = |node, from, until| Allowed {
+            node,
+            from: from * MS,
+            until: until * MS,
+            confirmed: true,
+        };
+        let node_of = |m: &str| match m {
+            "a" => Some(1),
+            "b" => Some(2),
+            _ => None,
+        };
+        // A clean hand-over: node 1 until 1,000 ms, node 2 from 1,050 ms.
+        let clean = [iv(1, 0, 500), iv(1, 400, 1_000), iv(2, 1_050, 2_000)];
+        let frames = [
+            (10 * MS, "a".to_string(), true),
+            (1_001 * MS, "a".to_string(), false),
+            (1_060 * MS, "b".to_string(), true),
+        ];
+        assert_eq!(check_exact(&clean, &frames, &node_of), vec![]);
+        // One millisecond of overlap is enough.
+        let v = check_exact(&[iv(1, 0, 1_000), iv(2, 999, 2_000)], &[], &node_of);
+        assert!(
+            matches!(v[..], [Violation::FencesOverlap { overlap_ns, .. }] if overlap_ns == MS),
+            "{v:?}"
+        );
+        // A gratuitous ARP after the sender's lease ended, and one from a stranger.
+        let late = [
+            (1_010 * MS, "a".to_string(), true),
+            (5 * MS, "c".to_string(), true),
+        ];
+        let v = check_exact(&clean, &late, &node_of);
+        assert!(
+            matches!(
+                v[..],
+                [
+                    Violation::FrameOutsideLease {
+                        node: 1,
+                        gratuitous: true,
+                        ..
+                    },
+                    Violation::UnknownSender { .. }
+                ]
+            ),
+            "{v:?}"
+        );
+    }
 
     const A: [u8; 6] = [2, 0, 0, 0, 0, 1];
     const B: [u8; 6] = [2, 0, 0, 0, 0, 2];

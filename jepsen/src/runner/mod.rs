@@ -50,10 +50,16 @@ pub enum Nemesis {
     IsolateOwner,
     /// SIGSTOP of the VIP's owner, SIGCONT when the fault ends (a random node without a VIP).
     PauseOwner,
+    /// The VIP's owner cut off again and again, each time for about a lease (lease ± 100 ms)
+    /// with short gaps: its renewals and the leader's decision to move the VIP race.
+    FlapOwner,
+    /// SIGSTOP of the VIP's owner again and again, each for about a lease (lease ± 100 ms):
+    /// it wakes up just around the moment the leader gives the VIP away.
+    PauseOwnerLease,
 }
 
 /// Every nemesis, for `--nemesis mixed`.
-pub const ALL: [Nemesis; 13] = [
+pub const ALL: [Nemesis; 15] = [
     Nemesis::PartitionHalves,
     Nemesis::IsolateOne,
     Nemesis::IsolateLeader,
@@ -67,6 +73,8 @@ pub const ALL: [Nemesis; 13] = [
     Nemesis::KillAll,
     Nemesis::IsolateOwner,
     Nemesis::PauseOwner,
+    Nemesis::FlapOwner,
+    Nemesis::PauseOwnerLease,
 ];
 
 impl Nemesis {
@@ -85,11 +93,13 @@ impl Nemesis {
             "kill-all" => Nemesis::KillAll,
             "isolate-owner" => Nemesis::IsolateOwner,
             "pause-owner" => Nemesis::PauseOwner,
+            "flap-owner" => Nemesis::FlapOwner,
+            "pause-owner-lease" => Nemesis::PauseOwnerLease,
             other => {
                 return Err(format!(
                     "unknown nemesis {other:?} (partition, isolate, isolate-leader, kill, \
                      pause-leader, one-way, ring, bridge, loss, kill-minority, kill-all, isolate-owner, \
-                     pause-owner, mixed)"
+                     pause-owner, flap-owner, pause-owner-lease, mixed)"
                 ))
             }
         })
@@ -141,6 +151,28 @@ pub enum Line {
     Healed {
         at: u64,
         bound_ms: u64,
+    },
+    /// The vip workload: the MAC of a node's interface (to tell who sent a frame).
+    NodeMac {
+        node: u64,
+        mac: String,
+    },
+    /// The vip workload: an interval during which a node's fence allowed the VIP, from its
+    /// fence journal (exact, not sampled).
+    Allowed(crate::checker::vip::Allowed),
+    /// The vip workload: an ARP frame that spoke for the VIP, seen by the observer (a
+    /// gratuitous ARP, or a reply).
+    Frame {
+        at: u64,
+        mac: String,
+        gratuitous: bool,
+    },
+    /// The vip workload: the client host's neighbour entry for the VIP changed (which MAC the
+    /// client sends to), as `ip monitor neigh` printed it.
+    Neigh {
+        at: u64,
+        mac: String,
+        state: String,
     },
     /// The release workload: a rollout started (`at`: when the request was sent).
     Activate {
@@ -419,8 +451,25 @@ fn run_vip(o: &Options) -> Result<(PathBuf, Results), String> {
     use crate::viplab::{observer, VipLab, VIP};
     let (mut v, _, _) = VipLab::start();
     let t0 = Instant::now();
+    let t0_mono = crate::lab::mono_ns();
     let ns = |t: Instant| t.saturating_duration_since(t0).as_nanos() as u64;
     let obs = observer(&v);
+    // The client host talks to the VIP (so it has a neighbour entry for it), and every change
+    // of that entry is recorded: which MAC the client would send to.
+    let ping: Vec<String> = ["-q", "-i", "0.2", "-W", "1", VIP]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let _pinger = v
+        .lab
+        .spawn(
+            v.lab.client(),
+            std::path::Path::new("ping"),
+            &ping,
+            &v.dir.join("client-ping.log"),
+        )
+        .map_err(|e| e.to_string())?;
+    let neigh = NeighMonitor::start(&v.lab, VIP, t0)?;
     let members = Members::plain(v.lab.member_endpoints(v.members));
     let mut epochs: Vec<Line> = Vec::new();
     // Waiting, but sampling the decision every 200 ms.
@@ -478,7 +527,7 @@ fn run_vip(o: &Options) -> Result<(PathBuf, Results), String> {
         healed + VIP_LIVENESS + Duration::from_secs(1),
         &mut epochs,
     );
-    let probes = obs.stop()?;
+    let (probes, frames) = obs.stop_all()?;
     let dir = o.store.join("vip").join(timestamp());
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let mut lines: Vec<Line> = probes
@@ -489,6 +538,17 @@ fn run_vip(o: &Options) -> Result<(PathBuf, Results), String> {
             macs: p.macs.iter().map(crate::mac_string).collect(),
         })
         .collect();
+    lines.extend((1..=v.lab.nodes().len() as u64).map(|node| Line::NodeMac {
+        node,
+        mac: v.mac(node),
+    }));
+    lines.extend(v.allowed(t0_mono)?.into_iter().map(Line::Allowed));
+    lines.extend(frames.iter().filter(|f| f.at >= t0).map(|f| Line::Frame {
+        at: ns(f.at),
+        mac: crate::mac_string(&f.mac),
+        gratuitous: f.gratuitous,
+    }));
+    lines.extend(neigh.stop());
     lines.extend(epochs);
     lines.extend(faults.into_iter().map(Line::Fault));
     lines.push(Line::Healed {
@@ -500,6 +560,61 @@ fn run_vip(o: &Options) -> Result<(PathBuf, Results), String> {
     write_results(&dir, &results)?;
     write_reports(&dir, &lines, &results)?;
     Ok((dir, results))
+}
+
+/// Records every change of the client host's neighbour entry for the VIP (`ip monitor
+/// neigh` in its namespace), stamped when read.
+struct NeighMonitor {
+    child: std::process::Child,
+    reader: std::thread::JoinHandle<Vec<Line>>,
+}
+
+impl NeighMonitor {
+    fn start(lab: &Lab, vip: &str, t0: Instant) -> Result<Self, String> {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &lab.client().netns,
+                "ip",
+                "monitor",
+                "neigh",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("ip monitor neigh: {e}"))?;
+        let out = child.stdout.take().expect("piped");
+        let prefix = format!("{vip} ");
+        let reader = std::thread::spawn(move || {
+            let mut lines = Vec::new();
+            for line in std::io::BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                let at = Instant::now().saturating_duration_since(t0).as_nanos() as u64;
+                let line = line.trim_start_matches("Deleted ").to_string();
+                if !line.starts_with(&prefix) {
+                    continue;
+                }
+                let words: Vec<&str> = line.split_whitespace().collect();
+                let mac = words
+                    .iter()
+                    .position(|w| *w == "lladdr")
+                    .and_then(|i| words.get(i + 1))
+                    .map_or(String::new(), |m| m.to_lowercase());
+                let state = words.last().copied().unwrap_or_default().to_string();
+                lines.push(Line::Neigh { at, mac, state });
+            }
+            lines
+        });
+        Ok(NeighMonitor { child, reader })
+    }
+
+    fn stop(mut self) -> Vec<Line> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.reader.join().unwrap_or_default()
+    }
 }
 
 /// Ends a fault injected into a [`VipLab`] (restarting killed members as the lab does) and
@@ -536,6 +651,7 @@ fn vip_verdict(lines: &[Line]) -> Option<(Option<bool>, String)> {
     let mut epochs = Vec::new();
     let mut views = Vec::new();
     let mut healed = None;
+    let (mut node_macs, mut allowed, mut frames) = (Vec::new(), Vec::new(), Vec::new());
     for l in lines {
         match l {
             Line::Probe { at: t, macs } => probes.push(crate::arp::Probe {
@@ -565,12 +681,29 @@ fn vip_verdict(lines: &[Line]) -> Option<(Option<bool>, String)> {
                 address: *address,
                 allowed_for: allowed_ms.map(Duration::from_millis),
             }),
+            Line::NodeMac { node, mac } => node_macs.push((*node, mac.clone())),
+            Line::Allowed(a) => allowed.push(*a),
+            Line::Frame {
+                at,
+                mac,
+                gratuitous,
+            } => frames.push((*at, mac.clone(), *gratuitous)),
             _ => {}
         }
     }
     let (healed, bound) = healed?;
     let mut violations = vip::check(&probes, &epochs, healed, bound);
     violations.extend(vip::check_views(&views, VIP_LEASE));
+    // The exact check, on the fences' own records.
+    if allowed.is_empty() {
+        return Some((
+            None,
+            "vip: no fence journal in the history; the exact check cannot tell".into(),
+        ));
+    }
+    let node_of = |m: &str| node_macs.iter().find(|(_, x)| x == m).map(|(n, _)| *n);
+    violations.extend(vip::check_exact(&allowed, &frames, &node_of));
+    let announcements = frames.iter().filter(|f| f.2).count();
     let split = violations
         .iter()
         .filter(|v| matches!(v, vip::Violation::SplitBrain { .. }))
@@ -581,11 +714,16 @@ fn vip_verdict(lines: &[Line]) -> Option<(Option<bool>, String)> {
             format!(
                 "vip valid: {} probes, never two holders, epochs monotonic ({} samples), \
                  no fence allowance beyond the {VIP_LEASE:?} lease ({} node views, {} with \
-                 the address), answered within {bound:?} of healing",
+                 the address), answered within {bound:?} of healing; exact: {} fence \
+                 intervals of {} nodes never overlap, {} frames for the VIP ({announcements} \
+                 gratuitous) all inside their sender's lease",
                 probes.len(),
                 epochs.len(),
                 views.len(),
-                views.iter().filter(|v| v.address).count()
+                views.iter().filter(|v| v.address).count(),
+                allowed.len(),
+                node_macs.len(),
+                frames.len(),
             ),
         )
     } else {
@@ -758,6 +896,13 @@ fn inject(
             }
             ("20% loss between all nodes".to_string(), heal)
         }
+        Nemesis::FlapOwner | Nemesis::PauseOwnerLease => {
+            let flaps = flap(lab, procs, nemesis, rng, members)?;
+            (
+                flaps,
+                Box::new(|lab, _, _| lab.heal().map_err(|e| e.to_string())),
+            )
+        }
         Nemesis::PauseLeader | Nemesis::PauseOwner => {
             let id = match nemesis {
                 Nemesis::PauseOwner => {
@@ -779,6 +924,54 @@ fn inject(
             )
         }
     })
+}
+
+/// How long a repeating nemesis repeats, and its faults' lengths: about a VIP lease, from
+/// 100 ms shorter to 100 ms longer, so that an owner's renewals, its deadline and the leader's
+/// decision to move the VIP fall close together.
+const FLAP_FOR: Duration = Duration::from_secs(4);
+const FLAP_MIN: Duration = Duration::from_millis(VIP_LEASE.as_millis() as u64 - 100);
+const FLAP_MAX: Duration = Duration::from_millis(VIP_LEASE.as_millis() as u64 + 100);
+
+/// Cuts off (`FlapOwner`) or pauses (`PauseOwnerLease`) the VIP's owner again and again for
+/// [`FLAP_FOR`], each time for FLAP_MIN..=FLAP_MAX, 50-400 ms apart; the owner is asked anew
+/// each time (a random node when there is none). Returns what it did.
+fn flap(
+    lab: &Lab,
+    procs: &mut [Option<LabProcess>],
+    nemesis: Nemesis,
+    rng: &mut StdRng,
+    members: &Members,
+) -> Result<String, String> {
+    let n = lab.nodes().len();
+    let until = Instant::now() + FLAP_FOR;
+    let mut done = Vec::new();
+    while Instant::now() < until {
+        let id = vip_owner(members, lab).unwrap_or_else(|| rng.gen_range(1..=n));
+        let ms = rng.gen_range(FLAP_MIN.as_millis()..=FLAP_MAX.as_millis()) as u64;
+        let gap = Duration::from_millis(rng.gen_range(50..=400));
+        match nemesis {
+            Nemesis::FlapOwner => {
+                lab.isolate(lab.node(id)).map_err(|e| e.to_string())?;
+                std::thread::sleep(Duration::from_millis(ms));
+                lab.heal().map_err(|e| e.to_string())?;
+            }
+            _ => {
+                if let Some(p) = &procs[id - 1] {
+                    p.pause();
+                    std::thread::sleep(Duration::from_millis(ms));
+                    p.resume();
+                }
+            }
+        }
+        done.push(format!("n{id} {ms}ms"));
+        std::thread::sleep(gap);
+    }
+    let what = match nemesis {
+        Nemesis::FlapOwner => "cut off",
+        _ => "paused",
+    };
+    Ok(format!("{what} {}", done.join(", ")))
 }
 
 #[allow(clippy::too_many_arguments)]
