@@ -67,15 +67,16 @@ pub async fn probe(
             },
             Some(Kind::Http(h)) => http(host, h).await.unwrap_or(false),
             Some(Kind::Exec(e)) => match exec.get(&e.name) {
-                Some(argv) if !argv.is_empty() => tokio::process::Command::new(&argv[0])
-                    .args(&argv[1..])
-                    .stdin(std::process::Stdio::null())
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
-                    .kill_on_drop(true)
-                    .status()
-                    .await
-                    .is_ok_and(|s| s.success()),
+                Some(argv) if !argv.is_empty() => {
+                    tokio::process::Command::from(super::caps::command(argv))
+                        .stdin(std::process::Stdio::null())
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .kill_on_drop(true)
+                        .status()
+                        .await
+                        .is_ok_and(|s| s.success())
+                }
                 // Not configured on this server: it cannot pass.
                 _ => false,
             },

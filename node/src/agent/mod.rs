@@ -4,10 +4,12 @@
 //! - `addr`: VIP addresses through netlink, with a valid lifetime as a backstop;
 //! - `garp`: gratuitous ARP bursts on acquire;
 //! - `health`: probes and rise/fall;
+//! - `caps`: checks and hooks start with no capabilities;
 //! - `haproxy`: the local HAProxy's servers follow the cluster's health and admin states;
 //! - `run`: the reconcile loop.
 
 pub mod addr;
+pub mod caps;
 pub mod fence;
 pub mod garp;
 pub mod haproxy;
