@@ -2,13 +2,12 @@
 //! init` makes a CA, `ballastctl certs issue` signs node and client certificates with it.
 //!
 //! Keys are ECDSA P-256. Files are PEM: `<name>.pem` (certificate) and `<name>-key.pem` (key,
-//! mode 0600), written to a temporary name and renamed, never over an existing file. A node
+//! mode 0600 whatever the umask), written to a temporary file of their own (never one found
+//! at its name) and renamed, never over an existing file. A node
 //! certificate may serve and call (server and client auth) and names the addresses and host
 //! names it is reached by; a client certificate can only call. This is not a PKI: no
 //! revocation lists; rotate by issuing new certificates and sending the members SIGHUP.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
@@ -51,23 +50,14 @@ fn rc(e: rcgen::Error) -> CertError {
     CertError::Invalid(e.to_string())
 }
 
-/// Writes `data` to `path` (a fresh file) with `mode`, through a temporary name.
+/// Writes `data` to `path` (a fresh file) with `mode`, through a temporary file of its own
+/// (`files::write_atomic`: exclusive create, exact mode, fsync, rename, directory fsync).
 fn write_new(path: &Path, data: &str, mode: u32) -> Result<(), CertError> {
-    if path.exists() {
-        return Err(CertError::Exists(path.to_path_buf()));
-    }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(|e| file_err(&tmp, e))?;
-    f.write_all(data.as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(|e| file_err(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| file_err(path, e))
+    use crate::files::{write_atomic, Existing, FileError};
+    write_atomic(path, data.as_bytes(), mode, Existing::Refuse).map_err(|e| match e {
+        FileError::Exists(p) => CertError::Exists(p),
+        FileError::Io { path, source } => file_err(&path, source),
+    })
 }
 
 fn validity(params: &mut CertificateParams, days: u32) {
@@ -246,5 +236,57 @@ mod tests {
             assert_eq!(r.is_ok(), ok, "{name}: {r:?}");
         }
         crate::tls::load_identity(&cert, &key).unwrap();
+    }
+
+    /// A file or symlink left at a temporary name (by a crashed run, or planted by another
+    /// user of a shared directory) is never followed nor reused: the key is a fresh regular
+    /// file of mode 0600 whatever the umask, and the symlink's target is untouched.
+    #[test]
+    fn keys_never_go_through_a_file_left_at_a_temporary_name() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "not a key").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+        for tmp in [
+            "ca-key.tmp",
+            "n1-key.tmp",
+            ".ca-key.pem.tmp",
+            ".n1-key.pem.tmp",
+        ] {
+            std::os::unix::fs::symlink(&victim, dir.path().join(tmp)).unwrap();
+        }
+        // A stale regular file with a wide mode at a temporary name.
+        for tmp in ["ca.tmp", "n1.tmp"] {
+            let p = dir.path().join(tmp);
+            std::fs::write(&p, "stale").unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666)).unwrap();
+        }
+        init_ca(dir.path(), "test CA", 30).unwrap();
+        let (cert, key) = issue(
+            dir.path(),
+            dir.path(),
+            "n1",
+            &["127.0.0.1".into()],
+            Kind::Node,
+            30,
+        )
+        .unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "not a key");
+        for (path, mode) in [
+            (dir.path().join(CA_KEY), 0o600),
+            (key, 0o600),
+            (dir.path().join(CA_CERT), 0o644),
+            (cert, 0o644),
+        ] {
+            let m = std::fs::symlink_metadata(&path).unwrap();
+            assert!(
+                m.file_type().is_file(),
+                "{}: not a regular file",
+                path.display()
+            );
+            assert_eq!(m.mode() & 0o7777, mode, "{}", path.display());
+            assert_eq!(m.nlink(), 1, "{}", path.display());
+        }
     }
 }

@@ -16,6 +16,7 @@ pub mod certs;
 mod client;
 pub mod digest;
 mod error;
+pub mod files;
 pub mod report;
 pub mod tls;
 mod watch;

@@ -83,10 +83,28 @@ pub fn file_of(s: &StateData, cluster_id: &str, now_ms: u64) -> Vec<u8> {
 /// Reads and checks a backup file down to its state; the error says what is wrong with it.
 pub fn read_file(path: &Path) -> Result<(Header, Vec<u8>), String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let (header, payload) =
-        format::decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-    BackupState::decode(payload).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (header, payload) = check(&bytes, path)?;
     Ok((header, payload.to_vec()))
+}
+
+/// Checks the bytes of a backup file (read from `path`) down to its state.
+pub fn check<'a>(bytes: &'a [u8], path: &Path) -> Result<(Header, &'a [u8]), String> {
+    let (header, payload) =
+        format::decode(bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    BackupState::decode(payload).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((header, payload))
+}
+
+/// Writes a backup file (it holds every key and value): mode 0600 whatever the umask, through
+/// a temporary file of its own, fsynced and renamed into place.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    ballast_client::files::write_atomic(
+        path,
+        bytes,
+        0o600,
+        ballast_client::files::Existing::Replace,
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// The state a member's data directory holds: its last snapshot, then every log entry after
@@ -133,12 +151,7 @@ pub fn force_new_cluster(
     let (state, last) = state_of_data_dir(dir)?;
     let path = dir.join(format!("force-new-cluster-{now_ms}.bak"));
     let io = |e: std::io::Error| format!("{}: {e}", dir.display());
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, file_of(&state, &old_cluster, now_ms)).map_err(io)?;
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(io)?;
-    std::fs::rename(&tmp, &path).map_err(io)?;
+    write_private(&path, &file_of(&state, &old_cluster, now_ms))?;
     std::fs::rename(
         dir.join("raft"),
         dir.join(format!("raft.replaced-{now_ms}")),

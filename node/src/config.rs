@@ -86,7 +86,7 @@ pub struct AgentOpts {
     pub check_host: Option<std::net::IpAddr>,
 
     /// A command exec health checks may run, NAME=COMMAND ARGS... (repeatable). Only local
-    /// configuration defines commands; the API names them.
+    /// configuration defines commands; the API names them. It runs with no capabilities.
     #[arg(long = "exec-check")]
     pub exec_checks: Vec<String>,
 
@@ -96,7 +96,8 @@ pub struct AgentOpts {
     pub release_dirs: Vec<String>,
 
     /// Command run after a service's `current` switched, SERVICE=COMMAND ARGS... (repeatable),
-    /// with BALLAST_RELEASE and BALLAST_RELEASE_DIR set. Local configuration only.
+    /// with BALLAST_RELEASE and BALLAST_RELEASE_DIR set, and no capabilities. Local
+    /// configuration only.
     #[arg(long = "activate-hook")]
     pub activate_hooks: Vec<String>,
 

@@ -63,15 +63,23 @@ pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
-pub static RAFT_REFUSED: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
-    register(
-        prometheus::IntCounter::new(
-            "ballast_raft_refused_total",
-            "Raft messages refused because they came from another cluster",
-        )
-        .unwrap(),
-    )
-});
+macro_rules! counter {
+    ($name:ident, $metric:expr, $help:expr) => {
+        pub static $name: LazyLock<prometheus::IntCounter> =
+            LazyLock::new(|| register(prometheus::IntCounter::new($metric, $help).unwrap()));
+    };
+}
+
+counter!(
+    RAFT_REFUSED,
+    "ballast_raft_refused_total",
+    "Raft messages refused because they came from another cluster"
+);
+counter!(
+    ACCEPT_ERRORS,
+    "ballast_accept_errors_total",
+    "Failed accepts on the gRPC port that made the accept loop pause (out of file descriptors or memory)"
+);
 
 macro_rules! gauge {
     ($name:ident, $metric:expr, $help:expr) => {

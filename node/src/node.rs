@@ -396,7 +396,9 @@ pub async fn start(
     let mut cluster_id = cfg.initial_cluster_id();
     if let Some(from) = &cfg.restore_from {
         // Checked before anything is created: a bad file leaves the directory as it was.
-        let (header, payload) = crate::backup::read_file(from).map_err(StartError::Restore)?;
+        let bytes = std::fs::read(from)
+            .map_err(|e| StartError::Restore(format!("{}: {e}", from.display())))?;
+        let (header, payload) = crate::backup::check(&bytes, from).map_err(StartError::Restore)?;
         if !fresh {
             return Err(StartError::Restore(format!(
                 "{} already holds a cluster's data; a backup is restored into an empty data directory",
@@ -414,10 +416,8 @@ pub async fn start(
         if !cfg.bootstrap {
             cluster_id = format!("{cluster_id}-restored-{}", &header.payload_sha256[..16]);
         }
-        let tmp = pending.with_extension("tmp");
-        std::fs::copy(from, &tmp)?;
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, &pending)?;
+        // The very bytes checked above, kept private like every backup.
+        crate::backup::write_private(&pending, &bytes).map_err(StartError::Restore)?;
         tracing::info!(from = %from.display(), revision = header.revision, old_cluster = %header.cluster_id, "restoring a backup into a new cluster");
     }
     if forming {

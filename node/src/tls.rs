@@ -177,25 +177,74 @@ impl AsyncWrite for Conn {
 
 type Incoming = Pin<Box<dyn futures::Stream<Item = std::io::Result<Conn>> + Send>>;
 
+/// Pauses of the accept loop after an error that leaves the waiting connection in the backlog
+/// (out of descriptors or memory): the next `accept` would fail the same way at once, so
+/// retrying without a pause burns a core. Starts at [`AcceptBackoff::FIRST`], doubles up to
+/// [`AcceptBackoff::MAX`], starts over after a connection is accepted. Pure: the caller
+/// sleeps and logs.
+#[derive(Debug, Default)]
+pub struct AcceptBackoff {
+    errors: u64,
+    since: Option<std::time::Instant>,
+    next: Duration,
+}
+
+impl AcceptBackoff {
+    pub const FIRST: Duration = Duration::from_millis(5);
+    pub const MAX: Duration = Duration::from_secs(1);
+
+    /// After a failed accept at `now`: how long to pause, and whether this error starts a
+    /// burst (the one to log).
+    pub fn failed(&mut self, now: std::time::Instant) -> (Duration, bool) {
+        self.errors += 1;
+        let first = self.since.is_none();
+        self.since.get_or_insert(now);
+        let wait = if first { Self::FIRST } else { self.next };
+        self.next = (wait * 2).min(Self::MAX);
+        (wait, first)
+    }
+
+    /// After an accepted connection at `now`: the burst of errors it ends, if any (how many,
+    /// for how long).
+    pub fn accepted(&mut self, now: std::time::Instant) -> Option<(u64, Duration)> {
+        let since = self.since.take()?;
+        let errors = std::mem::take(&mut self.errors);
+        Some((errors, now - since))
+    }
+}
+
+/// Errors of `accept` that concern one connection only, which the kernel has dropped: the
+/// next connection can be accepted at once. accept(2) lists the network errors Linux passes
+/// on this way.
+fn consumed_a_connection(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::ECONNABORTED
+                | libc::EINTR
+                | libc::EPROTO
+                | libc::EPERM
+                | libc::ENETDOWN
+                | libc::ENOPROTOOPT
+                | libc::EHOSTDOWN
+                | libc::ENONET
+                | libc::EHOSTUNREACH
+                | libc::EOPNOTSUPP
+                | libc::ENETUNREACH
+        )
+    )
+}
+
 /// The connections of `listener`, with Nagle off, through TLS when `tls` is given. A
 /// connection whose handshake fails (no certificate, another CA, not TLS at all) is closed and
-/// logged; it never reaches the gRPC server. The listener closes when the stream is dropped.
+/// logged; it never reaches the gRPC server. An `accept` that fails for want of descriptors or
+/// memory pauses the loop ([`AcceptBackoff`]), logged once per burst and counted in
+/// `ballast_accept_errors_total`. The listener closes when the stream is dropped.
 pub fn incoming(listener: TcpListener, tls: Option<Arc<NodeTls>>) -> Incoming {
     use futures::StreamExt;
-    let Some(tls) = tls else {
-        return tokio_stream::wrappers::TcpListenerStream::new(listener)
-            .map(|conn| {
-                conn.map(|s| {
-                    // tonic's tcp_nodelay applies only to listeners it binds itself; without
-                    // it delayed ACKs add ~40 ms to small answers.
-                    let _ = s.set_nodelay(true);
-                    Conn::Plain(s)
-                })
-            })
-            .boxed();
-    };
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Conn>>(64);
     tokio::spawn(async move {
+        let mut backoff = AcceptBackoff::default();
         loop {
             let accepted = tokio::select! {
                 _ = tx.closed() => return,
@@ -203,15 +252,35 @@ pub fn incoming(listener: TcpListener, tls: Option<Arc<NodeTls>>) -> Incoming {
             };
             let (stream, peer) = match accepted {
                 Ok(a) => a,
+                Err(e) if consumed_a_connection(&e) => continue,
                 Err(e) => {
-                    // Out of descriptors and the like: pass it on, tonic logs and goes on.
-                    if tx.send(Err(e)).await.is_err() {
-                        return;
+                    crate::metrics::ACCEPT_ERRORS.inc();
+                    let (wait, first) = backoff.failed(std::time::Instant::now());
+                    if first {
+                        tracing::error!(error = %e, "cannot accept connections on the gRPC port; retrying with pauses of up to 1 s");
                     }
-                    continue;
+                    tokio::select! {
+                        _ = tx.closed() => return,
+                        _ = tokio::time::sleep(wait) => continue,
+                    }
                 }
             };
+            if let Some((errors, lasted)) = backoff.accepted(std::time::Instant::now()) {
+                tracing::warn!(
+                    errors,
+                    ?lasted,
+                    "accepting connections on the gRPC port again"
+                );
+            }
+            // tonic's tcp_nodelay applies only to listeners it binds itself; without it
+            // delayed ACKs add ~40 ms to small answers.
             let _ = stream.set_nodelay(true);
+            let Some(tls) = &tls else {
+                if tx.send(Ok(Conn::Plain(stream))).await.is_err() {
+                    return;
+                }
+                continue;
+            };
             let acceptor = tls.acceptor();
             let tx = tx.clone();
             tokio::spawn(async move {
@@ -230,4 +299,42 @@ pub fn incoming(listener: TcpListener, tls: Option<Arc<NodeTls>>) -> Incoming {
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx).boxed()
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::AcceptBackoff;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn pauses_double_to_a_second_and_start_over_after_an_accept() {
+        let t0 = Instant::now();
+        let mut b = AcceptBackoff::default();
+        assert_eq!(b.accepted(t0), None, "no burst to report");
+        let waits: Vec<(u64, bool)> = (0..10)
+            .map(|_| {
+                let (w, first) = b.failed(t0);
+                (w.as_millis() as u64, first)
+            })
+            .collect();
+        assert_eq!(
+            waits,
+            [
+                (5, true),
+                (10, false),
+                (20, false),
+                (40, false),
+                (80, false),
+                (160, false),
+                (320, false),
+                (640, false),
+                (1000, false),
+                (1000, false)
+            ]
+        );
+        let later = t0 + Duration::from_millis(2300);
+        assert_eq!(b.accepted(later), Some((10, Duration::from_millis(2300))));
+        assert_eq!(b.accepted(later), None);
+        assert_eq!(b.failed(later), (AcceptBackoff::FIRST, true), "a new burst");
+    }
 }

@@ -198,6 +198,31 @@ fn port(field: &str, p: u32) -> Result {
     Ok(())
 }
 
+/// The path of an http check, sent as the request target of `GET <path> HTTP/1.0`: it starts
+/// with '/' and holds printable ASCII only (at most 2048 bytes), so nothing in it can end the
+/// request line or add a header. The agent checks it again before every probe.
+pub fn http_path(field: &str, path: &str) -> Result {
+    if !path.starts_with('/') {
+        return Err(invalid(field, "must start with '/'"));
+    }
+    if path.len() > 2048 {
+        return Err(invalid(field, "is longer than 2048 bytes"));
+    }
+    for (at, c) in path.char_indices() {
+        let why = if c.is_control() {
+            format!("contains a control character ({c:?} at byte {at}); CR, LF and the like would end the request line")
+        } else if c == ' ' {
+            format!("contains a space at byte {at}; percent-encode it (%20)")
+        } else if !c.is_ascii() {
+            format!("contains a non-ASCII character ({c:?} at byte {at}); percent-encode it")
+        } else {
+            continue;
+        };
+        return Err(invalid(field, why));
+    }
+    Ok(())
+}
+
 /// Checks a health check and fills in defaults for unset timings.
 pub fn health_check(field: &str, check: &mut v1::HealthCheck) -> Result {
     use v1::health_check::Kind;
@@ -213,12 +238,7 @@ pub fn health_check(field: &str, check: &mut v1::HealthCheck) -> Result {
             if h.path.is_empty() {
                 h.path = "/".into();
             }
-            if !h.path.starts_with('/') {
-                return Err(invalid(
-                    &format!("{field}.http.path"),
-                    "must start with '/'",
-                ));
-            }
+            http_path(&format!("{field}.http.path"), &h.path)?;
             if h.expect_status_min == 0 && h.expect_status_max == 0 {
                 h.expect_status_min = 200;
                 h.expect_status_max = 399;
@@ -413,6 +433,37 @@ mod tests {
             health_check("check", &mut none).unwrap_err().field,
             "check.kind"
         );
+    }
+
+    #[test]
+    fn http_check_paths_cannot_smuggle_header_lines() {
+        let check = |path: &str| {
+            let mut c = v1::HealthCheck {
+                kind: Some(v1::health_check::Kind::Http(v1::HttpCheck {
+                    port: 8080,
+                    path: path.into(),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            };
+            health_check("service.check", &mut c)
+        };
+        check("/healthz?full=1&x=%20").unwrap();
+        for (bad, says) in [
+            ("/x\r\nHost: evil", "control character"),
+            ("/x\nX-Injected: 1", "control character"),
+            ("/x\0", "control character"),
+            ("/x\u{7f}", "control character"),
+            ("/a b", "space"),
+            ("/a\tb", "control character"),
+            ("/caf\u{e9}", "non-ASCII"),
+        ] {
+            let e = check(bad).unwrap_err();
+            assert_eq!(e.field, "service.check.http.path", "{bad:?}");
+            assert!(e.message.contains(says), "{bad:?}: {e}");
+        }
+        let long = format!("/{}", "a".repeat(2048));
+        assert_eq!(check(&long).unwrap_err().field, "service.check.http.path");
     }
 
     #[test]

@@ -111,7 +111,14 @@ async fn a_backup_of_a_busy_cluster_seeds_a_new_one_and_bad_files_are_refused() 
             .exists());
     }
 
-    // A new one-member cluster seeded from the file.
+    // A new one-member cluster seeded from the file. The copy it keeps until the restore is
+    // applied never goes through a symlink found at a temporary name.
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "untouched").unwrap();
+    std::fs::create_dir_all(dir.path().join("restored")).unwrap();
+    for tmp in ["restore.tmp", ".restore.pending.tmp"] {
+        std::os::unix::fs::symlink(&victim, dir.path().join("restored").join(tmp)).unwrap();
+    }
     let mut cfg = ballast_node::Config::for_test(1, dir.path().join("restored"));
     cfg.bootstrap = true;
     cfg.restore_from = Some(path.clone());
@@ -148,6 +155,10 @@ async fn a_backup_of_a_busy_cluster_seeds_a_new_one_and_bad_files_are_refused() 
     assert_eq!(after.1.len(), 1);
     assert!(dst.vips.values().all(|v| v.owner == 0));
     assert_eq!(after.0.len(), src.kv.len());
+    assert!(
+        std::fs::read(&victim).unwrap() == b"untouched",
+        "the restore wrote through a symlink"
+    );
     assert!(!dir
         .path()
         .join("restored")
@@ -173,6 +184,8 @@ async fn a_backup_of_a_busy_cluster_seeds_a_new_one_and_bad_files_are_refused() 
 /// the loss is missing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_survivor_is_forced_into_a_new_cluster_and_grown_back() {
+    // SAFETY: umask only changes the mode of files created afterwards; the usual value.
+    unsafe { libc::umask(0o022) };
     let mut c = TestCluster::start(3, no_tune).await;
     let client = c.client();
     for i in 0..100 {
@@ -223,6 +236,21 @@ async fn a_survivor_is_forced_into_a_new_cluster_and_grown_back() {
     .await;
     assert_ne!(h.node.identity.cluster_id().unwrap(), old_cluster);
     let data = c.data_dir(survivor);
+    // The backup it wrote of itself holds every key and value: mode 0600 whatever the umask
+    // (the test runs with the usual 022).
+    let bak = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            let n = p.file_name().unwrap().to_string_lossy();
+            n.starts_with("force-new-cluster-") && n.ends_with(".bak")
+        })
+        .expect("the forced backup");
+    {
+        use std::os::unix::fs::MetadataExt;
+        let mode = std::fs::metadata(&bak).unwrap().mode() & 0o7777;
+        assert_eq!(mode, 0o600, "{}", bak.display());
+    }
     assert!(std::fs::read_dir(&data).unwrap().any(|e| e
         .unwrap()
         .file_name()

@@ -352,8 +352,39 @@ fn snapshot_save_inspect_and_restore_from_the_command_line() {
     });
     let file = dir.path().join("cluster.bak");
     let file_s = file.display().to_string();
-    let saved = ctl_ok(&ep, &["snapshot", "save", &file_s]);
-    assert!(saved.starts_with("saved "), "{saved}");
+    // A backup holds every key and value: it is written 0600 whatever the umask, and never
+    // through a file or symlink found at a temporary name (here one pointing elsewhere).
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "untouched").unwrap();
+    for tmp in ["cluster.part", "cluster.tmp", ".cluster.bak.tmp"] {
+        std::os::unix::fs::symlink(&victim, dir.path().join(tmp)).unwrap();
+    }
+    let out = {
+        use std::os::unix::process::CommandExt;
+        let mut c = Command::new(ballastctl());
+        c.args(["--endpoints", &ep, "snapshot", "save", &file_s]);
+        // SAFETY: umask is async-signal-safe.
+        unsafe {
+            c.pre_exec(|| {
+                libc::umask(0o022);
+                Ok(())
+            });
+        }
+        c.output().unwrap()
+    };
+    let saved = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && saved.starts_with("saved "),
+        "{saved} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+    {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::symlink_metadata(&file).unwrap();
+        assert!(m.file_type().is_file());
+        assert_eq!(m.mode() & 0o7777, 0o600, "the backup's mode");
+    }
     let info = ctl_json(&ep, &["snapshot", "inspect", &file_s]);
     assert!(info["revision"].as_u64().unwrap() >= 1, "{info}");
     // A truncated copy is refused by inspect (exit 1, says why) and by restore (exit 1).

@@ -57,6 +57,40 @@ proptest! {
     }
 
     #[test]
+    fn accepted_http_check_paths_are_one_request_target(path in http_path_like(), port in 0u32..70_000) {
+        let mut c = v1::HealthCheck {
+            kind: Some(v1::health_check::Kind::Http(v1::HttpCheck {
+                port,
+                path: path.clone(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let raw = v1::HttpCheck { port, path: path.clone(), ..Default::default() };
+        let host = std::net::IpAddr::from([127, 0, 0, 1]);
+        let sent = ballast_node::agent::health::http_request(host, &raw);
+        match validate::health_check("check", &mut c) {
+            Ok(()) => {
+                let Some(v1::health_check::Kind::Http(h)) = &c.kind else { unreachable!() };
+                // Printable ASCII only: nothing that ends the request line or starts a header.
+                prop_assert!(h.path.starts_with('/'));
+                prop_assert!(h.path.bytes().all(|b| b.is_ascii_graphic()), "{:?}", h.path);
+                prop_assert!((1..=65535).contains(&h.port));
+                // What the agent sends for it: a request line, two headers, the blank line.
+                let (_, req) = ballast_node::agent::health::http_request(host, h).unwrap();
+                prop_assert_eq!(req.matches("\r\n").count(), 4);
+                prop_assert_eq!(req.matches('\n').count(), 4);
+            }
+            Err(e) => {
+                prop_assert!(e.field.starts_with("check.http."), "{e}");
+                // The agent refuses to send what the API refuses (an empty path aside: the
+                // API fills it in).
+                prop_assert!(path.is_empty() || sent.is_err(), "{:?}", sent);
+            }
+        }
+    }
+
+    #[test]
     fn accepted_vip_addresses_are_ipv4_with_a_prefix(s in cidr_like()) {
         if let Ok((ip, prefix)) = validate::ipv4_cidr("address", &s) {
             prop_assert!(prefix <= 32);
@@ -87,6 +121,16 @@ proptest! {
         }
         prop_assert_eq!(a, b);
     }
+}
+
+/// Paths as operators write them, and with what must not reach a request line: CR, LF and
+/// other control characters, spaces, non-ASCII.
+fn http_path_like() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "/[a-z0-9/?=&%._-]{0,20}",
+        "/[a-z]{0,5}[\\r\\n\\t\\x00\\x7f \\u{85}\\u{e9}][a-zA-Z: ]{0,10}",
+        ".{0,20}",
+    ]
 }
 
 /// Strings shaped like "a.b.c.d/p" in canonical and odd spellings, and some garbage.

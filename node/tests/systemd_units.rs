@@ -49,6 +49,17 @@ fn units_restart_notify_and_hold_only_the_agents_capabilities() {
             "{name}: the releases directory must stay writable"
         );
         assert!(setting(&u, "User") == ["ballast"], "{name}: not root");
+        // Nothing gained through setuid programs or file capabilities, by ballastd or by the
+        // checks and hooks it starts (which drop the ambient capabilities, tests/capabilities.rs).
+        assert_eq!(setting(&u, "NoNewPrivileges"), ["true"], "{name}");
+        assert_eq!(setting(&u, "RestrictSUIDSGID"), ["true"], "{name}");
+        for key in ["ExecStart", "ExecReload"] {
+            for cmd in setting(&u, key) {
+                // '+' and '!' run a command with full privileges.
+                assert!(!cmd.starts_with(['+', '!']), "{name}: {key}={cmd}");
+            }
+        }
+        assert!(setting(&u, "SecureBits").is_empty(), "{name}: SecureBits");
     }
 }
 

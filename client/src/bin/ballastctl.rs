@@ -922,17 +922,15 @@ async fn snapshot(c: &Client, cmd: SnapshotCmd, out: Output) -> Result<(), Error
     let (file, bytes, saved) = match cmd {
         SnapshotCmd::Save { file } => {
             let bytes = c.snapshot().await?;
-            // Written beside the target and renamed: a crash leaves no half backup under
-            // the name asked for.
-            let tmp = file.with_extension("part");
-            let io = |e: std::io::Error| Error::Other(format!("{}: {e}", file.display()));
-            {
-                use std::io::Write;
-                let mut f = std::fs::File::create(&tmp).map_err(io)?;
-                f.write_all(&bytes).map_err(io)?;
-                f.sync_all().map_err(io)?;
-            }
-            std::fs::rename(&tmp, &file).map_err(io)?;
+            // It holds every key and value: mode 0600, through a temporary file of its own
+            // renamed into place, so a crash leaves no half backup under the name asked for.
+            ballast_client::files::write_atomic(
+                &file,
+                &bytes,
+                0o600,
+                ballast_client::files::Existing::Replace,
+            )
+            .map_err(|e| Error::Other(e.to_string()))?;
             (file, bytes, true)
         }
         SnapshotCmd::Inspect { file } => {

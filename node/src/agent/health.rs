@@ -59,22 +59,24 @@ pub async fn probe(
     let timeout = Duration::from_millis(check.timeout_ms.max(1) as u64);
     let fut = async {
         match &check.kind {
-            Some(Kind::Tcp(t)) => {
-                tokio::net::TcpStream::connect(SocketAddr::new(host, t.port as u16))
+            Some(Kind::Tcp(t)) => match port(t.port) {
+                Some(p) => tokio::net::TcpStream::connect(SocketAddr::new(host, p))
                     .await
-                    .is_ok()
-            }
+                    .is_ok(),
+                None => false,
+            },
             Some(Kind::Http(h)) => http(host, h).await.unwrap_or(false),
             Some(Kind::Exec(e)) => match exec.get(&e.name) {
-                Some(argv) if !argv.is_empty() => tokio::process::Command::new(&argv[0])
-                    .args(&argv[1..])
-                    .stdin(std::process::Stdio::null())
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
-                    .kill_on_drop(true)
-                    .status()
-                    .await
-                    .is_ok_and(|s| s.success()),
+                Some(argv) if !argv.is_empty() => {
+                    tokio::process::Command::from(super::caps::command(argv))
+                        .stdin(std::process::Stdio::null())
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .kill_on_drop(true)
+                        .status()
+                        .await
+                        .is_ok_and(|s| s.success())
+                }
                 // Not configured on this server: it cannot pass.
                 _ => false,
             },
@@ -84,12 +86,38 @@ pub async fn probe(
     tokio::time::timeout(timeout, fut).await.unwrap_or(false)
 }
 
-async fn http(host: IpAddr, h: &v1::HttpCheck) -> std::io::Result<bool> {
-    let mut s = tokio::net::TcpStream::connect(SocketAddr::new(host, h.port as u16)).await?;
+/// A port of a check, if it is one (the API refuses others; a check from an older state
+/// might not have been).
+fn port(p: u32) -> Option<u16> {
+    u16::try_from(p).ok().filter(|p| *p != 0)
+}
+
+/// The request of an http check, or why it cannot be sent. The path is checked again here,
+/// whatever the API accepted when the check was defined: a CR or LF in it would let the check
+/// add header lines or a second request.
+pub fn http_request(host: IpAddr, h: &v1::HttpCheck) -> Result<(SocketAddr, String), String> {
+    let addr = SocketAddr::new(
+        host,
+        port(h.port).ok_or_else(|| format!("port {} is not in 1..=65535", h.port))?,
+    );
+    crate::validate::http_path("http.path", &h.path).map_err(|e| e.to_string())?;
+    // `Host` names the port and brackets an IPv6 address, as SocketAddr displays them.
     let req = format!(
-        "GET {} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: ballast-agent\r\n\r\n",
+        "GET {} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: ballast-agent\r\n\r\n",
         h.path
     );
+    Ok((addr, req))
+}
+
+async fn http(host: IpAddr, h: &v1::HttpCheck) -> std::io::Result<bool> {
+    let (addr, req) = match http_request(host, h) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "http check not sent");
+            return Ok(false);
+        }
+    };
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
     s.write_all(req.as_bytes()).await?;
     let mut buf = Vec::new();
     s.take(64 * 1024).read_to_end(&mut buf).await?;
@@ -123,6 +151,79 @@ mod tests {
         assert_eq!(r.observe(false), Some(v1::Health::Unhealthy));
         assert_eq!(r.observe(true), None);
         assert_eq!(r.observe(true), Some(v1::Health::Healthy));
+    }
+
+    /// A listener that answers 200 and hands over each request it read.
+    async fn recording_server(addr: &str) -> (u32, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        let l = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let port = l.local_addr().unwrap().port() as u32;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = l.accept().await.unwrap();
+                let mut b = vec![0u8; 4096];
+                let n = s.read(&mut b).await.unwrap_or(0);
+                let _ = tx.send(String::from_utf8_lossy(&b[..n]).into_owned());
+                let _ = s.write_all(b"HTTP/1.0 200 OK\r\n\r\nok").await;
+            }
+        });
+        (port, rx)
+    }
+
+    fn http_check(port: u32, path: &str) -> v1::HealthCheck {
+        v1::HealthCheck {
+            kind: Some(Kind::Http(v1::HttpCheck {
+                port,
+                path: path.into(),
+                expect_status_min: 200,
+                expect_status_max: 399,
+                body_contains: String::new(),
+            })),
+            timeout_ms: 2000,
+            interval_ms: 2000,
+            rise: 1,
+            fall: 1,
+        }
+    }
+
+    /// A check held in the state from before paths were validated (or altered on the way)
+    /// still cannot put a header line into the request, nor reach a port it does not name.
+    #[tokio::test]
+    async fn the_checker_sends_only_a_well_formed_request() {
+        let (port, mut seen) = recording_server("127.0.0.1:0").await;
+        let host: IpAddr = "127.0.0.1".parse().unwrap();
+        let none = BTreeMap::new();
+        assert!(probe(&http_check(port, "/healthz"), host, &none).await);
+        let req = seen.recv().await.unwrap();
+        assert!(
+            req.starts_with(&format!(
+                "GET /healthz HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n"
+            )),
+            "{req:?}"
+        );
+        for bad in ["/x\r\nX-Injected: 1", "/x\nX-Injected: 1", "/a b"] {
+            assert!(!probe(&http_check(port, bad), host, &none).await, "{bad:?}");
+        }
+        // A port beyond 65535 fails instead of wrapping around to another one.
+        let wrapped = port + 65536;
+        assert!(!probe(&http_check(wrapped, "/"), host, &none).await);
+        let tcp = v1::HealthCheck {
+            kind: Some(Kind::Tcp(v1::TcpCheck { port: wrapped })),
+            ..http_check(0, "/")
+        };
+        assert!(!probe(&tcp, host, &none).await);
+        // Nothing reached the server after the good request.
+        assert!(seen.try_recv().is_err(), "{:?}", seen.try_recv());
+
+        // IPv6: the Host header brackets the address.
+        let (port6, mut seen6) = recording_server("[::1]:0").await;
+        let host6: IpAddr = "::1".parse().unwrap();
+        assert!(probe(&http_check(port6, "/"), host6, &none).await);
+        let req = seen6.recv().await.unwrap();
+        assert!(
+            req.contains(&format!("\r\nHost: [::1]:{port6}\r\n")),
+            "{req:?}"
+        );
     }
 
     #[tokio::test]

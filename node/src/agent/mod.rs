@@ -9,9 +9,11 @@
 //! - `addr`: VIP addresses through netlink, with a valid lifetime as a backstop;
 //! - `garp`: gratuitous ARP bursts on acquire, each frame only while the lease is valid;
 //! - `health`: probes and rise/fall;
+//! - `caps`: checks and hooks start with no capabilities;
 //! - `haproxy`: the local HAProxy's servers follow the cluster's health and admin states.
 
 pub mod addr;
+pub mod caps;
 pub mod fence;
 pub mod garp;
 pub mod haproxy;

@@ -12,7 +12,7 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 pub use ballast_client::digest::{digest_dir, digest_file};
@@ -154,8 +154,7 @@ fn run_hook(site: &ReleaseSite, id: &str, dir: &Path) -> Result<(), String> {
     let Some(argv) = &site.hook else {
         return Ok(());
     };
-    let mut child = Command::new(&argv[0])
-        .args(&argv[1..])
+    let mut child = super::caps::command(argv)
         .env("BALLAST_RELEASE", id)
         .env("BALLAST_RELEASE_DIR", dir)
         .stdin(Stdio::null())
