@@ -88,13 +88,17 @@ fn engine_writer_child() {
         tag += 1;
         match rng.gen_range(0..20) {
             0..=9 => {
-                let n = if rng.gen_bool(0.3) { rng.gen_range(2..5) } else { 1 };
+                let n = if rng.gen_bool(0.3) {
+                    rng.gen_range(2..5)
+                } else {
+                    1
+                };
                 let batch: Vec<(u64, Vec<u8>)> = (1..=n)
                     .map(|k| (last + k, content(tag * 8 + k, entry_size(&mut rng))))
                     .collect();
                 let desc: Vec<String> = batch
                     .iter()
-                    .map(|(i, v)| format!("{i}:{}", fnv(v)))
+                    .map(|(i, v)| format!("{i}:{}:{}", fnv(v), v.len()))
                     .collect();
                 say(format!("op insert {}", desc.join(",")));
                 engine.insert_logs(batch).unwrap();
@@ -130,7 +134,7 @@ fn engine_writer_child() {
 
 /// Replays the child's lines on `state`: the states after each operation since the last
 /// `synced` (the first is what was synced last).
-fn candidates(state: &State, lines: &[String]) -> Vec<State> {
+fn candidates(state: &State, lines: &[String], sizes: &mut BTreeMap<u64, usize>) -> Vec<State> {
     let mut cur = state.clone();
     let mut out = vec![cur.clone()];
     for l in lines {
@@ -139,8 +143,10 @@ fn candidates(state: &State, lines: &[String]) -> Vec<State> {
             ["synced"] => out = vec![cur.clone()],
             ["op", "insert", list] => {
                 for item in list.split(',') {
-                    let (i, h) = item.split_once(':').unwrap();
+                    let mut f = item.split(':');
+                    let (i, h, len) = (f.next().unwrap(), f.next().unwrap(), f.next().unwrap());
                     cur.logs.insert(i.parse().unwrap(), h.parse().unwrap());
+                    sizes.insert(i.parse().unwrap(), len.parse().unwrap());
                 }
                 out.push(cur.clone());
             }
@@ -164,12 +170,13 @@ fn candidates(state: &State, lines: &[String]) -> Vec<State> {
     out
 }
 
-fn differences(expected: &State, found: &State) -> String {
+fn differences(expected: &State, found: &State, sizes: &BTreeMap<u64, usize>) -> String {
     let mut d = Vec::new();
     for (i, h) in &expected.logs {
+        let len = sizes.get(i).copied().unwrap_or(0);
         match found.logs.get(i) {
-            None => d.push(format!("log {i} missing")),
-            Some(x) if x != h => d.push(format!("log {i} differs")),
+            None => d.push(format!("log {i} ({len} bytes) missing")),
+            Some(x) if x != h => d.push(format!("log {i} ({len} bytes) differs")),
             _ => {}
         }
     }
@@ -204,6 +211,8 @@ fn engine_keeps_what_it_synced_across_power_cuts() {
     // What the engine must hold at the start of each round, and the child's lines since.
     let mut state = State::default();
     let mut pending: Vec<String> = Vec::new();
+    // Entry sizes by index, for the failure message.
+    let mut sizes: BTreeMap<u64, usize> = BTreeMap::new();
     let (mut synced, mut ops) = (0usize, 0usize);
     for round in 1..=rounds + 1 {
         let mut child = Command::new(std::env::current_exe().unwrap())
@@ -254,7 +263,12 @@ fn engine_keeps_what_it_synced_across_power_cuts() {
             panic!(
                 "round {round} (seed {seed}): the child ended by itself ({status}), the engine \
                  did not survive the last cut: {}",
-                stderr.lines().filter(|l| l.contains("panicked") || l.contains("Error") || l.contains("error")).take(5).collect::<Vec<_>>().join(" | ")
+                stderr
+                    .lines()
+                    .skip_while(|l| !l.contains("panicked"))
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join(" | ")
             );
         }
         let Some(ready) = lines.iter().position(|l| l == "ready") else {
@@ -275,13 +289,13 @@ fn engine_keeps_what_it_synced_across_power_cuts() {
                 _ => {}
             }
         }
-        let allowed = candidates(&state, &pending);
+        let allowed = candidates(&state, &pending, &mut sizes);
         assert!(
             allowed.contains(&found),
             "round {round} (seed {seed}): after the cut the engine holds a state that is no \
              prefix of what was written since the last sync; against the last synced state: \
              {}",
-            differences(&allowed[0], &found)
+            differences(&allowed[0], &found, &sizes)
         );
         state = found;
         pending = lines[ready + 1..].to_vec();
