@@ -35,15 +35,7 @@ fn fnv(b: &[u8]) -> u64 {
 
 /// `len` bytes that depend on `tag` (so an overwrite differs from what it replaces).
 fn content(tag: u64, len: usize) -> Vec<u8> {
-    let mut x = tag | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    jepsen::runner::pseudo_random_bytes(tag, len)
 }
 
 /// Sizes from 64 bytes to 300 KiB, most small, a fifth above sled's 128 KiB blob threshold.
