@@ -205,7 +205,7 @@ fn engine_keeps_what_it_synced_across_power_cuts() {
     let mut pending: Vec<String> = Vec::new();
     // Entry sizes by index, for the failure message.
     let mut sizes: BTreeMap<u64, usize> = BTreeMap::new();
-    let (mut synced, mut ops) = (0usize, 0usize);
+    let (mut synced, mut ops, mut while_opening) = (0usize, 0usize, 0usize);
     for round in 1..=rounds + 1 {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args(["engine_writer_child", "--exact", "--ignored", "--nocapture"])
@@ -266,6 +266,7 @@ fn engine_keeps_what_it_synced_across_power_cuts() {
         let Some(ready) = lines.iter().position(|l| l == "ready") else {
             // Killed while opening: nothing written this round, the same state must be
             // found next time.
+            while_opening += 1;
             continue;
         };
         let mut found = State::default();
@@ -299,8 +300,8 @@ fn engine_keeps_what_it_synced_across_power_cuts() {
         "the children did too little to prove anything: {synced} syncs, {ops} operations"
     );
     eprintln!(
-        "{rounds} cuts (seed {seed}): {ops} operations, {synced} syncs; at the end {} log \
-         entries, {} metadata values",
+        "{rounds} cuts (seed {seed}, {while_opening} before the engine was open): {ops} \
+         operations, {synced} syncs; at the end {} log entries, {} metadata values",
         state.logs.len(),
         state.metas.len()
     );
