@@ -54,7 +54,11 @@ impl IdentityStore {
             path: path.display().to_string(),
             message: e.to_string(),
         };
-        std::fs::create_dir_all(dir).map_err(io)?;
+        // Durably: a power cut must not take the directory that holds everything.
+        crate::store::create_durable_dir(dir).map_err(|e| IdentityError::Io {
+            path: dir.display().to_string(),
+            message: e.to_string(),
+        })?;
         let (identity, fresh) = match std::fs::read(&path) {
             Ok(bytes) => {
                 let id: Identity =

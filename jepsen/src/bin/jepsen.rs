@@ -37,7 +37,10 @@ enum Cmd {
         workload: String,
         /// Faults, comma separated: partition, isolate, isolate-leader, kill, pause-leader,
         /// one-way, ring, bridge, loss, kill-minority, kill-all, isolate-owner, pause-owner
-        /// (the VIP's owner); or mixed (all of them).
+        /// (the VIP's owner); or mixed (all of them). Register and set also take
+        /// power-cut-one, power-cut-minority, power-cut-all (SIGKILL and the loss of what
+        /// was not fsynced: members' data directories on a power-loss FUSE file system), or
+        /// power-cut (the three).
         #[arg(long, default_value = "partition")]
         nemesis: String,
         #[arg(long, default_value_t = 3)]
@@ -130,6 +133,8 @@ fn main() -> ExitCode {
                 .flat_map(|s| {
                     if s == "mixed" {
                         runner::ALL.iter().map(|n| Ok(*n)).collect::<Vec<_>>()
+                    } else if s == "power-cut" {
+                        runner::POWER_CUTS.iter().map(|n| Ok(*n)).collect()
                     } else {
                         vec![Nemesis::parse(s)]
                     }
@@ -142,6 +147,14 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            if nemeses.iter().any(|n| n.is_power_cut())
+                && matches!(workload, runner::Workload::Vip | runner::Workload::Release)
+            {
+                eprintln!(
+                    "jepsen test: the power-cut nemeses are for the register and set workloads"
+                );
+                return ExitCode::from(2);
+            }
             let seed = seed.unwrap_or_else(rand::random);
             println!("seed {seed}");
             let o = Options {

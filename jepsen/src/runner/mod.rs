@@ -17,8 +17,11 @@ use crate::checker::linear;
 use crate::history::{Op, Outcome, RegisterOp};
 use crate::lab::{in_netns, Lab, LabError, LabProcess};
 
+mod power;
 mod release;
+mod set;
 use release::{release_verdict, run_release};
+pub use set::pseudo_random_bytes;
 
 /// The faults the nemesis can inject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,7 +59,22 @@ pub enum Nemesis {
     /// SIGSTOP of the VIP's owner again and again, each for about a lease (lease ± 100 ms):
     /// it wakes up just around the moment the leader gives the VIP away.
     PauseOwnerLease,
+    /// Power cut of one random node: SIGKILL, and its data directory (a power-loss file
+    /// system) loses what was not fsynced; restarted when the fault ends.
+    PowerCutOne,
+    /// Power cut of a minority.
+    PowerCutMinority,
+    /// Power cut of every node at once.
+    PowerCutAll,
 }
+
+/// The power cuts, for `--nemesis power-cut` (not in `mixed`: they need the members' data
+/// directories on the power-loss file system, register and set workloads only).
+pub const POWER_CUTS: [Nemesis; 3] = [
+    Nemesis::PowerCutOne,
+    Nemesis::PowerCutMinority,
+    Nemesis::PowerCutAll,
+];
 
 /// Every nemesis, for `--nemesis mixed`.
 pub const ALL: [Nemesis; 15] = [
@@ -95,11 +113,15 @@ impl Nemesis {
             "pause-owner" => Nemesis::PauseOwner,
             "flap-owner" => Nemesis::FlapOwner,
             "pause-owner-lease" => Nemesis::PauseOwnerLease,
+            "power-cut-one" => Nemesis::PowerCutOne,
+            "power-cut-minority" => Nemesis::PowerCutMinority,
+            "power-cut-all" => Nemesis::PowerCutAll,
             other => {
                 return Err(format!(
                     "unknown nemesis {other:?} (partition, isolate, isolate-leader, kill, \
                      pause-leader, one-way, ring, bridge, loss, kill-minority, kill-all, isolate-owner, \
-                     pause-owner, flap-owner, pause-owner-lease, mixed)"
+                     pause-owner, flap-owner, pause-owner-lease, mixed, power-cut-one, \
+                     power-cut-minority, power-cut-all, power-cut)"
                 ))
             }
         })
@@ -126,6 +148,12 @@ pub enum Line {
     FinalRead {
         values: Vec<i64>,
         at: u64,
+        /// Elements whose value read back is not the one added.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        damaged: Vec<i64>,
+        /// Members not running, or not caught up within a minute of the read.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        not_rejoined: Vec<String>,
     },
     /// The vip workload: one ARP probe of the VIP from the client host and the MACs that
     /// answered it.
@@ -343,6 +371,19 @@ pub fn run(o: &Options, workload: Workload) -> Result<(PathBuf, Results), String
     } else {
         (vec![Vec::new(); o.nodes + 1], None)
     };
+    let flags: Vec<Vec<String>> = match workload {
+        Workload::Set => flags
+            .into_iter()
+            .map(|f| [f, set::timing()].concat())
+            .collect(),
+        _ => flags,
+    };
+    // Power cuts need every member's data directory on a power-loss file system.
+    let disks = if o.nemeses.iter().any(|n| n.is_power_cut()) {
+        Some(power::Disks::mount(&data, o.nodes)?)
+    } else {
+        None
+    };
     let spawn = |id: usize| lab.spawn_ballastd(id, &data, &flags[id]);
     let mut procs: Vec<Option<LabProcess>> = (1..=o.nodes)
         .map(|id| spawn(id).map(Some))
@@ -400,7 +441,10 @@ pub fn run(o: &Options, workload: Workload) -> Result<(PathBuf, Results), String
     while !o.nemeses.is_empty() && Instant::now() + hold < end {
         let nemesis = o.nemeses[rng.gen_range(0..o.nemeses.len())];
         let start = Instant::now();
-        let (detail, undo) = inject(&lab, &mut procs, nemesis, &mut rng, &members)?;
+        let (detail, undo) = match &disks {
+            Some(d) if nemesis.is_power_cut() => power::cut(d, &mut procs, nemesis, &mut rng)?,
+            _ => inject(&lab, &mut procs, nemesis, &mut rng, &members)?,
+        };
         std::thread::sleep(hold);
         undo(&lab, &mut procs, &spawn)?;
         faults.push(Fault {
@@ -417,13 +461,27 @@ pub fn run(o: &Options, workload: Workload) -> Result<(PathBuf, Results), String
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = clients.join();
     let final_read = match workload {
-        Workload::Set => Some(Line::FinalRead {
-            values: read_set(&lab, &members)?,
-            at: ns(Instant::now()),
-        }),
+        Workload::Set => {
+            // A cluster that cannot answer the final read has lost what it acknowledged
+            // (as far as anyone can tell): a violation, not a failed run.
+            let (values, damaged, failed) = match set::read_set(&lab, &members) {
+                Ok((v, d)) => (v, d, None),
+                Err(e) => (Vec::new(), Vec::new(), Some(e)),
+            };
+            let at = ns(Instant::now());
+            let mut not_rejoined = set::not_rejoined(&lab, &members, &mut procs);
+            not_rejoined.extend(failed);
+            Some(Line::FinalRead {
+                values,
+                at,
+                damaged,
+                not_rejoined,
+            })
+        }
         _ => None,
     };
     drop(procs);
+    drop(disks);
     let _ = std::fs::remove_dir_all(&data);
 
     let ops = history.lock().unwrap().clone();
@@ -795,6 +853,34 @@ fn leader(members: &Members, lab: &Lab) -> Option<usize> {
     .flatten()
 }
 
+/// SIGKILLs (and reaps) one random node, a minority or all of them, as `nemesis` says;
+/// returns their ids.
+fn kill_some(procs: &mut [Option<LabProcess>], nemesis: Nemesis, rng: &mut StdRng) -> Vec<usize> {
+    let n = procs.len();
+    let count = match nemesis {
+        Nemesis::KillOne | Nemesis::PowerCutOne => 1,
+        Nemesis::KillMinority | Nemesis::PowerCutMinority => (n - 1) / 2,
+        _ => n,
+    };
+    let victims: Vec<usize> = shuffled(n, rng).into_iter().take(count).collect();
+    for id in &victims {
+        if let Some(mut p) = procs[id - 1].take() {
+            p.kill();
+        }
+    }
+    victims
+}
+
+/// The undo that restarts `victims`.
+fn restart(victims: Vec<usize>) -> Undo {
+    Box::new(move |_, procs, spawn| {
+        for id in victims {
+            procs[id - 1] = Some(spawn(id).map_err(|e| e.to_string())?);
+        }
+        Ok(())
+    })
+}
+
 /// 1..=n in a random order.
 fn shuffled(n: usize, rng: &mut StdRng) -> Vec<usize> {
     let mut ids: Vec<usize> = (1..=n).collect();
@@ -834,26 +920,8 @@ fn inject(
             (format!("isolated n{id}"), heal)
         }
         Nemesis::KillOne | Nemesis::KillMinority | Nemesis::KillAll => {
-            let count = match nemesis {
-                Nemesis::KillOne => 1,
-                Nemesis::KillMinority => (n - 1) / 2,
-                _ => n,
-            };
-            let victims: Vec<usize> = shuffled(n, rng).into_iter().take(count).collect();
-            for id in &victims {
-                if let Some(mut p) = procs[id - 1].take() {
-                    p.kill();
-                }
-            }
-            (
-                format!("killed {victims:?}"),
-                Box::new(move |_, procs, spawn| {
-                    for id in victims {
-                        procs[id - 1] = Some(spawn(id).map_err(|e| e.to_string())?);
-                    }
-                    Ok(())
-                }),
-            )
+            let victims = kill_some(procs, nemesis, rng);
+            (format!("killed {victims:?}"), restart(victims))
         }
         Nemesis::OneWay => {
             let ids = shuffled(n, rng);
@@ -901,6 +969,13 @@ fn inject(
             (
                 flaps,
                 Box::new(|lab, _, _| lab.heal().map_err(|e| e.to_string())),
+            )
+        }
+        Nemesis::PowerCutOne | Nemesis::PowerCutMinority | Nemesis::PowerCutAll => {
+            return Err(
+                "the power-cut nemeses need the members' data directories on the power-loss \
+                 file system: register and set workloads only"
+                    .into(),
             )
         }
         Nemesis::PauseLeader | Nemesis::PauseOwner => {
@@ -1068,10 +1143,18 @@ async fn set_client(
     let mut process = p;
     let ns = |t: Instant| t.duration_since(t0).as_nanos() as u64;
     let mut next = (p as i64) * 1_000_000;
+    // Paced so that all clients together add at most set::SET_RATE per second.
+    let every = Duration::from_secs_f64(n as f64 / set::SET_RATE);
+    let mut due = Instant::now();
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        tokio::time::sleep_until(due.into()).await;
+        due = Instant::now().max(due + every);
         next += 1;
         let call = Instant::now();
-        let outcome = match client.put(format!("set/{next:020}"), "").await {
+        let outcome = match client
+            .put(format!("set/{next:020}"), set::value(next))
+            .await
+        {
             Ok(_) => Outcome::Ok(None),
             Err(ballast_client::Error::InvalidArgument(_)) => Outcome::Fail,
             Err(_) => Outcome::Unknown,
@@ -1090,24 +1173,6 @@ async fn set_client(
             client = new_client();
         }
     }
-}
-
-/// The whole set, read linearizably from the client host once the cluster recovered.
-fn read_set(lab: &Lab, members: &Members) -> Result<Vec<i64>, String> {
-    ask_cluster(members, lab, Duration::from_secs(30), |c| async move {
-        let r = c
-            .range("set/", 0, false)
-            .await
-            .map_err(|e| format!("final read: {e}"))?;
-        Ok(r.kvs
-            .iter()
-            .filter_map(|kv| {
-                let k = std::str::from_utf8(&kv.key).ok()?;
-                k.strip_prefix("set/")?.parse().ok()
-            })
-            .collect())
-    })
-    .unwrap_or_else(|| Err("final read: the client thread failed".into()))
 }
 
 /// A workload client: a short deadline, so that an operation that cannot finish during a
@@ -1176,7 +1241,12 @@ pub fn check_lines(lines: &[Line], seed: u64, budget: Duration) -> Results {
         .collect();
     let count = |f: fn(&Outcome) -> bool| ops.iter().filter(|o| f(&o.outcome)).count();
     let final_read = lines.iter().find_map(|l| match l {
-        Line::FinalRead { values, .. } => Some(values.clone()),
+        Line::FinalRead {
+            values,
+            damaged,
+            not_rejoined,
+            ..
+        } => Some((values.clone(), damaged.clone(), not_rejoined.clone())),
         _ => None,
     });
     let (valid, text, witness) = match (final_read, vip_verdict(lines)) {
@@ -1185,7 +1255,9 @@ pub fn check_lines(lines: &[Line], seed: u64, budget: Duration) -> Results {
             (valid, text, Vec::new())
         }
         (_, Some((valid, text))) => (valid, text, Vec::new()),
-        (Some(values), None) => set_verdict(&ops, values),
+        (Some((values, damaged, not_rejoined)), None) => {
+            set_verdict(&ops, values, damaged, not_rejoined)
+        }
         (None, None) => register_verdict(&ops, budget),
     };
     Results {
@@ -1201,9 +1273,15 @@ pub fn check_lines(lines: &[Line], seed: u64, budget: Duration) -> Results {
     }
 }
 
-fn set_verdict(ops: &[Op], final_read: Vec<i64>) -> (Option<bool>, String, Vec<Op>) {
+fn set_verdict(
+    ops: &[Op],
+    final_read: Vec<i64>,
+    damaged: Vec<i64>,
+    not_rejoined: Vec<String>,
+) -> (Option<bool>, String, Vec<Op>) {
     let mut h = crate::checker::set::SetHistory {
         final_read: final_read.into_iter().collect(),
+        damaged: damaged.into_iter().collect(),
         ..Default::default()
     };
     for o in ops {
@@ -1216,20 +1294,31 @@ fn set_verdict(ops: &[Op], final_read: Vec<i64>) -> (Option<bool>, String, Vec<O
         }
     }
     let r = crate::checker::set::check(&h);
-    let text = if r.valid() {
+    let valid = r.valid() && not_rejoined.is_empty();
+    let text = if valid {
         format!(
-            "set valid: {} acknowledged adds all present, {} of {} unknown adds present",
+            "set valid: {} acknowledged adds all present with their values, {} of {} unknown \
+             adds present, every member running and caught up",
             h.acknowledged.len(),
             r.recovered,
             h.unknown.len()
         )
     } else {
+        let few = |v: &[i64]| match v.len() {
+            0..=20 => format!("{v:?}"),
+            n => format!("{n}: {:?} ...", &v[..20]),
+        };
         format!(
-            "set INVALID: lost {:?}, unexpected {:?}, failed but present {:?}",
-            r.lost, r.unexpected, r.failed_but_present
+            "set INVALID: lost {}, damaged {}, unexpected {}, failed but present {}, \
+             members not rejoined {:?}",
+            few(&r.lost),
+            few(&r.damaged),
+            few(&r.unexpected),
+            few(&r.failed_but_present),
+            not_rejoined
         )
     };
-    (Some(r.valid()), text, Vec::new())
+    (Some(valid), text, Vec::new())
 }
 
 fn register_verdict(ops: &[Op], budget: Duration) -> (Option<bool>, String, Vec<Op>) {

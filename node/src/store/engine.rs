@@ -21,7 +21,9 @@ impl EngineError {
 /// Contract (checked by `tests/store_suite.rs` on every implementation):
 /// - writes are visible to reads as soon as the call returns;
 /// - they are durable only after [`LogEngine::sync`] returns;
-/// - indexes are dense between the first and last entry.
+/// - indexes are dense between the first and last entry;
+/// - entries and metadata values may be of any size (the suite writes up to 16 MiB), and a
+///   value is written whole or not at all, also across a crash or a power cut.
 pub trait LogEngine: Send + Sync + 'static {
     /// Inserts (or overwrites) log entries by index.
     fn insert_logs(&self, entries: Vec<(u64, Vec<u8>)>) -> Result<(), EngineError>;

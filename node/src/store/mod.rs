@@ -4,14 +4,17 @@
 //! adapt it to openraft's `RaftLogStorage` and `RaftStateMachine`, so a different engine (or a
 //! fault-injecting one in tests) can be swapped in without touching Raft code.
 
+mod chunks;
 mod engine;
 mod log_store;
 mod mem;
 mod sled_engine;
+mod sled_files;
 mod state_machine;
 
 pub use engine::{EngineError, LogEngine};
 pub use log_store::LogStore;
 pub use mem::MemEngine;
 pub use sled_engine::SledEngine;
+pub use sled_files::create_durable_dir;
 pub use state_machine::{StateMachineStore, StoredSnapshot};

@@ -1,9 +1,12 @@
 use std::path::Path;
 
+use super::chunks::{Assembly, Slot};
 use super::engine::{EngineError, LogEngine};
+use super::sled_files::{create_durable_dir, remove_unfinished_snapshots, sync_sled_files};
 
 /// [`LogEngine`] on sled: one tree for the log (big-endian index keys, so sled's order is the
-/// log's order) and one for metadata.
+/// log's order) and one for metadata. Values longer than 4 KiB are split into chunks (see
+/// `chunks.rs`: sled would put them in blob files it never fsyncs).
 #[derive(Clone)]
 pub struct SledEngine {
     db: sled::Db,
@@ -15,6 +18,10 @@ pub struct SledEngine {
 
 impl SledEngine {
     pub fn open(dir: &Path) -> Result<Self, EngineError> {
+        // sled's files as a power cut may have left them (see `sled_files.rs`).
+        create_durable_dir(dir)?;
+        remove_unfinished_snapshots(dir)?;
+        sync_sled_files(dir)?;
         let db = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
@@ -26,12 +33,17 @@ impl SledEngine {
         let meta = db.open_tree("meta").map_err(EngineError::new)?;
         let data_file = std::fs::File::open(dir.join("db"))
             .map_err(|e| EngineError(format!("opening {}/db: {e}", dir.display())))?;
-        Ok(SledEngine {
+        let engine = SledEngine {
             db,
             logs,
             meta,
             data_file: std::sync::Arc::new(data_file),
-        })
+        };
+        // What sled wrote while opening (its recovery snapshot, `conf`, the trees) is
+        // durable before anything is written on top of it.
+        engine.sync()?;
+        sync_sled_files(dir)?;
+        Ok(engine)
     }
 }
 
@@ -41,23 +53,48 @@ fn key(index: u64) -> [u8; 8] {
 
 fn index_of(k: &[u8]) -> Result<u64, EngineError> {
     let b: [u8; 8] = k
-        .try_into()
-        .map_err(|_| EngineError(format!("log key of {} bytes", k.len())))?;
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| EngineError(format!("log key of {} bytes", k.len())))?;
     Ok(u64::from_be_bytes(b))
+}
+
+fn log_slot(k: &[u8; 8]) -> Slot<'_> {
+    Slot { key: k, sep: &[] }
+}
+
+fn meta_slot(name: &str) -> Result<Slot<'_>, EngineError> {
+    if name.contains('\0') {
+        return Err(EngineError(format!("metadata name {name:?} contains NUL")));
+    }
+    Ok(Slot {
+        key: name.as_bytes(),
+        sep: b"\0",
+    })
+}
+
+/// Removes every record (entries and their chunks) with a key in `range`, in one batch.
+fn remove_range(
+    tree: &sled::Tree,
+    range: impl std::ops::RangeBounds<[u8; 8]>,
+) -> Result<(), EngineError> {
+    let mut batch = sled::Batch::default();
+    for r in tree.range(range) {
+        let (k, _) = r.map_err(EngineError::new)?;
+        batch.remove(k);
+    }
+    tree.apply_batch(batch).map_err(EngineError::new)
 }
 
 impl LogEngine for SledEngine {
     fn insert_logs(&self, mut entries: Vec<(u64, Vec<u8>)>) -> Result<(), EngineError> {
-        // A batch costs sled an extra manifest record (and IO buffer) to be atomic; a single
-        // entry needs none.
         if entries.len() == 1 {
             let (i, v) = entries.pop().expect("one entry");
-            self.logs.insert(key(i), v).map_err(EngineError::new)?;
-            return Ok(());
+            return log_slot(&key(i)).put(&self.logs, v);
         }
         let mut batch = sled::Batch::default();
         for (i, v) in entries {
-            batch.insert(&key(i), v);
+            log_slot(&key(i)).write(&self.logs, &mut batch, v)?;
         }
         self.logs.apply_batch(batch).map_err(EngineError::new)
     }
@@ -66,60 +103,73 @@ impl LogEngine for SledEngine {
         if start >= end {
             return Ok(Vec::new());
         }
-        self.logs
-            .range(key(start)..key(end))
-            .map(|r| {
-                let (k, v) = r.map_err(EngineError::new)?;
-                Ok((index_of(&k)?, v.to_vec()))
-            })
-            .collect()
+        // Chunk keys (index ++ n) sort right after their index's key, so the range holds
+        // each chunked entry whole.
+        let mut out = Vec::new();
+        let mut chunked: Option<(u64, Assembly)> = None;
+        for r in self.logs.range(key(start)..key(end)) {
+            let (k, v) = r.map_err(EngineError::new)?;
+            let i = index_of(&k)?;
+            if k.len() == 8 {
+                out.push((i, v.to_vec()));
+                continue;
+            }
+            let (at, a) = chunked.get_or_insert_with(|| (i, Assembly::default()));
+            if *at != i {
+                return Err(EngineError(format!("log entry {at}: chunks missing")));
+            }
+            a.add(&k[8..], &v)?;
+            if a.complete() {
+                let (i, a) = chunked.take().expect("assembling");
+                out.push((i, a.finish()?.unwrap_or_default()));
+            }
+        }
+        if let Some((i, _)) = chunked {
+            return Err(EngineError(format!("log entry {i}: chunks missing")));
+        }
+        Ok(out)
     }
 
     fn last_log(&self) -> Result<Option<(u64, Vec<u8>)>, EngineError> {
-        match self.logs.last().map_err(EngineError::new)? {
-            Some((k, v)) => Ok(Some((index_of(&k)?, v.to_vec()))),
-            None => Ok(None),
+        let Some((k, v)) = self.logs.last().map_err(EngineError::new)? else {
+            return Ok(None);
+        };
+        let i = index_of(&k)?;
+        if k.len() == 8 {
+            return Ok(Some((i, v.to_vec())));
         }
+        let value = log_slot(&key(i))
+            .get(&self.logs)?
+            .ok_or_else(|| EngineError(format!("log entry {i}: chunks missing")))?;
+        Ok(Some((i, value)))
     }
 
     fn remove_logs_from(&self, start: u64) -> Result<(), EngineError> {
-        let mut batch = sled::Batch::default();
-        for r in self.logs.range(key(start)..) {
-            let (k, _) = r.map_err(EngineError::new)?;
-            batch.remove(k);
-        }
-        self.logs.apply_batch(batch).map_err(EngineError::new)
+        remove_range(&self.logs, key(start)..)
     }
 
     fn remove_logs_upto(&self, end: u64) -> Result<(), EngineError> {
-        let mut batch = sled::Batch::default();
-        for r in self.logs.range(..=key(end)) {
-            let (k, _) = r.map_err(EngineError::new)?;
-            batch.remove(k);
+        // Up to the next index's key, so that `end`'s chunks go too.
+        match end.checked_add(1) {
+            Some(next) => remove_range(&self.logs, ..key(next)),
+            None => remove_range(&self.logs, ..),
         }
-        self.logs.apply_batch(batch).map_err(EngineError::new)
     }
 
     fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, EngineError> {
-        Ok(self
-            .meta
-            .get(key.as_bytes())
-            .map_err(EngineError::new)?
-            .map(|v| v.to_vec()))
+        meta_slot(key)?.get(&self.meta)
     }
 
     fn put_meta(&self, key: &str, value: Vec<u8>) -> Result<(), EngineError> {
-        self.meta
-            .insert(key.as_bytes(), value)
-            .map_err(EngineError::new)?;
-        Ok(())
+        meta_slot(key)?.put(&self.meta, value)
     }
 
     fn sync(&self) -> Result<(), EngineError> {
         self.db.flush().map_err(EngineError::new)?;
         // sled 0.34 makes its writes stable with sync_file_range, which neither writes file
         // metadata nor flushes the drive's cache: enough for a killed process, not for a
-        // power loss. fdatasync makes them durable.
+        // power loss. fdatasync makes them durable. Nothing else needs it: no record goes
+        // to a blob file (`chunks.rs`), and sled's other files were synced at open.
         self.data_file.sync_data().map_err(EngineError::new)?;
         Ok(())
     }
