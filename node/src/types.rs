@@ -210,6 +210,26 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// The operations only the leader's own loops propose, on the leader, from its lease book
+    /// and controller (never forwarded, never from a client): their name, for the refusal
+    /// of one that arrives through the Raft service's `Propose`.
+    pub fn leader_only(&self) -> Option<&'static str> {
+        Some(match self {
+            Op::AssignVip { .. } => "AssignVip",
+            Op::ReleaseVip { .. } => "ReleaseVip",
+            Op::RevokeVip { .. } => "RevokeVip",
+            Op::SetNodeAlive { .. } => "SetNodeAlive",
+            Op::StepRollout { .. } => "StepRollout",
+            Op::SettleLease { .. } => "SettleLease",
+            Op::ClearRetired { .. } => "ClearRetired",
+            Op::BindAgent { .. } => "BindAgent",
+            Op::SetLease { if_unset: true, .. } => "SetLease with if_unset",
+            _ => return None,
+        })
+    }
+}
+
 /// An address a VIP no longer has, while its last owner may still hold it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetiredVip {

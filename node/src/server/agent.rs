@@ -1,11 +1,14 @@
 //! The Agent service: lease renewals, health transitions and release confirmations from the
-//! agents, answered by the leader.
+//! agents, answered by the leader. Every call about a node is refused (PERMISSION_DENIED)
+//! unless the caller's credentials name that node or a member (`auth::agent_may_act_for`):
+//! the request's `node_id` says which node the call is about, never who is calling.
 
 use std::sync::Arc;
 
 use ballast_proto::v1::{self, agent_server::Agent};
 use tonic::{Request, Response, Status};
 
+use crate::auth::agent_may_act_for;
 use crate::error::ApiError;
 use crate::node::Node;
 use crate::server::api::{instrument, write_outcome};
@@ -25,6 +28,21 @@ impl AgentSvc {
     /// Proposes an agent's write and answers with the revision it made.
     async fn write(&self, op: Op) -> Result<v1::AgentResponse, ApiError> {
         let cr = self.node.propose(None, op).await?;
+        self.answer(cr)
+    }
+
+    /// Binds `node`'s leases to agent process `instance` (0: to none), on this member only:
+    /// the checks were made against its own lease book, which another leader does not share.
+    async fn write_binding(&self, node: u64, instance: u64) -> Result<(), ApiError> {
+        let op = Op::BindAgent {
+            node_id: node,
+            instance,
+        };
+        let cr = self.node.propose_here(op).await?;
+        self.answer(cr).map(|_| ())
+    }
+
+    fn answer(&self, cr: crate::types::CommandResult) -> Result<v1::AgentResponse, ApiError> {
         match write_outcome(cr)? {
             (rev, Outcome::StateWritten) => Ok(v1::AgentResponse {
                 header: Some(self.node.header_at(rev)),
@@ -78,13 +96,9 @@ impl AgentSvc {
             book.begin_rebind(node, instance, &data.vips, &data.retired, now, terms)
                 .map_err(ApiError::FailedPrecondition)?;
         }
-        let op = Op::BindAgent {
-            node_id: node,
-            instance,
-        };
-        let r = self.write(op).await;
+        let r = self.write_binding(node, instance).await;
         self.node.book().rebound(node);
-        r.map(|_| ())
+        r
     }
 
     fn known_node(&self, id: u64) -> Result<(), ApiError> {
@@ -105,8 +119,10 @@ impl Agent for AgentSvc {
         &self,
         req: Request<v1::RenewRequest>,
     ) -> Result<Response<v1::RenewResponse>, Status> {
+        let allowed = agent_may_act_for(&req, req.get_ref().node_id);
         let r = req.into_inner();
         instrument("Renew", async {
+            allowed?;
             self.known_node(r.node_id)?;
             // Leadership confirmed by a quorum after the request arrived, and the state applied
             // up to that point: only then is a grant safe. The grant is decided in the lease
@@ -136,8 +152,10 @@ impl Agent for AgentSvc {
         &self,
         req: Request<v1::RegisterRequest>,
     ) -> Result<Response<v1::AgentResponse>, Status> {
+        let allowed = agent_may_act_for(&req, req.get_ref().node_id);
         let r = req.into_inner();
         instrument("Register", async {
+            allowed?;
             validate::node_id("node_id", r.node_id)?;
             if !r.addr.is_empty() {
                 validate::member_addr("addr", &r.addr)?;
@@ -148,11 +166,7 @@ impl Agent for AgentSvc {
                 self.node.read_index_local().await?;
                 let bound = self.node.sm.read().agents.get(&r.node_id).copied();
                 if r.instance != 0 && bound == Some(r.instance) {
-                    self.write(Op::BindAgent {
-                        node_id: r.node_id,
-                        instance: 0,
-                    })
-                    .await?;
+                    self.write_binding(r.node_id, 0).await?;
                 }
                 return Ok(v1::AgentResponse {
                     header: Some(self.node.header()),
@@ -199,17 +213,14 @@ impl Agent for AgentSvc {
         &self,
         req: Request<v1::ReportHealthRequest>,
     ) -> Result<Response<v1::AgentResponse>, Status> {
+        let allowed = agent_may_act_for(&req, req.get_ref().node_id);
         let r = req.into_inner();
         instrument("ReportHealth", async {
+            allowed?;
             self.known_node(r.node_id)?;
             self.bound_process(r.node_id, r.instance)?;
             validate::name("service", &r.service)?;
-            if !matches!(
-                v1::Health::try_from(r.health),
-                Ok(v1::Health::Healthy | v1::Health::Unhealthy)
-            ) {
-                return Err(validate::invalid("health", "must be healthy or unhealthy").into());
-            }
+            validate::reported_health("health", r.health)?;
             let op = Op::ReportHealth {
                 node_id: r.node_id,
                 service: r.service,
@@ -224,14 +235,14 @@ impl Agent for AgentSvc {
         &self,
         req: Request<v1::ReportReleaseRequest>,
     ) -> Result<Response<v1::AgentResponse>, Status> {
+        let allowed = agent_may_act_for(&req, req.get_ref().node_id);
         let r = req.into_inner();
         instrument("ReportRelease", async {
+            allowed?;
             self.known_node(r.node_id)?;
             self.bound_process(r.node_id, r.instance)?;
             validate::name("service", &r.service)?;
-            if r.error.len() > 4096 {
-                return Err(validate::invalid("error", "is longer than 4096 bytes").into());
-            }
+            validate::report_error("error", &r.error)?;
             self.write(Op::ReportRelease {
                 node_id: r.node_id,
                 service: r.service,
@@ -248,8 +259,10 @@ impl Agent for AgentSvc {
         &self,
         req: Request<v1::ConfirmReleaseRequest>,
     ) -> Result<Response<v1::AgentResponse>, Status> {
+        let allowed = agent_may_act_for(&req, req.get_ref().node_id);
         let r = req.into_inner();
         instrument("ConfirmRelease", async {
+            allowed?;
             self.known_node(r.node_id)?;
             validate::name("vip", &r.vip)?;
             self.leader_only()?;
