@@ -902,4 +902,25 @@ mod tests {
         w.apply(&a);
         assert!(w.retired.is_empty());
     }
+
+    /// Review finding: `held_back_by_retired` compares address strings, so a deleted VIP's
+    /// address written with another prefix length ("10.213.0.100/25" after
+    /// "10.213.0.100/24") is not held back, although it is the same IP the old owner may still
+    /// answer for (an operator who deletes a VIP and makes it again with a corrected prefix).
+    #[test]
+    fn review_a_retired_ip_holds_back_a_vip_under_another_prefix() {
+        let mut w = World::new();
+        deleted_and_made_again(&mut w);
+        w.vips[0].address = "10.213.0.100/25".into();
+        // The new VIP prefers node 2: another server than the old holder.
+        w.vips[0].priorities.insert(2, 10);
+        w.heard(&[2, 3]);
+        let a = w.decide();
+        assert!(
+            !a.iter()
+                .any(|x| matches!(x, Action::Assign { vip, .. } if vip == "w")),
+            "VIP w (10.213.0.100/25) was placed while node 1 may still answer for the retired \
+             10.213.0.100/24 of deleted VIP v: {a:?}"
+        );
+    }
 }

@@ -303,4 +303,25 @@ mod tests {
         s.bind_agent(1, 0);
         assert!(s.agents.is_empty());
     }
+
+    /// Review finding: the duplicate-address check compares "address/prefix" strings, so one
+    /// IP under two prefix lengths is two VIPs, which the controller may place on two nodes:
+    /// both answer ARP for 10.213.0.100.
+    #[test]
+    fn review_one_ip_under_two_prefix_lengths_is_refused() {
+        use crate::types::Op;
+        let mut s = owned();
+        let other = v1::Vip {
+            name: "w".into(),
+            address: "10.213.0.100/25".into(),
+            interface: "eth0".into(),
+            service: "web".into(),
+            ..Default::default()
+        };
+        let out = run(&mut s, Op::ApplyVip(other));
+        assert!(
+            matches!(out, Outcome::Rejected { .. }),
+            "a second VIP for 10.213.0.100 (as /25 next to /24) was accepted: {out:?}"
+        );
+    }
 }

@@ -35,15 +35,7 @@ impl FakeAgents {
                 let state = client.get_state(false).await.ok();
                 let ids: Vec<u64> = r.lock().unwrap().iter().copied().collect();
                 for id in ids {
-                    let claims = state
-                        .iter()
-                        .flat_map(|s| s.vips.iter())
-                        .filter(|v| v.owner == id)
-                        .map(|v| v1::VipClaim {
-                            vip: v.name.clone(),
-                            epoch: v.epoch,
-                        })
-                        .collect();
+                    let claims = common::claims_of(state.as_ref(), id);
                     if let Ok(resp) = client.renew(id, claims, vec![]).await {
                         let n = resp.grants.iter().filter(|g| g.granted).count() as u64;
                         *g.lock().unwrap().entry(id).or_default() += n;
@@ -195,19 +187,7 @@ async fn no_grant_after_the_leader_decided_a_lease_is_over() {
     let c = TestCluster::start(1, no_tune).await;
     let client = c.client();
     // Nodes 2 and 3 are standalone agents (the member, node 1, backs nothing).
-    for id in [2, 3] {
-        client
-            .register_agent(id, &format!("10.213.0.{id}:7400"), false)
-            .await
-            .unwrap();
-    }
-    common::define_web_and_vip_on(&client, &[2, 3]).await;
-    for id in [2, 3] {
-        client
-            .report_health(id, "web", v1::Health::Healthy)
-            .await
-            .unwrap();
-    }
+    common::standalone_healthy_backends(&client, &[2, 3]).await;
     let agents = FakeAgents::start(c.addrs.values().cloned().collect(), &[2, 3]);
     let v = wait_vip(&client, "placement on node 2", |v| v.owner == 2).await;
     assert_eq!(v.epoch, 1);

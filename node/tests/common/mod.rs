@@ -206,3 +206,38 @@ pub async fn define_web_and_vip_on(client: &Client, backends: &[u64]) {
         .await
         .unwrap();
 }
+
+/// Registers standalone agents `ids` (no agent process: instance 0), makes them the backends
+/// of service "web" with VIP "v" (see [`define_web_and_vip`]) and reports them healthy.
+pub async fn standalone_healthy_backends(client: &Client, ids: &[u64]) {
+    use ballast_client::v1;
+    for id in ids {
+        client
+            .register_agent(*id, &format!("10.213.0.{id}:7400"), false)
+            .await
+            .unwrap();
+    }
+    define_web_and_vip_on(client, ids).await;
+    for id in ids {
+        client
+            .report_health(*id, "web", v1::Health::Healthy)
+            .await
+            .unwrap();
+    }
+}
+
+/// What node `id` claims from `state`: every VIP it owns, at its epoch.
+pub fn claims_of(
+    state: Option<&ballast_client::v1::GetStateResponse>,
+    id: u64,
+) -> Vec<ballast_client::v1::VipClaim> {
+    state
+        .iter()
+        .flat_map(|s| s.vips.iter())
+        .filter(|v| v.owner == id)
+        .map(|v| ballast_client::v1::VipClaim {
+            vip: v.name.clone(),
+            epoch: v.epoch,
+        })
+        .collect()
+}
