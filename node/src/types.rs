@@ -193,9 +193,10 @@ pub enum Op {
         if_unset: bool,
     },
     /// Leader: every grant made under a longer setting is over, so a new leader need wait
-    /// only `settings`' span. Refused unless `settings` are still the cluster's.
+    /// only `settings`' span. Refused unless the lease settings are still at `generation`.
     SettleLease {
         settings: crate::lease::LeaseSettings,
+        generation: u64,
     },
     /// Leader: the node's leases go to this agent process from now on.
     BindAgent {
@@ -208,6 +209,36 @@ pub enum Op {
         vip: String,
         epoch: u64,
     },
+    /// A decision the leader of `term` took from what it observed in that term (its lease
+    /// book): applied only from an entry of that same term, refused from any other. A
+    /// decision proposed after its member lost and won back the leadership would otherwise
+    /// take effect in a term whose leader never knew of it (and may have granted the very
+    /// lease it ends). Every decision of the leader's loops is proposed this way; never
+    /// forwarded.
+    Decided {
+        term: u64,
+        op: Box<Op>,
+    },
+}
+
+impl Op {
+    /// Ops only the leader's own loops propose, never forwarded by `Propose` (their bare
+    /// forms still apply from logs written before `Decided` existed).
+    pub fn leader_only(&self) -> bool {
+        matches!(
+            self,
+            Op::AssignVip { .. }
+                | Op::ReleaseVip { .. }
+                | Op::RevokeVip { .. }
+                | Op::SetNodeAlive { .. }
+                | Op::StepRollout { .. }
+                | Op::SettleLease { .. }
+                | Op::BindAgent { .. }
+                | Op::ClearRetired { .. }
+                | Op::SetLease { if_unset: true, .. }
+                | Op::Decided { .. }
+        )
+    }
 }
 
 /// An address a VIP no longer has, while its last owner may still hold it.
@@ -219,6 +250,12 @@ pub struct RetiredVip {
     pub epoch: u64,
     /// The VIP itself was deleted (rather than changed).
     pub deleted: bool,
+}
+
+/// The IP of a VIP's "address/prefix": one IP under two prefix lengths is one address on the
+/// network, so VIPs are told apart by it.
+pub fn vip_ip(address: &str) -> &str {
+    address.split('/').next().unwrap_or(address)
 }
 
 /// A stored key and its revisions.

@@ -212,7 +212,13 @@ async fn review_a_forwarded_binding_skips_the_lease_check() {
         node_id: 4,
         instance: 0xb,
     };
-    c.nodes[&f].node.propose(None, op).await.unwrap();
+    // Refused (a leader's decision is never forwarded), or applied without effect on what
+    // process A holds: either way B must not be granted while A may hold (v, 1).
+    let forwarded = c.nodes[&f].node.propose(None, op).await;
+    assert!(
+        forwarded.is_err(),
+        "a forwarded binding was accepted: {forwarded:?}"
+    );
     let b_resp = b.renew(4, claim(), vec![]).await.unwrap();
     let since_a = a_sent.elapsed();
     assert!(

@@ -189,6 +189,25 @@ pub async fn run(
             }
         }
     }
+    // So does any address the earlier process's fence governed, which the state may no
+    // longer name (a VIP deleted and its retired address cleared while no agent ran here).
+    let governed = match fenced(&fence, |f| f.governed()).await {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::error!(error = %e, "agent cannot read the VIP fence; not starting");
+            return;
+        }
+    };
+    for ip in governed {
+        match addrs.remove_anywhere(ip).await {
+            Ok(true) => tracing::warn!(%ip, "removing an address the last fence governed"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(error = %e, %ip, "cannot remove an address the last fence governed; not starting");
+                return;
+            }
+        }
+    }
     if let Err(e) = fenced(&fence, |f| f.install()).await {
         tracing::error!(error = %e, "agent cannot install the VIP fence; not starting");
         return;
@@ -281,7 +300,9 @@ pub async fn run(
     // Only a process that holds nothing lets the binding go: one that could not drop a VIP
     // may still answer for it until its deadline, and the next process must wait that out.
     if !all_dropped {
-        tracing::error!("stopping with a VIP that could not be let go; it answers until its lease runs out");
+        tracing::error!(
+            "stopping with a VIP that could not be let go; it answers until its lease runs out"
+        );
     } else if let Err(e) = client.register(agent.registration(true)).await {
         tracing::debug!(error = %e, "letting the node's leases go");
     }

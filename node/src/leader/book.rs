@@ -39,10 +39,10 @@ pub struct LeaseBook {
     /// Leases this leader decided are over (it proposed a reassignment or a revocation):
     /// never granted again.
     over: BTreeSet<(String, u64)>,
-    /// Since when this leader has seen the current lease settings with a longer wait than
-    /// their own span (a shorter lease was set): once that wait has passed, every grant of
-    /// the longer lease is over.
-    settling: Option<(LeaseSettings, Duration)>,
+    /// Since when this leader has seen the lease settings at this generation with a longer
+    /// wait than their own span (a shorter lease was set): once that wait has passed, every
+    /// grant of the longer lease is over.
+    settling: Option<(u64, Duration)>,
     /// Nodes whose leases this leader is moving to another agent process (proposed, not yet
     /// applied): no grant to the node until the new binding is in the state.
     rebinding: BTreeMap<NodeId, u64>,
@@ -137,14 +137,9 @@ impl LeaseBook {
                     .is_some_and(|v| v.owner == node && v.epoch == c.epoch && !v.releasing)
                     && !self.over.contains(&(c.vip.clone(), c.epoch));
                 if granted {
-                    self.obs.granted.insert(
-                        c.vip.clone(),
-                        Grant {
-                            epoch: c.epoch,
-                            at: now,
-                            span: terms.span,
-                        },
-                    );
+                    let prev = self.obs.granted.get(&c.vip).copied();
+                    let g = Grant::record(prev, c.epoch, now + terms.span);
+                    self.obs.granted.insert(c.vip.clone(), g);
                 }
                 v1::LeaseGrant {
                     vip: c.vip.clone(),
@@ -281,6 +276,7 @@ impl LeaseBook {
         &mut self,
         lease: Option<LeaseSettings>,
         wait_ms: u64,
+        generation: u64,
         own: LeaseSettings,
         now: Duration,
     ) -> Option<Op> {
@@ -295,10 +291,14 @@ impl LeaseBook {
             return None;
         }
         match self.settling {
-            Some((s, since)) if s == current => (now >= since + Duration::from_millis(wait_ms))
-                .then_some(Op::SettleLease { settings: current }),
+            Some((g, since)) if g == generation => (now >= since + Duration::from_millis(wait_ms))
+                .then_some(Op::SettleLease {
+                    settings: current,
+                    generation,
+                }),
+            // First seen, or anything changed since (even a raise and a return): from now.
             _ => {
-                self.settling = Some((current, now));
+                self.settling = Some((generation, now));
                 None
             }
         }
@@ -306,14 +306,9 @@ impl LeaseBook {
 
     /// An assignment committed: the new owner has a full lease from now to claim the VIP.
     pub fn assigned(&mut self, vip: &str, epoch: u64, now: Duration, terms: LeaseTerms) {
-        self.obs.granted.insert(
-            vip.to_string(),
-            Grant {
-                epoch,
-                at: now,
-                span: terms.span,
-            },
-        );
+        let prev = self.obs.granted.get(vip).copied();
+        let g = Grant::record(prev, epoch, now + terms.span);
+        self.obs.granted.insert(vip.to_string(), g);
     }
 
     /// The owner of (`vip`, `epoch`) confirmed it stopped answering (a planned move). True if
@@ -578,34 +573,46 @@ mod tests {
         let mut book = LeaseBook::new(1, Duration::ZERO);
         let own = LeaseSettings::from_config(&Default::default());
         assert_eq!(
-            book.lease_step(None, 0, own, Duration::ZERO),
+            book.lease_step(None, 0, 0, own, Duration::ZERO),
             Some(Op::SetLease {
                 settings: own,
                 if_unset: true
             })
         );
-        assert_eq!(book.lease_step(Some(own), 850, own, 10 * MS), None);
+        assert_eq!(book.lease_step(Some(own), 850, 1, own, 10 * MS), None);
         // Lowered from a 2 s lease: the wait stays 2,050 ms until settled.
         let short = LeaseSettings {
             lease_ms: 500,
             renew_ms: 50,
             ..own
         };
-        assert_eq!(book.lease_step(Some(short), 2_050, own, 100 * MS), None);
-        assert_eq!(book.lease_step(Some(short), 2_050, own, 2_149 * MS), None);
+        assert_eq!(book.lease_step(Some(short), 2_050, 3, own, 100 * MS), None);
         assert_eq!(
-            book.lease_step(Some(short), 2_050, own, 2_150 * MS),
-            Some(Op::SettleLease { settings: short })
+            book.lease_step(Some(short), 2_050, 3, own, 2_149 * MS),
+            None
+        );
+        assert_eq!(
+            book.lease_step(Some(short), 2_050, 3, own, 2_150 * MS),
+            Some(Op::SettleLease {
+                settings: short,
+                generation: 3
+            })
         );
         // Changed again meanwhile: counted afresh.
         let other = LeaseSettings {
             lease_ms: 600,
             ..short
         };
-        assert_eq!(book.lease_step(Some(other), 2_050, own, 2_200 * MS), None);
-        assert_eq!(book.lease_step(Some(other), 2_050, own, 4_249 * MS), None);
+        assert_eq!(
+            book.lease_step(Some(other), 2_050, 4, own, 2_200 * MS),
+            None
+        );
+        assert_eq!(
+            book.lease_step(Some(other), 2_050, 4, own, 4_249 * MS),
+            None
+        );
         assert!(book
-            .lease_step(Some(other), 2_050, own, 4_250 * MS)
+            .lease_step(Some(other), 2_050, 4, own, 4_250 * MS)
             .is_some());
     }
 
@@ -733,12 +740,12 @@ mod tests {
         let mut book = LeaseBook::new(1, Duration::ZERO);
         let own = LeaseSettings::from_config(&Default::default());
         // 100 ms: the 800 ms lease is in force, a 2 s one was lowered: settling starts.
-        assert_eq!(book.lease_step(Some(own), 2_050, own, 100 * MS), None);
+        assert_eq!(book.lease_step(Some(own), 2_050, 5, own, 100 * MS), None);
         // About 3 s: an operator sets 5 s and, before the next tick, 800 ms again. The wait rose
         // to 5,050 ms; grants of the 5 s lease were made around 3,000 ms (held by their agents
         // until about 7,980 ms).
-        assert_eq!(book.lease_step(Some(own), 5_050, own, 3_050 * MS), None);
-        let settled = book.lease_step(Some(own), 5_050, own, 5_150 * MS);
+        assert_eq!(book.lease_step(Some(own), 5_050, 7, own, 3_050 * MS), None);
+        let settled = book.lease_step(Some(own), 5_050, 7, own, 5_150 * MS);
         assert_eq!(
             settled, None,
             "settled at 5,150 ms: a leader elected just after counts 850 ms (to about 6,000 ms) \

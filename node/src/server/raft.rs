@@ -71,6 +71,13 @@ impl RaftService for RaftSvc {
 
     async fn propose(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let cmd: Command = self.decode(req)?;
+        // What only a leader's own loops decide is proposed where it was decided, never
+        // forwarded: another member has not made the checks behind it.
+        if cmd.op.leader_only() {
+            return Err(Status::permission_denied(
+                "a leader's decision is never forwarded to another member",
+            ));
+        }
         let r: Result<_, ForwardError> = self.node.propose_local(cmd).await;
         encode(&r)
     }
