@@ -143,6 +143,17 @@ impl Node {
             now_ms: now_ms(),
             op,
         };
+        // Every log entry must fit one Raft message (see `replicate.rs`).
+        let size = crate::proposer::command_bytes(&cmd);
+        if size > crate::proposer::MAX_COMMAND_BYTES {
+            return Err(ApiError::InvalidArgument {
+                field: "request".into(),
+                message: format!(
+                    "encodes to {size} bytes; a write may take at most {}",
+                    crate::proposer::MAX_COMMAND_BYTES
+                ),
+            });
+        }
         match self.propose_local(cmd.clone()).await {
             Ok(r) => Ok(r),
             Err(ForwardError::NotLeader {

@@ -185,13 +185,7 @@ async fn a_survivor_is_forced_into_a_new_cluster_and_grown_back() {
     // The survivor has applied everything acknowledged (an operator picks the member with
     // the highest log index).
     let leader = c.leader().await;
-    let applied = c.nodes[&leader]
-        .node
-        .raft
-        .metrics()
-        .borrow()
-        .last_log_index
-        .unwrap();
+    let applied = c.last_log_index(leader);
     c.wait_applied(survivor, applied).await;
     let old_cluster = c.nodes[&1].node.identity.cluster_id().unwrap();
     for id in [2, 3, 1] {
