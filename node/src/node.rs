@@ -394,13 +394,7 @@ pub async fn start(
                 cfg.data_dir.display()
             )));
         }
-        if payload.len() > ballast_proto::MAX_MESSAGE_LEN / 2 {
-            return Err(StartError::Restore(format!(
-                "the backup's state is {} bytes; restoring goes through one Raft entry of at most {}",
-                payload.len(),
-                ballast_proto::MAX_MESSAGE_LEN / 2
-            )));
-        }
+        crate::backup::check_restore_size(payload.len()).map_err(StartError::Restore)?;
         // Initial members given the same file agree on an id no other cluster has.
         if !cfg.bootstrap {
             cluster_id = format!("{cluster_id}-restored-{}", &header.payload_sha256[..16]);
