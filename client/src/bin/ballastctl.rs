@@ -869,8 +869,28 @@ async fn kv(c: &Client, cmd: KvCmd, out: Output) -> Result<(), Error> {
                 cluster_state: state,
                 start_revision: rev,
             });
-            while let Some(r) = w.next().await {
-                let r = r?;
+            loop {
+                let r = match w.next().await {
+                    Ok(ballast_client::WatchItem::Changes(r)) => r,
+                    Ok(ballast_client::WatchItem::Resync { resume_at }) => {
+                        if out == Output::Json {
+                            println!("{}", json!({"revision": resume_at, "type": "RESYNC"}));
+                        } else {
+                            println!("{resume_at} RESYNC (changes before this revision were lost to compaction: read the keys again)");
+                        }
+                        continue;
+                    }
+                    // A refusal does not mend itself; anything else is tried again.
+                    Err(
+                        e @ (Error::InvalidArgument(_)
+                        | Error::Unauthenticated(_)
+                        | Error::PermissionDenied(_)),
+                    ) => return Err(e),
+                    Err(e) => {
+                        eprintln!("watch: {e}; trying again");
+                        continue;
+                    }
+                };
                 for e in r.events {
                     match e.event {
                         Some(v1::event::Event::Kv(k)) => {
