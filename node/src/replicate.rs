@@ -2,7 +2,7 @@
 //!
 //! openraft 0.9 bounds an AppendEntries by entry count only (`max_payload_entries`), cancels it
 //! after one heartbeat interval and, when it failed, sends the same range again. Entries of up
-//! to [`MAX_COMMAND_BYTES`](crate::proposer::MAX_COMMAND_BYTES) each would make a request too large for one gRPC message
+//! to [`MAX_COMMAND_BYTES`] each would make a request too large for one gRPC message
 //! (`MAX_MESSAGE_LEN`) or too slow for one heartbeat, and then replication to that member
 //! stops for good. So [`Appender`], which sends every AppendEntries of one replication stream:
 //! - sends a prefix of the entries that fits a byte budget (at least one entry) and answers
@@ -13,8 +13,10 @@
 //!   needs longer than a heartbeat to reach the member still gets through, and no request is
 //!   sent twice while its first copy is still on its way.
 //!
-//! Every message stays below [`MAX_APPEND_BYTES`] + one entry of at most
-//! [`MAX_COMMAND_BYTES`](crate::proposer::MAX_COMMAND_BYTES), half of `MAX_MESSAGE_LEN` plus a little.
+//! Every message stays below [`MAX_APPEND_BYTES`], or is one entry of at most
+//! [`MAX_COMMAND_BYTES`]: half of `MAX_MESSAGE_LEN` plus a little.
+//!
+//! [`MAX_COMMAND_BYTES`]: crate::proposer::MAX_COMMAND_BYTES
 
 // The results are openraft's `RPCError`, whatever its size.
 #![allow(clippy::result_large_err)]
@@ -153,13 +155,16 @@ impl Appender {
         Fut: Future<Output = AppendResult> + Send + 'static,
     {
         let target = hard_ttl / 2;
-        // 1. A request that openraft gave up on: its answer may be this one's.
+        // 1. A request that openraft gave up on: its answer may be this one's. A heartbeat
+        // (no entries) leaves it for the next request that carries entries.
         if let Some(done) = self.settle(target).await {
             self.done = Some(done);
         }
-        if let Some((covered, res)) = self.done.take() {
-            if let Some(answer) = reuse(&covered, res, &rpc) {
-                return answer;
+        if !rpc.entries.is_empty() {
+            if let Some((covered, res)) = self.done.take() {
+                if let Some(answer) = reuse(&covered, res, &rpc) {
+                    return answer;
+                }
             }
         }
         // 2. The prefix that fits the budget.
@@ -427,6 +432,40 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         // The slow request shrank the budget.
         assert!(a.budget().bytes() < START_APPEND_BYTES);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_heartbeat_in_between_leaves_the_late_answer_for_the_entries() {
+        let mut a = Appender::default();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let call = |calls: Arc<AtomicUsize>, pause: Duration| {
+            move |_r: Request, _| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    tokio::time::sleep(pause).await;
+                    Ok(AppendEntriesResponse::Success)
+                }
+            }
+        };
+        let r = tokio::time::timeout(
+            50 * MS,
+            a.send(request(0, &[10]), 50 * MS, call(calls.clone(), 80 * MS)),
+        )
+        .await;
+        assert!(r.is_err());
+        let r = a
+            .send(request(0, &[]), 50 * MS, call(calls.clone(), MS))
+            .await;
+        assert!(matches!(r, Ok(AppendEntriesResponse::Success)), "{r:?}");
+        let r = a
+            .send(request(0, &[10, 10]), 50 * MS, call(calls.clone(), MS))
+            .await;
+        assert_eq!(index(&r), Some(1), "the late answer: {r:?}");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            2,
+            "the entry was not sent again"
+        );
     }
 
     #[tokio::test(start_paused = true)]
