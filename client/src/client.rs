@@ -368,7 +368,7 @@ impl Client {
             .max_encoding_message_size(MAX_MESSAGE_LEN)
     }
 
-    fn cluster(ch: AuthChannel) -> ClusterClient<AuthChannel> {
+    pub(crate) fn cluster(ch: AuthChannel) -> ClusterClient<AuthChannel> {
         ClusterClient::new(ch)
             .max_decoding_message_size(MAX_MESSAGE_LEN)
             .max_encoding_message_size(MAX_MESSAGE_LEN)

@@ -116,7 +116,8 @@ impl Client {
         let mut next = req.start_revision;
         loop {
             let (idx, ch) = self.current_channel();
-            let mut client = WatchClient::new(ch).max_decoding_message_size(MAX_MESSAGE_LEN);
+            let mut client =
+                WatchClient::new(ch.clone()).max_decoding_message_size(MAX_MESSAGE_LEN);
             let mut r = req.clone();
             r.start_revision = next;
             let failure = match client.watch(r).await {
@@ -145,8 +146,17 @@ impl Client {
                 let sent = match Error::from_status(s) {
                     // Events were lost: the caller reads again, the watch goes on from now.
                     Error::Compacted(_) => {
-                        let Some(now) = self.revision_now(&tx, &mut backoff).await else {
-                            return;
+                        // The member that compacted is past the loss: resume from its
+                        // revision (another member's may be older, and compacted again).
+                        let mut ask = tonic::Request::new(v1::StatusRequest {});
+                        ask.set_timeout(self.config().attempt_timeout);
+                        let here = Self::cluster(ch).status(ask).await.ok();
+                        let now = match here.and_then(|s| s.into_inner().header) {
+                            Some(h) => h.revision,
+                            None => match self.revision_now(&tx, &mut backoff).await {
+                                Some(now) => now,
+                                None => return,
+                            },
                         };
                         next = next.max(now + 1);
                         tx.send(Ok(WatchItem::Resync { resume_at: next })).await

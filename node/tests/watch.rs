@@ -1,5 +1,6 @@
 //! Watches resume by themselves for as long as they live: after compaction (with a resync
-//! the caller is told about) and after a first call that failed.
+//! the caller is told about), at the first call or in mid-stream, and after a first call
+//! that failed.
 //!
 //! Every member of this test binary keeps 20 revisions of history (instead of 10,000), so
 //! that compaction takes few writes.
@@ -16,13 +17,6 @@ const HISTORY: usize = 20;
 async fn cluster() -> TestCluster {
     ballast_node::state::set_history_revisions_for_tests(HISTORY);
     TestCluster::start(3, no_tune).await
-}
-
-/// Snapshots every 10 entries and no log kept behind them: a member that was away comes back
-/// through a snapshot, with the history as it is now.
-fn small_snapshots(cfg: &mut ballast_node::Config) {
-    cfg.snapshot_logs = 10;
-    cfg.keep_logs = 0;
 }
 
 /// A client of member `id` alone (it does not move to the leader) that gives up on a call
@@ -114,45 +108,58 @@ async fn a_watch_whose_history_was_compacted_resyncs_and_goes_on() {
     c.shutdown().await;
 }
 
+/// Writes that land in one batch (one log entry) move every member's history past a live
+/// watch at once: the server ends that watch with OUT_OF_RANGE in mid-stream, and the client
+/// resyncs and goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_watch_that_fell_behind_the_history_while_its_member_was_down_resyncs() {
-    ballast_node::state::set_history_revisions_for_tests(HISTORY);
-    let mut c = TestCluster::start(3, small_snapshots).await;
+async fn a_watch_overtaken_by_compaction_in_mid_stream_resyncs() {
+    let c = cluster().await;
     let writer = c.client();
-    let f = c.follower().await;
-    let mut w = watch_prefix(&impatient_client_of(&c, f), "k/", 0);
+    let mut w = watch_prefix(&c.client(), "k/", 0);
     writer.put("k/0", "v").await.unwrap();
     assert_eq!(keys(&next_changes(&mut w).await), ["k/0"]);
-    // The watch's only member goes away while the history moves past it.
-    c.stop(f).await;
-    for i in 1..(2 * HISTORY) {
-        writer.put(format!("k/{i}"), "v").await.unwrap();
+    // Concurrent puts are batched: while one batch commits, the next gathers far more
+    // revisions than the history keeps, and every member applies them at once.
+    let n = 10 * HISTORY;
+    let puts = (1..=n).map(|i| {
+        let writer = writer.clone();
+        async move { writer.put(format!("k/{i}"), "v").await }
+    });
+    for r in futures::future::join_all(puts).await {
+        r.unwrap();
     }
-    c.restart(f).await;
-    let leader = c.leader().await;
-    c.wait_applied(f, c.applied(leader)).await;
-    let snap = c.nodes[&f].node.raft.metrics().borrow().snapshot;
-    assert!(
-        snap.is_some_and(|s| s.index > 10),
-        "came back through a snapshot: {snap:?}"
-    );
-    // Told that events were lost (after any errors while its member was away)...
-    let resume_at = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            match w.next().await {
-                Ok(WatchItem::Resync { resume_at }) => return resume_at,
-                Ok(WatchItem::Changes(r)) => assert!(r.events.is_empty(), "a change: {r:?}"),
-                Err(_) => {}
+    let rev = writer
+        .put("k/after", "v")
+        .await
+        .unwrap()
+        .header
+        .unwrap()
+        .revision;
+    // Up to that write: changes in order, and each loss told by a resync (batches apply one
+    // by one, so there may be more than one), after which a read covers what was lost.
+    let (mut last, mut resyncs) = (0, 0);
+    loop {
+        match next_item(&mut w).await {
+            WatchItem::Resync { resume_at } => {
+                assert!(resume_at > last, "resync at {resume_at} after {last}");
+                let read = writer.range("k/", 0, false).await.unwrap();
+                assert!(read.header.unwrap().revision + 1 >= resume_at);
+                assert_eq!(read.kvs.len(), n + 2);
+                resyncs += 1;
+                last = resume_at - 1;
+            }
+            WatchItem::Changes(r) if r.events.is_empty() => {}
+            WatchItem::Changes(r) => {
+                assert!(r.revision > last, "{} after {last}", r.revision);
+                last = r.revision;
+                if r.revision == rev {
+                    assert_eq!(keys(&r), ["k/after"]);
+                    break;
+                }
             }
         }
-    })
-    .await
-    .expect("a resync");
-    // ...and a read now covers every revision before the resume point.
-    let read = c.client_of(&[f]).range("k/", 0, false).await.unwrap();
-    assert!(read.header.unwrap().revision + 1 >= resume_at);
-    assert_eq!(read.kvs.len(), 2 * HISTORY);
-    changes_up_to_a_write(&writer, &mut w, resume_at).await;
+    }
+    assert!(resyncs > 0, "the batch overtook the watch");
     c.shutdown().await;
 }
 
