@@ -19,6 +19,19 @@ use crate::types::{
 
 /// Revisions of change events kept for watch resumption.
 pub const HISTORY_REVISIONS: usize = 10_000;
+
+/// How many revisions the state machines of this process keep: [`HISTORY_REVISIONS`] unless
+/// a test set another bound.
+static HISTORY_BOUND: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(HISTORY_REVISIONS);
+
+/// Makes every state machine of this process keep `n` revisions of history instead of
+/// [`HISTORY_REVISIONS`], so that tests can compact it without writing 10,000 revisions.
+/// For tests only: members that keep less answer more watches with compaction.
+#[doc(hidden)]
+pub fn set_history_revisions_for_tests(n: usize) {
+    HISTORY_BOUND.store(n.max(1), std::sync::atomic::Ordering::Relaxed);
+}
 /// A client session is forgotten after this long without a write.
 pub const SESSION_TTL_MS: u64 = 60 * 60 * 1000;
 /// At most this many client sessions are kept; the least recently used one is dropped first.
@@ -199,7 +212,8 @@ impl StateData {
             events,
         };
         self.history.push_back(resp.clone());
-        while self.history.len() > HISTORY_REVISIONS {
+        let bound = HISTORY_BOUND.load(std::sync::atomic::Ordering::Relaxed);
+        while self.history.len() > bound {
             self.history.pop_front();
         }
         Some(resp)

@@ -68,7 +68,7 @@ fn methods() -> Vec<(&'static str, bool, Call)> {
                         start_revision: 1,
                     });
                     match tokio::time::timeout(Duration::from_secs(5), w.next()).await {
-                        Ok(Some(Err(e))) => Err(e),
+                        Ok(Err(e)) => Err(e),
                         _ => Ok(()),
                     }
                 })

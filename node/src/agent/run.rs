@@ -262,8 +262,10 @@ pub async fn run(
         tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
             _ = tokio::time::sleep_until(next_tick) => {}
+            // Changes, a resync after compaction, or a failure (spaced by the watch's
+            // backoff; the watch never ends): read the state again.
             ev = events.next() => {
-                if let Some(Ok(r)) = ev {
+                if let Ok(ballast_client::WatchItem::Changes(r)) = ev {
                     if r.events.is_empty() {
                         continue; // progress mark
                     }

@@ -166,6 +166,17 @@ impl TestCluster {
             .unwrap_or(0)
     }
 
+    /// Member `id`'s last log index.
+    pub fn last_log_index(&self, id: u64) -> u64 {
+        self.nodes[&id]
+            .node
+            .raft
+            .metrics()
+            .borrow()
+            .last_log_index
+            .unwrap_or(0)
+    }
+
     pub async fn shutdown(self) {
         for (_, h) in self.nodes {
             h.shutdown().await;
