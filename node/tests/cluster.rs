@@ -364,6 +364,7 @@ async fn a_retried_write_is_applied_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_input_is_refused_and_nothing_is_applied() {
     let c = TestCluster::start(3, no_tune).await;
+    c.settled().await;
     let client = c.client();
     client.put("seed", "1").await.unwrap();
     // Revisions from linearizable reads, so no member's lag can hide a change.

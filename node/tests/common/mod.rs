@@ -137,6 +137,20 @@ impl TestCluster {
         Client::new(ClientConfig::new(self.addrs.values().cloned().collect()))
     }
 
+    /// Waits until the first leader has written the cluster's lease settings: the only write
+    /// a new cluster makes by itself, so tests that compare revisions start after it.
+    pub async fn settled(&self) {
+        let client = self.client();
+        wait_for("the cluster's lease settings", Duration::from_secs(20), || {
+            let client = client.clone();
+            async move {
+                let st = client.get_state(false).await.ok()?;
+                st.lease.map(|_| ())
+            }
+        })
+        .await
+    }
+
     /// A client given only the listed members.
     pub fn client_of(&self, ids: &[u64]) -> Client {
         Client::new(ClientConfig::new(
