@@ -23,6 +23,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .btree_map(".")
         // The cluster-state model is stored in the Raft state machine as these types.
         .type_attribute(".", "#[derive(serde::Serialize, serde::Deserialize)]")
+        // Byte strings encode as one block rather than byte by byte (bincode writes the same
+        // bytes either way, so stored data is unchanged).
+        .field_attribute(
+            ".ballast.v1.KeyValue.key",
+            "#[serde(with = \"serde_bytes\")]",
+        )
+        .field_attribute(
+            ".ballast.v1.KeyValue.value",
+            "#[serde(with = \"serde_bytes\")]",
+        )
         .compile_protos(&files, &["."])?;
     Ok(())
 }

@@ -160,6 +160,10 @@ impl Client {
     }
 
     /// Asks the members for the leader and prefers it. Returns its address.
+    ///
+    /// Every endpoint is asked at once; the leader named in the highest term wins, so a
+    /// member cut off from the others that still calls itself (or another) leader of an
+    /// older term is not followed.
     pub async fn find_leader(&self) -> Result<String, Error> {
         let addrs: Vec<(String, Channel)> = {
             let t = self.inner.targets.read().unwrap();
@@ -167,24 +171,32 @@ impl Client {
                 .map(|t| (t.addr.clone(), t.channel.clone()))
                 .collect()
         };
-        let mut last = Error::Unavailable("no member answered".into());
-        for (addr, ch) in addrs {
+        let timeout = self.inner.cfg.attempt_timeout.min(Duration::from_secs(1));
+        let answers = futures::future::join_all(addrs.into_iter().map(|(addr, ch)| {
             let mut c = ClusterClient::new(self.wrap(ch));
-            let mut req = tonic::Request::new(v1::StatusRequest {});
-            req.set_timeout(self.inner.cfg.attempt_timeout.min(Duration::from_secs(1)));
-            match c.status(req).await {
-                Ok(r) => {
-                    let s = r.into_inner();
-                    if s.leader_id != 0 && !s.leader_addr.is_empty() {
-                        self.prefer(&s.leader_addr);
-                        return Ok(s.leader_addr);
+            async move {
+                let mut req = tonic::Request::new(v1::StatusRequest {});
+                req.set_timeout(timeout);
+                (addr, c.status(req).await.map(|r| r.into_inner()))
+            }
+        }))
+        .await;
+        let mut last = Error::Unavailable("no member answered".into());
+        let mut best: Option<(u64, String)> = None;
+        for (addr, answer) in answers {
+            match answer {
+                Ok(s) if s.leader_id != 0 && !s.leader_addr.is_empty() => {
+                    if best.as_ref().is_none_or(|(t, _)| s.term > *t) {
+                        best = Some((s.term, s.leader_addr));
                     }
-                    last = Error::Unavailable(format!("{addr} knows no leader"));
                 }
+                Ok(_) => last = Error::Unavailable(format!("{addr} knows no leader")),
                 Err(s) => last = Error::Unavailable(format!("{addr}: {}", s.message())),
             }
         }
-        Err(last)
+        let (_, leader) = best.ok_or(last)?;
+        self.prefer(&leader);
+        Ok(leader)
     }
 
     /// The address currently preferred.
@@ -359,7 +371,7 @@ impl Client {
             .max_encoding_message_size(MAX_MESSAGE_LEN)
     }
 
-    fn cluster(ch: AuthChannel) -> ClusterClient<AuthChannel> {
+    pub(crate) fn cluster(ch: AuthChannel) -> ClusterClient<AuthChannel> {
         ClusterClient::new(ch)
             .max_decoding_message_size(MAX_MESSAGE_LEN)
             .max_encoding_message_size(MAX_MESSAGE_LEN)

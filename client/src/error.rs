@@ -36,7 +36,9 @@ impl Error {
             Code::InvalidArgument => Error::InvalidArgument(m),
             Code::NotFound => Error::NotFound(m),
             Code::FailedPrecondition => Error::FailedPrecondition(m),
-            Code::OutOfRange => Error::Compacted(m),
+            // The server's compaction error; tonic also answers OUT_OF_RANGE for a message
+            // above the size limit, which is no compaction.
+            Code::OutOfRange if m.contains("compacted") => Error::Compacted(m),
             Code::Unavailable | Code::DeadlineExceeded => Error::Unavailable(m),
             Code::Unauthenticated => Error::Unauthenticated(m),
             Code::PermissionDenied => Error::PermissionDenied(m),
@@ -56,4 +58,24 @@ pub(crate) fn retryable(s: &Status) -> bool {
             | Code::Aborted
             | Code::ResourceExhausted
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_servers_compaction_error_is_compaction() {
+        let compacted =
+            Status::out_of_range("revision 1 has been compacted; the oldest available is 22");
+        assert!(matches!(
+            Error::from_status(&compacted),
+            Error::Compacted(_)
+        ));
+        // tonic's own answer to a message above the size limit.
+        let too_large = Status::out_of_range(
+            "Error, encoded message length too large: found 24004649 bytes, the limit is: 16777216 bytes",
+        );
+        assert!(matches!(Error::from_status(&too_large), Error::Other(_)));
+    }
 }

@@ -100,6 +100,28 @@ pub fn held_by(vip: &str, leases: &v1::LeasesResponse) -> Vec<u64> {
         .collect()
 }
 
+/// Among the members' own `Status` answers, the one that speaks for the cluster: the member
+/// that calls itself leader in the highest term. Only its members' lag is the truth.
+pub fn leading<'a>(
+    views: impl IntoIterator<Item = &'a v1::StatusResponse>,
+) -> Option<&'a v1::StatusResponse> {
+    views
+        .into_iter()
+        .filter(|v| v.raft_state == "leader")
+        .max_by_key(|v| v.term)
+}
+
+/// A member's Raft state as `ballastctl status` shows it. A member that calls itself leader
+/// in a lower term than `highest_term` (the highest any member answered with) is a `stale
+/// leader`: cut off from the others, or unable to hear them, it is not the leader.
+pub fn member_state(view: &v1::StatusResponse, highest_term: u64) -> String {
+    if view.raft_state == "leader" && view.term < highest_term {
+        "stale leader".into()
+    } else {
+        view.raft_state.clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,5 +233,25 @@ mod tests {
         v.releasing = true;
         let l = leases(vec![agent(1, &[])]);
         assert!(differences(&[v], &l).is_empty());
+    }
+
+    #[test]
+    fn a_leader_of_an_older_term_is_shown_stale_and_does_not_speak() {
+        let view = |node_id, raft_state: &str, term| v1::StatusResponse {
+            node_id,
+            raft_state: raft_state.into(),
+            term,
+            ..Default::default()
+        };
+        let views = [
+            view(1, "leader", 2),
+            view(2, "follower", 5),
+            view(3, "leader", 5),
+        ];
+        assert_eq!(leading(&views).map(|v| v.node_id), Some(3));
+        let states: Vec<String> = views.iter().map(|v| member_state(v, 5)).collect();
+        assert_eq!(states, ["stale leader", "follower", "leader"]);
+        // No member calls itself leader: nobody speaks for the cluster.
+        assert!(leading(&[view(1, "candidate", 6), view(2, "follower", 5)]).is_none());
     }
 }

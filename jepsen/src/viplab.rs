@@ -207,10 +207,19 @@ impl VipLab {
     /// Every interval during which a node's fence allowed the VIP, in ns of CLOCK_MONOTONIC
     /// less `base`.
     pub fn allowed(&self, base: u64) -> Result<Vec<crate::checker::vip::Allowed>, String> {
+        self.allowed_for(VIP, base)
+    }
+
+    /// Like [`VipLab::allowed`], for any address.
+    pub fn allowed_for(
+        &self,
+        addr: &str,
+        base: u64,
+    ) -> Result<Vec<crate::checker::vip::Allowed>, String> {
         let mut out = Vec::new();
         for id in 1..=self.lab.nodes().len() as u64 {
             let text = std::fs::read_to_string(self.journal(id)).unwrap_or_default();
-            out.extend(crate::checker::vip::journal_intervals(&text, VIP, base)?);
+            out.extend(crate::checker::vip::journal_intervals(&text, addr, base)?);
         }
         Ok(out)
     }
@@ -224,7 +233,18 @@ impl VipLab {
         t0: Instant,
         base: u64,
     ) -> Vec<crate::checker::vip::Violation> {
-        let allowed = self.allowed(base).expect("fence journals parse");
+        self.check_exact_for(VIP, frames, t0, base)
+    }
+
+    /// Like [`VipLab::check_exact`], for any address (`frames` from an observer of it).
+    pub fn check_exact_for(
+        &self,
+        addr: &str,
+        frames: &[crate::arp::Frame],
+        t0: Instant,
+        base: u64,
+    ) -> Vec<crate::checker::vip::Violation> {
+        let allowed = self.allowed_for(addr, base).expect("fence journals parse");
         assert!(
             !allowed.is_empty(),
             "no fence journal recorded an allowance"
@@ -247,13 +267,23 @@ impl VipLab {
         crate::checker::vip::check_exact(&allowed, &frames, &node_of)
     }
 
+    /// When the lab started: an `Instant` and CLOCK_MONOTONIC ns (the journals' clock).
+    pub fn started(&self) -> (Instant, u64) {
+        self.started
+    }
+
     /// Stops `obs` and checks the whole run: no probe after `from` answered by two hosts, and
     /// the exact check since the lab started (panics with the violations). Returns the
     /// client-visible outage after `from`.
     pub fn check_run(&self, obs: ArpObserver, from: Instant) -> Duration {
+        self.check_run_for(VIP, obs, from)
+    }
+
+    /// Like [`VipLab::check_run`], for an observer of `addr`.
+    pub fn check_run_for(&self, addr: &str, obs: ArpObserver, from: Instant) -> Duration {
         let (probes, frames) = obs.stop_all().expect("the observer ran");
         let outage = check_history(&probes, from);
-        let violations = self.check_exact(&frames, self.started.0, self.started.1);
+        let violations = self.check_exact_for(addr, &frames, self.started.0, self.started.1);
         assert!(
             violations.is_empty(),
             "the exact check failed: {violations:?}\nlogs:\n{}",

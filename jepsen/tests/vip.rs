@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use jepsen::mac_string;
 use jepsen::viplab::{observer, VipLab, VipLabOptions, VIP};
+use jepsen::{mac_string, ArpObserver};
 
 #[test]
 fn answers_from_its_owner_and_moves_when_the_owner_is_killed() {
@@ -166,6 +166,143 @@ fn drain_and_a_failing_health_check_are_planned_moves() {
     assert_ne!(third, owner, "the drained node is not eligible");
     let health_outage = v.check_run(obs, t);
     eprintln!("drain of {owner}: outage {drain_outage:?}; failed check on {second}: outage {health_outage:?}");
+}
+
+/// Item 3 of issue 13, with the holder stopped (SIGSTOP) each time, so that its kernel keeps
+/// answering for the old address until its lease runs out. A VIP whose address changes: the
+/// old address stops answering before the new one answers anywhere, at a higher epoch. A VIP
+/// deleted while a new VIP takes its address on another node: the new one answers only once
+/// the old holder's lease is over. Checked on the probes, and exactly on the fences' journals.
+#[test]
+fn a_changed_or_deleted_vip_never_leaves_its_old_address_answering_beside_the_new() {
+    let (v, first, epoch) = VipLab::start();
+    let new_addr = "10.213.0.101";
+    let obs_old = observer(&v);
+    let obs_new = ArpObserver::start(
+        v.lab.client(),
+        new_addr.parse().unwrap(),
+        Duration::from_millis(10),
+    );
+    let t = Instant::now();
+    let apply = |name: &str, extra: &[&str]| {
+        let mut args = vec![
+            "vip",
+            "apply",
+            name,
+            "--address",
+            "10.213.0.101/24",
+            "--interface",
+            "eth0",
+            "--service",
+            "web",
+        ];
+        args.extend_from_slice(extra);
+        let (ok, _, err) = v.ctl(&args);
+        assert!(ok, "{err}");
+    };
+    // Probe times at which `obs` saw `mac` (any MAC: None) answer, since `t`.
+    let answered = |obs: &ArpObserver, mac: Option<&str>| {
+        obs.probes()
+            .into_iter()
+            .filter(|p| p.at >= t && !p.macs.is_empty())
+            .filter(|p| mac.is_none_or(|m| p.macs.iter().any(|x| mac_string(x) == m)))
+            .map(|p| p.at)
+            .collect::<Vec<_>>()
+    };
+    let wait_answer = |obs: &ArpObserver, mac: &str, what: &str| {
+        v.lab
+            .wait_for(Duration::from_secs(20), || {
+                (!answered(obs, Some(mac)).is_empty()).then_some(())
+            })
+            .unwrap_or_else(|| panic!("{what}; logs:\n{}", v.logs()));
+    };
+
+    // The holder must not lead when it is stopped: an election would delay every decision
+    // past its lease and hide what this test looks for.
+    let not_leading = |id: u64| {
+        v.lab
+            .wait_for(Duration::from_secs(20), || {
+                v.leader().filter(|l| *l != id).map(|_| ())
+            })
+            .expect("a leader other than the holder");
+    };
+
+    // 1. The address changes while its holder is stopped.
+    not_leading(first);
+    let stopped = v.procs[first as usize - 1].as_ref().unwrap();
+    stopped.pause();
+    apply("web-vip", &[]);
+    let second = v
+        .lab
+        .wait_for(Duration::from_secs(20), || {
+            v.owner().filter(|(o, _)| *o != first).map(|(o, _)| o)
+        })
+        .unwrap_or_else(|| panic!("the changed VIP never moved on; logs:\n{}", v.logs()));
+    wait_answer(&obs_new, &v.mac(second), "the new address never answered");
+    stopped.resume();
+    let (_, new_epoch) = v.owner().expect("owned");
+    assert!(
+        new_epoch > epoch,
+        "a change of address is a move to a higher epoch"
+    );
+    let last_old = answered(&obs_old, None).into_iter().max();
+    let first_new = answered(&obs_new, None).into_iter().min().unwrap();
+    assert!(
+        last_old.is_none_or(|l| l < first_new),
+        "the old address answered {:?} after the new one first did",
+        last_old.map(|l| l - first_new)
+    );
+
+    // 2. Deleted while its holder is stopped, and its address made a new VIP that prefers
+    // another node.
+    let third = (1..=3u64).find(|id| *id != second).unwrap();
+    not_leading(second);
+    let stopped = v.procs[second as usize - 1].as_ref().unwrap();
+    stopped.pause();
+    let (ok, _, err) = v.ctl(&["vip", "delete", "web-vip"]);
+    assert!(ok, "{err}");
+    apply("web-vip-2", &["--priority", &format!("{third}=10")]);
+    let third_mac = v.mac(third);
+    wait_answer(&obs_new, &third_mac, "the reused address never answered");
+    stopped.resume();
+    let last_second = answered(&obs_new, Some(&v.mac(second)))
+        .into_iter()
+        .max()
+        .unwrap();
+    let first_third = answered(&obs_new, Some(&third_mac))
+        .into_iter()
+        .min()
+        .unwrap();
+    assert!(
+        last_second < first_third,
+        "two nodes answered the reused address"
+    );
+
+    // Exactly: the old address's fences all closed before the new address's first opened,
+    // and on each address no two nodes were ever allowed at once, nor sent a frame for it
+    // outside their lease.
+    let base = v.started().1;
+    let old_until = v
+        .allowed_for(VIP, base)
+        .unwrap()
+        .iter()
+        .map(|a| a.until)
+        .max()
+        .unwrap();
+    let new_from = v
+        .allowed_for(new_addr, base)
+        .unwrap()
+        .iter()
+        .map(|a| a.from)
+        .min()
+        .unwrap();
+    assert!(
+        old_until <= new_from,
+        "the old address was allowed {} ms after the new one",
+        (old_until - new_from) / 1_000_000
+    );
+    v.check_run(obs_old, t);
+    v.check_run_for(new_addr, obs_new, t);
 }
 
 #[test]

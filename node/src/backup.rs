@@ -36,6 +36,20 @@ pub const PENDING: &str = "restore.pending";
 /// Marks a data directory that `--force-new-cluster` already turned into a new cluster.
 pub const FORCED: &str = "forced-new-cluster";
 
+/// Largest backup state a restore takes: it travels as one Raft entry, which must fit one
+/// Raft message with room to spare (see `replicate.rs`).
+pub const MAX_RESTORE_BYTES: usize = ballast_proto::MAX_MESSAGE_LEN / 2;
+
+/// Refuses a backup state of `len` bytes that a restore cannot carry.
+pub fn check_restore_size(len: usize) -> Result<(), String> {
+    if len > MAX_RESTORE_BYTES {
+        return Err(format!(
+            "the backup's state is {len} bytes; restoring goes through one Raft entry of at most {MAX_RESTORE_BYTES}"
+        ));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BackupState {
     pub format: u32,
@@ -136,22 +150,36 @@ pub fn state_of_data_dir(dir: &Path) -> Result<(StateData, u64), String> {
 
 /// `--force-new-cluster`: writes the state of `dir` as a backup file inside it, moves the old
 /// Raft data and identity aside (`*.replaced-<ms>`), and returns the backup's path, to be
-/// restored into a new one-member cluster.
+/// restored into a new one-member cluster. Everything that can refuse (the node id, a
+/// readable state, the restore size limit) is checked before anything is written: a refusal
+/// leaves the directory as it was.
 pub fn force_new_cluster(
     dir: &Path,
     node_id: NodeId,
     now_ms: u64,
 ) -> Result<std::path::PathBuf, String> {
-    // The identity store also refuses a directory that belongs to another node.
+    // 1. Checks. The identity store also refuses a directory that belongs to another node.
     let (store, _) =
         crate::identity::IdentityStore::open(dir, node_id).map_err(|e| e.to_string())?;
     let old_cluster = store.cluster_id().unwrap_or_default();
     drop(store);
     let identity = dir.join(crate::identity::FILE);
     let (state, last) = state_of_data_dir(dir)?;
+    let payload = BackupState::of(&state).encode();
+    check_restore_size(payload.len()).map_err(|e| {
+        format!(
+            "{e}: this member's state cannot seed a new cluster; nothing was changed in {}",
+            dir.display()
+        )
+    })?;
+    // 2. The backup, written and synced under its final name.
     let path = dir.join(format!("force-new-cluster-{now_ms}.bak"));
     let io = |e: std::io::Error| format!("{}: {e}", dir.display());
-    write_private(&path, &file_of(&state, &old_cluster, now_ms))?;
+    write_private(
+        &path,
+        &format::encode(&old_cluster, state.revision, now_ms, &payload),
+    )?;
+    // 3. The old cluster's data aside.
     std::fs::rename(
         dir.join("raft"),
         dir.join(format!("raft.replaced-{now_ms}")),

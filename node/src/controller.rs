@@ -21,7 +21,7 @@ use std::time::Duration;
 use ballast_proto::v1;
 
 use crate::lease::LeaseConfig;
-use crate::types::{NodeId, RetiredVip};
+use crate::types::{vip_ip, NodeId, RetiredVip};
 
 /// A VIP as the controller sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,13 +41,27 @@ pub struct VipView {
     pub move_to: NodeId,
 }
 
-/// A lease grant the leader made (or an assignment, which it counts as one): at `at` on the
-/// leader's monotonic clock, for the owner at `epoch`, held at most `span` (lease + margin).
+/// The leases the leader granted for one VIP (an assignment counts as one): for the owner at
+/// `epoch`, held until `until` on the leader's monotonic clock (a grant's time + lease +
+/// margin), the latest of all its grants at that epoch: a later but shorter grant (the
+/// lease was shortened) does not bring it forward, since the agent may never have applied it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Grant {
     pub epoch: u64,
-    pub at: Duration,
-    pub span: Duration,
+    pub until: Duration,
+}
+
+impl Grant {
+    /// Records a grant at `epoch` held until `until` on top of `prev`.
+    pub fn record(prev: Option<Grant>, epoch: u64, until: Duration) -> Grant {
+        match prev {
+            Some(p) if p.epoch == epoch => Grant {
+                epoch,
+                until: p.until.max(until),
+            },
+            _ => Grant { epoch, until },
+        }
+    }
 }
 
 /// What the leader knows without the log: grants and agent contacts on its own monotonic
@@ -81,7 +95,7 @@ impl Observations {
     pub fn lease_expiry(&self, vip: &str, epoch: u64) -> Duration {
         let inherited = self.leader_since + self.inherited_span;
         match self.granted.get(vip) {
-            Some(g) if g.epoch == epoch => inherited.max(g.at + g.span),
+            Some(g) if g.epoch == epoch => inherited.max(g.until),
             _ => inherited,
         }
     }
@@ -209,7 +223,7 @@ fn held_back_by_retired(input: &Input<'_>, vip: &VipView) -> bool {
     input.retired.iter().any(|(name, r)| {
         let own_move = !r.deleted && name == &vip.name;
         !own_move
-            && (name == &vip.name || r.address == vip.address)
+            && (name == &vip.name || vip_ip(&r.address) == vip_ip(&vip.address))
             && !retired_let_go(input, name, r)
     })
 }
@@ -524,8 +538,7 @@ mod tests {
         fn grant(&self, epoch: u64) -> Grant {
             Grant {
                 epoch,
-                at: self.now,
-                span: self.cfg.lease.lease + self.cfg.lease.leader_margin,
+                until: self.now + self.cfg.lease.lease + self.cfg.lease.leader_margin,
             }
         }
 
@@ -756,7 +769,7 @@ mod tests {
         w.obs.granted.insert(
             "v".into(),
             Grant {
-                at: w.now + SEC,
+                until: w.grant(1).until + SEC,
                 ..w.grant(1)
             },
         );
@@ -901,5 +914,26 @@ mod tests {
         assert!(a.contains(&assign(2, 2)), "{a:?}");
         w.apply(&a);
         assert!(w.retired.is_empty());
+    }
+
+    /// Review finding: `held_back_by_retired` compares address strings, so a deleted VIP's
+    /// address written with another prefix length ("10.213.0.100/25" after
+    /// "10.213.0.100/24") is not held back, although it is the same IP the old owner may still
+    /// answer for (an operator who deletes a VIP and makes it again with a corrected prefix).
+    #[test]
+    fn review_a_retired_ip_holds_back_a_vip_under_another_prefix() {
+        let mut w = World::new();
+        deleted_and_made_again(&mut w);
+        w.vips[0].address = "10.213.0.100/25".into();
+        // The new VIP prefers node 2: another server than the old holder.
+        w.vips[0].priorities.insert(2, 10);
+        w.heard(&[2, 3]);
+        let a = w.decide();
+        assert!(
+            !a.iter()
+                .any(|x| matches!(x, Action::Assign { vip, .. } if vip == "w")),
+            "VIP w (10.213.0.100/25) was placed while node 1 may still answer for the retired \
+             10.213.0.100/24 of deleted VIP v: {a:?}"
+        );
     }
 }

@@ -21,6 +21,7 @@ pub mod node;
 pub mod notify;
 pub mod proposer;
 pub mod releases;
+pub mod replicate;
 pub mod rollout;
 pub mod server;
 pub mod state;

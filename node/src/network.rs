@@ -23,6 +23,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tonic::transport::Channel;
 
 use crate::identity::IdentityStore;
+use crate::replicate::Appender;
 use crate::types::{Command, CommandResult, NodeId, TypeConfig};
 
 /// Why the leader could not take a forwarded request.
@@ -194,28 +195,40 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
         PeerConnection {
-            target,
-            addr: node.addr.clone(),
-            pool: self.pool.clone(),
+            peer: Peer {
+                target,
+                addr: node.addr.clone(),
+                pool: self.pool.clone(),
+            },
+            append: Appender::default(),
         }
     }
 }
 
+/// One replication stream's connection to a member; its AppendEntries go through an
+/// [`Appender`] (sized to the message limit, not cancelled by openraft's timeout).
 pub struct PeerConnection {
+    peer: Peer,
+    append: Appender,
+}
+
+/// Where a member is and how to reach it.
+#[derive(Clone)]
+struct Peer {
     target: NodeId,
     addr: String,
     pool: PeerPool,
 }
 
-type RpcResult<T, E = openraft::error::Infallible> =
+pub type RpcResult<T, E = openraft::error::Infallible> =
     Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
 
-impl PeerConnection {
+impl Peer {
     async fn call<Req, Resp, E>(
         &self,
         kind: RpcKind,
         req: &Req,
-        option: &RPCOption,
+        timeout: Duration,
     ) -> RpcResult<Resp, E>
     where
         Req: Serialize,
@@ -228,7 +241,7 @@ impl PeerConnection {
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&StrError(e))))?;
         let request = self
             .pool
-            .request(req, option.hard_ttl())
+            .request(req, timeout)
             .map_err(|e| RPCError::Network(NetworkError::new(&StrError(e))))?;
         let resp = match kind {
             RpcKind::Append => client.append_entries(request).await,
@@ -273,7 +286,12 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
-        self.call(RpcKind::Append, &rpc, &option).await
+        let peer = self.peer.clone();
+        self.append
+            .send(rpc, option.hard_ttl(), move |rpc, timeout| async move {
+                peer.call(RpcKind::Append, &rpc, timeout).await
+            })
+            .await
     }
 
     async fn install_snapshot(
@@ -281,7 +299,9 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
-        self.call(RpcKind::Snapshot, &rpc, &option).await
+        self.peer
+            .call(RpcKind::Snapshot, &rpc, option.hard_ttl())
+            .await
     }
 
     async fn vote(
@@ -289,7 +309,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> RpcResult<VoteResponse<NodeId>> {
-        self.call(RpcKind::Vote, &rpc, &option).await
+        self.peer.call(RpcKind::Vote, &rpc, option.hard_ttl()).await
     }
 
     fn backoff(&self) -> Backoff {

@@ -128,6 +128,17 @@ impl Node {
             now_ms: now_ms(),
             op,
         };
+        // Every log entry must fit one Raft message (see `replicate.rs`).
+        let size = crate::proposer::command_bytes(&cmd);
+        if size > crate::proposer::MAX_COMMAND_BYTES {
+            return Err(ApiError::InvalidArgument {
+                field: "request".into(),
+                message: format!(
+                    "encodes to {size} bytes; a write may take at most {}",
+                    crate::proposer::MAX_COMMAND_BYTES
+                ),
+            });
+        }
         match self.propose_local(cmd.clone()).await {
             Ok(r) => Ok(r),
             Err(ForwardError::NotLeader {
@@ -154,17 +165,6 @@ impl Node {
             },
             Err(e) => Err(e.into()),
         }
-    }
-
-    /// Proposes `op` on this member only, never forwarded: for operations whose checks were
-    /// made against this member's lease book (binding an agent process).
-    pub async fn propose_here(&self, op: Op) -> Result<CommandResult, ApiError> {
-        let cmd = Command {
-            request: None,
-            now_ms: now_ms(),
-            op,
-        };
-        Ok(self.propose_local(cmd).await?)
     }
 
     /// Proposes a command on this member only (batched with others); refuses with a leader
@@ -446,13 +446,7 @@ pub async fn start(
                 cfg.data_dir.display()
             )));
         }
-        if payload.len() > ballast_proto::MAX_MESSAGE_LEN / 2 {
-            return Err(StartError::Restore(format!(
-                "the backup's state is {} bytes; restoring goes through one Raft entry of at most {}",
-                payload.len(),
-                ballast_proto::MAX_MESSAGE_LEN / 2
-            )));
-        }
+        crate::backup::check_restore_size(payload.len()).map_err(StartError::Restore)?;
         // Initial members given the same file agree on an id no other cluster has.
         if !cfg.bootstrap {
             cluster_id = format!("{cluster_id}-restored-{}", &header.payload_sha256[..16]);

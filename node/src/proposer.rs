@@ -4,6 +4,12 @@
 //! member, whatever its size; under load that is how puts keep up (etcd batches the same way).
 //! At most [`MAX_IN_FLIGHT`] batches are being committed at once; commands that arrive
 //! meanwhile wait and form the next batch. A lone command is proposed at once.
+//!
+//! A batch is bounded by count ([`MAX_BATCH`]) and by encoded size ([`MAX_BATCH_BYTES`]): a
+//! log entry must travel in one Raft message (`ballast_proto::MAX_MESSAGE_LEN`), and a small
+//! one replicates within a heartbeat (see `replicate.rs`). A command larger than the byte
+//! bound forms a batch of its own; no command is larger than [`MAX_COMMAND_BYTES`]
+//! (`Node::propose` refuses it).
 
 use std::sync::Arc;
 
@@ -16,10 +22,22 @@ use crate::types::{Batch, Command, CommandResult, Raft};
 
 /// Most commands in one log entry.
 pub const MAX_BATCH: usize = 256;
+/// Most encoded bytes of the commands batched into one log entry; a single larger command
+/// still forms a batch alone.
+pub const MAX_BATCH_BYTES: u64 = 1 << 20;
+/// Largest encoded command: the largest backup state a restore carries
+/// (`MAX_MESSAGE_LEN / 2`) and room for its envelope, so that its log entry fits one Raft
+/// message with room to spare.
+pub const MAX_COMMAND_BYTES: u64 = (ballast_proto::MAX_MESSAGE_LEN / 2 + 64 * 1024) as u64;
 /// Batches being committed at the same time.
 pub const MAX_IN_FLIGHT: usize = 2;
 
 type Reply = oneshot::Sender<Result<CommandResult, ForwardError>>;
+
+/// The encoded size of a command in the log.
+pub fn command_bytes(cmd: &Command) -> u64 {
+    bincode::serialized_size(cmd).expect("commands always encode")
+}
 
 pub struct Proposer {
     tx: mpsc::Sender<(Command, Reply)>,
@@ -49,28 +67,49 @@ impl Proposer {
     }
 }
 
+/// Forms one batch: `first`, then what `next` yields while the batch stays within
+/// [`MAX_BATCH`] commands and [`MAX_BATCH_BYTES`]; returns it with the item that did not fit.
+fn fill<T>(
+    first: T,
+    size: impl Fn(&T) -> u64,
+    mut next: impl FnMut() -> Option<T>,
+) -> (Vec<T>, Option<T>) {
+    let mut bytes = size(&first);
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        let Some(c) = next() else { break };
+        let s = size(&c);
+        if bytes + s > MAX_BATCH_BYTES {
+            return (batch, Some(c));
+        }
+        bytes += s;
+        batch.push(c);
+    }
+    (batch, None)
+}
+
 async fn run(
     raft: Raft,
     mut rx: mpsc::Receiver<(Command, Reply)>,
     mut stop: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    // A command taken from the queue that did not fit the previous batch.
+    let mut held: Option<(Command, Reply)> = None;
     loop {
         let permit = tokio::select! {
             p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
             _ = stop.wait_for(|s| *s) => return,
         };
-        let first = tokio::select! {
-            c = rx.recv() => match c { Some(c) => c, None => return },
-            _ = stop.wait_for(|s| *s) => return,
+        let first = match held.take() {
+            Some(c) => c,
+            None => tokio::select! {
+                c = rx.recv() => match c { Some(c) => c, None => return },
+                _ = stop.wait_for(|s| *s) => return,
+            },
         };
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(c) => batch.push(c),
-                Err(_) => break,
-            }
-        }
+        let (batch, rest) = fill(first, |c| command_bytes(&c.0), || rx.try_recv().ok());
+        held = rest;
         let raft = raft.clone();
         tokio::spawn(async move {
             // The leader's clock stamps every command; followers only suggest.
@@ -106,5 +145,41 @@ async fn run(
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batches(sizes: &[u64]) -> Vec<Vec<u64>> {
+        let mut queue = sizes.iter().copied();
+        let mut held = None;
+        let mut out = Vec::new();
+        while let Some(first) = held.take().or_else(|| queue.next()) {
+            let (b, rest) = fill(first, |s| *s, || queue.next());
+            held = rest;
+            out.push(b);
+        }
+        out
+    }
+
+    #[test]
+    fn batches_are_bounded_by_bytes_and_count() {
+        let big = MAX_BATCH_BYTES / 3;
+        // Three fit, the fourth starts the next batch; nothing is lost or reordered.
+        assert_eq!(
+            batches(&[big, big, big, big, 1]),
+            vec![vec![big, big, big], vec![big, 1]]
+        );
+        // A command above the bound forms a batch of its own.
+        let huge = MAX_COMMAND_BYTES;
+        assert_eq!(batches(&[1, huge, 1]), vec![vec![1], vec![huge], vec![1]]);
+        // Small commands are bounded by count.
+        let many = batches(&vec![10; MAX_BATCH + 1]);
+        assert_eq!(
+            many.iter().map(Vec::len).collect::<Vec<_>>(),
+            [MAX_BATCH, 1]
+        );
     }
 }

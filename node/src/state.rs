@@ -13,12 +13,25 @@ use serde::{Deserialize, Serialize};
 use crate::lease::LeaseSettings;
 use crate::releases;
 use crate::types::{
-    BatchResult, ClientRequest, Command, CommandResult, Entry, Expected, KvEntry, LogId, NodeId,
-    Op, Outcome, RetiredVip, StoredMembership,
+    vip_ip, BatchResult, ClientRequest, Command, CommandResult, Entry, Expected, KvEntry, LogId,
+    NodeId, Op, Outcome, RetiredVip, StoredMembership,
 };
 
 /// Revisions of change events kept for watch resumption.
 pub const HISTORY_REVISIONS: usize = 10_000;
+
+/// How many revisions the state machines of this process keep: [`HISTORY_REVISIONS`] unless
+/// a test set another bound.
+static HISTORY_BOUND: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(HISTORY_REVISIONS);
+
+/// Makes every state machine of this process keep `n` revisions of history instead of
+/// [`HISTORY_REVISIONS`], so that tests can compact it without writing 10,000 revisions.
+/// For tests only: members that keep less answer more watches with compaction.
+#[doc(hidden)]
+pub fn set_history_revisions_for_tests(n: usize) {
+    HISTORY_BOUND.store(n.max(1), std::sync::atomic::Ordering::Relaxed);
+}
 /// A client session is forgotten after this long without a write.
 pub const SESSION_TTL_MS: u64 = 60 * 60 * 1000;
 /// At most this many client sessions are kept; the least recently used one is dropped first.
@@ -57,6 +70,9 @@ pub struct StateData {
     /// held: a new leader counts every lease as held this long from its election. Never below
     /// the current setting's; lowered to it only once every grant of a longer one is over.
     pub lease_wait_ms: u64,
+    /// Counts every change of `lease` or `lease_wait_ms`: a settling names the generation it
+    /// waited out, and is refused if anything changed since (even a raise and a return).
+    pub lease_generation: u64,
     /// Addresses a VIP no longer has (it was deleted, or its address or interface changed)
     /// while their last owner may still answer for them, by VIP name: no VIP is placed on such
     /// an address until that owner confirms it stopped or its lease runs out.
@@ -177,7 +193,7 @@ impl StateData {
                 let mut results = Vec::with_capacity(batch.commands.len());
                 let mut watches = Vec::new();
                 for cmd in &batch.commands {
-                    let (r, w) = self.apply_command(cmd);
+                    let (r, w) = self.apply_command_in(cmd, entry.log_id.leader_id.term);
                     results.push(r);
                     watches.extend(w);
                 }
@@ -196,20 +212,50 @@ impl StateData {
             events,
         };
         self.history.push_back(resp.clone());
-        while self.history.len() > HISTORY_REVISIONS {
+        let bound = HISTORY_BOUND.load(std::sync::atomic::Ordering::Relaxed);
+        while self.history.len() > bound {
             self.history.pop_front();
         }
         Some(resp)
     }
 
-    /// Applies one command: the unit of revisions, deduplication and results.
+    /// Applies one command outside a log entry (tests): as from an entry of term 0.
     pub fn apply_command(&mut self, cmd: &Command) -> (CommandResult, Option<v1::WatchResponse>) {
+        self.apply_command_in(cmd, 0)
+    }
+
+    /// Applies one command of a log entry of `term`: the unit of revisions, deduplication
+    /// and results.
+    pub fn apply_command_in(
+        &mut self,
+        cmd: &Command,
+        term: u64,
+    ) -> (CommandResult, Option<v1::WatchResponse>) {
         if let Some(req) = cmd.request {
             if let Some(cached) = self.cached_result(&req, cmd.now_ms) {
                 return (cached, None);
             }
         }
-        let (outcome, events) = self.execute(&cmd.op, cmd.now_ms);
+        let (outcome, events) = match &cmd.op {
+            Op::Decided { term: decided, op } => {
+                if *decided != term {
+                    (
+                        rejected(
+                            "term",
+                            format!(
+                                "a decision of term {decided} in an entry of term {term}: stale, refused"
+                            ),
+                        ),
+                        Vec::new(),
+                    )
+                } else if matches!(**op, Op::Decided { .. }) {
+                    (rejected("op", "a decision inside a decision"), Vec::new())
+                } else {
+                    self.execute(op, cmd.now_ms)
+                }
+            }
+            op => self.execute(op, cmd.now_ms),
+        };
         let watch = self.commit_events(events);
         let result = CommandResult {
             revision: self.revision,
@@ -571,9 +617,14 @@ impl StateData {
             }),
             Op::Restore { payload } => self.restore(payload),
             Op::SetLease { settings, if_unset } => self.set_lease(settings, *if_unset),
-            Op::SettleLease { settings } => self.settle_lease(settings),
+            Op::SettleLease {
+                settings,
+                generation,
+            } => self.settle_lease(settings, *generation),
             Op::BindAgent { node_id, instance } => self.bind_agent(*node_id, *instance),
             Op::ClearRetired { vip, epoch } => self.clear_retired(vip, *epoch),
+            // Unwrapped by `apply_command_in`; one inside another is refused there.
+            Op::Decided { .. } => (rejected("op", "a decision inside a decision"), Vec::new()),
             Op::StepRollout { service, step } => {
                 self.change_service(service, |svc| releases::step(svc, step))
             }
@@ -802,7 +853,7 @@ impl StateData {
         if let Some(other) = self
             .vips
             .values()
-            .find(|v| v.name != vip.name && v.address == vip.address)
+            .find(|v| v.name != vip.name && vip_ip(&v.address) == vip_ip(&vip.address))
         {
             return (
                 rejected(

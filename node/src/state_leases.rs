@@ -27,6 +27,7 @@ impl StateData {
         }
         self.lease = Some(*s);
         self.lease_wait_ms = wait;
+        self.lease_generation += 1;
         (
             Outcome::StateWritten,
             vec![state_event("lease", "cluster", false)],
@@ -35,8 +36,8 @@ impl StateData {
 
     /// Every grant of a longer lease is over (the leader waited it out): a new leader need
     /// wait only the current setting's span. Refused when the settings changed meanwhile.
-    pub(crate) fn settle_lease(&mut self, s: &LeaseSettings) -> Applied {
-        if self.lease != Some(*s) {
+    pub(crate) fn settle_lease(&mut self, s: &LeaseSettings, generation: u64) -> Applied {
+        if self.lease != Some(*s) || self.lease_generation != generation {
             return (
                 rejected("lease", "the lease settings changed since; not settled"),
                 Vec::new(),
@@ -46,6 +47,7 @@ impl StateData {
             return (Outcome::StateWritten, Vec::new());
         }
         self.lease_wait_ms = s.span_ms();
+        self.lease_generation += 1;
         (
             Outcome::StateWritten,
             vec![state_event("lease", "cluster", false)],
@@ -158,12 +160,17 @@ mod tests {
         s.set_lease(&settings(800), false);
         assert_eq!((s.lease, s.lease_wait_ms), (Some(settings(800)), 2_050));
         // Settling for settings that are no longer current is refused.
+        let g = s.lease_generation;
         assert!(matches!(
-            s.settle_lease(&settings(2_000)).0,
+            s.settle_lease(&settings(2_000), g).0,
+            Outcome::Rejected { .. }
+        ));
+        assert!(matches!(
+            s.settle_lease(&settings(800), g - 1).0,
             Outcome::Rejected { .. }
         ));
         assert_eq!(s.lease_wait_ms, 2_050);
-        s.settle_lease(&settings(800));
+        s.settle_lease(&settings(800), g);
         assert_eq!(s.lease_wait_ms, 850);
         // Settings that cannot keep the promise are refused.
         let bad = LeaseSettings {
@@ -302,5 +309,26 @@ mod tests {
         assert_eq!(s.agents.get(&1), Some(&5));
         s.bind_agent(1, 0);
         assert!(s.agents.is_empty());
+    }
+
+    /// Review finding: the duplicate-address check compares "address/prefix" strings, so one
+    /// IP under two prefix lengths is two VIPs, which the controller may place on two nodes:
+    /// both answer ARP for 10.213.0.100.
+    #[test]
+    fn review_one_ip_under_two_prefix_lengths_is_refused() {
+        use crate::types::Op;
+        let mut s = owned();
+        let other = v1::Vip {
+            name: "w".into(),
+            address: "10.213.0.100/25".into(),
+            interface: "eth0".into(),
+            service: "web".into(),
+            ..Default::default()
+        };
+        let out = run(&mut s, Op::ApplyVip(other));
+        assert!(
+            matches!(out, Outcome::Rejected { .. }),
+            "a second VIP for 10.213.0.100 (as /25 next to /24) was accepted: {out:?}"
+        );
     }
 }

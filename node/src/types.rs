@@ -75,7 +75,7 @@ pub struct BatchResult {
 /// What a compare-and-set compares with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Expected {
-    Value(Vec<u8>),
+    Value(#[serde(with = "serde_bytes")] Vec<u8>),
     /// 0 means the key must not exist.
     ModRevision(u64),
 }
@@ -83,15 +83,20 @@ pub enum Expected {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Op {
     Put {
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
     CompareAndSet {
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         expected: Expected,
+        #[serde(with = "serde_bytes")]
         new_value: Vec<u8>,
     },
     Delete {
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         prefix: bool,
     },
@@ -185,6 +190,7 @@ pub enum Op {
     /// A new cluster takes the state of a backup (`backup::BackupState`, encoded). Refused
     /// by a cluster that already holds KV data, services or VIPs.
     Restore {
+        #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
     },
     /// Operator, or a leader that finds none (`if_unset`): the cluster's VIP lease settings.
@@ -193,9 +199,10 @@ pub enum Op {
         if_unset: bool,
     },
     /// Leader: every grant made under a longer setting is over, so a new leader need wait
-    /// only `settings`' span. Refused unless `settings` are still the cluster's.
+    /// only `settings`' span. Refused unless the lease settings are still at `generation`.
     SettleLease {
         settings: crate::lease::LeaseSettings,
+        generation: u64,
     },
     /// Leader: the node's leases go to this agent process from now on.
     BindAgent {
@@ -208,12 +215,23 @@ pub enum Op {
         vip: String,
         epoch: u64,
     },
+    /// A decision the leader of `term` took from what it observed in that term (its lease
+    /// book): applied only from an entry of that same term, refused from any other. A
+    /// decision proposed after its member lost and won back the leadership would otherwise
+    /// take effect in a term whose leader never knew of it (and may have granted the very
+    /// lease it ends). Every decision of the leader's loops is proposed this way; never
+    /// forwarded.
+    Decided {
+        term: u64,
+        op: Box<Op>,
+    },
 }
 
 impl Op {
     /// The operations only the leader's own loops propose, on the leader, from its lease book
     /// and controller (never forwarded, never from a client): their name, for the refusal
     /// of one that arrives through the Raft service's `Propose`.
+    /// (Their bare forms still apply from logs written before `Decided` existed.)
     pub fn leader_only(&self) -> Option<&'static str> {
         Some(match self {
             Op::AssignVip { .. } => "AssignVip",
@@ -225,6 +243,7 @@ impl Op {
             Op::ClearRetired { .. } => "ClearRetired",
             Op::BindAgent { .. } => "BindAgent",
             Op::SetLease { if_unset: true, .. } => "SetLease with if_unset",
+            Op::Decided { .. } => "a leader's decision",
             _ => return None,
         })
     }
@@ -241,9 +260,16 @@ pub struct RetiredVip {
     pub deleted: bool,
 }
 
+/// The IP of a VIP's "address/prefix": one IP under two prefix lengths is one address on the
+/// network, so VIPs are told apart by it.
+pub fn vip_ip(address: &str) -> &str {
+    address.split('/').next().unwrap_or(address)
+}
+
 /// A stored key and its revisions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvEntry {
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     pub create_revision: u64,
     pub mod_revision: u64,
@@ -294,4 +320,86 @@ pub enum Outcome {
     /// A retry of a write whose result the cluster no longer remembers (older than the
     /// client's acknowledged watermark): it was applied once already, or never will be.
     StaleRetry,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The encodings written before byte strings were marked `serde_bytes`: plain `Vec<u8>`.
+    #[derive(Serialize)]
+    enum PlainOp {
+        Put {
+            key: Vec<u8>,
+            value: Vec<u8>,
+        },
+        CompareAndSet {
+            key: Vec<u8>,
+            expected: PlainExpected,
+            new_value: Vec<u8>,
+        },
+        Delete {
+            key: Vec<u8>,
+            prefix: bool,
+        },
+    }
+    #[derive(Serialize)]
+    enum PlainExpected {
+        Value(Vec<u8>),
+    }
+
+    #[test]
+    fn byte_strings_encode_as_they_always_did() {
+        let (k, v) = (b"key".to_vec(), vec![7u8; 1000]);
+        fn enc<T: Serialize>(v: &T) -> Vec<u8> {
+            bincode::serialize(v).unwrap()
+        }
+        let same = |new: Vec<u8>, old: Vec<u8>| assert_eq!(new, old);
+        same(
+            enc(&Op::Put {
+                key: k.clone(),
+                value: v.clone(),
+            }),
+            enc(&PlainOp::Put {
+                key: k.clone(),
+                value: v.clone(),
+            }),
+        );
+        same(
+            enc(&Op::CompareAndSet {
+                key: k.clone(),
+                expected: Expected::Value(v.clone()),
+                new_value: v.clone(),
+            }),
+            enc(&PlainOp::CompareAndSet {
+                key: k.clone(),
+                expected: PlainExpected::Value(v.clone()),
+                new_value: v.clone(),
+            }),
+        );
+        same(
+            enc(&Op::Delete {
+                key: k.clone(),
+                prefix: true,
+            }),
+            enc(&PlainOp::Delete {
+                key: k.clone(),
+                prefix: true,
+            }),
+        );
+        // Restore is variant 22: its tag, then the payload.
+        same(
+            enc(&Op::Restore { payload: v.clone() }),
+            enc(&(22u32, v.clone())),
+        );
+        let e = KvEntry {
+            value: v.clone(),
+            create_revision: 1,
+            mod_revision: 2,
+            version: 3,
+        };
+        same(enc(&e), enc(&(v.clone(), 1u64, 2u64, 3u64)));
+        let kv = e.to_proto(&k);
+        same(enc(&kv), enc(&(k.clone(), v.clone(), 1u64, 2u64, 3u64)));
+    }
 }

@@ -198,13 +198,7 @@ async fn a_survivor_is_forced_into_a_new_cluster_and_grown_back() {
     // The survivor has applied everything acknowledged (an operator picks the member with
     // the highest log index).
     let leader = c.leader().await;
-    let applied = c.nodes[&leader]
-        .node
-        .raft
-        .metrics()
-        .borrow()
-        .last_log_index
-        .unwrap();
+    let applied = c.last_log_index(leader);
     c.wait_applied(survivor, applied).await;
     let old_cluster = c.nodes[&1].node.identity.cluster_id().unwrap();
     for id in [2, 3, 1] {
@@ -295,4 +289,53 @@ async fn a_survivor_is_forced_into_a_new_cluster_and_grown_back() {
         f.shutdown().await;
     }
     h.shutdown().await;
+}
+
+/// `--force-new-cluster` on a member whose state is above what a restore can carry is
+/// refused before anything changes: the data directory stays as it was and the member
+/// restarts as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forcing_a_state_above_the_restore_limit_changes_nothing() {
+    let mut c = TestCluster::start(1, no_tune).await;
+    let client = c.client();
+    let value = vec![7u8; ballast_proto::MAX_VALUE_LEN];
+    let keys = ballast_proto::MAX_MESSAGE_LEN / 2 / value.len() + 2;
+    for i in 0..keys {
+        client.put(format!("big/{i}"), value.clone()).await.unwrap();
+    }
+    c.stop(1).await;
+    let data = c.data_dir(1);
+    let listing = || {
+        let mut names: Vec<String> = std::fs::read_dir(&data)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = listing();
+
+    let mut cfg = c.config(1);
+    cfg.force_new_cluster = true;
+    cfg.confirm_data_loss = true;
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = ballast_node::start(cfg, l, None)
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert_eq!(listing(), before, "the data directory is as it was ({err})");
+    assert!(err.contains("nothing was changed"), "{err}");
+
+    // Restarted as before, the member serves its data.
+    c.restart(1).await;
+    let kv = c
+        .client()
+        .get(format!("big/{}", keys - 1), false)
+        .await
+        .unwrap()
+        .kv
+        .expect("still there");
+    assert_eq!(kv.value, value);
+    c.shutdown().await;
 }

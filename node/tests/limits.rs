@@ -81,3 +81,30 @@ async fn huge_messages_and_garbage_get_errors_and_others_are_served() {
     );
     c.shutdown().await;
 }
+
+/// A write whose command would not fit one Raft message with room to spare (here a service
+/// with 150,000 backends: 1 MB on the wire, 9 MB in the log) is refused before it is
+/// proposed, with the limit named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_too_large_for_the_log_is_refused() {
+    let c = TestCluster::start(1, no_tune).await;
+    let client = c.client();
+    let svc = v1::Service {
+        name: "wide".into(),
+        check: Some(v1::HealthCheck {
+            kind: Some(v1::health_check::Kind::Tcp(v1::TcpCheck { port: 80 })),
+            ..Default::default()
+        }),
+        backends: (1..=150_000).map(|i| (i, v1::Backend::default())).collect(),
+        ..Default::default()
+    };
+    match client.apply_service(svc).await {
+        Err(ballast_client::Error::InvalidArgument(m)) => {
+            assert!(m.contains("a write may take at most"), "{m}")
+        }
+        other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+    }
+    let st = client.get_state(false).await.unwrap();
+    assert!(st.services.is_empty());
+    c.shutdown().await;
+}

@@ -35,15 +35,7 @@ impl FakeAgents {
                 let state = client.get_state(false).await.ok();
                 let ids: Vec<u64> = r.lock().unwrap().iter().copied().collect();
                 for id in ids {
-                    let claims = state
-                        .iter()
-                        .flat_map(|s| s.vips.iter())
-                        .filter(|v| v.owner == id)
-                        .map(|v| v1::VipClaim {
-                            vip: v.name.clone(),
-                            epoch: v.epoch,
-                        })
-                        .collect();
+                    let claims = common::claims_of(state.as_ref(), id);
                     if let Ok(resp) = client.renew(id, claims, vec![]).await {
                         let n = resp.grants.iter().filter(|g| g.granted).count() as u64;
                         *g.lock().unwrap().entry(id).or_default() += n;
@@ -195,19 +187,7 @@ async fn no_grant_after_the_leader_decided_a_lease_is_over() {
     let c = TestCluster::start(1, no_tune).await;
     let client = c.client();
     // Nodes 2 and 3 are standalone agents (the member, node 1, backs nothing).
-    for id in [2, 3] {
-        client
-            .register_agent(id, &format!("10.213.0.{id}:7400"), false)
-            .await
-            .unwrap();
-    }
-    common::define_web_and_vip_on(&client, &[2, 3]).await;
-    for id in [2, 3] {
-        client
-            .report_health(id, "web", v1::Health::Healthy)
-            .await
-            .unwrap();
-    }
+    common::standalone_healthy_backends(&client, &[2, 3]).await;
     let agents = FakeAgents::start(c.addrs.values().cloned().collect(), &[2, 3]);
     let v = wait_vip(&client, "placement on node 2", |v| v.owner == 2).await;
     assert_eq!(v.epoch, 1);
@@ -239,5 +219,153 @@ async fn no_grant_after_the_leader_decided_a_lease_is_over() {
     let after = client.renew(2, claim, vec![]).await.unwrap();
     assert!(!after.grants[0].granted);
     drop(agents);
+    c.shutdown().await;
+}
+
+/// Item 4 of issue 13: the lease is the cluster's. Grants carry the cluster's settings; a
+/// longer lease applies at once, also to the wait a new leader observes; after a shorter one
+/// that wait stays the longer one until the leader has waited a full old lease, then falls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lease_settings_are_the_clusters_and_a_shorter_one_settles_after_a_full_old_wait() {
+    // A node is counted down only after the longest lease here.
+    fn tune(c: &mut ballast_node::Config) {
+        c.node_down_after_ms = 10_000;
+    }
+    let c = TestCluster::start(1, tune).await;
+    let client = c.client();
+    let lease = |s: &v1::GetStateResponse| s.lease.expect("the first leader set the lease");
+    let state = wait_for("lease settings", Duration::from_secs(10), || async {
+        client
+            .get_state(false)
+            .await
+            .ok()
+            .filter(|s| s.lease.is_some())
+    })
+    .await;
+    assert_eq!((lease(&state).lease_ms, lease(&state).wait_ms), (800, 850));
+    // Settings that cannot keep the promise are refused with the reason.
+    let e = client
+        .set_lease(v1::LeaseSettings {
+            lease_ms: 5_000,
+            margin_ms: 1,
+            drift_ms: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("leader's expiry"), "{e}");
+    // A longer lease: at once, and in every grant.
+    // (The test members' election timeout is up to 600 ms: a lease must leave 1.3 s.)
+    client
+        .set_lease(v1::LeaseSettings {
+            lease_ms: 3_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let s = client.get_state(false).await.unwrap();
+    assert_eq!((lease(&s).lease_ms, lease(&s).wait_ms), (3_000, 3_050));
+    let r = client.renew(1, vec![], vec![]).await.unwrap();
+    assert_eq!((r.lease_ms, r.drift_ms, r.renew_ms), (3_000, 20, 100));
+    // Back to a shorter one: grants use it at once, but a new leader would still wait the
+    // longer one until every grant of it is over.
+    let set_at = std::time::Instant::now();
+    client
+        .set_lease(v1::LeaseSettings {
+            lease_ms: 1_500,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let s = client.get_state(false).await.unwrap();
+    assert_eq!((lease(&s).lease_ms, lease(&s).wait_ms), (1_500, 3_050));
+    assert_eq!(
+        client.renew(1, vec![], vec![]).await.unwrap().lease_ms,
+        1_500
+    );
+    let settled = wait_for("the wait to settle", Duration::from_secs(10), || async {
+        let s = client.get_state(false).await.ok()?;
+        (lease(&s).wait_ms == 1_550).then(|| set_at.elapsed())
+    })
+    .await;
+    assert!(
+        settled >= Duration::from_millis(3_050),
+        "settled {settled:?} after the change, before a full old lease + margin"
+    );
+    c.shutdown().await;
+}
+
+/// Item 5 of issue 13: two agent processes started with one node id never both get grants.
+/// The first registered holds the node's leases; the second is refused while the first may
+/// hold one, and bound once the first's lease is over at the leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_agent_processes_with_one_node_id_never_both_get_grants() {
+    let c = TestCluster::start(1, no_tune).await;
+    let agent = |instance| {
+        let mut cfg = ClientConfig::new(c.addrs.values().cloned().collect());
+        cfg.agent_instance = instance;
+        cfg.deadline = Duration::from_secs(3);
+        Client::new(cfg)
+    };
+    let (a, b) = (agent(0xa), agent(0xb));
+    a.register_agent(2, "10.213.0.2:7400", false).await.unwrap();
+    a.register_agent(3, "10.213.0.3:7400", false).await.unwrap();
+    let client = c.client();
+    common::define_web_and_vip_on(&client, &[2, 3]).await;
+    for id in [2, 3] {
+        a.report_health(id, "web", v1::Health::Healthy)
+            .await
+            .unwrap();
+    }
+    // Process a renews for nodes 2 and 3 until node 2 holds the VIP.
+    let claim = |s: &v1::GetStateResponse, node| -> Vec<v1::VipClaim> {
+        s.vips
+            .iter()
+            .filter(|v| v.owner == node)
+            .map(|v| v1::VipClaim {
+                vip: v.name.clone(),
+                epoch: v.epoch,
+            })
+            .collect()
+    };
+    let v = wait_for("node 2 holds the VIP", Duration::from_secs(10), || async {
+        let s = client.get_state(false).await.ok()?;
+        let mut granted = false;
+        for node in [2, 3] {
+            let r = a.renew(node, claim(&s, node), vec![]).await.ok()?;
+            granted |= node == 2 && r.grants.iter().any(|g| g.granted);
+        }
+        granted.then(|| s.vips[0].clone())
+    })
+    .await;
+    assert_eq!(v.owner, 2);
+    // Process b, with the same node id: refused to bind, and granted nothing.
+    let e = b
+        .register_agent(2, "10.213.0.2:7400", false)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("another agent process"), "{e}");
+    let s = client.get_state(false).await.unwrap();
+    let r = b.renew(2, claim(&s, 2), vec![]).await.unwrap();
+    assert!(r.grants.iter().all(|g| !g.granted), "{r:?}");
+    assert!(r.refused.contains("another agent process"), "{}", r.refused);
+    // Nor can it confirm a release of what a holds, or report its health.
+    assert!(b.confirm_release(2, "v", v.epoch).await.is_err());
+    assert!(b
+        .report_health(2, "web", v1::Health::Unhealthy)
+        .await
+        .is_err());
+    // Process a goes silent; once its lease is over at the leader, b is bound (and a is
+    // the one refused).
+    wait_for("b bound to node 2", Duration::from_secs(10), || async {
+        b.register_agent(2, "10.213.0.2:7400", false).await.ok()
+    })
+    .await;
+    let s = client.get_state(false).await.unwrap();
+    let r = a.renew(2, claim(&s, 2), vec![]).await.unwrap();
+    assert!(r.grants.iter().all(|g| !g.granted), "{r:?}");
+    // A clean stop lets the binding go at once.
+    b.register_agent(2, "10.213.0.2:7400", true).await.unwrap();
+    a.register_agent(2, "10.213.0.2:7400", false).await.unwrap();
     c.shutdown().await;
 }

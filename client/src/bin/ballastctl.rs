@@ -1,9 +1,10 @@
 //! `ballastctl`: the operator's command line for a Ballast cluster.
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use ballast_client::{v1, Client, ClientConfig, Error};
+use ballast_client::{report, v1, Client, ClientConfig, Error};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 
@@ -544,9 +545,24 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) {
 
 async fn status(c: &Client, out: Output) -> Result<(), Error> {
     let _ = c.find_leader().await;
-    let s = c.status().await?;
-    // Every member's own view, concurrently; unreachable members are shown as such.
-    let views = futures::future::join_all(s.members.iter().map(|m| c.member_status(&m.addr))).await;
+    let first = c.status().await?;
+    // Every member's own view, concurrently; unreachable members are shown as such. The
+    // leader of the highest term speaks for the cluster (members and their lag): a member
+    // that answered first may be a stale leader of an older term.
+    let mut views = member_views(c, &first.members, BTreeMap::new()).await;
+    let lead = report::leading(views.values().filter_map(|v| v.as_ref().ok())).cloned();
+    if let Some(l) = &lead {
+        views = member_views(c, &l.members, views).await;
+    }
+    let highest_term = views
+        .values()
+        .filter_map(|v| v.as_ref().ok())
+        .map(|v| v.term)
+        .chain([first.term])
+        .max()
+        .unwrap_or(0);
+    let s = lead.unwrap_or(first);
+    let lag = |m: &v1::Member| (s.raft_state == "leader").then_some(m.lag);
     // The decided VIPs, and the leader's view of their leases and of the agents.
     let st = c.get_state(true).await.ok();
     let leases = c.leases().await.ok();
@@ -554,13 +570,13 @@ async fn status(c: &Client, out: Output) -> Result<(), Error> {
         let members: Vec<Value> = s
             .members
             .iter()
-            .zip(&views)
-            .map(|(m, v)| {
-                let mut j = json!({"id": m.id, "addr": m.addr, "role": role(m.role), "matched_index": m.matched_index, "lag": m.lag});
-                match v {
+            .map(|m| {
+                let mut j = json!({"id": m.id, "addr": m.addr, "role": role(m.role), "matched_index": lag(m).map(|_| m.matched_index), "lag": lag(m)});
+                match &views[&m.id] {
                     Ok(v) => {
                         j["reachable"] = json!(true);
                         j["raft_state"] = json!(v.raft_state);
+                        j["stale_leader"] = json!(report::member_state(v, highest_term) == "stale leader");
                         j["term"] = json!(v.term);
                         j["applied_index"] = json!(v.applied_index);
                         j["commit_index"] = json!(v.commit_index);
@@ -584,7 +600,7 @@ async fn status(c: &Client, out: Output) -> Result<(), Error> {
             "members": members,
             "vips": st.as_ref().map(|st| vip_leases_json(&st.vips, leases.as_ref())),
             "differences": match (&st, &leases) {
-                (Some(st), Some(l)) => json!(ballast_client::report::differences(&st.vips, l)),
+                (Some(st), Some(l)) => json!(report::differences(&st.vips, l)),
                 _ => Value::Null,
             },
         }));
@@ -611,11 +627,10 @@ async fn status(c: &Client, out: Output) -> Result<(), Error> {
     let rows = s
         .members
         .iter()
-        .zip(&views)
-        .map(|(m, v)| {
-            let (state, term, applied) = match v {
+        .map(|m| {
+            let (state, term, applied) = match &views[&m.id] {
                 Ok(v) => (
-                    v.raft_state.clone(),
+                    report::member_state(v, highest_term),
                     v.term.to_string(),
                     v.applied_index.to_string(),
                 ),
@@ -628,11 +643,7 @@ async fn status(c: &Client, out: Output) -> Result<(), Error> {
                 state,
                 term,
                 applied,
-                if s.raft_state == "leader" {
-                    m.lag.to_string()
-                } else {
-                    "-".into()
-                },
+                lag(m).map_or("-".into(), |l| l.to_string()),
             ]
         })
         .collect();
@@ -651,7 +662,7 @@ async fn status(c: &Client, out: Output) -> Result<(), Error> {
         }
         match &leases {
             Some(l) => {
-                let d = ballast_client::report::differences(&st.vips, l);
+                let d = report::differences(&st.vips, l);
                 if !d.is_empty() {
                     println!();
                     println!("agents (or their HAProxy) differ from the decisions:");
@@ -670,6 +681,21 @@ async fn status(c: &Client, out: Output) -> Result<(), Error> {
     Ok(())
 }
 
+/// Each member's own `Status` answer, by id: those already in `known`, the rest asked now.
+async fn member_views(
+    c: &Client,
+    members: &[v1::Member],
+    mut known: BTreeMap<u64, Result<v1::StatusResponse, Error>>,
+) -> BTreeMap<u64, Result<v1::StatusResponse, Error>> {
+    let missing: Vec<&v1::Member> = members
+        .iter()
+        .filter(|m| !known.contains_key(&m.id))
+        .collect();
+    let asked = futures::future::join_all(missing.iter().map(|m| c.member_status(&m.addr))).await;
+    known.extend(missing.iter().map(|m| m.id).zip(asked));
+    known
+}
+
 /// Lease time left at the leader, as shown to operators.
 fn lease_left(vip: &str, leases: Option<&v1::LeasesResponse>) -> Option<u32> {
     leases?
@@ -685,7 +711,7 @@ fn vip_leases_json(vips: &[v1::Vip], leases: Option<&v1::LeasesResponse>) -> Val
         .map(|v| json!({
             "name": v.name, "owner": v.owner, "epoch": v.epoch, "state": vip_state(v),
             "lease_remaining_ms": lease_left(&v.name, leases),
-            "held_by": leases.map(|l| ballast_client::report::held_by(&v.name, l)),
+            "held_by": leases.map(|l| report::held_by(&v.name, l)),
         }))
         .collect::<Vec<_>>())
 }
@@ -709,7 +735,7 @@ fn vip_leases_table(vips: &[v1::Vip], leases: Option<&v1::LeasesResponse>) {
                     },
                     match leases {
                         Some(l) => {
-                            let h: Vec<String> = ballast_client::report::held_by(&v.name, l)
+                            let h: Vec<String> = report::held_by(&v.name, l)
                                 .iter()
                                 .map(|n| n.to_string())
                                 .collect();
@@ -749,11 +775,14 @@ fn services_table(services: &[v1::Service]) {
     );
 }
 
-fn members_out(members: &[v1::Member], out: Output) {
+/// Members with their replication: `leader_view` says the answer came from a leader (only a
+/// leader knows how far each member is).
+fn members_out(members: &[v1::Member], leader_view: bool, out: Output) {
+    let lag = |m: &v1::Member| leader_view.then_some((m.matched_index, m.lag));
     if out == Output::Json {
         let v: Vec<Value> = members
             .iter()
-            .map(|m| json!({"id": m.id, "addr": m.addr, "role": role(m.role), "matched_index": m.matched_index, "lag": m.lag}))
+            .map(|m| json!({"id": m.id, "addr": m.addr, "role": role(m.role), "matched_index": lag(m).map(|l| l.0), "lag": lag(m).map(|l| l.1)}))
             .collect();
         print_json(&json!(v));
         return;
@@ -761,12 +790,15 @@ fn members_out(members: &[v1::Member], out: Output) {
     let rows = members
         .iter()
         .map(|m| {
+            let (matched, lag) = lag(m).map_or(("-".into(), "-".into()), |(a, b)| {
+                (a.to_string(), b.to_string())
+            });
             vec![
                 m.id.to_string(),
                 m.addr.clone(),
                 role(m.role).to_string(),
-                m.matched_index.to_string(),
-                m.lag.to_string(),
+                matched,
+                lag,
             ]
         })
         .collect();
@@ -778,14 +810,15 @@ async fn member(c: &Client, cmd: MemberCmd, out: Output) -> Result<(), Error> {
         MemberCmd::List => {
             let _ = c.find_leader().await;
             let s = c.status().await?;
-            members_out(&s.members, out);
+            members_out(&s.members, s.raft_state == "leader", out);
             return Ok(());
         }
         MemberCmd::Add { id, addr, no_wait } => c.add_learner(id, &addr, !no_wait).await?,
         MemberCmd::Promote { id } => c.promote_voter(id).await?,
         MemberCmd::Remove { id } => c.remove_node(id).await?,
     };
-    members_out(&r.members, out);
+    // Membership changes are answered by the leader.
+    members_out(&r.members, true, out);
     Ok(())
 }
 
@@ -883,8 +916,28 @@ async fn kv(c: &Client, cmd: KvCmd, out: Output) -> Result<(), Error> {
                 cluster_state: state,
                 start_revision: rev,
             });
-            while let Some(r) = w.next().await {
-                let r = r?;
+            loop {
+                let r = match w.next().await {
+                    Ok(ballast_client::WatchItem::Changes(r)) => r,
+                    Ok(ballast_client::WatchItem::Resync { resume_at }) => {
+                        if out == Output::Json {
+                            println!("{}", json!({"revision": resume_at, "type": "RESYNC"}));
+                        } else {
+                            println!("{resume_at} RESYNC (changes before this revision were lost to compaction: read the keys again)");
+                        }
+                        continue;
+                    }
+                    // A refusal does not mend itself; anything else is tried again.
+                    Err(
+                        e @ (Error::InvalidArgument(_)
+                        | Error::Unauthenticated(_)
+                        | Error::PermissionDenied(_)),
+                    ) => return Err(e),
+                    Err(e) => {
+                        eprintln!("watch: {e}; trying again");
+                        continue;
+                    }
+                };
                 for e in r.events {
                     match e.event {
                         Some(v1::event::Event::Kv(k)) => {
@@ -1290,9 +1343,7 @@ async fn vip(c: &Client, cmd: VipCmd, out: Output, timeout: Duration) -> Result<
             let v = poll_vip(c, &name, timeout, true, |v, leases| {
                 v.owner != 0
                     && !v.releasing
-                    && leases.is_some_and(|l| {
-                        ballast_client::report::held_by(&v.name, l).contains(&v.owner)
-                    })
+                    && leases.is_some_and(|l| report::held_by(&v.name, l).contains(&v.owner))
             })
             .await
             .map_err(|state| {

@@ -91,6 +91,29 @@ impl Addresses {
         Ok(())
     }
 
+    /// Removes the address from whichever interface has it (for an address left by an earlier
+    /// agent process whose interface is no longer known).
+    pub async fn remove_anywhere(&self, addr: Ipv4Addr) -> Result<bool, AddrError> {
+        let found: Vec<AddressMessage> = self
+            .handle
+            .address()
+            .get()
+            .set_address_filter(IpAddr::V4(addr))
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| AddrError(e.to_string()))?;
+        let any = !found.is_empty();
+        for msg in found {
+            match self.handle.address().del(msg).execute().await {
+                Ok(()) => {}
+                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EADDRNOTAVAIL => {}
+                Err(e) => return Err(AddrError(format!("removing {addr}: {e}"))),
+            }
+        }
+        Ok(any)
+    }
+
     /// Whether the address is on the interface.
     pub async fn has(&self, iface: &str, addr: Ipv4Addr) -> Result<bool, AddrError> {
         Ok(!self.find(iface, addr).await?.is_empty())

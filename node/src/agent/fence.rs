@@ -13,9 +13,9 @@
 //! the moment the agent computed it. Anything between the two (a loaded machine, the agent
 //! stopped by SIGSTOP right then, while nft waits for its script) would stretch the
 //! allowance past the agent's deadline. So an allowance is given as a deadline: nft runs
-//! under a watchdog (`timeout -s KILL`, a process of its own that pausing the agent does not
-//! stop) that kills it [`COMMIT_BUDGET`] after it started, so whatever it commits it commits
-//! by then; the timeout is computed only once nft is running, minus that budget and
+//! under a watchdog (a real-time timer armed in nft's own process before it execs, which
+//! stopping the agent does not stop) that ends it [`COMMIT_BUDGET`] after it was forked, so
+//! whatever it commits it commits by then; the timeout is computed only once nft is running, minus that budget and
 //! [`KERNEL_TICK`] for the kernel's timer resolution. An allowance therefore ends by the
 //! agent's deadline however long the agent is paused anywhere. If nft took longer than its
 //! budget the allowance is given again, with a larger budget and a shorter timeout, and if
@@ -63,6 +63,9 @@ pub trait VipFence: Send + Sync {
     fn revoke(&self, addr: Ipv4Addr) -> Result<(), FenceError>;
     /// Removes the fence entirely (clean stop; the addresses must be gone first).
     fn remove(&self) -> Result<(), FenceError>;
+    /// The addresses an installed fence governs now (none if there is no fence): what an
+    /// earlier agent process may have held, before `install` forgets them.
+    fn governed(&self) -> Result<Vec<Ipv4Addr>, FenceError>;
 }
 
 const TABLE: &str = "ballast_fence";
@@ -71,14 +74,22 @@ const FAMILIES: [&str; 3] = ["arp", "ip", "netdev"];
 /// [`VipFence`] on nftables, driven through the `nft` command (`nft -f -`, one transaction per
 /// call).
 pub struct NftFence {
-    /// The command that runs nft: `["nft"]`, or with a prefix such as `ip netns exec NS nft`
-    /// (the last word is nft; a watchdog goes right before it).
+    /// The command that runs nft: `["nft"]`, or a prefix such as `ip netns exec NS nft`.
     argv: Vec<String>,
-    /// How many egress chains the netdev table has now (one per filtered interface).
-    egress_chains: Mutex<usize>,
+    /// What `manage` last set: the governed addresses, and the netdev table's egress chains
+    /// by interface (with the number the next new chain is named after).
+    governs: Mutex<Governs>,
     journal: Option<Journal>,
     /// Tests only: a stop between computing an allowance and handing it to nft.
     stall: Duration,
+}
+
+/// What an [`NftFence`] governs now.
+#[derive(Debug, Default)]
+struct Governs {
+    addrs: Vec<Ipv4Addr>,
+    chains: std::collections::BTreeMap<String, usize>,
+    next_chain: usize,
 }
 
 fn ruleset() -> String {
@@ -123,7 +134,7 @@ impl NftFence {
     pub fn new(argv: Vec<String>) -> Self {
         NftFence {
             argv,
-            egress_chains: Mutex::new(0),
+            governs: Mutex::new(Governs::default()),
             journal: None,
             stall: Duration::ZERO,
         }
@@ -148,33 +159,62 @@ impl NftFence {
     }
 
     fn spawn(&self) -> Result<Child, FenceError> {
-        self.spawn_with(&self.argv)
+        let mut cmd = Command::new(&self.argv[0]);
+        cmd.args(&self.argv[1..]);
+        self.start(cmd)
     }
 
-    /// nft under a watchdog that kills it `budget` after it started: nothing it commits is
-    /// committed later than that.
+    /// nft under a watchdog that kills it `budget` after it was forked: nothing it commits is
+    /// committed later than that. The watchdog is a real-time interval timer armed in the
+    /// child before exec (timers survive exec; SIGALRM's default action ends the process),
+    /// so it runs whatever happens to this process.
     fn spawn_bounded(&self, budget: Duration) -> Result<Child, FenceError> {
-        let (nft, prefix) = self.argv.split_last().expect("an nft command");
-        let mut argv = prefix.to_vec();
-        argv.extend([
-            "timeout".to_string(),
-            "-s".into(),
-            "KILL".into(),
-            format!("{:.3}", budget.as_secs_f64()),
-            nft.clone(),
-        ]);
-        self.spawn_with(&argv)
+        let mut cmd = Command::new(&self.argv[0]);
+        cmd.args(&self.argv[1..]);
+        let micros = budget.as_micros().max(1) as i64;
+        // SAFETY: between fork and exec only async-signal-safe calls (sigaction, sigprocmask,
+        // setitimer) on values owned by this closure.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(move || {
+                // The default action (terminate), unblocked, whatever the parent had.
+                let mut sa: libc::sigaction = std::mem::zeroed();
+                sa.sa_sigaction = libc::SIG_DFL;
+                if libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut()) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, libc::SIGALRM);
+                if libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let t = libc::itimerval {
+                    it_interval: libc::timeval {
+                        tv_sec: 0,
+                        tv_usec: 0,
+                    },
+                    it_value: libc::timeval {
+                        tv_sec: micros / 1_000_000,
+                        tv_usec: micros % 1_000_000,
+                    },
+                };
+                if libc::setitimer(libc::ITIMER_REAL, &t, std::ptr::null_mut()) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        self.start(cmd)
     }
 
-    fn spawn_with(&self, argv: &[String]) -> Result<Child, FenceError> {
-        Command::new(&argv[0])
-            .args(&argv[1..])
-            .args(["-f", "-"])
+    fn start(&self, mut cmd: Command) -> Result<Child, FenceError> {
+        cmd.args(["-f", "-"])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| FenceError(format!("running {argv:?}: {e}")))
+            .map_err(|e| FenceError(format!("running {:?}: {e}", self.argv)))
     }
 
     fn run(&self, script: &str) -> Result<(), FenceError> {
@@ -231,7 +271,7 @@ fn finish(mut child: Child, script: &str) -> Result<(), FenceError> {
 impl VipFence for NftFence {
     fn install(&self) -> Result<(), FenceError> {
         self.run(&ruleset())?;
-        *self.egress_chains.lock().unwrap() = 0;
+        *self.governs.lock().unwrap() = Governs::default();
         if let Some(j) = &self.journal {
             // The old tables and every allowance in them are gone.
             j.cleared(mono_ns());
@@ -243,29 +283,67 @@ impl VipFence for NftFence {
         if let Some(bad) = interfaces.iter().find(|i| !valid_interface(i)) {
             return Err(FenceError(format!("bad interface name {bad:?}")));
         }
-        let mut chains = self.egress_chains.lock().unwrap();
+        // Every addition comes before any removal, so that even a prefix of the script (the
+        // agent killed while writing it) never governs less than before.
+        let mut g = self.governs.lock().unwrap();
+        let list = |a: &[Ipv4Addr]| {
+            a.iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let mut s = String::new();
-        for family in FAMILIES {
-            s.push_str(&format!("flush set {family} {TABLE} managed\n"));
-            if !addrs.is_empty() {
-                let list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+        if !addrs.is_empty() {
+            for family in FAMILIES {
                 s.push_str(&format!(
                     "add element {family} {TABLE} managed {{ {} }}\n",
-                    list.join(", ")
+                    list(addrs)
                 ));
             }
         }
-        for i in 0..*chains {
-            s.push_str(&format!("delete chain netdev {TABLE} egress{i}\n"));
-        }
-        for (i, iface) in interfaces.iter().enumerate() {
+        let mut chains = g.chains.clone();
+        let mut next = g.next_chain;
+        let new: Vec<&String> = interfaces
+            .iter()
+            .filter(|i| !chains.contains_key(*i))
+            .collect();
+        for iface in new {
             s.push_str(&format!(
-                "add chain netdev {TABLE} egress{i} {{ type filter hook egress device \"{iface}\" priority 0; policy accept; }}\n\
-                 add rule netdev {TABLE} egress{i} arp saddr ip @managed arp saddr ip != @allowed drop\n"
+                "add chain netdev {TABLE} egress{next} {{ type filter hook egress device \"{iface}\" priority 0; policy accept; }}\n\
+                 add rule netdev {TABLE} egress{next} arp saddr ip @managed arp saddr ip != @allowed drop\n"
             ));
+            chains.insert(iface.clone(), next);
+            next += 1;
         }
-        self.run(&s)?;
-        *chains = interfaces.len();
+        let gone: Vec<Ipv4Addr> = g
+            .addrs
+            .iter()
+            .filter(|a| !addrs.contains(a))
+            .copied()
+            .collect();
+        if !gone.is_empty() {
+            for family in FAMILIES {
+                s.push_str(&format!(
+                    "delete element {family} {TABLE} managed {{ {} }}\n",
+                    list(&gone)
+                ));
+            }
+        }
+        chains.retain(|iface, n| {
+            let keep = interfaces.contains(iface);
+            if !keep {
+                s.push_str(&format!("delete chain netdev {TABLE} egress{n}\n"));
+            }
+            keep
+        });
+        if !s.is_empty() {
+            self.run(&s)?;
+        }
+        *g = Governs {
+            addrs: addrs.to_vec(),
+            chains,
+            next_chain: next,
+        };
         Ok(())
     }
 
@@ -339,6 +417,19 @@ impl VipFence for NftFence {
         Ok(())
     }
 
+    fn governed(&self) -> Result<Vec<Ipv4Addr>, FenceError> {
+        let out = Command::new(&self.argv[0])
+            .args(&self.argv[1..])
+            .args(["list", "set", "arp", TABLE, "managed"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| FenceError(format!("running {:?}: {e}", self.argv)))?;
+        if !out.status.success() {
+            return Ok(Vec::new()); // no fence installed
+        }
+        Ok(parse_elements(&String::from_utf8_lossy(&out.stdout)))
+    }
+
     fn remove(&self) -> Result<(), FenceError> {
         let mut s = String::new();
         for family in FAMILIES {
@@ -347,7 +438,7 @@ impl VipFence for NftFence {
             ));
         }
         self.run(&s)?;
-        *self.egress_chains.lock().unwrap() = 0;
+        *self.governs.lock().unwrap() = Governs::default();
         if let Some(j) = &self.journal {
             j.cleared(mono_ns());
         }
@@ -355,9 +446,33 @@ impl VipFence for NftFence {
     }
 }
 
+/// The addresses in `nft list set` output (`elements = { a, b, ... }`).
+fn parse_elements(listing: &str) -> Vec<Ipv4Addr> {
+    let Some(start) = listing.find("elements = {") else {
+        return Vec::new();
+    };
+    let rest = &listing[start + "elements = {".len()..];
+    let body = &rest[..rest.find('}').unwrap_or(rest.len())];
+    body.split([',', '\n', ' ', '\t'])
+        .filter_map(|w| w.trim().parse().ok())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_set_listing_gives_its_addresses() {
+        let listing = "table arp ballast_fence {\n\tset managed {\n\t\ttype ipv4_addr\n\t\telements = { 10.213.0.100, 10.213.0.101,\n\t\t\t     10.213.0.102 }\n\t}\n}\n";
+        assert_eq!(
+            parse_elements(listing),
+            ["10.213.0.100", "10.213.0.101", "10.213.0.102"]
+                .map(|a| a.parse::<Ipv4Addr>().unwrap())
+                .to_vec()
+        );
+        assert!(parse_elements("set managed { type ipv4_addr }").is_empty());
+    }
 
     #[test]
     fn interface_names_are_checked_before_they_reach_nft() {

@@ -113,6 +113,9 @@ struct Agent<'a> {
     /// The renew interval the leader last sent.
     renew_every: Duration,
     last_register: Option<Instant>,
+    /// Grants this agent would not act on because its fence does not govern the VIP (said
+    /// once per VIP and epoch, not at every renewal).
+    ungoverned: std::collections::BTreeSet<(String, u64)>,
 }
 
 /// Runs `f` (a blocking fence call) off the async workers.
@@ -186,6 +189,25 @@ pub async fn run(
             }
         }
     }
+    // So does any address the earlier process's fence governed, which the state may no
+    // longer name (a VIP deleted and its retired address cleared while no agent ran here).
+    let governed = match fenced(&fence, |f| f.governed()).await {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::error!(error = %e, "agent cannot read the VIP fence; not starting");
+            return;
+        }
+    };
+    for ip in governed {
+        match addrs.remove_anywhere(ip).await {
+            Ok(true) => tracing::warn!(%ip, "removing an address the last fence governed"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(error = %e, %ip, "cannot remove an address the last fence governed; not starting");
+                return;
+            }
+        }
+    }
     if let Err(e) = fenced(&fence, |f| f.install()).await {
         tracing::error!(error = %e, "agent cannot install the VIP fence; not starting");
         return;
@@ -224,6 +246,7 @@ pub async fn run(
         leftover: BTreeMap::new(),
         renew_every: cfg.lease.renew_interval,
         last_register: None,
+        ungoverned: Default::default(),
     };
     // 3. This process takes the node's leases (refused while another agent process holds
     // them: retried in the loop).
@@ -239,8 +262,10 @@ pub async fn run(
         tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
             _ = tokio::time::sleep_until(next_tick) => {}
+            // Changes, a resync after compaction, or a failure (spaced by the watch's
+            // backoff; the watch never ends): read the state again.
             ev = events.next() => {
-                if let Some(Ok(r)) = ev {
+                if let Ok(ballast_client::WatchItem::Changes(r)) = ev {
                     if r.events.is_empty() {
                         continue; // progress mark
                     }
@@ -264,8 +289,9 @@ pub async fn run(
     // Clean stop: stop answering, remove the addresses, then let the node's leases go so that
     // the next agent process takes them at once.
     let names: Vec<String> = agent.held.keys().cloned().collect();
+    let mut all_dropped = true;
     for name in names {
-        agent
+        all_dropped &= agent
             .drop_vip(&plan::Drop {
                 vip: name,
                 why: plan::Why::Expired,
@@ -273,7 +299,13 @@ pub async fn run(
             })
             .await;
     }
-    if let Err(e) = client.register(agent.registration(true)).await {
+    // Only a process that holds nothing lets the binding go: one that could not drop a VIP
+    // may still answer for it until its deadline, and the next process must wait that out.
+    if !all_dropped {
+        tracing::error!(
+            "stopping with a VIP that could not be let go; it answers until its lease runs out"
+        );
+    } else if let Err(e) = client.register(agent.registration(true)).await {
         tracing::debug!(error = %e, "letting the node's leases go");
     }
 }
@@ -290,12 +322,12 @@ impl Agent<'_> {
         }
     }
 
-    /// Binds the node's leases to this process (at start, and again at most every 2 s while
-    /// the leader refuses renewals for the process).
+    /// Binds the node's leases to this process (at start, and again at most every 500 ms
+    /// while the leader refuses renewals for the process).
     async fn register(&mut self) {
         if self
             .last_register
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(2))
+            .is_some_and(|t| t.elapsed() < Duration::from_millis(500))
         {
             return;
         }
@@ -491,7 +523,9 @@ impl Agent<'_> {
         }
         if !self.managed.0.contains(&a.addr) || !self.managed.1.contains(&a.iface) {
             // A VIP the fence does not govern would answer unfenced: never.
-            tracing::error!(vip = %a.vip, addr = %a.addr, iface = %a.iface, "the fence does not govern this VIP (see the fence errors); not answering for it");
+            if self.ungoverned.insert((a.vip.clone(), a.epoch)) {
+                tracing::error!(vip = %a.vip, addr = %a.addr, iface = %a.iface, "the fence does not govern this VIP (no such interface here, or see the fence errors); not answering for it");
+            }
             return;
         }
         let remaining = deadline - now;

@@ -39,10 +39,10 @@ pub struct LeaseBook {
     /// Leases this leader decided are over (it proposed a reassignment or a revocation):
     /// never granted again.
     over: BTreeSet<(String, u64)>,
-    /// Since when this leader has seen the current lease settings with a longer wait than
-    /// their own span (a shorter lease was set): once that wait has passed, every grant of
-    /// the longer lease is over.
-    settling: Option<(LeaseSettings, Duration)>,
+    /// Since when this leader has seen the lease settings at this generation with a longer
+    /// wait than their own span (a shorter lease was set): once that wait has passed, every
+    /// grant of the longer lease is over.
+    settling: Option<(u64, Duration)>,
     /// Nodes whose leases this leader is moving to another agent process (proposed, not yet
     /// applied): no grant to the node until the new binding is in the state.
     rebinding: BTreeMap<NodeId, u64>,
@@ -137,14 +137,9 @@ impl LeaseBook {
                     .is_some_and(|v| v.owner == node && v.epoch == c.epoch && !v.releasing)
                     && !self.over.contains(&(c.vip.clone(), c.epoch));
                 if granted {
-                    self.obs.granted.insert(
-                        c.vip.clone(),
-                        Grant {
-                            epoch: c.epoch,
-                            at: now,
-                            span: terms.span,
-                        },
-                    );
+                    let prev = self.obs.granted.get(&c.vip).copied();
+                    let g = Grant::record(prev, c.epoch, now + terms.span);
+                    self.obs.granted.insert(c.vip.clone(), g);
                 }
                 v1::LeaseGrant {
                     vip: c.vip.clone(),
@@ -281,6 +276,7 @@ impl LeaseBook {
         &mut self,
         lease: Option<LeaseSettings>,
         wait_ms: u64,
+        generation: u64,
         own: LeaseSettings,
         now: Duration,
     ) -> Option<Op> {
@@ -295,10 +291,14 @@ impl LeaseBook {
             return None;
         }
         match self.settling {
-            Some((s, since)) if s == current => (now >= since + Duration::from_millis(wait_ms))
-                .then_some(Op::SettleLease { settings: current }),
+            Some((g, since)) if g == generation => (now >= since + Duration::from_millis(wait_ms))
+                .then_some(Op::SettleLease {
+                    settings: current,
+                    generation,
+                }),
+            // First seen, or anything changed since (even a raise and a return): from now.
             _ => {
-                self.settling = Some((current, now));
+                self.settling = Some((generation, now));
                 None
             }
         }
@@ -306,14 +306,9 @@ impl LeaseBook {
 
     /// An assignment committed: the new owner has a full lease from now to claim the VIP.
     pub fn assigned(&mut self, vip: &str, epoch: u64, now: Duration, terms: LeaseTerms) {
-        self.obs.granted.insert(
-            vip.to_string(),
-            Grant {
-                epoch,
-                at: now,
-                span: terms.span,
-            },
-        );
+        let prev = self.obs.granted.get(vip).copied();
+        let g = Grant::record(prev, epoch, now + terms.span);
+        self.obs.granted.insert(vip.to_string(), g);
     }
 
     /// The owner of (`vip`, `epoch`) confirmed it stopped answering (a planned move). True if
@@ -458,19 +453,7 @@ mod tests {
     }
 
     fn decide(book: &mut LeaseBook, f: &Fixture, now: Duration) -> Vec<Action> {
-        let vips = views(f);
-        let retired = BTreeMap::new();
-        let w = World {
-            nodes: &f.nodes,
-            services: &f.services,
-            vips: &vips,
-            retired: &retired,
-            leader: 0,
-            now,
-            now_wall_ms: 0,
-            cfg: &f.cfg,
-        };
-        book.decide(&w, terms())
+        decide_with(book, f, now, terms())
     }
 
     #[test]
@@ -590,34 +573,46 @@ mod tests {
         let mut book = LeaseBook::new(1, Duration::ZERO);
         let own = LeaseSettings::from_config(&Default::default());
         assert_eq!(
-            book.lease_step(None, 0, own, Duration::ZERO),
+            book.lease_step(None, 0, 0, own, Duration::ZERO),
             Some(Op::SetLease {
                 settings: own,
                 if_unset: true
             })
         );
-        assert_eq!(book.lease_step(Some(own), 850, own, 10 * MS), None);
+        assert_eq!(book.lease_step(Some(own), 850, 1, own, 10 * MS), None);
         // Lowered from a 2 s lease: the wait stays 2,050 ms until settled.
         let short = LeaseSettings {
             lease_ms: 500,
             renew_ms: 50,
             ..own
         };
-        assert_eq!(book.lease_step(Some(short), 2_050, own, 100 * MS), None);
-        assert_eq!(book.lease_step(Some(short), 2_050, own, 2_149 * MS), None);
+        assert_eq!(book.lease_step(Some(short), 2_050, 3, own, 100 * MS), None);
         assert_eq!(
-            book.lease_step(Some(short), 2_050, own, 2_150 * MS),
-            Some(Op::SettleLease { settings: short })
+            book.lease_step(Some(short), 2_050, 3, own, 2_149 * MS),
+            None
+        );
+        assert_eq!(
+            book.lease_step(Some(short), 2_050, 3, own, 2_150 * MS),
+            Some(Op::SettleLease {
+                settings: short,
+                generation: 3
+            })
         );
         // Changed again meanwhile: counted afresh.
         let other = LeaseSettings {
             lease_ms: 600,
             ..short
         };
-        assert_eq!(book.lease_step(Some(other), 2_050, own, 2_200 * MS), None);
-        assert_eq!(book.lease_step(Some(other), 2_050, own, 4_249 * MS), None);
+        assert_eq!(
+            book.lease_step(Some(other), 2_050, 4, own, 2_200 * MS),
+            None
+        );
+        assert_eq!(
+            book.lease_step(Some(other), 2_050, 4, own, 4_249 * MS),
+            None
+        );
         assert!(book
-            .lease_step(Some(other), 2_050, own, 4_250 * MS)
+            .lease_step(Some(other), 2_050, 4, own, 4_250 * MS)
             .is_some());
     }
 
@@ -660,6 +655,101 @@ mod tests {
             book.renew(&f.vips, &from(0xb), Some(0xb), 982 * MS, terms())
                 .0[0]
                 .granted
+        );
+    }
+
+    fn decide_with(
+        book: &mut LeaseBook,
+        f: &Fixture,
+        now: Duration,
+        terms: LeaseTerms,
+    ) -> Vec<Action> {
+        let vips = views(f);
+        let retired = BTreeMap::new();
+        let w = World {
+            nodes: &f.nodes,
+            services: &f.services,
+            vips: &vips,
+            retired: &retired,
+            leader: 0,
+            now,
+            now_wall_ms: 0,
+            cfg: &f.cfg,
+        };
+        book.decide(&w, terms)
+    }
+
+    /// Review finding: a grant replaces the leader's record of the last one, span included.
+    /// When the cluster's lease is shortened (`ballastctl lease set`), a renewal granted under
+    /// the short lease right after one under the long lease brings the leader's expiry
+    /// forward, although the agent's fence may still hold the long allowance: the answer to
+    /// the short renewal was lost or came late (renew timeout), the agent was stopped
+    /// (SIGSTOP) between the answer and `allow_until`, or nft failed. The leader then moves
+    /// the VIP while the old owner's kernel still answers for it.
+    #[test]
+    fn review_a_shorter_grant_does_not_cut_a_longer_one_short() {
+        let f = fixture();
+        let mut book = LeaseBook::new(1, Duration::ZERO);
+        let long_settings = LeaseSettings {
+            lease_ms: 2_000,
+            renew_ms: 250,
+            drift_ms: 20,
+            margin_ms: 50,
+        };
+        let long = LeaseTerms {
+            span: 2_050 * MS,
+            inherited_span: 2_050 * MS,
+            lease: 2_000 * MS,
+            settings: long_settings,
+        };
+        // The 800 ms lease is applied; the wait a new leader observes is still 2,050 ms.
+        let short = LeaseTerms {
+            inherited_span: 2_050 * MS,
+            ..terms()
+        };
+        // 10 s: node 1 renews (sent at 10 s) under the 2 s lease: its fence may allow the VIP
+        // until 10 s + 1,980 ms.
+        assert!(
+            book.renew(&f.vips, &renew(1, "v", 1), None, 10_000 * MS, long)
+                .0[0]
+                .granted
+        );
+        // 10.1 s: its next renewal is granted under the 800 ms lease; the answer never tightens
+        // its fence. Node 1 then falls silent; node 2 is heard.
+        assert!(
+            book.renew(&f.vips, &renew(1, "v", 1), None, 10_100 * MS, short)
+                .0[0]
+                .granted
+        );
+        book.renew(&f.vips, &renew(2, "v", 0), None, 10_900 * MS, short);
+        let actions = decide_with(&mut book, &f, 10_951 * MS, short);
+        assert!(
+            actions.is_empty(),
+            "the VIP moved at 10,951 ms although the grant of 10,000 ms (2 s lease) may be \
+             answered for until 11,980 ms: {actions:?}"
+        );
+    }
+
+    /// Review finding: settling compares only the settings. If the lease is raised and set
+    /// back between two controller ticks (two `ballastctl lease set` in a row, or a tick
+    /// delayed by a slow proposal), the book keeps counting from when it first saw the short
+    /// setting and lowers the wait too early: grants of the long lease, made after that, are
+    /// still held when a new leader elected after the settle counts only the short span.
+    #[test]
+    fn review_a_wait_raised_meanwhile_restarts_the_settling() {
+        let mut book = LeaseBook::new(1, Duration::ZERO);
+        let own = LeaseSettings::from_config(&Default::default());
+        // 100 ms: the 800 ms lease is in force, a 2 s one was lowered: settling starts.
+        assert_eq!(book.lease_step(Some(own), 2_050, 5, own, 100 * MS), None);
+        // About 3 s: an operator sets 5 s and, before the next tick, 800 ms again. The wait rose
+        // to 5,050 ms; grants of the 5 s lease were made around 3,000 ms (held by their agents
+        // until about 7,980 ms).
+        assert_eq!(book.lease_step(Some(own), 5_050, 7, own, 3_050 * MS), None);
+        let settled = book.lease_step(Some(own), 5_050, 7, own, 5_150 * MS);
+        assert_eq!(
+            settled, None,
+            "settled at 5,150 ms: a leader elected just after counts 850 ms (to about 6,000 ms) \
+             while a 5 s grant of about 3,000 ms is held until about 7,980 ms"
         );
     }
 }

@@ -92,7 +92,13 @@ pub async fn controller_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
             }
             let now = node.mono_now();
             let own = LeaseSettings::from_config(&node.controller_cfg.lease);
-            let lease_op = book.lease_step(data.lease, data.lease_wait_ms, own, now);
+            let lease_op = book.lease_step(
+                data.lease,
+                data.lease_wait_ms,
+                data.lease_generation,
+                own,
+                now,
+            );
             let w = World {
                 nodes: &data.nodes,
                 services: &data.services,
@@ -111,7 +117,7 @@ pub async fn controller_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
         };
         if let Some(op) = lease_op {
             tracing::info!(?op, "lease settings");
-            if propose_decision(&node, op).await.is_none() {
+            if propose_decision(&node, term, op).await.is_none() {
                 continue;
             }
         }
@@ -124,7 +130,7 @@ pub async fn controller_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
             if matches!(a, Action::Assign { .. } | Action::Revoke { .. }) {
                 node.failpoints.hit("controller.before_vip_decision").await;
             }
-            match propose_decision(&node, action_op(a)).await {
+            match propose_decision(&node, term, action_op(a)).await {
                 Some(true) => {
                     // The new owner gets a full lease from its assignment to claim the VIP:
                     // the leader counts the assignment as a grant.
@@ -138,13 +144,13 @@ pub async fn controller_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
                 None => break,
             }
         }
-        rollouts(&node).await;
+        rollouts(&node, term).await;
     }
 }
 
 /// On the leader: the next step of every service's rollout, and the planned VIP moves that
 /// let a VIP owner switch last (see `rollout.rs`).
-async fn rollouts(node: &Arc<Node>) {
+async fn rollouts(node: &Arc<Node>, term: u64) {
     let decisions: Vec<(String, crate::rollout::Decision)> = {
         let data = node.sm.read();
         let alive = |id: NodeId| data.nodes.get(&id).is_some_and(|n| n.alive);
@@ -175,23 +181,38 @@ async fn rollouts(node: &Arc<Node>) {
             ops.push(Op::StepRollout { service, step });
         }
         for op in ops {
-            if propose_decision(node, op).await.is_none() {
+            if propose_decision(node, term, op).await.is_none() {
                 return;
             }
         }
     }
 }
 
-/// Proposes a decision of this leader's controllers. Some(true): applied; Some(false): refused
-/// by the state machine (a stale decision, logged); None: not proposed (no longer leader, or
-/// the log is unavailable), the rest of the tick is pointless.
-async fn propose_decision(node: &Node, op: Op) -> Option<bool> {
+/// Proposes `op`, decided by this member as the leader of `term`, on this member only: it
+/// applies only from an entry of that term (`Op::Decided`), so a decision that outlives its
+/// term (the member lost the leadership and won it back) is refused, not applied in a term
+/// that never made it.
+pub async fn propose_decided(
+    node: &Node,
+    term: u64,
+    op: Op,
+) -> Result<CommandResult, crate::network::ForwardError> {
     let cmd = Command {
         request: None,
         now_ms: 0,
-        op,
+        op: Op::Decided {
+            term,
+            op: Box::new(op),
+        },
     };
-    match node.propose_local(cmd).await {
+    node.propose_local(cmd).await
+}
+
+/// Proposes a decision of this leader's controllers, taken in `term`. Some(true): applied;
+/// Some(false): refused by the state machine (a stale decision, logged); None: not proposed
+/// (no longer leader, or the log is unavailable), the rest of the tick is pointless.
+async fn propose_decision(node: &Node, term: u64, op: Op) -> Option<bool> {
+    match propose_decided(node, term, op).await {
         Ok(CommandResult {
             outcome: Outcome::Rejected { field, message },
             ..

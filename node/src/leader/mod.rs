@@ -9,4 +9,4 @@ mod book;
 mod loops;
 
 pub use book::{LeaseBook, LeaseTerms, World};
-pub use loops::{controller_loop, handover_loop};
+pub use loops::{controller_loop, handover_loop, propose_decided};

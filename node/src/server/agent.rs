@@ -31,17 +31,6 @@ impl AgentSvc {
         self.answer(cr)
     }
 
-    /// Binds `node`'s leases to agent process `instance` (0: to none), on this member only:
-    /// the checks were made against its own lease book, which another leader does not share.
-    async fn write_binding(&self, node: u64, instance: u64) -> Result<(), ApiError> {
-        let op = Op::BindAgent {
-            node_id: node,
-            instance,
-        };
-        let cr = self.node.propose_here(op).await?;
-        self.answer(cr).map(|_| ())
-    }
-
     fn answer(&self, cr: crate::types::CommandResult) -> Result<v1::AgentResponse, ApiError> {
         match write_outcome(cr)? {
             (rev, Outcome::StateWritten) => Ok(v1::AgentResponse {
@@ -76,9 +65,10 @@ impl AgentSvc {
     }
 
     /// Binds `node`'s leases to agent process `instance`, if the process bound now holds
-    /// nothing the leader still counts as held.
+    /// nothing the leader still counts as held. Decided by this leader's book and proposed
+    /// here, in its term, only (never forwarded: another leader has not made the check).
     async fn bind(&self, node: u64, instance: u64) -> Result<(), ApiError> {
-        self.node.read_index_local().await?;
+        let term = self.confirmed_term().await?;
         {
             let data = self.node.sm.read();
             if data.agents.get(&node) == Some(&instance) {
@@ -92,13 +82,44 @@ impl AgentSvc {
             }
             let terms = self.node.lease_terms(&data);
             let mut book = self.node.book();
+            if book.term() != term {
+                return Err(ApiError::Unavailable(
+                    "the leadership changed; retry".into(),
+                ));
+            }
             let now = self.node.mono_now();
             book.begin_rebind(node, instance, &data.vips, &data.retired, now, terms)
                 .map_err(ApiError::FailedPrecondition)?;
         }
-        let r = self.write_binding(node, instance).await;
+        let op = Op::BindAgent {
+            node_id: node,
+            instance,
+        };
+        let r = self.decided(term, op).await;
         self.node.book().rebound(node);
         r
+    }
+
+    /// The term in which this member's leadership was just confirmed by a quorum (and the
+    /// state applied up to that point); fails if the term changed meanwhile.
+    async fn confirmed_term(&self) -> Result<u64, ApiError> {
+        let term = self.node.raft.metrics().borrow().current_term;
+        self.node.read_index_local().await?;
+        if self.node.raft.metrics().borrow().current_term != term {
+            return Err(ApiError::Unavailable(
+                "the leadership changed; retry".into(),
+            ));
+        }
+        Ok(term)
+    }
+
+    /// Proposes a decision of this leader's, taken in `term`, here only.
+    async fn decided(&self, term: u64, op: Op) -> Result<(), ApiError> {
+        let r = crate::leader::propose_decided(&self.node, term, op).await?;
+        match write_outcome(r)? {
+            (_, Outcome::StateWritten) => Ok(()),
+            (_, o) => Err(ApiError::Internal(format!("unexpected outcome {o:?}"))),
+        }
     }
 
     fn known_node(&self, id: u64) -> Result<(), ApiError> {
@@ -126,13 +147,19 @@ impl Agent for AgentSvc {
             self.known_node(r.node_id)?;
             // Leadership confirmed by a quorum after the request arrived, and the state applied
             // up to that point: only then is a grant safe. The grant is decided in the lease
-            // book, which refuses any lease the controller already decided is over.
-            self.node.read_index_local().await?;
+            // book of that same term, which refuses any lease the controller already decided
+            // is over (a book of a later term would not know the earlier term's decisions).
+            let term = self.confirmed_term().await?;
             let data = self.node.sm.read();
             let terms = self.node.lease_terms(&data);
             let bound = data.agents.get(&r.node_id).copied();
             let (grants, refused) = {
                 let mut book = self.node.book();
+                if book.term() != term {
+                    return Err(ApiError::Unavailable(
+                        "the leadership changed; retry".into(),
+                    ));
+                }
                 let now = self.node.mono_now();
                 book.renew(&data.vips, &r, bound, now, terms)
             };
@@ -163,10 +190,14 @@ impl Agent for AgentSvc {
             self.leader_only()?;
             if r.leaving {
                 // The process stops and holds nothing: the next one is bound at once.
-                self.node.read_index_local().await?;
+                let term = self.confirmed_term().await?;
                 let bound = self.node.sm.read().agents.get(&r.node_id).copied();
                 if r.instance != 0 && bound == Some(r.instance) {
-                    self.write_binding(r.node_id, 0).await?;
+                    let op = Op::BindAgent {
+                        node_id: r.node_id,
+                        instance: 0,
+                    };
+                    self.decided(term, op).await?;
                 }
                 return Ok(v1::AgentResponse {
                     header: Some(self.node.header()),

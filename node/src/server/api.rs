@@ -84,14 +84,18 @@ impl Api {
         let membership = m.membership_config.membership().clone();
         let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
         let last = m.last_log_index.unwrap_or(0);
+        // Only a leader knows how far each member is; it counts a member it has not heard
+        // from in its term as holding nothing (a lag of its whole log, never 0).
+        let leading = m.state == ServerState::Leader;
         membership
             .nodes()
             .map(|(id, n)| {
-                let matched = m
-                    .replication
-                    .as_ref()
-                    .and_then(|r| r.get(id).copied().flatten())
-                    .map(|l| l.index);
+                let matched = match &m.replication {
+                    _ if !leading => None,
+                    _ if *id == self.node.id => Some(last),
+                    Some(r) => Some(r.get(id).copied().flatten().map_or(0, |l| l.index)),
+                    None => Some(0),
+                };
                 v1::Member {
                     id: *id,
                     addr: n.addr.clone(),

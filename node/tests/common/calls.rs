@@ -68,7 +68,7 @@ pub fn methods(n: u64) -> Vec<(&'static str, Kind, Call)> {
                         start_revision: 1,
                     });
                     match tokio::time::timeout(Duration::from_secs(5), w.next()).await {
-                        Ok(Some(Err(e))) => Err(e),
+                        Ok(Err(e)) => Err(e),
                         _ => Ok(()),
                     }
                 })

@@ -139,6 +139,20 @@ impl TestCluster {
         Client::new(ClientConfig::new(self.addrs.values().cloned().collect()))
     }
 
+    /// Waits until the first leader has written the cluster's lease settings: the only write
+    /// a new cluster makes by itself, so tests that compare revisions start after it.
+    pub async fn settled(&self) {
+        let client = self.client();
+        wait_for("the cluster's lease settings", Duration::from_secs(20), || {
+            let client = client.clone();
+            async move {
+                let st = client.get_state(false).await.ok()?;
+                st.lease.map(|_| ())
+            }
+        })
+        .await
+    }
+
     /// A client given only the listed members.
     pub fn client_of(&self, ids: &[u64]) -> Client {
         Client::new(ClientConfig::new(
@@ -165,6 +179,17 @@ impl TestCluster {
             .borrow()
             .last_applied
             .map(|l| l.index)
+            .unwrap_or(0)
+    }
+
+    /// Member `id`'s last log index.
+    pub fn last_log_index(&self, id: u64) -> u64 {
+        self.nodes[&id]
+            .node
+            .raft
+            .metrics()
+            .borrow()
+            .last_log_index
             .unwrap_or(0)
     }
 
@@ -207,4 +232,39 @@ pub async fn define_web_and_vip_on(client: &Client, backends: &[u64]) {
         })
         .await
         .unwrap();
+}
+
+/// Registers standalone agents `ids` (no agent process: instance 0), makes them the backends
+/// of service "web" with VIP "v" (see [`define_web_and_vip`]) and reports them healthy.
+pub async fn standalone_healthy_backends(client: &Client, ids: &[u64]) {
+    use ballast_client::v1;
+    for id in ids {
+        client
+            .register_agent(*id, &format!("10.213.0.{id}:7400"), false)
+            .await
+            .unwrap();
+    }
+    define_web_and_vip_on(client, ids).await;
+    for id in ids {
+        client
+            .report_health(*id, "web", v1::Health::Healthy)
+            .await
+            .unwrap();
+    }
+}
+
+/// What node `id` claims from `state`: every VIP it owns, at its epoch.
+pub fn claims_of(
+    state: Option<&ballast_client::v1::GetStateResponse>,
+    id: u64,
+) -> Vec<ballast_client::v1::VipClaim> {
+    state
+        .iter()
+        .flat_map(|s| s.vips.iter())
+        .filter(|v| v.owner == id)
+        .map(|v| ballast_client::v1::VipClaim {
+            vip: v.name.clone(),
+            epoch: v.epoch,
+        })
+        .collect()
 }

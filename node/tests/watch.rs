@@ -1,0 +1,206 @@
+//! Watches resume by themselves for as long as they live: after compaction (with a resync
+//! the caller is told about), at the first call or in mid-stream, and after a first call
+//! that failed.
+//!
+//! Every member of this test binary keeps 20 revisions of history (instead of 10,000), so
+//! that compaction takes few writes.
+
+mod common;
+
+use std::time::Duration;
+
+use ballast_client::{v1, Client, ClientConfig, WatchItem, WatchStream};
+use common::{no_tune, wait_for, TestCluster};
+
+const HISTORY: usize = 20;
+
+async fn cluster() -> TestCluster {
+    ballast_node::state::set_history_revisions_for_tests(HISTORY);
+    TestCluster::start(3, no_tune).await
+}
+
+/// A client of member `id` alone (it does not move to the leader) that gives up on a call
+/// within a second.
+fn impatient_client_of(c: &TestCluster, id: u64) -> Client {
+    let mut cfg = ClientConfig::new(vec![c.addrs[&id].clone()]);
+    cfg.follow_leader_hints = false;
+    cfg.deadline = Duration::from_secs(1);
+    cfg.attempt_timeout = Duration::from_millis(300);
+    cfg.max_backoff = Duration::from_millis(200);
+    Client::new(cfg)
+}
+
+fn watch_prefix(client: &Client, prefix: &str, start_revision: u64) -> WatchStream {
+    client.watch(v1::WatchRequest {
+        key_prefixes: vec![prefix.as_bytes().to_vec()],
+        cluster_state: false,
+        start_revision,
+    })
+}
+
+/// The next item, within 10 s.
+async fn next_item(w: &mut WatchStream) -> WatchItem {
+    tokio::time::timeout(Duration::from_secs(10), w.next())
+        .await
+        .expect("an item within 10 s")
+        .unwrap()
+}
+
+/// The next item that carries events (progress marks skipped), within 10 s.
+async fn next_changes(w: &mut WatchStream) -> v1::WatchResponse {
+    loop {
+        match next_item(w).await {
+            WatchItem::Changes(r) if r.events.is_empty() => {}
+            WatchItem::Changes(r) => return r,
+            other => panic!("expected changes, got {other:?}"),
+        }
+    }
+}
+
+/// Writes `k/after`, then checks that the watch delivers changes in order from `resume_at`
+/// up to that write.
+async fn changes_up_to_a_write(writer: &Client, w: &mut WatchStream, resume_at: u64) {
+    let put = writer.put("k/after", "v").await.unwrap();
+    let rev = put.header.unwrap().revision;
+    let mut last = resume_at - 1;
+    loop {
+        let r = next_changes(w).await;
+        assert!(r.revision > last, "revision {} after {last}", r.revision);
+        last = r.revision;
+        if r.revision == rev {
+            assert_eq!(keys(&r), ["k/after"]);
+            return;
+        }
+    }
+}
+
+/// The keys of the KV events in `r`.
+fn keys(r: &v1::WatchResponse) -> Vec<String> {
+    r.events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Some(v1::event::Event::Kv(k)) => {
+                Some(String::from_utf8_lossy(&k.kv.as_ref()?.key).into_owned())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_watch_whose_history_was_compacted_resyncs_and_goes_on() {
+    let c = cluster().await;
+    let writer = c.client();
+    for i in 0..(2 * HISTORY) {
+        writer.put(format!("k/{i}"), "v").await.unwrap();
+    }
+    // Revision 1 is long gone: the watch must say so, then go on.
+    let mut w = watch_prefix(&writer, "k/", 1);
+    let resume_at = match next_item(&mut w).await {
+        WatchItem::Resync { resume_at } => resume_at,
+        other => panic!("expected a resync, got {other:?}"),
+    };
+    assert!(
+        resume_at > HISTORY as u64,
+        "resumes past the compacted revisions"
+    );
+    changes_up_to_a_write(&writer, &mut w, resume_at).await;
+    c.shutdown().await;
+}
+
+/// Writes that land in one batch (one log entry) move every member's history past a live
+/// watch at once: the server ends that watch with OUT_OF_RANGE in mid-stream, and the client
+/// resyncs and goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_watch_overtaken_by_compaction_in_mid_stream_resyncs() {
+    let c = cluster().await;
+    let writer = c.client();
+    let mut w = watch_prefix(&c.client(), "k/", 0);
+    writer.put("k/0", "v").await.unwrap();
+    assert_eq!(keys(&next_changes(&mut w).await), ["k/0"]);
+    // Concurrent puts are batched: while one batch commits, the next gathers far more
+    // revisions than the history keeps, and every member applies them at once.
+    let n = 10 * HISTORY;
+    let puts = (1..=n).map(|i| {
+        let writer = writer.clone();
+        async move { writer.put(format!("k/{i}"), "v").await }
+    });
+    for r in futures::future::join_all(puts).await {
+        r.unwrap();
+    }
+    let rev = writer
+        .put("k/after", "v")
+        .await
+        .unwrap()
+        .header
+        .unwrap()
+        .revision;
+    // Up to that write: changes in order, and each loss told by a resync (batches apply one
+    // by one, so there may be more than one), after which a read covers what was lost.
+    let (mut last, mut resyncs) = (0, 0);
+    loop {
+        match next_item(&mut w).await {
+            WatchItem::Resync { resume_at } => {
+                assert!(resume_at > last, "resync at {resume_at} after {last}");
+                let read = writer.range("k/", 0, false).await.unwrap();
+                assert!(read.header.unwrap().revision + 1 >= resume_at);
+                assert_eq!(read.kvs.len(), n + 2);
+                resyncs += 1;
+                last = resume_at - 1;
+            }
+            WatchItem::Changes(r) if r.events.is_empty() => {}
+            WatchItem::Changes(r) => {
+                assert!(r.revision > last, "{} after {last}", r.revision);
+                last = r.revision;
+                if r.revision == rev {
+                    assert_eq!(keys(&r), ["k/after"]);
+                    break;
+                }
+            }
+        }
+    }
+    assert!(resyncs > 0, "the batch overtook the watch");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_watch_whose_first_call_failed_starts_once_its_member_is_back() {
+    let mut c = cluster().await;
+    let writer = c.client();
+    let f = c.follower().await;
+    c.stop(f).await;
+    let mut w = watch_prefix(&impatient_client_of(&c, f), "k/", 0);
+    // The first call (pinning "from now" to a revision) fails, and says so.
+    let first = tokio::time::timeout(Duration::from_secs(10), w.next())
+        .await
+        .expect("the failure is reported");
+    assert!(
+        matches!(first, Err(ballast_client::Error::Unavailable(_))),
+        "{first:?}"
+    );
+    c.restart(f).await;
+    // The watch starts once its member answers: it sees a write made after that.
+    wait_for("the member to answer", Duration::from_secs(20), || async {
+        c.client_of(&[f]).status().await.ok()
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let rev = writer
+        .put("k/late", "v")
+        .await
+        .unwrap()
+        .header
+        .unwrap()
+        .revision;
+    loop {
+        match tokio::time::timeout_at(deadline, w.next()).await {
+            Err(_) => panic!("the watch did not start once its member was back"),
+            Ok(Ok(WatchItem::Changes(r))) if keys(&r) == ["k/late"] => {
+                assert_eq!(r.revision, rev);
+                break;
+            }
+            Ok(other) => println!("before the change: {other:?}"),
+        }
+    }
+    c.shutdown().await;
+}
