@@ -22,7 +22,7 @@ pub struct Probe {
 /// lease is valid.
 #[derive(Debug, Clone)]
 pub struct Frame {
-    /// When the observer received it.
+    /// When it reached the observer's host (the kernel's stamp, on the monotonic clock).
     pub at: Instant,
     /// The sending interface's MAC (the Ethernet source).
     pub mac: [u8; 6],
@@ -117,6 +117,26 @@ fn observe(
             std::mem::size_of::<libc::timeval>() as u32,
         );
     }
+    // Frames are stamped by the kernel when they arrive (SO_TIMESTAMPNS, CLOCK_REALTIME),
+    // not when this thread gets to them: a descheduled observer must not make a frame look
+    // later than it was. The realtime stamps are put on the monotonic clock with an offset
+    // taken now (the lab's clock is not stepped during a run).
+    let on: libc::c_int = 1;
+    // SAFETY: a valid int option.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            &on as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as u32,
+        );
+    }
+    let (base_mono, base_rt) = (Instant::now(), realtime_ns());
+    let stamp = |rt: Option<u64>| match rt {
+        Some(rt) if rt >= base_rt => base_mono + Duration::from_nanos(rt - base_rt),
+        _ => Instant::now(),
+    };
     let frame = request(mac, src_ip, target);
     let mut buf = [0u8; 128];
     while !stop.load(Ordering::Relaxed) {
@@ -137,8 +157,7 @@ fn observe(
             macs: Vec::new(),
         };
         while at.elapsed() < every {
-            // SAFETY: buf is ours, sized.
-            let n = unsafe { libc::recv(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
+            let (n, rt) = recv_stamped(fd, &mut buf);
             if n < 42 {
                 continue;
             }
@@ -147,7 +166,7 @@ fn observe(
                 let mut m = [0u8; 6];
                 m.copy_from_slice(&buf[6..12]);
                 frames.lock().unwrap().push(Frame {
-                    at: Instant::now(),
+                    at: stamp(rt),
                     mac: m,
                     gratuitous: buf[38..42] == target.octets(),
                 });
@@ -166,6 +185,50 @@ fn observe(
     // SAFETY: fd is ours.
     unsafe { libc::close(fd) };
     Ok(())
+}
+
+fn realtime_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Receives one frame into `buf`: its length (negative: none) and the kernel's arrival
+/// stamp (CLOCK_REALTIME ns), if it gave one.
+fn recv_stamped(fd: libc::c_int, buf: &mut [u8]) -> (isize, Option<u64>) {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    let mut control = [0u64; 16];
+    // SAFETY: zeroed msghdr is valid; we point it at our iovec and control buffer.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    // SAFETY: msg and the buffers it points to outlive the call.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, 0) };
+    if n < 0 {
+        return (n, None);
+    }
+    let mut stamp = None;
+    // SAFETY: walking the control messages the kernel wrote into our buffer.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::timespec);
+                stamp = Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    (n, stamp)
 }
 
 impl ArpObserver {

@@ -21,7 +21,7 @@ fn split(lines: &[Line]) -> (Vec<Op>, Vec<&Fault>) {
         match l {
             Line::Op(o) => ops.push(o.clone()),
             Line::Fault(f) => faults.push(f),
-            Line::Probe { at, macs } => ops.push(Op {
+            Line::Probe { at, macs, .. } => ops.push(Op {
                 process: 0,
                 key: format!("vip {}", macs.join(" ")),
                 op: crate::history::RegisterOp::Read,

@@ -76,6 +76,10 @@ pub struct Allowed {
     /// The journal recorded that nft returned (false: the process died first; the end is the
     /// deadline the allowance was computed for, which nft's watchdog guarantees).
     pub confirmed: bool,
+    /// By when the kernel had surely committed it (nft returned, or its watchdog's bound):
+    /// a revocation or a new table ends it only if committed after that.
+    #[serde(default)]
+    pub committed_by: u64,
 }
 
 /// How much later than the end of its timeout the kernel may drop an allowed element: set
@@ -92,7 +96,7 @@ pub fn journal_intervals(text: &str, addr: &str, base: u64) -> Result<Vec<Allowe
     use std::collections::BTreeMap;
     let mut out: Vec<Allowed> = Vec::new();
     // Allowances whose commit record has not been seen yet, by sequence.
-    let mut pending: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut pending: BTreeMap<u64, (usize, u64)> = BTreeMap::new();
     let rel = |t: u64| t.saturating_sub(base);
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -110,21 +114,25 @@ pub fn journal_intervals(text: &str, addr: &str, base: u64) -> Result<Vec<Allowe
         match op {
             "allowing" if about => {
                 let from = rel(get("from_ns")?);
-                let span = (get("timeout_ms")? + get("budget_ms")?) * 1_000_000;
-                pending.insert(get("seq")?, out.len());
+                let (timeout, budget) = (get("timeout_ms")?, get("budget_ms")?);
+                pending.insert(get("seq")?, (out.len(), timeout));
                 out.push(Allowed {
                     node,
                     from,
-                    until: from + span + KERNEL_TICK_NS,
+                    until: from + (timeout + budget) * 1_000_000 + KERNEL_TICK_NS,
                     confirmed: false,
+                    committed_by: from + budget * 1_000_000,
                 });
             }
             "allowed" if about => {
                 // nft returned by then: the allowance ends by then + its timeout, unless the
                 // process was stopped before it read the clock, when the watchdog's bound
                 // (the allowing line's) is the tighter one.
-                if let Some(i) = pending.remove(&get("seq")?) {
-                    out[i].until = out[i].until.min(rel(get("until_ns")?) + KERNEL_TICK_NS);
+                if let Some((i, timeout)) = pending.remove(&get("seq")?) {
+                    let until = rel(get("until_ns")?);
+                    let done = until.saturating_sub(timeout * 1_000_000);
+                    out[i].until = out[i].until.min(until + KERNEL_TICK_NS);
+                    out[i].committed_by = out[i].committed_by.min(done);
                     out[i].confirmed = true;
                 }
             }
@@ -136,10 +144,12 @@ pub fn journal_intervals(text: &str, addr: &str, base: u64) -> Result<Vec<Allowe
     Ok(out)
 }
 
-/// Every allowance given before `at` ends by `at` (a revocation or a new table committed).
+/// Every allowance the kernel had committed before `at` ends by `at` (a revocation or a new
+/// table committed then). One that may have been committed after (an orphaned nft of a
+/// killed agent, within its watchdog's bound) is left as it was.
 fn cut(intervals: &mut [Allowed], at: u64) {
     for a in intervals.iter_mut() {
-        if a.from <= at && a.until > at {
+        if a.committed_by <= at && a.until > at {
             a.until = at;
         }
     }
@@ -371,6 +381,20 @@ mod tests {
         assert!(journal_intervals("{nope", vip, 0).is_err());
     }
 
+    /// An orphaned nft (its agent killed) may commit after the next process cleared the
+    /// tables, within its watchdog's budget: that allowance is not cut by the clearing.
+    #[test]
+    fn a_clearing_before_a_possible_commit_does_not_end_the_allowance() {
+        use serde_json::json;
+        let vip = "10.213.0.100";
+        let text = journal(&[
+            json!({"op":"allowing","node":1,"addr":vip,"seq":1,"from_ns":1_000*MS,"timeout_ms":700,"budget_ms":30}),
+            json!({"op":"cleared","node":1,"at_ns":1_010*MS}),
+        ]);
+        let iv = journal_intervals(&text, vip, 0).unwrap();
+        assert_eq!(iv[0].until, 1_730 * MS + KERNEL_TICK_NS);
+    }
+
     #[test]
     fn overlapping_fences_and_frames_outside_a_lease_are_caught() {
         let iv = |node, from, until| Allowed {
@@ -378,6 +402,7 @@ mod tests {
             from: from * MS,
             until: until * MS,
             confirmed: true,
+            committed_by: from * MS,
         };
         let node_of = |m: &str| match m {
             "a" => Some(1),

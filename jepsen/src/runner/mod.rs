@@ -155,11 +155,13 @@ pub enum Line {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         not_rejoined: Vec<String>,
     },
-    /// The vip workload: one ARP probe of the VIP from the client host and the MACs that
-    /// answered it.
+    /// The vip workload: one ARP probe of a VIP from the client host and the MACs that
+    /// answered it (`vip`: its address, empty for the main VIP).
     Probe {
         at: u64,
         macs: Vec<String>,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        vip: String,
     },
     /// The vip workload: the cluster's decision (owner, epoch) as sampled.
     Epoch {
@@ -185,15 +187,22 @@ pub enum Line {
         node: u64,
         mac: String,
     },
-    /// The vip workload: an interval during which a node's fence allowed the VIP, from its
-    /// fence journal (exact, not sampled).
-    Allowed(crate::checker::vip::Allowed),
-    /// The vip workload: an ARP frame that spoke for the VIP, seen by the observer (a
+    /// The vip workload: an interval during which a node's fence allowed a VIP (`vip`: its
+    /// address, empty for the main VIP), from its fence journal (exact, not sampled).
+    Allowed {
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        vip: String,
+        #[serde(flatten)]
+        allowed: crate::checker::vip::Allowed,
+    },
+    /// The vip workload: an ARP frame that spoke for a VIP, seen by the observer (a
     /// gratuitous ARP, or a reply).
     Frame {
         at: u64,
         mac: String,
         gratuitous: bool,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        vip: String,
     },
     /// The vip workload: the client host's neighbour entry for the VIP changed (which MAC the
     /// client sends to), as `ip monitor neigh` printed it.
@@ -499,6 +508,9 @@ pub fn run(o: &Options, workload: Workload) -> Result<(PathBuf, Results), String
     Ok((dir, results))
 }
 
+/// The vip workload's second VIP (same service, so placed with the first).
+const VIP2: &str = "10.213.0.101";
+
 /// The lease the vip workload's members run with (ballastd's default): no fence may allow the
 /// VIP for longer.
 const VIP_LEASE: Duration = Duration::from_millis(800);
@@ -530,6 +542,28 @@ fn run_vip(o: &Options) -> Result<(PathBuf, Results), String> {
         )
         .map_err(|e| e.to_string())?;
     let neigh = NeighMonitor::start(&v.lab, VIP, t0)?;
+    // A second VIP of the same service, which the controller places on the same node: when
+    // that node fails, one tick decides both (the decisions of a tick must not outlive their
+    // term).
+    let (ok, _, err) = v.ctl(&[
+        "vip",
+        "apply",
+        "web-vip-2",
+        "--address",
+        &format!("{VIP2}/24"),
+        "--interface",
+        "eth0",
+        "--service",
+        "web",
+    ]);
+    if !ok {
+        return Err(format!("second VIP: {err}"));
+    }
+    let obs2 = crate::arp::ArpObserver::start(
+        v.lab.client(),
+        VIP2.parse().expect("an address"),
+        Duration::from_millis(10),
+    );
     let members = Members::plain(v.lab.member_endpoints(v.members));
     let mut epochs: Vec<Line> = Vec::new();
     // Waiting, but sampling the decision every 200 ms.
@@ -587,27 +621,37 @@ fn run_vip(o: &Options) -> Result<(PathBuf, Results), String> {
         healed + VIP_LIVENESS + Duration::from_secs(1),
         &mut epochs,
     );
-    let (probes, frames) = obs.stop_all()?;
     let dir = o.store.join("vip").join(timestamp());
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let mut lines: Vec<Line> = probes
-        .iter()
-        .filter(|p| p.at >= t0)
-        .map(|p| Line::Probe {
-            at: ns(p.at),
-            macs: p.macs.iter().map(crate::mac_string).collect(),
+    let mut lines: Vec<Line> = (1..=v.lab.nodes().len() as u64)
+        .map(|node| Line::NodeMac {
+            node,
+            mac: v.mac(node),
         })
         .collect();
-    lines.extend((1..=v.lab.nodes().len() as u64).map(|node| Line::NodeMac {
-        node,
-        mac: v.mac(node),
-    }));
-    lines.extend(v.allowed(t0_mono)?.into_iter().map(Line::Allowed));
-    lines.extend(frames.iter().filter(|f| f.at >= t0).map(|f| Line::Frame {
-        at: ns(f.at),
-        mac: crate::mac_string(&f.mac),
-        gratuitous: f.gratuitous,
-    }));
+    for (vip, observer) in [("", obs), (VIP2, obs2)] {
+        let (probes, frames) = observer.stop_all()?;
+        lines.extend(probes.iter().filter(|p| p.at >= t0).map(|p| Line::Probe {
+            at: ns(p.at),
+            macs: p.macs.iter().map(crate::mac_string).collect(),
+            vip: vip.to_string(),
+        }));
+        let addr = if vip.is_empty() { VIP } else { vip };
+        lines.extend(
+            v.allowed_for(addr, t0_mono)?
+                .into_iter()
+                .map(|allowed| Line::Allowed {
+                    vip: vip.to_string(),
+                    allowed,
+                }),
+        );
+        lines.extend(frames.iter().filter(|f| f.at >= t0).map(|f| Line::Frame {
+            at: ns(f.at),
+            mac: crate::mac_string(&f.mac),
+            gratuitous: f.gratuitous,
+            vip: vip.to_string(),
+        }));
+    }
     lines.extend(neigh.stop());
     lines.extend(epochs);
     lines.extend(faults.into_iter().map(Line::Fault));
@@ -711,13 +755,27 @@ fn vip_verdict(lines: &[Line]) -> Option<(Option<bool>, String)> {
     let mut epochs = Vec::new();
     let mut views = Vec::new();
     let mut healed = None;
-    let (mut node_macs, mut allowed, mut frames) = (Vec::new(), Vec::new(), Vec::new());
+    // By VIP ("" the main one): its intervals, its frames and (other VIPs) its probes.
+    type PerVip = (
+        Vec<vip::Allowed>,
+        Vec<(u64, String, bool)>,
+        Vec<crate::arp::Probe>,
+    );
+    let mut per_vip: std::collections::BTreeMap<String, PerVip> = Default::default();
+    let mut node_macs = Vec::new();
     for l in lines {
         match l {
-            Line::Probe { at: t, macs } => probes.push(crate::arp::Probe {
-                at: at(*t),
-                macs: macs.iter().filter_map(|m| parse_mac(m)).collect(),
-            }),
+            Line::Probe { at: t, macs, vip } => {
+                let p = crate::arp::Probe {
+                    at: at(*t),
+                    macs: macs.iter().filter_map(|m| parse_mac(m)).collect(),
+                };
+                if vip.is_empty() {
+                    probes.push(p);
+                } else {
+                    per_vip.entry(vip.clone()).or_default().2.push(p);
+                }
+            }
             Line::Epoch {
                 at: t,
                 owner,
@@ -742,28 +800,49 @@ fn vip_verdict(lines: &[Line]) -> Option<(Option<bool>, String)> {
                 allowed_for: allowed_ms.map(Duration::from_millis),
             }),
             Line::NodeMac { node, mac } => node_macs.push((*node, mac.clone())),
-            Line::Allowed(a) => allowed.push(*a),
+            Line::Allowed { vip, allowed } => {
+                per_vip.entry(vip.clone()).or_default().0.push(*allowed)
+            }
             Line::Frame {
                 at,
                 mac,
                 gratuitous,
-            } => frames.push((*at, mac.clone(), *gratuitous)),
+                vip,
+            } => per_vip
+                .entry(vip.clone())
+                .or_default()
+                .1
+                .push((*at, mac.clone(), *gratuitous)),
             _ => {}
         }
     }
     let (healed, bound) = healed?;
     let mut violations = vip::check(&probes, &epochs, healed, bound);
     violations.extend(vip::check_views(&views, VIP_LEASE));
-    // The exact check, on the fences' own records.
-    if allowed.is_empty() {
+    // The exact check, on the fences' own records, for each VIP; and no two holders seen on
+    // the other VIPs' probes either.
+    if per_vip.get("").is_none_or(|p| p.0.is_empty()) {
         return Some((
             None,
             "vip: no fence journal in the history; the exact check cannot tell".into(),
         ));
     }
     let node_of = |m: &str| node_macs.iter().find(|(_, x)| x == m).map(|(n, _)| *n);
-    violations.extend(vip::check_exact(&allowed, &frames, &node_of));
-    let announcements = frames.iter().filter(|f| f.2).count();
+    let (mut allowed, mut frames, mut other_probes) = (0, 0, 0);
+    let mut announcements = 0;
+    for (intervals, seen, vip_probes) in per_vip.values() {
+        violations.extend(vip::check_exact(intervals, seen, &node_of));
+        violations.extend(vip_probes.iter().filter(|p| p.macs.len() > 1).map(|p| {
+            vip::Violation::SplitBrain {
+                at: p.at,
+                macs: p.macs.iter().map(crate::mac_string).collect(),
+            }
+        }));
+        allowed += intervals.len();
+        frames += seen.len();
+        announcements += seen.iter().filter(|f| f.2).count();
+        other_probes += vip_probes.len();
+    }
     let split = violations
         .iter()
         .filter(|v| matches!(v, vip::Violation::SplitBrain { .. }))
@@ -772,18 +851,18 @@ fn vip_verdict(lines: &[Line]) -> Option<(Option<bool>, String)> {
         (
             Some(true),
             format!(
-                "vip valid: {} probes, never two holders, epochs monotonic ({} samples), \
-                 no fence allowance beyond the {VIP_LEASE:?} lease ({} node views, {} with \
-                 the address), answered within {bound:?} of healing; exact: {} fence \
-                 intervals of {} nodes never overlap, {} frames for the VIP ({announcements} \
-                 gratuitous) all inside their sender's lease",
+                "vip valid: {} probes (and {other_probes} of {} other VIPs), never two \
+                 holders, epochs monotonic ({} samples), no fence allowance beyond the \
+                 {VIP_LEASE:?} lease ({} node views, {} with the address), answered within \
+                 {bound:?} of healing; exact: {allowed} fence intervals of {} nodes never \
+                 overlap on any VIP, {frames} frames for the VIPs ({announcements} gratuitous) \
+                 all inside their sender's lease",
                 probes.len(),
+                per_vip.len().saturating_sub(1),
                 epochs.len(),
                 views.len(),
                 views.iter().filter(|v| v.address).count(),
-                allowed.len(),
                 node_macs.len(),
-                frames.len(),
             ),
         )
     } else {

@@ -143,13 +143,17 @@ impl TestCluster {
     /// a new cluster makes by itself, so tests that compare revisions start after it.
     pub async fn settled(&self) {
         let client = self.client();
-        wait_for("the cluster's lease settings", Duration::from_secs(20), || {
-            let client = client.clone();
-            async move {
-                let st = client.get_state(false).await.ok()?;
-                st.lease.map(|_| ())
-            }
-        })
+        wait_for(
+            "the cluster's lease settings",
+            Duration::from_secs(20),
+            || {
+                let client = client.clone();
+                async move {
+                    let st = client.get_state(false).await.ok()?;
+                    st.lease.map(|_| ())
+                }
+            },
+        )
         .await
     }
 
