@@ -470,7 +470,8 @@ pub fn op(op: &mut crate::types::Op) -> Result {
         | Op::StepRollout { .. }
         | Op::SettleLease { .. }
         | Op::BindAgent { .. }
-        | Op::ClearRetired { .. } => Ok(()),
+        | Op::ClearRetired { .. }
+        | Op::Decided { .. } => Ok(()),
     }
 }
 
