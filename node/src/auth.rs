@@ -6,20 +6,23 @@
 //! act as the agent of ([`AgentScope`]) in the request's extensions, which the agent handlers
 //! compare with the request's `node_id` ([`agent_may_act_for`]).
 //!
-//! Calls come in five kinds ([`Class`]): open (gRPC health, reflection), reads, writes (every
-//! other public method), agent calls (Renew, Register, ReportHealth, ReportRelease,
-//! ConfirmRelease) and Raft (the internal `RaftService`, members only).
+//! Calls come in six kinds ([`Class`]): open (gRPC health, reflection), reads, writes (every
+//! other public method), membership changes (AddLearner, PromoteVoter, RemoveNode), agent
+//! calls (Renew, Register, ReportHealth, ReportRelease, ConfirmRelease) and Raft (the
+//! internal `RaftService`, members only).
 //!
 //! **Tokens.** One `<role> <token>` per line, tokens of at least 16 characters without spaces,
 //! blank lines and `#` comments ignored:
 //! - `read <token>`: reads;
 //! - `admin <token>`: reads and writes (operators);
 //! - `member <token>`: what members call each other with, and their embedded agents the
-//!   cluster with: Raft, agent calls for any node, reads and writes;
+//!   cluster with: Raft, agent calls for any node, membership changes, reads and writes;
 //! - `node <id> <token>`: an agent-only server: agent calls for node `id` only, and reads.
 //!
 //! A file with a `member` line is *strict*: Raft needs a member token, agent calls a member
-//! token or the caller's own node token; admin and read tokens make neither. A file without
+//! token or the caller's own node token; admin and read tokens make neither. Membership
+//! changes need a member token too: the leader sends the member token with its Raft traffic
+//! to whatever address a new learner has, so whoever may add one may learn that token. A file without
 //! one is *legacy* (how clusters ran before member tokens): the first admin token is what
 //! members call each other with, and admin tokens may do everything; `ballastd` warns at start.
 //! Members send the first member token (strict) or the first admin token (legacy); several
@@ -214,8 +217,10 @@ pub enum Class {
     /// gRPC health and reflection: no credential.
     Open,
     Read,
-    /// Every public method that is neither a read nor an agent call.
+    /// Every public method that is neither a read, an agent call nor a membership change.
     Write,
+    /// Adding, promoting or removing a member: the new member is sent the member token.
+    Membership,
     /// An agent's call about its own node (the request's `node_id`).
     Agent,
     /// The internal Raft service, between members.
@@ -239,6 +244,11 @@ pub fn class(path: &str) -> Class {
         "/ballast.v1.State/GetState",
         "/ballast.v1.Agent/Leases",
     ];
+    const MEMBERSHIP: &[&str] = &[
+        "/ballast.v1.Cluster/AddLearner",
+        "/ballast.v1.Cluster/PromoteVoter",
+        "/ballast.v1.Cluster/RemoveNode",
+    ];
     const AGENT: &[&str] = &[
         "/ballast.v1.Agent/Renew",
         "/ballast.v1.Agent/Register",
@@ -250,6 +260,8 @@ pub fn class(path: &str) -> Class {
         Class::Read
     } else if AGENT.contains(&path) {
         Class::Agent
+    } else if MEMBERSHIP.contains(&path) {
+        Class::Membership
     } else {
         Class::Write
     }
@@ -318,6 +330,10 @@ pub fn check_token(
         (Class::Agent, _) => Err(denied(format!(
             "{path} is an agent's call: it needs the `node <id>` token of the agent's node or a member token, not {grant}"
         ))),
+        (Class::Membership, _) if member => Ok(AgentScope::Any),
+        (Class::Membership, _) => Err(denied(format!(
+            "{path} changes the cluster's members: it needs a member token (a new member is sent it with the Raft traffic), not {grant}"
+        ))),
         (Class::Raft, _) if member => Ok(AgentScope::Any),
         (Class::Raft, _) => Err(denied(format!(
             "{path} is Raft traffic between members: it needs a member token, not {grant}"
@@ -335,8 +351,10 @@ pub fn check_cert(
     use CertIdentity::{Member, Node};
     match (class, identity) {
         (Class::Open | Class::Read, _) => Ok(AgentScope::Any),
-        (Class::Write, None | Some(Member(_))) => Ok(AgentScope::Any),
-        (Class::Write, Some(Node(id))) => Err(denied(format!(
+        // A certificate is no secret the leader sends a new member: membership changes are
+        // writes here (Raft traffic still needs a member's own certificate and key).
+        (Class::Write | Class::Membership, None | Some(Member(_))) => Ok(AgentScope::Any),
+        (Class::Write | Class::Membership, Some(Node(id))) => Err(denied(format!(
             "{path} changes the cluster: node {id}'s certificate may only read and act as node {id}'s agent"
         ))),
         (Class::Agent, Some(i)) => Ok(AgentScope::Only(i.node_id())),

@@ -97,8 +97,9 @@ async fn strict_tokens_give_each_role_exactly_its_calls() {
             Kind::Read => Ok(()),
             _ => Err(Denied),
         }),
+        // Not membership changes: a new member is sent the member token.
         ("an admin token", Some(ADMIN), |k| match k {
-            Kind::Agent => Err(Denied),
+            Kind::Agent | Kind::Membership => Err(Denied),
             _ => Ok(()),
         }),
         // Node 2's token, for node 3: reads only.
@@ -117,7 +118,7 @@ async fn strict_tokens_give_each_role_exactly_its_calls() {
         &client(&c, Some(NODE2)),
         2,
         |k| match k {
-            Kind::Write => Err(Denied),
+            Kind::Write | Kind::Membership => Err(Denied),
             _ => Ok(()),
         },
         &mut failures,

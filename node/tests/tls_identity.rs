@@ -115,7 +115,7 @@ async fn certificates_name_who_may_speak_raft_and_act_as_an_agent() {
             _ => Err(Denied),
         }),
         ("node 2's certificate", &node2, 2, |k| match k {
-            Kind::Write => Err(Denied),
+            Kind::Write | Kind::Membership => Err(Denied),
             _ => Ok(()),
         }),
         ("member 1's certificate", &member1, 3, |k| match k {

@@ -25,6 +25,8 @@ pub enum Kind {
     Write,
     /// An agent's call about node `n` (the argument of [`methods`]).
     Agent,
+    /// Adding, promoting or removing a member.
+    Membership,
 }
 
 /// Every public method: (name, kind, a call of it); agent calls are about node `n`.
@@ -34,15 +36,19 @@ pub fn methods(n: u64) -> Vec<(&'static str, Kind, Call)> {
         ("Cluster.Status", Read, call!(c => c.status())),
         (
             "Cluster.AddLearner",
-            Write,
+            Membership,
             call!(c => c.add_learner(9, "127.0.0.1:1", false)),
         ),
         (
             "Cluster.PromoteVoter",
-            Write,
+            Membership,
             call!(c => c.promote_voter(9)),
         ),
-        ("Cluster.RemoveNode", Write, call!(c => c.remove_node(9))),
+        (
+            "Cluster.RemoveNode",
+            Membership,
+            call!(c => c.remove_node(9)),
+        ),
         ("Cluster.Snapshot", Write, call!(c => c.snapshot())),
         ("KV.Get", Read, call!(c => c.get("k", false))),
         ("KV.Range", Read, call!(c => c.range("", 10, false))),
