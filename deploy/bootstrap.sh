@@ -11,8 +11,9 @@ usage() {
 Usage: deploy/bootstrap.sh --hosts A,B,C --vip ADDR/PREFIX --interface IF [options]
 
 Installs ballastd and ballastctl on every host over SSH, writes each member's configuration,
-makes a cluster CA, node certificates, a client certificate and an admin API token (or uses
-those already in --certs), installs and starts the systemd unit, forms the cluster, waits for
+makes a cluster CA, member certificates (naming their member: ballast://member/ID), a client
+certificate and a token file with a member and an admin token (or uses those already in
+--certs), installs and starts the systemd unit, forms the cluster, waits for
 a leader, defines a service and its VIP, waits until the VIP is held, and prints
 `ballastctl status`. Every host is checked (SSH, architecture, systemd, interface) before
 anything is changed anywhere. Re-running it on a working cluster changes nothing and says so;
@@ -198,7 +199,7 @@ if [[ ${#problems[@]} -gt 0 ]]; then
   die "nothing was changed"
 fi
 
-# ---- 2. Local material: CA, node certificates, a client certificate, the admin token.
+# ---- 2. Local material: CA, member certificates, a client certificate, the token file.
 CTL_LOCAL="$BIN_DIR/ballastctl"
 if [[ ! -d "$CERTS" ]]; then act "create $CERTS" mkdir -p "$CERTS"; fi
 if [[ ! -f "$CERTS/ca.pem" ]]; then
@@ -207,16 +208,20 @@ fi
 for i in "${!H[@]}"; do
   id=$((i + 1)) h="${H[$i]}"
   if [[ ! -f "$CERTS/n$id.pem" ]]; then
-    act "issue the certificate of node $id ($h)" "$CTL_LOCAL" certs issue "n$id" --ca-dir "$CERTS" --san "$h"
+    act "issue the certificate of member $id ($h)" "$CTL_LOCAL" certs issue "n$id" --ca-dir "$CERTS" --san "$h" --member "$id"
   fi
 done
 if [[ ! -f "$CERTS/ops.pem" ]]; then
   act "issue a client certificate for operators ($CERTS/ops.pem)" "$CTL_LOCAL" certs issue ops --client --ca-dir "$CERTS"
 fi
-make_token() {
-  (umask 077; printf 'admin %s\n' "$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')" >"$CERTS/tokens")
+random_token() { od -An -tx1 -N24 /dev/urandom | tr -d ' \n'; }
+make_tokens() { # members call each other (and their agents the cluster) with the member token
+  (umask 077; printf 'member %s\nadmin %s\n' "$(random_token)" "$(random_token)" >"$CERTS/tokens")
 }
-[[ -f "$CERTS/tokens" ]] || act "make an admin API token ($CERTS/tokens)" make_token
+[[ -f "$CERTS/tokens" ]] || act "make a member and an admin API token ($CERTS/tokens)" make_tokens
+if [[ -f "$CERTS/tokens" ]] && ! grep -q '^member ' "$CERTS/tokens"; then
+  say "note: $CERTS/tokens has no member line, so admin tokens also speak Raft (see README: token file)"
+fi
 
 ENDPOINTS="$(for h in "${H[@]}"; do printf '%s:%s,' "$h" "$GRPC_PORT"; done)"
 ENDPOINTS="${ENDPOINTS%,}"

@@ -5,7 +5,9 @@
 //! mode 0600 whatever the umask), written to a temporary file of their own (never one found
 //! at its name) and renamed, never over an existing file. A node
 //! certificate may serve and call (server and client auth) and names the addresses and host
-//! names it is reached by; a client certificate can only call. This is not a PKI: no
+//! names it is reached by; a client certificate can only call. A certificate may also name
+//! who holds it (`crate::identity`): `ballast://member/ID` for a Raft member, `ballast://node/ID`
+//! for an agent-only server; the members then check it on every call. This is not a PKI: no
 //! revocation lists; rotate by issuing new certificates and sending the members SIGHUP.
 
 use std::path::{Path, PathBuf};
@@ -15,6 +17,8 @@ use rcgen::{
     KeyPair, KeyUsagePurpose,
 };
 use time::{Duration, OffsetDateTime};
+
+use crate::identity::CertIdentity;
 
 /// File names of the CA inside its directory.
 pub const CA_CERT: &str = "ca.pem";
@@ -94,13 +98,15 @@ pub fn init_ca(dir: &Path, name: &str, days: u32) -> Result<PathBuf, CertError> 
 
 /// Signs a certificate for `name` with the CA in `ca_dir` and writes `<out>/<name>.pem` and
 /// `<out>/<name>-key.pem`. `sans` are IP addresses or DNS names (a node needs every address
-/// peers and clients dial it by); `name` is the common name.
+/// peers and clients dial it by); `name` is the common name; `identity`, if any, is written as
+/// a URI SAN (a member's certificate serves, so it is never a client certificate).
 pub fn issue(
     ca_dir: &Path,
     out: &Path,
     name: &str,
     sans: &[String],
     kind: Kind,
+    identity: Option<CertIdentity>,
     days: u32,
 ) -> Result<(PathBuf, PathBuf), CertError> {
     if name.is_empty()
@@ -116,6 +122,15 @@ pub fn issue(
         return Err(CertError::Invalid(
             "a node certificate needs --san with the addresses or names it is reached by".into(),
         ));
+    }
+    if matches!(identity, Some(CertIdentity::Member(_))) && kind == Kind::Client {
+        return Err(CertError::Invalid(
+            "a member's certificate serves the cluster's port: it cannot be a client certificate"
+                .into(),
+        ));
+    }
+    if identity.is_some_and(|i| i.node_id() == 0) {
+        return Err(CertError::Invalid("node ids start at 1".into()));
     }
     let ca_cert_path = ca_dir.join(CA_CERT);
     let ca_key_path = ca_dir.join(CA_KEY);
@@ -145,6 +160,10 @@ pub fn issue(
     }
     let mut params = CertificateParams::new(sans.to_vec())
         .map_err(|e| CertError::Invalid(format!("--san: {e}")))?;
+    if let Some(id) = identity {
+        let uri = rcgen::Ia5String::try_from(id.uri()).map_err(rc)?;
+        params.subject_alt_names.push(rcgen::SanType::URI(uri));
+    }
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, name);
     dn.push(DnType::OrganizationName, "Ballast");
@@ -187,6 +206,7 @@ mod tests {
             "n1",
             &["127.0.0.1".into(), "node1.example".into()],
             Kind::Node,
+            None,
             30,
         )
         .unwrap();
@@ -200,17 +220,19 @@ mod tests {
                 "n1",
                 &["127.0.0.1".into()],
                 Kind::Node,
+                None,
                 30
             ),
             Err(CertError::Exists(_))
         ));
-        assert!(issue(dir.path(), dir.path(), "n2", &[], Kind::Node, 30).is_err());
+        assert!(issue(dir.path(), dir.path(), "n2", &[], Kind::Node, None, 30).is_err());
         assert!(issue(
             dir.path(),
             dir.path(),
             "../x",
             &["a".into()],
             Kind::Client,
+            None,
             30
         )
         .is_err());
@@ -269,6 +291,7 @@ mod tests {
             "n1",
             &["127.0.0.1".into()],
             Kind::Node,
+            None,
             30,
         )
         .unwrap();
@@ -288,5 +311,26 @@ mod tests {
             assert_eq!(m.mode() & 0o7777, mode, "{}", path.display());
             assert_eq!(m.nlink(), 1, "{}", path.display());
         }
+    }
+
+    /// `--member` and `--node` write an identity URI the server side reads back; a member's
+    /// certificate cannot be a client certificate.
+    #[test]
+    fn identities_are_written_as_uris_and_read_back() {
+        use crate::identity::identity_of;
+        let dir = tempfile::tempdir().unwrap();
+        init_ca(dir.path(), "test CA", 30).unwrap();
+        let d = dir.path();
+        let der = |p: &Path| crate::tls::load_certs(p).unwrap()[0].to_vec();
+        let lo = ["127.0.0.1".to_string()];
+        let member = Some(CertIdentity::Member(3));
+        let (m3, _) = issue(d, d, "m3", &lo, Kind::Node, member, 30).unwrap();
+        assert_eq!(identity_of(&der(&m3)), Ok(member));
+        let node = Some(CertIdentity::Node(7));
+        let (n7, _) = issue(d, d, "n7", &[], Kind::Client, node, 30).unwrap();
+        assert_eq!(identity_of(&der(&n7)), Ok(node));
+        let (plain, _) = issue(d, d, "ops", &[], Kind::Client, None, 30).unwrap();
+        assert_eq!(identity_of(&der(&plain)), Ok(None));
+        assert!(issue(d, d, "bad", &[], Kind::Client, member, 30).is_err());
     }
 }

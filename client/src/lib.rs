@@ -19,6 +19,7 @@ mod client;
 pub mod digest;
 mod error;
 pub mod files;
+pub mod identity;
 pub mod report;
 pub mod tls;
 mod watch;

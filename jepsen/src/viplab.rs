@@ -21,6 +21,8 @@ pub struct VipLab {
     pub members: usize,
     /// Extra command-line arguments per node (see [`VipLabOptions::extra`]).
     extra: Vec<Vec<String>>,
+    /// The admin token `ctl` calls with (see [`VipLabOptions::tokens`]).
+    pub token: Option<String>,
     pub procs: Vec<Option<LabProcess>>,
     pub dir: PathBuf,
     /// When the lab started, as an `Instant` and on CLOCK_MONOTONIC (the journals' clock).
@@ -48,6 +50,20 @@ pub struct VipLabOptions {
     pub before_vip: Option<BeforeVip>,
     /// Extra ballastd arguments for node `id`, given the lab's data directory.
     pub extra: Option<ExtraArgs>,
+    /// API tokens: the members get `dir/tokens` (a member, an admin and a read token, and a
+    /// `node <id>` line per standalone agent), each standalone agent `dir/tokens-n<id>`
+    /// with its own line only; [`VipLab::ctl`] calls with the admin token.
+    pub tokens: bool,
+}
+
+/// The lab's tokens (a lab only: fixed, not secret).
+pub const LAB_MEMBER_TOKEN: &str = "lab-member-token-0000000000";
+pub const LAB_ADMIN_TOKEN: &str = "lab-admin-token-00000000000";
+pub const LAB_READ_TOKEN: &str = "lab-read-token-000000000000";
+
+/// Node `id`'s token in a lab with tokens.
+pub fn lab_node_token(id: u64) -> String {
+    format!("lab-node-{id}-token-0000000000")
 }
 
 static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -84,15 +100,36 @@ impl VipLab {
         let lab = Lab::new(3 + standalone).unwrap_or_else(|e| panic!("LAB SETUP FAILED: {e}"));
         let dir = std::env::temp_dir().join(format!("{}-data", lab.id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let extra = (1..=3 + standalone as u64)
+        let total = 3 + standalone as u64;
+        let mut extra: Vec<Vec<String>> = (1..=total)
             .map(|id| o.extra.as_ref().map_or(Vec::new(), |f| f(id, &dir)))
             .collect();
+        if o.tokens {
+            let mut members = format!(
+                "member {LAB_MEMBER_TOKEN}\nadmin {LAB_ADMIN_TOKEN}\nread {LAB_READ_TOKEN}\n"
+            );
+            for id in 4..=total {
+                let own = format!("node {id} {}\n", lab_node_token(id));
+                let file = dir.join(format!("tokens-n{id}"));
+                std::fs::write(&file, &own).unwrap();
+                members.push_str(&own);
+                extra[id as usize - 1].extend(["--token-file".into(), file.display().to_string()]);
+            }
+            std::fs::write(dir.join("tokens"), members).unwrap();
+            for e in extra.iter_mut().take(3) {
+                e.extend([
+                    "--token-file".into(),
+                    dir.join("tokens").display().to_string(),
+                ]);
+            }
+        }
         let mut v = VipLab {
             procs: Vec::new(),
             started: (Instant::now(), crate::lab::mono_ns()),
             lab,
             members: 3,
             extra,
+            token: o.tokens.then(|| LAB_ADMIN_TOKEN.to_string()),
             dir,
             _one_at_a_time: guard,
         };
@@ -108,7 +145,6 @@ impl VipLab {
                 (ok && s["leader_id"].as_u64()? > 0).then_some(())
             })
             .expect("cluster formed");
-        let total = 3 + standalone as u64;
         for id in 4..=total {
             std::fs::write(v.up_file(id), "").unwrap();
             let p = v.spawn(id);
@@ -294,6 +330,9 @@ impl VipLab {
     pub fn ctl(&self, args: &[&str]) -> (bool, String, String) {
         let ep = self.lab.member_endpoints(self.members).join(",");
         let mut a = vec!["--endpoints", ep.as_str(), "--timeout", "10"];
+        if let Some(t) = &self.token {
+            a.extend(["--token", t.as_str()]);
+        }
         a.extend_from_slice(args);
         let out = self
             .lab

@@ -225,7 +225,7 @@ fn bootstrap_over_ssh_forms_a_cluster_holds_the_vip_and_a_second_run_changes_not
     assert!(out.status.success());
     for want in [
         "would: make a cluster CA",
-        "would: issue the certificate of node 3 (10.213.0.3)",
+        "would: issue the certificate of member 3 (10.213.0.3)",
         "would: 10.213.0.2: install 7 file(s)",
         "would: 10.213.0.1: start ballastd",
         "dry run: nothing was changed",
@@ -249,6 +249,29 @@ fn bootstrap_over_ssh_forms_a_cluster_holds_the_vip_and_a_second_run_changes_not
     );
     let pids: Vec<Option<i32>> = members.0.iter().map(|p| pid_in(p)).collect();
     assert!(pids.iter().all(Option::is_some), "{pids:?}");
+    // Identities: member certificates name their member, the token file has a member line,
+    // so the members check both (they warn when they cannot).
+    let certs = dir.join("certs");
+    for id in 1..=3u64 {
+        let der = ballast_client::tls::load_certs(&certs.join(format!("n{id}.pem"))).unwrap();
+        let named = ballast_client::identity::identity_of(&der[0]).unwrap();
+        assert_eq!(
+            named,
+            Some(ballast_client::identity::CertIdentity::Member(id))
+        );
+        let log =
+            std::fs::read_to_string(dir.join(format!("hosts/10.213.0.{id}/var/log/ballastd.log")))
+                .unwrap();
+        assert!(log.contains("member started"), "{log}");
+        for warning in ["names no member", "has no `member` line"] {
+            assert!(
+                !log.contains(warning),
+                "member {id} warns {warning:?}:\n{log}"
+            );
+        }
+    }
+    let tokens = std::fs::read_to_string(certs.join("tokens")).unwrap();
+    assert!(tokens.lines().any(|l| l.starts_with("member ")), "{tokens}");
 
     // 4. Again: nothing to do, and no member was restarted.
     let out = run.script(hosts, &bins, &[]);

@@ -492,9 +492,15 @@ fn status_shows_leases_holders_and_where_agents_differ() {
     eprintln!("{}\n{text}", s["differences"]);
 }
 
+/// With API tokens: the members hold the whole file, the agent-only server a file with only
+/// its own `node 4` line (no admin credential), which is all it needs.
 #[test]
 fn a_standalone_agent_registers_holds_the_vip_and_loses_it_when_killed() {
-    let (mut v, _, _) = VipLab::start_with(1);
+    let (mut v, _, _) = VipLab::start_opts(VipLabOptions {
+        standalone: 1,
+        tokens: true,
+        ..Default::default()
+    });
     let (ok, out, err) = v.ctl(&["node", "ls", "-o", "json"]);
     assert!(ok, "{err}");
     let nodes: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -506,22 +512,37 @@ fn a_standalone_agent_registers_holds_the_vip_and_loses_it_when_killed() {
         .expect("node 4 registered");
     assert_eq!(four["role"], "agent", "{four}");
 
-    // The id of a member is refused, with the reason.
+    // The id of a member is refused, with the reason (asked with a member token, which may
+    // act for any node); node 4's file has no token for another node.
     let endpoints = v.lab.member_endpoints(3).join(",");
-    let out = v
-        .lab
-        .exec(
-            v.host(4),
-            jepsen::ballast_bin("ballastd").to_str().unwrap(),
-            &["agent", "--node-id", "2", "--endpoints", &endpoints],
-        )
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("Raft member"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let agent = |node: &str, tokens: &str| {
+        let file = v.dir.join(tokens).display().to_string();
+        let args = [
+            "agent",
+            "--node-id",
+            node,
+            "--endpoints",
+            &endpoints,
+            "--token-file",
+            &file,
+        ];
+        let out = v
+            .lab
+            .exec(
+                v.host(4),
+                jepsen::ballast_bin("ballastd").to_str().unwrap(),
+                &args,
+            )
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), err)
+    };
+    let (code, err) = agent("2", "tokens");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("Raft member"), "{err}");
+    let (code, err) = agent("5", "tokens-n4");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("no `node 5 <token>` line"), "{err}");
 
     // The VIP moves to the agent-only server and answers from it.
     let obs = observer(&v);

@@ -109,11 +109,16 @@ pub struct AgentOpts {
     #[arg(long, env = "BALLAST_KEEP_RELEASES")]
     pub keep_releases: Option<usize>,
 
-    /// API tokens: one `<read|admin> <token>` per line (tokens of 16+ characters, `#`
-    /// comments). A member then refuses calls without a token (UNAUTHENTICATED) and writes
-    /// with a read token (PERMISSION_DENIED), and calls its peers with the first admin token;
-    /// give every member the same file. An agent calls the cluster with the first admin token.
-    /// Without it the API is open [default: none].
+    /// API tokens: one `read <token>`, `admin <token>`, `member <token>` or `node <id>
+    /// <token>` per line (tokens of 16+ characters, `#` comments). A member then refuses calls
+    /// without a known token (UNAUTHENTICATED) and calls its role may not make
+    /// (PERMISSION_DENIED): read tokens read, admin tokens also write, member tokens are what
+    /// members call each other (Raft) and their agents the cluster with, a `node <id>` token
+    /// lets the agent-only server `id` act as its own agent and read. Without a `member` line
+    /// (legacy) the first admin token serves as the member token. Give every member the same
+    /// file; an agent-only server needs only its `node <id>` line (`ballastd agent` uses it,
+    /// else a member token, else the first admin token). Without it the API is open [default:
+    /// none].
     #[arg(long, env = "BALLAST_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
 
@@ -126,7 +131,10 @@ pub struct AgentOpts {
     pub tls_ca: Option<PathBuf>,
 
     /// This node's certificate (PEM), with the IP addresses and names it is reached by as
-    /// subject alternative names. See --tls-ca [default: none].
+    /// subject alternative names. A member's certificate that names it (`ballastctl certs
+    /// issue NAME --member ID`) makes it check the identity in every client certificate: Raft
+    /// only from members, agent calls only for the node the certificate names. An agent-only
+    /// server's names its node (`--node ID`). See --tls-ca [default: none].
     #[arg(long, value_name = "FILE", env = "BALLAST_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
 
@@ -990,7 +998,8 @@ pub struct AgentOnlyConfig {
     pub haproxy: Option<crate::agent::haproxy::HaproxyConfig>,
     pub log_format: LogFormat,
     pub log: String,
-    /// The token file (see `ballastd --help`); the agent uses its first admin token.
+    /// The token file (see `ballastd --help`); the agent uses its `node <id>` line (see
+    /// `main.rs`).
     pub token_file: Option<PathBuf>,
     /// Mutual TLS towards the cluster (see `ballastd --help`); None: plaintext.
     pub tls: Option<crate::tls::NodeTlsFiles>,

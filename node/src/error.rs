@@ -16,6 +16,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The caller's credentials do not allow this (an agent's call for another node).
+    #[error("{0}")]
+    PermissionDenied(String),
     /// This member cannot reach a leader for the request. Retry on `leader_addr` if known.
     #[error("not leader{}", match (.leader_id, .leader_addr) { (Some(id), Some(a)) => format!("; leader is {id} at {a}"), _ => "; no leader known".to_string() })]
     NotLeader {
@@ -47,6 +50,7 @@ impl From<ApiError> for Status {
             ApiError::InvalidArgument { .. } => Status::invalid_argument(msg),
             ApiError::NotFound(_) => Status::not_found(msg),
             ApiError::FailedPrecondition(_) => Status::failed_precondition(msg),
+            ApiError::PermissionDenied(_) => Status::permission_denied(msg),
             ApiError::NotLeader {
                 leader_id,
                 leader_addr,

@@ -135,6 +135,49 @@ async fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// The token a standalone agent of `node` calls with: its `node <id>` line, else a member
+/// token, else (a legacy file) the first admin token; the last two with a warning.
+fn agent_token(path: &std::path::Path, node: u64) -> Result<String, String> {
+    use ballast_node::auth::{AgentToken, Tokens};
+    let tokens = Tokens::load(path)?;
+    let (token, kind) = tokens.agent_token(node).ok_or_else(|| {
+        format!(
+            "{}: no `node {node} <token>` line (nor a member or admin token)",
+            path.display()
+        )
+    })?;
+    match kind {
+        AgentToken::Node => {}
+        AgentToken::Member => tracing::warn!(
+            file = %path.display(),
+            "no `node {node} <token>` line: using a member token, which lets this server speak Raft and act as any node's agent; give it a file with only its node line"
+        ),
+        AgentToken::Admin => tracing::warn!(
+            file = %path.display(),
+            "no `node {node} <token>` line: using the first admin token (a legacy token file); give this server a file with only a `node {node} <token>` line, known to the members"
+        ),
+    }
+    Ok(token.to_string())
+}
+
+/// A standalone agent's certificate names node `node` or no one (a member's certificate is
+/// not for an agent-only server).
+fn agent_cert_names(cert: &std::path::Path, node: u64) -> Result<(), String> {
+    use ballast_client::identity::{identity_of, CertIdentity};
+    let certs = ballast_client::tls::load_certs(cert).map_err(|e| e.to_string())?;
+    match identity_of(&certs[0]).map_err(|e| format!("{}: {e}", cert.display()))? {
+        None => {
+            tracing::warn!("this agent's certificate names no node (ballastctl certs issue NAME --node {node}): members that check identities will refuse its calls");
+            Ok(())
+        }
+        Some(CertIdentity::Node(n)) if n == node => Ok(()),
+        Some(other) => Err(format!(
+            "{}: the certificate names {other}, but this agent is node {node} (ballastctl certs issue NAME --node {node})",
+            cert.display()
+        )),
+    }
+}
+
 /// `ballastd agent`: register with the cluster, then run the agent until a signal.
 async fn agent_main(args: AgentArgs) -> ExitCode {
     let cfg = match AgentOnlyConfig::load(args) {
@@ -145,9 +188,10 @@ async fn agent_main(args: AgentArgs) -> ExitCode {
         }
     };
     init_logging(&cfg.log, cfg.log_format);
+    // Its own node's token, which is all it needs (the file may hold only that line).
     let token = match &cfg.token_file {
-        Some(path) => match ballast_node::auth::Tokens::load(path) {
-            Ok(t) => Some(t.peer_token().to_string()),
+        Some(path) => match agent_token(path, cfg.node_id) {
+            Ok(t) => Some(t),
             Err(e) => {
                 eprintln!("ballastd agent: token file {e}");
                 return ExitCode::from(2);
@@ -169,6 +213,12 @@ async fn agent_main(args: AgentArgs) -> ExitCode {
         },
         None => None,
     };
+    if let Some(f) = &cfg.tls {
+        if let Err(e) = agent_cert_names(&f.cert, cfg.node_id) {
+            eprintln!("ballastd agent: TLS: {e}");
+            return ExitCode::from(2);
+        }
+    }
     reload_on_sighup("ballastd agent", tls.clone().map(|t| move || t.reload()));
     let instance = ballast_node::agent::new_instance();
     let client = ballast_node::agent::cluster_client(
@@ -179,16 +229,22 @@ async fn agent_main(args: AgentArgs) -> ExitCode {
         instance,
     );
 
-    // 1. Register (or confirm the registration) before holding anything. A refusal is final;
-    //    an unreachable cluster is retried until it answers or a signal comes.
+    // 1. Register (or confirm the registration) before holding anything. A refusal (bad
+    //    input, or credentials that do not name this node) is final; an unreachable cluster
+    //    is retried until it answers or a signal comes.
     let registered = async {
+        use ballast_client::Error;
         loop {
             match client
                 .register_agent(cfg.node_id, &cfg.advertise, false)
                 .await
             {
                 Ok(_) => return Ok(()),
-                Err(ballast_client::Error::InvalidArgument(m)) => return Err(m),
+                Err(
+                    Error::InvalidArgument(m)
+                    | Error::PermissionDenied(m)
+                    | Error::Unauthenticated(m),
+                ) => return Err(m),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot register with the cluster yet");
                     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -146,6 +146,15 @@ impl Node {
                 leader_addr: Some(addr),
             }) if id != self.id => match self.pool.propose(&addr, &cmd, WRITE_TIMEOUT).await {
                 Ok(r) => r.map_err(ApiError::from),
+                // The leader found the input itself bad (see `server/raft.rs`): asking it
+                // again directly would not change that. Other refusals (this member's own
+                // credentials, say, mid-rotation) leave the client the leader's address.
+                Err(status) if status.code() == tonic::Code::InvalidArgument => {
+                    Err(ApiError::InvalidArgument {
+                        field: "request".into(),
+                        message: status.message().to_string(),
+                    })
+                }
                 Err(status) => {
                     tracing::debug!(leader = id, %addr, %status, "forwarding a write to the leader failed");
                     Err(ApiError::NotLeader {
@@ -360,15 +369,36 @@ pub async fn start(
 
     // TLS files, checked (and the key matched to its certificate) before anything is written.
     let tls = match &cfg.tls {
-        Some(files) => Some(crate::tls::NodeTls::load(files.clone())?),
+        Some(files) => Some(crate::tls::NodeTls::load_for(
+            files.clone(),
+            Some(cfg.node_id),
+        )?),
         None => None,
     };
+    if tls.as_ref().is_some_and(|t| !t.checks_identities()) {
+        tracing::warn!(
+            "this member's certificate names no member: any certificate from the CA may speak Raft and act as any node's agent. Issue member certificates (ballastctl certs issue NAME --member ID) to every member and reload them all"
+        );
+    }
 
     // API tokens, read before anything else so that a bad file changes nothing.
     let tokens = match &cfg.token_file {
-        Some(path) => Some(Arc::new(
-            crate::auth::Tokens::load(path).map_err(StartError::Tokens)?,
-        )),
+        Some(path) => {
+            let t = crate::auth::Tokens::load(path).map_err(StartError::Tokens)?;
+            if t.peer_token().is_none() {
+                return Err(StartError::Tokens(format!(
+                    "{}: no member (or admin) token: members need one to call each other",
+                    path.display()
+                )));
+            }
+            if !t.strict() {
+                tracing::warn!(
+                    file = %path.display(),
+                    "the token file has no `member` line: admin tokens speak Raft and may act as any node's agent. Turn the first `admin` line into `member` (same token; members call each other with it), add a new `admin` line for operators and `node <id> <token>` lines for agent-only servers, then restart the members one at a time"
+                );
+            }
+            Some(Arc::new(t))
+        }
         None => {
             if tls.is_some() {
                 tracing::warn!(
@@ -447,7 +477,7 @@ pub async fn start(
     let pool = PeerPool::new(
         identity.clone(),
         Duration::from_millis(cfg.election_timeout_min_ms),
-        tokens.as_ref().map(|t| t.peer_token()),
+        tokens.as_ref().and_then(|t| t.peer_token()),
         tls.as_ref().map(|t| t.client().clone()),
     );
     let raft_config = Arc::new(
@@ -555,7 +585,7 @@ pub async fn start(
         let client = crate::agent::cluster_client(
             vec![advertise.clone()],
             &cfg.lease,
-            tokens.as_ref().map(|t| t.peer_token().to_string()),
+            peer_token(&tokens),
             tls.as_ref().map(|t| t.client().clone()),
             instance,
         );
@@ -651,9 +681,14 @@ async fn restore_pending(
     }
 }
 
-/// A restarted member refuses to start when its configuration names another cluster than the
-/// one its data directory belongs to: another --cluster-name with --initial-cluster, or --join
-/// endpoints that answer with another cluster id.
+/// The token this member calls the others with (its embedded agent too).
+fn peer_token(tokens: &Option<Arc<crate::auth::Tokens>>) -> Option<String> {
+    tokens
+        .as_ref()
+        .and_then(|t| t.peer_token())
+        .map(String::from)
+}
+
 /// How this member calls the others through the public API (joining, checking the cluster
 /// id): with the peer token and its own certificate, like its Raft calls.
 fn member_client_config(
@@ -662,11 +697,14 @@ fn member_client_config(
     tls: &Option<Arc<crate::tls::NodeTls>>,
 ) -> ballast_client::ClientConfig {
     let mut c = ballast_client::ClientConfig::new(endpoints.to_vec());
-    c.token = tokens.as_ref().map(|t| t.peer_token().to_string());
+    c.token = peer_token(tokens);
     c.tls = tls.as_ref().map(|t| t.client().clone());
     c
 }
 
+/// A restarted member refuses to start when its configuration names another cluster than the
+/// one its data directory belongs to: another --cluster-name with --initial-cluster, or --join
+/// endpoints that answer with another cluster id.
 async fn check_restart_cluster(
     cfg: &Config,
     identity: &IdentityStore,

@@ -9,16 +9,28 @@
 //!
 //! Handshakes run off the accept loop, each limited to [`HANDSHAKE_TIMEOUT`], so a client that
 //! opens a connection and says nothing holds up no one.
+//!
+//! Identities: the accept loop reads the client certificate's identity URI
+//! (`ballast_client::identity`) once, at the handshake, and hands it to every request of the
+//! connection ([`ConnInfo`]); `auth.rs` checks it per call when the member *checks
+//! identities*, which it does while its own certificate names it (`ballast://member/ID`).
+//! Whether a connection is checked is fixed when it is accepted: after a reload that turns
+//! checks on, connections opened before carry on as they were (so the members' Raft
+//! connections survive a rotation), new ones are checked. While checking, a certificate with
+//! a malformed identity URI, or with two, is refused at the handshake. A member's own
+//! certificate must name this member or no one: another member's, or an agent-only server's,
+//! is refused at start and on reload.
 
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use ballast_client::identity::{identity_of, CertIdentity};
 use ballast_client::tls::{load_identity, load_roots, provider, ClientTls, TlsError, TlsFiles};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::server::Connected;
 
 /// How long a TLS handshake may take before the connection is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,13 +43,35 @@ pub struct NodeTlsFiles {
     pub key: std::path::PathBuf,
 }
 
-fn build_server(files: &NodeTlsFiles) -> Result<rustls::ServerConfig, TlsError> {
+/// What the server side is built from: the configuration, and whether it checks identities.
+struct Served {
+    config: Arc<rustls::ServerConfig>,
+    checks: bool,
+}
+
+/// The server side of `files`; `member`: the member it serves, whose certificate must name
+/// it or no one.
+fn build_server(files: &NodeTlsFiles, member: Option<u64>) -> Result<Served, TlsError> {
     let roots = load_roots(&files.ca)?;
     let verifier =
         rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
             .build()
             .map_err(|e| TlsError::Config(format!("client verifier: {e}")))?;
     let (certs, key) = load_identity(&files.cert, &files.key)?;
+    let own = identity_of(&certs[0]).map_err(|e| TlsError::File {
+        path: files.cert.clone(),
+        message: e.to_string(),
+    })?;
+    if let (Some(id), Some(own)) = (member, own) {
+        if own != CertIdentity::Member(id) {
+            return Err(TlsError::File {
+                path: files.cert.clone(),
+                message: format!(
+                    "the certificate names {own}, but this is member {id} (ballastctl certs issue --member {id})"
+                ),
+            });
+        }
+    }
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?
@@ -45,21 +79,39 @@ fn build_server(files: &NodeTlsFiles) -> Result<rustls::ServerConfig, TlsError> 
         .with_single_cert(certs, key)
         .map_err(|e| TlsError::Config(e.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(config)
+    Ok(Served {
+        config: Arc::new(config),
+        checks: matches!(own, Some(CertIdentity::Member(_))),
+    })
 }
 
 /// A member's TLS: what it accepts with and what it calls its peers with.
-#[derive(Debug)]
 pub struct NodeTls {
     files: NodeTlsFiles,
-    server: RwLock<Arc<rustls::ServerConfig>>,
+    member: Option<u64>,
+    server: RwLock<Served>,
     client: Arc<ClientTls>,
+}
+
+impl std::fmt::Debug for NodeTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeTls")
+            .field("files", &self.files)
+            .field("member", &self.member)
+            .field("checks_identities", &self.checks_identities())
+            .finish()
+    }
 }
 
 impl NodeTls {
     /// Reads and checks the files; an error names the one at fault.
     pub fn load(files: NodeTlsFiles) -> Result<Arc<Self>, TlsError> {
-        let server = build_server(&files)?;
+        Self::load_for(files, None)
+    }
+
+    /// [`NodeTls::load`] for member `member`: its certificate must name it or no one.
+    pub fn load_for(files: NodeTlsFiles, member: Option<u64>) -> Result<Arc<Self>, TlsError> {
+        let server = build_server(&files, member)?;
         let client = ClientTls::load(TlsFiles {
             ca: files.ca.clone(),
             cert: Some(files.cert.clone()),
@@ -67,7 +119,8 @@ impl NodeTls {
         })?;
         Ok(Arc::new(NodeTls {
             files,
-            server: RwLock::new(Arc::new(server)),
+            member,
+            server: RwLock::new(server),
             client,
         }))
     }
@@ -75,10 +128,15 @@ impl NodeTls {
     /// Reads the files again. The server side is built first and swapped last, and the client
     /// side swaps only once built, so a bad file changes nothing.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let server = build_server(&self.files)?;
+        let server = build_server(&self.files, self.member)?;
         self.client.reload()?;
-        *self.server.write().unwrap() = Arc::new(server);
+        *self.server.write().unwrap() = server;
         Ok(())
+    }
+
+    /// Whether new connections are checked: this member's own certificate names it.
+    pub fn checks_identities(&self) -> bool {
+        self.server.read().unwrap().checks
     }
 
     /// The client side, for calls to the other members and the embedded agent.
@@ -86,33 +144,53 @@ impl NodeTls {
         &self.client
     }
 
-    fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
-        tokio_rustls::TlsAcceptor::from(self.server.read().unwrap().clone())
+    /// An acceptor and whether the connections it accepts are checked, from one reading.
+    fn acceptor(&self) -> (tokio_rustls::TlsAcceptor, bool) {
+        let s = self.server.read().unwrap();
+        (tokio_rustls::TlsAcceptor::from(s.config.clone()), s.checks)
     }
 }
 
 /// An accepted connection, plain or TLS.
 pub enum Conn {
     Plain(TcpStream),
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    Tls {
+        stream: Box<tokio_rustls::server::TlsStream<TcpStream>>,
+        /// The identity its client certificate names, if this member checks it.
+        checked: Option<Option<CertIdentity>>,
+    },
 }
 
 impl Conn {
     fn tcp(&self) -> &TcpStream {
         match self {
             Conn::Plain(s) => s,
-            Conn::Tls(s) => s.get_ref().0,
+            Conn::Tls { stream, .. } => stream.get_ref().0,
         }
     }
 }
 
-impl Connected for Conn {
-    type ConnectInfo = TcpConnectInfo;
+/// What every request of a connection learns about it (tonic puts it in the extensions).
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub local_addr: Option<std::net::SocketAddr>,
+    pub remote_addr: Option<std::net::SocketAddr>,
+    /// Some when the connection was accepted while this member checked identities: the
+    /// identity its client certificate names, if any.
+    pub checked: Option<Option<CertIdentity>>,
+}
 
-    fn connect_info(&self) -> TcpConnectInfo {
-        TcpConnectInfo {
+impl Connected for Conn {
+    type ConnectInfo = ConnInfo;
+
+    fn connect_info(&self) -> ConnInfo {
+        ConnInfo {
             local_addr: self.tcp().local_addr().ok(),
             remote_addr: self.tcp().peer_addr().ok(),
+            checked: match self {
+                Conn::Plain(_) => None,
+                Conn::Tls { checked, .. } => *checked,
+            },
         }
     }
 }
@@ -125,7 +203,7 @@ impl AsyncRead for Conn {
     ) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Conn::Tls { stream: s, .. } => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -138,7 +216,7 @@ impl AsyncWrite for Conn {
     ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Conn::Tls { stream: s, .. } => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -149,28 +227,28 @@ impl AsyncWrite for Conn {
     ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            Conn::Tls { stream: s, .. } => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
             Conn::Plain(s) => s.is_write_vectored(),
-            Conn::Tls(s) => s.is_write_vectored(),
+            Conn::Tls { stream: s, .. } => s.is_write_vectored(),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_flush(cx),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Conn::Tls { stream: s, .. } => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Conn::Tls { stream: s, .. } => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -281,12 +359,31 @@ pub fn incoming(listener: TcpListener, tls: Option<Arc<NodeTls>>) -> Incoming {
                 }
                 continue;
             };
-            let acceptor = tls.acceptor();
+            let (acceptor, checks) = tls.acceptor();
             let tx = tx.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(s)) => {
-                        let _ = tx.send(Ok(Conn::Tls(Box::new(s)))).await;
+                        let checked = if checks {
+                            let identity = match s.get_ref().1.peer_certificates() {
+                                Some([leaf, ..]) => identity_of(leaf),
+                                _ => Ok(None),
+                            };
+                            match identity {
+                                Ok(i) => Some(i),
+                                Err(e) => {
+                                    tracing::info!(%peer, error = %e, "TLS connection refused: its certificate's identity");
+                                    return;
+                                }
+                            }
+                        } else {
+                            None
+                        };
+                        let conn = Conn::Tls {
+                            stream: Box::new(s),
+                            checked,
+                        };
+                        let _ = tx.send(Ok(conn)).await;
                     }
                     Ok(Err(e)) => {
                         tracing::info!(%peer, error = %e, "TLS handshake refused");

@@ -228,22 +228,24 @@ pub enum Op {
 }
 
 impl Op {
-    /// Ops only the leader's own loops propose, never forwarded by `Propose` (their bare
-    /// forms still apply from logs written before `Decided` existed).
-    pub fn leader_only(&self) -> bool {
-        matches!(
-            self,
-            Op::AssignVip { .. }
-                | Op::ReleaseVip { .. }
-                | Op::RevokeVip { .. }
-                | Op::SetNodeAlive { .. }
-                | Op::StepRollout { .. }
-                | Op::SettleLease { .. }
-                | Op::BindAgent { .. }
-                | Op::ClearRetired { .. }
-                | Op::SetLease { if_unset: true, .. }
-                | Op::Decided { .. }
-        )
+    /// The operations only the leader's own loops propose, on the leader, from its lease book
+    /// and controller (never forwarded, never from a client): their name, for the refusal
+    /// of one that arrives through the Raft service's `Propose`.
+    /// (Their bare forms still apply from logs written before `Decided` existed.)
+    pub fn leader_only(&self) -> Option<&'static str> {
+        Some(match self {
+            Op::AssignVip { .. } => "AssignVip",
+            Op::ReleaseVip { .. } => "ReleaseVip",
+            Op::RevokeVip { .. } => "RevokeVip",
+            Op::SetNodeAlive { .. } => "SetNodeAlive",
+            Op::StepRollout { .. } => "StepRollout",
+            Op::SettleLease { .. } => "SettleLease",
+            Op::ClearRetired { .. } => "ClearRetired",
+            Op::BindAgent { .. } => "BindAgent",
+            Op::SetLease { if_unset: true, .. } => "SetLease with if_unset",
+            Op::Decided { .. } => "a leader's decision",
+            _ => return None,
+        })
     }
 }
 

@@ -345,6 +345,136 @@ pub fn admin_state(field: &str, admin: i32) -> Result<v1::AdminState> {
     }
 }
 
+/// A health transition an agent reports: healthy or unhealthy.
+pub fn reported_health(field: &str, health: i32) -> Result {
+    match v1::Health::try_from(health) {
+        Ok(v1::Health::Healthy | v1::Health::Unhealthy) => Ok(()),
+        _ => Err(invalid(field, "must be healthy or unhealthy")),
+    }
+}
+
+/// The error text an agent reports with a failed release.
+pub fn report_error(field: &str, error: &str) -> Result {
+    if error.len() > 4096 {
+        return Err(invalid(field, "is longer than 4096 bytes"));
+    }
+    Ok(())
+}
+
+/// A rollout's deadline, in milliseconds.
+pub fn rollout_deadline(field: &str, ms: u64) -> Result {
+    if ms > 7 * 24 * 3_600_000 {
+        return Err(invalid(field, "must be at most a week"));
+    }
+    Ok(())
+}
+
+/// Every check above for the operation `op` carries, as the public API and the agent
+/// service make them before proposing it; for a write forwarded to the leader (the Raft
+/// service's `Propose`), which checks it again. Operations only a leader's own loops propose
+/// pass unchecked here: `Op::leader_only` refuses them before this is called.
+pub fn op(op: &mut crate::types::Op) -> Result {
+    use crate::types::Op;
+    match op {
+        Op::Put { key: k, value: v } => {
+            key("key", k)?;
+            value("value", v)
+        }
+        Op::CompareAndSet {
+            key: k, new_value, ..
+        } => {
+            key("key", k)?;
+            value("new_value", new_value)
+        }
+        Op::Delete { key: k, prefix: p } => {
+            if *p {
+                prefix("key", k)
+            } else {
+                key("key", k)
+            }
+        }
+        Op::ApplyService(svc) => service(svc),
+        Op::DeleteService(n) | Op::DeleteVip(n) => name("name", n),
+        Op::ApplyVip(v) => vip(v),
+        Op::SetNodeAdmin { node_id: id, admin } => {
+            node_id("node_id", *id)?;
+            admin_state("admin", *admin).map(|_| ())
+        }
+        Op::ReportHealth {
+            node_id: id,
+            service,
+            health,
+        } => {
+            node_id("node_id", *id)?;
+            name("service", service)?;
+            reported_health("health", *health)
+        }
+        Op::MoveVip { vip, to } => {
+            name("name", vip)?;
+            node_id("to_node", *to)
+        }
+        Op::RegisterAgent { node_id: id, addr } => {
+            node_id("node_id", *id)?;
+            if addr.is_empty() {
+                return Ok(());
+            }
+            member_addr("addr", addr)
+        }
+        Op::ForgetAgent { node_id: id } => node_id("node_id", *id),
+        Op::RegisterRelease {
+            service,
+            release: r,
+        } => {
+            name("service", service)?;
+            release(r)
+        }
+        Op::StartRollout {
+            service,
+            release,
+            batch,
+            deadline_ms,
+            ..
+        } => {
+            name("service", service)?;
+            name("release", release)?;
+            if *batch == 0 {
+                return Err(invalid("batch", "must be at least 1"));
+            }
+            rollout_deadline("deadline_ms", *deadline_ms)
+        }
+        Op::ControlRollout { service, .. } => name("service", service),
+        Op::Rollback { service, to } => {
+            name("service", service)?;
+            if to.is_empty() {
+                return Ok(());
+            }
+            name("to", to)
+        }
+        Op::ReportRelease {
+            node_id: id,
+            service,
+            error,
+            ..
+        } => {
+            node_id("node_id", *id)?;
+            name("service", service)?;
+            report_error("error", error)
+        }
+        // Checked whole when restored (`backup.rs`, the state machine), like lease settings
+        // (`Node::check_lease_settings`, which needs this member's configuration).
+        Op::Restore { .. } | Op::SetLease { .. } => Ok(()),
+        Op::AssignVip { .. }
+        | Op::ReleaseVip { .. }
+        | Op::RevokeVip { .. }
+        | Op::SetNodeAlive { .. }
+        | Op::StepRollout { .. }
+        | Op::SettleLease { .. }
+        | Op::BindAgent { .. }
+        | Op::ClearRetired { .. }
+        | Op::Decided { .. } => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

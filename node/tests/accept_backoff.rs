@@ -163,6 +163,7 @@ fn an_accept_loop_out_of_descriptors_backs_off_instead_of_spinning() {
         "n1",
         &["127.0.0.1".into()],
         ballast_client::certs::Kind::Node,
+        None,
         1,
     )
     .unwrap();

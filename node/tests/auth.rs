@@ -1,164 +1,44 @@
-//! API tokens, method by method: a cluster started with a token file forms (its members call
-//! each other with the peer token), refuses every API method without a token or with an
-//! unknown one (UNAUTHENTICATED), lets a read token read and refuses it every write
-//! (PERMISSION_DENIED), and lets an admin token do everything. Health stays open.
+//! API tokens, method by method. A cluster started with a token file forms (its members call
+//! each other with the member token), refuses every method without a token or with an
+//! unknown one (UNAUTHENTICATED), and gives each role exactly its calls (PERMISSION_DENIED
+//! otherwise): read tokens read; admin tokens read and write but make no agent or Raft call
+//! (strict file); `node <id>` tokens read and act as their own node's agent only; member
+//! tokens do everything. A file without a member line keeps the old rules (admin does
+//! everything). The Raft service's `Propose` refuses what only a leader proposes and input
+//! the public API refuses. Health stays open.
 
 mod common;
 
-use std::future::Future;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::time::Duration;
 
-use ballast_client::{v1, Client, ClientConfig, Error};
-use common::{wait_for, TestCluster};
+use ballast_client::{v1, Client, ClientConfig};
+use ballast_node::types::{Command, CommandResult, Op};
+use common::calls::{
+    check_public, check_raft, contract, formed, methods, plain_channel, raft_client, raft_methods,
+    raft_request, Kind, Rule,
+};
+use common::TestCluster;
 
+const MEMBER: &str = "member-token-0123456789";
 const ADMIN: &str = "admin-token-0123456789";
 const READ: &str = "read-token-0123456789";
+const NODE2: &str = "node-2-token-0123456789";
 
-fn token_file() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ballast-auth-test.tokens")
+fn tokens_at(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name)
 }
 
-fn with_tokens(cfg: &mut ballast_node::Config) {
-    cfg.token_file = Some(token_file());
+fn with_strict_tokens(cfg: &mut ballast_node::Config) {
+    cfg.token_file = Some(tokens_at("ballast-auth-strict.tokens"));
 }
 
-type Call = Box<dyn Fn(Client) -> Pin<Box<dyn Future<Output = Result<(), Error>> + Send>>>;
-
-macro_rules! call {
-    ($c:ident => $e:expr) => {
-        Box::new(|$c: Client| Box::pin(async move { $e.await.map(|_| ()) }))
-    };
+fn with_legacy_tokens(cfg: &mut ballast_node::Config) {
+    cfg.token_file = Some(tokens_at("ballast-auth-legacy.tokens"));
 }
 
-/// Every API method: (name, changes the cluster, a call of it).
-fn methods() -> Vec<(&'static str, bool, Call)> {
-    vec![
-        ("Cluster.Status", false, call!(c => c.status())),
-        (
-            "Cluster.AddLearner",
-            true,
-            call!(c => c.add_learner(9, "127.0.0.1:1", false)),
-        ),
-        ("Cluster.PromoteVoter", true, call!(c => c.promote_voter(9))),
-        ("Cluster.RemoveNode", true, call!(c => c.remove_node(9))),
-        ("Cluster.Snapshot", true, call!(c => c.snapshot())),
-        ("KV.Get", false, call!(c => c.get("k", false))),
-        ("KV.Range", false, call!(c => c.range("", 10, false))),
-        ("KV.Put", true, call!(c => c.put("k", "v"))),
-        (
-            "KV.CompareAndSet",
-            true,
-            call!(c => c.compare_and_set(
-                "k",
-                v1::compare_and_set_request::Expected::ExpectedValue(b"v".to_vec()),
-                "w",
-            )),
-        ),
-        ("KV.Delete", true, call!(c => c.delete("nothing", false))),
-        (
-            "Watch.Watch",
-            false,
-            Box::new(|c: Client| {
-                Box::pin(async move {
-                    let mut w = c.watch(v1::WatchRequest {
-                        key_prefixes: vec![b"k".to_vec()],
-                        cluster_state: false,
-                        start_revision: 1,
-                    });
-                    match tokio::time::timeout(Duration::from_secs(5), w.next()).await {
-                        Ok(Err(e)) => Err(e),
-                        _ => Ok(()),
-                    }
-                })
-            }),
-        ),
-        ("State.GetState", false, call!(c => c.get_state(false))),
-        (
-            "State.ApplyService",
-            true,
-            call!(c => c.apply_service(v1::Service {
-                name: "web".into(),
-                check: Some(v1::HealthCheck {
-                    kind: Some(v1::health_check::Kind::Tcp(v1::TcpCheck { port: 80 })),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })),
-        ),
-        (
-            "State.DeleteService",
-            true,
-            call!(c => c.delete_service("none")),
-        ),
-        (
-            "State.ApplyVip",
-            true,
-            call!(c => c.apply_vip(v1::Vip {
-                name: "v".into(),
-                address: "10.213.0.100/24".into(),
-                interface: "eth0".into(),
-                service: "none".into(),
-                ..Default::default()
-            })),
-        ),
-        ("State.DeleteVip", true, call!(c => c.delete_vip("none"))),
-        (
-            "State.SetNodeAdmin",
-            true,
-            call!(c => c.set_node_admin(1, v1::AdminState::Active)),
-        ),
-        ("State.MoveVip", true, call!(c => c.move_vip("none", 1))),
-        (
-            "State.RegisterRelease",
-            true,
-            call!(c => c.register_release("none", "r1", "/nothing", &"0".repeat(64))),
-        ),
-        (
-            "State.StartRollout",
-            true,
-            call!(c => c.start_rollout(v1::StartRolloutRequest {
-                service: "none".into(),
-                release: "r1".into(),
-                ..Default::default()
-            })),
-        ),
-        (
-            "State.ControlRollout",
-            true,
-            call!(c => c.control_rollout("none", v1::RolloutControl::Pause)),
-        ),
-        ("State.Rollback", true, call!(c => c.rollback("none", ""))),
-        ("State.ForgetNode", true, call!(c => c.forget_node(9))),
-        (
-            "State.SetLease",
-            true,
-            call!(c => c.set_lease(v1::LeaseSettings::default())),
-        ),
-        ("Agent.Renew", true, call!(c => c.renew(1, vec![], vec![]))),
-        (
-            "Agent.ReportHealth",
-            true,
-            call!(c => c.report_health(1, "none", v1::Health::Healthy)),
-        ),
-        (
-            "Agent.ConfirmRelease",
-            true,
-            call!(c => c.confirm_release(1, "none", 1)),
-        ),
-        (
-            "Agent.ReportRelease",
-            true,
-            call!(c => c.report_release(v1::ReportReleaseRequest::default())),
-        ),
-        (
-            "Agent.Register",
-            true,
-            call!(c => c.register_agent(9, "127.0.0.1:1", false)),
-        ),
-        ("Agent.Leases", false, call!(c => c.leases())),
-    ]
+fn with_propose_tokens(cfg: &mut ballast_node::Config) {
+    cfg.token_file = Some(tokens_at("ballast-auth-propose.tokens"));
 }
 
 fn client(c: &TestCluster, token: Option<&str>) -> Client {
@@ -168,74 +48,105 @@ fn client(c: &TestCluster, token: Option<&str>) -> Client {
     Client::new(cfg)
 }
 
-fn is_auth(e: &Error) -> bool {
-    matches!(e, Error::Unauthenticated(_) | Error::PermissionDenied(_))
+/// Three members started with the token file `name` holding `text`, a client with `token`,
+/// and the cluster's id once it has a leader.
+async fn cluster(
+    name: &str,
+    text: String,
+    tune: fn(&mut ballast_node::Config),
+    token: &str,
+) -> (TestCluster, Client, String) {
+    std::fs::write(tokens_at(name), text).unwrap();
+    let c = TestCluster::start(3, tune).await;
+    let client = client(&c, Some(token));
+    let id = formed(&client).await;
+    (c, client, id)
+}
+
+/// Every method has a row (a method added without one fails here).
+#[test]
+fn every_contract_method_has_a_row() {
+    let mut rows: Vec<String> = methods(1).iter().map(|r| r.0.to_string()).collect();
+    rows.sort();
+    assert_eq!(rows, contract(false), "one row per API method");
+    let mut rows: Vec<String> = raft_methods().iter().map(|r| r.0.to_string()).collect();
+    rows.sort();
+    assert_eq!(rows, contract(true), "one row per Raft method");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn every_method_checks_the_token_and_its_role() {
-    std::fs::write(
-        token_file(),
-        format!("# test tokens\nadmin {ADMIN}\nread {READ}\n"),
+async fn strict_tokens_give_each_role_exactly_its_calls() {
+    let text =
+        format!("# test tokens\nmember {MEMBER}\nadmin {ADMIN}\nread {READ}\nnode 2 {NODE2}\n");
+    // The members form a cluster with the member token.
+    let (c, _, cluster_id) = cluster(
+        "ballast-auth-strict.tokens",
+        text,
+        with_strict_tokens,
+        MEMBER,
     )
-    .unwrap();
-    let c = TestCluster::start(3, with_tokens).await;
-    let admin = client(&c, Some(ADMIN));
-    // The members formed a cluster with each other's peer token.
-    wait_for("a leader", Duration::from_secs(20), || async {
-        admin.status().await.ok().filter(|s| s.leader_id != 0)
-    })
     .await;
-    let (none, unknown, read) = (
-        client(&c, None),
-        client(&c, Some("not-a-token-0123456789")),
-        client(&c, Some(READ)),
-    );
-    let table = methods();
-    // One row per public method of the contract: a method added without a row fails here.
-    let set = <prost_types::FileDescriptorSet as prost::Message>::decode(v1::FILE_DESCRIPTOR_SET)
-        .unwrap();
-    let mut contract: Vec<String> = set
-        .file
-        .iter()
-        .filter(|f| f.package() == "ballast.v1")
-        .flat_map(|f| &f.service)
-        .filter(|s| s.name() != "RaftService")
-        .flat_map(|s| {
-            s.method
-                .iter()
-                .map(move |m| format!("{}.{}", s.name(), m.name()))
-        })
-        .collect();
-    contract.sort();
-    let mut rows: Vec<String> = table.iter().map(|r| r.0.to_string()).collect();
-    rows.sort();
-    assert_eq!(rows, contract, "one row per API method");
+    use tonic::Code::{PermissionDenied as Denied, Unauthenticated};
     let mut failures = Vec::new();
-    for (name, write, call) in &table {
-        match call(none.clone()).await {
-            Err(Error::Unauthenticated(_)) => {}
-            other => failures.push(format!("{name} without a token: {other:?}")),
-        }
-        match call(unknown.clone()).await {
-            Err(Error::Unauthenticated(_)) => {}
-            other => failures.push(format!("{name} with an unknown token: {other:?}")),
-        }
-        match (call(read.clone()).await, write) {
-            (Err(Error::PermissionDenied(_)), true) => {}
-            (Err(e), false) if is_auth(&e) => {
-                failures.push(format!("{name} refused to a read token: {e}"))
-            }
-            (Err(_) | Ok(()), false) => {}
-            (other, true) => failures.push(format!("{name} with a read token: {other:?}")),
-        }
-        if let Err(e) = call(admin.clone()).await {
-            if is_auth(&e) {
-                failures.push(format!("{name} refused to an admin token: {e}"));
-            }
-        }
+    let roles: [(&str, Option<&str>, Rule); 6] = [
+        ("no token", None, |_| Err(Unauthenticated)),
+        ("an unknown token", Some("not-a-token-0123456789"), |_| {
+            Err(Unauthenticated)
+        }),
+        ("a read token", Some(READ), |k| match k {
+            Kind::Read => Ok(()),
+            _ => Err(Denied),
+        }),
+        // Not membership changes: a new member is sent the member token.
+        ("an admin token", Some(ADMIN), |k| match k {
+            Kind::Agent | Kind::Membership => Err(Denied),
+            _ => Ok(()),
+        }),
+        // Node 2's token, for node 3: reads only.
+        ("node 2's token", Some(NODE2), |k| match k {
+            Kind::Read => Ok(()),
+            _ => Err(Denied),
+        }),
+        ("a member token", Some(MEMBER), |_| Ok(())),
+    ];
+    for (who, token, rule) in roles {
+        check_public(who, &client(&c, token), 3, rule, &mut failures).await;
+    }
+    // Node 2's token acts for node 2.
+    check_public(
+        "node 2's token",
+        &client(&c, Some(NODE2)),
+        2,
+        |k| match k {
+            Kind::Write | Kind::Membership => Err(Denied),
+            _ => Ok(()),
+        },
+        &mut failures,
+    )
+    .await;
+    // Raft: members only.
+    let channel = plain_channel(&c.addrs[&1]).await;
+    let addr = &channel;
+    for (who, token, want) in [
+        ("no token", None, Some(Unauthenticated)),
+        ("a read token", Some(READ), Some(Denied)),
+        ("an admin token", Some(ADMIN), Some(Denied)),
+        ("node 2's token", Some(NODE2), Some(Denied)),
+        ("a member token", Some(MEMBER), None),
+    ] {
+        check_raft(who, addr, &cluster_id, token, want, &mut failures).await;
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // A forwarded assignment, even with the member token, is refused (see the Propose test).
+    let leader = c.leader().await;
+    let assign = Op::AssignVip {
+        vip: "v".into(),
+        node: 2,
+        epoch: 1,
+    };
+    let r = propose(&c.addrs[&leader], &cluster_id, MEMBER, assign).await;
+    assert_eq!(r.unwrap_err().code(), Denied);
 
     // Health stays open (load balancers probe it without a token).
     let ch = tonic::transport::Channel::from_shared(format!("http://{}", c.addrs[&1]))
@@ -249,5 +160,221 @@ async fn every_method_checks_the_token_and_its_role() {
     })
     .await
     .unwrap();
+    c.shutdown().await;
+}
+
+/// A file without a member line: admin tokens do what member tokens do (the rules before
+/// member tokens), node tokens are still held to their node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn legacy_tokens_let_admin_do_everything() {
+    let text = format!("admin {ADMIN}\nread {READ}\nnode 2 {NODE2}\n");
+    let (c, admin, cluster_id) = cluster(
+        "ballast-auth-legacy.tokens",
+        text,
+        with_legacy_tokens,
+        ADMIN,
+    )
+    .await;
+    use tonic::Code::PermissionDenied as Denied;
+    let mut failures = Vec::new();
+    check_public("an admin token", &admin, 3, |_| Ok(()), &mut failures).await;
+    check_public(
+        "a read token",
+        &client(&c, Some(READ)),
+        3,
+        |k| match k {
+            Kind::Read => Ok(()),
+            _ => Err(Denied),
+        },
+        &mut failures,
+    )
+    .await;
+    check_public(
+        "node 2's token",
+        &client(&c, Some(NODE2)),
+        3,
+        |k| match k {
+            Kind::Read => Ok(()),
+            _ => Err(Denied),
+        },
+        &mut failures,
+    )
+    .await;
+    let channel = plain_channel(&c.addrs[&1]).await;
+    let addr = &channel;
+    check_raft(
+        "an admin token",
+        addr,
+        &cluster_id,
+        Some(ADMIN),
+        None,
+        &mut failures,
+    )
+    .await;
+    check_raft(
+        "a read token",
+        addr,
+        &cluster_id,
+        Some(READ),
+        Some(Denied),
+        &mut failures,
+    )
+    .await;
+    check_raft(
+        "node 2's token",
+        addr,
+        &cluster_id,
+        Some(NODE2),
+        Some(Denied),
+        &mut failures,
+    )
+    .await;
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    c.shutdown().await;
+}
+
+/// Sends `op` to the Raft service's Propose at `addr` as a member would forward it.
+async fn propose(
+    addr: &str,
+    cluster_id: &str,
+    token: &str,
+    op: Op,
+) -> Result<Result<CommandResult, String>, tonic::Status> {
+    let cmd = Command {
+        request: None,
+        now_ms: 0,
+        op,
+    };
+    let req = raft_request(bincode::serialize(&cmd).unwrap(), Some(token), cluster_id);
+    let resp = raft_client(addr).await.propose(req).await?.into_inner();
+    let r: Result<CommandResult, ballast_node::network::ForwardError> =
+        bincode::deserialize(&resp.payload).map_err(|e| tonic::Status::internal(e.to_string()))?;
+    Ok(r.map_err(|e| format!("{e:?}")))
+}
+
+/// `Propose` carries other members' writes to the leader. With the member credential (here
+/// a legacy file's admin token, which is what members call each other with), it must not
+/// take what only the leader's own loops propose (an assignment that skips the lease wait),
+/// nor input the public API refuses; an ordinary forwarded write still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn propose_refuses_what_only_a_leader_proposes_and_bad_input() {
+    let text = format!("admin {ADMIN}\n");
+    let (c, admin, cluster_id) = cluster(
+        "ballast-auth-propose.tokens",
+        text,
+        with_propose_tokens,
+        ADMIN,
+    )
+    .await;
+    common::define_web_and_vip(&admin).await;
+    let vip = || async {
+        let s = admin.get_state(false).await.unwrap();
+        let v = s.vips.iter().find(|v| v.name == "v").unwrap().clone();
+        (v.owner, v.epoch)
+    };
+    let (owner, epoch) = vip().await;
+    assert_eq!(owner, 0, "no agent runs: nobody may hold it");
+    let leader = c.leader().await;
+    let addr = &c.addrs[&leader];
+    let lease = ballast_node::lease::LeaseSettings::from_config(&Default::default());
+    let mut failures = Vec::new();
+    for (what, op) in [
+        (
+            "AssignVip",
+            Op::AssignVip {
+                vip: "v".into(),
+                node: 2,
+                epoch: epoch + 1,
+            },
+        ),
+        (
+            "RevokeVip",
+            Op::RevokeVip {
+                vip: "v".into(),
+                epoch,
+            },
+        ),
+        (
+            "SetNodeAlive",
+            Op::SetNodeAlive {
+                node_id: 2,
+                alive: true,
+            },
+        ),
+        (
+            "BindAgent",
+            Op::BindAgent {
+                node_id: 2,
+                instance: 7,
+            },
+        ),
+        (
+            "SetLease if_unset",
+            Op::SetLease {
+                settings: lease,
+                if_unset: true,
+            },
+        ),
+    ] {
+        match propose(addr, &cluster_id, ADMIN, op).await {
+            Err(s) if s.code() == tonic::Code::PermissionDenied => {}
+            other => failures.push(format!("{what}: {other:?}")),
+        }
+    }
+    for (what, op) in [
+        (
+            "a Put with an empty key",
+            Op::Put {
+                key: vec![],
+                value: b"v".to_vec(),
+            },
+        ),
+        (
+            "a VIP with a bad address",
+            Op::ApplyVip(v1::Vip {
+                name: "w".into(),
+                address: "300.1.1.1/24".into(),
+                interface: "eth0".into(),
+                service: "web".into(),
+                ..Default::default()
+            }),
+        ),
+        (
+            "a health report for node 0",
+            Op::ReportHealth {
+                node_id: 0,
+                service: "web".into(),
+                health: v1::Health::Healthy as i32,
+            },
+        ),
+    ] {
+        match propose(addr, &cluster_id, ADMIN, op).await {
+            Err(s) if s.code() == tonic::Code::InvalidArgument => {}
+            other => failures.push(format!("{what}: {other:?}")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(vip().await, (0, epoch), "the VIP is still unowned");
+    assert!(
+        !admin
+            .get_state(false)
+            .await
+            .unwrap()
+            .vips
+            .iter()
+            .any(|v| v.name == "w"),
+        "the bad VIP was not stored"
+    );
+    // An ordinary write forwarded the same way still goes through.
+    let put = Op::Put {
+        key: b"forwarded".to_vec(),
+        value: b"yes".to_vec(),
+    };
+    propose(addr, &cluster_id, ADMIN, put)
+        .await
+        .expect("Propose answers")
+        .expect("the leader applied it");
+    let kv = admin.get("forwarded", false).await.unwrap().kv.unwrap();
+    assert_eq!(kv.value, b"yes");
     c.shutdown().await;
 }

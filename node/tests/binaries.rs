@@ -481,7 +481,7 @@ fn mutual_tls_cluster_refuses_strangers_and_reloads_certificates_on_sighup() {
     let (ca, other) = (d.join("ca"), d.join("other-ca"));
     certs_ok(&["init", "--dir", &s(ca.clone())]);
     certs_ok(&["init", "--dir", &s(other.clone())]);
-    // Node certificates n1..n3 for loopback, written to `out`.
+    // Member certificates n1..n3 for loopback, naming their member, written to `out`.
     let issue_nodes = |out: &Path| {
         for id in 1..=3 {
             let name = format!("n{id}");
@@ -495,12 +495,34 @@ fn mutual_tls_cluster_refuses_strangers_and_reloads_certificates_on_sighup() {
                 &out,
                 "--san",
                 "127.0.0.1,localhost",
+                "--member",
+                &id.to_string(),
             ]);
         }
     };
     issue_nodes(&ca);
     certs_ok(&["issue", "ops", "--client", "--ca-dir", &s(ca.clone())]);
     certs_ok(&["issue", "ops", "--client", "--ca-dir", &s(other.clone())]);
+    // An agent-only server's certificate names its node; without --san it only calls.
+    certs_ok(&["issue", "ag4", "--node", "4", "--ca-dir", &s(ca.clone())]);
+    for (file, want) in [
+        (
+            "n1.pem",
+            Some(ballast_client::identity::CertIdentity::Member(1)),
+        ),
+        (
+            "ag4.pem",
+            Some(ballast_client::identity::CertIdentity::Node(4)),
+        ),
+        ("ops.pem", None),
+    ] {
+        let der = ballast_client::tls::load_certs(&ca.join(file)).unwrap();
+        assert_eq!(
+            ballast_client::identity::identity_of(&der[0]),
+            Ok(want),
+            "{file}"
+        );
+    }
     let tls_args = |id: u64| -> Vec<String> {
         vec![
             "--tls-ca".into(),
@@ -513,7 +535,11 @@ fn mutual_tls_cluster_refuses_strangers_and_reloads_certificates_on_sighup() {
             s(d.join("tokens")),
         ]
     };
-    std::fs::write(d.join("tokens"), "admin tls-test-admin-token-0001\n").unwrap();
+    std::fs::write(
+        d.join("tokens"),
+        "member tls-test-member-token-001\nadmin tls-test-admin-token-0001\n",
+    )
+    .unwrap();
 
     // 1. Three members that speak only mutual TLS, with API tokens, form a cluster (Raft
     //    over TLS too; joining calls the cluster with the member's certificate and token).
@@ -577,6 +603,10 @@ fn mutual_tls_cluster_refuses_strangers_and_reloads_certificates_on_sighup() {
         log_of(d, 1).contains("TLS handshake refused"),
         "refusals are logged"
     );
+    // Its own certificate names it and the token file has a member line: it checks both.
+    for warning in ["names no member", "has no `member` line"] {
+        assert!(!log_of(d, 1).contains(warning), "{warning}");
+    }
 
     // 3. Rotation: new certificates moved into place, SIGHUP to every member. New
     //    connections get the new certificate, the cluster keeps committing throughout.

@@ -118,48 +118,56 @@ async fn a_watch_overtaken_by_compaction_in_mid_stream_resyncs() {
     let mut w = watch_prefix(&c.client(), "k/", 0);
     writer.put("k/0", "v").await.unwrap();
     assert_eq!(keys(&next_changes(&mut w).await), ["k/0"]);
-    // Concurrent puts are batched: while one batch commits, the next gathers far more
-    // revisions than the history keeps, and every member applies them at once.
-    let n = 10 * HISTORY;
-    let puts = (1..=n).map(|i| {
-        let writer = writer.clone();
-        async move { writer.put(format!("k/{i}"), "v").await }
-    });
-    for r in futures::future::join_all(puts).await {
-        r.unwrap();
-    }
-    let rev = writer
-        .put("k/after", "v")
-        .await
-        .unwrap()
-        .header
-        .unwrap()
-        .revision;
-    // Up to that write: changes in order, and each loss told by a resync (batches apply one
-    // by one, so there may be more than one), after which a read covers what was lost.
-    let (mut last, mut resyncs) = (0, 0);
-    loop {
-        match next_item(&mut w).await {
-            WatchItem::Resync { resume_at } => {
-                assert!(resume_at > last, "resync at {resume_at} after {last}");
-                let read = writer.range("k/", 0, false).await.unwrap();
-                assert!(read.header.unwrap().revision + 1 >= resume_at);
-                assert_eq!(read.kvs.len(), n + 2);
-                resyncs += 1;
-                last = resume_at - 1;
-            }
-            WatchItem::Changes(r) if r.events.is_empty() => {}
-            WatchItem::Changes(r) => {
-                assert!(r.revision > last, "{} after {last}", r.revision);
-                last = r.revision;
-                if r.revision == rev {
-                    assert_eq!(keys(&r), ["k/after"]);
-                    break;
+    // Concurrent puts are batched: while one batch commits, the next gathers more revisions
+    // than the history keeps, and every member applies them at once. How many land in one
+    // batch depends on the machine, so bursts grow until one overtakes the watch.
+    let (mut last, mut resyncs, mut n, mut written) = (0, 0, 10 * HISTORY, 1);
+    for _round in 0..5 {
+        let puts = (written..written + n).map(|i| {
+            let writer = writer.clone();
+            async move { writer.put(format!("k/{i}"), "v").await }
+        });
+        for r in futures::future::join_all(puts).await {
+            r.unwrap();
+        }
+        written += n;
+        let rev = writer
+            .put(format!("k/after-{written}"), "v")
+            .await
+            .unwrap()
+            .header
+            .unwrap()
+            .revision;
+        written += 1;
+        // Up to that write: changes in order, and each loss told by a resync (batches apply
+        // one by one, so there may be more than one), after which a read covers what was lost.
+        loop {
+            match next_item(&mut w).await {
+                WatchItem::Resync { resume_at } => {
+                    assert!(resume_at > last, "resync at {resume_at} after {last}");
+                    let read = writer.range("k/", 0, false).await.unwrap();
+                    assert!(read.header.unwrap().revision + 1 >= resume_at);
+                    assert_eq!(read.kvs.len(), written, "a read covers what was lost");
+                    resyncs += 1;
+                    last = resume_at - 1;
+                }
+                WatchItem::Changes(r) if r.events.is_empty() => {}
+                WatchItem::Changes(r) => {
+                    assert!(r.revision > last, "{} after {last}", r.revision);
+                    last = r.revision;
+                    if r.revision == rev {
+                        assert_eq!(keys(&r), [format!("k/after-{}", written - 1)]);
+                        break;
+                    }
                 }
             }
         }
+        if resyncs > 0 {
+            break;
+        }
+        n *= 2;
     }
-    assert!(resyncs > 0, "the batch overtook the watch");
+    assert!(resyncs > 0, "no burst overtook the watch");
     c.shutdown().await;
 }
 

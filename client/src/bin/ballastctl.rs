@@ -130,8 +130,12 @@ enum CertsCmd {
     /// Issue a certificate signed by the CA: OUT/NAME.pem and OUT/NAME-key.pem (mode 0600).
     /// A node certificate (the default) serves and calls and must name, with --san, every IP
     /// address and host name members and clients dial it by; a client certificate (--client)
-    /// can only call. Rotate by issuing anew into a fresh directory, moving the files in
-    /// place and sending the members SIGHUP.
+    /// can only call. --member ID names a Raft member (URI ballast://member/ID: it may speak
+    /// Raft and act as node ID's agent), --node ID an agent-only server (ballast://node/ID: it
+    /// may act as node ID's agent and read; without --san it is a calling-only certificate).
+    /// Members whose own certificate names them refuse Raft and agent calls from
+    /// certificates without the right identity. Rotate by issuing anew into a fresh
+    /// directory, moving the files in place and sending the members SIGHUP.
     Issue {
         /// Common name; also names the files.
         name: String,
@@ -145,8 +149,14 @@ enum CertsCmd {
         #[arg(long, value_delimiter = ',')]
         san: Vec<String>,
         /// A client certificate (calls only) instead of a node certificate.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "member")]
         client: bool,
+        /// The certificate of Raft member ID (identity URI ballast://member/ID).
+        #[arg(long, value_name = "ID", conflicts_with = "node")]
+        member: Option<u64>,
+        /// The certificate of agent-only server ID (identity URI ballast://node/ID).
+        #[arg(long, value_name = "ID")]
+        node: Option<u64>,
         /// Validity in days.
         #[arg(long, default_value_t = 825)]
         days: u32,
@@ -167,15 +177,22 @@ fn certs(cmd: CertsCmd) -> Result<(), ballast_client::certs::CertError> {
             out,
             san,
             client,
+            member,
+            node,
             days,
         } => {
-            let kind = if client {
+            use ballast_client::identity::CertIdentity;
+            let identity = member
+                .map(CertIdentity::Member)
+                .or(node.map(CertIdentity::Node));
+            // An agent-only server only calls the cluster: it needs no name to be dialed by.
+            let kind = if client || (node.is_some() && san.is_empty()) {
                 certs::Kind::Client
             } else {
                 certs::Kind::Node
             };
             let out = out.unwrap_or_else(|| ca_dir.clone());
-            let (cert, key) = certs::issue(&ca_dir, &out, &name, &san, kind, days)?;
+            let (cert, key) = certs::issue(&ca_dir, &out, &name, &san, kind, identity, days)?;
             println!("certificate: {}", cert.display());
             println!("key:         {}", key.display());
         }

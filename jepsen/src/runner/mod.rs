@@ -321,9 +321,11 @@ fn tls_material(
     let mut flags = vec![Vec::new()];
     for (i, h) in lab.nodes().iter().enumerate() {
         let name = format!("n{}", i + 1);
-        let (cert, key) =
-            certs::issue(&ca, &ca, &name, &[h.addr.to_string()], certs::Kind::Node, 2)
-                .map_err(|e| e.to_string())?;
+        // Member certificates name their member, so Raft and agent calls are checked.
+        let identity = Some(ballast_client::identity::CertIdentity::Member(i as u64 + 1));
+        let sans = [h.addr.to_string()];
+        let (cert, key) = certs::issue(&ca, &ca, &name, &sans, certs::Kind::Node, identity, 2)
+            .map_err(|e| e.to_string())?;
         flags.push(vec![
             "--tls-ca".into(),
             ca.join(certs::CA_CERT).display().to_string(),
@@ -333,8 +335,8 @@ fn tls_material(
             key.display().to_string(),
         ]);
     }
-    let (cert, key) =
-        certs::issue(&ca, &ca, "jepsen", &[], certs::Kind::Client, 2).map_err(|e| e.to_string())?;
+    let (cert, key) = certs::issue(&ca, &ca, "jepsen", &[], certs::Kind::Client, None, 2)
+        .map_err(|e| e.to_string())?;
     let client = ballast_client::tls::ClientTls::load(ballast_client::tls::TlsFiles {
         ca: ca.join(certs::CA_CERT),
         cert: Some(cert),

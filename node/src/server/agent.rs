@@ -1,11 +1,14 @@
 //! The Agent service: lease renewals, health transitions and release confirmations from the
-//! agents, answered by the leader.
+//! agents, answered by the leader. Every call about a node is refused (PERMISSION_DENIED)
+//! unless the caller's credentials name that node or a member (`auth::agent_may_act_for`):
+//! the request's `node_id` says which node the call is about, never who is calling.
 
 use std::sync::Arc;
 
 use ballast_proto::v1::{self, agent_server::Agent};
 use tonic::{Request, Response, Status};
 
+use crate::auth::agent_may_act_for;
 use crate::error::ApiError;
 use crate::node::Node;
 use crate::server::api::{instrument, write_outcome};
@@ -25,6 +28,10 @@ impl AgentSvc {
     /// Proposes an agent's write and answers with the revision it made.
     async fn write(&self, op: Op) -> Result<v1::AgentResponse, ApiError> {
         let cr = self.node.propose(None, op).await?;
+        self.answer(cr)
+    }
+
+    fn answer(&self, cr: crate::types::CommandResult) -> Result<v1::AgentResponse, ApiError> {
         match write_outcome(cr)? {
             (rev, Outcome::StateWritten) => Ok(v1::AgentResponse {
                 header: Some(self.node.header_at(rev)),
@@ -133,8 +140,10 @@ impl Agent for AgentSvc {
         &self,
         req: Request<v1::RenewRequest>,
     ) -> Result<Response<v1::RenewResponse>, Status> {
+        let allowed = agent_may_act_for(&req, req.get_ref().node_id);
         let r = req.into_inner();
         instrument("Renew", async {
+            allowed?;
             self.known_node(r.node_id)?;
             // Leadership confirmed by a quorum after the request arrived, and the state applied
             // up to that point: only then is a grant safe. The grant is decided in the lease
@@ -170,8 +179,10 @@ impl Agent for AgentSvc {
         &self,
         req: Request<v1::RegisterRequest>,
     ) -> Result<Response<v1::AgentResponse>, Status> {
+        let allowed = agent_may_act_for(&req, req.get_ref().node_id);
         let r = req.into_inner();
         instrument("Register", async {
+            allowed?;
             validate::node_id("node_id", r.node_id)?;
             if !r.addr.is_empty() {
                 validate::member_addr("addr", &r.addr)?;
@@ -233,17 +244,14 @@ impl Agent for AgentSvc {
         &self,
         req: Request<v1::ReportHealthRequest>,
     ) -> Result<Response<v1::AgentResponse>, Status> {
+        let allowed = agent_may_act_for(&req, req.get_ref().node_id);
         let r = req.into_inner();
         instrument("ReportHealth", async {
+            allowed?;
             self.known_node(r.node_id)?;
             self.bound_process(r.node_id, r.instance)?;
             validate::name("service", &r.service)?;
-            if !matches!(
-                v1::Health::try_from(r.health),
-                Ok(v1::Health::Healthy | v1::Health::Unhealthy)
-            ) {
-                return Err(validate::invalid("health", "must be healthy or unhealthy").into());
-            }
+            validate::reported_health("health", r.health)?;
             let op = Op::ReportHealth {
                 node_id: r.node_id,
                 service: r.service,
@@ -258,14 +266,14 @@ impl Agent for AgentSvc {
         &self,
         req: Request<v1::ReportReleaseRequest>,
     ) -> Result<Response<v1::AgentResponse>, Status> {
+        let allowed = agent_may_act_for(&req, req.get_ref().node_id);
         let r = req.into_inner();
         instrument("ReportRelease", async {
+            allowed?;
             self.known_node(r.node_id)?;
             self.bound_process(r.node_id, r.instance)?;
             validate::name("service", &r.service)?;
-            if r.error.len() > 4096 {
-                return Err(validate::invalid("error", "is longer than 4096 bytes").into());
-            }
+            validate::report_error("error", &r.error)?;
             self.write(Op::ReportRelease {
                 node_id: r.node_id,
                 service: r.service,
@@ -282,8 +290,10 @@ impl Agent for AgentSvc {
         &self,
         req: Request<v1::ConfirmReleaseRequest>,
     ) -> Result<Response<v1::AgentResponse>, Status> {
+        let allowed = agent_may_act_for(&req, req.get_ref().node_id);
         let r = req.into_inner();
         instrument("ConfirmRelease", async {
+            allowed?;
             self.known_node(r.node_id)?;
             validate::name("vip", &r.vip)?;
             self.leader_only()?;

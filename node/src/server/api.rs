@@ -854,9 +854,7 @@ impl v1::state_server::State for Api {
         instrument("StartRollout", async {
             validate::name("service", &r.service)?;
             validate::name("release", &r.release)?;
-            if r.deadline_ms > 7 * 24 * 3_600_000 {
-                return Err(validate::invalid("deadline_ms", "must be at most a week").into());
-            }
+            validate::rollout_deadline("deadline_ms", r.deadline_ms)?;
             self.state_write(
                 r.request_id,
                 Op::StartRollout {

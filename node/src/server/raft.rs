@@ -1,4 +1,5 @@
 //! The internal Raft service: decodes openraft messages and hands them to the local Raft.
+//! Only members call it (`auth.rs` refuses every other credential before it runs).
 
 use std::sync::Arc;
 
@@ -10,7 +11,8 @@ use tonic::{Request, Response, Status};
 
 use crate::network::{decode, ForwardError, HandOver};
 use crate::node::Node;
-use crate::types::Command;
+use crate::types::{Command, Op};
+use crate::validate;
 
 pub struct RaftSvc {
     node: Arc<Node>,
@@ -69,14 +71,23 @@ impl RaftService for RaftSvc {
         encode(&self.node.raft.install_snapshot(rpc).await)
     }
 
+    /// A write another member forwards to this leader. Checked like the public API checks
+    /// it, since the credential that reaches here is a member's, not the client's; operations
+    /// only this leader's own loops may propose are refused.
     async fn propose(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let cmd: Command = self.decode(req)?;
-        // What only a leader's own loops decide is proposed where it was decided, never
-        // forwarded: another member has not made the checks behind it.
-        if cmd.op.leader_only() {
-            return Err(Status::permission_denied(
-                "a leader's decision is never forwarded to another member",
-            ));
+        let mut cmd: Command = self.decode(req)?;
+        if let Some(name) = cmd.op.leader_only() {
+            tracing::warn!(
+                op = name,
+                "refused a forwarded operation only a leader proposes"
+            );
+            return Err(Status::permission_denied(format!(
+                "{name} is proposed only by the leader's own loops; it is never forwarded"
+            )));
+        }
+        validate::op(&mut cmd.op).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if let Op::SetLease { settings, .. } = &cmd.op {
+            self.node.check_lease_settings(settings)?;
         }
         let r: Result<_, ForwardError> = self.node.propose_local(cmd).await;
         encode(&r)

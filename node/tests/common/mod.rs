@@ -1,6 +1,8 @@
 //! An in-process cluster of real members on loopback port 0, for integration tests.
 #![allow(dead_code)]
 
+pub mod calls;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
