@@ -39,7 +39,10 @@ fn cmd(index: u64, op: Op, request: Option<ClientRequest>) -> Entry {
 /// A state that uses every part of the stored model: members and a standalone agent, a
 /// service with a check, backends, health and releases, an owned VIP with placement being
 /// released, KV with a client session, and watch history.
-fn sample_state() -> StateData {
+/// The sample state as format `version` could hold it: version 1 added the cluster's lease
+/// settings (and the wait after a shorter one), agent process bindings, retired addresses and
+/// the epochs of deleted VIPs.
+fn sample_state(version: u16) -> StateData {
     let mut s = StateData::default();
     let members: BTreeMap<u64, BasicNode> = (1..=3)
         .map(|i| (i, BasicNode::new(format!("10.213.0.{i}:7400"))))
@@ -175,12 +178,60 @@ fn sample_state() -> StateData {
         },
         session(3),
     );
+    if version >= 1 {
+        let lease = |lease_ms| ballast_node::lease::LeaseSettings {
+            lease_ms,
+            renew_ms: 1_000,
+            drift_ms: 200,
+            margin_ms: 300,
+        };
+        // A longer lease, then a shorter one: the wait stays at the longer until settled.
+        for ms in [6_000, 4_000] {
+            next(
+                Op::SetLease {
+                    settings: lease(ms),
+                    if_unset: false,
+                },
+                None,
+            );
+        }
+        next(
+            Op::BindAgent {
+                node_id: 4,
+                instance: 0xfeed,
+            },
+            None,
+        );
+        next(
+            Op::ApplyVip(v1::Vip {
+                name: "db-vip".into(),
+                address: "10.213.0.101/24".into(),
+                interface: "eth0".into(),
+                service: "web".into(),
+                ..Default::default()
+            }),
+            None,
+        );
+        next(
+            Op::Decided {
+                term: 3,
+                op: Box::new(Op::AssignVip {
+                    vip: "db-vip".into(),
+                    node: 1,
+                    epoch: 1,
+                }),
+            },
+            None,
+        );
+        // Deleted while its owner may hold it: retired, and its epoch kept.
+        next(Op::DeleteVip("db-vip".into()), None);
+    }
     s
 }
 
 /// Facts about the sample state that every version's file must still give.
-fn check_sample(s: &StateData, version: &str) {
-    let want = sample_state();
+fn check_sample(s: &StateData, format: u16, version: &str) {
+    let want = sample_state(format);
     assert_eq!(s.revision, want.revision, "{version}: revision");
     assert_eq!(s.last_applied, want.last_applied, "{version}: last applied");
     assert_eq!(s.membership, want.membership, "{version}: membership");
@@ -192,6 +243,27 @@ fn check_sample(s: &StateData, version: &str) {
     assert_eq!(s.history, want.history, "{version}: history");
     let v = &s.vips["web-vip"];
     assert_eq!((v.owner, v.epoch, v.releasing), (2, 1, true), "{version}");
+    assert_eq!(s.lease, want.lease, "{version}: lease");
+    assert_eq!(s.lease_wait_ms, want.lease_wait_ms, "{version}: lease wait");
+    assert_eq!(
+        s.lease_generation, want.lease_generation,
+        "{version}: lease generation"
+    );
+    assert_eq!(s.agents, want.agents, "{version}: agents");
+    assert_eq!(s.retired, want.retired, "{version}: retired");
+    assert_eq!(s.vip_epochs, want.vip_epochs, "{version}: vip epochs");
+    if format >= 1 {
+        assert_eq!(s.lease.map(|l| l.lease_ms), Some(4_000), "{version}");
+        assert_eq!(
+            s.lease_wait_ms,
+            6_000 + 300,
+            "{version}: wait (lease + margin)"
+        );
+        assert_eq!(s.agents.get(&4), Some(&0xfeed), "{version}");
+        let r = &s.retired["db-vip"];
+        assert_eq!((r.owner, r.epoch, r.deleted), (1, 1, true), "{version}");
+        assert_eq!(s.vip_epochs.get("db-vip"), Some(&1), "{version}");
+    }
 }
 
 #[test]
@@ -204,8 +276,11 @@ fn every_snapshot_version_decodes_with_everything_in_it() {
             continue;
         }
         let bytes = std::fs::read(&path).unwrap();
+        let format: u16 = name["state-v".len()..name.len() - ".bin".len()]
+            .parse()
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         let s = StateData::decode(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
-        check_sample(&s, &name);
+        check_sample(&s, format, &name);
         seen += 1;
     }
     assert!(seen >= 1, "no fixture in {}", fixtures().display());
@@ -216,7 +291,7 @@ fn every_snapshot_version_decodes_with_everything_in_it() {
 #[test]
 #[ignore]
 fn write_fixtures() {
-    let s = sample_state();
+    let s = sample_state(StateData::FORMAT_VERSION);
     let bytes = s.encode();
     let path = fixtures().join(format!("state-v{}.bin", StateData::FORMAT_VERSION));
     std::fs::write(&path, bytes).unwrap();
