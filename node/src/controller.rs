@@ -197,7 +197,7 @@ pub fn decide(input: &Input<'_>) -> Vec<Action> {
             placed.push(a);
         }
     }
-    actions.extend(placed);
+    // Freed addresses first: an assignment they held back is refused at apply until then.
     for (name, r) in input.retired {
         if retired_let_go(input, name, r) {
             actions.push(Action::ClearRetired {
@@ -206,6 +206,7 @@ pub fn decide(input: &Input<'_>) -> Vec<Action> {
             });
         }
     }
+    actions.extend(placed);
     actions
 }
 

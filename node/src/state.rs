@@ -417,12 +417,16 @@ impl StateData {
             }
             Op::ApplyVip(vip) => self.apply_vip(vip),
             Op::DeleteVip(name) => {
-                let Some(old) = self.vips.remove(name) else {
+                let Some(old) = self.vips.get(name) else {
                     return (
                         rejected("name", format!("unknown VIP {name:?}")),
                         Vec::new(),
                     );
                 };
+                if let Some(why) = self.retire_blocked(old) {
+                    return (rejected("name", why), Vec::new());
+                }
+                let old = self.vips.remove(name).expect("looked up above");
                 // Its owner may still answer: the address stays retired until it let go.
                 self.retire(&old, true);
                 self.vip_epochs.insert(name.clone(), old.epoch);
@@ -490,7 +494,7 @@ impl StateData {
                 if !self.nodes.contains_key(node) {
                     return (rejected("node", format!("unknown node {node}")), Vec::new());
                 }
-                let Some(v) = self.vips.get_mut(vip) else {
+                let Some(v) = self.vips.get(vip) else {
                     return (rejected("vip", format!("unknown VIP {vip:?}")), Vec::new());
                 };
                 if *epoch != v.epoch + 1 {
@@ -502,6 +506,10 @@ impl StateData {
                         Vec::new(),
                     );
                 }
+                if let Some(why) = self.assign_blocked(vip, &v.address) {
+                    return (rejected("vip", why), Vec::new());
+                }
+                let v = self.vips.get_mut(vip).expect("looked up above");
                 let ended = v.epoch;
                 v.owner = *node;
                 v.epoch = *epoch;
@@ -879,6 +887,9 @@ impl StateData {
                 // is the VIP assigned again, at a higher epoch, with the new one.
                 if old.owner != 0 && (old.address != new.address || old.interface != new.interface)
                 {
+                    if let Some(why) = self.retire_blocked(&old) {
+                        return (rejected("vip.address", why), Vec::new());
+                    }
                     self.retire(&old, false);
                     new.releasing = true;
                 }

@@ -7,7 +7,7 @@ use ballast_proto::v1;
 
 use crate::lease::LeaseSettings;
 use crate::state::{rejected, state_event, StateData};
-use crate::types::{NodeId, Outcome, RetiredVip};
+use crate::types::{vip_ip, NodeId, Outcome, RetiredVip};
 
 type Applied = (Outcome, Vec<v1::Event>);
 
@@ -95,6 +95,41 @@ impl StateData {
                 deleted,
             });
         r.deleted |= deleted;
+    }
+
+    /// Why the address of `old` (owned) cannot be retired now: its name still keeps the
+    /// retired address of an earlier epoch (a deleted VIP, made again and assigned before its
+    /// last owner let go), which may be held too. Retiring one address per name at a time
+    /// keeps both from being forgotten; the operator retries once the earlier one is free.
+    pub(crate) fn retire_blocked(&self, old: &v1::Vip) -> Option<String> {
+        if old.owner == 0 {
+            return None;
+        }
+        let r = self
+            .retired
+            .get(&old.name)
+            .filter(|r| r.epoch != old.epoch)?;
+        Some(format!(
+            "VIP {:?} still has its earlier address {} retired (epoch {}, node {} may still answer for it); retry once it is free (`ballastctl state` lists retired addresses)",
+            old.name, r.address, r.epoch, r.owner
+        ))
+    }
+
+    /// Why `vip` (at `address`) cannot be assigned: a retired address with its name (a
+    /// deleted VIP made again) or its IP may still be answered for by its last owner. The
+    /// controller waits for these to clear before it decides (`controller.rs`); this check
+    /// makes that hold at apply, whatever changed between its decision and the commit. Its
+    /// own old address, from a change of address, is not in the way: the planned move ends
+    /// that lease first.
+    pub(crate) fn assign_blocked(&self, vip: &str, address: &str) -> Option<String> {
+        let (name, r) = self.retired.iter().find(|(name, r)| {
+            let own_move = !r.deleted && name.as_str() == vip;
+            !own_move && (name.as_str() == vip || vip_ip(&r.address) == vip_ip(address))
+        })?;
+        Some(format!(
+            "{address} of {vip:?} is still retired as {name:?}'s (epoch {}, node {} may still answer for it)",
+            r.epoch, r.owner
+        ))
     }
 
     /// The retired address of `vip` is free, if it is still the one held at `epoch`.
@@ -299,6 +334,108 @@ mod tests {
         v.interface = "eth1".into();
         run(&mut s, Op::ApplyVip(v));
         assert!(s.retired.is_empty() && !s.vips["v"].releasing);
+    }
+
+    /// The controller decided to assign VIP "w" before an operator gave it the retired
+    /// address of a deleted VIP: the assignment is refused at apply, as is one of a VIP made
+    /// again under a deleted one's name, until the retired address is cleared.
+    #[test]
+    fn no_assignment_applies_onto_a_retired_address() {
+        use crate::types::Op;
+        let mut s = owned();
+        s.nodes.insert(
+            2,
+            v1::Node {
+                id: 2,
+                ..Default::default()
+            },
+        );
+        let w = v1::Vip {
+            name: "w".into(),
+            address: "10.213.0.109/24".into(),
+            interface: "eth0".into(),
+            service: "web".into(),
+            ..Default::default()
+        };
+        run(&mut s, Op::ApplyVip(w.clone()));
+        // Decided now (w at .109 is free) ...
+        let assign_w = Op::AssignVip {
+            vip: "w".into(),
+            node: 2,
+            epoch: 1,
+        };
+        // ... then v is deleted (node 1 may still answer .100) and w moved onto .100.
+        run(&mut s, Op::DeleteVip("v".into()));
+        let moved = v1::Vip {
+            address: "10.213.0.100/24".into(),
+            ..w
+        };
+        assert_eq!(run(&mut s, Op::ApplyVip(moved)), Outcome::StateWritten);
+        assert!(matches!(
+            run(&mut s, assign_w.clone()),
+            Outcome::Rejected { .. }
+        ));
+        assert_eq!(s.vips["w"].owner, 0);
+        // v made again elsewhere: still not assignable while its old address is retired.
+        let again = v1::Vip {
+            name: "v".into(),
+            address: "10.213.0.110/24".into(),
+            interface: "eth0".into(),
+            service: "web".into(),
+            ..Default::default()
+        };
+        run(&mut s, Op::ApplyVip(again));
+        let assign_v = Op::AssignVip {
+            vip: "v".into(),
+            node: 2,
+            epoch: 2,
+        };
+        assert!(matches!(
+            run(&mut s, assign_v.clone()),
+            Outcome::Rejected { .. }
+        ));
+        // Cleared: both go ahead.
+        let clear = Op::ClearRetired {
+            vip: "v".into(),
+            epoch: 1,
+        };
+        assert_eq!(run(&mut s, clear), Outcome::StateWritten);
+        assert_eq!(run(&mut s, assign_w), Outcome::StateWritten);
+        assert_eq!(run(&mut s, assign_v), Outcome::StateWritten);
+    }
+
+    /// A name keeps one retired address at a time: an owned VIP whose name still keeps an
+    /// earlier epoch's retired address is neither changed nor deleted (which would drop the
+    /// address it holds now from the retired ones).
+    #[test]
+    fn a_second_retired_address_under_one_name_is_refused_not_dropped() {
+        use crate::types::Op;
+        let mut s = owned();
+        // A log from before assignments were checked: v deleted, made again at .101 and
+        // assigned while .100 was still retired.
+        run(&mut s, Op::DeleteVip("v".into()));
+        let again = v1::Vip {
+            name: "v".into(),
+            address: "10.213.0.101/24".into(),
+            interface: "eth0".into(),
+            service: "web".into(),
+            ..Default::default()
+        };
+        run(&mut s, Op::ApplyVip(again.clone()));
+        let v = s.vips.get_mut("v").unwrap();
+        (v.owner, v.epoch) = (1, 2);
+        let mut changed = again.clone();
+        changed.address = "10.213.0.102/24".into();
+        assert!(matches!(
+            run(&mut s, Op::ApplyVip(changed)),
+            Outcome::Rejected { .. }
+        ));
+        assert!(matches!(
+            run(&mut s, Op::DeleteVip("v".into())),
+            Outcome::Rejected { .. }
+        ));
+        assert_eq!(s.vips["v"].address, "10.213.0.101/24");
+        assert_eq!(s.retired["v"].address, "10.213.0.100/24");
     }
 
     #[test]
