@@ -158,7 +158,8 @@ impl LeaseBook {
         instance: u64,
         bound: Option<u64>,
     ) -> Option<String> {
-        if let Some(to) = self.rebinding.get(&node) {
+        // Moot once the state shows the move (its proposal may have timed out and committed).
+        if let Some(to) = self.rebinding.get(&node).filter(|to| bound != Some(**to)) {
             return Some(format!(
                 "node {node}'s leases are moving to agent process {to:x}"
             ));
@@ -177,17 +178,27 @@ impl LeaseBook {
 
     /// Whether `node`'s leases may move to another agent process now: every lease it may
     /// hold (of a VIP it owns, or of a retired address) is over at this leader. If so, no
-    /// grant goes to the node until [`LeaseBook::rebound`].
+    /// grant goes to the node until the state binds the new process or
+    /// [`LeaseBook::rebound`] says the proposal settled (`bound`: the state's binding now).
+    #[allow(clippy::too_many_arguments)]
     pub fn begin_rebind(
         &mut self,
         node: NodeId,
         instance: u64,
+        bound: Option<u64>,
         vips: &BTreeMap<String, v1::Vip>,
         retired: &BTreeMap<String, RetiredVip>,
         now: Duration,
         terms: LeaseTerms,
     ) -> Result<(), String> {
         self.set_terms(terms);
+        if self
+            .rebinding
+            .get(&node)
+            .is_some_and(|to| bound == Some(*to))
+        {
+            self.rebinding.remove(&node);
+        }
         if let Some(to) = self.rebinding.get(&node) {
             return Err(format!(
                 "node {node}'s leases are already moving to agent process {to:x}"
@@ -218,7 +229,10 @@ impl LeaseBook {
         Ok(())
     }
 
-    /// The binding proposed by [`LeaseBook::begin_rebind`] is applied (or failed).
+    /// The binding proposed by [`LeaseBook::begin_rebind`] was committed (applied, or refused
+    /// by the state machine): nothing of it is pending. Not after a failure whose outcome is
+    /// unknown (a timeout): the proposal may still commit, so the mark stays until the state
+    /// shows the binding, or with this leader's term.
     pub fn rebound(&mut self, node: NodeId) {
         self.rebinding.remove(&node);
     }
@@ -638,21 +652,61 @@ mod tests {
         assert!(book.renew(&f.vips, &from(0), None, 130 * MS, terms()).0[0].granted);
         // The lease granted at 130 ms is held until 980 ms: no move before.
         let e = book
-            .begin_rebind(1, 0xb, &f.vips, &none, 979 * MS, terms())
+            .begin_rebind(1, 0xb, None, &f.vips, &none, 979 * MS, terms())
             .unwrap_err();
         assert!(e.contains("may hold VIP"), "{e}");
-        book.begin_rebind(1, 0xb, &f.vips, &none, 980 * MS, terms())
+        book.begin_rebind(1, 0xb, None, &f.vips, &none, 980 * MS, terms())
             .unwrap();
-        // While the move is proposed, nobody is granted, not even the new process.
-        assert!(
-            !book
-                .renew(&f.vips, &from(0xb), Some(0xb), 981 * MS, terms())
-                .0[0]
-                .granted
-        );
+        // While the move is proposed (the state binds no process yet), nobody is granted.
+        for who in [0, 0xb] {
+            assert!(!book.renew(&f.vips, &from(who), None, 981 * MS, terms()).0[0].granted);
+        }
         book.rebound(1);
         assert!(
             book.renew(&f.vips, &from(0xb), Some(0xb), 982 * MS, terms())
+                .0[0]
+                .granted
+        );
+    }
+
+    /// A binding whose proposal timed out may still commit: until the state shows it, the
+    /// process bound before stays refused (the mark is not dropped on failure); once it shows
+    /// it, the new process is granted and the next move may begin.
+    #[test]
+    fn a_binding_of_unknown_outcome_keeps_the_old_process_refused() {
+        let f = fixture();
+        let none = BTreeMap::new();
+        let mut book = LeaseBook::new(1, Duration::ZERO);
+        let from = |instance| v1::RenewRequest {
+            instance,
+            ..renew(1, "v", 1)
+        };
+        assert!(
+            book.renew(&f.vips, &from(0xa), Some(0xa), 100 * MS, terms())
+                .0[0]
+                .granted
+        );
+        book.begin_rebind(1, 0xb, Some(0xa), &f.vips, &none, 980 * MS, terms())
+            .unwrap();
+        // The proposal failed with an unknown outcome: no `rebound`. The old process, still
+        // bound in the state, is refused however long that takes.
+        for at in [990, 5_000, 60_000] {
+            let (g, why) = book.renew(&f.vips, &from(0xa), Some(0xa), at * MS, terms());
+            assert!(!g[0].granted, "{why:?}");
+        }
+        // Retried meanwhile: refused while the first is pending.
+        assert!(book
+            .begin_rebind(1, 0xb, Some(0xa), &f.vips, &none, 61_000 * MS, terms())
+            .is_err());
+        // The binding committed after all.
+        assert!(
+            book.renew(&f.vips, &from(0xb), Some(0xb), 62_000 * MS, terms())
+                .0[0]
+                .granted
+        );
+        assert!(
+            !book
+                .renew(&f.vips, &from(0xa), Some(0xb), 62_001 * MS, terms())
                 .0[0]
                 .granted
         );

@@ -88,16 +88,25 @@ impl AgentSvc {
                 ));
             }
             let now = self.node.mono_now();
-            book.begin_rebind(node, instance, &data.vips, &data.retired, now, terms)
+            let bound = data.agents.get(&node).copied();
+            book.begin_rebind(node, instance, bound, &data.vips, &data.retired, now, terms)
                 .map_err(ApiError::FailedPrecondition)?;
         }
         let op = Op::BindAgent {
             node_id: node,
             instance,
         };
-        let r = self.decided(term, op).await;
-        self.node.book().rebound(node);
-        r
+        let r = crate::leader::propose_decided(&self.node, term, op).await;
+        // Committed (applied or refused): settled. A failure leaves the outcome unknown (the
+        // proposal may commit later), so the book keeps refusing the node's processes until
+        // the state shows the binding (a retried Register finds it there).
+        if r.is_ok() {
+            self.node.book().rebound(node);
+        }
+        match write_outcome(r?)? {
+            (_, Outcome::StateWritten) => Ok(()),
+            (_, o) => Err(ApiError::Internal(format!("unexpected outcome {o:?}"))),
+        }
     }
 
     /// The term in which this member's leadership was just confirmed by a quorum (and the
