@@ -17,7 +17,13 @@
 //! stopping the agent does not stop) that ends it [`COMMIT_BUDGET`] after it was forked, so
 //! whatever it commits it commits by then; the timeout is computed only once nft is running, minus that budget and
 //! [`KERNEL_TICK`] for the kernel's timer resolution. An allowance therefore ends by the
-//! agent's deadline however long the agent is paused anywhere. If nft took longer than its
+//! agent's deadline however long the agent is paused anywhere, with one assumption: nft gets
+//! the kernel's nftables commit lock within its budget. The kernel counts the timeout from
+//! when it processes the batch, after taking that lock, and a task waiting for it cannot be
+//! killed; another program holding it for long (a large ruleset reload by firewalld, docker
+//! or kube-proxy) stretches the allowance by its wait beyond the budget. The agent gives such
+//! an allowance again at once (below), so it matters only if the agent dies or is stopped
+//! during that wait (README, "Assumptions"). If nft took longer than its
 //! budget the allowance is given again, with a larger budget and a shorter timeout, and if
 //! the deadline is near the address is revoked instead.
 //!
