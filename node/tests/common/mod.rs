@@ -164,6 +164,14 @@ impl TestCluster {
         ))
     }
 
+    /// A client of member `id` that stays there: it does not move to the leader its answers
+    /// name, so a serializable read shows that member's own state.
+    pub fn client_pinned(&self, id: u64) -> Client {
+        let mut cfg = ClientConfig::new(vec![self.addrs[&id].clone()]);
+        cfg.follow_leader_hints = false;
+        Client::new(cfg)
+    }
+
     /// Waits until member `id` has applied at least `index`.
     pub async fn wait_applied(&self, id: u64, index: u64) {
         let h = &self.nodes[&id];
