@@ -267,3 +267,22 @@ fn sled_engine_writes_no_blob_files() {
     assert_eq!(e.get_meta("snapshot").unwrap(), Some(pattern(2, 8 << 20)));
     assert_eq!(e.last_log().unwrap().unwrap().0, 519);
 }
+
+/// A data directory whose sled is still open (a handle dropped a moment later, as sled's
+/// threads do after a member stops in the same process) is waited for; one held for good
+/// (another ballastd) is refused with a message that says so.
+#[test]
+fn a_directory_still_held_is_waited_for_then_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = SledEngine::open(dir.path()).unwrap();
+    let path = dir.path().to_path_buf();
+    let reopened = std::thread::spawn(move || SledEngine::open(&path).map(|_| ()));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    drop(first);
+    reopened.join().unwrap().expect("opened once the first handle let go");
+
+    let held = SledEngine::open(dir.path()).unwrap();
+    let err = SledEngine::open(dir.path()).err().expect("refused while held");
+    assert!(err.to_string().contains("another ballastd"), "{err}");
+    drop(held);
+}

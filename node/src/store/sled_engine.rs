@@ -22,13 +22,7 @@ impl SledEngine {
         create_durable_dir(dir)?;
         remove_unfinished_snapshots(dir)?;
         sync_sled_files(dir)?;
-        let db = sled::Config::new()
-            .path(dir)
-            .mode(sled::Mode::HighThroughput)
-            // sled's own periodic flush is not what makes us durable; `sync` is.
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| EngineError(format!("opening sled at {}: {e}", dir.display())))?;
+        let db = open_locked(dir)?;
         let logs = db.open_tree("logs").map_err(EngineError::new)?;
         let meta = db.open_tree("meta").map_err(EngineError::new)?;
         let data_file = std::fs::File::open(dir.join("db"))
@@ -44,6 +38,42 @@ impl SledEngine {
         engine.sync()?;
         sync_sled_files(dir)?;
         Ok(engine)
+    }
+}
+
+/// How long opening waits for another holder of sled's lock on the directory to let go.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Opens sled at `dir`. sled locks its file while any handle of the database lives, and its
+/// background threads drop theirs a moment after the last one of ours: a member reopened in
+/// the same process (a restart in tests, a restore) waits for that, up to [`LOCK_WAIT`].
+/// Another process holding the directory is still refused, with the lock named.
+fn open_locked(dir: &Path) -> Result<sled::Db, EngineError> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        let r = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            // sled's own periodic flush is not what makes us durable; `sync` is.
+            .flush_every_ms(None)
+            .open();
+        match r {
+            Err(sled::Error::Io(e))
+                // sled reports the lock as `Other`, with the OS error in its message.
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => {
+                return r.map_err(|e| {
+                    EngineError(format!(
+                        "opening sled at {}: {e} (is another ballastd using this data directory?)",
+                        dir.display()
+                    ))
+                })
+            }
+        }
     }
 }
 
