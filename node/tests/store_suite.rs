@@ -279,10 +279,15 @@ fn a_directory_still_held_is_waited_for_then_refused() {
     let reopened = std::thread::spawn(move || SledEngine::open(&path).map(|_| ()));
     std::thread::sleep(std::time::Duration::from_millis(300));
     drop(first);
-    reopened.join().unwrap().expect("opened once the first handle let go");
+    reopened
+        .join()
+        .unwrap()
+        .expect("opened once the first handle let go");
 
     let held = SledEngine::open(dir.path()).unwrap();
-    let err = SledEngine::open(dir.path()).err().expect("refused while held");
+    let err = SledEngine::open(dir.path())
+        .err()
+        .expect("refused while held");
     assert!(err.to_string().contains("another ballastd"), "{err}");
     drop(held);
 }
