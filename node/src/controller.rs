@@ -41,6 +41,25 @@ pub struct VipView {
     pub move_to: NodeId,
 }
 
+impl VipView {
+    /// The controller's view of a VIP of the state.
+    pub fn of(v: &v1::Vip) -> Self {
+        let p = v.placement.clone().unwrap_or_default();
+        VipView {
+            name: v.name.clone(),
+            service: v.service.clone(),
+            address: v.address.clone(),
+            owner: v.owner,
+            epoch: v.epoch,
+            releasing: v.releasing,
+            preempt: p.preempt,
+            preempt_delay: Duration::from_millis(p.preempt_delay_ms as u64),
+            priorities: p.priorities,
+            move_to: v.move_to,
+        }
+    }
+}
+
 /// The leases the leader granted for one VIP (an assignment counts as one): for the owner at
 /// `epoch`, held until `until` on the leader's monotonic clock (a grant's time + lease +
 /// margin), the latest of all its grants at that epoch: a later but shorter grant (the
@@ -158,6 +177,23 @@ pub enum Action {
         vip: String,
         epoch: u64,
     },
+}
+
+impl Action {
+    /// The log operation that carries the action out.
+    pub fn op(self) -> crate::types::Op {
+        use crate::types::Op;
+        match self {
+            Action::Assign { vip, node, epoch } => Op::AssignVip { vip, node, epoch },
+            Action::Release { vip, epoch, .. } => Op::ReleaseVip { vip, epoch },
+            Action::Revoke { vip, epoch } => Op::RevokeVip { vip, epoch },
+            Action::SetNodeAlive { node, alive } => Op::SetNodeAlive {
+                node_id: node,
+                alive,
+            },
+            Action::ClearRetired { vip, epoch } => Op::ClearRetired { vip, epoch },
+        }
+    }
 }
 
 /// Everything the controller reads.

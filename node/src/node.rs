@@ -250,14 +250,7 @@ impl Node {
 
     /// The lease lengths this leader grants and assumes, from the applied state.
     pub fn lease_terms(&self, data: &StateData) -> LeaseTerms {
-        let settings = self.lease_settings(data);
-        let span = Duration::from_millis(settings.span_ms());
-        LeaseTerms {
-            span,
-            inherited_span: Duration::from_millis(data.lease_wait_ms).max(span),
-            lease: Duration::from_millis(settings.lease_ms),
-            settings,
-        }
+        LeaseTerms::of(self.lease_settings(data), data.lease_wait_ms)
     }
 
     /// Refuses lease settings this member cannot work with: they must keep the promise and

@@ -260,6 +260,20 @@ pub struct RetiredVip {
     pub deleted: bool,
 }
 
+impl RetiredVip {
+    /// As the API shows it: the retired address of VIP `name`.
+    pub fn to_proto(&self, name: &str) -> v1::RetiredVip {
+        v1::RetiredVip {
+            vip: name.to_string(),
+            address: self.address.clone(),
+            interface: self.interface.clone(),
+            owner: self.owner,
+            epoch: self.epoch,
+            deleted: self.deleted,
+        }
+    }
+}
+
 /// The IP of a VIP's "address/prefix": one IP under two prefix lengths is one address on the
 /// network, so VIPs are told apart by it.
 pub fn vip_ip(address: &str) -> &str {

@@ -61,6 +61,20 @@ pub struct World<'a> {
     pub cfg: &'a ControllerConfig,
 }
 
+impl LeaseTerms {
+    /// The terms of `settings`, with `wait_ms` the state's wait for grants of a longer lease
+    /// set before (`StateData::lease_wait_ms`).
+    pub fn of(settings: LeaseSettings, wait_ms: u64) -> Self {
+        let span = Duration::from_millis(settings.span_ms());
+        LeaseTerms {
+            span,
+            inherited_span: Duration::from_millis(wait_ms).max(span),
+            lease: Duration::from_millis(settings.lease_ms),
+            settings,
+        }
+    }
+}
+
 impl LeaseBook {
     /// A new term's book: every lease is counted from `now` (the election, or later).
     pub fn new(term: u64, now: Duration) -> Self {
@@ -78,6 +92,25 @@ impl LeaseBook {
 
     pub fn term(&self) -> u64 {
         self.term
+    }
+
+    /// Everything in the book a later grant or decision can depend on, as text: not the
+    /// agents' last contacts (liveness reads them, after `node_down_after`) nor what they
+    /// reported holding. For the model check (`tests/lease_model.rs`), which tells states
+    /// apart by it.
+    #[doc(hidden)]
+    pub fn decisions_key(&self) -> String {
+        format!(
+            "{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+            self.term,
+            self.over,
+            self.settling,
+            self.rebinding,
+            self.obs.leader_since,
+            self.obs.inherited_span,
+            self.obs.granted,
+            self.obs.released
+        )
     }
 
     pub fn obs(&self) -> &Observations {
@@ -438,21 +471,7 @@ mod tests {
     }
 
     fn views(f: &Fixture) -> Vec<VipView> {
-        f.vips
-            .values()
-            .map(|v| VipView {
-                name: v.name.clone(),
-                service: v.service.clone(),
-                address: v.address.clone(),
-                owner: v.owner,
-                epoch: v.epoch,
-                releasing: v.releasing,
-                preempt: false,
-                preempt_delay: Duration::ZERO,
-                priorities: BTreeMap::new(),
-                move_to: 0,
-            })
-            .collect()
+        f.vips.values().map(VipView::of).collect()
     }
 
     fn renew(node: NodeId, vip: &str, epoch: u64) -> v1::RenewRequest {

@@ -20,35 +20,6 @@ use super::World;
 /// How often the leader's controller decides.
 const CONTROLLER_TICK: Duration = Duration::from_millis(50);
 
-fn vip_view(v: &v1::Vip) -> VipView {
-    let p = v.placement.clone().unwrap_or_default();
-    VipView {
-        name: v.name.clone(),
-        service: v.service.clone(),
-        address: v.address.clone(),
-        owner: v.owner,
-        epoch: v.epoch,
-        releasing: v.releasing,
-        preempt: p.preempt,
-        preempt_delay: Duration::from_millis(p.preempt_delay_ms as u64),
-        priorities: p.priorities,
-        move_to: v.move_to,
-    }
-}
-
-fn action_op(a: Action) -> Op {
-    match a {
-        Action::Assign { vip, node, epoch } => Op::AssignVip { vip, node, epoch },
-        Action::Release { vip, epoch, .. } => Op::ReleaseVip { vip, epoch },
-        Action::Revoke { vip, epoch } => Op::RevokeVip { vip, epoch },
-        Action::SetNodeAlive { node, alive } => Op::SetNodeAlive {
-            node_id: node,
-            alive,
-        },
-        Action::ClearRetired { vip, epoch } => Op::ClearRetired { vip, epoch },
-    }
-}
-
 /// On the leader, every tick: decide from the applied state and the lease book, and propose
 /// what was decided. Stale decisions are refused by the state machine (epochs).
 ///
@@ -85,7 +56,7 @@ pub async fn controller_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
         let (actions, lease_op, terms) = {
             let data = node.sm.read();
             let terms = node.lease_terms(&data);
-            let vips: Vec<VipView> = data.vips.values().map(vip_view).collect();
+            let vips: Vec<VipView> = data.vips.values().map(VipView::of).collect();
             let mut book = node.book();
             if book.term() != term {
                 continue; // the term changed since the barrier
@@ -130,7 +101,7 @@ pub async fn controller_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
             if matches!(a, Action::Assign { .. } | Action::Revoke { .. }) {
                 node.failpoints.hit("controller.before_vip_decision").await;
             }
-            match propose_decision(&node, term, action_op(a)).await {
+            match propose_decision(&node, term, a.op()).await {
                 Some(true) => {
                     // The new owner gets a full lease from its assignment to claim the VIP:
                     // the leader counts the assignment as a grant.

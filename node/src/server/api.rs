@@ -713,14 +713,7 @@ impl v1::state_server::State for Api {
                 retired: data
                     .retired
                     .iter()
-                    .map(|(name, r)| v1::RetiredVip {
-                        vip: name.clone(),
-                        address: r.address.clone(),
-                        interface: r.interface.clone(),
-                        owner: r.owner,
-                        epoch: r.epoch,
-                        deleted: r.deleted,
-                    })
+                    .map(|(name, r)| r.to_proto(name))
                     .collect(),
             })
         })
