@@ -138,6 +138,7 @@ impl LeaseBook {
     ) -> (Vec<v1::LeaseGrant>, Option<String>) {
         self.set_terms(terms);
         let node = req.node_id;
+        self.settle_mark(node, bound);
         if let Some(refused) = self.refuse_process(node, req.instance, bound) {
             let grants = req
                 .claims
@@ -225,13 +226,7 @@ impl LeaseBook {
         terms: LeaseTerms,
     ) -> Result<(), String> {
         self.set_terms(terms);
-        if self
-            .rebinding
-            .get(&node)
-            .is_some_and(|to| bound == Some(*to))
-        {
-            self.rebinding.remove(&node);
-        }
+        self.settle_mark(node, bound);
         if let Some(to) = self.rebinding.get(&node) {
             return Err(format!(
                 "node {node}'s leases are already moving to agent process {to:x}"
@@ -260,6 +255,20 @@ impl LeaseBook {
         }
         self.rebinding.insert(node, instance);
         Ok(())
+    }
+
+    /// Drops `node`'s rebinding mark once the state binds the process it was for (`bound`):
+    /// that proposal committed, and the mark must not outlive it (a later unbinding would
+    /// otherwise bring it back and refuse every process of the node for the rest of the term).
+    /// Called with every look at the state's binding: renewals, binds, a bound process leaving.
+    pub fn settle_mark(&mut self, node: NodeId, bound: Option<u64>) {
+        if self
+            .rebinding
+            .get(&node)
+            .is_some_and(|to| bound == Some(*to))
+        {
+            self.rebinding.remove(&node);
+        }
     }
 
     /// The binding proposed by [`LeaseBook::begin_rebind`] was committed (applied, or refused
@@ -729,6 +738,42 @@ mod tests {
                 .0[0]
                 .granted
         );
+    }
+
+    /// A timed-out binding that committed, then the bound process stopping cleanly (unbound):
+    /// the mark must be gone, or it would refuse every later process of the node for the rest
+    /// of the term. Seen failing before `settle_mark` (found by a cold review): refused at 3 s,
+    /// 60 s and 1 h.
+    #[test]
+    fn a_committed_binding_leaves_no_mark_behind_when_its_process_stops() {
+        let vips = BTreeMap::new();
+        let none = BTreeMap::new();
+        let from = |instance| v1::RenewRequest {
+            node_id: 1,
+            instance,
+            ..Default::default()
+        };
+        // Seen bound by a renewal, or only by the stopping process's leave: both settle it.
+        for renewed in [true, false] {
+            let mut book = LeaseBook::new(1, Duration::ZERO);
+            book.begin_rebind(1, 0xb, Some(0xa), &vips, &none, 1_000 * MS, terms())
+                .unwrap();
+            // No `rebound` (the proposal timed out); it committed: 0xb is bound.
+            if renewed {
+                let (_, why) = book.renew(&vips, &from(0xb), Some(0xb), 2_000 * MS, terms());
+                assert_eq!(why, None);
+            } else {
+                book.settle_mark(1, Some(0xb));
+            }
+            // 0xb left (unbound); 0xc starts and registers.
+            for at in [3_000u32, 60_000, 3_600_000] {
+                book.begin_rebind(1, 0xc, None, &vips, &none, at * MS, terms())
+                    .unwrap_or_else(|e| panic!("renewed {renewed}, at {at} ms: {e}"));
+                book.rebound(1);
+                let (_, why) = book.renew(&vips, &from(0xc), Some(0xc), at * MS, terms());
+                assert_eq!(why, None, "renewed {renewed}, at {at} ms");
+            }
+        }
     }
 
     fn decide_with(

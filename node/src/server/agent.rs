@@ -198,9 +198,13 @@ impl Agent for AgentSvc {
             }
             self.leader_only()?;
             if r.leaving {
-                // The process stops and holds nothing: the next one is bound at once.
+                // The process stops. It is unbound now; the next one is bound once every lease
+                // the stopped one may hold is over at this leader (confirmed released or run
+                // out): its drops on the way out need not have reached us.
                 let term = self.confirmed_term().await?;
                 let bound = self.node.sm.read().agents.get(&r.node_id).copied();
+                // Its own bind committed: a mark left by that bind's timed-out proposal is moot.
+                self.node.book().settle_mark(r.node_id, bound);
                 if r.instance != 0 && bound == Some(r.instance) {
                     let op = Op::BindAgent {
                         node_id: r.node_id,
