@@ -436,6 +436,11 @@ impl Agent<'_> {
         let leftover: Vec<(Ipv4Addr, String)> =
             self.leftover.iter().map(|(a, i)| (*a, i.clone())).collect();
         for (addr, iface) in leftover {
+            // Given to this node again (under another VIP): held, not left over.
+            if self.held.values().any(|h| h.held.addr == addr) {
+                self.leftover.remove(&addr);
+                continue;
+            }
             if self.addrs.remove(&iface, addr).await.is_ok() {
                 self.leftover.remove(&addr);
             }
@@ -568,6 +573,12 @@ impl Agent<'_> {
             deadline,
         };
         if let Some(h) = self.held.get_mut(&a.vip) {
+            // Held before at another address (its release failed, and the VIP came back to
+            // this node changed): that address is no longer this VIP's, so it is kept
+            // governed and removed like any address let go.
+            if h.held.addr != a.addr || h.held.iface != a.iface {
+                self.leftover.insert(h.held.addr, h.held.iface.clone());
+            }
             h.held = held;
             h.clock.set(deadline_ns);
             return;
