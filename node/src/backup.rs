@@ -9,8 +9,12 @@
 //! Restoring goes through the log of the new cluster: a member started with `restore --from`
 //! checks the file, keeps it in its data directory (`restore.pending`) and, once the new
 //! cluster has a leader, proposes `Op::Restore`, which every member applies the same way. The
-//! operation is refused by a cluster that already holds KV data, services or VIPs, so
-//! several initial members may be given the same file; the first one seeds the cluster.
+//! operation is refused by a cluster that already holds KV data, services or VIPs (or still
+//! waits out a deleted VIP's lease), so several initial members may be given the same file;
+//! the first one seeds the cluster. Restored VIPs are unowned and their addresses retired
+//! until the old cluster's leases (its lease wait, carried in the payload since format 2)
+//! have run out at the new leader, so that no node of the old cluster still answers for one
+//! when it is placed (see `StateData::restore`).
 //!
 //! When a majority is lost for good, `--force-new-cluster` turns a surviving member's data
 //! directory into a backup (its last snapshot plus every log entry it holds, committed or
@@ -27,8 +31,9 @@ use serde::{Deserialize, Serialize};
 use crate::state::StateData;
 use crate::types::{KvEntry, NodeId};
 
-/// Version of the payload encoding.
-pub const PAYLOAD_FORMAT: u32 = 1;
+/// Version of the payload encoding written now. Format 1 (until November 2026) had no
+/// lease wait; [`BackupState::decode`] reads both.
+pub const PAYLOAD_FORMAT: u32 = 2;
 
 /// Name of the backup kept in a data directory until the new cluster applied it.
 pub const PENDING: &str = "restore.pending";
@@ -58,6 +63,21 @@ pub struct BackupState {
     pub nodes: BTreeMap<NodeId, v1::Node>,
     pub services: BTreeMap<String, v1::Service>,
     pub vips: BTreeMap<String, v1::Vip>,
+    /// How long (ms) a lease granted by the cluster the backup came from may be held (its
+    /// `lease_wait_ms`): the restored cluster counts the old owners' leases that long from its
+    /// leader's election before placing their VIPs. 0 when unknown (format 1).
+    pub lease_wait_ms: u64,
+}
+
+/// Format 1 of the payload, frozen: read only.
+#[derive(Deserialize)]
+struct BackupStateV1 {
+    format: u32,
+    revision: u64,
+    kv: BTreeMap<Vec<u8>, KvEntry>,
+    nodes: BTreeMap<NodeId, v1::Node>,
+    services: BTreeMap<String, v1::Service>,
+    vips: BTreeMap<String, v1::Vip>,
 }
 
 impl BackupState {
@@ -69,6 +89,7 @@ impl BackupState {
             nodes: s.nodes.clone(),
             services: s.services.clone(),
             vips: s.vips.clone(),
+            lease_wait_ms: s.lease_wait_ms,
         }
     }
 
@@ -76,16 +97,28 @@ impl BackupState {
         bincode::serialize(self).expect("state always encodes")
     }
 
+    /// Reads a payload of any format ever written (the format is its first field).
     pub fn decode(payload: &[u8]) -> Result<Self, String> {
-        let b: BackupState = bincode::deserialize(payload)
-            .map_err(|e| format!("the state in the backup is unreadable: {e}"))?;
-        if b.format != PAYLOAD_FORMAT {
-            return Err(format!(
-                "backup payload format {} (this ballastd reads {PAYLOAD_FORMAT})",
-                b.format
-            ));
+        let unreadable = |e: bincode::Error| format!("the state in the backup is unreadable: {e}");
+        let format: u32 = bincode::deserialize(payload).map_err(unreadable)?;
+        match format {
+            1 => {
+                let b: BackupStateV1 = bincode::deserialize(payload).map_err(unreadable)?;
+                Ok(BackupState {
+                    format: b.format,
+                    revision: b.revision,
+                    kv: b.kv,
+                    nodes: b.nodes,
+                    services: b.services,
+                    vips: b.vips,
+                    lease_wait_ms: 0,
+                })
+            }
+            PAYLOAD_FORMAT => bincode::deserialize(payload).map_err(unreadable),
+            other => Err(format!(
+                "backup payload format {other} (this ballastd reads 1 to {PAYLOAD_FORMAT}): upgrade ballastd"
+            )),
         }
-        Ok(b)
     }
 }
 

@@ -126,15 +126,28 @@ impl StateData {
     }
 
     /// Takes a backup's state (see `backup.rs`): its KV with their revisions, services and
-    /// VIPs; its nodes beside this cluster's own (which win). VIPs start unowned, keeping their
-    /// epochs, so that the new cluster's controller assigns them afresh and epochs never go
-    /// backwards. The revision continues from the backup's when it is ahead.
+    /// VIPs; its nodes beside this cluster's own (which win). The revision continues from the
+    /// backup's when it is ahead.
+    ///
+    /// VIPs start unowned, keeping their epochs (never below one this cluster already used
+    /// for the name), so that the new cluster's controller assigns them afresh and epochs
+    /// never go backwards. But a node of the old cluster may still answer for any of them
+    /// (maybe one the backup does not name as owner: it may be older than the last move)
+    /// until the lease the old cluster granted runs out. So every VIP's name and address are
+    /// retired as if the VIP had been deleted, and the cluster's lease wait rises to the old
+    /// cluster's: the leader places none of them before that wait has passed since its
+    /// election (which came after the old cluster stopped granting), unless the owner named
+    /// in the backup confirms it let go.
     fn restore(&mut self, payload: &[u8]) -> (Outcome, Vec<v1::Event>) {
         let b = match crate::backup::BackupState::decode(payload) {
             Ok(b) => b,
             Err(e) => return (rejected("backup", e), Vec::new()),
         };
-        if !self.kv.is_empty() || !self.services.is_empty() || !self.vips.is_empty() {
+        if !self.kv.is_empty()
+            || !self.services.is_empty()
+            || !self.vips.is_empty()
+            || !self.retired.is_empty()
+        {
             return (
                 rejected(
                     "backup",
@@ -155,12 +168,27 @@ impl StateData {
             .vips
             .into_iter()
             .map(|(name, mut v)| {
+                v.epoch = v.epoch.max(self.vip_epochs.remove(&name).unwrap_or(0));
+                self.retired.insert(
+                    name.clone(),
+                    RetiredVip {
+                        address: v.address.clone(),
+                        interface: v.interface.clone(),
+                        owner: v.owner,
+                        epoch: v.epoch,
+                        deleted: true,
+                    },
+                );
                 v.owner = 0;
                 v.releasing = false;
                 v.move_to = 0;
                 (name, v)
             })
             .collect();
+        if b.lease_wait_ms > self.lease_wait_ms {
+            self.lease_wait_ms = b.lease_wait_ms;
+            self.lease_generation += 1;
+        }
         (
             Outcome::StateWritten,
             vec![state_event("restore", "backup", false)],

@@ -166,6 +166,7 @@ fn largest_backup() -> (Vec<u8>, usize) {
         nodes: Default::default(),
         services: Default::default(),
         vips: Default::default(),
+        lease_wait_ms: 0,
     };
     let limit = ballast_proto::MAX_MESSAGE_LEN / 2;
     for i in 0.. {
