@@ -129,8 +129,8 @@ impl StateData {
     /// VIPs; its nodes beside this cluster's own (which win). The revision continues from the
     /// backup's when it is ahead.
     ///
-    /// VIPs start unowned, keeping their epochs (never below one this cluster already used
-    /// for the name), so that the new cluster's controller assigns them afresh and epochs
+    /// VIPs start unowned, keeping their epochs (above any this cluster already used for the
+    /// name), so that the new cluster's controller assigns them afresh and epochs
     /// never go backwards. But a node of the old cluster may still answer for any of them
     /// (maybe one the backup does not name as owner: it may be older than the last move)
     /// until the lease the old cluster granted runs out. So every VIP's name and address are
@@ -168,7 +168,11 @@ impl StateData {
             .vips
             .into_iter()
             .map(|(name, mut v)| {
-                v.epoch = v.epoch.max(self.vip_epochs.remove(&name).unwrap_or(0));
+                // Past any epoch this cluster used for the name: a confirmation the leader
+                // holds for that one must not count for the restored address.
+                if let Some(used) = self.vip_epochs.remove(&name) {
+                    v.epoch = v.epoch.max(used + 1);
+                }
                 self.retired.insert(
                     name.clone(),
                     RetiredVip {
