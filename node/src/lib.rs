@@ -16,6 +16,7 @@ pub mod identity;
 pub mod leader;
 pub mod lease;
 pub mod metrics;
+pub mod model;
 pub mod network;
 pub mod node;
 pub mod notify;
