@@ -21,11 +21,11 @@
 //! not, as etcd does), moves the old Raft data aside and restores that backup into a new
 //! one-member cluster, which is then grown back with `--join`.
 
+use crate::model;
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use ballast_client::backup::{self as format, Header};
-use ballast_proto::v1;
 use serde::{Deserialize, Serialize};
 
 use crate::state::StateData;
@@ -60,9 +60,9 @@ pub struct BackupState {
     pub format: u32,
     pub revision: u64,
     pub kv: BTreeMap<Vec<u8>, KvEntry>,
-    pub nodes: BTreeMap<NodeId, v1::Node>,
-    pub services: BTreeMap<String, v1::Service>,
-    pub vips: BTreeMap<String, v1::Vip>,
+    pub nodes: BTreeMap<NodeId, model::Node>,
+    pub services: BTreeMap<String, model::Service>,
+    pub vips: BTreeMap<String, model::Vip>,
     /// How long (ms) a lease granted by the cluster the backup came from may be held (its
     /// `lease_wait_ms`): the restored cluster counts the old owners' leases that long from its
     /// leader's election before placing their VIPs. 0 when unknown (format 1).
@@ -75,9 +75,9 @@ struct BackupStateV1 {
     format: u32,
     revision: u64,
     kv: BTreeMap<Vec<u8>, KvEntry>,
-    nodes: BTreeMap<NodeId, v1::Node>,
-    services: BTreeMap<String, v1::Service>,
-    vips: BTreeMap<String, v1::Vip>,
+    nodes: BTreeMap<NodeId, model::Node>,
+    services: BTreeMap<String, model::Service>,
+    vips: BTreeMap<String, model::Vip>,
 }
 
 impl BackupState {
@@ -173,7 +173,7 @@ pub fn state_of_data_dir(dir: &Path) -> Result<(StateData, u64), String> {
         .read_logs(start, u64::MAX)
         .map_err(|e| e.to_string())?
     {
-        let entry: crate::types::Entry = bincode::deserialize(&bytes)
+        let entry = crate::format::decode_entry(&bytes)
             .map_err(|e| format!("log entry {index} is unreadable: {e}"))?;
         data.apply(&entry);
         last = index;

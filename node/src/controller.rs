@@ -15,10 +15,9 @@
 //! - an owner whose lease expired at the leader loses the VIP at once (its kernel fence
 //!   expired earlier, see `lease.rs`).
 
+use crate::model;
 use std::collections::BTreeMap;
 use std::time::Duration;
-
-use ballast_proto::v1;
 
 use crate::lease::LeaseConfig;
 use crate::types::{vip_ip, NodeId, RetiredVip};
@@ -43,7 +42,7 @@ pub struct VipView {
 
 impl VipView {
     /// The controller's view of a VIP of the state.
-    pub fn of(v: &v1::Vip) -> Self {
+    pub fn of(v: &model::Vip) -> Self {
         let p = v.placement.clone().unwrap_or_default();
         VipView {
             name: v.name.clone(),
@@ -198,8 +197,8 @@ impl Action {
 
 /// Everything the controller reads.
 pub struct Input<'a> {
-    pub nodes: &'a BTreeMap<NodeId, v1::Node>,
-    pub services: &'a BTreeMap<String, v1::Service>,
+    pub nodes: &'a BTreeMap<NodeId, model::Node>,
+    pub services: &'a BTreeMap<String, model::Service>,
     pub vips: &'a [VipView],
     /// Addresses of deleted or changed VIPs that their last owner may still hold.
     pub retired: &'a BTreeMap<String, RetiredVip>,
@@ -313,7 +312,7 @@ fn eligible_since(
     alive: &dyn Fn(NodeId) -> bool,
 ) -> Option<u64> {
     let node = input.nodes.get(&id)?;
-    if node.admin != v1::AdminState::Active as i32 || !alive(id) {
+    if node.admin != model::AdminState::Active || !alive(id) {
         return None;
     }
     let svc = input.services.get(&vip.service)?;
@@ -321,13 +320,13 @@ fn eligible_since(
     if !runs_a_placeable_release(svc, backend) {
         return None;
     }
-    (backend.health == v1::Health::Healthy as i32).then_some(backend.changed_ms)
+    (backend.health == model::Health::Healthy).then_some(backend.changed_ms)
 }
 
 /// A VIP goes only to a node that runs the active release (during a rollout: the release
 /// rolled out or the one it started from) and is not switching between releases. Services
 /// without releases are not constrained.
-fn runs_a_placeable_release(svc: &v1::Service, b: &v1::Backend) -> bool {
+fn runs_a_placeable_release(svc: &model::Service, b: &model::Backend) -> bool {
     match &svc.rollout {
         Some(r) if crate::releases::in_progress(svc) => {
             let want = r.desired.get(&b.node_id).map_or("", String::as_str);
@@ -444,8 +443,8 @@ mod tests {
     const SEC: Duration = Duration::from_secs(1);
 
     struct World {
-        nodes: BTreeMap<NodeId, v1::Node>,
-        services: BTreeMap<String, v1::Service>,
+        nodes: BTreeMap<NodeId, model::Node>,
+        services: BTreeMap<String, model::Service>,
         vips: Vec<VipView>,
         retired: BTreeMap<String, RetiredVip>,
         obs: Observations,
@@ -471,18 +470,18 @@ mod tests {
             for id in 1..=3 {
                 nodes.insert(
                     id,
-                    v1::Node {
+                    model::Node {
                         id,
-                        admin: v1::AdminState::Active as i32,
+                        admin: model::AdminState::Active,
                         alive: true,
                         ..Default::default()
                     },
                 );
                 backends.insert(
                     id,
-                    v1::Backend {
+                    model::Backend {
                         node_id: id,
-                        health: v1::Health::Healthy as i32,
+                        health: model::Health::Healthy,
                         changed_ms: 0,
                         ..Default::default()
                     },
@@ -491,7 +490,7 @@ mod tests {
             }
             let services = BTreeMap::from([(
                 "web".to_string(),
-                v1::Service {
+                model::Service {
                     name: "web".into(),
                     backends,
                     ..Default::default()
@@ -579,7 +578,7 @@ mod tests {
             }
         }
 
-        fn set_health(&mut self, id: NodeId, h: v1::Health) {
+        fn set_health(&mut self, id: NodeId, h: model::Health) {
             let b = self
                 .services
                 .get_mut("web")
@@ -587,7 +586,7 @@ mod tests {
                 .backends
                 .get_mut(&id)
                 .unwrap();
-            b.health = h as i32;
+            b.health = h;
             b.changed_ms = self.now_wall_ms;
         }
 
@@ -658,7 +657,7 @@ mod tests {
         let mut w = World::new();
         w.leader = 1;
         for id in [2, 3] {
-            w.nodes.get_mut(&id).unwrap().admin = v1::AdminState::Draining as i32;
+            w.nodes.get_mut(&id).unwrap().admin = model::AdminState::Draining;
         }
         assert_eq!(w.decide(), vec![assign(1, 1)]);
     }
@@ -674,10 +673,10 @@ mod tests {
         assert_eq!(w.decide(), vec![assign(2, 1)], "node 1 runs an old release");
         // During a rollout of v2 from v1: node 2 switching is out, node 3 on v1 is in.
         let svc = w.services.get_mut("web").unwrap();
-        svc.rollout = Some(v1::Rollout {
+        svc.rollout = Some(model::Rollout {
             release: "v2".into(),
             from_release: "v1".into(),
-            state: v1::RolloutState::Running as i32,
+            state: model::RolloutState::Running,
             desired: [(1, "v1".into()), (2, "v2".into()), (3, "v1".into())]
                 .into_iter()
                 .collect(),
@@ -705,7 +704,7 @@ mod tests {
         w.vips[0].priorities.insert(3, 9);
         w.vips[0].preempt = true;
         w.vips[0].preempt_delay = 5 * SEC;
-        w.set_health(3, v1::Health::Healthy); // healthy "since now"
+        w.set_health(3, model::Health::Healthy); // healthy "since now"
         w.tick(4 * SEC);
         w.heard(&[1, 2, 3]);
         assert_eq!(w.decide(), vec![], "not eligible long enough");
@@ -727,11 +726,11 @@ mod tests {
             w.apply(&w.decide());
             assert_eq!(w.vips[0].owner, 1);
             match how {
-                "drain" => w.nodes.get_mut(&1).unwrap().admin = v1::AdminState::Draining as i32,
+                "drain" => w.nodes.get_mut(&1).unwrap().admin = model::AdminState::Draining,
                 "maintenance" => {
-                    w.nodes.get_mut(&1).unwrap().admin = v1::AdminState::Maintenance as i32
+                    w.nodes.get_mut(&1).unwrap().admin = model::AdminState::Maintenance
                 }
-                _ => w.set_health(1, v1::Health::Unhealthy),
+                _ => w.set_health(1, model::Health::Unhealthy),
             }
             let a = w.decide();
             assert_eq!(a, vec![release(1, 1)], "{how}");
@@ -821,10 +820,10 @@ mod tests {
         let mut w = World::new();
         w.apply(&w.decide());
         for id in 2..=3 {
-            w.set_health(id, v1::Health::Unhealthy);
+            w.set_health(id, model::Health::Unhealthy);
         }
         // Owner still fine: no planned move without a taker.
-        w.nodes.get_mut(&1).unwrap().admin = v1::AdminState::Draining as i32;
+        w.nodes.get_mut(&1).unwrap().admin = model::AdminState::Draining;
         assert_eq!(w.decide(), vec![]);
         // Its lease runs out (agent gone): revoked, not handed to an unhealthy node.
         w.tick(SEC);

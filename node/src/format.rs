@@ -10,9 +10,9 @@
 //! `StateDataV<n>` with its conversion, bump [`STATE_VERSION`], and add the new version's
 //! fixture (`cargo test -p ballast-node --test formats -- --ignored`).
 
+use crate::model;
 use std::collections::{BTreeMap, VecDeque};
 
-use ballast_proto::v1;
 use serde::{Deserialize, Serialize};
 
 use crate::state::{Session, StateData};
@@ -38,11 +38,11 @@ pub struct StateDataV0 {
     pub membership: StoredMembership,
     pub revision: u64,
     pub kv: BTreeMap<Vec<u8>, KvEntry>,
-    pub nodes: BTreeMap<NodeId, v1::Node>,
-    pub services: BTreeMap<String, v1::Service>,
-    pub vips: BTreeMap<String, v1::Vip>,
+    pub nodes: BTreeMap<NodeId, model::Node>,
+    pub services: BTreeMap<String, model::Service>,
+    pub vips: BTreeMap<String, model::Vip>,
     pub sessions: BTreeMap<u64, Session>,
-    pub history: VecDeque<v1::WatchResponse>,
+    pub history: VecDeque<model::Changes>,
 }
 
 impl From<StateDataV0> for StateData {
@@ -98,9 +98,75 @@ pub fn decode_state(bytes: &[u8]) -> Result<StateData, FormatError> {
     }
 }
 
+/// What every versioned log entry starts with. An entry of version 0 (plain bincode, until
+/// November 2026) starts with its term as a little-endian u64, which never reaches
+/// `u64::MAX`: the two cannot be confused.
+pub const ENTRY_MAGIC: [u8; 8] = [0xff; 8];
+/// The log entry version written now: the header, then the bincode of the entry.
+pub const ENTRY_VERSION: u16 = 1;
+
+/// A log entry as the log store keeps it.
+pub fn encode_entry(e: &crate::types::Entry) -> Vec<u8> {
+    let mut out = Vec::with_capacity(ENTRY_MAGIC.len() + 2 + 256);
+    out.extend_from_slice(&ENTRY_MAGIC);
+    out.extend_from_slice(&ENTRY_VERSION.to_le_bytes());
+    bincode::serialize_into(&mut out, e).expect("entries always encode");
+    out
+}
+
+/// A log entry written by this or any earlier version.
+pub fn decode_entry(bytes: &[u8]) -> Result<crate::types::Entry, FormatError> {
+    let corrupt = |version: u16| {
+        move |e: bincode::Error| FormatError::Corrupt {
+            version,
+            message: format!("log entry: {e}"),
+        }
+    };
+    let Some(rest) = bytes.strip_prefix(ENTRY_MAGIC.as_slice()) else {
+        return bincode::deserialize(bytes).map_err(corrupt(0));
+    };
+    match rest {
+        [a, b, body @ ..] => match u16::from_le_bytes([*a, *b]) {
+            1 => bincode::deserialize(body).map_err(corrupt(1)),
+            v => Err(FormatError::TooNew(v)),
+        },
+        _ => Err(FormatError::Corrupt {
+            version: 0,
+            message: "log entry: truncated header".into(),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Entries written before the header (plain bincode, as every data directory of format
+    /// 0 and 1 snapshots holds) and with it read the same; a newer version is refused.
+    #[test]
+    fn log_entries_of_every_version_decode() {
+        use crate::types::{Batch, Command, Entry, Op};
+        use openraft::{CommittedLeaderId, EntryPayload};
+        let e = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(7, 1), 42),
+            payload: EntryPayload::Normal(Batch {
+                commands: vec![Command {
+                    request: None,
+                    now_ms: 5,
+                    op: Op::DeleteVip("v".into()),
+                }],
+            }),
+        };
+        let v0 = bincode::serialize(&e).unwrap();
+        assert_eq!(decode_entry(&v0).unwrap(), e);
+        let v1 = encode_entry(&e);
+        assert_eq!(&v1[..8], &ENTRY_MAGIC);
+        assert_eq!(decode_entry(&v1).unwrap(), e);
+        let mut newer = v1.clone();
+        newer[8..10].copy_from_slice(&(ENTRY_VERSION + 1).to_le_bytes());
+        assert!(matches!(decode_entry(&newer), Err(FormatError::TooNew(_))));
+        assert!(decode_entry(&v1[..v1.len() - 1]).is_err());
+    }
 
     #[test]
     fn the_current_version_round_trips_and_newer_ones_are_refused() {

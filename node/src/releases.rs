@@ -5,7 +5,7 @@
 //! the leader's controller advances a rollout with [`Step`]s computed by `rollout.rs`, applied
 //! only if the rollout is still what the controller saw (compare and set).
 
-use ballast_proto::v1;
+use crate::model;
 use serde::{Deserialize, Serialize};
 
 use crate::types::NodeId;
@@ -34,36 +34,41 @@ pub enum Finish {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Step {
     /// The rollout as the controller read it; the step applies only if it is unchanged.
-    pub expected: v1::Rollout,
-    pub next: v1::Rollout,
+    pub expected: model::Rollout,
+    pub next: model::Rollout,
     pub finish: Option<Finish>,
 }
 
-fn state(r: &v1::Rollout) -> v1::RolloutState {
-    v1::RolloutState::try_from(r.state).unwrap_or(v1::RolloutState::Unspecified)
+fn state(r: &model::Rollout) -> model::RolloutState {
+    r.state
 }
 
 /// Whether a rollout still acts (running, paused or rolling back).
-pub fn in_progress(svc: &v1::Service) -> bool {
-    svc.rollout.as_ref().is_some_and(|r| {
-        matches!(
-            state(r),
-            v1::RolloutState::Running | v1::RolloutState::Paused | v1::RolloutState::RollingBack
-        )
-    })
+pub fn in_progress(svc: &model::Service) -> bool {
+    svc.rollout.as_ref().is_some_and(|r| acts(state(r)))
 }
 
-fn set_status(svc: &mut v1::Service, id: &str, status: v1::ReleaseStatus, failure: &str) {
+/// Whether a rollout in `state` still acts (running, paused or rolling back).
+pub fn acts(state: model::RolloutState) -> bool {
+    matches!(
+        state,
+        model::RolloutState::Running
+            | model::RolloutState::Paused
+            | model::RolloutState::RollingBack
+    )
+}
+
+fn set_status(svc: &mut model::Service, id: &str, status: model::ReleaseStatus, failure: &str) {
     if let Some(r) = svc.releases.iter_mut().find(|r| r.id == id) {
-        r.status = status as i32;
+        r.status = status;
         r.failure = failure.to_string();
     }
 }
 
 /// Registers a release (idempotent for an identical one).
 pub fn register(
-    svc: &mut v1::Service,
-    release: &v1::Release,
+    svc: &mut model::Service,
+    release: &model::Release,
     now_ms: u64,
 ) -> Result<bool, Refusal> {
     if let Some(old) = svc.releases.iter().find(|r| r.id == release.id) {
@@ -78,12 +83,12 @@ pub fn register(
             ),
         ));
     }
-    svc.releases.push(v1::Release {
+    svc.releases.push(model::Release {
         id: release.id.clone(),
         artifact: release.artifact.clone(),
         sha256: release.sha256.clone(),
         registered_ms: now_ms,
-        status: v1::ReleaseStatus::Registered as i32,
+        status: model::ReleaseStatus::Registered,
         failure: String::new(),
     });
     Ok(true)
@@ -91,7 +96,7 @@ pub fn register(
 
 /// Starts a rollout of a registered release; `deadline_ms` is relative to `now_ms`.
 pub fn start(
-    svc: &mut v1::Service,
+    svc: &mut model::Service,
     release: &str,
     batch: u32,
     min_healthy_ms: u32,
@@ -129,33 +134,33 @@ pub fn start(
         .keys()
         .map(|id| (*id, svc.active_release.clone()))
         .collect();
-    svc.rollout = Some(v1::Rollout {
+    svc.rollout = Some(model::Rollout {
         release: release.to_string(),
         from_release: svc.active_release.clone(),
         batch: batch.max(1),
         min_healthy_ms,
         deadline_ms: now_ms + deadline_ms,
         canary,
-        state: v1::RolloutState::Running as i32,
+        state: model::RolloutState::Running,
         desired,
         message: String::new(),
         started_ms: now_ms,
     });
-    set_status(svc, release, v1::ReleaseStatus::RollingOut, "");
+    set_status(svc, release, model::ReleaseStatus::RollingOut, "");
     Ok(true)
 }
 
 /// Pauses, resumes or aborts the rollout in progress.
-pub fn control(svc: &mut v1::Service, action: Control) -> Result<bool, Refusal> {
+pub fn control(svc: &mut model::Service, action: Control) -> Result<bool, Refusal> {
     let name = svc.name.clone();
     let Some(r) = svc.rollout.as_mut() else {
         return Err(("service", format!("{name:?} has no rollout")));
     };
     let to = match (state(r), action) {
-        (v1::RolloutState::Running, Control::Pause) => v1::RolloutState::Paused,
-        (v1::RolloutState::Paused, Control::Resume) => v1::RolloutState::Running,
-        (v1::RolloutState::Running | v1::RolloutState::Paused, Control::Abort) => {
-            v1::RolloutState::Aborted
+        (model::RolloutState::Running, Control::Pause) => model::RolloutState::Paused,
+        (model::RolloutState::Paused, Control::Resume) => model::RolloutState::Running,
+        (model::RolloutState::Running | model::RolloutState::Paused, Control::Abort) => {
+            model::RolloutState::Aborted
         }
         (s, a) => {
             return Err((
@@ -164,7 +169,7 @@ pub fn control(svc: &mut v1::Service, action: Control) -> Result<bool, Refusal> 
             ))
         }
     };
-    r.state = to as i32;
+    r.state = to;
     r.message = match action {
         Control::Pause => "paused by an operator".into(),
         Control::Resume => String::new(),
@@ -175,7 +180,7 @@ pub fn control(svc: &mut v1::Service, action: Control) -> Result<bool, Refusal> 
         set_status(
             svc,
             &id,
-            v1::ReleaseStatus::Failed,
+            model::ReleaseStatus::Failed,
             "aborted by an operator",
         );
     }
@@ -184,7 +189,7 @@ pub fn control(svc: &mut v1::Service, action: Control) -> Result<bool, Refusal> 
 
 /// Sends every backend back to `to` (empty: the previous release, or the running rollout's
 /// starting point).
-pub fn rollback(svc: &mut v1::Service, to: &str, now_ms: u64) -> Result<bool, Refusal> {
+pub fn rollback(svc: &mut model::Service, to: &str, now_ms: u64) -> Result<bool, Refusal> {
     let running = svc.rollout.as_ref().filter(|_| in_progress(svc)).cloned();
     let target = if !to.is_empty() {
         to.to_string()
@@ -210,7 +215,7 @@ pub fn rollback(svc: &mut v1::Service, to: &str, now_ms: u64) -> Result<bool, Re
             set_status(
                 svc,
                 &r.release,
-                v1::ReleaseStatus::Failed,
+                model::ReleaseStatus::Failed,
                 "rolled back by an operator",
             );
             r.release.clone()
@@ -222,14 +227,14 @@ pub fn rollback(svc: &mut v1::Service, to: &str, now_ms: u64) -> Result<bool, Re
         .keys()
         .map(|id| (*id, target.clone()))
         .collect();
-    svc.rollout = Some(v1::Rollout {
+    svc.rollout = Some(model::Rollout {
         release: from,
         from_release: target,
         batch: svc.backends.len() as u32,
         min_healthy_ms: 0,
         deadline_ms: 0,
         canary: false,
-        state: v1::RolloutState::RollingBack as i32,
+        state: model::RolloutState::RollingBack,
         desired,
         message: "rolled back by an operator".into(),
         started_ms: now_ms,
@@ -239,7 +244,7 @@ pub fn rollback(svc: &mut v1::Service, to: &str, now_ms: u64) -> Result<bool, Re
 
 /// An agent's report of the release node `node` runs for the service (or failed to activate).
 pub fn report(
-    svc: &mut v1::Service,
+    svc: &mut model::Service,
     node: NodeId,
     applied: &str,
     failed_release: &str,
@@ -267,7 +272,7 @@ pub fn report(
 }
 
 /// A controller step: applied only if the rollout is the one the controller saw.
-pub fn step(svc: &mut v1::Service, s: &Step) -> Result<bool, Refusal> {
+pub fn step(svc: &mut model::Service, s: &Step) -> Result<bool, Refusal> {
     if svc.rollout.as_ref() != Some(&s.expected) {
         return Err((
             "rollout",
@@ -279,27 +284,27 @@ pub fn step(svc: &mut v1::Service, s: &Step) -> Result<bool, Refusal> {
         Some(Finish::Succeeded) => {
             let old = std::mem::replace(&mut svc.active_release, next.release.clone());
             if !old.is_empty() {
-                set_status(svc, &old, v1::ReleaseStatus::Retired, "");
+                set_status(svc, &old, model::ReleaseStatus::Retired, "");
             }
             svc.previous_release = old;
-            set_status(svc, &next.release, v1::ReleaseStatus::Active, "");
+            set_status(svc, &next.release, model::ReleaseStatus::Active, "");
         }
         Some(Finish::RolledBack) => {
             if svc.active_release != next.from_release {
                 // An operator's rollback to another release than the active one.
                 let old = std::mem::replace(&mut svc.active_release, next.from_release.clone());
                 if !old.is_empty() && old != next.release {
-                    set_status(svc, &old, v1::ReleaseStatus::Retired, "");
+                    set_status(svc, &old, model::ReleaseStatus::Retired, "");
                 }
             }
-            set_status(svc, &next.from_release, v1::ReleaseStatus::Active, "");
+            set_status(svc, &next.from_release, model::ReleaseStatus::Active, "");
             if next.release != next.from_release {
                 let failure = if next.message.is_empty() {
                     "rolled back".to_string()
                 } else {
                     next.message.clone()
                 };
-                set_status(svc, &next.release, v1::ReleaseStatus::Failed, &failure);
+                set_status(svc, &next.release, model::ReleaseStatus::Failed, &failure);
             }
         }
         None => {}
@@ -312,14 +317,14 @@ pub fn step(svc: &mut v1::Service, s: &Step) -> Result<bool, Refusal> {
 mod tests {
     use super::*;
 
-    fn svc() -> v1::Service {
-        v1::Service {
+    fn svc() -> model::Service {
+        model::Service {
             name: "web".into(),
             backends: (1..=3)
                 .map(|i| {
                     (
                         i,
-                        v1::Backend {
+                        model::Backend {
                             node_id: i,
                             ..Default::default()
                         },
@@ -330,8 +335,8 @@ mod tests {
         }
     }
 
-    fn rel(id: &str) -> v1::Release {
-        v1::Release {
+    fn rel(id: &str) -> model::Release {
+        model::Release {
             id: id.into(),
             artifact: format!("/srv/{id}.tar.gz"),
             sha256: "ab".repeat(32),
@@ -339,9 +344,9 @@ mod tests {
         }
     }
 
-    fn status(s: &v1::Service, id: &str) -> v1::ReleaseStatus {
+    fn status(s: &model::Service, id: &str) -> model::ReleaseStatus {
         let r = s.releases.iter().find(|r| r.id == id).unwrap();
-        v1::ReleaseStatus::try_from(r.status).unwrap()
+        r.status
     }
 
     #[test]
@@ -354,7 +359,7 @@ mod tests {
         assert!(register(&mut s, &other, 30).is_err());
         assert_eq!(s.releases.len(), 1);
         assert_eq!(s.releases[0].registered_ms, 10);
-        assert_eq!(status(&s, "v1"), v1::ReleaseStatus::Registered);
+        assert_eq!(status(&s, "v1"), model::ReleaseStatus::Registered);
     }
 
     #[test]
@@ -375,7 +380,7 @@ mod tests {
             r.desired.values().all(|d| d.is_empty()),
             "nobody switched yet"
         );
-        assert_eq!(status(&s, "v1"), v1::ReleaseStatus::RollingOut);
+        assert_eq!(status(&s, "v1"), model::ReleaseStatus::RollingOut);
         let e = start(&mut s, "v2", 1, 0, 60_000, false, 6).unwrap_err();
         assert!(e.1.contains("in progress"), "{e:?}");
     }
@@ -390,7 +395,7 @@ mod tests {
         control(&mut s, Control::Pause).unwrap();
         control(&mut s, Control::Resume).unwrap();
         control(&mut s, Control::Abort).unwrap();
-        assert_eq!(status(&s, "v1"), v1::ReleaseStatus::Failed);
+        assert_eq!(status(&s, "v1"), model::ReleaseStatus::Failed);
         assert!(!in_progress(&s));
         assert!(control(&mut s, Control::Resume).is_err());
     }
@@ -415,14 +420,14 @@ mod tests {
             expected: s.rollout.clone().unwrap(),
             next: {
                 let mut n = next.clone();
-                n.state = v1::RolloutState::Succeeded as i32;
+                n.state = model::RolloutState::Succeeded;
                 n
             },
             finish: Some(Finish::Succeeded),
         };
         step(&mut s, &st).unwrap();
         assert_eq!(s.active_release, "v1");
-        assert_eq!(status(&s, "v1"), v1::ReleaseStatus::Active);
+        assert_eq!(status(&s, "v1"), model::ReleaseStatus::Active);
     }
 
     #[test]
@@ -440,7 +445,7 @@ mod tests {
         let r = s.rollout.clone().unwrap();
         assert_eq!(r.from_release, "v2");
         assert!(r.desired.values().all(|d| d == "v2"));
-        assert_eq!(status(&s, "v3"), v1::ReleaseStatus::Failed);
+        assert_eq!(status(&s, "v3"), model::ReleaseStatus::Failed);
         assert!(rollback(&mut s, "v9", 2).is_err(), "unknown target");
     }
 

@@ -15,9 +15,8 @@
 //!
 //! Rolling back: done when every node that is alive reports `from_release`.
 
+use crate::model;
 use std::collections::BTreeMap;
-
-use ballast_proto::v1;
 
 use crate::releases::{Finish, Step};
 use crate::types::NodeId;
@@ -33,19 +32,19 @@ pub struct Decision {
     pub moves: Vec<(String, NodeId)>,
 }
 
-fn rstate(r: &v1::Rollout) -> v1::RolloutState {
-    v1::RolloutState::try_from(r.state).unwrap_or(v1::RolloutState::Unspecified)
+fn rstate(r: &model::Rollout) -> model::RolloutState {
+    r.state
 }
 
-fn healthy(b: &v1::Backend) -> bool {
-    b.health == v1::Health::Healthy as i32
+fn healthy(b: &model::Backend) -> bool {
+    b.health == model::Health::Healthy
 }
 
 /// Decides the next step of `svc`'s rollout. `vips` are the VIPs gated by the service;
 /// `alive` tells whether a node's agent is alive.
 pub fn decide(
-    svc: &v1::Service,
-    vips: &[&v1::Vip],
+    svc: &model::Service,
+    vips: &[&model::Vip],
     alive: &dyn Fn(NodeId) -> bool,
     now_ms: u64,
 ) -> Decision {
@@ -55,8 +54,8 @@ pub fn decide(
     };
     let Some(r) = &svc.rollout else { return none };
     match rstate(r) {
-        v1::RolloutState::Running => running(svc, r, vips, now_ms),
-        v1::RolloutState::RollingBack => {
+        model::RolloutState::Running => running(svc, r, vips, now_ms),
+        model::RolloutState::RollingBack => {
             let back = svc.backends.iter().all(|(id, b)| {
                 b.applied_release == r.from_release || r.from_release.is_empty() || !alive(*id)
             });
@@ -64,7 +63,7 @@ pub fn decide(
                 return none;
             }
             let mut next = r.clone();
-            next.state = v1::RolloutState::RolledBack as i32;
+            next.state = model::RolloutState::RolledBack;
             Decision {
                 step: Some(Step {
                     expected: r.clone(),
@@ -78,9 +77,9 @@ pub fn decide(
     }
 }
 
-fn roll_back(r: &v1::Rollout, why: String) -> Decision {
+fn roll_back(r: &model::Rollout, why: String) -> Decision {
     let mut next = r.clone();
-    next.state = v1::RolloutState::RollingBack as i32;
+    next.state = model::RolloutState::RollingBack;
     next.message = why;
     for d in next.desired.values_mut() {
         *d = r.from_release.clone();
@@ -95,7 +94,12 @@ fn roll_back(r: &v1::Rollout, why: String) -> Decision {
     }
 }
 
-fn running(svc: &v1::Service, r: &v1::Rollout, vips: &[&v1::Vip], now_ms: u64) -> Decision {
+fn running(
+    svc: &model::Service,
+    r: &model::Rollout,
+    vips: &[&model::Vip],
+    now_ms: u64,
+) -> Decision {
     if r.deadline_ms != 0 && now_ms > r.deadline_ms {
         return roll_back(r, "deadline passed before every node was done".to_string());
     }
@@ -122,7 +126,7 @@ fn running(svc: &v1::Service, r: &v1::Rollout, vips: &[&v1::Vip], now_ms: u64) -
         if b.applied_release != r.release {
             continue;
         }
-        if b.health == v1::Health::Unhealthy as i32
+        if b.health == model::Health::Unhealthy
             && now_ms.saturating_sub(b.applied_ms.max(b.changed_ms)) >= UNHEALTHY_GRACE_MS
         {
             return roll_back(r, format!("node {id} is unhealthy on {}", r.release));
@@ -146,7 +150,7 @@ fn running(svc: &v1::Service, r: &v1::Rollout, vips: &[&v1::Vip], now_ms: u64) -
         .collect();
     if pending.is_empty() {
         let mut next = r.clone();
-        next.state = v1::RolloutState::Succeeded as i32;
+        next.state = model::RolloutState::Succeeded;
         next.message.clear();
         return Decision {
             step: Some(Step {
@@ -160,7 +164,7 @@ fn running(svc: &v1::Service, r: &v1::Rollout, vips: &[&v1::Vip], now_ms: u64) -
     if r.canary && switched.len() == 1 {
         // The canary is done: pause for an operator, once.
         let mut next = r.clone();
-        next.state = v1::RolloutState::Paused as i32;
+        next.state = model::RolloutState::Paused;
         next.canary = false;
         next.message = format!(
             "canary node {} is healthy on {}: resume to continue",
@@ -228,17 +232,17 @@ mod tests {
     const MIN: u32 = 1_000;
 
     /// Service "web" on nodes 1..=n, all healthy on v1, rollout of v2 started at t=0.
-    fn world(n: u64, batch: u32, canary: bool) -> v1::Service {
-        let mut svc = v1::Service {
+    fn world(n: u64, batch: u32, canary: bool) -> model::Service {
+        let mut svc = model::Service {
             name: "web".into(),
             active_release: "v1".into(),
             backends: (1..=n)
                 .map(|i| {
                     (
                         i,
-                        v1::Backend {
+                        model::Backend {
                             node_id: i,
-                            health: v1::Health::Healthy as i32,
+                            health: model::Health::Healthy,
                             applied_release: "v1".into(),
                             ..Default::default()
                         },
@@ -250,7 +254,7 @@ mod tests {
         for id in ["v1", "v2"] {
             crate::releases::register(
                 &mut svc,
-                &v1::Release {
+                &model::Release {
                     id: id.into(),
                     ..Default::default()
                 },
@@ -262,8 +266,8 @@ mod tests {
         svc
     }
 
-    fn vip(owner: NodeId) -> v1::Vip {
-        v1::Vip {
+    fn vip(owner: NodeId) -> model::Vip {
+        model::Vip {
             name: "vip".into(),
             service: "web".into(),
             owner,
@@ -274,8 +278,8 @@ mod tests {
 
     /// Decides and applies the step.
     fn run(
-        svc: &mut v1::Service,
-        vips: &[&v1::Vip],
+        svc: &mut model::Service,
+        vips: &[&model::Vip],
         alive: &dyn Fn(NodeId) -> bool,
         t: u64,
     ) -> Decision {
@@ -284,14 +288,14 @@ mod tests {
         d
     }
 
-    fn apply(svc: &mut v1::Service, d: &Decision) {
+    fn apply(svc: &mut model::Service, d: &Decision) {
         if let Some(s) = &d.step {
             crate::releases::step(svc, s).unwrap();
         }
     }
 
     /// Agents of the switched nodes run the desired release, healthy, at `t`.
-    fn agents_switch(svc: &mut v1::Service, t: u64) {
+    fn agents_switch(svc: &mut model::Service, t: u64) {
         let desired = svc.rollout.as_ref().unwrap().desired.clone();
         for (id, d) in desired {
             let b = svc.backends.get_mut(&id).unwrap();
@@ -302,7 +306,7 @@ mod tests {
         }
     }
 
-    fn switched(svc: &v1::Service) -> Vec<NodeId> {
+    fn switched(svc: &model::Service) -> Vec<NodeId> {
         let r = svc.rollout.as_ref().unwrap();
         r.desired
             .iter()
@@ -311,7 +315,7 @@ mod tests {
             .collect()
     }
 
-    fn state(svc: &v1::Service) -> v1::RolloutState {
+    fn state(svc: &model::Service) -> model::RolloutState {
         rstate(svc.rollout.as_ref().unwrap())
     }
 
@@ -346,7 +350,7 @@ mod tests {
         apply(&mut svc, &d);
         assert_eq!(svc.active_release, "v2");
         assert_eq!(svc.previous_release, "v1");
-        assert_eq!(state(&svc), v1::RolloutState::Succeeded);
+        assert_eq!(state(&svc), model::RolloutState::Succeeded);
     }
 
     #[test]
@@ -359,7 +363,7 @@ mod tests {
             agents_switch(&mut svc, 100);
             let b = svc.backends.get_mut(&2).unwrap();
             if failure == "unhealthy" {
-                b.health = v1::Health::Unhealthy as i32;
+                b.health = model::Health::Unhealthy;
                 b.changed_ms = 300;
                 // Within the grace, nothing happens.
                 assert_eq!(decide(&svc, &[], &alive, 300 + 4_999).step, None);
@@ -370,7 +374,7 @@ mod tests {
             }
             let d = decide(&svc, &[], &alive, 300 + UNHEALTHY_GRACE_MS);
             apply(&mut svc, &d);
-            assert_eq!(state(&svc), v1::RolloutState::RollingBack, "{failure}");
+            assert_eq!(state(&svc), model::RolloutState::RollingBack, "{failure}");
             let r = svc.rollout.clone().unwrap();
             assert!(r.desired.values().all(|d| d == "v1"));
             assert!(r.message.contains("node 2"), "{}", r.message);
@@ -379,10 +383,10 @@ mod tests {
             agents_switch(&mut svc, 6_100);
             let d = decide(&svc, &[], &alive, 6_200);
             apply(&mut svc, &d);
-            assert_eq!(state(&svc), v1::RolloutState::RolledBack);
+            assert_eq!(state(&svc), model::RolloutState::RolledBack);
             assert_eq!(svc.active_release, "v1");
             let v2 = svc.releases.iter().find(|r| r.id == "v2").unwrap();
-            assert_eq!(v2.status, v1::ReleaseStatus::Failed as i32);
+            assert_eq!(v2.status, model::ReleaseStatus::Failed);
         }
     }
 
@@ -392,13 +396,13 @@ mod tests {
         let deadline = svc.rollout.as_ref().unwrap().deadline_ms;
         run(&mut svc, &[], &|_| true, 0);
         run(&mut svc, &[], &|_| true, deadline + 1);
-        assert_eq!(state(&svc), v1::RolloutState::RollingBack);
+        assert_eq!(state(&svc), model::RolloutState::RollingBack);
         // Node 1 switched to v2 and died there; node 2 never left v1.
         svc.backends.get_mut(&1).unwrap().applied_release = "v2".into();
         assert_eq!(decide(&svc, &[], &|_| true, deadline + 2).step, None);
         let d = decide(&svc, &[], &|id| id != 1, deadline + 3);
         apply(&mut svc, &d);
-        assert_eq!(state(&svc), v1::RolloutState::RolledBack);
+        assert_eq!(state(&svc), model::RolloutState::RolledBack);
     }
 
     #[test]
@@ -409,7 +413,7 @@ mod tests {
         assert_eq!(switched(&svc), vec![1]);
         agents_switch(&mut svc, 10);
         run(&mut svc, &[], &alive, 2_000);
-        assert_eq!(state(&svc), v1::RolloutState::Paused);
+        assert_eq!(state(&svc), model::RolloutState::Paused);
         assert!(svc
             .rollout
             .as_ref()

@@ -4,6 +4,7 @@
 //! (the leader's time is in the command) and no randomness, so every member that applies the
 //! same log holds the same state, revision and watch history.
 
+use crate::model;
 use std::collections::{BTreeMap, VecDeque};
 
 use ballast_proto::v1;
@@ -57,12 +58,12 @@ pub struct StateData {
     pub membership: StoredMembership,
     pub revision: u64,
     pub kv: BTreeMap<Vec<u8>, KvEntry>,
-    pub nodes: BTreeMap<NodeId, v1::Node>,
-    pub services: BTreeMap<String, v1::Service>,
-    pub vips: BTreeMap<String, v1::Vip>,
+    pub nodes: BTreeMap<NodeId, model::Node>,
+    pub services: BTreeMap<String, model::Service>,
+    pub vips: BTreeMap<String, model::Vip>,
     pub sessions: BTreeMap<u64, Session>,
     /// The events of the most recent revisions, oldest first.
-    pub history: VecDeque<v1::WatchResponse>,
+    pub history: VecDeque<model::Changes>,
     /// The cluster's VIP lease settings; None until the first leader sets them (from its
     /// configuration) or an operator does (`ballastctl lease set`).
     pub lease: Option<LeaseSettings>,
@@ -92,18 +93,15 @@ pub(crate) fn rejected(field: &str, message: impl Into<String>) -> Outcome {
     }
 }
 
-fn kv_event(kind: v1::kv_event::Kind, kv: v1::KeyValue) -> v1::Event {
-    v1::Event {
-        event: Some(v1::event::Event::Kv(v1::KvEvent {
-            kind: kind as i32,
-            kv: Some(kv),
-        })),
+fn kv_event(kind: model::KvEventKind, kv: model::KeyValue) -> model::Event {
+    model::Event {
+        event: Some(model::EventKind::Kv(model::KvEvent { kind, kv: Some(kv) })),
     }
 }
 
-pub(crate) fn state_event(kind: &str, name: impl Into<String>, deleted: bool) -> v1::Event {
-    v1::Event {
-        event: Some(v1::event::Event::State(v1::StateEvent {
+pub(crate) fn state_event(kind: &str, name: impl Into<String>, deleted: bool) -> model::Event {
+    model::Event {
+        event: Some(model::EventKind::State(model::StateEvent {
             kind: kind.to_string(),
             name: name.into(),
             deleted,
@@ -138,7 +136,7 @@ impl StateData {
     /// cluster's: the leader places none of them before that wait has passed since its
     /// election (which came after the old cluster stopped granting), unless the owner named
     /// in the backup confirms it let go.
-    fn restore(&mut self, payload: &[u8]) -> (Outcome, Vec<v1::Event>) {
+    fn restore(&mut self, payload: &[u8]) -> (Outcome, Vec<model::Event>) {
         let b = match crate::backup::BackupState::decode(payload) {
             Ok(b) => b,
             Err(e) => return (rejected("backup", e), Vec::new()),
@@ -209,7 +207,7 @@ impl StateData {
 
     /// Applies one log entry. Returns the result of each of its commands and the events of
     /// each new revision (already appended to the history).
-    pub fn apply(&mut self, entry: &Entry) -> (BatchResult, Vec<v1::WatchResponse>) {
+    pub fn apply(&mut self, entry: &Entry) -> (BatchResult, Vec<model::Changes>) {
         self.last_applied = Some(entry.log_id);
         match &entry.payload {
             EntryPayload::Blank => (BatchResult::default(), Vec::new()),
@@ -234,12 +232,12 @@ impl StateData {
         }
     }
 
-    fn commit_events(&mut self, events: Vec<v1::Event>) -> Option<v1::WatchResponse> {
+    fn commit_events(&mut self, events: Vec<model::Event>) -> Option<model::Changes> {
         if events.is_empty() {
             return None;
         }
         self.revision += 1;
-        let resp = v1::WatchResponse {
+        let resp = model::Changes {
             revision: self.revision,
             events,
         };
@@ -252,7 +250,7 @@ impl StateData {
     }
 
     /// Applies one command outside a log entry (tests): as from an entry of term 0.
-    pub fn apply_command(&mut self, cmd: &Command) -> (CommandResult, Option<v1::WatchResponse>) {
+    pub fn apply_command(&mut self, cmd: &Command) -> (CommandResult, Option<model::Changes>) {
         self.apply_command_in(cmd, 0)
     }
 
@@ -262,7 +260,7 @@ impl StateData {
         &mut self,
         cmd: &Command,
         term: u64,
-    ) -> (CommandResult, Option<v1::WatchResponse>) {
+    ) -> (CommandResult, Option<model::Changes>) {
         if let Some(req) = cmd.request {
             if let Some(cached) = self.cached_result(&req, cmd.now_ms) {
                 return (cached, None);
@@ -342,7 +340,7 @@ impl StateData {
             .retain(|_, s| now_ms.saturating_sub(s.last_touch_ms) < SESSION_TTL_MS);
     }
 
-    fn execute(&mut self, op: &Op, now_ms: u64) -> (Outcome, Vec<v1::Event>) {
+    fn execute(&mut self, op: &Op, now_ms: u64) -> (Outcome, Vec<model::Event>) {
         let rev = self.revision + 1;
         match op {
             Op::Put { key, value } => {
@@ -350,9 +348,9 @@ impl StateData {
                 let entry = self.put_key(key, value.clone(), rev);
                 (
                     Outcome::Put {
-                        prev: prev.map(|p| p.to_proto(key)),
+                        prev: prev.map(|p| p.to_stored(key)),
                     },
-                    vec![kv_event(v1::kv_event::Kind::Put, entry.to_proto(key))],
+                    vec![kv_event(model::KvEventKind::Put, entry.to_stored(key))],
                 )
             }
             Op::CompareAndSet {
@@ -372,19 +370,19 @@ impl StateData {
                     return (
                         Outcome::CompareAndSet {
                             succeeded: false,
-                            kv: current.map(|c| c.to_proto(key)),
+                            kv: current.map(|c| c.to_stored(key)),
                         },
                         Vec::new(),
                     );
                 }
                 let entry = self.put_key(key, new_value.clone(), rev);
-                let kv = entry.to_proto(key);
+                let kv = entry.to_stored(key);
                 (
                     Outcome::CompareAndSet {
                         succeeded: true,
                         kv: Some(kv.clone()),
                     },
-                    vec![kv_event(v1::kv_event::Kind::Put, kv)],
+                    vec![kv_event(model::KvEventKind::Put, kv)],
                 )
             }
             Op::Delete { key, prefix } => {
@@ -403,8 +401,8 @@ impl StateData {
                 for k in &keys {
                     if let Some(old) = self.kv.remove(k) {
                         events.push(kv_event(
-                            v1::kv_event::Kind::Delete,
-                            v1::KeyValue {
+                            model::KvEventKind::Delete,
+                            model::KeyValue {
                                 key: k.clone(),
                                 value: Vec::new(),
                                 create_revision: old.create_revision,
@@ -591,7 +589,7 @@ impl StateData {
                 changed
             }),
             Op::RegisterAgent { node_id, addr } => {
-                let agent = v1::Role::Agent as i32;
+                let agent = model::Role::Agent;
                 if self.nodes.get(node_id).is_some_and(|n| n.role != agent) {
                     return (
                         rejected(
@@ -603,10 +601,10 @@ impl StateData {
                         Vec::new(),
                     );
                 }
-                let n = self.nodes.entry(*node_id).or_insert_with(|| v1::Node {
+                let n = self.nodes.entry(*node_id).or_insert_with(|| model::Node {
                     id: *node_id,
                     role: agent,
-                    admin: v1::AdminState::Active as i32,
+                    admin: model::AdminState::Active,
                     ..Default::default()
                 });
                 if n.addr == *addr && n.role == agent {
@@ -675,7 +673,7 @@ impl StateData {
                         Vec::new(),
                     );
                 };
-                if n.role != v1::Role::Agent as i32 {
+                if n.role != model::Role::Agent {
                     return (
                         rejected(
                             "node_id",
@@ -724,8 +722,8 @@ impl StateData {
     fn change_service(
         &mut self,
         name: &str,
-        f: impl FnOnce(&mut v1::Service) -> Result<bool, releases::Refusal>,
-    ) -> (Outcome, Vec<v1::Event>) {
+        f: impl FnOnce(&mut model::Service) -> Result<bool, releases::Refusal>,
+    ) -> (Outcome, Vec<model::Event>) {
         let Some(svc) = self.services.get_mut(name) else {
             return (
                 rejected("service", format!("unknown service {name:?}")),
@@ -751,8 +749,8 @@ impl StateData {
     fn update_node(
         &mut self,
         node_id: NodeId,
-        f: impl FnOnce(&mut v1::Node) -> bool,
-    ) -> (Outcome, Vec<v1::Event>) {
+        f: impl FnOnce(&mut model::Node) -> bool,
+    ) -> (Outcome, Vec<model::Event>) {
         let Some(node) = self.nodes.get_mut(&node_id) else {
             return (
                 rejected("node_id", format!("unknown node {node_id}")),
@@ -774,13 +772,8 @@ impl StateData {
             .nodes
             .get(&node)
             .ok_or_else(|| "unknown node".to_string())?;
-        if n.admin != v1::AdminState::Active as i32 {
-            return Err(format!(
-                "it is {}",
-                v1::AdminState::try_from(n.admin)
-                    .unwrap_or(v1::AdminState::Unspecified)
-                    .label()
-            ));
+        if n.admin != model::AdminState::Active {
+            return Err(format!("it is {}", v1::AdminState::from(n.admin).label()));
         }
         if !n.alive {
             return Err("its agent is not alive".into());
@@ -790,7 +783,7 @@ impl StateData {
             .get(service)
             .and_then(|s| s.backends.get(&node))
             .ok_or_else(|| format!("it is not a backend of {service:?}"))?;
-        if b.health != v1::Health::Healthy as i32 {
+        if b.health != model::Health::Healthy {
             return Err("its backend is not healthy".into());
         }
         Ok(())
@@ -815,7 +808,7 @@ impl StateData {
         entry
     }
 
-    fn apply_service(&mut self, svc: &v1::Service) -> (Outcome, Vec<v1::Event>) {
+    fn apply_service(&mut self, svc: &model::Service) -> (Outcome, Vec<model::Event>) {
         for id in svc.backends.keys() {
             if !self.nodes.contains_key(id) {
                 return (
@@ -858,7 +851,7 @@ impl StateData {
             }
         } else {
             for b in new.backends.values_mut() {
-                b.health = v1::Health::Unknown as i32;
+                b.health = model::Health::Unknown;
                 b.changed_ms = 0;
             }
             new.active_release.clear();
@@ -873,7 +866,7 @@ impl StateData {
         )
     }
 
-    fn apply_vip(&mut self, vip: &v1::Vip) -> (Outcome, Vec<v1::Event>) {
+    fn apply_vip(&mut self, vip: &model::Vip) -> (Outcome, Vec<model::Event>) {
         if !self.services.contains_key(&vip.service) {
             return (
                 rejected("vip.service", format!("unknown service {:?}", vip.service)),
@@ -942,7 +935,7 @@ impl StateData {
     }
 
     /// Keeps the node records of Raft members in step with the membership config.
-    fn sync_nodes_with_membership(&mut self) -> Vec<v1::Event> {
+    fn sync_nodes_with_membership(&mut self) -> Vec<model::Event> {
         let m = self.membership.membership();
         let voters: std::collections::BTreeSet<NodeId> = m.voter_ids().collect();
         let mut events = Vec::new();
@@ -950,13 +943,13 @@ impl StateData {
         for (id, node) in m.nodes() {
             members.insert(*id);
             let role = if voters.contains(id) {
-                v1::Role::Voter
+                model::Role::Voter
             } else {
-                v1::Role::Learner
-            } as i32;
-            let rec = self.nodes.entry(*id).or_insert_with(|| v1::Node {
+                model::Role::Learner
+            };
+            let rec = self.nodes.entry(*id).or_insert_with(|| model::Node {
                 id: *id,
-                admin: v1::AdminState::Active as i32,
+                admin: model::AdminState::Active,
                 ..Default::default()
             });
             if rec.role != role || rec.addr != node.addr {
@@ -968,7 +961,7 @@ impl StateData {
         let gone: Vec<NodeId> = self
             .nodes
             .iter()
-            .filter(|(id, n)| n.role != v1::Role::Agent as i32 && !members.contains(id))
+            .filter(|(id, n)| n.role != model::Role::Agent && !members.contains(id))
             .map(|(id, _)| *id)
             .collect();
         for id in gone {
@@ -1002,7 +995,7 @@ mod tests {
     }
 
     /// Applies a one-command entry and returns that command's result and events.
-    fn apply1(s: &mut StateData, e: &Entry) -> (CommandResult, Option<v1::WatchResponse>) {
+    fn apply1(s: &mut StateData, e: &Entry) -> (CommandResult, Option<model::Changes>) {
         let (r, mut w) = s.apply(e);
         match &e.payload {
             EntryPayload::Normal(_) => (r.results[0].clone(), w.pop()),
@@ -1174,15 +1167,15 @@ mod tests {
                 2,
                 Op::SetNodeAdmin {
                     node_id: 2,
-                    admin: v1::AdminState::Maintenance as i32,
+                    admin: model::AdminState::Maintenance,
                 },
                 None,
             ),
         );
         assert_eq!(r.outcome, Outcome::StateWritten);
         apply1(&mut s, &membership(3, &[1, 2, 3], &[4]));
-        assert_eq!(s.nodes[&4].role, v1::Role::Learner as i32);
-        assert_eq!(s.nodes[&2].admin, v1::AdminState::Maintenance as i32);
+        assert_eq!(s.nodes[&4].role, model::Role::Learner);
+        assert_eq!(s.nodes[&2].admin, model::AdminState::Maintenance);
         apply1(&mut s, &membership(4, &[1, 2], &[]));
         assert_eq!(s.nodes.keys().copied().collect::<Vec<_>>(), vec![1, 2]);
         let (r, _) = apply1(
@@ -1191,7 +1184,7 @@ mod tests {
                 5,
                 Op::SetNodeAdmin {
                     node_id: 3,
-                    admin: 1,
+                    admin: model::AdminState::Active,
                 },
                 None,
             ),
@@ -1203,13 +1196,13 @@ mod tests {
     fn epochs_only_grow_and_stale_controller_commands_are_refused() {
         let mut s = StateData::default();
         apply1(&mut s, &membership(1, &[1, 2], &[]));
-        let svc = v1::Service {
+        let svc = model::Service {
             name: "web".into(),
-            backends: [(1, v1::Backend::default())].into(),
+            backends: [(1, model::Backend::default())].into(),
             ..Default::default()
         };
         apply1(&mut s, &entry(2, Op::ApplyService(svc), None));
-        let vip = v1::Vip {
+        let vip = model::Vip {
             name: "v".into(),
             address: "10.213.0.9/24".into(),
             interface: "eth0".into(),
@@ -1275,18 +1268,15 @@ mod tests {
         let rep = Op::ReportHealth {
             node_id: 1,
             service: "web".into(),
-            health: v1::Health::Healthy as i32,
+            health: model::Health::Healthy,
         };
         apply1(&mut s, &entry(10, rep, None));
         let b = &s.services["web"].backends[&1];
-        assert_eq!(
-            (b.health, b.changed_ms),
-            (v1::Health::Healthy as i32, 1_010)
-        );
+        assert_eq!((b.health, b.changed_ms), (model::Health::Healthy, 1_010));
         let bad = Op::ReportHealth {
             node_id: 2,
             service: "web".into(),
-            health: 1,
+            health: model::Health::Healthy,
         };
         assert!(matches!(
             apply1(&mut s, &entry(11, bad, None)).0.outcome,
@@ -1298,12 +1288,12 @@ mod tests {
     fn vip_owner_and_epoch_are_not_the_callers() {
         let mut s = StateData::default();
         apply1(&mut s, &membership(1, &[1], &[]));
-        let svc = v1::Service {
+        let svc = model::Service {
             name: "web".into(),
             ..Default::default()
         };
         apply1(&mut s, &entry(2, Op::ApplyService(svc), None));
-        let vip = v1::Vip {
+        let vip = model::Vip {
             name: "v".into(),
             address: "10.213.0.9/24".into(),
             interface: "eth0".into(),
@@ -1337,7 +1327,7 @@ mod tests {
             ),
         );
         assert!(matches!(r.outcome, Outcome::Rejected { .. }));
-        assert_eq!(s.nodes[&2].role, v1::Role::Voter as i32);
+        assert_eq!(s.nodes[&2].role, model::Role::Voter);
         // A new id becomes an active agent node, and survives membership changes.
         let register = |i| {
             op(
@@ -1350,8 +1340,8 @@ mod tests {
         };
         let (r, _) = apply1(&mut s, &register(3));
         assert_eq!(r.outcome, Outcome::StateWritten);
-        assert_eq!(s.nodes[&7].role, v1::Role::Agent as i32);
-        assert_eq!(s.nodes[&7].admin, v1::AdminState::Active as i32);
+        assert_eq!(s.nodes[&7].role, model::Role::Agent);
+        assert_eq!(s.nodes[&7].admin, model::AdminState::Active);
         let rev = s.revision;
         apply1(&mut s, &register(4));
         assert_eq!(s.revision, rev, "registering again changes nothing");
@@ -1361,9 +1351,9 @@ mod tests {
         let forget = |i, id| op(i, Op::ForgetAgent { node_id: id });
         let (r, _) = apply1(&mut s, &forget(6, 1));
         assert!(matches!(r.outcome, Outcome::Rejected { .. }));
-        let svc = v1::Service {
+        let svc = model::Service {
             name: "web".into(),
-            backends: [(7, v1::Backend::default())].into_iter().collect(),
+            backends: [(7, model::Backend::default())].into_iter().collect(),
             ..Default::default()
         };
         let (r, _) = apply1(&mut s, &op(7, Op::ApplyService(svc)));

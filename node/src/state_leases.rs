@@ -3,13 +3,13 @@
 //! and which agent process holds each node's leases. Deterministic like the rest of
 //! `StateData::apply`: no clock, no IO.
 
-use ballast_proto::v1;
+use crate::model;
 
 use crate::lease::LeaseSettings;
 use crate::state::{rejected, state_event, StateData};
 use crate::types::{vip_ip, NodeId, Outcome, RetiredVip};
 
-type Applied = (Outcome, Vec<v1::Event>);
+type Applied = (Outcome, Vec<model::Event>);
 
 impl StateData {
     /// New lease settings. The wait a new leader observes never falls here: a grant of the
@@ -80,7 +80,7 @@ impl StateData {
     /// Keeps the address of `old` (owned) retired until its owner let go: the VIP was deleted,
     /// or its address or interface is changing. An earlier retired address of the same VIP
     /// stays: that one is what its owner holds (it got no grant since).
-    pub(crate) fn retire(&mut self, old: &v1::Vip, deleted: bool) {
+    pub(crate) fn retire(&mut self, old: &model::Vip, deleted: bool) {
         if old.owner == 0 {
             return;
         }
@@ -101,7 +101,7 @@ impl StateData {
     /// retired address of an earlier epoch (a deleted VIP, made again and assigned before its
     /// last owner let go), which may be held too. Retiring one address per name at a time
     /// keeps both from being forgotten; the operator retries once the earlier one is free.
-    pub(crate) fn retire_blocked(&self, old: &v1::Vip) -> Option<String> {
+    pub(crate) fn retire_blocked(&self, old: &model::Vip) -> Option<String> {
         if old.owner == 0 {
             return None;
         }
@@ -235,19 +235,19 @@ mod tests {
         let mut s = StateData::default();
         s.nodes.insert(
             1,
-            v1::Node {
+            model::Node {
                 id: 1,
                 ..Default::default()
             },
         );
         s.services.insert(
             "web".into(),
-            v1::Service {
+            model::Service {
                 name: "web".into(),
                 ..Default::default()
             },
         );
-        let vip = v1::Vip {
+        let vip = model::Vip {
             name: "v".into(),
             address: "10.213.0.100/24".into(),
             interface: "eth0".into(),
@@ -274,7 +274,7 @@ mod tests {
         assert_eq!((r.owner, r.epoch, r.deleted), (1, 1, true));
         assert_eq!(r.address, "10.213.0.100/24");
         // Made again: it continues from epoch 1, unowned.
-        let again = v1::Vip {
+        let again = model::Vip {
             name: "v".into(),
             address: "10.213.0.100/24".into(),
             interface: "eth0".into(),
@@ -345,12 +345,12 @@ mod tests {
         let mut s = owned();
         s.nodes.insert(
             2,
-            v1::Node {
+            model::Node {
                 id: 2,
                 ..Default::default()
             },
         );
-        let w = v1::Vip {
+        let w = model::Vip {
             name: "w".into(),
             address: "10.213.0.109/24".into(),
             interface: "eth0".into(),
@@ -366,7 +366,7 @@ mod tests {
         };
         // ... then v is deleted (node 1 may still answer .100) and w moved onto .100.
         run(&mut s, Op::DeleteVip("v".into()));
-        let moved = v1::Vip {
+        let moved = model::Vip {
             address: "10.213.0.100/24".into(),
             ..w
         };
@@ -377,7 +377,7 @@ mod tests {
         ));
         assert_eq!(s.vips["w"].owner, 0);
         // v made again elsewhere: still not assignable while its old address is retired.
-        let again = v1::Vip {
+        let again = model::Vip {
             name: "v".into(),
             address: "10.213.0.110/24".into(),
             interface: "eth0".into(),
@@ -414,7 +414,7 @@ mod tests {
         // A log from before assignments were checked: v deleted, made again at .101 and
         // assigned while .100 was still retired.
         run(&mut s, Op::DeleteVip("v".into()));
-        let again = v1::Vip {
+        let again = model::Vip {
             name: "v".into(),
             address: "10.213.0.101/24".into(),
             interface: "eth0".into(),
@@ -455,7 +455,7 @@ mod tests {
     fn review_one_ip_under_two_prefix_lengths_is_refused() {
         use crate::types::Op;
         let mut s = owned();
-        let other = v1::Vip {
+        let other = model::Vip {
             name: "w".into(),
             address: "10.213.0.100/25".into(),
             interface: "eth0".into(),

@@ -1,5 +1,6 @@
 //! The Raft type configuration and the commands that travel through the log.
 
+use crate::model;
 use std::io::Cursor;
 
 use ballast_proto::v1;
@@ -100,19 +101,19 @@ pub enum Op {
         key: Vec<u8>,
         prefix: bool,
     },
-    ApplyService(v1::Service),
+    ApplyService(model::Service),
     DeleteService(String),
-    ApplyVip(v1::Vip),
+    ApplyVip(model::Vip),
     DeleteVip(String),
     SetNodeAdmin {
         node_id: NodeId,
-        admin: i32,
+        admin: model::AdminState,
     },
     /// An agent's health transition for one backend; stamped with the leader's time.
     ReportHealth {
         node_id: NodeId,
         service: String,
-        health: i32,
+        health: model::Health,
     },
     /// Operator: move `vip` to `to` (must be eligible now).
     MoveVip {
@@ -154,7 +155,7 @@ pub enum Op {
     /// Operator: registers a release of a service (see `releases.rs` for every release op).
     RegisterRelease {
         service: String,
-        release: v1::Release,
+        release: model::Release,
     },
     /// Operator: starts a rollout; `deadline_ms` counts from the command's time.
     StartRollout {
@@ -291,8 +292,14 @@ pub struct KvEntry {
 }
 
 impl KvEntry {
+    /// As the API shows it.
     pub fn to_proto(&self, key: &[u8]) -> v1::KeyValue {
-        v1::KeyValue {
+        self.to_stored(key).into()
+    }
+
+    /// As a stored event carries it.
+    pub fn to_stored(&self, key: &[u8]) -> model::KeyValue {
+        model::KeyValue {
             key: key.to_vec(),
             value: self.value.clone(),
             create_revision: self.create_revision,
@@ -315,11 +322,11 @@ pub enum Outcome {
     /// Blank and membership entries.
     None,
     Put {
-        prev: Option<v1::KeyValue>,
+        prev: Option<model::KeyValue>,
     },
     CompareAndSet {
         succeeded: bool,
-        kv: Option<v1::KeyValue>,
+        kv: Option<model::KeyValue>,
     },
     Delete {
         deleted: u64,

@@ -393,12 +393,22 @@ pub fn op(op: &mut crate::types::Op) -> Result {
                 key("key", k)
             }
         }
-        Op::ApplyService(svc) => service(svc),
+        Op::ApplyService(svc) => {
+            let mut wire = v1::Service::from(svc.clone());
+            service(&mut wire)?;
+            *svc = wire.into();
+            Ok(())
+        }
         Op::DeleteService(n) | Op::DeleteVip(n) => name("name", n),
-        Op::ApplyVip(v) => vip(v),
+        Op::ApplyVip(v) => {
+            let mut wire = v1::Vip::from(v.clone());
+            vip(&mut wire)?;
+            *v = wire.into();
+            Ok(())
+        }
         Op::SetNodeAdmin { node_id: id, admin } => {
             node_id("node_id", *id)?;
-            admin_state("admin", *admin).map(|_| ())
+            admin_state("admin", admin.to_wire()).map(|_| ())
         }
         Op::ReportHealth {
             node_id: id,
@@ -407,7 +417,7 @@ pub fn op(op: &mut crate::types::Op) -> Result {
         } => {
             node_id("node_id", *id)?;
             name("service", service)?;
-            reported_health("health", *health)
+            reported_health("health", health.to_wire())
         }
         Op::MoveVip { vip, to } => {
             name("name", vip)?;
@@ -426,7 +436,7 @@ pub fn op(op: &mut crate::types::Op) -> Result {
             release: r,
         } => {
             name("service", service)?;
-            release(r)
+            release(&v1::Release::from(r.clone()))
         }
         Op::StartRollout {
             service,

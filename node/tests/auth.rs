@@ -12,7 +12,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ballast_client::{v1, Client, ClientConfig};
+use ballast_client::{Client, ClientConfig};
 use ballast_node::types::{Command, CommandResult, Op};
 use common::calls::{
     check_public, check_raft, contract, formed, methods, plain_channel, raft_client, raft_methods,
@@ -331,7 +331,7 @@ async fn propose_refuses_what_only_a_leader_proposes_and_bad_input() {
         ),
         (
             "a VIP with a bad address",
-            Op::ApplyVip(v1::Vip {
+            Op::ApplyVip(ballast_node::model::Vip {
                 name: "w".into(),
                 address: "300.1.1.1/24".into(),
                 interface: "eth0".into(),
@@ -344,7 +344,7 @@ async fn propose_refuses_what_only_a_leader_proposes_and_bad_input() {
             Op::ReportHealth {
                 node_id: 0,
                 service: "web".into(),
-                health: v1::Health::Healthy as i32,
+                health: ballast_node::model::Health::Healthy,
             },
         ),
     ] {

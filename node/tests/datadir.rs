@@ -8,8 +8,8 @@
 use std::path::{Path, PathBuf};
 
 use ballast_node::backup::{self, BackupState};
+use ballast_node::model;
 use ballast_node::state::StateData;
-use ballast_proto::v1;
 
 fn unpack(tag: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -34,9 +34,9 @@ fn member(dir: &Path, id: u64) -> (StateData, u64) {
 /// What `make.sh` wrote, checked field by field.
 fn check_content(
     kv: &std::collections::BTreeMap<Vec<u8>, ballast_node::types::KvEntry>,
-    services: &std::collections::BTreeMap<String, v1::Service>,
-    vips: &std::collections::BTreeMap<String, v1::Vip>,
-    nodes: &std::collections::BTreeMap<u64, v1::Node>,
+    services: &std::collections::BTreeMap<String, model::Service>,
+    vips: &std::collections::BTreeMap<String, model::Vip>,
+    nodes: &std::collections::BTreeMap<u64, model::Node>,
 ) {
     let value = |k: &str| {
         kv.get(k.as_bytes())
@@ -59,7 +59,7 @@ fn check_content(
     let web = &services["web"];
     let check = web.check.as_ref().expect("web has a check");
     match &check.kind {
-        Some(v1::health_check::Kind::Http(h)) => {
+        Some(model::CheckKind::Http(h)) => {
             assert_eq!((h.port, h.path.as_str()), (8080, "/healthz"))
         }
         other => panic!("web's check: {other:?}"),
@@ -75,7 +75,7 @@ fn check_content(
     let db = &services["db"];
     assert!(matches!(
         db.check.as_ref().and_then(|c| c.kind.as_ref()),
-        Some(v1::health_check::Kind::Tcp(v1::TcpCheck { port: 5432 }))
+        Some(model::CheckKind::Tcp(model::TcpCheck { port: 5432 }))
     ));
     assert_eq!(db.backends.keys().copied().collect::<Vec<_>>(), [2, 3]);
 
@@ -93,8 +93,8 @@ fn check_content(
     assert_eq!(vips["db-vip"].address, "10.213.0.101/24");
 
     assert_eq!(nodes.keys().copied().collect::<Vec<_>>(), [1, 2, 3]);
-    assert_eq!(nodes[&3].admin, v1::AdminState::Draining as i32);
-    assert_eq!(nodes[&1].admin, v1::AdminState::Active as i32);
+    assert_eq!(nodes[&3].admin, model::AdminState::Draining);
+    assert_eq!(nodes[&1].admin, model::AdminState::Active);
 }
 
 fn every_tag() -> Vec<String> {

@@ -7,9 +7,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use ballast_node::model;
 use ballast_node::state::StateData;
 use ballast_node::types::{Batch, ClientRequest, Command, Entry, LogId, Op};
-use ballast_proto::v1;
 use openraft::{BasicNode, CommittedLeaderId, EntryPayload, Membership};
 
 fn fixtures() -> PathBuf {
@@ -73,10 +73,10 @@ fn sample_state(version: u16) -> StateData {
         None,
     );
     next(
-        Op::ApplyService(v1::Service {
+        Op::ApplyService(model::Service {
             name: "web".into(),
-            check: Some(v1::HealthCheck {
-                kind: Some(v1::health_check::Kind::Http(v1::HttpCheck {
+            check: Some(model::HealthCheck {
+                kind: Some(model::CheckKind::Http(model::HttpCheck {
                     port: 8080,
                     path: "/healthz".into(),
                     ..Default::default()
@@ -86,7 +86,7 @@ fn sample_state(version: u16) -> StateData {
                 rise: 2,
                 fall: 3,
             }),
-            backends: (1..=4).map(|i| (i, v1::Backend::default())).collect(),
+            backends: (1..=4).map(|i| (i, model::Backend::default())).collect(),
             ..Default::default()
         }),
         None,
@@ -96,7 +96,7 @@ fn sample_state(version: u16) -> StateData {
             Op::ReportHealth {
                 node_id: id,
                 service: "web".into(),
-                health: v1::Health::Healthy as i32,
+                health: model::Health::Healthy,
             },
             None,
         );
@@ -104,7 +104,7 @@ fn sample_state(version: u16) -> StateData {
     next(
         Op::RegisterRelease {
             service: "web".into(),
-            release: v1::Release {
+            release: model::Release {
                 id: "v1".into(),
                 artifact: "/srv/artifacts/web-v1.tar.gz".into(),
                 sha256: "a".repeat(64),
@@ -114,12 +114,12 @@ fn sample_state(version: u16) -> StateData {
         None,
     );
     next(
-        Op::ApplyVip(v1::Vip {
+        Op::ApplyVip(model::Vip {
             name: "web-vip".into(),
             address: "10.213.0.100/24".into(),
             interface: "eth0".into(),
             service: "web".into(),
-            placement: Some(v1::Placement {
+            placement: Some(model::Placement {
                 priorities: [(2, 10)].into(),
                 preempt: true,
                 preempt_delay_ms: 3_000,
@@ -146,7 +146,7 @@ fn sample_state(version: u16) -> StateData {
     next(
         Op::SetNodeAdmin {
             node_id: 3,
-            admin: v1::AdminState::Draining as i32,
+            admin: model::AdminState::Draining,
         },
         None,
     );
@@ -203,7 +203,7 @@ fn sample_state(version: u16) -> StateData {
             None,
         );
         next(
-            Op::ApplyVip(v1::Vip {
+            Op::ApplyVip(model::Vip {
                 name: "db-vip".into(),
                 address: "10.213.0.101/24".into(),
                 interface: "eth0".into(),

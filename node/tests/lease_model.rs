@@ -44,6 +44,7 @@ use ballast_node::agent::plan::{self, Held};
 use ballast_node::controller::{ControllerConfig, VipView};
 use ballast_node::leader::{LeaseBook, LeaseTerms, World};
 use ballast_node::lease::{LeaseConfig, LeaseSettings};
+use ballast_node::model;
 use ballast_node::state::StateData;
 use ballast_node::types::{Command, Op, Outcome};
 use ballast_proto::v1;
@@ -108,7 +109,7 @@ struct Model {
 
 fn view_of(sm: &StateData) -> v1::GetStateResponse {
     v1::GetStateResponse {
-        vips: sm.vips.values().cloned().collect(),
+        vips: sm.vips.values().cloned().map(Into::into).collect(),
         retired: sm
             .retired
             .iter()
@@ -152,34 +153,37 @@ impl Model {
                 node_id: 2,
                 alive: true,
             },
-            Op::ApplyService(v1::Service {
+            Op::ApplyService(model::Service {
                 name: "web".into(),
-                check: Some(v1::HealthCheck {
-                    kind: Some(v1::health_check::Kind::Tcp(v1::TcpCheck { port: 80 })),
+                check: Some(model::HealthCheck {
+                    kind: Some(model::CheckKind::Tcp(model::TcpCheck { port: 80 })),
                     interval_ms: 500,
                     timeout_ms: 200,
                     rise: 1,
                     fall: 1,
                 }),
-                backends: NODES.iter().map(|i| (*i, v1::Backend::default())).collect(),
+                backends: NODES
+                    .iter()
+                    .map(|i| (*i, model::Backend::default()))
+                    .collect(),
                 ..Default::default()
             }),
             Op::ReportHealth {
                 node_id: 1,
                 service: "web".into(),
-                health: v1::Health::Healthy as i32,
+                health: model::Health::Healthy,
             },
             Op::ReportHealth {
                 node_id: 2,
                 service: "web".into(),
-                health: v1::Health::Healthy as i32,
+                health: model::Health::Healthy,
             },
-            Op::ApplyVip(v1::Vip {
+            Op::ApplyVip(model::Vip {
                 name: VIP.into(),
                 address: "10.213.0.100/24".into(),
                 interface: "eth0".into(),
                 service: "web".into(),
-                placement: Some(v1::Placement {
+                placement: Some(model::Placement {
                     priorities: [(1, 10)].into(),
                     ..Default::default()
                 }),
@@ -255,7 +259,11 @@ impl Model {
         format!(
             "{}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{:?}|{}|{}",
             self.t,
-            self.sm.vips.values().map(vip_key).collect::<Vec<_>>(),
+            self.sm
+                .vips
+                .values()
+                .map(|v| (v.owner, v.epoch, v.releasing, v.move_to))
+                .collect::<Vec<_>>(),
             self.sm.nodes.values().map(|n| n.alive).collect::<Vec<_>>(),
             self.sm.retired,
             self.leader.as_ref().map(|l| l.book.decisions_key()),

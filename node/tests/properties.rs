@@ -4,6 +4,7 @@
 //! Run briefly in CI (the default case count); `PROPTEST_CASES=100000 cargo test -p
 //! ballast-node --test properties` for a longer search.
 
+use ballast_node::model;
 use ballast_node::state::StateData;
 use ballast_node::types::{Batch, Command, Entry, Expected, Op};
 use ballast_node::validate;
@@ -181,20 +182,23 @@ fn op() -> impl Strategy<Value = Op> {
             }
         ),
         (key, any::<bool>()).prop_map(|(key, prefix)| Op::Delete { key, prefix }),
-        (name.clone(), 0u64..4).prop_map(|(name, backend)| Op::ApplyService(v1::Service {
+        (name.clone(), 0u64..4).prop_map(|(name, backend)| Op::ApplyService(model::Service {
             name,
-            backends: [(backend, v1::Backend::default())].into_iter().collect(),
+            backends: [(backend, model::Backend::default())].into_iter().collect(),
             ..Default::default()
         })),
         name.clone().prop_map(Op::DeleteService),
-        (name.clone(), 1u8..4).prop_map(|(service, last)| Op::ApplyVip(v1::Vip {
+        (name.clone(), 1u8..4).prop_map(|(service, last)| Op::ApplyVip(model::Vip {
             name: format!("{service}-vip"),
             address: format!("10.213.0.{last}/24"),
             interface: "eth0".into(),
             service,
             ..Default::default()
         })),
-        (0u64..4, 0i32..5).prop_map(|(node_id, admin)| Op::SetNodeAdmin { node_id, admin }),
+        (0u64..4, 0i32..5).prop_map(|(node_id, admin)| Op::SetNodeAdmin {
+            node_id,
+            admin: admin.into()
+        }),
         (name, 0u64..4, 0u64..4).prop_map(|(vip, to, epoch)| Op::AssignVip {
             vip: format!("{vip}-vip"),
             node: to,

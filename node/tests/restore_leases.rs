@@ -10,6 +10,7 @@ use ballast_node::backup::BackupState;
 use ballast_node::controller::{Action, ControllerConfig, VipView};
 use ballast_node::leader::{LeaseBook, LeaseTerms, World};
 use ballast_node::lease::{LeaseConfig, LeaseSettings};
+use ballast_node::model;
 use ballast_node::state::StateData;
 use ballast_node::types::{Command, Op, Outcome};
 use ballast_proto::v1;
@@ -44,11 +45,11 @@ fn old_cluster(lease_ms: u64) -> StateData {
             addr: String::new(),
         });
     }
-    ops.push(Op::ApplyService(v1::Service {
+    ops.push(Op::ApplyService(model::Service {
         name: "web".into(),
         backends: [1u64, 2]
             .iter()
-            .map(|i| (*i, v1::Backend::default()))
+            .map(|i| (*i, model::Backend::default()))
             .collect(),
         ..Default::default()
     }));
@@ -56,10 +57,10 @@ fn old_cluster(lease_ms: u64) -> StateData {
         ops.push(Op::ReportHealth {
             node_id,
             service: "web".into(),
-            health: v1::Health::Healthy as i32,
+            health: model::Health::Healthy,
         });
     }
-    ops.push(Op::ApplyVip(v1::Vip {
+    ops.push(Op::ApplyVip(model::Vip {
         name: "v".into(),
         address: "10.213.0.100/24".into(),
         interface: "eth0".into(),

@@ -9,6 +9,7 @@
 //! one that arrives before the decision commits. Pure: the caller passes the applied state and
 //! the time, and must read the time while it holds the book.
 
+use crate::model;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -50,8 +51,8 @@ pub struct LeaseBook {
 
 /// The rest of what the controller reads (the book supplies the observations).
 pub struct World<'a> {
-    pub nodes: &'a BTreeMap<NodeId, v1::Node>,
-    pub services: &'a BTreeMap<String, v1::Service>,
+    pub nodes: &'a BTreeMap<NodeId, model::Node>,
+    pub services: &'a BTreeMap<String, model::Service>,
     pub vips: &'a [VipView],
     pub retired: &'a BTreeMap<String, RetiredVip>,
     pub leader: NodeId,
@@ -130,7 +131,7 @@ impl LeaseBook {
     /// bound); another one is refused, with the reason.
     pub fn renew(
         &mut self,
-        vips: &BTreeMap<String, v1::Vip>,
+        vips: &BTreeMap<String, model::Vip>,
         req: &v1::RenewRequest,
         bound: Option<u64>,
         now: Duration,
@@ -220,7 +221,7 @@ impl LeaseBook {
         node: NodeId,
         instance: u64,
         bound: Option<u64>,
-        vips: &BTreeMap<String, v1::Vip>,
+        vips: &BTreeMap<String, model::Vip>,
         retired: &BTreeMap<String, RetiredVip>,
         now: Duration,
         terms: LeaseTerms,
@@ -371,7 +372,7 @@ impl LeaseBook {
     /// that is who owns it, so the next owner may be assigned at once.
     pub fn confirm_release(
         &mut self,
-        vips: &BTreeMap<String, v1::Vip>,
+        vips: &BTreeMap<String, model::Vip>,
         retired: &BTreeMap<String, RetiredVip>,
         node: NodeId,
         vip: &str,
@@ -418,9 +419,9 @@ mod tests {
     }
 
     struct Fixture {
-        nodes: BTreeMap<NodeId, v1::Node>,
-        services: BTreeMap<String, v1::Service>,
-        vips: BTreeMap<String, v1::Vip>,
+        nodes: BTreeMap<NodeId, model::Node>,
+        services: BTreeMap<String, model::Service>,
+        vips: BTreeMap<String, model::Vip>,
         cfg: ControllerConfig,
     }
 
@@ -430,10 +431,10 @@ mod tests {
             .map(|id| {
                 (
                     id,
-                    v1::Node {
+                    model::Node {
                         id,
                         alive: true,
-                        admin: v1::AdminState::Active as i32,
+                        admin: model::AdminState::Active,
                         ..Default::default()
                     },
                 )
@@ -443,9 +444,9 @@ mod tests {
             .map(|id| {
                 (
                     id,
-                    v1::Backend {
+                    model::Backend {
                         node_id: id,
-                        health: v1::Health::Healthy as i32,
+                        health: model::Health::Healthy,
                         ..Default::default()
                     },
                 )
@@ -453,7 +454,7 @@ mod tests {
             .collect();
         let services = [(
             "web".to_string(),
-            v1::Service {
+            model::Service {
                 name: "web".into(),
                 backends,
                 ..Default::default()
@@ -462,7 +463,7 @@ mod tests {
         .into();
         let vips = [(
             "v".to_string(),
-            v1::Vip {
+            model::Vip {
                 name: "v".into(),
                 service: "web".into(),
                 owner: 1,

@@ -1,11 +1,11 @@
 //! The leader's loops: the controller (every tick, and at each lease expiry) and the
 //! leadership hand-over. Both do nothing on a member that does not lead.
 
+use crate::model;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ballast_proto::v1;
 use tokio::sync::watch;
 
 use crate::controller::{Action, VipView};
@@ -129,7 +129,7 @@ async fn rollouts(node: &Arc<Node>, term: u64) {
             .values()
             .filter(|s| crate::releases::in_progress(s))
             .map(|svc| {
-                let vips: Vec<&v1::Vip> = data
+                let vips: Vec<&model::Vip> = data
                     .vips
                     .values()
                     .filter(|v| v.service == svc.name)
@@ -148,7 +148,7 @@ async fn rollouts(node: &Arc<Node>, term: u64) {
             .map(|(vip, to)| Op::MoveVip { vip, to })
             .collect();
         if let Some(step) = d.step {
-            tracing::info!(%service, state = step.next.state, message = %step.next.message, "rollout step");
+            tracing::info!(%service, state = ?step.next.state, message = %step.next.message, "rollout step");
             ops.push(Op::StepRollout { service, step });
         }
         for op in ops {

@@ -35,6 +35,11 @@ macro_rules! wire_enum {
             pub fn to_wire(self) -> i32 {
                 <$wire>::from(self) as i32
             }
+
+            /// The proto's name of the variant, for messages.
+            pub fn as_str_name(self) -> &'static str {
+                <$wire>::from(self).as_str_name()
+            }
         }
     };
 }

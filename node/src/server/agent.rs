@@ -225,7 +225,7 @@ impl Agent for AgentSvc {
                     .read()
                     .nodes
                     .get(&r.node_id)
-                    .is_some_and(|n| n.role != v1::Role::Agent as i32);
+                    .is_some_and(|n| n.role != crate::model::Role::Agent);
                 if !member {
                     return Err(validate::invalid(
                         "node_id",
@@ -268,7 +268,7 @@ impl Agent for AgentSvc {
             let op = Op::ReportHealth {
                 node_id: r.node_id,
                 service: r.service,
-                health: r.health,
+                health: crate::model::Health::from_wire(r.health),
             };
             self.write(op).await
         })

@@ -483,7 +483,7 @@ impl v1::kv_server::Kv for Api {
             match write_outcome(cr)? {
                 (rev, Outcome::Put { prev }) => Ok(v1::PutResponse {
                     header: Some(self.node.header_at(rev)),
-                    prev_kv: prev,
+                    prev_kv: prev.map(Into::into),
                 }),
                 (_, o) => Err(unexpected(o)),
             }
@@ -527,7 +527,7 @@ impl v1::kv_server::Kv for Api {
                 (rev, Outcome::CompareAndSet { succeeded, kv }) => Ok(v1::CompareAndSetResponse {
                     header: Some(self.node.header_at(rev)),
                     succeeded,
-                    kv,
+                    kv: kv.map(Into::into),
                 }),
                 (_, o) => Err(unexpected(o)),
             }
@@ -569,18 +569,20 @@ impl v1::kv_server::Kv for Api {
 }
 
 /// The events of `resp` that `req` asked for.
-fn filter_events(req: &v1::WatchRequest, resp: &v1::WatchResponse) -> Vec<v1::Event> {
+fn filter_events(req: &v1::WatchRequest, resp: &crate::model::Changes) -> Vec<v1::Event> {
+    use crate::model::EventKind;
     resp.events
         .iter()
         .filter(|e| match &e.event {
-            Some(v1::event::Event::Kv(kv)) => {
+            Some(EventKind::Kv(kv)) => {
                 let key = kv.kv.as_ref().map(|k| k.key.as_slice()).unwrap_or_default();
                 req.key_prefixes.iter().any(|p| key.starts_with(p))
             }
-            Some(v1::event::Event::State(_)) => req.cluster_state,
+            Some(EventKind::State(_)) => req.cluster_state,
             None => false,
         })
         .cloned()
+        .map(Into::into)
         .collect()
 }
 
@@ -700,9 +702,9 @@ impl v1::state_server::State for Api {
             let data = self.node.sm.read();
             Ok(v1::GetStateResponse {
                 header: Some(self.node.header_at(data.revision)),
-                nodes: data.nodes.values().cloned().collect(),
-                services: data.services.values().cloned().collect(),
-                vips: data.vips.values().cloned().collect(),
+                nodes: data.nodes.values().cloned().map(Into::into).collect(),
+                services: data.services.values().cloned().map(Into::into).collect(),
+                vips: data.vips.values().cloned().map(Into::into).collect(),
                 lease: data.lease.map(|l| v1::LeaseSettings {
                     lease_ms: l.lease_ms,
                     renew_ms: l.renew_ms,
@@ -765,7 +767,8 @@ impl v1::state_server::State for Api {
         instrument("ApplyService", async {
             let mut svc = r.service.ok_or_else(|| invalid("service", "is required"))?;
             validate::service(&mut svc)?;
-            self.state_write(r.request_id, Op::ApplyService(svc)).await
+            self.state_write(r.request_id, Op::ApplyService(svc.into()))
+                .await
         })
         .await
     }
@@ -791,7 +794,8 @@ impl v1::state_server::State for Api {
         instrument("ApplyVip", async {
             let mut vip = r.vip.ok_or_else(|| invalid("vip", "is required"))?;
             validate::vip(&mut vip)?;
-            self.state_write(r.request_id, Op::ApplyVip(vip)).await
+            self.state_write(r.request_id, Op::ApplyVip(vip.into()))
+                .await
         })
         .await
     }
@@ -831,7 +835,7 @@ impl v1::state_server::State for Api {
                 r.request_id,
                 Op::RegisterRelease {
                     service: r.service,
-                    release: rel,
+                    release: rel.into(),
                 },
             )
             .await
@@ -942,7 +946,7 @@ impl v1::state_server::State for Api {
                 r.request_id,
                 Op::SetNodeAdmin {
                     node_id: r.node_id,
-                    admin: admin as i32,
+                    admin: admin.into(),
                 },
             )
             .await

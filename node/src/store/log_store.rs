@@ -142,7 +142,7 @@ fn spawn_syncer<E: LogEngine>(engine: Arc<E>) -> mpsc::Sender<SyncRequest> {
 }
 
 fn decode(b: &[u8]) -> Result<Entry, EngineError> {
-    bincode::deserialize(b).map_err(EngineError::new)
+    crate::format::decode_entry(b).map_err(EngineError::new)
 }
 
 impl<E: LogEngine> RaftLogReader<TypeConfig> for LogStore<E> {
@@ -271,7 +271,7 @@ impl<E: LogEngine> RaftLogStorage<TypeConfig> for LogStore<E> {
     {
         let mut batch = Vec::new();
         for e in entries {
-            let b = bincode::serialize(&e).map_err(|e| StorageIOError::write_logs(&e))?;
+            let b = crate::format::encode_entry(&e);
             batch.push((e.log_id.index, b));
         }
         self.engine
