@@ -646,7 +646,7 @@ async fn restore_pending(
         match node
             .propose(
                 None,
-                Op::Restore {
+                Op::RestoreHeld {
                     payload: payload.clone(),
                 },
             )

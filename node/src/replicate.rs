@@ -268,7 +268,7 @@ mod tests {
         let restore = Command {
             request: None,
             now_ms: u64::MAX,
-            op: Op::Restore {
+            op: Op::RestoreHeld {
                 payload: vec![0; MAX_MESSAGE_LEN / 2],
             },
         };

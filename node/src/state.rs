@@ -134,9 +134,14 @@ impl StateData {
     /// until the lease the old cluster granted runs out. So every VIP's name and address are
     /// retired as if the VIP had been deleted, and the cluster's lease wait rises to the old
     /// cluster's: the leader places none of them before that wait has passed since its
-    /// election (which came after the old cluster stopped granting), unless the owner named
-    /// in the backup confirms it let go.
-    fn restore(&mut self, payload: &[u8]) -> (Outcome, Vec<model::Event>) {
+    /// election (which came after the old cluster stopped granting). No confirmation frees
+    /// them sooner: the retired entries name no owner, since an agent of the new cluster with
+    /// the node id the backup names may not be the process (or the server) that held it.
+    ///
+    /// That is `Op::RestoreHeld` (`held`). `Op::Restore`, as entries written until November
+    /// 2026 hold it, applies as it did then (VIPs unowned and free at once), so that a log
+    /// replayed by a newer member gives the state the others computed.
+    fn restore(&mut self, payload: &[u8], held: bool) -> (Outcome, Vec<model::Event>) {
         let b = match crate::backup::BackupState::decode(payload) {
             Ok(b) => b,
             Err(e) => return (rejected("backup", e), Vec::new()),
@@ -144,7 +149,7 @@ impl StateData {
         if !self.kv.is_empty()
             || !self.services.is_empty()
             || !self.vips.is_empty()
-            || !self.retired.is_empty()
+            || (held && !self.retired.is_empty())
         {
             return (
                 rejected(
@@ -166,28 +171,30 @@ impl StateData {
             .vips
             .into_iter()
             .map(|(name, mut v)| {
-                // Past any epoch this cluster used for the name: a confirmation the leader
-                // holds for that one must not count for the restored address.
-                if let Some(used) = self.vip_epochs.remove(&name) {
-                    v.epoch = v.epoch.max(used + 1);
+                if held {
+                    // Past any epoch this cluster used for the name: a confirmation the
+                    // leader holds for that one must not count for the restored address.
+                    if let Some(used) = self.vip_epochs.remove(&name) {
+                        v.epoch = v.epoch.max(used + 1);
+                    }
+                    self.retired.insert(
+                        name.clone(),
+                        RetiredVip {
+                            address: v.address.clone(),
+                            interface: v.interface.clone(),
+                            owner: 0,
+                            epoch: v.epoch,
+                            deleted: true,
+                        },
+                    );
                 }
-                self.retired.insert(
-                    name.clone(),
-                    RetiredVip {
-                        address: v.address.clone(),
-                        interface: v.interface.clone(),
-                        owner: v.owner,
-                        epoch: v.epoch,
-                        deleted: true,
-                    },
-                );
                 v.owner = 0;
                 v.releasing = false;
                 v.move_to = 0;
                 (name, v)
             })
             .collect();
-        if b.lease_wait_ms > self.lease_wait_ms {
+        if held && b.lease_wait_ms > self.lease_wait_ms {
             self.lease_wait_ms = b.lease_wait_ms;
             self.lease_generation += 1;
         }
@@ -653,7 +660,8 @@ impl StateData {
             } => self.change_service(service, |svc| {
                 releases::report(svc, *node_id, applied, failed_release, error, now_ms)
             }),
-            Op::Restore { payload } => self.restore(payload),
+            Op::Restore { payload } => self.restore(payload, false),
+            Op::RestoreHeld { payload } => self.restore(payload, true),
             Op::SetLease { settings, if_unset } => self.set_lease(settings, *if_unset),
             Op::SettleLease {
                 settings,

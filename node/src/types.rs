@@ -188,8 +188,9 @@ pub enum Op {
         service: String,
         step: crate::releases::Step,
     },
-    /// A new cluster takes the state of a backup (`backup::BackupState`, encoded). Refused
-    /// by a cluster that already holds KV data, services or VIPs.
+    /// A new cluster takes the state of a backup (`backup::BackupState`, encoded), VIPs free
+    /// at once: as logs written until November 2026 hold it, applied as then. Never proposed
+    /// now (see `RestoreHeld`).
     Restore {
         #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
@@ -225,6 +226,13 @@ pub enum Op {
     Decided {
         term: u64,
         op: Box<Op>,
+    },
+    /// A new cluster takes the state of a backup, its VIPs held back until the old cluster's
+    /// leases are over (`StateData::restore`). Refused by a cluster that holds KV data,
+    /// services or VIPs, or still waits out a deleted VIP's lease.
+    RestoreHeld {
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
     },
 }
 

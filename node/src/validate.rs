@@ -472,7 +472,7 @@ pub fn op(op: &mut crate::types::Op) -> Result {
         }
         // Checked whole when restored (`backup.rs`, the state machine), like lease settings
         // (`Node::check_lease_settings`, which needs this member's configuration).
-        Op::Restore { .. } | Op::SetLease { .. } => Ok(()),
+        Op::Restore { .. } | Op::RestoreHeld { .. } | Op::SetLease { .. } => Ok(()),
         Op::AssignVip { .. }
         | Op::ReleaseVip { .. }
         | Op::RevokeVip { .. }

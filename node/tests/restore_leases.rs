@@ -129,7 +129,7 @@ fn a_restored_vip_waits_out_the_old_clusters_lease_before_it_is_placed() {
         },
     );
     assert_eq!(
-        run(&mut new, Op::Restore { payload }),
+        run(&mut new, Op::RestoreHeld { payload }),
         Outcome::StateWritten
     );
     assert_eq!(
@@ -138,7 +138,8 @@ fn a_restored_vip_waits_out_the_old_clusters_lease_before_it_is_placed() {
     );
     assert_eq!(new.vips["v"].owner, 0);
     let retired = &new.retired["v"];
-    assert_eq!((retired.owner, retired.epoch), (1, 1));
+    // No owner: no agent's confirmation frees it, only the wait.
+    assert_eq!((retired.owner, retired.epoch), (0, 1));
     // Node 1 (the old owner, maybe paused or cut off) is not heard; node 2 is.
     run(
         &mut new,
@@ -194,7 +195,7 @@ fn a_restored_vip_cannot_be_assigned_before_its_address_is_cleared() {
     let payload = BackupState::of(&old_cluster(2_000)).encode();
     let mut new = StateData::default();
     assert_eq!(
-        run(&mut new, Op::Restore { payload }),
+        run(&mut new, Op::RestoreHeld { payload }),
         Outcome::StateWritten
     );
     let assign = Op::AssignVip {
@@ -220,7 +221,7 @@ fn a_cluster_that_lately_held_vips_is_not_restored_into() {
     assert!(c.vips.is_empty() && c.services.is_empty() && !c.retired.is_empty());
     let payload = BackupState::of(&old_cluster(2_000)).encode();
     assert!(matches!(
-        run(&mut c, Op::Restore { payload }),
+        run(&mut c, Op::RestoreHeld { payload }),
         Outcome::Rejected { .. }
     ));
 }
@@ -238,7 +239,7 @@ fn a_restored_vip_keeps_the_higher_epoch_of_its_name() {
     assert_eq!(
         run(
             &mut new,
-            Op::Restore {
+            Op::RestoreHeld {
                 payload: b.encode()
             }
         ),
@@ -246,4 +247,66 @@ fn a_restored_vip_keeps_the_higher_epoch_of_its_name() {
     );
     assert_eq!(new.vips["v"].epoch, 8);
     assert_eq!(new.retired["v"].epoch, 8);
+}
+
+/// Found by a second cold review: the backup names node 1 as `v`'s owner, but the old
+/// cluster may have moved `v` to node 2 after the backup; node 1's new agent, holding
+/// nothing, confirmed the retired address at once and `v` was placed 1 ms after the
+/// election. A restored address names no owner, so no confirmation counts.
+#[test]
+fn no_agent_can_confirm_a_restored_address_away() {
+    use ballast_node::agent::plan;
+    let payload = BackupState::of(&old_cluster(4_000)).encode();
+    let mut new = StateData::default();
+    assert_eq!(
+        run(&mut new, Op::RestoreHeld { payload }),
+        Outcome::StateWritten
+    );
+    let r = new.retired["v"].clone();
+    let election = 10_000 * MS;
+    let mut book = LeaseBook::new(1, election);
+    for node in [1, 2] {
+        // What a fresh agent of the node reads and would confirm.
+        let state = v1::GetStateResponse {
+            retired: vec![r.to_proto("v")],
+            ..Default::default()
+        };
+        assert!(plan::confirms_not_held(&state, &BTreeMap::new(), &[], node).is_empty());
+        assert!(!book.confirm_release(&new.vips, &new.retired, node, "v", r.epoch));
+    }
+    run(
+        &mut new,
+        Op::SetNodeAlive {
+            node_id: 2,
+            alive: true,
+        },
+    );
+    let actions = decide(&mut book, &new, election + MS);
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::Assign { .. } | Action::ClearRetired { .. })),
+        "{actions:?}"
+    );
+}
+
+/// A log written before `RestoreHeld` holds `Restore`: a member replaying it now computes
+/// what the members that applied it then did (VIPs unowned and free, nothing retired, no
+/// wait raised), or the states would differ.
+#[test]
+fn an_old_restore_entry_replays_as_it_applied_then() {
+    let old = old_cluster(4_000);
+    let payload = BackupState::of(&old).encode();
+    let mut new = StateData {
+        vip_epochs: BTreeMap::from([("v".to_string(), 7)]),
+        ..StateData::default()
+    };
+    assert_eq!(
+        run(&mut new, Op::Restore { payload }),
+        Outcome::StateWritten
+    );
+    assert!(new.retired.is_empty());
+    assert_eq!(new.lease_wait_ms, 0);
+    assert_eq!((new.vips["v"].owner, new.vips["v"].epoch), (0, 1));
+    assert_eq!(new.vip_epochs.get("v"), Some(&7));
 }

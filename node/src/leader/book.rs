@@ -275,9 +275,12 @@ impl LeaseBook {
     /// The binding proposed by [`LeaseBook::begin_rebind`] was committed (applied, or refused
     /// by the state machine): nothing of it is pending. Not after a failure whose outcome is
     /// unknown (a timeout): the proposal may still commit, so the mark stays until the state
-    /// shows the binding, or with this leader's term.
-    pub fn rebound(&mut self, node: NodeId) {
-        self.rebinding.remove(&node);
+    /// shows the binding, or with this leader's term. Only the mark of that binding
+    /// (`instance`) goes: a later move's mark, set meanwhile, stays.
+    pub fn rebound(&mut self, node: NodeId, instance: u64) {
+        if self.rebinding.get(&node) == Some(&instance) {
+            self.rebinding.remove(&node);
+        }
     }
 
     /// The controller's decisions for this tick. Every lease a decision ends is recorded as
@@ -690,7 +693,7 @@ mod tests {
         for who in [0, 0xb] {
             assert!(!book.renew(&f.vips, &from(who), None, 981 * MS, terms()).0[0].granted);
         }
-        book.rebound(1);
+        book.rebound(1, 0xb);
         assert!(
             book.renew(&f.vips, &from(0xb), Some(0xb), 982 * MS, terms())
                 .0[0]
@@ -770,11 +773,36 @@ mod tests {
             for at in [3_000u32, 60_000, 3_600_000] {
                 book.begin_rebind(1, 0xc, None, &vips, &none, at * MS, terms())
                     .unwrap_or_else(|e| panic!("renewed {renewed}, at {at} ms: {e}"));
-                book.rebound(1);
+                book.rebound(1, 0xc);
                 let (_, why) = book.renew(&vips, &from(0xc), Some(0xc), at * MS, terms());
                 assert_eq!(why, None, "renewed {renewed}, at {at} ms");
             }
         }
+    }
+
+    /// Found by a second cold review: the handler of process 0xa's bind called `rebound`
+    /// late, after 0xb's move had begun (woken by the same apply), and dropped 0xb's mark:
+    /// 0xa, still bound, was granted `v` at 1,002 ms and 0xb too once its bind committed.
+    /// `rebound` now drops only the mark of its own binding.
+    #[test]
+    fn a_late_rebound_leaves_a_newer_mark_alone() {
+        let f = fixture();
+        let none = BTreeMap::new();
+        let mut book = LeaseBook::new(1, Duration::ZERO);
+        let from = |instance| v1::RenewRequest {
+            instance,
+            ..renew(1, "v", 1)
+        };
+        book.begin_rebind(1, 0xa, None, &f.vips, &none, 1_000 * MS, terms())
+            .unwrap();
+        // BindAgent(0xa) committed; before its handler resumes, 0xb's move begins.
+        book.begin_rebind(1, 0xb, Some(0xa), &f.vips, &none, 1_001 * MS, terms())
+            .unwrap();
+        book.rebound(1, 0xa);
+        let (g, why) = book.renew(&f.vips, &from(0xa), Some(0xa), 1_002 * MS, terms());
+        assert!(!g[0].granted, "0xa granted while its leases move: {why:?}");
+        let (g, _) = book.renew(&f.vips, &from(0xb), Some(0xb), 1_003 * MS, terms());
+        assert!(g[0].granted, "0xb, bound, is served");
     }
 
     fn decide_with(

@@ -101,7 +101,7 @@ impl AgentSvc {
         // proposal may commit later), so the book keeps refusing the node's processes until
         // the state shows the binding (a retried Register finds it there).
         if r.is_ok() {
-            self.node.book().rebound(node);
+            self.node.book().rebound(node, instance);
         }
         match write_outcome(r?)? {
             (_, Outcome::StateWritten) => Ok(()),
