@@ -16,21 +16,33 @@ struct Cli {
         long,
         env = "BALLAST_ENDPOINTS",
         default_value = "127.0.0.1:7401,127.0.0.1:7402,127.0.0.1:7403",
-        global = true
+        global = true,
+        help_heading = "Global options"
     )]
     endpoints: String,
 
     /// Output format of read commands.
-    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table, global = true)]
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table, global = true,help_heading = "Global options")]
     output: Output,
 
     /// Give up on a command after this many seconds of retries.
-    #[arg(long, default_value_t = 15, global = true)]
+    #[arg(
+        long,
+        default_value_t = 15,
+        global = true,
+        help_heading = "Global options"
+    )]
     timeout: u64,
 
     /// API token for clusters started with --token-file (a read token for reads, an admin
     /// token for anything that changes the cluster).
-    #[arg(long, env = "BALLAST_TOKEN", global = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "BALLAST_TOKEN",
+        global = true,
+        hide_env_values = true,
+        help_heading = "Global options"
+    )]
     token: Option<String>,
 
     /// CA certificate (PEM) of a cluster that runs mutual TLS; with --cert and --key the
@@ -39,7 +51,8 @@ struct Cli {
         long = "cacert",
         value_name = "FILE",
         env = "BALLAST_CACERT",
-        global = true
+        global = true,
+        help_heading = "Global options"
     )]
     tls_ca: Option<std::path::PathBuf>,
 
@@ -49,6 +62,7 @@ struct Cli {
         value_name = "FILE",
         env = "BALLAST_CERT",
         global = true,
+        help_heading = "Global options",
         requires = "tls_ca"
     )]
     tls_cert: Option<std::path::PathBuf>,
@@ -59,6 +73,7 @@ struct Cli {
         value_name = "FILE",
         env = "BALLAST_KEY",
         global = true,
+        help_heading = "Global options",
         requires = "tls_cert"
     )]
     tls_key: Option<std::path::PathBuf>,
@@ -218,8 +233,10 @@ enum ReleaseCmd {
     Register {
         service: String,
         id: String,
+        /// Where agents fetch it: an absolute path on the servers or an http(s) URL.
         #[arg(long)]
         artifact: String,
+        /// Its SHA-256, lowercase hex (`ballastctl release digest PATH`).
         #[arg(long)]
         sha256: String,
     },
@@ -237,6 +254,7 @@ enum ReleaseCmd {
     Activate {
         service: String,
         id: String,
+        /// Nodes switched at a time.
         #[arg(long, default_value_t = 1)]
         batch: u32,
         /// How long a switched node must stay healthy, e.g. 10s, 500ms.
@@ -252,6 +270,7 @@ enum ReleaseCmd {
     /// The rollout of a service, per node; --watch follows it until it ends.
     Status {
         service: String,
+        /// Follow the rollout until it ends.
         #[arg(long)]
         watch: bool,
     },
@@ -268,6 +287,7 @@ enum ReleaseCmd {
     /// Every node back to a release (default: the previous one).
     Rollback {
         service: String,
+        /// The release to return to (default: the one before the active one).
         #[arg(long)]
         to: Option<String>,
     },
@@ -297,11 +317,13 @@ enum KvCmd {
     /// Read a key (linearizable unless --serializable).
     Get {
         key: String,
+        /// Answer from the member reached, without asking the leader: faster, maybe stale.
         #[arg(long)]
         serializable: bool,
     },
-    /// Write a key.
-    Put { key: String, value: String },
+    /// Write a key. Without VALUE, the value is read from standard input (all of it, as is:
+    /// `ballastctl kv put cfg < cfg.json`), for values above the shell's argument limit.
+    Put { key: String, value: Option<String> },
     /// Write a key only if it currently has the expected value or revision.
     Cas {
         key: String,
@@ -320,6 +342,7 @@ enum KvCmd {
     /// Delete a key, or every key with a prefix.
     Del {
         key: String,
+        /// KEY is a prefix: delete every key under it.
         #[arg(long)]
         prefix: bool,
     },
@@ -327,8 +350,10 @@ enum KvCmd {
     Ls {
         #[arg(default_value = "")]
         prefix: String,
+        /// At most this many keys (0: all).
         #[arg(long, default_value_t = 0)]
         limit: u32,
+        /// Answer from the member reached, without asking the leader: faster, maybe stale.
         #[arg(long)]
         serializable: bool,
     },
@@ -362,12 +387,16 @@ enum ServiceCmd {
         /// Node ids that run the service, comma separated.
         #[arg(long)]
         backends: String,
+        /// Milliseconds between probes (0: the cluster's default, 2000).
         #[arg(long, default_value_t = 0)]
         interval_ms: u32,
+        /// Milliseconds a probe may take (0: the default, 1000 or the interval if shorter).
         #[arg(long, default_value_t = 0)]
         timeout_ms: u32,
+        /// Passing probes in a row before a backend counts as healthy (0: the default, 2).
         #[arg(long, default_value_t = 0)]
         rise: u32,
+        /// Failing probes in a row before a backend counts as unhealthy (0: the default, 3).
         #[arg(long, default_value_t = 0)]
         fall: u32,
         /// For http checks: accepted status codes, MIN-MAX (default 200-399).
@@ -391,6 +420,7 @@ enum VipCmd {
         /// IPv4 address with prefix length, e.g. 10.213.0.100/24.
         #[arg(long)]
         address: String,
+        /// The interface agents add the address to (the same name on every server).
         #[arg(long)]
         interface: String,
         /// The service whose health gates where the VIP may be placed.
@@ -402,6 +432,7 @@ enum VipCmd {
         /// Move the VIP back to a higher-priority node once it is eligible.
         #[arg(long)]
         preempt: bool,
+        /// How long a higher-priority node must stay eligible before it takes the VIP back.
         #[arg(long, default_value_t = 0)]
         preempt_delay_ms: u32,
     },
@@ -836,6 +867,18 @@ async fn kv(c: &Client, cmd: KvCmd, out: Output) -> Result<(), Error> {
             }
         }
         KvCmd::Put { key, value } => {
+            let value = match value {
+                Some(v) => v.into_bytes(),
+                None => {
+                    let mut v = Vec::new();
+                    std::io::Read::read_to_end(&mut std::io::stdin(), &mut v).map_err(|e| {
+                        Error::InvalidArgument(format!(
+                            "reading the value from standard input: {e}"
+                        ))
+                    })?;
+                    v
+                }
+            };
             let r = c.put(key, value).await?;
             println!("OK revision {}", r.header.map(|h| h.revision).unwrap_or(0));
         }
@@ -1912,5 +1955,34 @@ async fn main() -> ExitCode {
                 _ => ExitCode::from(1),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every flag of every command says what it does in `--help`.
+    #[test]
+    fn every_flag_has_help_text() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if a.get_long().is_some()
+                    && a.get_help().is_none()
+                    && id != "help"
+                    && id != "version"
+                {
+                    missing.push(format!("{path} --{}", a.get_long().unwrap()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "ballastctl", &mut missing);
+        assert!(missing.is_empty(), "flags without help: {missing:#?}");
     }
 }
