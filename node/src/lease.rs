@@ -116,10 +116,23 @@ impl LeaseConfig {
     }
 
     /// The agent's deadline for a renewal it sent at `sent_at` (agent's monotonic clock).
-    pub fn agent_deadline(&self, sent_at: Duration) -> Duration {
-        sent_at + self.lease - self.drift_allowance
+    pub fn agent_deadline<T: std::ops::Add<Duration, Output = T>>(&self, sent_at: T) -> T {
+        agent_deadline(sent_at, self.lease, self.drift_allowance)
     }
+}
 
+/// The agent's deadline for grants of a renewal sent at `sent` under a `lease` with
+/// `drift` allowed: `sent + lease - drift`, on the agent's monotonic clock. What the agent's
+/// plan (`agent/plan.rs`) and the checks above compute.
+pub fn agent_deadline<T: std::ops::Add<Duration, Output = T>>(
+    sent: T,
+    lease: Duration,
+    drift: Duration,
+) -> T {
+    sent + lease.saturating_sub(drift)
+}
+
+impl LeaseConfig {
     /// When the leader may consider the lease gone: counted from the later of the grant and
     /// its own election (leader's monotonic clock).
     pub fn leader_expiry(&self, granted_at: Option<Duration>, leader_since: Duration) -> Duration {
@@ -259,15 +272,19 @@ mod tests {
         assert!(!c.leader_considers_held(Some(ms(10_500)), ms(10_000), ms(11_350)));
     }
 
-    /// The same arithmetic driven by tokio's paused clock, the way the agent will use it.
-    #[tokio::test(start_paused = true)]
-    async fn deadline_on_a_paused_clock() {
+    /// The same arithmetic on instants, as the agent's plan computes it: over 780 ms
+    /// (800 ms lease, 20 ms drift) after the send, and not a moment longer.
+    #[test]
+    fn the_deadline_counts_from_the_send_less_the_drift() {
         let c = LeaseConfig::default();
-        let start = tokio::time::Instant::now();
-        let sent = start.elapsed();
-        tokio::time::advance(ms(779)).await;
-        assert!(start.elapsed() < c.agent_deadline(sent));
-        tokio::time::advance(ms(1)).await;
-        assert!(start.elapsed() >= c.agent_deadline(sent));
+        let sent = std::time::Instant::now();
+        let deadline = c.agent_deadline(sent);
+        assert_eq!(deadline - sent, ms(780));
+        assert_eq!(agent_deadline(sent, ms(800), ms(20)), deadline);
+        assert_eq!(
+            agent_deadline(sent, ms(10), ms(20)),
+            sent,
+            "never before the send"
+        );
     }
 }

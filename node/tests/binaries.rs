@@ -215,7 +215,9 @@ fn three_processes_form_serve_survive_sigkill_and_refuse_bad_starts() {
         String::from_utf8_lossy(&bad.stderr)
     );
     // A value above the kernel's limit for one argument (128 KiB) goes through stdin.
-    let big: String = (0..200_000).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+    let big: String = (0..200_000)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
     let mut put = Command::new(ballastctl())
         .args(["--endpoints", &endpoints, "kv", "put", "app/big"])
         .stdin(std::process::Stdio::piped())
@@ -225,8 +227,15 @@ fn three_processes_form_serve_survive_sigkill_and_refuse_bad_starts() {
         .expect("running ballastctl");
     std::io::Write::write_all(&mut put.stdin.take().unwrap(), big.as_bytes()).unwrap();
     let out = put.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(ctl_ok(&endpoints, &["kv", "get", "app/big"]).trim_end(), big);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        ctl_ok(&endpoints, &["kv", "get", "app/big"]).trim_end(),
+        big
+    );
     let members = ctl_json(&endpoints, &["member", "list"]);
     assert_eq!(members.as_array().unwrap().len(), 3);
     let state = ctl_json(&endpoints, &["state", "show"]);

@@ -53,7 +53,8 @@ pub const KERNEL_TICK: Duration = Duration::from_millis(10);
 #[error("nft: {0}")]
 pub struct FenceError(pub String);
 
-/// What the agent needs from a fence; one conformance suite runs on every implementation.
+/// What the agent needs from a fence. nftables (`NftFence`) is the one implementation; the
+/// lab's tests (`jepsen/tests/fence.rs`) check it against the kernel.
 pub trait VipFence: Send + Sync {
     /// Installs the fence (replacing any earlier one): every managed address is blocked until
     /// allowed.

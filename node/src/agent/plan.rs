@@ -201,7 +201,7 @@ pub fn deadline(
     } else {
         (fallback.lease, fallback.drift_allowance)
     };
-    sent + lease.saturating_sub(drift)
+    crate::lease::agent_deadline(sent, lease, drift)
 }
 
 /// What a renewal's answer means for the VIPs of `state`: held VIPs it refused are dropped at

@@ -616,8 +616,6 @@ fn held_now(held: &BTreeMap<String, HeldVip>) -> BTreeMap<String, Held> {
         .collect()
 }
 
-/// Probes every service this node backs, at its interval; reports transitions, and reports
-/// again when the cluster's view differs from what the probes say.
 /// Every second, the local HAProxy's servers are set to what the cluster decided (see
 /// `haproxy.rs`); comparing every time re-applies the states after a reload. The cluster state
 /// is read afresh each time (a serializable read from this agent's member), so a missed watch
@@ -677,6 +675,8 @@ async fn haproxy_loop(
     }
 }
 
+/// Probes every service this node backs, at its interval; reports transitions, and reports
+/// again when the cluster's view differs from what the probes say.
 async fn health_loop(
     cfg: AgentConfig,
     client: Client,

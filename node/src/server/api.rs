@@ -36,10 +36,10 @@ impl Api {
     }
 }
 
-/// Times a request and counts it by status code.
 /// Bytes per message of a streamed backup.
 const SNAPSHOT_CHUNK: usize = 1 << 20;
 
+/// Times a request and counts it by status code.
 pub(crate) async fn instrument<T>(
     method: &'static str,
     fut: impl Future<Output = Result<T, ApiError>>,
