@@ -1,3 +1,8 @@
+//! The gRPC client of a Ballast cluster: one connection per member, calls that retry on
+//! another member (and move to the leader a follower names), at-most-once writes through
+//! request ids, and linearizable or serializable reads. What `ballastctl`, the agent and the
+//! lab use. It does not keep state beyond connections and the write ids it hands out.
+
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

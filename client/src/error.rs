@@ -1,3 +1,7 @@
+//! The client's errors, one variant per way a call can fail that a caller may act on
+//! (invalid argument, not found, failed precondition, compacted, unavailable, refused
+//! credentials, ...), mapped from gRPC codes.
+
 use tonic::{Code, Status};
 
 /// What went wrong with a call, in terms a caller can act on.

@@ -1,3 +1,8 @@
+//! The lab: network namespaces joined by a bridge (10.213.0.0/16, no default route), one per
+//! node and one client host, with `ballastd` processes started inside and faults applied from
+//! outside (iptables cuts, SIGSTOP and SIGKILL). Everything it makes is named and
+//! deleted when the `Lab` is dropped. Needs root; it says so and stops without it.
+
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

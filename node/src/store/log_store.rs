@@ -1,3 +1,8 @@
+//! openraft's log storage (`RaftLogStorage`) over any `LogEngine`: entries in their versioned
+//! encoding (`format.rs`), the vote, the committed and purged log ids as metadata, and every
+//! change synced (on one sync thread, group commit) before openraft hears it is done. Does not
+//! decide what to keep: openraft asks for appends, truncations and purges.
+
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,3 +1,6 @@
+//! The in-memory engine: the reference the storage suite compares the sled engine with, and a
+//! fast store for tests that do not restart members. Not durable; never used by `ballastd`.
+
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 

@@ -1,3 +1,7 @@
+//! The `LogEngine` on sled 0.34, the one `ballastd` runs on: what sled is asked to do and what
+//! is done around it so that a synced write survives a power cut (`chunks.rs` for large
+//! values, `sled_files.rs` for sled's own files, an fdatasync of the data file on `sync`).
+
 use std::path::Path;
 
 use super::chunks::{Assembly, Slot};

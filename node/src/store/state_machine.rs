@@ -1,3 +1,8 @@
+//! openraft's state machine (`RaftStateMachine`): applies committed entries to the
+//! `StateData` every reader shares, wakes watchers, and builds, stores (in the engine, as
+//! versioned snapshots, `format.rs`) and installs snapshots. It decides nothing: what an entry
+//! does is `StateData::apply`'s.
+
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
