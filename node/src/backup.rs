@@ -28,8 +28,9 @@ use std::path::Path;
 use ballast_client::backup::{self as format, Header};
 use serde::{Deserialize, Serialize};
 
+use crate::model::KvEntry;
 use crate::state::StateData;
-use crate::types::{KvEntry, NodeId};
+use crate::types::NodeId;
 
 /// Version of the payload encoding written now. Format 1 (until November 2026) had no
 /// lease wait; [`BackupState::decode`] reads both.

@@ -20,7 +20,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::lease::LeaseConfig;
-use crate::types::{vip_ip, NodeId, RetiredVip};
+use crate::model::RetiredVip;
+use crate::types::{vip_ip, NodeId};
 
 /// A VIP as the controller sees it.
 #[derive(Debug, Clone, PartialEq)]

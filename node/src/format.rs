@@ -15,8 +15,9 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::KvEntry;
 use crate::state::{Session, StateData};
-use crate::types::{KvEntry, LogId, NodeId, StoredMembership};
+use crate::types::{LogId, NodeId, StoredMembership};
 
 /// What every versioned snapshot starts with.
 pub const MAGIC: &[u8; 8] = b"BLSTSTAT";

@@ -5,39 +5,12 @@
 //! the leader's controller advances a rollout with [`Step`]s computed by `rollout.rs`, applied
 //! only if the rollout is still what the controller saw (compare and set).
 
-use crate::model;
-use serde::{Deserialize, Serialize};
+use crate::model::{self, Control, Finish, Step};
 
 use crate::types::NodeId;
 
 /// A refusal: the field at fault and why. Nothing changed.
 pub type Refusal = (&'static str, String);
-
-/// Operator control of a running rollout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Control {
-    Pause,
-    Resume,
-    Abort,
-}
-
-/// How a controller step ends a rollout, if it does.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Finish {
-    /// Every backend runs the release: it becomes the active one.
-    Succeeded,
-    /// Every backend is back on `from_release`: the release is marked failed.
-    RolledBack,
-}
-
-/// A controller decision for one service's rollout.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Step {
-    /// The rollout as the controller read it; the step applies only if it is unchanged.
-    pub expected: model::Rollout,
-    pub next: model::Rollout,
-    pub finish: Option<Finish>,
-}
 
 fn state(r: &model::Rollout) -> model::RolloutState {
     r.state

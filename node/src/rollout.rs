@@ -18,7 +18,7 @@
 use crate::model;
 use std::collections::BTreeMap;
 
-use crate::releases::{Finish, Step};
+use crate::model::{Finish, Step};
 use crate::types::NodeId;
 
 /// How long a node may run the new release unhealthy before the rollout rolls back.
@@ -421,7 +421,7 @@ mod tests {
             .message
             .contains("canary node 1"));
         assert_eq!(decide(&svc, &[], &alive, 2_100).step, None, "paused");
-        crate::releases::control(&mut svc, crate::releases::Control::Resume).unwrap();
+        crate::releases::control(&mut svc, crate::model::Control::Resume).unwrap();
         run(&mut svc, &[], &alive, 2_200);
         assert_eq!(switched(&svc), vec![1, 2, 3], "then batches of two");
     }

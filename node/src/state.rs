@@ -12,10 +12,11 @@ use openraft::EntryPayload;
 use serde::{Deserialize, Serialize};
 
 use crate::lease::LeaseSettings;
+use crate::model::{KvEntry, RetiredVip};
 use crate::releases;
 use crate::types::{
-    vip_ip, BatchResult, ClientRequest, Command, CommandResult, Entry, Expected, KvEntry, LogId,
-    NodeId, Op, Outcome, RetiredVip, StoredMembership,
+    vip_ip, BatchResult, ClientRequest, Command, CommandResult, Entry, Expected, LogId, NodeId, Op,
+    Outcome, StoredMembership,
 };
 
 /// Revisions of change events kept for watch resumption.

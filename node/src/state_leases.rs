@@ -6,8 +6,9 @@
 use crate::model;
 
 use crate::lease::LeaseSettings;
+use crate::model::RetiredVip;
 use crate::state::{rejected, state_event, StateData};
-use crate::types::{vip_ip, NodeId, Outcome, RetiredVip};
+use crate::types::{vip_ip, NodeId, Outcome};
 
 type Applied = (Outcome, Vec<model::Event>);
 

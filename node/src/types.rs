@@ -168,7 +168,7 @@ pub enum Op {
     },
     ControlRollout {
         service: String,
-        action: crate::releases::Control,
+        action: model::Control,
     },
     /// Operator: every backend back to `to` (empty: the previous release).
     Rollback {
@@ -186,7 +186,7 @@ pub enum Op {
     /// Controller: the next step of a service's rollout.
     StepRollout {
         service: String,
-        step: crate::releases::Step,
+        step: model::Step,
     },
     /// A new cluster takes the state of a backup (`backup::BackupState`, encoded), VIPs free
     /// at once: as logs written until November 2026 hold it, applied as then. Never proposed
@@ -258,63 +258,10 @@ impl Op {
     }
 }
 
-/// An address a VIP no longer has, while its last owner may still hold it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RetiredVip {
-    pub address: String,
-    pub interface: String,
-    pub owner: NodeId,
-    pub epoch: u64,
-    /// The VIP itself was deleted (rather than changed).
-    pub deleted: bool,
-}
-
-impl RetiredVip {
-    /// As the API shows it: the retired address of VIP `name`.
-    pub fn to_proto(&self, name: &str) -> v1::RetiredVip {
-        v1::RetiredVip {
-            vip: name.to_string(),
-            address: self.address.clone(),
-            interface: self.interface.clone(),
-            owner: self.owner,
-            epoch: self.epoch,
-            deleted: self.deleted,
-        }
-    }
-}
-
 /// The IP of a VIP's "address/prefix": one IP under two prefix lengths is one address on the
 /// network, so VIPs are told apart by it.
 pub fn vip_ip(address: &str) -> &str {
     address.split('/').next().unwrap_or(address)
-}
-
-/// A stored key and its revisions.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KvEntry {
-    #[serde(with = "serde_bytes")]
-    pub value: Vec<u8>,
-    pub create_revision: u64,
-    pub mod_revision: u64,
-    pub version: u64,
-}
-
-impl KvEntry {
-    /// As the API shows it.
-    pub fn to_proto(&self, key: &[u8]) -> v1::KeyValue {
-        self.to_stored(key).into()
-    }
-
-    /// As a stored event carries it.
-    pub fn to_stored(&self, key: &[u8]) -> model::KeyValue {
-        model::KeyValue {
-            key: key.to_vec(),
-            value: self.value.clone(),
-            create_revision: self.create_revision,
-            mod_revision: self.mod_revision,
-            version: self.version,
-        }
-    }
 }
 
 /// The result of applying one log entry.
@@ -421,7 +368,7 @@ mod tests {
             enc(&Op::Restore { payload: v.clone() }),
             enc(&(22u32, v.clone())),
         );
-        let e = KvEntry {
+        let e = crate::model::KvEntry {
             value: v.clone(),
             create_revision: 1,
             mod_revision: 2,

@@ -311,7 +311,12 @@ pub fn service(svc: &mut v1::Service) -> Result {
                 format!("entry {id} names node {}", b.node_id),
             ));
         }
-        b.node_id = *id;
+        // Health, releases applied and their errors are what agents report: an operator's
+        // definition carries none (a backend declared healthy would be placed on unchecked).
+        *b = v1::Backend {
+            node_id: *id,
+            ..Default::default()
+        };
     }
     Ok(())
 }
@@ -618,5 +623,37 @@ mod tests {
         vip(&mut v).unwrap();
         v.interface = "this-name-is-too-long".into();
         assert_eq!(vip(&mut v).unwrap_err().field, "vip.interface");
+    }
+
+    /// Found by a cold review: `service apply` passed a backend's health through, so a new,
+    /// never-checked backend could be declared healthy and get a VIP.
+    #[test]
+    fn a_service_definition_carries_no_reported_health() {
+        let mut svc = v1::Service {
+            name: "web".into(),
+            check: Some(v1::HealthCheck {
+                kind: Some(v1::health_check::Kind::Tcp(v1::TcpCheck { port: 80 })),
+                ..Default::default()
+            }),
+            backends: [(
+                4,
+                v1::Backend {
+                    health: v1::Health::Healthy as i32,
+                    changed_ms: 1,
+                    applied_release: "r1".into(),
+                    ..Default::default()
+                },
+            )]
+            .into(),
+            ..Default::default()
+        };
+        service(&mut svc).unwrap();
+        assert_eq!(
+            svc.backends[&4],
+            v1::Backend {
+                node_id: 4,
+                ..Default::default()
+            }
+        );
     }
 }

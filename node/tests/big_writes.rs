@@ -170,7 +170,7 @@ fn largest_backup() -> (Vec<u8>, usize) {
     };
     let limit = ballast_proto::MAX_MESSAGE_LEN / 2;
     for i in 0.. {
-        let entry = ballast_node::types::KvEntry {
+        let entry = ballast_node::model::KvEntry {
             value: vec![(i % 251) as u8; BIG],
             create_revision: 1,
             mod_revision: 1,

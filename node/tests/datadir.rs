@@ -33,7 +33,7 @@ fn member(dir: &Path, id: u64) -> (StateData, u64) {
 
 /// What `make.sh` wrote, checked field by field.
 fn check_content(
-    kv: &std::collections::BTreeMap<Vec<u8>, ballast_node::types::KvEntry>,
+    kv: &std::collections::BTreeMap<Vec<u8>, ballast_node::model::KvEntry>,
     services: &std::collections::BTreeMap<String, model::Service>,
     vips: &std::collections::BTreeMap<String, model::Vip>,
     nodes: &std::collections::BTreeMap<u64, model::Node>,

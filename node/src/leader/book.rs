@@ -17,7 +17,8 @@ use ballast_proto::v1;
 
 use crate::controller::{self, Action, ControllerConfig, Grant, Observations, VipView};
 use crate::lease::LeaseSettings;
-use crate::types::{NodeId, Op, RetiredVip};
+use crate::model::RetiredVip;
+use crate::types::{NodeId, Op};
 
 /// The lease lengths the leader works with at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,8 +46,11 @@ pub struct LeaseBook {
     /// grant of the longer lease is over.
     settling: Option<(u64, Duration)>,
     /// Nodes whose leases this leader is moving to another agent process (proposed, not yet
-    /// applied): no grant to the node until the new binding is in the state.
-    rebinding: BTreeMap<NodeId, u64>,
+    /// applied): no grant to the node until the new binding is in the state. Each mark is the
+    /// process it is for and a ticket of its own (an instance id may come back).
+    rebinding: BTreeMap<NodeId, (u64, u64)>,
+    /// The last ticket handed out by `begin_rebind`.
+    tickets: u64,
 }
 
 /// The rest of what the controller reads (the book supplies the observations).
@@ -88,6 +92,7 @@ impl LeaseBook {
             over: BTreeSet::new(),
             settling: None,
             rebinding: BTreeMap::new(),
+            tickets: 0,
         }
     }
 
@@ -194,7 +199,11 @@ impl LeaseBook {
         bound: Option<u64>,
     ) -> Option<String> {
         // Moot once the state shows the move (its proposal may have timed out and committed).
-        if let Some(to) = self.rebinding.get(&node).filter(|to| bound != Some(**to)) {
+        if let Some((to, _)) = self
+            .rebinding
+            .get(&node)
+            .filter(|(to, _)| bound != Some(*to))
+        {
             return Some(format!(
                 "node {node}'s leases are moving to agent process {to:x}"
             ));
@@ -215,6 +224,7 @@ impl LeaseBook {
     /// hold (of a VIP it owns, or of a retired address) is over at this leader. If so, no
     /// grant goes to the node until the state binds the new process or
     /// [`LeaseBook::rebound`] says the proposal settled (`bound`: the state's binding now).
+    /// Returns the mark's ticket, for `rebound`.
     #[allow(clippy::too_many_arguments)]
     pub fn begin_rebind(
         &mut self,
@@ -225,10 +235,10 @@ impl LeaseBook {
         retired: &BTreeMap<String, RetiredVip>,
         now: Duration,
         terms: LeaseTerms,
-    ) -> Result<(), String> {
+    ) -> Result<u64, String> {
         self.set_terms(terms);
         self.settle_mark(node, bound);
-        if let Some(to) = self.rebinding.get(&node) {
+        if let Some((to, _)) = self.rebinding.get(&node) {
             return Err(format!(
                 "node {node}'s leases are already moving to agent process {to:x}"
             ));
@@ -254,8 +264,9 @@ impl LeaseBook {
                 "node {node}'s leases are bound to another agent process, which may hold VIP {name:?} (epoch {epoch}) for {left:?} more: two agents with one node id? Retried once that lease is over"
             ));
         }
-        self.rebinding.insert(node, instance);
-        Ok(())
+        self.tickets += 1;
+        self.rebinding.insert(node, (instance, self.tickets));
+        Ok(self.tickets)
     }
 
     /// Drops `node`'s rebinding mark once the state binds the process it was for (`bound`):
@@ -266,7 +277,7 @@ impl LeaseBook {
         if self
             .rebinding
             .get(&node)
-            .is_some_and(|to| bound == Some(*to))
+            .is_some_and(|(to, _)| bound == Some(*to))
         {
             self.rebinding.remove(&node);
         }
@@ -275,10 +286,10 @@ impl LeaseBook {
     /// The binding proposed by [`LeaseBook::begin_rebind`] was committed (applied, or refused
     /// by the state machine): nothing of it is pending. Not after a failure whose outcome is
     /// unknown (a timeout): the proposal may still commit, so the mark stays until the state
-    /// shows the binding, or with this leader's term. Only the mark of that binding
-    /// (`instance`) goes: a later move's mark, set meanwhile, stays.
-    pub fn rebound(&mut self, node: NodeId, instance: u64) {
-        if self.rebinding.get(&node) == Some(&instance) {
+    /// shows the binding, or with this leader's term. Only the mark of that binding (its
+    /// `ticket`) goes: a later move's mark, set meanwhile (even for the same process), stays.
+    pub fn rebound(&mut self, node: NodeId, ticket: u64) {
+        if self.rebinding.get(&node).is_some_and(|(_, t)| *t == ticket) {
             self.rebinding.remove(&node);
         }
     }
@@ -687,13 +698,14 @@ mod tests {
             .begin_rebind(1, 0xb, None, &f.vips, &none, 979 * MS, terms())
             .unwrap_err();
         assert!(e.contains("may hold VIP"), "{e}");
-        book.begin_rebind(1, 0xb, None, &f.vips, &none, 980 * MS, terms())
+        let ticket = book
+            .begin_rebind(1, 0xb, None, &f.vips, &none, 980 * MS, terms())
             .unwrap();
         // While the move is proposed (the state binds no process yet), nobody is granted.
         for who in [0, 0xb] {
             assert!(!book.renew(&f.vips, &from(who), None, 981 * MS, terms()).0[0].granted);
         }
-        book.rebound(1, 0xb);
+        book.rebound(1, ticket);
         assert!(
             book.renew(&f.vips, &from(0xb), Some(0xb), 982 * MS, terms())
                 .0[0]
@@ -771,9 +783,10 @@ mod tests {
             }
             // 0xb left (unbound); 0xc starts and registers.
             for at in [3_000u32, 60_000, 3_600_000] {
-                book.begin_rebind(1, 0xc, None, &vips, &none, at * MS, terms())
+                let ticket = book
+                    .begin_rebind(1, 0xc, None, &vips, &none, at * MS, terms())
                     .unwrap_or_else(|e| panic!("renewed {renewed}, at {at} ms: {e}"));
-                book.rebound(1, 0xc);
+                book.rebound(1, ticket);
                 let (_, why) = book.renew(&vips, &from(0xc), Some(0xc), at * MS, terms());
                 assert_eq!(why, None, "renewed {renewed}, at {at} ms");
             }
@@ -793,16 +806,31 @@ mod tests {
             instance,
             ..renew(1, "v", 1)
         };
-        book.begin_rebind(1, 0xa, None, &f.vips, &none, 1_000 * MS, terms())
+        let a = book
+            .begin_rebind(1, 0xa, None, &f.vips, &none, 1_000 * MS, terms())
             .unwrap();
         // BindAgent(0xa) committed; before its handler resumes, 0xb's move begins.
-        book.begin_rebind(1, 0xb, Some(0xa), &f.vips, &none, 1_001 * MS, terms())
+        let b = book
+            .begin_rebind(1, 0xb, Some(0xa), &f.vips, &none, 1_001 * MS, terms())
             .unwrap();
-        book.rebound(1, 0xa);
+        book.rebound(1, a);
         let (g, why) = book.renew(&f.vips, &from(0xa), Some(0xa), 1_002 * MS, terms());
         assert!(!g[0].granted, "0xa granted while its leases move: {why:?}");
-        let (g, _) = book.renew(&f.vips, &from(0xb), Some(0xb), 1_003 * MS, terms());
-        assert!(g[0].granted, "0xb, bound, is served");
+        // A third cold review: the same process may come back. 0xb's bind commits, 0xa
+        // (refused) registers again, and only then does 0xa's first handler resume.
+        book.rebound(1, b);
+        let a_again = book
+            .begin_rebind(1, 0xa, Some(0xb), &f.vips, &none, 1_003 * MS, terms())
+            .unwrap();
+        book.rebound(1, a);
+        let (g, why) = book.renew(&f.vips, &from(0xb), Some(0xb), 1_004 * MS, terms());
+        assert!(
+            !g[0].granted,
+            "0xb granted while its leases move back: {why:?}"
+        );
+        book.rebound(1, a_again);
+        let (g, _) = book.renew(&f.vips, &from(0xa), Some(0xa), 1_005 * MS, terms());
+        assert!(g[0].granted, "0xa, bound again, is served");
     }
 
     fn decide_with(

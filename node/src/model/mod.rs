@@ -256,3 +256,82 @@ pub struct StateEvent {
     pub name: String,
     pub deleted: bool,
 }
+
+/// A stored key and its revisions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvEntry {
+    #[serde(with = "serde_bytes")]
+    pub value: Vec<u8>,
+    pub create_revision: u64,
+    pub mod_revision: u64,
+    pub version: u64,
+}
+
+impl KvEntry {
+    /// As the API shows it.
+    pub fn to_proto(&self, key: &[u8]) -> ballast_proto::v1::KeyValue {
+        self.to_stored(key).into()
+    }
+
+    /// As a stored event carries it.
+    pub fn to_stored(&self, key: &[u8]) -> KeyValue {
+        KeyValue {
+            key: key.to_vec(),
+            value: self.value.clone(),
+            create_revision: self.create_revision,
+            mod_revision: self.mod_revision,
+            version: self.version,
+        }
+    }
+}
+
+/// An address a VIP no longer has, while its last owner may still hold it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetiredVip {
+    pub address: String,
+    pub interface: String,
+    pub owner: u64,
+    pub epoch: u64,
+    /// The VIP itself was deleted (rather than changed).
+    pub deleted: bool,
+}
+
+impl RetiredVip {
+    /// As the API shows it: the retired address of VIP `name`.
+    pub fn to_proto(&self, name: &str) -> ballast_proto::v1::RetiredVip {
+        ballast_proto::v1::RetiredVip {
+            vip: name.to_string(),
+            address: self.address.clone(),
+            interface: self.interface.clone(),
+            owner: self.owner,
+            epoch: self.epoch,
+            deleted: self.deleted,
+        }
+    }
+}
+
+/// Operator control of a running rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Control {
+    Pause,
+    Resume,
+    Abort,
+}
+
+/// How a controller step ends a rollout, if it does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Finish {
+    /// Every backend runs the release: it becomes the active one.
+    Succeeded,
+    /// Every backend is back on `from_release`: the release is marked failed.
+    RolledBack,
+}
+
+/// A controller decision for one service's rollout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    /// The rollout as the controller read it; the step applies only if it is unchanged.
+    pub expected: Rollout,
+    pub next: Rollout,
+    pub finish: Option<Finish>,
+}

@@ -69,7 +69,7 @@ impl AgentSvc {
     /// here, in its term, only (never forwarded: another leader has not made the check).
     async fn bind(&self, node: u64, instance: u64) -> Result<(), ApiError> {
         let term = self.confirmed_term().await?;
-        {
+        let ticket = {
             let data = self.node.sm.read();
             if data.agents.get(&node) == Some(&instance) {
                 return Ok(());
@@ -90,8 +90,8 @@ impl AgentSvc {
             let now = self.node.mono_now();
             let bound = data.agents.get(&node).copied();
             book.begin_rebind(node, instance, bound, &data.vips, &data.retired, now, terms)
-                .map_err(ApiError::FailedPrecondition)?;
-        }
+                .map_err(ApiError::FailedPrecondition)?
+        };
         let op = Op::BindAgent {
             node_id: node,
             instance,
@@ -101,7 +101,10 @@ impl AgentSvc {
         // proposal may commit later), so the book keeps refusing the node's processes until
         // the state shows the binding (a retried Register finds it there).
         if r.is_ok() {
-            self.node.book().rebound(node, instance);
+            let mut book = self.node.book();
+            if book.term() == term {
+                book.rebound(node, ticket);
+            }
         }
         match write_outcome(r?)? {
             (_, Outcome::StateWritten) => Ok(()),

@@ -884,9 +884,9 @@ impl v1::state_server::State for Api {
         instrument("ControlRollout", async {
             validate::name("service", &r.service)?;
             let action = match v1::RolloutControl::try_from(r.action) {
-                Ok(v1::RolloutControl::Pause) => crate::releases::Control::Pause,
-                Ok(v1::RolloutControl::Resume) => crate::releases::Control::Resume,
-                Ok(v1::RolloutControl::Abort) => crate::releases::Control::Abort,
+                Ok(v1::RolloutControl::Pause) => crate::model::Control::Pause,
+                Ok(v1::RolloutControl::Resume) => crate::model::Control::Resume,
+                Ok(v1::RolloutControl::Abort) => crate::model::Control::Abort,
                 _ => {
                     return Err(
                         validate::invalid("action", "must be pause, resume or abort").into(),
