@@ -21,20 +21,13 @@
 //! not, as etcd does), moves the old Raft data aside and restores that backup into a new
 //! one-member cluster, which is then grown back with `--join`.
 
-use crate::model;
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use ballast_client::backup::{self as format, Header};
-use serde::{Deserialize, Serialize};
 
-use crate::model::KvEntry;
+pub use crate::model::backup::{BackupState, PAYLOAD_FORMAT};
 use crate::state::StateData;
 use crate::types::NodeId;
-
-/// Version of the payload encoding written now. Format 1 (until November 2026) had no
-/// lease wait; [`BackupState::decode`] reads both.
-pub const PAYLOAD_FORMAT: u32 = 2;
 
 /// Name of the backup kept in a data directory until the new cluster applied it.
 pub const PENDING: &str = "restore.pending";
@@ -56,76 +49,9 @@ pub fn check_restore_size(len: usize) -> Result<(), String> {
     Ok(())
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BackupState {
-    pub format: u32,
-    pub revision: u64,
-    pub kv: BTreeMap<Vec<u8>, KvEntry>,
-    pub nodes: BTreeMap<NodeId, model::Node>,
-    pub services: BTreeMap<String, model::Service>,
-    pub vips: BTreeMap<String, model::Vip>,
-    /// How long (ms) a lease granted by the cluster the backup came from may be held (its
-    /// `lease_wait_ms`): the restored cluster counts the old owners' leases that long from its
-    /// leader's election before placing their VIPs. 0 when unknown (format 1).
-    pub lease_wait_ms: u64,
-}
-
-/// Format 1 of the payload, frozen: read only.
-#[derive(Deserialize)]
-struct BackupStateV1 {
-    format: u32,
-    revision: u64,
-    kv: BTreeMap<Vec<u8>, KvEntry>,
-    nodes: BTreeMap<NodeId, model::Node>,
-    services: BTreeMap<String, model::Service>,
-    vips: BTreeMap<String, model::Vip>,
-}
-
-impl BackupState {
-    pub fn of(s: &StateData) -> Self {
-        BackupState {
-            format: PAYLOAD_FORMAT,
-            revision: s.revision,
-            kv: s.kv.clone(),
-            nodes: s.nodes.clone(),
-            services: s.services.clone(),
-            vips: s.vips.clone(),
-            lease_wait_ms: s.lease_wait_ms,
-        }
-    }
-
-    pub fn encode(&self) -> Vec<u8> {
-        bincode::serialize(self).expect("state always encodes")
-    }
-
-    /// Reads a payload of any format ever written (the format is its first field).
-    pub fn decode(payload: &[u8]) -> Result<Self, String> {
-        let unreadable = |e: bincode::Error| format!("the state in the backup is unreadable: {e}");
-        let format: u32 = bincode::deserialize(payload).map_err(unreadable)?;
-        match format {
-            1 => {
-                let b: BackupStateV1 = bincode::deserialize(payload).map_err(unreadable)?;
-                Ok(BackupState {
-                    format: b.format,
-                    revision: b.revision,
-                    kv: b.kv,
-                    nodes: b.nodes,
-                    services: b.services,
-                    vips: b.vips,
-                    lease_wait_ms: 0,
-                })
-            }
-            PAYLOAD_FORMAT => bincode::deserialize(payload).map_err(unreadable),
-            other => Err(format!(
-                "backup payload format {other} (this ballastd reads 1 to {PAYLOAD_FORMAT}): upgrade ballastd"
-            )),
-        }
-    }
-}
-
 /// The backup file of `s` (taken from cluster `cluster_id` at wall-clock `now_ms`).
 pub fn file_of(s: &StateData, cluster_id: &str, now_ms: u64) -> Vec<u8> {
-    format::encode(cluster_id, s.revision, now_ms, &BackupState::of(s).encode())
+    format::encode(cluster_id, s.revision, now_ms, &s.backup().encode())
 }
 
 /// Reads and checks a backup file down to its state; the error says what is wrong with it.
@@ -199,7 +125,7 @@ pub fn force_new_cluster(
     drop(store);
     let identity = dir.join(crate::identity::FILE);
     let (state, last) = state_of_data_dir(dir)?;
-    let payload = BackupState::of(&state).encode();
+    let payload = state.backup().encode();
     check_restore_size(payload.len()).map_err(|e| {
         format!(
             "{e}: this member's state cannot seed a new cluster; nothing was changed in {}",

@@ -111,17 +111,19 @@ pub(crate) fn state_event(kind: &str, name: impl Into<String>, deleted: bool) ->
 }
 
 impl StateData {
-    /// The version [`StateData::encode`] writes (see `format.rs`).
-    pub const FORMAT_VERSION: u16 = crate::format::STATE_VERSION;
-
-    /// The snapshot bytes of this state, in the current format.
-    pub fn encode(&self) -> Vec<u8> {
-        crate::format::encode_state(self)
-    }
-
-    /// A snapshot written by this or any earlier version.
-    pub fn decode(bytes: &[u8]) -> Result<Self, crate::format::FormatError> {
-        crate::format::decode_state(bytes)
+    /// What a backup of this state holds (see `model/backup.rs`).
+    pub fn backup(&self) -> model::backup::BackupState {
+        model::backup::BackupState {
+            format: model::backup::PAYLOAD_FORMAT,
+            revision: self.revision,
+            kv: self.kv.clone(),
+            nodes: self.nodes.clone(),
+            services: self.services.clone(),
+            vips: self.vips.clone(),
+            lease_wait_ms: self.lease_wait_ms,
+            retired: self.retired.clone(),
+            vip_epochs: self.vip_epochs.clone(),
+        }
     }
 
     /// Takes a backup's state (see `backup.rs`): its KV with their revisions, services and
@@ -143,7 +145,7 @@ impl StateData {
     /// 2026 hold it, applies as it did then (VIPs unowned and free at once), so that a log
     /// replayed by a newer member gives the state the others computed.
     fn restore(&mut self, payload: &[u8], held: bool) -> (Outcome, Vec<model::Event>) {
-        let b = match crate::backup::BackupState::decode(payload) {
+        let b = match model::backup::BackupState::decode(payload) {
             Ok(b) => b,
             Err(e) => return (rejected("backup", e), Vec::new()),
         };
@@ -195,6 +197,33 @@ impl StateData {
                 (name, v)
             })
             .collect();
+        if held {
+            // What the old cluster itself still held back (payload format 3 on): its retired
+            // addresses, with no owner like the rest, and its deleted VIPs' epochs. A retired
+            // address of a VIP the backup also holds (its address was changing) is kept under
+            // `NAME/EPOCH`, which no VIP can be named, so that both addresses are held.
+            for (name, r) in b.retired {
+                let key = if self.retired.contains_key(&name) {
+                    format!("{name}/{}", r.epoch)
+                } else {
+                    name
+                };
+                self.retired.insert(
+                    key,
+                    RetiredVip {
+                        owner: 0,
+                        deleted: true,
+                        ..r
+                    },
+                );
+            }
+            for (name, epoch) in b.vip_epochs {
+                if !self.vips.contains_key(&name) {
+                    let e = self.vip_epochs.entry(name).or_insert(0);
+                    *e = (*e).max(epoch);
+                }
+            }
+        }
         if held && b.lease_wait_ms > self.lease_wait_ms {
             self.lease_wait_ms = b.lease_wait_ms;
             self.lease_generation += 1;

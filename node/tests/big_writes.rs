@@ -167,6 +167,8 @@ fn largest_backup() -> (Vec<u8>, usize) {
         services: Default::default(),
         vips: Default::default(),
         lease_wait_ms: 0,
+        retired: Default::default(),
+        vip_epochs: Default::default(),
     };
     let limit = ballast_proto::MAX_MESSAGE_LEN / 2;
     for i in 0.. {

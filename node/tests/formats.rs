@@ -279,7 +279,8 @@ fn every_snapshot_version_decodes_with_everything_in_it() {
         let format: u16 = name["state-v".len()..name.len() - ".bin".len()]
             .parse()
             .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let s = StateData::decode(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let s =
+            ballast_node::format::decode_state(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
         check_sample(&s, format, &name);
         seen += 1;
     }
@@ -291,9 +292,12 @@ fn every_snapshot_version_decodes_with_everything_in_it() {
 #[test]
 #[ignore]
 fn write_fixtures() {
-    let s = sample_state(StateData::FORMAT_VERSION);
-    let bytes = s.encode();
-    let path = fixtures().join(format!("state-v{}.bin", StateData::FORMAT_VERSION));
+    let s = sample_state(ballast_node::format::STATE_VERSION);
+    let bytes = ballast_node::format::encode_state(&s);
+    let path = fixtures().join(format!(
+        "state-v{}.bin",
+        ballast_node::format::STATE_VERSION
+    ));
     std::fs::write(&path, bytes).unwrap();
     println!("wrote {}", path.display());
 }

@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ballast_node::backup::BackupState;
 use ballast_node::controller::{Action, ControllerConfig, VipView};
 use ballast_node::leader::{LeaseBook, LeaseTerms, World};
 use ballast_node::lease::{LeaseConfig, LeaseSettings};
@@ -60,13 +59,7 @@ fn old_cluster(lease_ms: u64) -> StateData {
             health: model::Health::Healthy,
         });
     }
-    ops.push(Op::ApplyVip(model::Vip {
-        name: "v".into(),
-        address: "10.213.0.100/24".into(),
-        interface: "eth0".into(),
-        service: "web".into(),
-        ..Default::default()
-    }));
+    ops.push(Op::ApplyVip(vip("v", "10.213.0.100/24")));
     ops.push(Op::AssignVip {
         vip: "v".into(),
         node: 1,
@@ -76,6 +69,17 @@ fn old_cluster(lease_ms: u64) -> StateData {
         assert_eq!(run(&mut old, op.clone()), Outcome::StateWritten, "{op:?}");
     }
     old
+}
+
+/// A VIP of service `web` on eth0.
+fn vip(name: &str, address: &str) -> model::Vip {
+    model::Vip {
+        name: name.into(),
+        address: address.into(),
+        interface: "eth0".into(),
+        service: "web".into(),
+        ..Default::default()
+    }
 }
 
 /// What the new cluster's leader decides at `now`, with the lease
@@ -114,7 +118,7 @@ fn a_restored_vip_waits_out_the_old_clusters_lease_before_it_is_placed() {
     let old = old_cluster(4_000);
     let old_wait = old.lease_wait_ms;
     assert!(old_wait >= 4_000);
-    let payload = BackupState::of(&old).encode();
+    let payload = old.backup().encode();
     let mut new = StateData::default();
     let own = LeaseSettings::from_config(&LeaseConfig::default());
     assert!(
@@ -192,7 +196,7 @@ fn a_restored_vip_waits_out_the_old_clusters_lease_before_it_is_placed() {
 /// (a decision taken before the restore applied cannot slip through).
 #[test]
 fn a_restored_vip_cannot_be_assigned_before_its_address_is_cleared() {
-    let payload = BackupState::of(&old_cluster(2_000)).encode();
+    let payload = old_cluster(2_000).backup().encode();
     let mut new = StateData::default();
     assert_eq!(
         run(&mut new, Op::RestoreHeld { payload }),
@@ -219,7 +223,7 @@ fn a_cluster_that_lately_held_vips_is_not_restored_into() {
         Outcome::StateWritten
     );
     assert!(c.vips.is_empty() && c.services.is_empty() && !c.retired.is_empty());
-    let payload = BackupState::of(&old_cluster(2_000)).encode();
+    let payload = old_cluster(2_000).backup().encode();
     assert!(matches!(
         run(&mut c, Op::RestoreHeld { payload }),
         Outcome::Rejected { .. }
@@ -230,7 +234,7 @@ fn a_cluster_that_lately_held_vips_is_not_restored_into() {
 /// confirmation the leader holds for that epoch must not free the restored address).
 #[test]
 fn a_restored_vip_keeps_the_higher_epoch_of_its_name() {
-    let mut b = BackupState::of(&old_cluster(2_000));
+    let mut b = old_cluster(2_000).backup();
     b.vips.get_mut("v").unwrap().epoch = 1;
     let mut new = StateData {
         vip_epochs: BTreeMap::from([("v".to_string(), 7)]),
@@ -256,7 +260,7 @@ fn a_restored_vip_keeps_the_higher_epoch_of_its_name() {
 #[test]
 fn no_agent_can_confirm_a_restored_address_away() {
     use ballast_node::agent::plan;
-    let payload = BackupState::of(&old_cluster(4_000)).encode();
+    let payload = old_cluster(4_000).backup().encode();
     let mut new = StateData::default();
     assert_eq!(
         run(&mut new, Op::RestoreHeld { payload }),
@@ -296,7 +300,7 @@ fn no_agent_can_confirm_a_restored_address_away() {
 #[test]
 fn an_old_restore_entry_replays_as_it_applied_then() {
     let old = old_cluster(4_000);
-    let payload = BackupState::of(&old).encode();
+    let payload = old.backup().encode();
     let mut new = StateData {
         vip_epochs: BTreeMap::from([("v".to_string(), 7)]),
         ..StateData::default()
@@ -309,4 +313,114 @@ fn an_old_restore_entry_replays_as_it_applied_then() {
     assert_eq!(new.lease_wait_ms, 0);
     assert_eq!((new.vips["v"].owner, new.vips["v"].epoch), (0, 1));
     assert_eq!(new.vip_epochs.get("v"), Some(&7));
+}
+
+/// Found by a third cold review: a backup did not carry the old cluster's retired addresses,
+/// so a VIP given a deleted VIP's address right after the restore was placed 1 ms after the
+/// election while the deleted VIP's last owner could still answer for it. Payload format 3
+/// carries them (and the deleted VIPs' epochs).
+#[test]
+fn an_address_the_old_cluster_held_back_is_held_back_after_a_restore() {
+    let mut old = old_cluster(4_000);
+    let old_wait = old.lease_wait_ms;
+    assert_eq!(
+        run(&mut old, Op::DeleteVip("v".into())),
+        Outcome::StateWritten
+    );
+    assert_eq!(
+        old.retired["v"].owner, 1,
+        "node 1 may still answer for .100"
+    );
+    let mut new = StateData::default();
+    assert_eq!(
+        run(
+            &mut new,
+            Op::RestoreHeld {
+                payload: old.backup().encode()
+            }
+        ),
+        Outcome::StateWritten
+    );
+    assert_eq!(
+        new.vip_epochs.get("v"),
+        Some(&1),
+        "v made again continues at 2"
+    );
+    // The operator gives the address to a new VIP at once.
+    let w = vip("w", "10.213.0.100/24");
+    assert_eq!(run(&mut new, Op::ApplyVip(w)), Outcome::StateWritten);
+    run(
+        &mut new,
+        Op::SetNodeAlive {
+            node_id: 2,
+            alive: true,
+        },
+    );
+    let assign = Op::AssignVip {
+        vip: "w".into(),
+        node: 2,
+        epoch: 1,
+    };
+    assert!(matches!(run(&mut new, assign), Outcome::Rejected { .. }));
+    let election = 10_000 * MS;
+    let mut book = LeaseBook::new(1, election);
+    for at in [1, old_wait - 1] {
+        let actions = decide(&mut book, &new, election + Duration::from_millis(at));
+        assert!(
+            !actions.iter().any(|a| matches!(a, Action::Assign { .. })),
+            "{at} ms after the election: {actions:?}"
+        );
+    }
+}
+
+/// A VIP whose address was changing when the backup was taken: both its new address (the
+/// restored VIP's) and its old one (the old cluster's retired entry, kept under `v/EPOCH`)
+/// are held back.
+#[test]
+fn both_addresses_of_a_changing_vip_are_held_back() {
+    let mut old = old_cluster(2_000);
+    let moved = vip("v", "10.213.0.101/24");
+    assert_eq!(run(&mut old, Op::ApplyVip(moved)), Outcome::StateWritten);
+    assert_eq!(old.retired["v"].address, "10.213.0.100/24");
+    let mut new = StateData::default();
+    assert_eq!(
+        run(
+            &mut new,
+            Op::RestoreHeld {
+                payload: old.backup().encode()
+            }
+        ),
+        Outcome::StateWritten
+    );
+    let held: Vec<(&str, &str, u64)> = new
+        .retired
+        .iter()
+        .map(|(k, r)| (k.as_str(), r.address.as_str(), r.owner))
+        .collect();
+    assert_eq!(
+        held,
+        [("v", "10.213.0.101/24", 0), ("v/1", "10.213.0.100/24", 0)]
+    );
+    for address in ["10.213.0.100/24", "10.213.0.101/24"] {
+        let mut s = new.clone();
+        if address == "10.213.0.100/24" {
+            let u = vip("u", address);
+            assert_eq!(run(&mut s, Op::ApplyVip(u)), Outcome::StateWritten);
+        }
+        let name = if address == "10.213.0.100/24" {
+            "u"
+        } else {
+            "v"
+        };
+        let epoch = s.vips[name].epoch + 1;
+        let assign = Op::AssignVip {
+            vip: name.into(),
+            node: 2,
+            epoch,
+        };
+        assert!(
+            matches!(run(&mut s, assign), Outcome::Rejected { .. }),
+            "{address}"
+        );
+    }
 }

@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub mod backup;
 pub mod wire;
 
 /// An enumeration stored as an i32, with every variant's number fixed here.
