@@ -25,6 +25,7 @@ pub mod releases;
 pub mod replicate;
 pub mod rollout;
 pub mod server;
+pub mod start;
 pub mod state;
 mod state_leases;
 pub mod store;
@@ -33,4 +34,5 @@ pub mod types;
 pub mod validate;
 
 pub use config::{Config, ConfigError};
-pub use node::{start, Node, NodeHandle};
+pub use node::Node;
+pub use start::{start, NodeHandle};

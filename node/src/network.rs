@@ -24,7 +24,7 @@ use tonic::transport::Channel;
 
 use crate::identity::IdentityStore;
 use crate::replicate::Appender;
-use crate::types::{Command, CommandResult, NodeId, TypeConfig};
+use crate::types::{Command, CommandResult, NodeId, RpcResult, TypeConfig};
 
 /// Why the leader could not take a forwarded request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -219,9 +219,6 @@ struct Peer {
     addr: String,
     pool: PeerPool,
 }
-
-pub type RpcResult<T, E = openraft::error::Infallible> =
-    Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
 
 impl Peer {
     async fn call<Req, Resp, E>(

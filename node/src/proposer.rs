@@ -17,8 +17,18 @@ use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use crate::network::ForwardError;
-use crate::node::{now_ms, WRITE_TIMEOUT};
 use crate::types::{Batch, Command, CommandResult, Raft};
+
+/// How long a write may wait for commit before the caller is told the outcome is unknown.
+pub const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Milliseconds since the Unix epoch on this machine's wall clock.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
 
 /// Most commands in one log entry.
 pub const MAX_BATCH: usize = 256;

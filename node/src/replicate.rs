@@ -31,8 +31,7 @@ use openraft::Vote;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::network::RpcResult;
-use crate::types::{LogId, NodeId, TypeConfig};
+use crate::types::{LogId, NodeId, RpcResult, TypeConfig};
 
 /// Most entry bytes in one AppendEntries (a single larger entry is sent alone).
 pub const MAX_APPEND_BYTES: u64 = (MAX_MESSAGE_LEN / 2) as u64;

@@ -26,6 +26,9 @@ pub type Entry = openraft::Entry<TypeConfig>;
 pub type StoredMembership = openraft::StoredMembership<NodeId, BasicNode>;
 pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, BasicNode>;
 pub type StorageError = openraft::StorageError<NodeId>;
+/// What a Raft RPC to a peer returns (`network.rs` sends them, `replicate.rs` streams appends).
+pub type RpcResult<T, E = openraft::error::Infallible> =
+    Result<T, openraft::error::RPCError<NodeId, BasicNode, openraft::error::RaftError<NodeId, E>>>;
 
 /// Deduplication key of a client write (see `RequestId` in the proto).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

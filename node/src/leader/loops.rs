@@ -12,7 +12,8 @@ use crate::controller::{Action, VipView};
 use crate::handover;
 use crate::lease::LeaseSettings;
 use crate::network::HandOver;
-use crate::node::{now_ms, Node};
+use crate::node::Node;
+use crate::proposer::now_ms;
 use crate::types::{Command, CommandResult, NodeId, Op, Outcome};
 
 use super::World;

@@ -358,7 +358,7 @@ impl v1::cluster_server::Cluster for Api {
             Ok(crate::backup::file_of(
                 &data,
                 &cluster_id,
-                crate::node::now_ms(),
+                crate::proposer::now_ms(),
             ))
         })
         .await?
