@@ -249,7 +249,9 @@ pub fn decide(input: &Input<'_>) -> Vec<Action> {
 /// Whether the last owner of a retired address no longer answers for it: it confirmed, or
 /// its lease expired at the leader.
 fn retired_let_go(input: &Input<'_>, name: &str, r: &RetiredVip) -> bool {
-    input.obs.released.get(name) == Some(&r.epoch)
+    // An entry with no owner (restored from a backup) is never confirmed away: a confirmation
+    // of the same name and epoch can only be of something else (this cluster's own VIP).
+    (r.owner != 0 && input.obs.released.get(name) == Some(&r.epoch))
         || !input.obs.lease_held(name, r.epoch, input.now)
 }
 

@@ -424,3 +424,48 @@ fn both_addresses_of_a_changing_vip_are_held_back() {
         );
     }
 }
+
+/// Found by a fourth cold review: this cluster's own VIP `v` was released at epoch 1 and
+/// confirmed (the leader keeps `released[v] = 1`), then a backup whose old cluster had
+/// retired its own `v` at epoch 1 was restored: the carried entry was freed at once by that
+/// confirmation. An entry with no owner is now freed only by the wait.
+#[test]
+fn a_confirmation_in_this_cluster_does_not_free_a_carried_address() {
+    let mut old = old_cluster(4_000);
+    assert_eq!(
+        run(&mut old, Op::DeleteVip("v".into())),
+        Outcome::StateWritten
+    );
+    let payload = old.backup().encode();
+    // This cluster: v at epoch 1 on node 1, deleted, confirmed, cleared; web deleted.
+    let mut new = old_cluster(4_000);
+    assert_eq!(
+        run(&mut new, Op::DeleteVip("v".into())),
+        Outcome::StateWritten
+    );
+    let election = 10_000 * MS;
+    let mut book = LeaseBook::new(1, election);
+    assert!(book.confirm_release(&new.vips, &new.retired, 1, "v", 1));
+    let clear = Op::ClearRetired {
+        vip: "v".into(),
+        epoch: 1,
+    };
+    assert_eq!(run(&mut new, clear), Outcome::StateWritten);
+    assert_eq!(
+        run(&mut new, Op::DeleteService("web".into())),
+        Outcome::StateWritten
+    );
+    new.kv.clear();
+    assert_eq!(
+        run(&mut new, Op::RestoreHeld { payload }),
+        Outcome::StateWritten
+    );
+    assert_eq!((new.retired["v"].owner, new.retired["v"].epoch), (0, 1));
+    let actions = decide(&mut book, &new, election + MS);
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::ClearRetired { .. } | Action::Assign { .. })),
+        "{actions:?}"
+    );
+}
