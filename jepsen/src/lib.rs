@@ -13,6 +13,7 @@ pub mod failover;
 pub mod history;
 pub mod http;
 mod lab;
+pub mod nemesis;
 pub mod powerfs;
 pub mod releaselab;
 pub mod report;

@@ -5,8 +5,8 @@
 
 use std::fmt::Write;
 
+use crate::history::{Fault, Line};
 use crate::history::{Op, Outcome};
-use crate::runner::{Fault, Line};
 
 const W: f64 = 1000.0;
 const H: f64 = 300.0;
@@ -299,7 +299,7 @@ pub fn timeline_html(lines: &[Line], title: &str) -> String {
 mod tests {
     use super::*;
     use crate::history::RegisterOp;
-    use crate::runner::Nemesis;
+    use crate::nemesis::Nemesis;
 
     fn lines() -> Vec<Line> {
         vec![

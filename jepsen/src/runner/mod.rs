@@ -14,226 +14,16 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::checker::linear;
-use crate::history::{Op, Outcome, RegisterOp};
+pub use crate::history::read_history;
+use crate::history::{write_history, Fault, Line, Op, Outcome, RegisterOp};
 use crate::lab::{in_netns, Lab, LabError, LabProcess};
+pub use crate::nemesis::{Nemesis, ALL, POWER_CUTS};
 
 mod power;
 mod release;
 mod set;
 use release::{release_verdict, run_release};
 pub use set::pseudo_random_bytes;
-
-/// The faults the nemesis can inject.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Nemesis {
-    /// Random halves cannot talk to each other.
-    PartitionHalves,
-    /// One random node is cut off from the others.
-    IsolateOne,
-    /// The leader is cut off from the others.
-    IsolateLeader,
-    /// SIGKILL of one random node, restarted when the fault ends.
-    KillOne,
-    /// SIGSTOP of the leader, SIGCONT when the fault ends.
-    PauseLeader,
-    /// One node stops hearing another (the other still hears it).
-    OneWay,
-    /// Nodes in a random ring, each hearing only its two neighbours (a majority each with 5).
-    Ring,
-    /// Two halves that cannot talk, and one node that talks to both.
-    Bridge,
-    /// 20% of the packets between nodes dropped, every direction.
-    Loss,
-    /// SIGKILL of a minority, restarted when the fault ends.
-    KillMinority,
-    /// SIGKILL of every node, all restarted when the fault ends.
-    KillAll,
-    /// The VIP's owner is cut off from the other nodes (a random node without a VIP).
-    IsolateOwner,
-    /// SIGSTOP of the VIP's owner, SIGCONT when the fault ends (a random node without a VIP).
-    PauseOwner,
-    /// The VIP's owner cut off again and again, each time for about a lease (lease ± 100 ms)
-    /// with short gaps: its renewals and the leader's decision to move the VIP race.
-    FlapOwner,
-    /// SIGSTOP of the VIP's owner again and again, each for about a lease (lease ± 100 ms):
-    /// it wakes up just around the moment the leader gives the VIP away.
-    PauseOwnerLease,
-    /// Power cut of one random node: SIGKILL, and its data directory (a power-loss file
-    /// system) loses what was not fsynced; restarted when the fault ends.
-    PowerCutOne,
-    /// Power cut of a minority.
-    PowerCutMinority,
-    /// Power cut of every node at once.
-    PowerCutAll,
-}
-
-/// The power cuts, for `--nemesis power-cut` (not in `mixed`: they need the members' data
-/// directories on the power-loss file system, register and set workloads only).
-pub const POWER_CUTS: [Nemesis; 3] = [
-    Nemesis::PowerCutOne,
-    Nemesis::PowerCutMinority,
-    Nemesis::PowerCutAll,
-];
-
-/// Every nemesis, for `--nemesis mixed`.
-pub const ALL: [Nemesis; 15] = [
-    Nemesis::PartitionHalves,
-    Nemesis::IsolateOne,
-    Nemesis::IsolateLeader,
-    Nemesis::KillOne,
-    Nemesis::PauseLeader,
-    Nemesis::OneWay,
-    Nemesis::Ring,
-    Nemesis::Bridge,
-    Nemesis::Loss,
-    Nemesis::KillMinority,
-    Nemesis::KillAll,
-    Nemesis::IsolateOwner,
-    Nemesis::PauseOwner,
-    Nemesis::FlapOwner,
-    Nemesis::PauseOwnerLease,
-];
-
-impl Nemesis {
-    pub fn parse(s: &str) -> Result<Self, String> {
-        Ok(match s {
-            "partition" | "partition-halves" => Nemesis::PartitionHalves,
-            "isolate" | "isolate-one" => Nemesis::IsolateOne,
-            "isolate-leader" => Nemesis::IsolateLeader,
-            "kill" | "kill-one" => Nemesis::KillOne,
-            "pause-leader" => Nemesis::PauseLeader,
-            "one-way" => Nemesis::OneWay,
-            "ring" => Nemesis::Ring,
-            "bridge" => Nemesis::Bridge,
-            "loss" => Nemesis::Loss,
-            "kill-minority" => Nemesis::KillMinority,
-            "kill-all" => Nemesis::KillAll,
-            "isolate-owner" => Nemesis::IsolateOwner,
-            "pause-owner" => Nemesis::PauseOwner,
-            "flap-owner" => Nemesis::FlapOwner,
-            "pause-owner-lease" => Nemesis::PauseOwnerLease,
-            "power-cut-one" => Nemesis::PowerCutOne,
-            "power-cut-minority" => Nemesis::PowerCutMinority,
-            "power-cut-all" => Nemesis::PowerCutAll,
-            other => {
-                return Err(format!(
-                    "unknown nemesis {other:?} (partition, isolate, isolate-leader, kill, \
-                     pause-leader, one-way, ring, bridge, loss, kill-minority, kill-all, isolate-owner, \
-                     pause-owner, flap-owner, pause-owner-lease, mixed, power-cut-one, \
-                     power-cut-minority, power-cut-all, power-cut)"
-                ))
-            }
-        })
-    }
-}
-
-/// A fault as it happened, for the history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Fault {
-    pub nemesis: Nemesis,
-    pub detail: String,
-    pub start: u64,
-    pub end: u64,
-}
-
-/// One line of `history.jsonl`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "kebab-case")]
-pub enum Line {
-    /// A register operation, or (set workload) an add: a write of the element to key "set".
-    Op(Op),
-    Fault(Fault),
-    /// The set workload's read of the whole set after healing.
-    FinalRead {
-        values: Vec<i64>,
-        at: u64,
-        /// Elements whose value read back is not the one added.
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        damaged: Vec<i64>,
-        /// Members not running, or not caught up within a minute of the read.
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        not_rejoined: Vec<String>,
-    },
-    /// The vip workload: one ARP probe of a VIP from the client host and the MACs that
-    /// answered it (`vip`: its address, empty for the main VIP).
-    Probe {
-        at: u64,
-        macs: Vec<String>,
-        #[serde(default, skip_serializing_if = "String::is_empty")]
-        vip: String,
-    },
-    /// The vip workload: the cluster's decision (owner, epoch) as sampled.
-    Epoch {
-        at: u64,
-        owner: u64,
-        epoch: u64,
-    },
-    /// The vip workload: one node's own view, sampled on its host: the VIP address on its
-    /// interface, and how much longer its fence allows the VIP (None: not allowed).
-    NodeView {
-        at: u64,
-        node: u64,
-        address: bool,
-        allowed_ms: Option<u64>,
-    },
-    /// The vip workload: when the last fault healed, and how soon the VIP must answer again.
-    Healed {
-        at: u64,
-        bound_ms: u64,
-    },
-    /// The vip workload: the MAC of a node's interface (to tell who sent a frame).
-    NodeMac {
-        node: u64,
-        mac: String,
-    },
-    /// The vip workload: an interval during which a node's fence allowed a VIP (`vip`: its
-    /// address, empty for the main VIP), from its fence journal (exact, not sampled).
-    Allowed {
-        #[serde(default, skip_serializing_if = "String::is_empty")]
-        vip: String,
-        #[serde(flatten)]
-        allowed: crate::checker::vip::Allowed,
-    },
-    /// The vip workload: an ARP frame that spoke for a VIP, seen by the observer (a
-    /// gratuitous ARP, or a reply).
-    Frame {
-        at: u64,
-        mac: String,
-        gratuitous: bool,
-        #[serde(default, skip_serializing_if = "String::is_empty")]
-        vip: String,
-    },
-    /// The vip workload: the client host's neighbour entry for the VIP changed (which MAC the
-    /// client sends to), as `ip monitor neigh` printed it.
-    Neigh {
-        at: u64,
-        mac: String,
-        state: String,
-    },
-    /// The release workload: a rollout started (`at`: when the request was sent).
-    Activate {
-        at: u64,
-        release: String,
-        outcome: crate::checker::release::Outcome,
-        detail: String,
-    },
-    /// The release workload: `who` ("n1".. or "vip") answered with `release` (recorded when
-    /// it changes, and every first answer after a failed one).
-    Served {
-        at: u64,
-        who: String,
-        release: String,
-    },
-    /// The release workload, after healing and settling: the cluster's active release and
-    /// what each node serves.
-    ReleaseFinal {
-        at: u64,
-        initial: String,
-        active: Option<String>,
-        nodes: std::collections::BTreeMap<String, Option<String>>,
-    },
-}
 
 /// What the clients do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1276,15 +1066,6 @@ fn timestamp() -> String {
     format!("{}-{:03}", d.as_secs(), d.subsec_millis())
 }
 
-fn write_history(path: &Path, lines: &[Line]) -> Result<(), String> {
-    let mut s = String::new();
-    for l in lines {
-        s.push_str(&serde_json::to_string(l).map_err(|e| e.to_string())?);
-        s.push('\n');
-    }
-    std::fs::write(path, s).map_err(|e| e.to_string())
-}
-
 fn write_results(dir: &Path, r: &Results) -> Result<(), String> {
     let text = serde_json::to_string_pretty(r).map_err(|e| e.to_string())?;
     std::fs::write(dir.join("results.json"), text).map_err(|e| e.to_string())
@@ -1299,16 +1080,6 @@ fn write_reports(dir: &Path, lines: &[Line], r: &Results) -> Result<(), String> 
     w("timeline.html", crate::report::timeline_html(lines, &title))?;
     w("latency.svg", crate::report::latency_svg(lines))?;
     w("availability.svg", crate::report::availability_svg(lines))
-}
-
-/// Reads a saved `history.jsonl`.
-pub fn read_history(dir: &Path) -> Result<Vec<Line>, String> {
-    let text = std::fs::read_to_string(dir.join("history.jsonl"))
-        .map_err(|e| format!("{}: {e}", dir.display()))?;
-    text.lines()
-        .enumerate()
-        .map(|(i, l)| serde_json::from_str(l).map_err(|e| format!("line {}: {e}", i + 1)))
-        .collect()
 }
 
 /// Runs the checkers on a history.
