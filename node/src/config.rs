@@ -391,6 +391,29 @@ pub struct Config {
     pub haproxy: Option<crate::agent::haproxy::HaproxyConfig>,
 }
 
+/// The agent's keys of a configuration file (a member's or `ballastd agent`'s: both have
+/// them, under the same names), moved out of it.
+macro_rules! agent_keys {
+    ($file:expr) => {
+        AgentFileKeys {
+            vip_lease_ms: $file.vip_lease_ms,
+            vip_renew_ms: $file.vip_renew_ms,
+            vip_drift_ms: $file.vip_drift_ms,
+            garp_count: $file.garp_count,
+            garp_interval_ms: $file.garp_interval_ms,
+            fence_journal: $file.fence_journal,
+            check_host: $file.check_host,
+            exec_checks: $file.exec_checks,
+            release_dirs: $file.release_dirs,
+            activate_hooks: $file.activate_hooks,
+            hook_timeout_ms: $file.hook_timeout_ms,
+            keep_releases: $file.keep_releases,
+            haproxy_socket: $file.haproxy_socket,
+            haproxy_backends: $file.haproxy_backends,
+        }
+    };
+}
+
 impl Config {
     /// Defaults for a member `node_id` with data in `data_dir`, listening on loopback port 0:
     /// the starting point of tests.
@@ -461,6 +484,11 @@ impl Config {
             .filter(|s| !s.is_empty())
             .map(String::from)
             .collect();
+        let agent = AgentSettings::resolve(
+            &args.agent_opts,
+            agent_keys!(file),
+            args.vip_margin_ms.or(file.vip_margin_ms),
+        )?;
         let cfg = Config {
             node_id: args
                 .node_id
@@ -512,54 +540,18 @@ impl Config {
             log: args.log.or(file.log).unwrap_or_else(|| "info".into()),
             addr_file: args.addr_file.or(file.addr_file),
             agent: args.agent || file.agent.unwrap_or(false),
-            lease: crate::lease::LeaseConfig {
-                lease: Duration::from_millis(
-                    args.agent_opts
-                        .vip_lease_ms
-                        .or(file.vip_lease_ms)
-                        .unwrap_or(800),
-                ),
-                renew_interval: Duration::from_millis(
-                    args.agent_opts
-                        .vip_renew_ms
-                        .or(file.vip_renew_ms)
-                        .unwrap_or(100),
-                ),
-                drift_allowance: Duration::from_millis(
-                    args.agent_opts
-                        .vip_drift_ms
-                        .or(file.vip_drift_ms)
-                        .unwrap_or(20),
-                ),
-                leader_margin: Duration::from_millis(
-                    args.vip_margin_ms.or(file.vip_margin_ms).unwrap_or(50),
-                ),
-            },
-            garp_count: args.agent_opts.garp_count.or(file.garp_count).unwrap_or(5),
-            garp_interval_ms: args
-                .agent_opts
-                .garp_interval_ms
-                .or(file.garp_interval_ms)
-                .unwrap_or(100),
-            fence_journal: args.agent_opts.fence_journal.clone().or(file.fence_journal),
+            lease: agent.lease,
+            garp_count: agent.garp_count,
+            garp_interval_ms: agent.garp_interval_ms,
+            fence_journal: agent.fence_journal,
             node_down_after_ms: args
                 .node_down_after_ms
                 .or(file.node_down_after_ms)
                 .unwrap_or(2000),
-            check_host: args
-                .agent_opts
-                .check_host
-                .or(file.check_host)
-                .unwrap_or_else(|| "127.0.0.1".parse().unwrap()),
-            exec_checks: merge_exec_checks(file.exec_checks, &args.agent_opts.exec_checks)?,
-            release_sites: release_sites(
-                file.release_dirs,
-                file.activate_hooks,
-                file.hook_timeout_ms,
-                file.keep_releases,
-                &args.agent_opts,
-            )?,
-            haproxy: haproxy_config(&args.agent_opts, file.haproxy_socket, file.haproxy_backends)?,
+            check_host: agent.check_host,
+            exec_checks: agent.exec_checks,
+            release_sites: agent.release_sites,
+            haproxy: agent.haproxy,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -1005,13 +997,97 @@ pub struct AgentOnlyConfig {
     pub tls: Option<crate::tls::NodeTlsFiles>,
 }
 
+/// The agent's keys of a configuration file: the same in a member's file and in
+/// `ballastd agent`'s.
+struct AgentFileKeys {
+    vip_lease_ms: Option<u64>,
+    vip_renew_ms: Option<u64>,
+    vip_drift_ms: Option<u64>,
+    garp_count: Option<u32>,
+    garp_interval_ms: Option<u64>,
+    fence_journal: Option<PathBuf>,
+    check_host: Option<std::net::IpAddr>,
+    exec_checks: Option<BTreeMap<String, Vec<String>>>,
+    release_dirs: Option<BTreeMap<String, PathBuf>>,
+    activate_hooks: Option<BTreeMap<String, Vec<String>>>,
+    hook_timeout_ms: Option<u64>,
+    keep_releases: Option<usize>,
+    haproxy_socket: Option<PathBuf>,
+    haproxy_backends: Option<Vec<String>>,
+}
+
+/// The agent's settings, resolved once for both ways of running it (`ballastd --agent` and
+/// `ballastd agent`): flags over the file over the defaults (`LeaseConfig::default` for the
+/// lease).
+struct AgentSettings {
+    lease: crate::lease::LeaseConfig,
+    garp_count: u32,
+    garp_interval_ms: u64,
+    fence_journal: Option<PathBuf>,
+    check_host: std::net::IpAddr,
+    exec_checks: BTreeMap<String, Vec<String>>,
+    release_sites: BTreeMap<String, crate::agent::release::ReleaseSite>,
+    haproxy: Option<crate::agent::haproxy::HaproxyConfig>,
+}
+
+impl AgentSettings {
+    /// `leader_margin_ms`: a member's `--vip-margin-ms` (an agent alone has none: the
+    /// leader's margin is the leader's).
+    fn resolve(
+        opts: &AgentOpts,
+        file: AgentFileKeys,
+        leader_margin_ms: Option<u64>,
+    ) -> Result<Self, ConfigError> {
+        let defaults = crate::lease::LeaseConfig::default();
+        let ms = |flag: Option<u64>, key: Option<u64>, default: Duration| {
+            flag.or(key).map_or(default, Duration::from_millis)
+        };
+        Ok(AgentSettings {
+            lease: crate::lease::LeaseConfig {
+                lease: ms(opts.vip_lease_ms, file.vip_lease_ms, defaults.lease),
+                renew_interval: ms(
+                    opts.vip_renew_ms,
+                    file.vip_renew_ms,
+                    defaults.renew_interval,
+                ),
+                drift_allowance: ms(
+                    opts.vip_drift_ms,
+                    file.vip_drift_ms,
+                    defaults.drift_allowance,
+                ),
+                leader_margin: leader_margin_ms
+                    .map_or(defaults.leader_margin, Duration::from_millis),
+            },
+            garp_count: opts.garp_count.or(file.garp_count).unwrap_or(5),
+            garp_interval_ms: opts
+                .garp_interval_ms
+                .or(file.garp_interval_ms)
+                .unwrap_or(100),
+            fence_journal: opts.fence_journal.clone().or(file.fence_journal),
+            check_host: opts
+                .check_host
+                .or(file.check_host)
+                .unwrap_or_else(|| "127.0.0.1".parse().unwrap()),
+            exec_checks: merge_exec_checks(file.exec_checks, &opts.exec_checks)?,
+            release_sites: release_sites(
+                file.release_dirs,
+                file.activate_hooks,
+                file.hook_timeout_ms,
+                file.keep_releases,
+                opts,
+            )?,
+            haproxy: haproxy_config(opts, file.haproxy_socket, file.haproxy_backends)?,
+        })
+    }
+}
+
 impl AgentOnlyConfig {
     pub fn load(args: AgentArgs) -> Result<Self, ConfigError> {
         let file: AgentFileConfig = match &args.config {
             Some(path) => read_toml(path)?,
             None => AgentFileConfig::default(),
         };
-        let defaults = crate::lease::LeaseConfig::default();
+        let agent = AgentSettings::resolve(&args.agent_opts, agent_keys!(file), None)?;
         let endpoints: Vec<String> = match args.endpoints {
             Some(e) => e
                 .split(',')
@@ -1027,45 +1103,14 @@ impl AgentOnlyConfig {
                 .ok_or(ConfigError::MissingNodeId)?,
             endpoints,
             advertise: args.advertise.or(file.advertise).unwrap_or_default(),
-            lease: crate::lease::LeaseConfig {
-                lease: args
-                    .agent_opts
-                    .vip_lease_ms
-                    .or(file.vip_lease_ms)
-                    .map_or(defaults.lease, Duration::from_millis),
-                renew_interval: args
-                    .agent_opts
-                    .vip_renew_ms
-                    .or(file.vip_renew_ms)
-                    .map_or(defaults.renew_interval, Duration::from_millis),
-                drift_allowance: args
-                    .agent_opts
-                    .vip_drift_ms
-                    .or(file.vip_drift_ms)
-                    .map_or(defaults.drift_allowance, Duration::from_millis),
-                leader_margin: defaults.leader_margin,
-            },
-            garp_count: args.agent_opts.garp_count.or(file.garp_count).unwrap_or(5),
-            garp_interval_ms: args
-                .agent_opts
-                .garp_interval_ms
-                .or(file.garp_interval_ms)
-                .unwrap_or(100),
-            fence_journal: args.agent_opts.fence_journal.clone().or(file.fence_journal),
-            check_host: args
-                .agent_opts
-                .check_host
-                .or(file.check_host)
-                .unwrap_or_else(|| "127.0.0.1".parse().unwrap()),
-            exec_checks: merge_exec_checks(file.exec_checks, &args.agent_opts.exec_checks)?,
-            release_sites: release_sites(
-                file.release_dirs,
-                file.activate_hooks,
-                file.hook_timeout_ms,
-                file.keep_releases,
-                &args.agent_opts,
-            )?,
-            haproxy: haproxy_config(&args.agent_opts, file.haproxy_socket, file.haproxy_backends)?,
+            lease: agent.lease,
+            garp_count: agent.garp_count,
+            garp_interval_ms: agent.garp_interval_ms,
+            fence_journal: agent.fence_journal,
+            check_host: agent.check_host,
+            exec_checks: agent.exec_checks,
+            release_sites: agent.release_sites,
+            haproxy: agent.haproxy,
             log_format: parse_log_format(args.log_format.or(file.log_format))?,
             log: args.log.or(file.log).unwrap_or_else(|| "info".into()),
             token_file: args.agent_opts.token_file.clone().or(file.token_file),
