@@ -15,11 +15,11 @@
 //! - an owner whose lease expired at the leader loses the VIP at once (its kernel fence
 //!   expired earlier, see `lease.rs`).
 
-use crate::model;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::lease::LeaseConfig;
+use crate::model;
 use crate::model::RetiredVip;
 use crate::types::{vip_ip, NodeId};
 

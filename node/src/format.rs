@@ -10,11 +10,11 @@
 //! `StateDataV<n>` with its conversion, bump [`STATE_VERSION`], and add the new version's
 //! fixture (`cargo test -p ballast-node --test formats -- --ignored`).
 
-use crate::model;
 use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+use crate::model;
 use crate::model::KvEntry;
 use crate::state::{Session, StateData};
 use crate::types::{LogId, NodeId, StoredMembership};

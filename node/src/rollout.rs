@@ -15,9 +15,9 @@
 //!
 //! Rolling back: done when every node that is alive reports `from_release`.
 
-use crate::model;
 use std::collections::BTreeMap;
 
+use crate::model;
 use crate::model::{Finish, Step};
 use crate::types::NodeId;
 

@@ -4,7 +4,6 @@
 //! (the leader's time is in the command) and no randomness, so every member that applies the
 //! same log holds the same state, revision and watch history.
 
-use crate::model;
 use std::collections::{BTreeMap, VecDeque};
 
 use ballast_proto::v1;
@@ -12,11 +11,12 @@ use openraft::EntryPayload;
 use serde::{Deserialize, Serialize};
 
 use crate::lease::LeaseSettings;
+use crate::model;
 use crate::model::{KvEntry, RetiredVip};
 use crate::releases;
 use crate::types::{
-    vip_ip, BatchResult, ClientRequest, Command, CommandResult, Entry, Expected, LogId, NodeId, Op,
-    Outcome, StoredMembership,
+    vip_ip, BatchResult, ClientRequest, Command, CommandResult, Entry, LogId, NodeId, Op, Outcome,
+    StoredMembership,
 };
 
 /// Revisions of change events kept for watch resumption.
@@ -94,7 +94,7 @@ pub(crate) fn rejected(field: &str, message: impl Into<String>) -> Outcome {
     }
 }
 
-fn kv_event(kind: model::KvEventKind, kv: model::KeyValue) -> model::Event {
+pub(crate) fn kv_event(kind: model::KvEventKind, kv: model::KeyValue) -> model::Event {
     model::Event {
         event: Some(model::EventKind::Kv(model::KvEvent { kind, kv: Some(kv) })),
     }
@@ -380,82 +380,13 @@ impl StateData {
     fn execute(&mut self, op: &Op, now_ms: u64) -> (Outcome, Vec<model::Event>) {
         let rev = self.revision + 1;
         match op {
-            Op::Put { key, value } => {
-                let prev = self.kv.get(key).cloned();
-                let entry = self.put_key(key, value.clone(), rev);
-                (
-                    Outcome::Put {
-                        prev: prev.map(|p| p.to_stored(key)),
-                    },
-                    vec![kv_event(model::KvEventKind::Put, entry.to_stored(key))],
-                )
-            }
+            Op::Put { key, value } => self.put(key, value, rev),
             Op::CompareAndSet {
                 key,
                 expected,
                 new_value,
-            } => {
-                let current = self.kv.get(key);
-                let matches = match (expected, current) {
-                    (Expected::Value(v), Some(c)) => &c.value == v,
-                    (Expected::Value(_), None) => false,
-                    (Expected::ModRevision(0), None) => true,
-                    (Expected::ModRevision(r), Some(c)) => c.mod_revision == *r,
-                    (Expected::ModRevision(_), None) => false,
-                };
-                if !matches {
-                    return (
-                        Outcome::CompareAndSet {
-                            succeeded: false,
-                            kv: current.map(|c| c.to_stored(key)),
-                        },
-                        Vec::new(),
-                    );
-                }
-                let entry = self.put_key(key, new_value.clone(), rev);
-                let kv = entry.to_stored(key);
-                (
-                    Outcome::CompareAndSet {
-                        succeeded: true,
-                        kv: Some(kv.clone()),
-                    },
-                    vec![kv_event(model::KvEventKind::Put, kv)],
-                )
-            }
-            Op::Delete { key, prefix } => {
-                let keys: Vec<Vec<u8>> = if *prefix {
-                    self.kv
-                        .range(key.clone()..)
-                        .take_while(|(k, _)| k.starts_with(key))
-                        .map(|(k, _)| k.clone())
-                        .collect()
-                } else if self.kv.contains_key(key) {
-                    vec![key.clone()]
-                } else {
-                    Vec::new()
-                };
-                let mut events = Vec::with_capacity(keys.len());
-                for k in &keys {
-                    if let Some(old) = self.kv.remove(k) {
-                        events.push(kv_event(
-                            model::KvEventKind::Delete,
-                            model::KeyValue {
-                                key: k.clone(),
-                                value: Vec::new(),
-                                create_revision: old.create_revision,
-                                mod_revision: rev,
-                                version: 0,
-                            },
-                        ));
-                    }
-                }
-                (
-                    Outcome::Delete {
-                        deleted: keys.len() as u64,
-                    },
-                    events,
-                )
-            }
+            } => self.compare_and_set(key, expected, new_value, rev),
+            Op::Delete { key, prefix } => self.delete(key, *prefix, rev),
             Op::ApplyService(svc) => self.apply_service(svc),
             Op::DeleteService(name) => {
                 if !self.services.contains_key(name) {
@@ -483,25 +414,7 @@ impl StateData {
                 )
             }
             Op::ApplyVip(vip) => self.apply_vip(vip),
-            Op::DeleteVip(name) => {
-                let Some(old) = self.vips.get(name) else {
-                    return (
-                        rejected("name", format!("unknown VIP {name:?}")),
-                        Vec::new(),
-                    );
-                };
-                if let Some(why) = self.retire_blocked(old) {
-                    return (rejected("name", why), Vec::new());
-                }
-                let old = self.vips.remove(name).expect("looked up above");
-                // Its owner may still answer: the address stays retired until it let go.
-                self.retire(&old, true);
-                self.vip_epochs.insert(name.clone(), old.epoch);
-                (
-                    Outcome::StateWritten,
-                    vec![state_event("vip", name.clone(), true)],
-                )
-            }
+            Op::DeleteVip(name) => self.delete_vip(name),
             Op::SetNodeAdmin { node_id, admin } => self.update_node(*node_id, |n| {
                 let changed = n.admin != *admin;
                 n.admin = *admin;
@@ -537,88 +450,10 @@ impl StateData {
                     vec![state_event("service", service.clone(), false)],
                 )
             }
-            Op::MoveVip { vip, to } => {
-                let Some(v) = self.vips.get(vip) else {
-                    return (rejected("name", format!("unknown VIP {vip:?}")), Vec::new());
-                };
-                if let Err(why) = self.eligible(&v.service, *to) {
-                    return (
-                        rejected("to_node", format!("node {to} cannot hold {vip:?}: {why}")),
-                        Vec::new(),
-                    );
-                }
-                let v = self.vips.get_mut(vip).expect("checked above");
-                if v.owner == *to || v.move_to == *to {
-                    return (Outcome::StateWritten, Vec::new());
-                }
-                v.move_to = *to;
-                (
-                    Outcome::StateWritten,
-                    vec![state_event("vip", vip.clone(), false)],
-                )
-            }
-            Op::AssignVip { vip, node, epoch } => {
-                if !self.nodes.contains_key(node) {
-                    return (rejected("node", format!("unknown node {node}")), Vec::new());
-                }
-                let Some(v) = self.vips.get(vip) else {
-                    return (rejected("vip", format!("unknown VIP {vip:?}")), Vec::new());
-                };
-                if *epoch != v.epoch + 1 {
-                    return (
-                        rejected(
-                            "epoch",
-                            format!("{epoch} is not the next epoch of {vip:?} (now {})", v.epoch),
-                        ),
-                        Vec::new(),
-                    );
-                }
-                if let Some(why) = self.assign_blocked(vip, &v.address) {
-                    return (rejected("vip", why), Vec::new());
-                }
-                let v = self.vips.get_mut(vip).expect("looked up above");
-                let ended = v.epoch;
-                v.owner = *node;
-                v.epoch = *epoch;
-                v.releasing = false;
-                v.move_to = 0;
-                self.lease_ended(vip, ended);
-                (
-                    Outcome::StateWritten,
-                    vec![state_event("vip", vip.clone(), false)],
-                )
-            }
+            Op::MoveVip { vip, to } => self.move_vip(vip, *to),
+            Op::AssignVip { vip, node, epoch } => self.assign_vip(vip, *node, *epoch),
             Op::ReleaseVip { vip, epoch } | Op::RevokeVip { vip, epoch } => {
-                let release = matches!(op, Op::ReleaseVip { .. });
-                let Some(v) = self.vips.get_mut(vip) else {
-                    return (rejected("vip", format!("unknown VIP {vip:?}")), Vec::new());
-                };
-                if *epoch != v.epoch || v.owner == 0 {
-                    return (
-                        rejected(
-                            "epoch",
-                            format!(
-                                "{vip:?} is not owned at epoch {epoch} (epoch {}, owner {})",
-                                v.epoch, v.owner
-                            ),
-                        ),
-                        Vec::new(),
-                    );
-                }
-                if release {
-                    if v.releasing {
-                        return (Outcome::StateWritten, Vec::new());
-                    }
-                    v.releasing = true;
-                } else {
-                    v.owner = 0;
-                    v.releasing = false;
-                    self.lease_ended(vip, *epoch);
-                }
-                (
-                    Outcome::StateWritten,
-                    vec![state_event("vip", vip.clone(), false)],
-                )
+                self.end_vip_lease(vip, *epoch, matches!(op, Op::ReleaseVip { .. }))
             }
             Op::SetNodeAlive { node_id, alive } => self.update_node(*node_id, |n| {
                 let changed = n.alive != *alive;
@@ -827,7 +662,7 @@ impl StateData {
         Ok(())
     }
 
-    fn put_key(&mut self, key: &[u8], value: Vec<u8>, rev: u64) -> KvEntry {
+    pub(crate) fn put_key(&mut self, key: &[u8], value: Vec<u8>, rev: u64) -> KvEntry {
         let entry = match self.kv.get(key) {
             Some(old) => KvEntry {
                 value,
@@ -1015,6 +850,8 @@ mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
     use openraft::{BasicNode, CommittedLeaderId, Membership};
+
+    use crate::types::Expected;
 
     use super::*;
     use crate::types::{Batch, Entry};

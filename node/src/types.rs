@@ -1,11 +1,12 @@
 //! The Raft type configuration and the commands that travel through the log.
 
-use crate::model;
 use std::io::Cursor;
 
 use ballast_proto::v1;
 use openraft::BasicNode;
 use serde::{Deserialize, Serialize};
+
+use crate::model;
 
 /// Member ids are small integers chosen by the operator (like etcd's member names).
 pub type NodeId = u64;

@@ -9,7 +9,6 @@
 //! one that arrives before the decision commits. Pure: the caller passes the applied state and
 //! the time, and must read the time while it holds the book.
 
-use crate::model;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -17,6 +16,7 @@ use ballast_proto::v1;
 
 use crate::controller::{self, Action, ControllerConfig, Grant, Observations, VipView};
 use crate::lease::LeaseSettings;
+use crate::model;
 use crate::model::RetiredVip;
 use crate::types::{NodeId, Op};
 

@@ -1,7 +1,6 @@
 //! The leader's loops: the controller (every tick, and at each lease expiry) and the
 //! leadership hand-over. Both do nothing on a member that does not lead.
 
-use crate::model;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +10,7 @@ use tokio::sync::watch;
 use crate::controller::{Action, VipView};
 use crate::handover;
 use crate::lease::LeaseSettings;
+use crate::model;
 use crate::network::HandOver;
 use crate::node::Node;
 use crate::proposer::now_ms;
