@@ -1169,6 +1169,29 @@ impl AgentOnlyConfig {
 mod tests {
     use super::*;
 
+    /// Every flag of `ballastd` and `ballastd agent` says what it does in `--help`.
+    #[test]
+    fn every_flag_has_help_text() {
+        use clap::CommandFactory;
+        let mut missing = Vec::new();
+        for (name, cmd) in [
+            ("ballastd", Args::command()),
+            ("ballastd agent", AgentArgs::command()),
+        ] {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if a.get_long().is_some()
+                    && a.get_help().is_none()
+                    && id != "help"
+                    && id != "version"
+                {
+                    missing.push(format!("{name} --{}", a.get_long().unwrap()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "flags without help: {missing:#?}");
+    }
+
     fn args(v: &[&str]) -> Args {
         Args::try_parse_from(std::iter::once("ballastd").chain(v.iter().copied())).unwrap()
     }
