@@ -155,9 +155,8 @@ pub struct AgentOpts {
     pub haproxy_backends: Vec<String>,
 }
 
-/// Command line of `ballastd`. Every option can also be set as BALLAST_<NAME> in the
-/// environment or as <name> (with underscores) in the TOML file given by --config.
-#[derive(Debug, Clone, Default, Parser)]
+/// The whole command line: a member (no subcommand), `ballastd agent` or `ballastd restore`.
+#[derive(Debug, Parser)]
 #[command(
     name = "ballastd",
     version,
@@ -170,8 +169,59 @@ Forming a new cluster: start every member with the same --initial-cluster.\n\
 Joining a running cluster: start with --join and the endpoints of running members.\n\
 Restarting: start with the same --data-dir; the member resumes from it (--initial-cluster is \
 then ignored).\n\n\
-A server outside the quorum runs the agent alone: see `ballastd agent --help`."
+A server outside the quorum runs the agent alone: see `ballastd agent --help`. A new \
+cluster seeded from a backup: see `ballastd restore --help`.",
+    args_conflicts_with_subcommands = true
 )]
+pub struct Cli {
+    #[command(subcommand)]
+    pub mode: Option<Mode>,
+    #[command(flatten)]
+    pub member: Args,
+}
+
+/// What else `ballastd` can run besides a member.
+#[derive(Debug, clap::Subcommand)]
+pub enum Mode {
+    // Its help is `AgentArgs`'s own.
+    Agent(Box<AgentArgs>),
+    /// A member of a new cluster, seeded from a backup: `ballastd restore --from FILE` and
+    /// the member's usual flags (with --bootstrap or --initial-cluster, an empty data
+    /// directory).
+    Restore(Box<RestoreArgs>),
+}
+
+/// `ballastd restore`: the backup, and the member's flags.
+#[derive(Debug, clap::Args)]
+pub struct RestoreArgs {
+    /// A backup written by `ballastctl snapshot save` (checked before anything is written).
+    #[arg(long, value_name = "FILE")]
+    pub from: PathBuf,
+    #[command(flatten)]
+    pub member: Args,
+}
+
+impl Cli {
+    /// The member's flags of `ballastd` or `ballastd restore` (its backup as
+    /// `restore_from`); None for `ballastd agent`.
+    pub fn member_args(self) -> Result<Result<Args, AgentArgs>, String> {
+        match self.mode {
+            None => Ok(Ok(self.member)),
+            Some(Mode::Agent(a)) => Ok(Err(*a)),
+            Some(Mode::Restore(mut r)) => {
+                if r.member.restore_from.is_some() {
+                    return Err("ballastd restore: give the backup once, with --from".into());
+                }
+                r.member.restore_from = Some(r.from);
+                Ok(Ok(r.member))
+            }
+        }
+    }
+}
+
+/// Command line of `ballastd`. Every option can also be set as BALLAST_<NAME> in the
+/// environment or as <name> (with underscores) in the TOML file given by --config.
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct Args {
     /// TOML file with any of the options below (names with underscores).
     #[arg(long, env = "BALLAST_CONFIG")]
@@ -1169,15 +1219,12 @@ impl AgentOnlyConfig {
 mod tests {
     use super::*;
 
-    /// Every flag of `ballastd` and `ballastd agent` says what it does in `--help`.
+    /// Every flag of `ballastd`, `ballastd agent` and `ballastd restore` says what it does in
+    /// `--help`.
     #[test]
     fn every_flag_has_help_text() {
         use clap::CommandFactory;
-        let mut missing = Vec::new();
-        for (name, cmd) in [
-            ("ballastd", Args::command()),
-            ("ballastd agent", AgentArgs::command()),
-        ] {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
             for a in cmd.get_arguments() {
                 let id = a.get_id().as_str();
                 if a.get_long().is_some()
@@ -1185,15 +1232,22 @@ mod tests {
                     && id != "help"
                     && id != "version"
                 {
-                    missing.push(format!("{name} --{}", a.get_long().unwrap()));
+                    missing.push(format!("{path} --{}", a.get_long().unwrap()));
                 }
             }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
         }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "ballastd", &mut missing);
         assert!(missing.is_empty(), "flags without help: {missing:#?}");
     }
 
     fn args(v: &[&str]) -> Args {
-        Args::try_parse_from(std::iter::once("ballastd").chain(v.iter().copied())).unwrap()
+        Cli::try_parse_from(std::iter::once("ballastd").chain(v.iter().copied()))
+            .unwrap()
+            .member
     }
 
     #[test]

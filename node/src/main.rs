@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use std::time::Duration;
 
-use ballast_node::config::{AgentArgs, AgentOnlyConfig, Args, Config, LogFormat};
+use ballast_node::config::{AgentArgs, AgentOnlyConfig, Cli, Config, LogFormat};
 use clap::Parser;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -61,30 +61,17 @@ where
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let mut argv: Vec<String> = std::env::args().collect();
-    if argv.get(1).map(String::as_str) == Some("restore") {
-        // `ballastd restore --from FILE <member flags>` is `ballastd --restore-from FILE ...`.
-        argv.remove(1);
-        for a in argv.iter_mut().skip(1) {
-            if a == "--from" {
-                *a = "--restore-from".into();
-            } else if let Some(v) = a.strip_prefix("--from=") {
-                *a = format!("--restore-from={v}");
-            }
-        }
-        if !argv.iter().any(|a| a.starts_with("--restore-from")) {
-            eprintln!("ballastd restore: --from FILE is required (a backup from `ballastctl snapshot save`)");
+    let args = match Cli::parse().member_args() {
+        Ok(Ok(member)) => member,
+        Ok(Err(agent)) => return agent_main(agent).await,
+        Err(e) => {
+            eprintln!("{e}");
             return ExitCode::from(2);
         }
-    }
-    if argv.get(1).map(String::as_str) == Some("agent") {
-        argv.remove(1);
-        argv[0] = "ballastd agent".into();
-        return agent_main(AgentArgs::parse_from(argv)).await;
-    }
+    };
 
     // 1. Configuration: flags over environment over file over defaults, validated.
-    let cfg = match Config::load(Args::parse_from(argv)) {
+    let cfg = match Config::load(args) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("ballastd: {e}");
