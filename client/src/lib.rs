@@ -15,6 +15,7 @@
 mod auth_channel;
 pub mod backup;
 pub mod certs;
+pub mod cli;
 mod client;
 pub mod digest;
 mod error;

@@ -201,19 +201,26 @@ pub struct RestoreArgs {
     pub member: Args,
 }
 
+/// What `ballastd` was asked to run.
+pub enum Run {
+    /// A member (`ballastd`, or `ballastd restore` with its backup as `restore_from`).
+    Member(Box<Args>),
+    /// `ballastd agent`.
+    Agent(Box<AgentArgs>),
+}
+
 impl Cli {
-    /// The member's flags of `ballastd` or `ballastd restore` (its backup as
-    /// `restore_from`); None for `ballastd agent`.
-    pub fn member_args(self) -> Result<Result<Args, AgentArgs>, String> {
+    /// What to run; refuses a backup given twice to `ballastd restore`.
+    pub fn into_run(self) -> Result<Run, String> {
         match self.mode {
-            None => Ok(Ok(self.member)),
-            Some(Mode::Agent(a)) => Ok(Err(*a)),
+            None => Ok(Run::Member(Box::new(self.member))),
+            Some(Mode::Agent(a)) => Ok(Run::Agent(a)),
             Some(Mode::Restore(mut r)) => {
                 if r.member.restore_from.is_some() {
                     return Err("ballastd restore: give the backup once, with --from".into());
                 }
                 r.member.restore_from = Some(r.from);
-                Ok(Ok(r.member))
+                Ok(Run::Member(Box::new(r.member)))
             }
         }
     }
@@ -1224,23 +1231,7 @@ mod tests {
     #[test]
     fn every_flag_has_help_text() {
         use clap::CommandFactory;
-        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
-            for a in cmd.get_arguments() {
-                let id = a.get_id().as_str();
-                if a.get_long().is_some()
-                    && a.get_help().is_none()
-                    && id != "help"
-                    && id != "version"
-                {
-                    missing.push(format!("{path} --{}", a.get_long().unwrap()));
-                }
-            }
-            for sub in cmd.get_subcommands() {
-                walk(sub, &format!("{path} {}", sub.get_name()), missing);
-            }
-        }
-        let mut missing = Vec::new();
-        walk(&Cli::command(), "ballastd", &mut missing);
+        let missing = ballast_client::cli::flags_without_help(&Cli::command(), "ballastd");
         assert!(missing.is_empty(), "flags without help: {missing:#?}");
     }
 

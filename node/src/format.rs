@@ -108,7 +108,8 @@ pub const ENTRY_VERSION: u16 = 1;
 
 /// A log entry as the log store keeps it.
 pub fn encode_entry(e: &crate::types::Entry) -> Vec<u8> {
-    let mut out = Vec::with_capacity(ENTRY_MAGIC.len() + 2 + 256);
+    let size = bincode::serialized_size(e).expect("entries always encode") as usize;
+    let mut out = Vec::with_capacity(ENTRY_MAGIC.len() + 2 + size);
     out.extend_from_slice(&ENTRY_MAGIC);
     out.extend_from_slice(&ENTRY_VERSION.to_le_bytes());
     bincode::serialize_into(&mut out, e).expect("entries always encode");

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use std::time::Duration;
 
-use ballast_node::config::{AgentArgs, AgentOnlyConfig, Cli, Config, LogFormat};
+use ballast_node::config::{AgentArgs, AgentOnlyConfig, Cli, Config, LogFormat, Run};
 use clap::Parser;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -61,9 +61,9 @@ where
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = match Cli::parse().member_args() {
-        Ok(Ok(member)) => member,
-        Ok(Err(agent)) => return agent_main(agent).await,
+    let args = match Cli::parse().into_run() {
+        Ok(Run::Member(member)) => *member,
+        Ok(Run::Agent(agent)) => return agent_main(*agent).await,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(2);

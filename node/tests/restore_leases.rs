@@ -71,6 +71,17 @@ fn old_cluster(lease_ms: u64) -> StateData {
     old
 }
 
+/// A new, empty cluster seeded from a backup of `old` (`RestoreHeld`).
+fn restored(old: &StateData) -> StateData {
+    let mut new = StateData::default();
+    let payload = old.backup().encode();
+    assert_eq!(
+        run(&mut new, Op::RestoreHeld { payload }),
+        Outcome::StateWritten
+    );
+    new
+}
+
 /// A VIP of service `web` on eth0.
 fn vip(name: &str, address: &str) -> model::Vip {
     model::Vip {
@@ -331,16 +342,7 @@ fn an_address_the_old_cluster_held_back_is_held_back_after_a_restore() {
         old.retired["v"].owner, 1,
         "node 1 may still answer for .100"
     );
-    let mut new = StateData::default();
-    assert_eq!(
-        run(
-            &mut new,
-            Op::RestoreHeld {
-                payload: old.backup().encode()
-            }
-        ),
-        Outcome::StateWritten
-    );
+    let mut new = restored(&old);
     assert_eq!(
         new.vip_epochs.get("v"),
         Some(&1),
@@ -382,16 +384,7 @@ fn both_addresses_of_a_changing_vip_are_held_back() {
     let moved = vip("v", "10.213.0.101/24");
     assert_eq!(run(&mut old, Op::ApplyVip(moved)), Outcome::StateWritten);
     assert_eq!(old.retired["v"].address, "10.213.0.100/24");
-    let mut new = StateData::default();
-    assert_eq!(
-        run(
-            &mut new,
-            Op::RestoreHeld {
-                payload: old.backup().encode()
-            }
-        ),
-        Outcome::StateWritten
-    );
+    let new = restored(&old);
     let held: Vec<(&str, &str, u64)> = new
         .retired
         .iter()

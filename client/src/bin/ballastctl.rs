@@ -1966,23 +1966,7 @@ mod tests {
     /// Every flag of every command says what it does in `--help`.
     #[test]
     fn every_flag_has_help_text() {
-        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
-            for a in cmd.get_arguments() {
-                let id = a.get_id().as_str();
-                if a.get_long().is_some()
-                    && a.get_help().is_none()
-                    && id != "help"
-                    && id != "version"
-                {
-                    missing.push(format!("{path} --{}", a.get_long().unwrap()));
-                }
-            }
-            for sub in cmd.get_subcommands() {
-                walk(sub, &format!("{path} {}", sub.get_name()), missing);
-            }
-        }
-        let mut missing = Vec::new();
-        walk(&Cli::command(), "ballastctl", &mut missing);
+        let missing = ballast_client::cli::flags_without_help(&Cli::command(), "ballastctl");
         assert!(missing.is_empty(), "flags without help: {missing:#?}");
     }
 }
