@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ballast_node::store::{LogEngine, SledEngine};
+use ballast_node::member::store::{LogEngine, SledEngine};
 use jepsen::powerfs::PowerFs;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

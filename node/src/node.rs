@@ -8,16 +8,16 @@ use ballast_proto::v1;
 use openraft::error::{CheckIsLeaderError, RaftError};
 use tokio::sync::watch;
 
-use crate::controller::ControllerConfig;
 use crate::error::ApiError;
-use crate::identity::IdentityStore;
-use crate::leader::{LeaseBook, LeaseTerms};
+use crate::leader::book::{LeaseBook, LeaseTerms};
+use crate::leader::controller::ControllerConfig;
 use crate::lease::LeaseSettings;
-use crate::network::{ForwardError, PeerPool};
-use crate::proposer::Proposer;
-use crate::proposer::{now_ms, WRITE_TIMEOUT};
-use crate::state::StateData;
-use crate::store::{SledEngine, StateMachineStore};
+use crate::member::identity::IdentityStore;
+use crate::member::network::{ForwardError, PeerPool};
+use crate::member::proposer::Proposer;
+use crate::member::proposer::{now_ms, WRITE_TIMEOUT};
+use crate::member::state::StateData;
+use crate::member::store::{SledEngine, StateMachineStore};
 use crate::types::{ClientRequest, Command, CommandResult, NodeId, Op, Raft};
 
 /// Shared state of a member, used by every service.
@@ -112,13 +112,13 @@ impl Node {
             op,
         };
         // Every log entry must fit one Raft message (see `replicate.rs`).
-        let size = crate::proposer::command_bytes(&cmd);
-        if size > crate::proposer::MAX_COMMAND_BYTES {
+        let size = crate::member::proposer::command_bytes(&cmd);
+        if size > crate::member::proposer::MAX_COMMAND_BYTES {
             return Err(ApiError::InvalidArgument {
                 field: "request".into(),
                 message: format!(
                     "encodes to {size} bytes; a write may take at most {}",
-                    crate::proposer::MAX_COMMAND_BYTES
+                    crate::member::proposer::MAX_COMMAND_BYTES
                 ),
             });
         }

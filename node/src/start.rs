@@ -14,14 +14,14 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::controller::ControllerConfig;
-use crate::identity::IdentityStore;
-use crate::leader::LeaseBook;
-use crate::network::{Network, PeerPool};
+use crate::leader::book::LeaseBook;
+use crate::leader::controller::ControllerConfig;
+use crate::member::identity::IdentityStore;
+use crate::member::network::{Network, PeerPool};
+use crate::member::proposer::now_ms;
+use crate::member::proposer::Proposer;
+use crate::member::store::{LogStore, SledEngine, StateMachineStore};
 use crate::node::Node;
-use crate::proposer::now_ms;
-use crate::proposer::Proposer;
-use crate::store::{LogStore, SledEngine, StateMachineStore};
 use crate::types::{NodeId, Op, Outcome, Raft};
 use crate::{http, metrics, server};
 
@@ -29,9 +29,9 @@ use crate::{http, metrics, server};
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
-    Identity(#[from] crate::identity::IdentityError),
+    Identity(#[from] crate::member::identity::IdentityError),
     #[error("opening storage: {0}")]
-    Storage(#[from] crate::store::EngineError),
+    Storage(#[from] crate::member::store::EngineError),
     #[error("starting Raft: {0}")]
     Raft(String),
     #[error("restore: {0}")]
@@ -152,14 +152,14 @@ pub async fn start(
 
     // 0. Disaster recovery: this member's data becomes a backup for a new one-member cluster.
     // Done once: a flag left in a unit file must not force again at every restart.
-    let forced = cfg.data_dir.join(crate::backup::FORCED);
+    let forced = cfg.data_dir.join(crate::member::backup::FORCED);
     if cfg.force_new_cluster && forced.exists() {
         tracing::warn!(
             marker = %forced.display(),
             "this data directory was already forced into a new cluster; ignoring --force-new-cluster (remove it from the configuration)"
         );
     } else if cfg.force_new_cluster {
-        let backup = crate::backup::force_new_cluster(&cfg.data_dir, cfg.node_id, now_ms())
+        let backup = crate::member::backup::force_new_cluster(&cfg.data_dir, cfg.node_id, now_ms())
             .map_err(StartError::Restore)?;
         std::fs::write(&forced, backup.display().to_string())?;
         cfg.bootstrap = true;
@@ -172,26 +172,27 @@ pub async fn start(
     let (identity, fresh) = IdentityStore::open(&cfg.data_dir, cfg.node_id)?;
     let identity = Arc::new(identity);
     let forming = fresh && (cfg.bootstrap || !cfg.initial_cluster.is_empty());
-    let pending = cfg.data_dir.join(crate::backup::PENDING);
+    let pending = cfg.data_dir.join(crate::member::backup::PENDING);
     let mut cluster_id = cfg.initial_cluster_id();
     if let Some(from) = &cfg.restore_from {
         // Checked before anything is created: a bad file leaves the directory as it was.
         let bytes = std::fs::read(from)
             .map_err(|e| StartError::Restore(format!("{}: {e}", from.display())))?;
-        let (header, payload) = crate::backup::check(&bytes, from).map_err(StartError::Restore)?;
+        let (header, payload) =
+            crate::member::backup::check(&bytes, from).map_err(StartError::Restore)?;
         if !fresh {
             return Err(StartError::Restore(format!(
                 "{} already holds a cluster's data; a backup is restored into an empty data directory",
                 cfg.data_dir.display()
             )));
         }
-        crate::backup::check_restore_size(payload.len()).map_err(StartError::Restore)?;
+        crate::member::backup::check_restore_size(payload.len()).map_err(StartError::Restore)?;
         // Initial members given the same file agree on an id no other cluster has.
         if !cfg.bootstrap {
             cluster_id = format!("{cluster_id}-restored-{}", &header.payload_sha256[..16]);
         }
         // The very bytes checked above, kept private like every backup.
-        crate::backup::write_private(&pending, &bytes).map_err(StartError::Restore)?;
+        crate::member::backup::write_private(&pending, &bytes).map_err(StartError::Restore)?;
         tracing::info!(from = %from.display(), revision = header.revision, old_cluster = %header.cluster_id, "restoring a backup into a new cluster");
     }
     if forming {
@@ -338,11 +339,11 @@ pub async fn start(
     }
 
     // 7. The controller (acts only while this member leads), metrics and the HTTP endpoints.
-    tasks.push(tokio::spawn(crate::leader::controller_loop(
+    tasks.push(tokio::spawn(crate::leader::loops::controller_loop(
         node.clone(),
         stop_rx.clone(),
     )));
-    tasks.push(tokio::spawn(crate::leader::handover_loop(
+    tasks.push(tokio::spawn(crate::leader::loops::handover_loop(
         node.clone(),
         stop_rx.clone(),
     )));
@@ -381,7 +382,7 @@ async fn restore_pending(
     path: std::path::PathBuf,
     mut stop: watch::Receiver<bool>,
 ) {
-    let payload = match crate::backup::read_file(&path) {
+    let payload = match crate::member::backup::read_file(&path) {
         Ok((_, p)) => p,
         Err(e) => {
             tracing::error!(error = %e, "the pending backup is unreadable; not restoring");
@@ -453,7 +454,7 @@ async fn check_restart_cluster(
         return Ok(());
     };
     let wrong = |other: String| {
-        StartError::Identity(crate::identity::IdentityError::WrongCluster {
+        StartError::Identity(crate::member::identity::IdentityError::WrongCluster {
             dir: cfg.data_dir.display().to_string(),
             stored: stored.clone(),
             other,

@@ -247,7 +247,7 @@ async fn propose(
     };
     let req = raft_request(bincode::serialize(&cmd).unwrap(), Some(token), cluster_id);
     let resp = raft_client(addr).await.propose(req).await?.into_inner();
-    let r: Result<CommandResult, ballast_node::network::ForwardError> =
+    let r: Result<CommandResult, ballast_node::member::network::ForwardError> =
         bincode::deserialize(&resp.payload).map_err(|e| tonic::Status::internal(e.to_string()))?;
     Ok(r.map_err(|e| format!("{e:?}")))
 }

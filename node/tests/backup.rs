@@ -140,12 +140,12 @@ async fn a_backup_of_a_busy_cluster_seeds_a_new_one_and_bad_files_are_refused() 
     // Same keys, values and revisions; same services; same VIPs (unowned, epochs kept).
     let (_, p1) = backup::decode(&file).unwrap();
     let (_, p2) = backup::decode(&again).unwrap();
-    let src = ballast_node::backup::BackupState::decode(p1).unwrap();
-    let dst = ballast_node::backup::BackupState::decode(p2).unwrap();
+    let src = ballast_node::member::backup::BackupState::decode(p1).unwrap();
+    let dst = ballast_node::member::backup::BackupState::decode(p2).unwrap();
     assert!(src.kv.len() > 10, "{} keys", src.kv.len());
     assert_eq!(src.kv, dst.kv);
     assert_eq!(src.services, dst.services);
-    let vips = |b: &ballast_node::backup::BackupState| -> Vec<(String, String, u64)> {
+    let vips = |b: &ballast_node::member::backup::BackupState| -> Vec<(String, String, u64)> {
         b.vips
             .values()
             .map(|v| (v.name.clone(), v.address.clone(), v.epoch))
@@ -162,7 +162,7 @@ async fn a_backup_of_a_busy_cluster_seeds_a_new_one_and_bad_files_are_refused() 
     assert!(!dir
         .path()
         .join("restored")
-        .join(ballast_node::backup::PENDING)
+        .join(ballast_node::member::backup::PENDING)
         .exists());
 
     // A cluster that holds state refuses a second restore.

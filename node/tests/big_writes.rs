@@ -158,7 +158,7 @@ async fn status_tells_the_lag_of_a_member_held_back() {
 /// A backup whose state is as large as a restore may be (`MAX_MESSAGE_LEN / 2`), of `BIG`
 /// values under `r/`; returns the file and how many keys it holds.
 fn largest_backup() -> (Vec<u8>, usize) {
-    use ballast_node::backup::{BackupState, PAYLOAD_FORMAT};
+    use ballast_node::member::backup::{BackupState, PAYLOAD_FORMAT};
     let mut b = BackupState {
         format: PAYLOAD_FORMAT,
         revision: 1,

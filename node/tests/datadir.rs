@@ -7,9 +7,9 @@
 
 use std::path::{Path, PathBuf};
 
-use ballast_node::backup::{self, BackupState};
+use ballast_node::member::backup::{self, BackupState};
+use ballast_node::member::state::StateData;
 use ballast_node::model;
-use ballast_node::state::StateData;
 
 fn unpack(tag: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();

@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use ballast_node::member::state::StateData;
 use ballast_node::model;
-use ballast_node::state::StateData;
 use ballast_node::types::{Batch, ClientRequest, Command, Entry, LogId, Op};
 use openraft::{BasicNode, CommittedLeaderId, EntryPayload, Membership};
 
@@ -279,8 +279,8 @@ fn every_snapshot_version_decodes_with_everything_in_it() {
         let format: u16 = name["state-v".len()..name.len() - ".bin".len()]
             .parse()
             .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let s =
-            ballast_node::format::decode_state(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let s = ballast_node::member::format::decode_state(&bytes)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         check_sample(&s, format, &name);
         seen += 1;
     }
@@ -292,11 +292,11 @@ fn every_snapshot_version_decodes_with_everything_in_it() {
 #[test]
 #[ignore]
 fn write_fixtures() {
-    let s = sample_state(ballast_node::format::STATE_VERSION);
-    let bytes = ballast_node::format::encode_state(&s);
+    let s = sample_state(ballast_node::member::format::STATE_VERSION);
+    let bytes = ballast_node::member::format::encode_state(&s);
     let path = fixtures().join(format!(
         "state-v{}.bin",
-        ballast_node::format::STATE_VERSION
+        ballast_node::member::format::STATE_VERSION
     ));
     std::fs::write(&path, bytes).unwrap();
     println!("wrote {}", path.display());

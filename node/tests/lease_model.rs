@@ -41,11 +41,11 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use ballast_node::agent::plan::{self, Held};
-use ballast_node::controller::{ControllerConfig, VipView};
-use ballast_node::leader::{LeaseBook, LeaseTerms, World};
+use ballast_node::leader::book::{LeaseBook, LeaseTerms, World};
+use ballast_node::leader::controller::{ControllerConfig, VipView};
 use ballast_node::lease::{LeaseConfig, LeaseSettings};
+use ballast_node::member::state::StateData;
 use ballast_node::model;
-use ballast_node::state::StateData;
 use ballast_node::types::{Command, Op, Outcome};
 use ballast_proto::v1;
 
@@ -579,7 +579,7 @@ fn digest(key: &str) -> u128 {
 fn explore(b: Bounds) -> Result<(usize, usize), Vec<String>> {
     // The watch history plays no part in any decision, and copying it with every state
     // would dominate the search.
-    ballast_node::state::set_history_revisions_for_tests(1);
+    ballast_node::member::state::set_history_revisions_for_tests(1);
     let start = Model::new();
     let mut seen: HashSet<u128> = HashSet::new();
     let mut moved = 0;

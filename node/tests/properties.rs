@@ -4,8 +4,8 @@
 //! Run briefly in CI (the default case count); `PROPTEST_CASES=100000 cargo test -p
 //! ballast-node --test properties` for a longer search.
 
+use ballast_node::member::state::StateData;
 use ballast_node::model;
-use ballast_node::state::StateData;
 use ballast_node::types::{Batch, Command, Entry, Expected, Op};
 use ballast_node::validate;
 use ballast_proto::v1;
@@ -18,7 +18,7 @@ proptest! {
     #[test]
     fn decoding_any_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
         let _ = bincode::deserialize::<Entry>(&bytes);
-        let _ = ballast_node::backup::BackupState::decode(&bytes);
+        let _ = ballast_node::member::backup::BackupState::decode(&bytes);
         let _ = ballast_client::backup::decode(&bytes);
         let _ = v1::PutRequest::decode(&bytes[..]);
         let _ = v1::CompareAndSetRequest::decode(&bytes[..]);

@@ -6,11 +6,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ballast_node::controller::{Action, ControllerConfig, VipView};
-use ballast_node::leader::{LeaseBook, LeaseTerms, World};
+use ballast_node::leader::book::{LeaseBook, LeaseTerms, World};
+use ballast_node::leader::controller::{Action, ControllerConfig, VipView};
 use ballast_node::lease::{LeaseConfig, LeaseSettings};
+use ballast_node::member::state::StateData;
 use ballast_node::model;
-use ballast_node::state::StateData;
 use ballast_node::types::{Command, Op, Outcome};
 use ballast_proto::v1;
 

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use ballast_node::store::{LogEngine, LogStore, MemEngine, SledEngine, StateMachineStore};
+use ballast_node::member::store::{LogEngine, LogStore, MemEngine, SledEngine, StateMachineStore};
 use ballast_node::types::{Batch, Command, NodeId, Op, TypeConfig};
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::testing::{StoreBuilder, Suite};

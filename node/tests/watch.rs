@@ -15,7 +15,7 @@ use common::{no_tune, wait_for, TestCluster};
 const HISTORY: usize = 20;
 
 async fn cluster() -> TestCluster {
-    ballast_node::state::set_history_revisions_for_tests(HISTORY);
+    ballast_node::member::state::set_history_revisions_for_tests(HISTORY);
     TestCluster::start(3, no_tune).await
 }
 

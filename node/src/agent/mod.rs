@@ -12,13 +12,13 @@
 //! - `caps`: checks and hooks start with no capabilities;
 //! - `haproxy`: the local HAProxy's servers follow the cluster's health and admin states.
 
-pub mod addr;
-pub mod caps;
+pub(crate) mod addr;
+pub(crate) mod caps;
 pub mod fence;
-pub mod garp;
+pub(crate) mod garp;
 pub mod haproxy;
 pub mod health;
-pub mod journal;
+pub(crate) mod journal;
 pub mod plan;
 pub mod release;
 mod run;

@@ -722,7 +722,11 @@ async fn health_loop(
 /// The release the cluster wants this node to run for `svc` ("" for none, or "leave it").
 pub fn desired_release(svc: &v1::Service, me: NodeId) -> String {
     match &svc.rollout {
-        Some(r) if crate::releases::acts(crate::model::RolloutState::from_wire(r.state)) => {
+        Some(r)
+            if crate::member::state::releases::acts(crate::model::RolloutState::from_wire(
+                r.state,
+            )) =>
+        {
             r.desired.get(&me).cloned().unwrap_or_default()
         }
         Some(r) if r.state == v1::RolloutState::Aborted as i32 => String::new(),

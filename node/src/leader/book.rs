@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use ballast_proto::v1;
 
-use crate::controller::{self, Action, ControllerConfig, Grant, Observations, VipView};
+use crate::leader::controller::{self, Action, ControllerConfig, Grant, Observations, VipView};
 use crate::lease::LeaseSettings;
 use crate::model;
 use crate::model::RetiredVip;

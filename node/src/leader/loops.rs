@@ -7,16 +7,16 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::controller::{Action, VipView};
-use crate::handover;
+use crate::leader::controller::{Action, VipView};
+use crate::leader::handover;
 use crate::lease::LeaseSettings;
+use crate::member::network::HandOver;
+use crate::member::proposer::now_ms;
 use crate::model;
-use crate::network::HandOver;
 use crate::node::Node;
-use crate::proposer::now_ms;
 use crate::types::{Command, CommandResult, NodeId, Op, Outcome};
 
-use super::World;
+use super::book::World;
 
 /// How often the leader's controller decides.
 const CONTROLLER_TICK: Duration = Duration::from_millis(50);
@@ -123,12 +123,12 @@ pub async fn controller_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
 /// On the leader: the next step of every service's rollout, and the planned VIP moves that
 /// let a VIP owner switch last (see `rollout.rs`).
 async fn rollouts(node: &Arc<Node>, term: u64) {
-    let decisions: Vec<(String, crate::rollout::Decision)> = {
+    let decisions: Vec<(String, crate::leader::rollout::Decision)> = {
         let data = node.sm.read();
         let alive = |id: NodeId| data.nodes.get(&id).is_some_and(|n| n.alive);
         data.services
             .values()
-            .filter(|s| crate::releases::in_progress(s))
+            .filter(|s| crate::member::state::releases::in_progress(s))
             .map(|svc| {
                 let vips: Vec<&model::Vip> = data
                     .vips
@@ -137,7 +137,7 @@ async fn rollouts(node: &Arc<Node>, term: u64) {
                     .collect();
                 (
                     svc.name.clone(),
-                    crate::rollout::decide(svc, &vips, &alive, now_ms()),
+                    crate::leader::rollout::decide(svc, &vips, &alive, now_ms()),
                 )
             })
             .collect()
@@ -168,7 +168,7 @@ pub async fn propose_decided(
     node: &Node,
     term: u64,
     op: Op,
-) -> Result<CommandResult, crate::network::ForwardError> {
+) -> Result<CommandResult, crate::member::network::ForwardError> {
     let cmd = Command {
         request: None,
         now_ms: 0,

@@ -96,7 +96,7 @@ impl AgentSvc {
             node_id: node,
             instance,
         };
-        let r = crate::leader::propose_decided(&self.node, term, op).await;
+        let r = crate::leader::loops::propose_decided(&self.node, term, op).await;
         // Committed (applied or refused): settled. A failure leaves the outcome unknown (the
         // proposal may commit later), so the book keeps refusing the node's processes until
         // the state shows the binding (a retried Register finds it there).
@@ -127,7 +127,7 @@ impl AgentSvc {
 
     /// Proposes a decision of this leader's, taken in `term`, here only.
     async fn decided(&self, term: u64, op: Op) -> Result<(), ApiError> {
-        let r = crate::leader::propose_decided(&self.node, term, op).await?;
+        let r = crate::leader::loops::propose_decided(&self.node, term, op).await?;
         match write_outcome(r)? {
             (_, Outcome::StateWritten) => Ok(()),
             (_, o) => Err(ApiError::Internal(format!("unexpected outcome {o:?}"))),

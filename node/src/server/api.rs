@@ -13,9 +13,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::error::ApiError;
+use crate::member::state::StateData;
 use crate::metrics;
 use crate::node::Node;
-use crate::state::StateData;
 use crate::types::{ClientRequest, CommandResult, Expected, NodeId, Op, Outcome};
 use crate::validate::{self, invalid};
 
@@ -243,7 +243,7 @@ fn status_to_api(s: Status) -> ApiError {
     }
 }
 
-fn forwarded_request<T>(msg: T, pool: &crate::network::PeerPool) -> Request<T> {
+fn forwarded_request<T>(msg: T, pool: &crate::member::network::PeerPool) -> Request<T> {
     let mut r = Request::new(msg);
     pool.authorize(&mut r);
     r.metadata_mut()
@@ -355,10 +355,10 @@ impl v1::cluster_server::Cluster for Api {
                 .await?;
             let cluster_id = self.node.identity.cluster_id().unwrap_or_default();
             let data = self.node.sm.read();
-            Ok(crate::backup::file_of(
+            Ok(crate::member::backup::file_of(
                 &data,
                 &cluster_id,
-                crate::proposer::now_ms(),
+                crate::member::proposer::now_ms(),
             ))
         })
         .await?

@@ -9,7 +9,7 @@ use ballast_proto::CLUSTER_ID_HEADER;
 use serde::{de::DeserializeOwned, Serialize};
 use tonic::{Request, Response, Status};
 
-use crate::network::{decode, ForwardError, HandOver};
+use crate::member::network::{decode, ForwardError, HandOver};
 use crate::node::Node;
 use crate::types::{Command, Op};
 use crate::validate;

@@ -4,6 +4,11 @@
 //! (the leader's time is in the command) and no randomness, so every member that applies the
 //! same log holds the same state, revision and watch history.
 
+mod kv;
+mod leases;
+pub mod releases;
+mod vips;
+
 use std::collections::{BTreeMap, VecDeque};
 
 use ballast_proto::v1;
@@ -13,7 +18,6 @@ use serde::{Deserialize, Serialize};
 use crate::lease::LeaseSettings;
 use crate::model;
 use crate::model::{KvEntry, RetiredVip};
-use crate::releases;
 use crate::types::{
     vip_ip, BatchResult, ClientRequest, Command, CommandResult, Entry, LogId, NodeId, Op, Outcome,
     StoredMembership,

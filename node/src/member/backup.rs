@@ -25,8 +25,8 @@ use std::path::Path;
 
 use ballast_client::backup::{self as format, Header};
 
+use crate::member::state::StateData;
 pub use crate::model::backup::{BackupState, PAYLOAD_FORMAT};
-use crate::state::StateData;
 use crate::types::NodeId;
 
 /// Name of the backup kept in a data directory until the new cluster applied it.
@@ -84,7 +84,7 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
 /// The state a member's data directory holds: its last snapshot, then every log entry after
 /// it. Returns it with the index of the last entry applied. The directory must not be in use.
 pub fn state_of_data_dir(dir: &Path) -> Result<(StateData, u64), String> {
-    use crate::store::{LogEngine, SledEngine, StateMachineStore};
+    use crate::member::store::{LogEngine, SledEngine, StateMachineStore};
     let raft = dir.join("raft");
     if !raft.exists() {
         return Err(format!("{} holds no Raft data", dir.display()));
@@ -100,7 +100,7 @@ pub fn state_of_data_dir(dir: &Path) -> Result<(StateData, u64), String> {
         .read_logs(start, u64::MAX)
         .map_err(|e| e.to_string())?
     {
-        let entry = crate::format::decode_entry(&bytes)
+        let entry = crate::member::format::decode_entry(&bytes)
             .map_err(|e| format!("log entry {index} is unreadable: {e}"))?;
         data.apply(&entry);
         last = index;
@@ -120,10 +120,10 @@ pub fn force_new_cluster(
 ) -> Result<std::path::PathBuf, String> {
     // 1. Checks. The identity store also refuses a directory that belongs to another node.
     let (store, _) =
-        crate::identity::IdentityStore::open(dir, node_id).map_err(|e| e.to_string())?;
+        crate::member::identity::IdentityStore::open(dir, node_id).map_err(|e| e.to_string())?;
     let old_cluster = store.cluster_id().unwrap_or_default();
     drop(store);
-    let identity = dir.join(crate::identity::FILE);
+    let identity = dir.join(crate::member::identity::FILE);
     let (state, last) = state_of_data_dir(dir)?;
     let payload = state.backup().encode();
     check_restore_size(payload.len()).map_err(|e| {

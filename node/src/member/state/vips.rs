@@ -1,10 +1,10 @@
 //! The state machine's VIP operations besides defining one (`apply_vip`): delete, an
 //! operator's move, and the controller's assignments, release requests and revocations, each
-//! checked against epochs and retired addresses (`state_leases.rs`). Deterministic like the
+//! checked against epochs and retired addresses (`leases.rs`). Deterministic like the
 //! rest of `StateData::apply`: no clock, no IO.
 
+use crate::member::state::{rejected, state_event, StateData};
 use crate::model;
-use crate::state::{rejected, state_event, StateData};
 use crate::types::{NodeId, Outcome};
 
 type Applied = (Outcome, Vec<model::Event>);

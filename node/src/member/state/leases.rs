@@ -6,8 +6,8 @@
 use crate::model;
 
 use crate::lease::LeaseSettings;
+use crate::member::state::{rejected, state_event, StateData};
 use crate::model::RetiredVip;
-use crate::state::{rejected, state_event, StateData};
 use crate::types::{vip_ip, NodeId, Outcome};
 
 type Applied = (Outcome, Vec<model::Event>);

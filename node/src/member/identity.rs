@@ -55,7 +55,7 @@ impl IdentityStore {
             message: e.to_string(),
         };
         // Durably: a power cut must not take the directory that holds everything.
-        crate::store::create_durable_dir(dir).map_err(|e| IdentityError::Io {
+        crate::member::store::create_durable_dir(dir).map_err(|e| IdentityError::Io {
             path: dir.display().to_string(),
             message: e.to_string(),
         })?;

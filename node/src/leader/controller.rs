@@ -331,7 +331,7 @@ fn eligible_since(
 /// without releases are not constrained.
 fn runs_a_placeable_release(svc: &model::Service, b: &model::Backend) -> bool {
     match &svc.rollout {
-        Some(r) if crate::releases::in_progress(svc) => {
+        Some(r) if crate::member::state::releases::in_progress(svc) => {
             let want = r.desired.get(&b.node_id).map_or("", String::as_str);
             let switching = !want.is_empty() && want != b.applied_release;
             !switching && (b.applied_release == r.release || b.applied_release == r.from_release)

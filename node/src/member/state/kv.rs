@@ -2,8 +2,8 @@
 //! prefix), each at one revision with its watch events. Deterministic like the rest of
 //! `StateData::apply`: no clock, no IO.
 
+use crate::member::state::{kv_event, StateData};
 use crate::model;
-use crate::state::{kv_event, StateData};
 use crate::types::{Expected, Outcome};
 
 type Applied = (Outcome, Vec<model::Event>);

@@ -147,7 +147,7 @@ fn spawn_syncer<E: LogEngine>(engine: Arc<E>) -> mpsc::Sender<SyncRequest> {
 }
 
 fn decode(b: &[u8]) -> Result<Entry, EngineError> {
-    crate::format::decode_entry(b).map_err(EngineError::new)
+    crate::member::format::decode_entry(b).map_err(EngineError::new)
 }
 
 impl<E: LogEngine> RaftLogReader<TypeConfig> for LogStore<E> {
@@ -276,7 +276,7 @@ impl<E: LogEngine> RaftLogStorage<TypeConfig> for LogStore<E> {
     {
         let mut batch = Vec::new();
         for e in entries {
-            let b = crate::format::encode_entry(&e);
+            let b = crate::member::format::encode_entry(&e);
             batch.push((e.log_id.index, b));
         }
         self.engine

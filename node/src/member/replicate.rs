@@ -16,7 +16,7 @@
 //! Every message stays below [`MAX_APPEND_BYTES`], or is one entry of at most
 //! [`MAX_COMMAND_BYTES`]: half of `MAX_MESSAGE_LEN` plus a little.
 //!
-//! [`MAX_COMMAND_BYTES`]: crate::proposer::MAX_COMMAND_BYTES
+//! [`MAX_COMMAND_BYTES`]: crate::member::proposer::MAX_COMMAND_BYTES
 
 // The results are openraft's `RPCError`, whatever its size.
 #![allow(clippy::result_large_err)]
@@ -137,7 +137,8 @@ impl Drop for Appender {
 }
 
 impl Appender {
-    pub fn budget(&self) -> AppendBudget {
+    #[cfg(test)]
+    fn budget(&self) -> AppendBudget {
         self.budget
     }
 
@@ -261,7 +262,7 @@ mod tests {
 
     #[test]
     fn every_message_fits_the_limit_with_room_to_spare() {
-        use crate::proposer::{command_bytes, MAX_COMMAND_BYTES};
+        use crate::member::proposer::{command_bytes, MAX_COMMAND_BYTES};
         let room = (MAX_MESSAGE_LEN / 4) as u64;
         // The largest restore a member accepts is one command within the bound...
         let restore = Command {

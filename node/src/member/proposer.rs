@@ -16,7 +16,7 @@ use std::sync::Arc;
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
-use crate::network::ForwardError;
+use crate::member::network::ForwardError;
 use crate::types::{Batch, Command, CommandResult, Raft};
 
 /// How long a write may wait for commit before the caller is told the outcome is unknown.

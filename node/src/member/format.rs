@@ -14,9 +14,9 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+use crate::member::state::{Session, StateData};
 use crate::model;
 use crate::model::KvEntry;
-use crate::state::{Session, StateData};
 use crate::types::{LogId, NodeId, StoredMembership};
 
 /// What every versioned snapshot starts with.

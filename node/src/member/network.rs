@@ -22,8 +22,8 @@ use openraft::BasicNode;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tonic::transport::Channel;
 
-use crate::identity::IdentityStore;
-use crate::replicate::Appender;
+use crate::member::identity::IdentityStore;
+use crate::member::replicate::Appender;
 use crate::types::{Command, CommandResult, NodeId, RpcResult, TypeConfig};
 
 /// Why the leader could not take a forwarded request.

@@ -252,7 +252,7 @@ mod tests {
             ..Default::default()
         };
         for id in ["v1", "v2"] {
-            crate::releases::register(
+            crate::member::state::releases::register(
                 &mut svc,
                 &model::Release {
                     id: id.into(),
@@ -262,7 +262,8 @@ mod tests {
             )
             .unwrap();
         }
-        crate::releases::start(&mut svc, "v2", batch, MIN, 600_000, canary, 0).unwrap();
+        crate::member::state::releases::start(&mut svc, "v2", batch, MIN, 600_000, canary, 0)
+            .unwrap();
         svc
     }
 
@@ -290,7 +291,7 @@ mod tests {
 
     fn apply(svc: &mut model::Service, d: &Decision) {
         if let Some(s) = &d.step {
-            crate::releases::step(svc, s).unwrap();
+            crate::member::state::releases::step(svc, s).unwrap();
         }
     }
 
@@ -421,7 +422,7 @@ mod tests {
             .message
             .contains("canary node 1"));
         assert_eq!(decide(&svc, &[], &alive, 2_100).step, None, "paused");
-        crate::releases::control(&mut svc, crate::model::Control::Resume).unwrap();
+        crate::member::state::releases::control(&mut svc, crate::model::Control::Resume).unwrap();
         run(&mut svc, &[], &alive, 2_200);
         assert_eq!(switched(&svc), vec![1, 2, 3], "then batches of two");
     }

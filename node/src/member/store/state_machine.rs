@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::engine::{EngineError, LogEngine};
+use crate::member::state::StateData;
 use crate::metrics;
-use crate::state::StateData;
 use crate::types::{
     BatchResult, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
@@ -58,7 +58,7 @@ impl<E: LogEngine> StateMachineStore<E> {
         let data = match engine.get_meta(META_SNAPSHOT)? {
             Some(b) => {
                 let snap: StoredSnapshot = bincode::deserialize(&b).map_err(EngineError::new)?;
-                crate::format::decode_state(&snap.data).map_err(EngineError::new)?
+                crate::member::format::decode_state(&snap.data).map_err(EngineError::new)?
             }
             None => StateData::default(),
         };
@@ -107,7 +107,7 @@ impl<E: LogEngine> RaftSnapshotBuilder<TypeConfig> for StateMachineStore<E> {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let (bytes, last_applied, membership) = {
             let data = self.read();
-            let bytes = crate::format::encode_state(&data);
+            let bytes = crate::member::format::encode_state(&data);
             (bytes, data.last_applied, data.membership.clone())
         };
         let seq = self.shared.snapshot_seq.fetch_add(1, Ordering::Relaxed);
@@ -176,7 +176,7 @@ impl<E: LogEngine> RaftStateMachine<TypeConfig> for StateMachineStore<E> {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let bytes = snapshot.into_inner();
-        let new = crate::format::decode_state(&bytes)
+        let new = crate::member::format::decode_state(&bytes)
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
         let stored = StoredSnapshot {
             meta: meta.clone(),

@@ -1,0 +1,23 @@
+//! The member wing: what every Raft member does, leader or not.
+//!
+//! - `state`: the replicated state machine, a pure function of the log, split by domain
+//!   (KV, VIPs, leases, releases);
+//! - `store`: openraft's log and state-machine storage over our engines (sled, memory);
+//! - `format`: the versioned encodings of snapshots and log entries;
+//! - `network`, `replicate`: openraft's network over tonic, and the replication stream's
+//!   byte budget;
+//! - `proposer`: batches concurrent commands into log entries and bounds a write's wait;
+//! - `backup`: backups, restores through the log, `--force-new-cluster`;
+//! - `identity`: the (node id, cluster id) a data directory belongs to.
+//!
+//! Nothing here decides placement or leases (that is `leader/`) or touches a server's
+//! interfaces (that is `agent/`).
+
+pub mod backup;
+pub mod format;
+pub(crate) mod identity;
+pub mod network;
+pub(crate) mod proposer;
+pub(crate) mod replicate;
+pub mod state;
+pub mod store;
