@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 use crate::auth::agent_may_act_for;
 use crate::error::ApiError;
 use crate::node::Node;
-use crate::server::api::{instrument, write_outcome};
+use crate::server::call::{instrument, write_outcome};
 use crate::types::{Op, Outcome};
 use crate::validate;
 

@@ -3,8 +3,13 @@
 
 mod agent;
 mod api;
+mod call;
+mod cluster;
 mod hint;
+mod kv;
 mod raft;
+mod state;
+mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,14 +17,17 @@ use std::time::Duration;
 use ballast_proto::v1;
 use ballast_proto::MAX_MESSAGE_LEN;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use crate::node::Node;
 
 pub use api::Api;
 
 /// Serves until `stop` turns true.
-pub async fn serve(node: Arc<Node>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+pub async fn serve(
+    node: Arc<Node>,
+    listener: TcpListener,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let api = Api::new(node.clone());
     let raft = raft::RaftSvc::new(node.clone());
 
