@@ -1,8 +1,11 @@
 //! The agent: obeys the leader's VIP decisions on this server and reports backend health.
 //!
-//! - `plan`: the reconcile's decisions, pure (what to drop, confirm, claim, acquire);
-//! - `run`: the reconcile loop, which carries them out, and the health, release and HAProxy
-//!   loops;
+//! - `plan`: the reconcile's decisions, pure (what to drop, confirm, claim, acquire, which
+//!   addresses the fence governs, what happens to an address let go); unit-tested;
+//! - `shell`: carries out the plan: fence, addresses, announcements, the Agent service's calls;
+//! - `run`: start (stale addresses removed, fence installed, process registered), the
+//!   reconcile loop, the clean stop;
+//! - `loops`: the health, HAProxy and release loops beside it;
 //! - `fence`: the kernel-enforced fence (nftables set elements that expire at the deadline,
 //!   and an egress filter that keeps announcements inside the lease);
 //! - `journal`: the fence's allowance intervals on the shared monotonic clock, for the lab;
@@ -19,8 +22,10 @@ pub(crate) mod garp;
 pub mod haproxy;
 pub mod health;
 pub(crate) mod journal;
+mod loops;
 pub mod plan;
 pub mod release;
 mod run;
+mod shell;
 
 pub use run::{cluster_client, new_instance, run, AgentConfig};

@@ -1,0 +1,407 @@
+//! The agent's shell: carries out what `plan.rs` decides, and nothing more. It holds what
+//! the agent holds between reconciles (VIPs with their deadlines, the fence's governed
+//! addresses, addresses whose removal failed) and does the IO: the fence (nftables, off the
+//! async workers), addresses (netlink), gratuitous ARP, and the Agent service's calls
+//! (register, renew, confirm a release).
+//!
+//! Order matters and is kept here: a VIP answers only once its address is in place and the
+//! fence allows it, announcements start after that; a release stops announcements first,
+//! shuts the fence, confirms, then removes the address.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ballast_client::{v1, Client};
+use tokio::time::Instant;
+
+use super::addr::Addresses;
+use super::fence::VipFence;
+use super::garp::{self, LeaseClock};
+use super::journal::mono_ns;
+use super::plan::{self, Held};
+use super::run::AgentConfig;
+
+/// A VIP this agent answers for, with the clock its announcements read.
+pub(super) struct HeldVip {
+    held: Held,
+    clock: Arc<LeaseClock>,
+}
+
+/// What the agent holds and knows between reconciles.
+pub(super) struct Agent<'a> {
+    cfg: &'a AgentConfig,
+    client: &'a Client,
+    fence: Arc<dyn VipFence>,
+    addrs: &'a Addresses,
+    held: BTreeMap<String, HeldVip>,
+    max_epoch: BTreeMap<String, u64>,
+    /// The addresses and interfaces the fence governs now (what `manage` last accepted).
+    managed: (Vec<Ipv4Addr>, Vec<String>),
+    /// Addresses let go whose removal failed: kept governed, removed again each round.
+    leftover: BTreeMap<Ipv4Addr, String>,
+    /// The renew interval the leader last sent.
+    renew_every: Duration,
+    last_register: Option<Instant>,
+    /// Grants this agent would not act on because its fence does not govern the VIP (said
+    /// once per VIP and epoch, not at every renewal).
+    ungoverned: std::collections::BTreeSet<(String, u64)>,
+}
+
+/// Runs `f` (a blocking fence call) off the async workers.
+pub(super) async fn fenced<T: Send + 'static>(
+    fence: &Arc<dyn VipFence>,
+    f: impl FnOnce(&dyn VipFence) -> Result<T, super::fence::FenceError> + Send + 'static,
+) -> Result<T, super::fence::FenceError> {
+    let fence = fence.clone();
+    tokio::task::spawn_blocking(move || f(&*fence))
+        .await
+        .unwrap_or_else(|e| Err(super::fence::FenceError(format!("fence task: {e}"))))
+}
+
+impl<'a> Agent<'a> {
+    /// An agent that holds nothing yet, with the fence installed and addresses at hand.
+    pub(super) fn new(
+        cfg: &'a AgentConfig,
+        client: &'a Client,
+        fence: Arc<dyn VipFence>,
+        addrs: &'a Addresses,
+    ) -> Self {
+        Agent {
+            cfg,
+            client,
+            fence,
+            addrs,
+            held: BTreeMap::new(),
+            max_epoch: BTreeMap::new(),
+            managed: (Vec::new(), Vec::new()),
+            leftover: BTreeMap::new(),
+            renew_every: cfg.lease.renew_interval,
+            last_register: None,
+            ungoverned: Default::default(),
+        }
+    }
+
+    /// How long until the next reconcile: the renew interval the leader last sent.
+    pub(super) fn renew_every(&self) -> Duration {
+        self.renew_every
+    }
+
+    /// The VIPs held now, by name.
+    pub(super) fn held_names(&self) -> Vec<String> {
+        self.held.keys().cloned().collect()
+    }
+
+    /// This agent's registration (or, `leaving`, its stop).
+    pub(super) fn registration(&self, leaving: bool) -> v1::RegisterRequest {
+        v1::RegisterRequest {
+            node_id: self.cfg.node_id,
+            addr: self.cfg.advertise.clone().unwrap_or_default(),
+            leaving,
+            in_member: self.cfg.advertise.is_none(),
+            ..Default::default()
+        }
+    }
+
+    /// Binds the node's leases to this process (at start, and again at most every 500 ms
+    /// while the leader refuses renewals for the process).
+    pub(super) async fn register(&mut self) {
+        if self
+            .last_register
+            .is_some_and(|t| t.elapsed() < Duration::from_millis(500))
+        {
+            return;
+        }
+        self.last_register = Some(Instant::now());
+        match self.client.register(self.registration(false)).await {
+            Ok(_) => tracing::info!(instance = self.cfg.instance, "agent registered"),
+            Err(e) => tracing::error!(
+                error = %e,
+                node = self.cfg.node_id,
+                "the cluster does not bind this node's leases to this agent (yet); retrying"
+            ),
+        }
+    }
+
+    /// Tells the leader a release it waits for is done (true if one was awaited and sent).
+    async fn confirm(&self, d: &plan::Drop) -> bool {
+        let Some(epoch) = d.confirm else {
+            return false;
+        };
+        if let Err(e) = self
+            .client
+            .confirm_release(self.cfg.node_id, &d.vip, epoch)
+            .await
+        {
+            tracing::debug!(error = %e, vip = %d.vip, "confirming release");
+        }
+        true
+    }
+
+    /// Governs exactly the addresses the plan says, on the interfaces that exist here.
+    async fn govern(&mut self, state: &v1::GetStateResponse) {
+        let held: BTreeMap<String, Held> = self
+            .held
+            .iter()
+            .map(|(n, h)| (n.clone(), h.held.clone()))
+            .collect();
+        let mut addrs = plan::managed(state, &held);
+        addrs.extend(self.leftover.keys());
+        addrs.sort();
+        addrs.dedup();
+        let mut ifaces = plan::interfaces(state, &held);
+        ifaces.extend(self.leftover.values().cloned());
+        ifaces.sort();
+        ifaces.dedup();
+        let want = (addrs, present(ifaces));
+        if want == self.managed {
+            return;
+        }
+        let (a, i) = want.clone();
+        match fenced(&self.fence, move |f| f.manage(&a, &i)).await {
+            Ok(()) => self.managed = want,
+            Err(e) => tracing::error!(error = %e, "updating the fence"),
+        }
+    }
+
+    /// Stops answering for a held VIP. Confirms the release (when one is awaited) once the
+    /// VIP no longer answers: revoked in a fence that governs its address, or its address
+    /// removed. Returns false, keeping it held, when neither worked.
+    pub(super) async fn drop_vip(&mut self, d: &plan::Drop) -> bool {
+        let Some(h) = self.held.get(&d.vip) else {
+            return true;
+        };
+        h.clock.end();
+        let (addr, iface, epoch) = (h.held.addr, h.held.iface.clone(), h.held.epoch);
+        let revoked = match fenced(&self.fence, move |f| f.revoke(addr)).await {
+            Ok(()) => self.managed.0.contains(&addr),
+            Err(e) => {
+                tracing::error!(error = %e, vip = %d.vip, "revoking the fence");
+                false
+            }
+        };
+        // The next owner waits for the confirmation: given as soon as the fence is shut.
+        let mut confirmed = false;
+        if revoked {
+            confirmed = self.confirm(d).await;
+        }
+        let removed = match self.addrs.remove(&iface, addr).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, vip = %d.vip, "removing the address");
+                false
+            }
+        };
+        if !confirmed && removed {
+            self.confirm(d).await;
+        }
+        if !revoked && !removed {
+            return false;
+        }
+        if !removed {
+            self.leftover.insert(addr, iface);
+        }
+        self.held.remove(&d.vip);
+        tracing::info!(vip = %d.vip, epoch, why = d.why.label(), "VIP released");
+        true
+    }
+
+    pub(super) async fn reconcile(
+        &mut self,
+        state: &v1::GetStateResponse,
+        haproxy: super::haproxy::HaproxyView,
+    ) {
+        let me = self.cfg.node_id;
+        self.govern(state).await;
+        // Leftover addresses of VIPs let go: removed again.
+        let leftover: Vec<(Ipv4Addr, String)> =
+            self.leftover.iter().map(|(a, i)| (*a, i.clone())).collect();
+        for (addr, iface) in leftover {
+            // Given to this node again (under another VIP): held, not left over.
+            if self.held.values().any(|h| h.held.addr == addr) {
+                self.leftover.remove(&addr);
+                continue;
+            }
+            if self.addrs.remove(&iface, addr).await.is_ok() {
+                self.leftover.remove(&addr);
+            }
+        }
+
+        // Drop what the cluster no longer gives us, or asked us to release; expire what ran out.
+        let held: BTreeMap<String, Held> = self
+            .held
+            .iter()
+            .map(|(n, h)| (n.clone(), h.held.clone()))
+            .collect();
+        let mut letting_go = Vec::new();
+        for d in plan::drops(
+            state,
+            &held,
+            &mut self.max_epoch,
+            me,
+            Instant::now().into_std(),
+        ) {
+            if !self.drop_vip(&d).await {
+                letting_go.push(d.vip.clone());
+            }
+        }
+        // Confirm releases of VIPs not held here (never acquired, or let go earlier).
+        for (vip, epoch) in plan::confirms_not_held(state, &held_now(&self.held), &letting_go, me) {
+            if let Err(e) = self.client.confirm_release(me, &vip, epoch).await {
+                tracing::debug!(error = %e, %vip, "confirming release");
+            }
+        }
+
+        // Claim what is ours and renew.
+        let holding: Vec<v1::VipClaim> = self
+            .held
+            .iter()
+            .map(|(name, h)| v1::VipClaim {
+                vip: name.clone(),
+                epoch: h.held.epoch,
+            })
+            .collect();
+        let sent = Instant::now();
+        let req = v1::RenewRequest {
+            node_id: me,
+            claims: plan::claims(state, &self.max_epoch, me),
+            holding,
+            haproxy: haproxy.differs,
+            haproxy_error: haproxy.error,
+            instance: self.cfg.instance,
+        };
+        let resp =
+            match tokio::time::timeout(self.renew_every * 2, self.client.renew_report(req)).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "renewal failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!("renewal timed out");
+                    return;
+                }
+            };
+        if resp.renew_ms > 0 {
+            self.renew_every = Duration::from_millis(resp.renew_ms as u64);
+        }
+        if !resp.refused.is_empty() {
+            tracing::warn!(reason = %resp.refused, "renewal refused");
+            self.register().await;
+        }
+        let deadline = plan::deadline(sent.into_std(), &resp, &self.cfg.lease);
+        let (drops, acquires) = plan::after_renewal(state, &held_now(&self.held), &resp);
+        for d in &drops {
+            self.drop_vip(d).await;
+        }
+        for a in acquires {
+            self.acquire(&a, deadline).await;
+        }
+    }
+
+    /// Answers for a granted VIP until `deadline`: the address first (silent: the fence
+    /// governs it), then the fence's allowance, which is the moment the VIP answers, then the
+    /// announcements of a fresh one.
+    async fn acquire(&mut self, a: &plan::Acquire, deadline: std::time::Instant) {
+        let now = std::time::Instant::now();
+        if deadline <= now {
+            return;
+        }
+        if !self.managed.0.contains(&a.addr) || !self.managed.1.contains(&a.iface) {
+            // A VIP the fence does not govern would answer unfenced: never.
+            if self.ungoverned.insert((a.vip.clone(), a.epoch)) {
+                tracing::error!(vip = %a.vip, addr = %a.addr, iface = %a.iface, "the fence does not govern this VIP (no such interface here, or see the fence errors); not answering for it");
+            }
+            return;
+        }
+        let remaining = deadline - now;
+        // The address outlives the fence by at most a second or two: a backstop only.
+        if let Err(e) = self
+            .addrs
+            .add_or_refresh(
+                &a.iface,
+                a.addr,
+                a.prefix,
+                remaining + Duration::from_secs(1),
+            )
+            .await
+        {
+            tracing::error!(error = %e, vip = %a.vip, "adding the address");
+            return;
+        }
+        let addr = a.addr;
+        let allowed = match fenced(&self.fence, move |f| f.allow_until(addr, deadline)).await {
+            Ok(allowed) => allowed,
+            Err(e) => {
+                tracing::error!(error = %e, vip = %a.vip, "allowing in the fence");
+                false
+            }
+        };
+        if !allowed {
+            if !self.held.contains_key(&a.vip) {
+                let _ = self.addrs.remove(&a.iface, a.addr).await;
+            }
+            return;
+        }
+        let deadline_ns = mono_ns()
+            + deadline
+                .saturating_duration_since(std::time::Instant::now())
+                .as_nanos() as u64;
+        let held = Held {
+            epoch: a.epoch,
+            addr: a.addr,
+            iface: a.iface.clone(),
+            deadline,
+        };
+        if let Some(h) = self.held.get_mut(&a.vip) {
+            // Held before at another address (its release failed, and the VIP came back to
+            // this node changed): that address is no longer this VIP's, so it is kept
+            // governed and removed like any address let go.
+            if h.held.addr != a.addr || h.held.iface != a.iface {
+                self.leftover.insert(h.held.addr, h.held.iface.clone());
+            }
+            h.held = held;
+            h.clock.set(deadline_ns);
+            return;
+        }
+        let clock = Arc::new(LeaseClock::new(deadline_ns));
+        self.held.insert(
+            a.vip.clone(),
+            HeldVip {
+                held,
+                clock: clock.clone(),
+            },
+        );
+        tracing::info!(vip = %a.vip, epoch = a.epoch, addr = %a.addr, "VIP acquired");
+        let (iface, ip, count, interval) = (
+            a.iface.clone(),
+            a.addr,
+            self.cfg.garp_count,
+            self.cfg.garp_interval,
+        );
+        tokio::spawn(async move {
+            match garp::burst(&iface, ip, count, interval, &clock).await {
+                Ok(sent) if sent < count => {
+                    tracing::info!(sent, count, %ip, "gratuitous ARP burst cut short: the lease ended")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "gratuitous ARP"),
+            }
+        });
+    }
+}
+
+/// Interfaces that exist here (the fence can only filter on those).
+fn present(interfaces: Vec<String>) -> Vec<String> {
+    interfaces
+        .into_iter()
+        .filter(|i| std::path::Path::new("/sys/class/net").join(i).exists())
+        .collect()
+}
+
+fn held_now(held: &BTreeMap<String, HeldVip>) -> BTreeMap<String, Held> {
+    held.iter()
+        .map(|(n, h)| (n.clone(), h.held.clone()))
+        .collect()
+}
