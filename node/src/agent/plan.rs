@@ -278,6 +278,100 @@ pub fn interfaces(state: &v1::GetStateResponse, held: &BTreeMap<String, Held>) -
     out
 }
 
+/// Addresses let go whose removal failed, by address, with their interface: kept governed by
+/// the fence (silent) and removed again every round.
+pub type Leftover = BTreeMap<Ipv4Addr, String>;
+
+/// What the fence must govern this round: `managed` and `interfaces`, and every leftover
+/// address with its interface (so that an address whose removal failed never answers).
+pub fn governed(
+    state: &v1::GetStateResponse,
+    held: &BTreeMap<String, Held>,
+    leftover: &Leftover,
+) -> (Vec<Ipv4Addr>, Vec<String>) {
+    let mut addrs = managed(state, held);
+    addrs.extend(leftover.keys());
+    addrs.sort();
+    addrs.dedup();
+    let mut ifaces = interfaces(state, held);
+    ifaces.extend(leftover.values().cloned());
+    ifaces.sort();
+    ifaces.dedup();
+    (addrs, ifaces)
+}
+
+/// The leftover addresses to remove again this round. One held again (the cluster gave it to
+/// this node under a VIP since) is not removed but forgotten: it is a held VIP's address now.
+pub fn leftovers_to_remove(
+    leftover: &Leftover,
+    held: &BTreeMap<String, Held>,
+) -> (Vec<Ipv4Addr>, Vec<(Ipv4Addr, String)>) {
+    let (forget, remove): (Vec<_>, Vec<_>) = leftover
+        .iter()
+        .map(|(a, i)| (*a, i.clone()))
+        .partition(|(a, _)| held.values().any(|h| h.addr == *a));
+    (forget.into_iter().map(|(a, _)| a).collect(), remove)
+}
+
+/// Why a granted VIP does not answer here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The grant's deadline has passed already.
+    Expired,
+    /// The fence does not govern its address or interface: it would answer unfenced.
+    Ungoverned,
+}
+
+/// Whether a granted VIP may answer here until `deadline`, and for how long: never past the
+/// deadline, never at an address or on an interface the fence does not govern (`governed`,
+/// what the fence last accepted).
+pub fn may_answer(
+    a: &Acquire,
+    governed: &(Vec<Ipv4Addr>, Vec<String>),
+    deadline: Instant,
+    now: Instant,
+) -> Result<Duration, Refusal> {
+    if deadline <= now {
+        return Err(Refusal::Expired);
+    }
+    if !governed.0.contains(&a.addr) || !governed.1.contains(&a.iface) {
+        return Err(Refusal::Ungoverned);
+    }
+    Ok(deadline - now)
+}
+
+/// The address a held VIP no longer has when it is acquired again at `a` (its release failed,
+/// and the VIP came back to this node with another address or interface): no longer this
+/// VIP's, so it becomes a leftover, governed and removed like any address let go.
+pub fn displaced(before: Option<&Held>, a: &Acquire) -> Option<(Ipv4Addr, String)> {
+    let h = before?;
+    (h.addr != a.addr || h.iface != a.iface).then(|| (h.addr, h.iface.clone()))
+}
+
+/// What letting a VIP go achieved, from its two steps: the fence's revoke (`revoked`: it
+/// succeeded and the fence governs the address, so the VIP is silent) and the address's
+/// removal (`removed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LetGo {
+    /// The release may be confirmed right after the revoke, before the address is removed.
+    pub confirm_after_revoke: bool,
+    /// Not silenced by the fence, but the address is gone: confirm after the removal.
+    pub confirm_after_removal: bool,
+    /// Neither worked: the VIP still answers, so it stays held and is let go again later.
+    pub still_held: bool,
+    /// Silent but its address is still on the interface: a leftover, removed again later.
+    pub leftover: bool,
+}
+
+pub fn let_go(revoked: bool, removed: bool) -> LetGo {
+    LetGo {
+        confirm_after_revoke: revoked,
+        confirm_after_removal: !revoked && removed,
+        still_held: !revoked && !removed,
+        leftover: revoked && !removed,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -442,5 +536,135 @@ mod tests {
             deadline(sent, &old_leader, &own),
             sent + Duration::from_millis(780)
         );
+    }
+
+    fn acquire_at(addr: &str, iface: &str) -> Acquire {
+        Acquire {
+            vip: "v".into(),
+            epoch: 2,
+            addr: addr.parse().unwrap(),
+            prefix: 24,
+            iface: iface.into(),
+            fresh: false,
+        }
+    }
+
+    #[test]
+    fn an_address_whose_removal_failed_stays_governed_until_it_is_removed() {
+        // The VIP is gone from the state and nothing is held: only the leftover names it.
+        let leftover: Leftover = [("10.213.0.7".parse().unwrap(), "eth1".to_string())].into();
+        let (addrs, ifaces) = governed(&state(vec![]), &BTreeMap::new(), &leftover);
+        assert_eq!(addrs, vec!["10.213.0.7".parse::<Ipv4Addr>().unwrap()]);
+        assert_eq!(ifaces, vec!["eth1".to_string()]);
+        // Beside the cluster's VIPs, without duplicates.
+        let leftover: Leftover = [("10.213.0.100".parse().unwrap(), "eth0".to_string())].into();
+        let (addrs, ifaces) = governed(&state(vec![vip("v", 2, 1)]), &BTreeMap::new(), &leftover);
+        assert_eq!(addrs.len(), 1);
+        assert_eq!(ifaces, vec!["eth0".to_string()]);
+    }
+
+    #[test]
+    fn a_leftover_address_held_again_is_forgotten_not_removed() {
+        let far = Instant::now() + Duration::from_secs(5);
+        let leftover: Leftover = [
+            ("10.213.0.100".parse().unwrap(), "eth0".to_string()),
+            ("10.213.0.7".parse().unwrap(), "eth0".to_string()),
+        ]
+        .into();
+        // "v" holds 10.213.0.100 again: removing it would silence a VIP this node answers for.
+        let (forget, remove) = leftovers_to_remove(&leftover, &held(2, far));
+        assert_eq!(forget, vec!["10.213.0.100".parse::<Ipv4Addr>().unwrap()]);
+        assert_eq!(
+            remove,
+            vec![("10.213.0.7".parse().unwrap(), "eth0".to_string())]
+        );
+        let (forget, remove) = leftovers_to_remove(&leftover, &BTreeMap::new());
+        assert!(forget.is_empty());
+        assert_eq!(remove.len(), 2);
+    }
+
+    #[test]
+    fn a_vip_acquired_again_elsewhere_leaves_its_old_address_to_be_removed() {
+        let far = Instant::now() + Duration::from_secs(5);
+        let before = held(1, far);
+        let h = before.get("v");
+        // The cluster changed the VIP's address while this node held it, and the release of
+        // the old one failed; the next grant is at the new address.
+        assert_eq!(
+            displaced(h, &acquire_at("10.213.0.101", "eth0")),
+            Some(("10.213.0.100".parse().unwrap(), "eth0".into()))
+        );
+        assert_eq!(
+            displaced(h, &acquire_at("10.213.0.100", "eth1")),
+            Some(("10.213.0.100".parse().unwrap(), "eth0".into()))
+        );
+        // A renewal at the same place, or a first acquire, displaces nothing.
+        assert_eq!(displaced(h, &acquire_at("10.213.0.100", "eth0")), None);
+        assert_eq!(displaced(None, &acquire_at("10.213.0.100", "eth0")), None);
+
+        // Through the whole round: the state moved "v" to .101; the renewal grants it there.
+        let mut moved = vip("v", ME, 1);
+        moved.address = "10.213.0.101/24".into();
+        let s = state(vec![moved]);
+        let resp = v1::RenewResponse {
+            grants: vec![v1::LeaseGrant {
+                vip: "v".into(),
+                epoch: 1,
+                granted: true,
+            }],
+            ..Default::default()
+        };
+        let (_, acquires) = after_renewal(&s, &before, &resp);
+        assert_eq!(acquires.len(), 1);
+        let (addr, iface) = displaced(before.get("v"), &acquires[0]).unwrap();
+        let leftover: Leftover = [(addr, iface)].into();
+        let mut now_held = before.clone();
+        now_held.get_mut("v").unwrap().addr = acquires[0].addr;
+        // The old address stays governed (silent) and is removed, not forgotten.
+        let (addrs, _) = governed(&s, &now_held, &leftover);
+        assert!(addrs.contains(&"10.213.0.100".parse().unwrap()));
+        let (forget, remove) = leftovers_to_remove(&leftover, &now_held);
+        assert!(forget.is_empty());
+        assert_eq!(remove.len(), 1);
+    }
+
+    #[test]
+    fn a_grant_is_acted_on_only_before_its_deadline_and_inside_the_fence() {
+        let now = Instant::now();
+        let a = acquire_at("10.213.0.100", "eth0");
+        let fence = (
+            vec!["10.213.0.100".parse().unwrap()],
+            vec!["eth0".to_string()],
+        );
+        let d = now + Duration::from_millis(1500);
+        assert_eq!(
+            may_answer(&a, &fence, d, now),
+            Ok(Duration::from_millis(1500))
+        );
+        assert_eq!(may_answer(&a, &fence, now, now), Err(Refusal::Expired));
+        let no_iface = (fence.0.clone(), vec!["eth1".to_string()]);
+        assert_eq!(may_answer(&a, &no_iface, d, now), Err(Refusal::Ungoverned));
+        let no_addr = (vec![], fence.1.clone());
+        assert_eq!(may_answer(&a, &no_addr, d, now), Err(Refusal::Ungoverned));
+    }
+
+    #[test]
+    fn a_release_is_confirmed_only_once_the_vip_is_silent() {
+        // Revoked in a fence that governs it: confirmed at once, before the address goes.
+        let l = let_go(true, true);
+        assert!(l.confirm_after_revoke && !l.confirm_after_removal);
+        assert!(!l.still_held && !l.leftover);
+        // Revoked but the address stays: silent, confirmed, removed again later.
+        let l = let_go(true, false);
+        assert!(l.confirm_after_revoke && !l.confirm_after_removal);
+        assert!(!l.still_held && l.leftover);
+        // Not revoked, the address removed: silent only now, confirmed after the removal.
+        let l = let_go(false, true);
+        assert!(!l.confirm_after_revoke && l.confirm_after_removal);
+        assert!(!l.still_held && !l.leftover);
+        // Neither: it may still answer, so it is neither confirmed nor let go.
+        let l = let_go(false, false);
+        assert!(!l.confirm_after_revoke && !l.confirm_after_removal);
+        assert!(l.still_held);
     }
 }

@@ -40,7 +40,7 @@ pub(super) struct Agent<'a> {
     /// The addresses and interfaces the fence governs now (what `manage` last accepted).
     managed: (Vec<Ipv4Addr>, Vec<String>),
     /// Addresses let go whose removal failed: kept governed, removed again each round.
-    leftover: BTreeMap<Ipv4Addr, String>,
+    leftover: plan::Leftover,
     /// The renew interval the leader last sent.
     renew_every: Duration,
     last_register: Option<Instant>,
@@ -141,19 +141,8 @@ impl<'a> Agent<'a> {
 
     /// Governs exactly the addresses the plan says, on the interfaces that exist here.
     async fn govern(&mut self, state: &v1::GetStateResponse) {
-        let held: BTreeMap<String, Held> = self
-            .held
-            .iter()
-            .map(|(n, h)| (n.clone(), h.held.clone()))
-            .collect();
-        let mut addrs = plan::managed(state, &held);
-        addrs.extend(self.leftover.keys());
-        addrs.sort();
-        addrs.dedup();
-        let mut ifaces = plan::interfaces(state, &held);
-        ifaces.extend(self.leftover.values().cloned());
-        ifaces.sort();
-        ifaces.dedup();
+        let held = held_now(&self.held);
+        let (addrs, ifaces) = plan::governed(state, &held, &self.leftover);
         let want = (addrs, present(ifaces));
         if want == self.managed {
             return;
@@ -182,9 +171,8 @@ impl<'a> Agent<'a> {
             }
         };
         // The next owner waits for the confirmation: given as soon as the fence is shut.
-        let mut confirmed = false;
         if revoked {
-            confirmed = self.confirm(d).await;
+            self.confirm(d).await;
         }
         let removed = match self.addrs.remove(&iface, addr).await {
             Ok(()) => true,
@@ -193,13 +181,14 @@ impl<'a> Agent<'a> {
                 false
             }
         };
-        if !confirmed && removed {
+        let done = plan::let_go(revoked, removed);
+        if done.confirm_after_removal {
             self.confirm(d).await;
         }
-        if !revoked && !removed {
+        if done.still_held {
             return false;
         }
-        if !removed {
+        if done.leftover {
             self.leftover.insert(addr, iface);
         }
         self.held.remove(&d.vip);
@@ -215,25 +204,18 @@ impl<'a> Agent<'a> {
         let me = self.cfg.node_id;
         self.govern(state).await;
         // Leftover addresses of VIPs let go: removed again.
-        let leftover: Vec<(Ipv4Addr, String)> =
-            self.leftover.iter().map(|(a, i)| (*a, i.clone())).collect();
-        for (addr, iface) in leftover {
-            // Given to this node again (under another VIP): held, not left over.
-            if self.held.values().any(|h| h.held.addr == addr) {
-                self.leftover.remove(&addr);
-                continue;
-            }
+        let (forget, remove) = plan::leftovers_to_remove(&self.leftover, &held_now(&self.held));
+        for addr in forget {
+            self.leftover.remove(&addr);
+        }
+        for (addr, iface) in remove {
             if self.addrs.remove(&iface, addr).await.is_ok() {
                 self.leftover.remove(&addr);
             }
         }
 
         // Drop what the cluster no longer gives us, or asked us to release; expire what ran out.
-        let held: BTreeMap<String, Held> = self
-            .held
-            .iter()
-            .map(|(n, h)| (n.clone(), h.held.clone()))
-            .collect();
+        let held = held_now(&self.held);
         let mut letting_go = Vec::new();
         for d in plan::drops(
             state,
@@ -304,18 +286,22 @@ impl<'a> Agent<'a> {
     /// governs it), then the fence's allowance, which is the moment the VIP answers, then the
     /// announcements of a fresh one.
     async fn acquire(&mut self, a: &plan::Acquire, deadline: std::time::Instant) {
-        let now = std::time::Instant::now();
-        if deadline <= now {
-            return;
-        }
-        if !self.managed.0.contains(&a.addr) || !self.managed.1.contains(&a.iface) {
-            // A VIP the fence does not govern would answer unfenced: never.
-            if self.ungoverned.insert((a.vip.clone(), a.epoch)) {
-                tracing::error!(vip = %a.vip, addr = %a.addr, iface = %a.iface, "the fence does not govern this VIP (no such interface here, or see the fence errors); not answering for it");
+        let remaining = match plan::may_answer(
+            a,
+            &self.managed,
+            deadline,
+            std::time::Instant::now(),
+        ) {
+            Ok(remaining) => remaining,
+            Err(plan::Refusal::Expired) => return,
+            Err(plan::Refusal::Ungoverned) => {
+                // A VIP the fence does not govern would answer unfenced: never.
+                if self.ungoverned.insert((a.vip.clone(), a.epoch)) {
+                    tracing::error!(vip = %a.vip, addr = %a.addr, iface = %a.iface, "the fence does not govern this VIP (no such interface here, or see the fence errors); not answering for it");
+                }
+                return;
             }
-            return;
-        }
-        let remaining = deadline - now;
+        };
         // The address outlives the fence by at most a second or two: a backstop only.
         if let Err(e) = self
             .addrs
@@ -355,11 +341,8 @@ impl<'a> Agent<'a> {
             deadline,
         };
         if let Some(h) = self.held.get_mut(&a.vip) {
-            // Held before at another address (its release failed, and the VIP came back to
-            // this node changed): that address is no longer this VIP's, so it is kept
-            // governed and removed like any address let go.
-            if h.held.addr != a.addr || h.held.iface != a.iface {
-                self.leftover.insert(h.held.addr, h.held.iface.clone());
+            if let Some((addr, iface)) = plan::displaced(Some(&h.held), a) {
+                self.leftover.insert(addr, iface);
             }
             h.held = held;
             h.clock.set(deadline_ns);
