@@ -1,3 +1,6 @@
+//! Generates the `ballast.v1` Rust types and gRPC stubs from `ballast/v1/*.proto` with the
+//! vendored protoc, and the file descriptor set that reflection serves.
+
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -21,7 +24,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("ballast_v1_descriptor.bin"))
         .btree_map(".")
-        // The cluster-state model is stored in the Raft state machine as these types.
+        // Nothing is stored as these types (node/src/model/ is); the derives let
+        // model/wire.rs's tests check that the stored types encode as these once did.
         .type_attribute(".", "#[derive(serde::Serialize, serde::Deserialize)]")
         // Byte strings encode as one block rather than byte by byte (bincode writes the same
         // bytes either way, so stored data is unchanged).
