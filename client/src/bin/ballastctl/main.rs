@@ -1,12 +1,18 @@
 //! `ballastctl`: the operator's command line for a Ballast cluster.
 
+mod output;
+
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use ballast_client::{report, v1, Client, ClientConfig, Error};
-use clap::{Parser, Subcommand, ValueEnum};
-use serde_json::{json, Value};
+use ballast_client::{backup, files, report, v1, Client, ClientConfig, Error, WatchItem};
+use clap::{Parser, Subcommand};
+
+use output::{
+    backup_out, lease_out, members_out, nodes_out, vip_state, vips_out, BenchResult, Output,
+    StatusView,
+};
 
 #[derive(Parser)]
 #[command(name = "ballastctl", version, about = "Operate a Ballast cluster")]
@@ -80,12 +86,6 @@ struct Cli {
 
     #[command(subcommand)]
     cmd: Cmd,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Output {
-    Table,
-    Json,
 }
 
 #[derive(Subcommand)]
@@ -528,52 +528,6 @@ struct BenchArgs {
     keys: usize,
 }
 
-fn print_json(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap());
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn kv_json(kv: &v1::KeyValue) -> Value {
-    json!({
-        "key": text(&kv.key),
-        "value": text(&kv.value),
-        "create_revision": kv.create_revision,
-        "mod_revision": kv.mod_revision,
-        "version": kv.version,
-    })
-}
-
-fn role(r: i32) -> &'static str {
-    v1::Role::try_from(r)
-        .unwrap_or(v1::Role::Unspecified)
-        .label()
-}
-
-/// Prints rows as an aligned table.
-fn table(header: &[&str], rows: Vec<Vec<String>>) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in &rows {
-        for (i, c) in r.iter().enumerate() {
-            widths[i] = widths[i].max(c.len());
-        }
-    }
-    let line = |cells: Vec<String>| {
-        let s: Vec<String> = cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{:<w$}", c, w = widths[i]))
-            .collect();
-        println!("{}", s.join("  ").trim_end());
-    };
-    line(header.iter().map(|s| s.to_string()).collect());
-    for r in rows {
-        line(r);
-    }
-}
-
 async fn status(c: &Client, out: Output) -> Result<(), Error> {
     let _ = c.find_leader().await;
     let first = c.status().await?;
@@ -592,122 +546,17 @@ async fn status(c: &Client, out: Output) -> Result<(), Error> {
         .chain([first.term])
         .max()
         .unwrap_or(0);
-    let s = lead.unwrap_or(first);
-    let lag = |m: &v1::Member| (s.raft_state == "leader").then_some(m.lag);
-    // The decided VIPs, and the leader's view of their leases and of the agents.
-    let st = c.get_state(true).await.ok();
-    let leases = c.leases().await.ok();
-    if out == Output::Json {
-        let members: Vec<Value> = s
-            .members
-            .iter()
-            .map(|m| {
-                let mut j = json!({"id": m.id, "addr": m.addr, "role": role(m.role), "matched_index": lag(m).map(|_| m.matched_index), "lag": lag(m)});
-                match &views[&m.id] {
-                    Ok(v) => {
-                        j["reachable"] = json!(true);
-                        j["raft_state"] = json!(v.raft_state);
-                        j["stale_leader"] = json!(report::member_state(v, highest_term) == "stale leader");
-                        j["term"] = json!(v.term);
-                        j["applied_index"] = json!(v.applied_index);
-                        j["commit_index"] = json!(v.commit_index);
-                    }
-                    Err(e) => {
-                        j["reachable"] = json!(false);
-                        j["error"] = json!(e.to_string());
-                    }
-                }
-                j
-            })
-            .collect();
-        print_json(&json!({
-            "cluster_id": s.cluster_id,
-            "leader_id": s.leader_id,
-            "leader_addr": s.leader_addr,
-            "term": s.term,
-            "commit_index": s.commit_index,
-            "applied_index": s.applied_index,
-            "revision": s.header.as_ref().map(|h| h.revision).unwrap_or(0),
-            "members": members,
-            "vips": st.as_ref().map(|st| vip_leases_json(&st.vips, leases.as_ref())),
-            "differences": match (&st, &leases) {
-                (Some(st), Some(l)) => json!(report::differences(&st.vips, l)),
-                _ => Value::Null,
-            },
-        }));
-        return Ok(());
-    }
-    println!("cluster   {}", s.cluster_id);
-    println!(
-        "leader    {} ({})",
-        if s.leader_id == 0 {
-            "none".to_string()
-        } else {
-            s.leader_id.to_string()
-        },
-        s.leader_addr
-    );
-    println!("term      {}", s.term);
-    println!(
-        "commit    {}   applied {}   revision {}",
-        s.commit_index,
-        s.applied_index,
-        s.header.as_ref().map(|h| h.revision).unwrap_or(0)
-    );
-    println!();
-    let rows = s
-        .members
-        .iter()
-        .map(|m| {
-            let (state, term, applied) = match &views[&m.id] {
-                Ok(v) => (
-                    report::member_state(v, highest_term),
-                    v.term.to_string(),
-                    v.applied_index.to_string(),
-                ),
-                Err(_) => ("unreachable".to_string(), "-".into(), "-".into()),
-            };
-            vec![
-                m.id.to_string(),
-                m.addr.clone(),
-                role(m.role).to_string(),
-                state,
-                term,
-                applied,
-                lag(m).map_or("-".into(), |l| l.to_string()),
-            ]
-        })
-        .collect();
-    table(
-        &["ID", "ADDRESS", "ROLE", "STATE", "TERM", "APPLIED", "LAG"],
-        rows,
-    );
-    if let Some(st) = st {
-        if !st.vips.is_empty() {
-            println!();
-            vip_leases_table(&st.vips, leases.as_ref());
-        }
-        if !st.services.is_empty() {
-            println!();
-            services_table(&st.services);
-        }
-        match &leases {
-            Some(l) => {
-                let d = report::differences(&st.vips, l);
-                if !d.is_empty() {
-                    println!();
-                    println!("agents (or their HAProxy) differ from the decisions:");
-                    for line in d {
-                        println!("  {line}");
-                    }
-                }
-            }
-            None if !st.vips.is_empty() => {
-                println!();
-                println!("(leases unknown: no leader answered)");
-            }
-            None => {}
-        }
+    let view = StatusView {
+        cluster: lead.unwrap_or(first),
+        views,
+        highest_term,
+        // The decided VIPs, and the leader's view of their leases and of the agents.
+        state: c.get_state(true).await.ok(),
+        leases: c.leases().await.ok(),
+    };
+    match out {
+        Output::Json => print!("{}", output::pretty(&output::status_json(&view))),
+        Output::Table => print!("{}", output::status_text(&view)),
     }
     Ok(())
 }
@@ -727,121 +576,12 @@ async fn member_views(
     known
 }
 
-/// Lease time left at the leader, as shown to operators.
-fn lease_left(vip: &str, leases: Option<&v1::LeasesResponse>) -> Option<u32> {
-    leases?
-        .leases
-        .iter()
-        .find(|l| l.vip == vip)
-        .map(|l| l.remaining_ms)
-}
-
-fn vip_leases_json(vips: &[v1::Vip], leases: Option<&v1::LeasesResponse>) -> Value {
-    json!(vips
-        .iter()
-        .map(|v| json!({
-            "name": v.name, "owner": v.owner, "epoch": v.epoch, "state": vip_state(v),
-            "lease_remaining_ms": lease_left(&v.name, leases),
-            "held_by": leases.map(|l| report::held_by(&v.name, l)),
-        }))
-        .collect::<Vec<_>>())
-}
-
-fn vip_leases_table(vips: &[v1::Vip], leases: Option<&v1::LeasesResponse>) {
-    table(
-        &[
-            "VIP", "ADDRESS", "OWNER", "EPOCH", "STATE", "LEASE", "HELD BY",
-        ],
-        vips.iter()
-            .map(|v| {
-                vec![
-                    v.name.clone(),
-                    v.address.clone(),
-                    owner_cell(v.owner),
-                    v.epoch.to_string(),
-                    vip_state(v),
-                    match lease_left(&v.name, leases) {
-                        Some(ms) if v.owner != 0 => format!("{ms} ms"),
-                        _ => "-".into(),
-                    },
-                    match leases {
-                        Some(l) => {
-                            let h: Vec<String> = report::held_by(&v.name, l)
-                                .iter()
-                                .map(|n| n.to_string())
-                                .collect();
-                            if h.is_empty() {
-                                "nobody".into()
-                            } else {
-                                h.join(",")
-                            }
-                        }
-                        None => "?".into(),
-                    },
-                ]
-            })
-            .collect(),
-    );
-}
-
-fn services_table(services: &[v1::Service]) {
-    let health = |h: i32| {
-        v1::Health::try_from(h)
-            .unwrap_or(v1::Health::Unknown)
-            .label()
-    };
-    table(
-        &["SERVICE", "BACKENDS", "RELEASE"],
-        services
-            .iter()
-            .map(|s| {
-                let b: Vec<String> = s
-                    .backends
-                    .values()
-                    .map(|b| format!("{}={}", b.node_id, health(b.health)))
-                    .collect();
-                vec![s.name.clone(), b.join(" "), s.active_release.clone()]
-            })
-            .collect(),
-    );
-}
-
-/// Members with their replication: `leader_view` says the answer came from a leader (only a
-/// leader knows how far each member is).
-fn members_out(members: &[v1::Member], leader_view: bool, out: Output) {
-    let lag = |m: &v1::Member| leader_view.then_some((m.matched_index, m.lag));
-    if out == Output::Json {
-        let v: Vec<Value> = members
-            .iter()
-            .map(|m| json!({"id": m.id, "addr": m.addr, "role": role(m.role), "matched_index": lag(m).map(|l| l.0), "lag": lag(m).map(|l| l.1)}))
-            .collect();
-        print_json(&json!(v));
-        return;
-    }
-    let rows = members
-        .iter()
-        .map(|m| {
-            let (matched, lag) = lag(m).map_or(("-".into(), "-".into()), |(a, b)| {
-                (a.to_string(), b.to_string())
-            });
-            vec![
-                m.id.to_string(),
-                m.addr.clone(),
-                role(m.role).to_string(),
-                matched,
-                lag,
-            ]
-        })
-        .collect();
-    table(&["ID", "ADDRESS", "ROLE", "MATCHED", "LAG"], rows);
-}
-
 async fn member(c: &Client, cmd: MemberCmd, out: Output) -> Result<(), Error> {
     let r = match cmd {
         MemberCmd::List => {
             let _ = c.find_leader().await;
             let s = c.status().await?;
-            members_out(&s.members, s.raft_state == "leader", out);
+            print!("{}", members_out(&s.members, s.raft_state == "leader", out));
             return Ok(());
         }
         MemberCmd::Add { id, addr, no_wait } => c.add_learner(id, &addr, !no_wait).await?,
@@ -849,7 +589,7 @@ async fn member(c: &Client, cmd: MemberCmd, out: Output) -> Result<(), Error> {
         MemberCmd::Remove { id } => c.remove_node(id).await?,
     };
     // Membership changes are answered by the leader.
-    members_out(&r.members, true, out);
+    print!("{}", members_out(&r.members, true, out));
     Ok(())
 }
 
@@ -857,12 +597,9 @@ async fn kv(c: &Client, cmd: KvCmd, out: Output) -> Result<(), Error> {
     match cmd {
         KvCmd::Get { key, serializable } => {
             let r = c.get(key.clone(), serializable).await?;
-            let rev = r.header.map(|h| h.revision).unwrap_or(0);
-            match (out, r.kv) {
-                (Output::Json, kv) => {
-                    print_json(&json!({"revision": rev, "kv": kv.as_ref().map(kv_json)}))
-                }
-                (Output::Table, Some(kv)) => println!("{}", text(&kv.value)),
+            match (out, &r.kv) {
+                (Output::Json, _) => print!("{}", output::pretty(&output::get_json(&r))),
+                (Output::Table, Some(kv)) => println!("{}", output::text(&kv.value)),
                 (Output::Table, None) => return Err(Error::NotFound(format!("key {key:?}"))),
             }
         }
@@ -880,7 +617,7 @@ async fn kv(c: &Client, cmd: KvCmd, out: Output) -> Result<(), Error> {
                 }
             };
             let r = c.put(key, value).await?;
-            println!("OK revision {}", r.header.map(|h| h.revision).unwrap_or(0));
+            println!("OK revision {}", output::revision(r.header.as_ref()));
         }
         KvCmd::Cas {
             key,
@@ -896,17 +633,18 @@ async fn kv(c: &Client, cmd: KvCmd, out: Output) -> Result<(), Error> {
                 (None, None) => unreachable!("clap requires one"),
             };
             let r = c.compare_and_set(key, expected, new_value).await?;
-            let rev = r.header.map(|h| h.revision).unwrap_or(0);
             if out == Output::Json {
-                print_json(
-                    &json!({"succeeded": r.succeeded, "revision": rev, "kv": r.kv.as_ref().map(kv_json)}),
-                );
+                print!("{}", output::pretty(&output::cas_json(&r)));
             } else if r.succeeded {
-                println!("OK revision {rev}");
+                println!("OK revision {}", output::revision(r.header.as_ref()));
             } else {
-                let cur = r
-                    .kv
-                    .map(|k| format!("value {:?} at revision {}", text(&k.value), k.mod_revision));
+                let cur = r.kv.map(|k| {
+                    format!(
+                        "value {:?} at revision {}",
+                        output::text(&k.value),
+                        k.mod_revision
+                    )
+                });
                 return Err(Error::FailedPrecondition(format!(
                     "compare failed; current: {}",
                     cur.unwrap_or_else(|| "absent".into())
@@ -918,7 +656,7 @@ async fn kv(c: &Client, cmd: KvCmd, out: Output) -> Result<(), Error> {
             println!(
                 "deleted {} revision {}",
                 r.deleted,
-                r.header.map(|h| h.revision).unwrap_or(0)
+                output::revision(r.header.as_ref())
             );
         }
         KvCmd::Ls {
@@ -927,123 +665,61 @@ async fn kv(c: &Client, cmd: KvCmd, out: Output) -> Result<(), Error> {
             serializable,
         } => {
             let r = c.range(prefix, limit, serializable).await?;
-            if out == Output::Json {
-                let kvs: Vec<Value> = r.kvs.iter().map(kv_json).collect();
-                print_json(
-                    &json!({"revision": r.header.map(|h| h.revision).unwrap_or(0), "kvs": kvs, "more": r.more}),
-                );
-            } else {
-                let rows = r
-                    .kvs
-                    .iter()
-                    .map(|kv| vec![text(&kv.key), text(&kv.value), kv.mod_revision.to_string()])
-                    .collect();
-                table(&["KEY", "VALUE", "REVISION"], rows);
-                if r.more {
-                    println!("(more keys; raise --limit)");
-                }
-            }
+            print!("{}", output::range_out(&r, out));
         }
         KvCmd::Watch {
             prefixes,
             rev,
             state,
-        } => {
-            let prefixes = if prefixes.is_empty() && !state {
-                vec![String::new()]
-            } else {
-                prefixes
-            };
-            let mut w = c.watch(v1::WatchRequest {
-                key_prefixes: prefixes.into_iter().map(String::into_bytes).collect(),
-                cluster_state: state,
-                start_revision: rev,
-            });
-            loop {
-                let r = match w.next().await {
-                    Ok(ballast_client::WatchItem::Changes(r)) => r,
-                    Ok(ballast_client::WatchItem::Resync { resume_at }) => {
-                        if out == Output::Json {
-                            println!("{}", json!({"revision": resume_at, "type": "RESYNC"}));
-                        } else {
-                            println!("{resume_at} RESYNC (changes before this revision were lost to compaction: read the keys again)");
-                        }
-                        continue;
-                    }
-                    // A refusal does not mend itself; anything else is tried again.
-                    Err(
-                        e @ (Error::InvalidArgument(_)
-                        | Error::Unauthenticated(_)
-                        | Error::PermissionDenied(_)),
-                    ) => return Err(e),
-                    Err(e) => {
-                        eprintln!("watch: {e}; trying again");
-                        continue;
-                    }
-                };
-                for e in r.events {
-                    match e.event {
-                        Some(v1::event::Event::Kv(k)) => {
-                            let kind = if k.kind == v1::kv_event::Kind::Delete as i32 {
-                                "DELETE"
-                            } else {
-                                "PUT"
-                            };
-                            let kv = k.kv.unwrap_or_default();
-                            if out == Output::Json {
-                                println!(
-                                    "{}",
-                                    json!({"revision": r.revision, "type": kind, "kv": kv_json(&kv)})
-                                );
-                            } else {
-                                println!(
-                                    "{} {} {} {}",
-                                    r.revision,
-                                    kind,
-                                    text(&kv.key),
-                                    text(&kv.value)
-                                );
-                            }
-                        }
-                        Some(v1::event::Event::State(s)) => {
-                            if out == Output::Json {
-                                println!(
-                                    "{}",
-                                    json!({"revision": r.revision, "type": "STATE", "kind": s.kind, "name": s.name, "deleted": s.deleted})
-                                );
-                            } else {
-                                println!(
-                                    "{} STATE {} {}{}",
-                                    r.revision,
-                                    s.kind,
-                                    s.name,
-                                    if s.deleted { " deleted" } else { "" }
-                                );
-                            }
-                        }
-                        None => {}
-                    }
-                }
-            }
-        }
+        } => return watch(c, prefixes, rev, state, out).await,
     }
     Ok(())
 }
 
+/// Prints the changes under `prefixes` (every key when none and no `state`) from revision
+/// `rev` until interrupted; returns only when the cluster refuses the watch.
+async fn watch(
+    c: &Client,
+    prefixes: Vec<String>,
+    rev: u64,
+    state: bool,
+    out: Output,
+) -> Result<(), Error> {
+    let prefixes = if prefixes.is_empty() && !state {
+        vec![String::new()]
+    } else {
+        prefixes
+    };
+    let mut w = c.watch(v1::WatchRequest {
+        key_prefixes: prefixes.into_iter().map(String::into_bytes).collect(),
+        cluster_state: state,
+        start_revision: rev,
+    });
+    loop {
+        match w.next().await {
+            Ok(WatchItem::Changes(r)) => print!("{}", output::watch_lines(&r, out)),
+            Ok(WatchItem::Resync { resume_at }) => {
+                print!("{}", output::resync_line(resume_at, out))
+            }
+            // A refusal does not mend itself; anything else is tried again.
+            Err(
+                e @ (Error::InvalidArgument(_)
+                | Error::Unauthenticated(_)
+                | Error::PermissionDenied(_)),
+            ) => return Err(e),
+            Err(e) => eprintln!("watch: {e}; trying again"),
+        }
+    }
+}
+
 async fn snapshot(c: &Client, cmd: SnapshotCmd, out: Output) -> Result<(), Error> {
-    use ballast_client::backup;
     let (file, bytes, saved) = match cmd {
         SnapshotCmd::Save { file } => {
             let bytes = c.snapshot().await?;
             // It holds every key and value: mode 0600, through a temporary file of its own
             // renamed into place, so a crash leaves no half backup under the name asked for.
-            ballast_client::files::write_atomic(
-                &file,
-                &bytes,
-                0o600,
-                ballast_client::files::Existing::Replace,
-            )
-            .map_err(|e| Error::Other(e.to_string()))?;
+            files::write_atomic(&file, &bytes, 0o600, files::Existing::Replace)
+                .map_err(|e| Error::Other(e.to_string()))?;
             (file, bytes, true)
         }
         SnapshotCmd::Inspect { file } => {
@@ -1054,102 +730,14 @@ async fn snapshot(c: &Client, cmd: SnapshotCmd, out: Output) -> Result<(), Error
     };
     let (h, _) =
         backup::decode(&bytes).map_err(|e| Error::Other(format!("{}: {e}", file.display())))?;
-    if out == Output::Json {
-        print_json(&json!({
-            "file": file.display().to_string(), "bytes": bytes.len(), "cluster_id": h.cluster_id,
-            "revision": h.revision, "created_ms": h.created_ms, "sha256": h.payload_sha256,
-        }));
-    } else {
-        println!(
-            "{} {}: revision {} of cluster {}, {} bytes, state sha256 {}",
-            if saved { "saved" } else { "valid backup" },
-            file.display(),
-            h.revision,
-            h.cluster_id,
-            bytes.len(),
-            h.payload_sha256
-        );
-    }
+    print!("{}", backup_out(&file, bytes.len(), &h, saved, out));
     Ok(())
 }
 
 async fn state(c: &Client, cmd: StateCmd, out: Output) -> Result<(), Error> {
     let StateCmd::Show = cmd;
-    let s = c.get_state(false).await?;
-    if out == Output::Json {
-        print_json(&serde_json::to_value(&s).unwrap_or(Value::Null));
-        return Ok(());
-    }
-    // The same tables as `node ls`, `service ls` and `vip ls`.
-    println!("NODES");
-    nodes_out(&s.nodes, Output::Table);
-    println!("\nSERVICES");
-    services_table(&s.services);
-    println!("\nVIPS");
-    vips_out(&s.vips, Output::Table);
+    print!("{}", output::state_out(&c.get_state(false).await?, out));
     Ok(())
-}
-
-fn admin_label(a: i32) -> &'static str {
-    v1::AdminState::try_from(a)
-        .unwrap_or(v1::AdminState::Unspecified)
-        .label()
-}
-
-/// A VIP's owner for tables ("-" when nobody owns it).
-fn owner_cell(owner: u64) -> String {
-    if owner == 0 {
-        "-".into()
-    } else {
-        owner.to_string()
-    }
-}
-
-fn vip_state(v: &v1::Vip) -> String {
-    match (v.owner, v.releasing, v.move_to) {
-        (0, _, _) => "unowned".into(),
-        (_, true, _) => "releasing".into(),
-        (_, false, 0) => "held".into(),
-        (_, false, to) => format!("moving to {to}"),
-    }
-}
-
-fn vips_out(vips: &[v1::Vip], out: Output) {
-    if out == Output::Json {
-        let v: Vec<Value> = vips
-            .iter()
-            .map(|v| {
-                json!({"name": v.name, "address": v.address, "interface": v.interface, "service": v.service,
-                       "owner": v.owner, "epoch": v.epoch, "releasing": v.releasing, "move_to": v.move_to})
-            })
-            .collect();
-        print_json(&json!(v));
-        return;
-    }
-    table(
-        &[
-            "NAME",
-            "ADDRESS",
-            "INTERFACE",
-            "SERVICE",
-            "OWNER",
-            "EPOCH",
-            "STATE",
-        ],
-        vips.iter()
-            .map(|v| {
-                vec![
-                    v.name.clone(),
-                    v.address.clone(),
-                    v.interface.clone(),
-                    v.service.clone(),
-                    owner_cell(v.owner),
-                    v.epoch.to_string(),
-                    vip_state(v),
-                ]
-            })
-            .collect(),
-    );
 }
 
 fn bad(msg: String) -> Error {
@@ -1247,9 +835,9 @@ async fn service(c: &Client, cmd: ServiceCmd, out: Output) -> Result<(), Error> 
         ServiceCmd::Ls => {
             let st = c.get_state(false).await?;
             if out == Output::Json {
-                print_json(&serde_json::to_value(&st.services).unwrap_or(Value::Null));
+                print!("{}", output::pretty(&output::services_json(&st.services)));
             } else {
-                services_table(&st.services);
+                print!("{}", output::services_table(&st.services));
             }
         }
         ServiceCmd::Delete { name } => {
@@ -1262,63 +850,48 @@ async fn service(c: &Client, cmd: ServiceCmd, out: Output) -> Result<(), Error> 
 
 async fn lease(c: &Client, cmd: LeaseCmd, out: Output) -> Result<(), Error> {
     match cmd {
-        LeaseCmd::Show => {
-            let Some(l) = c.get_state(false).await?.lease else {
-                println!("no lease settings yet (the first leader sets its configured ones)");
-                return Ok(());
-            };
-            match out {
-                Output::Json => println!(
-                    "{}",
-                    serde_json::json!({
-                        "lease_ms": l.lease_ms, "renew_ms": l.renew_ms, "drift_ms": l.drift_ms,
-                        "margin_ms": l.margin_ms, "wait_ms": l.wait_ms,
-                    })
-                ),
-                Output::Table => {
-                    println!("lease     {} ms", l.lease_ms);
-                    println!("renew     every {} ms", l.renew_ms);
-                    println!(
-                        "drift     {} ms (the agent's deadline: lease - drift)",
-                        l.drift_ms
-                    );
-                    println!(
-                        "margin    {} ms (the leader's expiry: lease + margin)",
-                        l.margin_ms
-                    );
-                    println!("new-leader wait {} ms", l.wait_ms);
-                }
-            }
-        }
+        LeaseCmd::Show => match c.get_state(false).await?.lease {
+            Some(l) => print!("{}", lease_out(&l, out)),
+            None => println!("no lease settings yet (the first leader sets its configured ones)"),
+        },
         LeaseCmd::Set {
             lease_ms,
             renew_ms,
             drift_ms,
             margin_ms,
         } => {
-            if [lease_ms, renew_ms, drift_ms, margin_ms]
-                .iter()
-                .all(Option::is_none)
-            {
-                return Err(bad(
-                    "nothing to set: give --lease-ms, --renew-ms, --drift-ms or --margin-ms".into(),
-                ));
-            }
-            if [lease_ms, renew_ms, drift_ms, margin_ms].contains(&Some(0)) {
-                return Err(bad("lease settings must be above 0 ms".into()));
-            }
-            c.set_lease(v1::LeaseSettings {
-                lease_ms: lease_ms.unwrap_or(0),
-                renew_ms: renew_ms.unwrap_or(0),
-                drift_ms: drift_ms.unwrap_or(0),
-                margin_ms: margin_ms.unwrap_or(0),
-                wait_ms: 0,
-            })
-            .await?;
+            c.set_lease(settings(lease_ms, renew_ms, drift_ms, margin_ms)?)
+                .await?;
             println!("lease settings changed");
         }
     }
     Ok(())
+}
+
+/// The change `lease set` asks for: 0 for what it leaves as it is. Refuses no change at all,
+/// and 0 ms.
+fn settings(
+    lease_ms: Option<u64>,
+    renew_ms: Option<u64>,
+    drift_ms: Option<u64>,
+    margin_ms: Option<u64>,
+) -> Result<v1::LeaseSettings, Error> {
+    let given = [lease_ms, renew_ms, drift_ms, margin_ms];
+    if given.iter().all(Option::is_none) {
+        return Err(bad(
+            "nothing to set: give --lease-ms, --renew-ms, --drift-ms or --margin-ms".into(),
+        ));
+    }
+    if given.contains(&Some(0)) {
+        return Err(bad("lease settings must be above 0 ms".into()));
+    }
+    Ok(v1::LeaseSettings {
+        lease_ms: lease_ms.unwrap_or(0),
+        renew_ms: renew_ms.unwrap_or(0),
+        drift_ms: drift_ms.unwrap_or(0),
+        margin_ms: margin_ms.unwrap_or(0),
+        wait_ms: 0,
+    })
 }
 
 async fn vip(c: &Client, cmd: VipCmd, out: Output, timeout: Duration) -> Result<(), Error> {
@@ -1332,19 +905,6 @@ async fn vip(c: &Client, cmd: VipCmd, out: Output, timeout: Duration) -> Result<
             preempt,
             preempt_delay_ms,
         } => {
-            let mut prio = std::collections::BTreeMap::new();
-            for p in &priorities {
-                let (n, v) = p
-                    .split_once('=')
-                    .ok_or_else(|| bad(format!("priority {p:?} is not NODE=PRIORITY")))?;
-                let n: u64 = n
-                    .parse()
-                    .map_err(|_| bad(format!("{n:?} is not a node id")))?;
-                let v: i32 = v
-                    .parse()
-                    .map_err(|_| bad(format!("{v:?} is not a priority")))?;
-                prio.insert(n, v);
-            }
             c.apply_vip(v1::Vip {
                 name: name.clone(),
                 address,
@@ -1353,7 +913,7 @@ async fn vip(c: &Client, cmd: VipCmd, out: Output, timeout: Duration) -> Result<
                 placement: Some(v1::Placement {
                     preempt,
                     preempt_delay_ms,
-                    priorities: prio,
+                    priorities: parse_priorities(&priorities)?,
                 }),
                 ..Default::default()
             })
@@ -1364,7 +924,7 @@ async fn vip(c: &Client, cmd: VipCmd, out: Output, timeout: Duration) -> Result<
             c.delete_vip(&name).await?;
             println!("vip {name} deleted");
         }
-        VipCmd::Ls => vips_out(&c.get_state(false).await?.vips, out),
+        VipCmd::Ls => print!("{}", vips_out(&c.get_state(false).await?.vips, out)),
         VipCmd::Move { name, to, no_wait } => {
             c.move_vip(&name, to).await?;
             if no_wait {
@@ -1403,6 +963,24 @@ async fn vip(c: &Client, cmd: VipCmd, out: Output, timeout: Duration) -> Result<
     Ok(())
 }
 
+/// `--priority NODE=PRIORITY` flags as node id -> priority (a node named twice: the last).
+fn parse_priorities(priorities: &[String]) -> Result<std::collections::BTreeMap<u64, i32>, Error> {
+    let mut prio = std::collections::BTreeMap::new();
+    for p in priorities {
+        let (n, v) = p
+            .split_once('=')
+            .ok_or_else(|| bad(format!("priority {p:?} is not NODE=PRIORITY")))?;
+        let n: u64 = n
+            .parse()
+            .map_err(|_| bad(format!("{n:?} is not a node id")))?;
+        let v: i32 = v
+            .parse()
+            .map_err(|_| bad(format!("{v:?} is not a priority")))?;
+        prio.insert(n, v);
+    }
+    Ok(prio)
+}
+
 /// Polls the VIP until `done` holds (with the leader's leases when `with_leases`), or the
 /// timeout passes: then the VIP's last state, for the error.
 async fn poll_vip(
@@ -1433,40 +1011,10 @@ async fn poll_vip(
     Err(last)
 }
 
-fn nodes_out(nodes: &[v1::Node], out: Output) {
-    if out == Output::Json {
-        let v: Vec<Value> = nodes
-            .iter()
-            .map(|n| json!({"id": n.id, "addr": n.addr, "role": role(n.role), "admin": admin_label(n.admin), "alive": n.alive}))
-            .collect();
-        print_json(&json!(v));
-        return;
-    }
-    table(
-        &["ID", "ADDRESS", "ROLE", "ADMIN", "AGENT"],
-        nodes
-            .iter()
-            .map(|n| {
-                vec![
-                    n.id.to_string(),
-                    n.addr.clone(),
-                    role(n.role).into(),
-                    admin_label(n.admin).into(),
-                    if n.alive {
-                        "alive".into()
-                    } else {
-                        "down".into()
-                    },
-                ]
-            })
-            .collect(),
-    );
-}
-
 async fn node(c: &Client, cmd: NodeCmd, out: Output, timeout: Duration) -> Result<(), Error> {
     let (id, state, wait) = match cmd {
         NodeCmd::Ls => {
-            nodes_out(&c.get_state(false).await?.nodes, out);
+            print!("{}", nodes_out(&c.get_state(false).await?.nodes, out));
             return Ok(());
         }
         NodeCmd::Drain { id, wait } => (id, v1::AdminState::Draining, wait),
@@ -1481,33 +1029,39 @@ async fn node(c: &Client, cmd: NodeCmd, out: Output, timeout: Duration) -> Resul
     c.set_node_admin(id, state).await?;
     println!("node {id} is {}", state.label());
     if wait {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let st = c.get_state(false).await?;
-            let owned: Vec<&str> = st
-                .vips
-                .iter()
-                .filter(|v| v.owner == id || v.move_to == id)
-                .map(|v| v.name.as_str())
-                .collect();
-            let leases = c.leases().await?;
-            let held = leases
-                .agents
-                .iter()
-                .any(|a| a.node_id == id && a.heard && !a.holding.is_empty());
-            if owned.is_empty() && !held {
-                println!("node {id} holds no VIP");
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(Error::Unavailable(format!(
-                    "node {id} still owns or holds VIPs after {timeout:?}: {owned:?}"
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_empty(c, id, timeout).await?;
+        println!("node {id} holds no VIP");
     }
     Ok(())
+}
+
+/// Waits until node `id` owns no VIP, is the target of no move, and its agent reports
+/// holding none; fails when `timeout` passes first.
+async fn wait_empty(c: &Client, id: u64, timeout: Duration) -> Result<(), Error> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let st = c.get_state(false).await?;
+        let owned: Vec<&str> = st
+            .vips
+            .iter()
+            .filter(|v| v.owner == id || v.move_to == id)
+            .map(|v| v.name.as_str())
+            .collect();
+        let leases = c.leases().await?;
+        let held = leases
+            .agents
+            .iter()
+            .any(|a| a.node_id == id && a.heard && !a.holding.is_empty());
+        if owned.is_empty() && !held {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Unavailable(format!(
+                "node {id} still owns or holds VIPs after {timeout:?}: {owned:?}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// "10s", "500ms", "5m", "1h" -> milliseconds.
@@ -1535,29 +1089,6 @@ fn parse_ms(field: &str, s: &str) -> Result<u64, Error> {
     Ok(n * mult)
 }
 
-fn release_status(r: &v1::Release) -> &'static str {
-    match v1::ReleaseStatus::try_from(r.status).unwrap_or(v1::ReleaseStatus::Unspecified) {
-        v1::ReleaseStatus::Registered => "registered",
-        v1::ReleaseStatus::RollingOut => "rolling out",
-        v1::ReleaseStatus::Active => "active",
-        v1::ReleaseStatus::Retired => "retired",
-        v1::ReleaseStatus::Failed => "failed",
-        v1::ReleaseStatus::Unspecified => "?",
-    }
-}
-
-fn rollout_state(r: &v1::Rollout) -> &'static str {
-    match v1::RolloutState::try_from(r.state).unwrap_or(v1::RolloutState::Unspecified) {
-        v1::RolloutState::Running => "running",
-        v1::RolloutState::Paused => "paused",
-        v1::RolloutState::Succeeded => "succeeded",
-        v1::RolloutState::RollingBack => "rolling back",
-        v1::RolloutState::RolledBack => "rolled back",
-        v1::RolloutState::Aborted => "aborted",
-        v1::RolloutState::Unspecified => "?",
-    }
-}
-
 fn rollout_ended(r: &v1::Rollout) -> bool {
     matches!(
         v1::RolloutState::try_from(r.state),
@@ -1572,67 +1103,6 @@ async fn service_named(c: &Client, name: &str) -> Result<v1::Service, Error> {
         .into_iter()
         .find(|s| s.name == name)
         .ok_or_else(|| Error::NotFound(format!("service {name:?}")))
-}
-
-/// One line per node: what it must run, what it runs, its health; on a terminal the first
-/// line carries a progress bar.
-fn rollout_lines(svc: &v1::Service, bar: bool) -> Vec<String> {
-    let Some(r) = &svc.rollout else {
-        return vec![format!(
-            "{}: no rollout; active {:?}",
-            svc.name, svc.active_release
-        )];
-    };
-    let switched = r.desired.values().filter(|d| **d == r.release).count();
-    let done = svc
-        .backends
-        .values()
-        .filter(|b| b.applied_release == r.release && r.desired.get(&b.node_id) == Some(&r.release))
-        .count();
-    let n = svc.backends.len();
-    let progress = if bar {
-        let width = 20;
-        let filled = (done * width).checked_div(n).unwrap_or(0);
-        format!("[{}{}] ", "#".repeat(filled), "-".repeat(width - filled))
-    } else {
-        String::new()
-    };
-    let mut out = vec![format!(
-        "{progress}{}: {} -> {}  {}  switched {switched}/{n}  running it {done}/{n}{}",
-        svc.name,
-        if r.from_release.is_empty() {
-            "(none)"
-        } else {
-            &r.from_release
-        },
-        r.release,
-        rollout_state(r),
-        if r.message.is_empty() {
-            String::new()
-        } else {
-            format!("  ({})", r.message)
-        },
-    )];
-    for (id, b) in &svc.backends {
-        let health = v1::Health::try_from(b.health)
-            .unwrap_or(v1::Health::Unknown)
-            .label();
-        let want = r.desired.get(id).map(String::as_str).unwrap_or("");
-        let mut line = format!(
-            "  node {id}: wants {:<12} runs {:<12} {health}",
-            if want.is_empty() { "-" } else { want },
-            if b.applied_release.is_empty() {
-                "-"
-            } else {
-                &b.applied_release
-            },
-        );
-        if !b.apply_error.is_empty() {
-            line.push_str(&format!("  failed {}: {}", b.release_failed, b.apply_error));
-        }
-        out.push(line);
-    }
-    out
 }
 
 async fn release(c: &Client, cmd: ReleaseCmd, out: Output) -> Result<(), Error> {
@@ -1658,32 +1128,7 @@ async fn release(c: &Client, cmd: ReleaseCmd, out: Output) -> Result<(), Error> 
         }
         ReleaseCmd::Ls { service } => {
             let svc = service_named(c, &service).await?;
-            if out == Output::Json {
-                let v: Vec<Value> = svc
-                    .releases
-                    .iter()
-                    .map(|r| json!({"id": r.id, "artifact": r.artifact, "sha256": r.sha256,
-                        "status": release_status(r), "failure": r.failure, "registered_ms": r.registered_ms}))
-                    .collect();
-                print_json(&json!(v));
-            } else {
-                table(
-                    &["RELEASE", "STATUS", "ARTIFACT", "SHA256", "NOTE"],
-                    svc.releases
-                        .iter()
-                        .rev()
-                        .map(|r| {
-                            vec![
-                                r.id.clone(),
-                                release_status(r).into(),
-                                r.artifact.clone(),
-                                r.sha256[..12.min(r.sha256.len())].to_string(),
-                                r.failure.clone(),
-                            ]
-                        })
-                        .collect(),
-                );
-            }
+            print!("{}", output::releases_out(&svc.releases, out));
         }
         ReleaseCmd::Activate {
             service,
@@ -1706,67 +1151,7 @@ async fn release(c: &Client, cmd: ReleaseCmd, out: Output) -> Result<(), Error> 
             println!("rollout of {id} on {service} started; follow it with: ballastctl release status {service} --watch");
         }
         ReleaseCmd::Status { service, watch } => {
-            let is_tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
-            let mut last: Vec<String> = Vec::new();
-            // Pushed changes of the cluster state wake the redraw; a slow tick covers the
-            // rest (health ages, the deadline).
-            let mut changes = watch.then(|| {
-                c.watch(v1::WatchRequest {
-                    key_prefixes: vec![],
-                    cluster_state: true,
-                    start_revision: 0,
-                })
-            });
-            loop {
-                let svc = service_named(c, &service).await?;
-                if out == Output::Json {
-                    print_json(&json!({
-                        "service": svc.name, "active_release": svc.active_release,
-                        "previous_release": svc.previous_release,
-                        "rollout": svc.rollout.as_ref().map(|r| json!({
-                            "release": r.release, "from_release": r.from_release,
-                            "state": rollout_state(r), "message": r.message,
-                            "desired": r.desired,
-                        })),
-                        "backends": svc.backends.values().map(|b| json!({
-                            "node_id": b.node_id, "applied_release": b.applied_release,
-                            "health": b.health, "apply_error": b.apply_error,
-                        })).collect::<Vec<_>>(),
-                    }));
-                } else {
-                    let lines = rollout_lines(&svc, is_tty);
-                    if lines != last {
-                        if is_tty && !last.is_empty() {
-                            // Redraw in place on a terminal.
-                            print!("\x1b[{}A\x1b[J", last.len());
-                        }
-                        for l in &lines {
-                            println!("{l}");
-                        }
-                        last = lines;
-                    }
-                }
-                let ended = svc.rollout.as_ref().is_none_or(rollout_ended);
-                if !watch || ended {
-                    if svc
-                        .rollout
-                        .as_ref()
-                        .is_some_and(|r| r.state == v1::RolloutState::RolledBack as i32)
-                        && watch
-                    {
-                        return Err(Error::Unavailable(format!(
-                            "the rollout of {service} was rolled back"
-                        )));
-                    }
-                    break;
-                }
-                match changes.as_mut() {
-                    Some(w) => {
-                        let _ = tokio::time::timeout(Duration::from_secs(2), w.next()).await;
-                    }
-                    None => tokio::time::sleep(Duration::from_millis(500)).await,
-                }
-            }
+            return rollout_status(c, &service, watch, out).await
         }
         ReleaseCmd::Pause { service } => {
             c.control_rollout(&service, v1::RolloutControl::Pause)
@@ -1791,12 +1176,71 @@ async fn release(c: &Client, cmd: ReleaseCmd, out: Output) -> Result<(), Error> 
     Ok(())
 }
 
+/// `release status [--watch]`: the rollout of `service` once, or redrawn as it changes until
+/// it ends (an error when it ended rolled back).
+async fn rollout_status(c: &Client, service: &str, watch: bool, out: Output) -> Result<(), Error> {
+    let is_tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let mut last: Vec<String> = Vec::new();
+    // Pushed changes of the cluster state wake the redraw; a slow tick covers the rest
+    // (health ages, the deadline).
+    let mut changes = watch.then(|| {
+        c.watch(v1::WatchRequest {
+            key_prefixes: vec![],
+            cluster_state: true,
+            start_revision: 0,
+        })
+    });
+    loop {
+        let svc = service_named(c, service).await?;
+        if out == Output::Json {
+            print!("{}", output::pretty(&output::rollout_json(&svc)));
+        } else {
+            let lines = output::rollout_lines(&svc, is_tty);
+            if lines != last {
+                if is_tty && !last.is_empty() {
+                    // Redraw in place on a terminal.
+                    print!("{}", output::redraw(last.len()));
+                }
+                for l in &lines {
+                    println!("{l}");
+                }
+                last = lines;
+            }
+        }
+        let ended = svc.rollout.as_ref().is_none_or(rollout_ended);
+        if !watch || ended {
+            if svc
+                .rollout
+                .as_ref()
+                .is_some_and(|r| r.state == v1::RolloutState::RolledBack as i32)
+                && watch
+            {
+                return Err(Error::Unavailable(format!(
+                    "the rollout of {service} was rolled back"
+                )));
+            }
+            return Ok(());
+        }
+        match changes.as_mut() {
+            Some(w) => {
+                let _ = tokio::time::timeout(Duration::from_secs(2), w.next()).await;
+            }
+            None => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i]
+}
+
+/// Comma-separated items, trimmed, empty ones left out.
+fn items(list: &str) -> impl Iterator<Item = &str> {
+    list.split(',').map(str::trim).filter(|s| !s.is_empty())
 }
 
 async fn bench(c: &Client, a: BenchArgs, out: Output) -> Result<(), Error> {
@@ -1807,82 +1251,87 @@ async fn bench(c: &Client, a: BenchArgs, out: Output) -> Result<(), Error> {
         c.put(format!("bench/{k}"), value.clone()).await?;
     }
     let mut results = Vec::new();
-    for op in a.ops.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+    for op in items(&a.ops) {
         if !matches!(op, "put" | "get" | "sget") {
             return Err(Error::InvalidArgument(format!(
                 "unknown op {op:?}; use put, get or sget"
             )));
         }
-        for conc in a
-            .concurrency
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-        {
+        for conc in items(&a.concurrency) {
             let conc: usize = conc.parse().map_err(|_| {
                 Error::InvalidArgument(format!("concurrency {conc:?} is not a number"))
             })?;
-            let end = Instant::now() + Duration::from_secs(a.seconds);
-            let mut tasks = Vec::new();
-            for w in 0..conc {
-                let c = c.clone();
-                let value = value.clone();
-                let op = op.to_string();
-                let keys = a.keys.max(1);
-                tasks.push(tokio::spawn(async move {
-                    let mut lat = Vec::new();
-                    let mut errors = 0u64;
-                    let mut i = w;
-                    while Instant::now() < end {
-                        let key = format!("bench/{}", i % keys);
-                        i += conc;
-                        let t = Instant::now();
-                        let r = match op.as_str() {
-                            "put" => c.put(key, value.clone()).await.map(|_| ()),
-                            // A serializable get is one client round trip and no Raft
-                            // work: the floor every other figure stands on.
-                            "sget" => c.get(key, true).await.map(|_| ()),
-                            _ => c.get(key, false).await.map(|_| ()),
-                        };
-                        match r {
-                            Ok(()) => lat.push(t.elapsed()),
-                            Err(_) => errors += 1,
-                        }
-                    }
-                    (lat, errors)
-                }));
-            }
-            let started = Instant::now();
-            let mut lat = Vec::new();
-            let mut errors = 0;
-            for t in tasks {
-                let (l, e) = t.await.map_err(|e| Error::Other(e.to_string()))?;
-                lat.extend(l);
-                errors += e;
-            }
-            let secs = started.elapsed().as_secs_f64().max(a.seconds as f64);
-            lat.sort_unstable();
-            let ops = lat.len() as f64 / secs;
-            let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
-            results.push(json!({
-                "op": op, "concurrency": conc, "ops_per_sec": (ops * 10.0).round() / 10.0,
-                "p50_ms": p50.as_secs_f64() * 1000.0, "p99_ms": p99.as_secs_f64() * 1000.0,
-                "count": lat.len(), "errors": errors, "value_size": a.value_size,
-            }));
+            let r = measure(c, op, conc, &a, &value).await?;
             if out == Output::Table {
-                println!(
-                    "{op:<4} c={conc:<3} {ops:>9.1} ops/s  p50 {:>7.2} ms  p99 {:>7.2} ms  ({} ok, {errors} errors)",
-                    p50.as_secs_f64() * 1000.0,
-                    p99.as_secs_f64() * 1000.0,
-                    lat.len()
-                );
+                print!("{}", output::bench_line(&r));
             }
+            results.push(output::bench_json(&r));
         }
     }
     if out == Output::Json {
-        print_json(&json!(results));
+        print!("{}", output::pretty(&serde_json::json!(results)));
     }
     Ok(())
+}
+
+/// Runs `op` from `conc` concurrent tasks for `a.seconds`, each on its own keys in turn.
+async fn measure(
+    c: &Client,
+    op: &str,
+    conc: usize,
+    a: &BenchArgs,
+    value: &[u8],
+) -> Result<BenchResult, Error> {
+    let end = Instant::now() + Duration::from_secs(a.seconds);
+    let mut tasks = Vec::new();
+    for w in 0..conc {
+        let c = c.clone();
+        let value = value.to_vec();
+        let op = op.to_string();
+        let keys = a.keys.max(1);
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0u64;
+            let mut i = w;
+            while Instant::now() < end {
+                let key = format!("bench/{}", i % keys);
+                i += conc;
+                let t = Instant::now();
+                let r = match op.as_str() {
+                    "put" => c.put(key, value.clone()).await.map(|_| ()),
+                    // A serializable get is one client round trip and no Raft work: the
+                    // floor every other figure stands on.
+                    "sget" => c.get(key, true).await.map(|_| ()),
+                    _ => c.get(key, false).await.map(|_| ()),
+                };
+                match r {
+                    Ok(()) => lat.push(t.elapsed()),
+                    Err(_) => errors += 1,
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let started = Instant::now();
+    let mut lat = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await.map_err(|e| Error::Other(e.to_string()))?;
+        lat.extend(l);
+        errors += e;
+    }
+    let secs = started.elapsed().as_secs_f64().max(a.seconds as f64);
+    lat.sort_unstable();
+    Ok(BenchResult {
+        op: op.to_string(),
+        concurrency: conc,
+        ops_per_sec: lat.len() as f64 / secs,
+        p50: percentile(&lat, 0.5),
+        p99: percentile(&lat, 0.99),
+        count: lat.len(),
+        errors,
+        value_size: a.value_size,
+    })
 }
 
 #[tokio::main]
