@@ -131,7 +131,10 @@ mod tests {
         );
         // --san takes a comma-separated list, repeated.
         assert_eq!(
-            cmd("certs issue n1 --ca-dir ca --out o --san 10.0.0.1,n1.example --san ::1 --member 1 --days 30"),
+            cmd(concat!(
+                "certs issue n1 --ca-dir ca --out o --san 10.0.0.1,n1.example --san ::1 ",
+                "--member 1 --days 30"
+            )),
             Cmd::Certs(CertsCmd::Issue {
                 name: "n1".into(),
                 ca_dir: "ca".into(),

@@ -1,6 +1,6 @@
 //! `kv`: the key-value store — get, put (the value from an argument or standard input),
 //! compare-and-set, delete, list and watch. How keys, values and events look is
-//! `output.rs`'s.
+//! `output.rs`'s; failover, retries and resuming a watch are the library's.
 
 use ballast_client::{v1, Client, Error, WatchItem};
 use clap::Subcommand;

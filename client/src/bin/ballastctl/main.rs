@@ -4,7 +4,8 @@
 //! `main`, which connects to the cluster, hands each verb to its module and turns the
 //! outcome into an exit code (0 ok, 1 failure, 2 bad input, 4 not found). Each verb group
 //! lives in a module of its own with its subcommands (`kv.rs`, `vip.rs`, ...); everything
-//! shown of the cluster's answers is built in `output.rs`.
+//! shown of the cluster's answers is built in `output.rs`. This file knows no verb's flags
+//! and formats nothing but its own error lines.
 
 mod bench;
 mod certs;

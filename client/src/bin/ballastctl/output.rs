@@ -43,7 +43,7 @@ pub(crate) fn text(b: &[u8]) -> String {
 
 /// Rows under a header: every column as wide as its widest cell, two spaces between
 /// columns, no trailing spaces; one line each.
-pub(crate) fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in &rows {
         for (i, c) in r.iter().enumerate() {
@@ -67,26 +67,26 @@ pub(crate) fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
 
 // ---- labels ----
 
-pub(crate) fn role(r: i32) -> &'static str {
+fn role(r: i32) -> &'static str {
     v1::Role::try_from(r)
         .unwrap_or(v1::Role::Unspecified)
         .label()
 }
 
-pub(crate) fn admin_label(a: i32) -> &'static str {
+fn admin_label(a: i32) -> &'static str {
     v1::AdminState::try_from(a)
         .unwrap_or(v1::AdminState::Unspecified)
         .label()
 }
 
-pub(crate) fn health(h: i32) -> &'static str {
+fn health(h: i32) -> &'static str {
     v1::Health::try_from(h)
         .unwrap_or(v1::Health::Unknown)
         .label()
 }
 
 /// A VIP's owner for tables ("-" when nobody owns it).
-pub(crate) fn owner_cell(owner: u64) -> String {
+fn owner_cell(owner: u64) -> String {
     if owner == 0 {
         "-".into()
     } else {
@@ -103,7 +103,7 @@ pub(crate) fn vip_state(v: &v1::Vip) -> String {
     }
 }
 
-pub(crate) fn release_status(r: &v1::Release) -> &'static str {
+fn release_status(r: &v1::Release) -> &'static str {
     match v1::ReleaseStatus::try_from(r.status).unwrap_or(v1::ReleaseStatus::Unspecified) {
         v1::ReleaseStatus::Registered => "registered",
         v1::ReleaseStatus::RollingOut => "rolling out",
@@ -114,7 +114,7 @@ pub(crate) fn release_status(r: &v1::Release) -> &'static str {
     }
 }
 
-pub(crate) fn rollout_state(r: &v1::Rollout) -> &'static str {
+fn rollout_state(r: &v1::Rollout) -> &'static str {
     match v1::RolloutState::try_from(r.state).unwrap_or(v1::RolloutState::Unspecified) {
         v1::RolloutState::Running => "running",
         v1::RolloutState::Paused => "paused",
@@ -276,7 +276,7 @@ fn lease_left(vip: &str, leases: Option<&v1::LeasesResponse>) -> Option<u32> {
         .map(|l| l.remaining_ms)
 }
 
-pub(crate) fn vip_leases_json(vips: &[v1::Vip], leases: Option<&v1::LeasesResponse>) -> Value {
+fn vip_leases_json(vips: &[v1::Vip], leases: Option<&v1::LeasesResponse>) -> Value {
     json!(vips
         .iter()
         .map(|v| json!({
@@ -287,7 +287,7 @@ pub(crate) fn vip_leases_json(vips: &[v1::Vip], leases: Option<&v1::LeasesRespon
         .collect::<Vec<_>>())
 }
 
-pub(crate) fn vip_leases_table(vips: &[v1::Vip], leases: Option<&v1::LeasesResponse>) -> String {
+fn vip_leases_table(vips: &[v1::Vip], leases: Option<&v1::LeasesResponse>) -> String {
     table(
         &[
             "VIP", "ADDRESS", "OWNER", "EPOCH", "STATE", "LEASE", "HELD BY",

@@ -176,7 +176,10 @@ mod tests {
             })
         );
         assert_eq!(
-            cmd("service apply web --check http:80 --backends 1 --interval-ms 500 --timeout-ms 200 --rise 1 --fall 5 --expect-status 200-204 --body-contains ok"),
+            cmd(concat!(
+                "service apply web --check http:80 --backends 1 --interval-ms 500 ",
+                "--timeout-ms 200 --rise 1 --fall 5 --expect-status 200-204 --body-contains ok"
+            )),
             Cmd::Service(ServiceCmd::Apply {
                 name: "web".into(),
                 check: "http:80".into(),

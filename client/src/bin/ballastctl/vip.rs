@@ -188,7 +188,10 @@ mod tests {
     #[test]
     fn vip_verbs_parse() {
         assert_eq!(
-            cmd("vip apply web-vip --address 10.213.0.100/24 --interface eth0 --service web --priority 1=100 --priority 2=50 --preempt --preempt-delay-ms 3000"),
+            cmd(concat!(
+                "vip apply web-vip --address 10.213.0.100/24 --interface eth0 --service web ",
+                "--priority 1=100 --priority 2=50 --preempt --preempt-delay-ms 3000"
+            )),
             Cmd::Vip(VipCmd::Apply {
                 name: "web-vip".into(),
                 address: "10.213.0.100/24".into(),

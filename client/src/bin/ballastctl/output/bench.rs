@@ -1,5 +1,5 @@
 //! How `bench` figures look: a line per (op, concurrency) pair, or JSON. Part of `output`:
-//! it formats figures that `bench.rs` measured.
+//! it formats figures that `bench.rs` measured, and measures and prints nothing itself.
 
 use std::time::Duration;
 

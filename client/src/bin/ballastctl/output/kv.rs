@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use super::{pretty, revision, table, text, Output};
 
-pub(crate) fn kv_json(kv: &v1::KeyValue) -> Value {
+pub(super) fn kv_json(kv: &v1::KeyValue) -> Value {
     json!({
         "key": text(&kv.key),
         "value": text(&kv.value),

@@ -1,5 +1,5 @@
 //! The renderers of `output.rs` on hand-built answers: the exact text of tables and lines,
-//! and the fields of the JSON, as scripts and operators see them.
+//! and the fields of the JSON, as scripts and operators see them. No cluster is needed.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
