@@ -76,6 +76,14 @@ pub const ALL: [Nemesis; 15] = [
 ];
 
 impl Nemesis {
+    /// Whether it is one of [`POWER_CUTS`] (they need the power-loss file system).
+    pub fn is_power_cut(self) -> bool {
+        matches!(
+            self,
+            Nemesis::PowerCutOne | Nemesis::PowerCutMinority | Nemesis::PowerCutAll
+        )
+    }
+
     pub fn parse(s: &str) -> Result<Self, String> {
         Ok(match s {
             "partition" | "partition-halves" => Nemesis::PartitionHalves,

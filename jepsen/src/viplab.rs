@@ -12,6 +12,10 @@ use crate::lab::{ballast_bin, Host, Lab, LabProcess};
 /// The VIP every VipLab serves.
 pub const VIP: &str = "10.213.0.100";
 
+/// The lease a VipLab's members run with (ballastd's default): no fence may allow the VIP for
+/// longer.
+pub(crate) const VIP_LEASE: Duration = Duration::from_millis(800);
+
 /// Three `ballastd --agent` members on lab hosts with service "web" (exec check `up`, which
 /// passes while the file `dir/up-nN` exists) and VIP "web-vip" at 10.213.0.100/24 on eth0;
 /// optionally more hosts that run `ballastd agent` alone (nodes 4, 5, ...).

@@ -18,6 +18,7 @@ pub use crate::history::read_history;
 use crate::history::{write_history, Fault, Line, Op, Outcome, RegisterOp};
 use crate::lab::{in_netns, Lab, LabError, LabProcess};
 pub use crate::nemesis::{Nemesis, ALL, POWER_CUTS};
+use crate::viplab::VIP_LEASE;
 
 mod power;
 mod release;
@@ -300,10 +301,6 @@ pub fn run(o: &Options, workload: Workload) -> Result<(PathBuf, Results), String
 
 /// The vip workload's second VIP (same service, so placed with the first).
 const VIP2: &str = "10.213.0.101";
-
-/// The lease the vip workload's members run with (ballastd's default): no fence may allow the
-/// VIP for longer.
-const VIP_LEASE: Duration = Duration::from_millis(800);
 
 /// How soon after the last heal the VIP must answer again.
 const VIP_LIVENESS: Duration = Duration::from_secs(5);

@@ -21,15 +21,6 @@ impl Disks {
     }
 }
 
-impl Nemesis {
-    pub fn is_power_cut(self) -> bool {
-        matches!(
-            self,
-            Nemesis::PowerCutOne | Nemesis::PowerCutMinority | Nemesis::PowerCutAll
-        )
-    }
-}
-
 /// Cuts the power of one member, a minority or all of them (by `nemesis`); the undo
 /// restarts them.
 pub(super) fn cut(
