@@ -21,9 +21,12 @@ use crate::viplab::VIP_LEASE;
 mod power;
 mod release;
 mod set;
+mod store;
 mod verdict;
 use release::run_release;
 pub use set::pseudo_random_bytes;
+pub use store::recheck;
+use store::{timestamp, write_reports, write_results};
 pub use verdict::{check_lines, Results};
 
 /// What the clients do.
@@ -896,40 +899,4 @@ fn workload_client(members: &Members) -> Client {
 
 fn parse(v: &[u8]) -> Option<i64> {
     std::str::from_utf8(v).ok()?.parse().ok()
-}
-
-fn timestamp() -> String {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    format!("{}-{:03}", d.as_secs(), d.subsec_millis())
-}
-
-fn write_results(dir: &Path, r: &Results) -> Result<(), String> {
-    let text = serde_json::to_string_pretty(r).map_err(|e| e.to_string())?;
-    std::fs::write(dir.join("results.json"), text).map_err(|e| e.to_string())
-}
-
-/// timeline.html, latency.svg and availability.svg next to the history.
-fn write_reports(dir: &Path, lines: &[Line], r: &Results) -> Result<(), String> {
-    let title = format!("{} — {}", dir.display(), r.verdict);
-    let w = |name: &str, text: String| {
-        std::fs::write(dir.join(name), text).map_err(|e| format!("{name}: {e}"))
-    };
-    w("timeline.html", crate::report::timeline_html(lines, &title))?;
-    w("latency.svg", crate::report::latency_svg(lines))?;
-    w("availability.svg", crate::report::availability_svg(lines))
-}
-
-/// Re-runs the checkers on a saved run and rewrites its results.
-pub fn recheck(dir: &Path, budget: Duration) -> Result<Results, String> {
-    let lines = read_history(dir)?;
-    let seed = std::fs::read_to_string(dir.join("results.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<Results>(&t).ok())
-        .map_or(0, |r| r.seed);
-    let r = check_lines(&lines, seed, budget);
-    write_results(dir, &r)?;
-    write_reports(dir, &lines, &r)?;
-    Ok(r)
 }
