@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ballast_client::{v1, Client, ClientConfig};
+use ballast_client::{v1, Client};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -18,127 +18,20 @@ use crate::lab::{in_netns, Lab, LabError, LabProcess};
 pub use crate::nemesis::{Nemesis, ALL, POWER_CUTS};
 use crate::viplab::VIP_LEASE;
 
+mod members;
+mod options;
 mod power;
 mod release;
 mod set;
 mod store;
 mod verdict;
+use members::{ask_cluster, tls_material, workload_client, Members};
+pub use options::{Options, Workload, DEFAULT_CHECK_BUDGET};
 use release::run_release;
 pub use set::pseudo_random_bytes;
 pub use store::recheck;
 use store::{timestamp, write_reports, write_results};
 pub use verdict::{check_lines, Results};
-
-/// What the clients do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Workload {
-    /// The VIP of three `ballastd --agent`, probed by ARP every 10 ms from the client host,
-    /// its decisions sampled; no two hosts may ever answer, epochs never go backwards, and it
-    /// answers again within 5 s of healing.
-    Vip,
-    /// Reads, writes and compare-and-sets on a few keys; linearizability per key.
-    Register,
-    /// Unique adds (each a key under "set/"), one read of everything after healing; every
-    /// acknowledged add present, nothing never attempted present.
-    Set,
-    /// Rollouts started under faults (some of a broken release that must roll back) while
-    /// every node's service and the VIP are requested; no node ever serves a release never
-    /// activated, and after healing every node serves the cluster's active release.
-    Release,
-}
-
-impl Workload {
-    pub fn name(self) -> &'static str {
-        match self {
-            Workload::Register => "register",
-            Workload::Set => "set",
-            Workload::Vip => "vip",
-            Workload::Release => "release",
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Options {
-    pub nodes: usize,
-    pub nemeses: Vec<Nemesis>,
-    pub time_limit: Duration,
-    pub seed: u64,
-    pub clients: usize,
-    pub keys: usize,
-    /// Where runs are stored (`store/register/<timestamp>/`).
-    pub store: PathBuf,
-    /// Members speak mutual TLS (register and set workloads): a CA and certificates are made
-    /// for the run, clients use a client certificate.
-    pub tls: bool,
-    /// Time the linearizability search may take over a whole register history before the
-    /// verdict is "unknown".
-    pub check_budget: Duration,
-}
-
-/// The default of [`Options::check_budget`]: enough for a release build on minutes of
-/// history; a debug build on a long run may need more (`jepsen check --budget`).
-pub const DEFAULT_CHECK_BUDGET: Duration = Duration::from_secs(60);
-
-/// How the runner's clients reach the members: their gRPC endpoints and, in TLS runs, the
-/// client certificate.
-#[derive(Clone)]
-pub struct Members {
-    pub endpoints: Vec<String>,
-    pub tls: Option<Arc<ballast_client::tls::ClientTls>>,
-}
-
-impl Members {
-    pub fn plain(endpoints: Vec<String>) -> Self {
-        Members {
-            endpoints,
-            tls: None,
-        }
-    }
-
-    fn config(&self) -> ClientConfig {
-        let mut c = ClientConfig::new(self.endpoints.clone());
-        c.tls = self.tls.clone();
-        c
-    }
-}
-
-/// Makes a CA, a certificate per member host and a client certificate under `dir`; returns
-/// the members' extra flags per node id and the client side.
-fn tls_material(
-    lab: &Lab,
-    dir: &Path,
-) -> Result<(Vec<Vec<String>>, Arc<ballast_client::tls::ClientTls>), String> {
-    use ballast_client::certs;
-    let ca = dir.join("ca");
-    certs::init_ca(&ca, "jepsen CA", 2).map_err(|e| e.to_string())?;
-    let mut flags = vec![Vec::new()];
-    for (i, h) in lab.nodes().iter().enumerate() {
-        let name = format!("n{}", i + 1);
-        // Member certificates name their member, so Raft and agent calls are checked.
-        let identity = Some(ballast_client::identity::CertIdentity::Member(i as u64 + 1));
-        let sans = [h.addr.to_string()];
-        let (cert, key) = certs::issue(&ca, &ca, &name, &sans, certs::Kind::Node, identity, 2)
-            .map_err(|e| e.to_string())?;
-        flags.push(vec![
-            "--tls-ca".into(),
-            ca.join(certs::CA_CERT).display().to_string(),
-            "--tls-cert".into(),
-            cert.display().to_string(),
-            "--tls-key".into(),
-            key.display().to_string(),
-        ]);
-    }
-    let (cert, key) = certs::issue(&ca, &ca, "jepsen", &[], certs::Kind::Client, None, 2)
-        .map_err(|e| e.to_string())?;
-    let client = ballast_client::tls::ClientTls::load(ballast_client::tls::TlsFiles {
-        ca: ca.join(certs::CA_CERT),
-        cert: Some(cert),
-        key: Some(key),
-    })
-    .map_err(|e| e.to_string())?;
-    Ok((flags, client))
-}
 
 /// Runs a register test and returns where it was stored and its results.
 pub fn run_register(o: &Options) -> Result<(PathBuf, Results), String> {
@@ -525,29 +418,6 @@ fn end_fault(
 type Undo = Box<dyn FnOnce(&Lab, &mut [Option<LabProcess>], &Spawn) -> Result<(), String>>;
 type Spawn<'a> = dyn Fn(usize) -> Result<LabProcess, LabError> + 'a;
 
-/// Asks the cluster from the client host with a short-lived client (calls limited to
-/// `deadline`): `ask` gets the client and returns what it found. None: the thread failed.
-fn ask_cluster<T, F, Fut>(members: &Members, lab: &Lab, deadline: Duration, ask: F) -> Option<T>
-where
-    T: Send + 'static,
-    F: FnOnce(Client) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = T>,
-{
-    let members = members.clone();
-    lab.run_in(lab.client(), move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .ok()?;
-        let mut cfg = members.config();
-        cfg.deadline = deadline;
-        // The client's channels need the runtime: made inside it.
-        Some(rt.block_on(async move { ask(Client::new(cfg)).await }))
-    })
-    .ok()
-    .flatten()
-}
-
 /// The owner of the first VIP.
 fn vip_owner(members: &Members, lab: &Lab) -> Option<usize> {
     ask_cluster(members, lab, Duration::from_secs(2), |c| async move {
@@ -886,15 +756,6 @@ async fn set_client(
             client = new_client();
         }
     }
-}
-
-/// A workload client: a short deadline, so that an operation that cannot finish during a
-/// fault is recorded (as unknown) instead of waiting the fault out.
-fn workload_client(members: &Members) -> Client {
-    let mut cfg = members.config();
-    cfg.attempt_timeout = Duration::from_millis(500);
-    cfg.deadline = Duration::from_secs(1);
-    Client::new(cfg)
 }
 
 fn parse(v: &[u8]) -> Option<i64> {
