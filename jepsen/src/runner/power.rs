@@ -4,7 +4,13 @@
 //! (a dead process writes nothing more). They restart on the same directories when the
 //! fault ends, as after power comes back.
 
-use super::*;
+use std::path::Path;
+
+use rand::rngs::StdRng;
+
+use super::faults::{kill_some, restart, Undo};
+use crate::lab::LabProcess;
+use crate::nemesis::Nemesis;
 use crate::powerfs::PowerFs;
 
 /// The members' file systems, in node order.
@@ -12,7 +18,7 @@ pub(super) struct Disks(Vec<PowerFs>);
 
 impl Disks {
     /// Mounts a power-loss file system on each member's data directory (`DATA/n<id>`, as
-    /// [`Lab::spawn_member`] names them) before the members start.
+    /// [`Lab::spawn_member`](crate::lab::Lab::spawn_member) names them) before the members start.
     pub(super) fn mount(data: &Path, nodes: usize) -> Result<Self, String> {
         (1..=nodes)
             .map(|id| PowerFs::mount(&data.join(format!("n{id}"))).map_err(|e| e.to_string()))
