@@ -3,11 +3,13 @@
 //! cluster something from the client host. What the clients do with them is the workloads'.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use ballast_client::{Client, ClientConfig};
 
+use crate::history::Op;
 use crate::lab::Lab;
 
 /// How the runner's clients reach the members: their gRPC endpoints and, in TLS runs, the
@@ -105,4 +107,14 @@ pub(super) fn workload_client(members: &Members) -> Client {
     cfg.attempt_timeout = Duration::from_millis(500);
     cfg.deadline = Duration::from_secs(1);
     Client::new(cfg)
+}
+
+/// What every workload client of a run shares: the members, the run's start (operation times
+/// are nanoseconds since), the history its operations go to, and the flag that stops it.
+#[derive(Clone)]
+pub(super) struct Shared {
+    pub(super) members: Members,
+    pub(super) t0: Instant,
+    pub(super) history: Arc<Mutex<Vec<Op>>>,
+    pub(super) stop: Arc<AtomicBool>,
 }

@@ -26,7 +26,7 @@ mod set;
 mod store;
 mod verdict;
 use faults::{end_fault, inject};
-use members::{ask_cluster, tls_material, workload_client, Members};
+use members::{ask_cluster, tls_material, workload_client, Members, Shared};
 pub use options::{Options, Workload, DEFAULT_CHECK_BUDGET};
 use release::run_release;
 pub use set::pseudo_random_bytes;
@@ -84,7 +84,12 @@ pub fn run(o: &Options, workload: Workload) -> Result<(PathBuf, Results), String
     let history: Arc<Mutex<Vec<Op>>> = Arc::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let clients = {
-        let (history, stop, members) = (history.clone(), stop.clone(), members.clone());
+        let shared = Shared {
+            members: members.clone(),
+            t0,
+            history: history.clone(),
+            stop: stop.clone(),
+        };
         let (n, keys, seed) = (o.clients, o.keys, o.seed);
         in_netns(lab.client(), move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -95,13 +100,13 @@ pub fn run(o: &Options, workload: Workload) -> Result<(PathBuf, Results), String
             rt.block_on(async move {
                 let mut tasks = Vec::new();
                 for p in 0..n {
-                    let (h, st, m) = (history.clone(), stop.clone(), members.clone());
+                    let shared = shared.clone();
                     let seed = seed.wrapping_add(p as u64);
                     tasks.push(match workload {
-                        Workload::Register => tokio::spawn(register_client(
-                            p as u64, n as u64, m, keys, seed, t0, h, st,
-                        )),
-                        Workload::Set => tokio::spawn(set_client(p as u64, n as u64, m, t0, h, st)),
+                        Workload::Register => {
+                            tokio::spawn(register_client(p as u64, n as u64, shared, keys, seed))
+                        }
+                        Workload::Set => tokio::spawn(set_client(p as u64, n as u64, shared)),
                         Workload::Vip | Workload::Release => {
                             unreachable!("vip and release have their own runners")
                         }
@@ -390,26 +395,16 @@ impl NeighMonitor {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn register_client(
-    p: u64,
-    n: u64,
-    members: Members,
-    keys: usize,
-    seed: u64,
-    t0: Instant,
-    history: Arc<Mutex<Vec<Op>>>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-) {
+async fn register_client(p: u64, n: u64, shared: Shared, keys: usize, seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut process = p;
-    let new_client = || workload_client(&members);
+    let new_client = || workload_client(&shared.members);
     let mut client = new_client();
     let mut next_value = (p as i64) * 1_000_000;
     // The last value this process saw per key: what its CASes expect.
     let mut seen: std::collections::HashMap<String, i64> = Default::default();
-    let ns = |t: Instant| t.duration_since(t0).as_nanos() as u64;
-    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+    let ns = |t: Instant| t.duration_since(shared.t0).as_nanos() as u64;
+    while !shared.stop.load(std::sync::atomic::Ordering::Relaxed) {
         let key = format!("r{}", rng.gen_range(0..keys));
         let op = match rng.gen_range(0..3) {
             0 => RegisterOp::Read,
@@ -453,7 +448,7 @@ async fn register_client(
             seen.insert(key.clone(), *v);
         }
         let unknown = outcome == Outcome::Unknown;
-        history.lock().unwrap().push(Op {
+        shared.history.lock().unwrap().push(Op {
             process,
             key,
             op,
@@ -471,23 +466,16 @@ async fn register_client(
 }
 
 /// Adds unique elements (each a key under "set/") until stopped.
-async fn set_client(
-    p: u64,
-    n: u64,
-    members: Members,
-    t0: Instant,
-    history: Arc<Mutex<Vec<Op>>>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-) {
-    let new_client = || workload_client(&members);
+async fn set_client(p: u64, n: u64, shared: Shared) {
+    let new_client = || workload_client(&shared.members);
     let mut client = new_client();
     let mut process = p;
-    let ns = |t: Instant| t.duration_since(t0).as_nanos() as u64;
+    let ns = |t: Instant| t.duration_since(shared.t0).as_nanos() as u64;
     let mut next = (p as i64) * 1_000_000;
     // Paced so that all clients together add at most set::SET_RATE per second.
     let every = Duration::from_secs_f64(n as f64 / set::SET_RATE);
     let mut due = Instant::now();
-    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+    while !shared.stop.load(std::sync::atomic::Ordering::Relaxed) {
         tokio::time::sleep_until(due.into()).await;
         due = Instant::now().max(due + every);
         next += 1;
@@ -501,7 +489,7 @@ async fn set_client(
             Err(_) => Outcome::Unknown,
         };
         let unknown = outcome == Outcome::Unknown;
-        history.lock().unwrap().push(Op {
+        shared.history.lock().unwrap().push(Op {
             process,
             key: "set".into(),
             op: RegisterOp::Write(next),
