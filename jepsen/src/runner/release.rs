@@ -8,10 +8,22 @@
 //! it started; then the active release and each node's are read once more.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
-use super::*;
+use ballast_client::v1;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::faults::{end_fault, inject};
+use super::members::{ask_cluster, Members};
+use super::options::Options;
+use super::store::{timestamp, write_reports, write_results};
+use super::verdict::{check_lines, Results};
 use crate::checker::release as rc;
+use crate::history::{write_history, Line};
 use crate::http::{get, Answer, HttpProber};
+use crate::lab::Lab;
 use crate::releaselab::{self, artifact_dir, release_of, PORT};
 use crate::viplab::{VipLab, VIP};
 
@@ -61,7 +73,7 @@ pub(super) fn run_release(o: &Options) -> Result<(PathBuf, Results), String> {
             HttpProber::start(v.lab.client(), h.addr, PORT, every).map_err(|e| e.to_string())?;
         probers.push((h.name.clone(), p));
     }
-    let members = super::Members::plain(v.lab.member_endpoints(v.members));
+    let members = Members::plain(v.lab.member_endpoints(v.members));
 
     let mut rng = StdRng::seed_from_u64(o.seed);
     let mut faults = Vec::new();
@@ -156,12 +168,7 @@ pub(super) fn run_release(o: &Options) -> Result<(PathBuf, Results), String> {
 }
 
 /// Starts a rollout of `release` from the client host and records how the request ended.
-fn activate(
-    lab: &Lab,
-    members: &super::Members,
-    release: &str,
-    ns: impl Fn(Instant) -> u64,
-) -> Line {
+fn activate(lab: &Lab, members: &Members, release: &str, ns: impl Fn(Instant) -> u64) -> Line {
     let at = ns(Instant::now());
     let rel = release.to_string();
     let r = ask_cluster(members, lab, Duration::from_secs(5), move |c| async move {

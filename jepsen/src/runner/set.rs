@@ -3,11 +3,17 @@
 //! that came back damaged; the final read pages through the set; after it every member must
 //! be running and caught up.
 
-use super::*;
+use std::time::{Duration, Instant};
+
+use ballast_client::{v1, Client};
+
+use super::members::{ask_cluster, workload_client, Members, Shared};
+use crate::history::{Op, Outcome, RegisterOp};
+use crate::lab::{Lab, LabProcess};
 
 /// Adds per second, all set clients together: the state grows by about 3 KiB per add
 /// ([`value_len`]), so a 10-minute run ends near 45 MB.
-pub(super) const SET_RATE: f64 = 25.0;
+const SET_RATE: f64 = 25.0;
 
 /// At most this many keys per read of the final read: 64 values of 200 KiB fit the 16 MiB
 /// message limit.
@@ -177,6 +183,42 @@ async fn statuses(c: &Client, endpoints: &[String]) -> Vec<Result<v1::StatusResp
         out.push(c.member_status(ep).await.map_err(|e| e.to_string()));
     }
     out
+}
+
+/// Adds unique elements (each a key under "set/") until stopped.
+pub(super) async fn set_client(p: u64, n: u64, shared: Shared) {
+    let new_client = || workload_client(&shared.members);
+    let mut client = new_client();
+    let mut process = p;
+    let ns = |t: Instant| t.duration_since(shared.t0).as_nanos() as u64;
+    let mut next = (p as i64) * 1_000_000;
+    // Paced so that all clients together add at most SET_RATE per second.
+    let every = Duration::from_secs_f64(n as f64 / SET_RATE);
+    let mut due = Instant::now();
+    while !shared.stop.load(std::sync::atomic::Ordering::Relaxed) {
+        tokio::time::sleep_until(due.into()).await;
+        due = Instant::now().max(due + every);
+        next += 1;
+        let call = Instant::now();
+        let outcome = match client.put(format!("set/{next:020}"), value(next)).await {
+            Ok(_) => Outcome::Ok(None),
+            Err(ballast_client::Error::InvalidArgument(_)) => Outcome::Fail,
+            Err(_) => Outcome::Unknown,
+        };
+        let unknown = outcome == Outcome::Unknown;
+        shared.history.lock().unwrap().push(Op {
+            process,
+            key: "set".into(),
+            op: RegisterOp::Write(next),
+            outcome,
+            call: ns(call),
+            ret: ns(Instant::now()),
+        });
+        if unknown {
+            process += n;
+            client = new_client();
+        }
+    }
 }
 
 #[cfg(test)]
