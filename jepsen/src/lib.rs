@@ -10,13 +10,13 @@ pub mod apibench;
 mod arp;
 pub mod checker;
 pub mod failover;
-pub mod history;
+mod history;
 pub mod http;
 mod lab;
-pub mod nemesis;
+mod nemesis;
 pub mod powerfs;
 pub mod releaselab;
-pub mod report;
+mod report;
 pub mod runner;
 pub mod viplab;
 

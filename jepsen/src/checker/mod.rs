@@ -2,7 +2,7 @@
 //! histories it must reject (a stale read, a lost write, two VIP holders at once, an epoch
 //! going backwards) and valid ones it must accept.
 
-pub mod linear;
-pub mod release;
-pub mod set;
+pub(crate) mod linear;
+pub(crate) mod release;
+pub(crate) mod set;
 pub mod vip;

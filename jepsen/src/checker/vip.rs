@@ -15,7 +15,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::arp::Probe;
+use crate::arp::{mac_string, Probe};
 
 /// A sample of the cluster's decision for the VIP.
 #[derive(Debug, Clone, PartialEq)]
@@ -212,7 +212,7 @@ pub fn check(
     for p in probes.iter().filter(|p| p.macs.len() > 1) {
         out.push(Violation::SplitBrain {
             at: p.at,
-            macs: p.macs.iter().map(crate::mac_string).collect(),
+            macs: p.macs.iter().map(mac_string).collect(),
         });
     }
     for w in epochs.windows(2) {

@@ -18,7 +18,7 @@ impl Lab {
 
     /// Drops a random `percent` of the packets from `from` at `to` (iptables `statistic`; the
     /// kernel here has no netem). Healed by [`Lab::heal`].
-    pub fn lossy(&self, from: &Host, to: &Host, percent: u32) -> Result<(), LabError> {
+    pub(crate) fn lossy(&self, from: &Host, to: &Host, percent: u32) -> Result<(), LabError> {
         let p = format!("{:.2}", percent.min(100) as f64 / 100.0);
         self.iptables(
             to,
@@ -41,7 +41,7 @@ impl Lab {
     }
 
     /// Cuts both ways between every host of `a` and every host of `b`.
-    pub fn partition(&self, a: &[&Host], b: &[&Host]) -> Result<(), LabError> {
+    pub(crate) fn partition(&self, a: &[&Host], b: &[&Host]) -> Result<(), LabError> {
         for x in a {
             for y in b {
                 self.cut(x, y)?;

@@ -17,4 +17,5 @@ mod serve;
 
 pub(crate) use network::in_netns;
 pub use network::{Host, Lab, LabError};
-pub use process::{ballast_bin, mono_ns, LabProcess};
+pub(crate) use process::mono_ns;
+pub use process::{ballast_bin, LabProcess};

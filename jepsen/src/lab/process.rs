@@ -120,7 +120,7 @@ impl Lab {
 
     /// Starts `ballastd agent` (the agent alone, not a Raft member) as node `id` on node host
     /// `id`, talking to the first `members` hosts; log under `dir`, then `extra` arguments.
-    pub fn spawn_standalone_agent(
+    pub(crate) fn spawn_standalone_agent(
         &self,
         id: usize,
         members: usize,
@@ -158,7 +158,7 @@ impl Lab {
 
     /// Starts `ballastd` as member `id` of a cluster of the first `members` node hosts (see
     /// [`Lab::spawn_ballastd`]).
-    pub fn spawn_member(
+    pub(crate) fn spawn_member(
         &self,
         id: usize,
         members: usize,

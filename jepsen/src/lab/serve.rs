@@ -26,7 +26,11 @@ impl Lab {
     /// Serves HTTP on `0.0.0.0:port` in every node host until the lab is dropped, a tiny
     /// stand-in for a real service: `GET` answers 200 with the content of `file(host)`, or 503
     /// when the file is missing or starts with "broken".
-    pub fn serve_files(&self, port: u16, file: impl Fn(&Host) -> PathBuf) -> Result<(), LabError> {
+    pub(crate) fn serve_files(
+        &self,
+        port: u16,
+        file: impl Fn(&Host) -> PathBuf,
+    ) -> Result<(), LabError> {
         self.serve_each(port, |h| {
             let path = file(h);
             move |mut c: std::net::TcpStream| {

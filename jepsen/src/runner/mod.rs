@@ -25,7 +25,6 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-pub use crate::history::read_history;
 use crate::history::{write_history, Fault, Line, Op};
 use crate::lab::{in_netns, Lab, LabError, LabProcess};
 pub use crate::nemesis::{Nemesis, ALL, POWER_CUTS};
@@ -49,7 +48,8 @@ pub use set::pseudo_random_bytes;
 use set::set_client;
 pub use store::recheck;
 use store::{timestamp, write_reports, write_results};
-pub use verdict::{check_lines, Results};
+use verdict::check_lines;
+pub use verdict::Results;
 use vip::run_vip;
 
 /// Runs a register test and returns where it was stored and its results.

@@ -25,7 +25,7 @@ pub enum Workload {
 }
 
 impl Workload {
-    pub fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             Workload::Register => "register",
             Workload::Set => "set",

@@ -60,7 +60,7 @@ fn mix(e: i64) -> u64 {
 /// The length of element `e`'s value: 90% from 64 B to 1 KiB, 8% to 16 KiB, 1.5% to
 /// 128 KiB, 0.5% from 128 to 200 KiB (above sled's blob threshold on their own); about
 /// 3.1 KiB on average.
-pub fn value_len(e: i64) -> usize {
+fn value_len(e: i64) -> usize {
     let h = mix(e);
     let (pick, within) = (h % 1000, (h >> 10) as usize);
     let (lo, hi) = match pick {
@@ -73,7 +73,7 @@ pub fn value_len(e: i64) -> usize {
 }
 
 /// Element `e`'s value: [`value_len`] bytes that depend on `e`.
-pub fn value(e: i64) -> Vec<u8> {
+fn value(e: i64) -> Vec<u8> {
     pseudo_random_bytes(mix(e), value_len(e))
 }
 

@@ -29,7 +29,7 @@ pub struct Results {
 }
 
 /// Runs the checkers on a history.
-pub fn check_lines(lines: &[Line], seed: u64, budget: Duration) -> Results {
+pub(super) fn check_lines(lines: &[Line], seed: u64, budget: Duration) -> Results {
     let ops: Vec<Op> = lines
         .iter()
         .filter_map(|l| match l {
