@@ -1,5 +1,6 @@
 //! The faults a chaos run injects (partitions, kills, pauses, packet loss, power cuts, ...),
-//! by name, as the history records them. Injecting and healing them is the runner's.
+//! by name, as the history records them. Injecting and healing them is the runner's
+//! (`runner/faults.rs`, and `runner/power.rs` for the power cuts).
 
 use serde::{Deserialize, Serialize};
 

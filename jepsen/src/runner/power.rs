@@ -3,6 +3,10 @@
 //! their file systems had not made durable, so the cut falls on the instant of their death
 //! (a dead process writes nothing more). They restart on the same directories when the
 //! fault ends, as after power comes back.
+//!
+//! Here: mounting the members' file systems and cutting them. Not here: when to cut (the run's
+//! schedule in `mod.rs`), the other nemeses (`faults.rs`), the file system itself
+//! (`crate::powerfs`).
 
 use std::path::Path;
 

@@ -6,6 +6,10 @@
 //! fails) and must roll back by itself. Clients on the client host request every node's
 //! service and the VIP's every 50 ms. After healing the cluster gets [`SETTLE`] to finish what
 //! it started; then the active release and each node's are read once more.
+//!
+//! Here: the whole run (its own schedule) and its history lines. Not here: the faults' mechanics
+//! (`faults.rs`), the verdict on the lines (`verdict.rs`, with `crate::checker::release`),
+//! storing the run (`store.rs`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -1,7 +1,11 @@
-//! The set workload's values and its final checks: every element's value is derived from the
-//! element (64 bytes to 200 KiB, skewed toward small), so the final read can tell a value
-//! that came back damaged; the final read pages through the set; after it every member must
-//! be running and caught up.
+//! The set workload: its clients (unique adds, each a key under "set/", paced), the values
+//! and the final checks. Every element's value is derived from the element (64 bytes to
+//! 200 KiB, skewed toward small), so the final read can tell a value that came back damaged;
+//! the final read pages through the set; after it every member must be running and caught up.
+//! The members' timing flags in set runs are here too.
+//!
+//! Not here: the run's schedule (`mod.rs`), the verdict on the adds and the final read
+//! (`verdict.rs`, with `crate::checker::set`).
 
 use std::time::{Duration, Instant};
 
