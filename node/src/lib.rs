@@ -1,6 +1,12 @@
 //! `ballastd`: a Raft member holding Ballast's authoritative cluster state.
 //!
-//! See DESIGN.md in this crate for what each module does and does not do.
+//! Three roles, three wings: `member` (what every Raft member does: state machine, storage,
+//! formats, Raft network, proposer), `leader` (what a member does only while it leads:
+//! placement, rollouts, hand-over, the lease book and the loops that act on them), and
+//! `agent` (what runs on each server: a pure plan and the shell that carries it out).
+//! `server` holds the gRPC services, which translate and delegate; `start` wires a member in
+//! order; the other modules are what the wings share. DESIGN.md in this crate tells what each
+//! module does and does not do.
 
 pub mod agent;
 pub mod auth;
