@@ -20,16 +20,16 @@ pub struct AgentOnlyConfig {
     pub endpoints: Vec<String>,
     pub advertise: String,
     pub lease: crate::lease::LeaseConfig,
-    pub garp_count: u32,
-    pub garp_interval_ms: u64,
+    pub(crate) garp_count: u32,
+    pub(crate) garp_interval_ms: u64,
     /// See `--fence-journal`.
     pub fence_journal: Option<PathBuf>,
-    pub check_host: std::net::IpAddr,
-    pub exec_checks: BTreeMap<String, Vec<String>>,
+    pub(crate) check_host: std::net::IpAddr,
+    pub(crate) exec_checks: BTreeMap<String, Vec<String>>,
     /// Per service: where its releases live and how they are activated.
-    pub release_sites: BTreeMap<String, crate::agent::release::ReleaseSite>,
+    pub(crate) release_sites: BTreeMap<String, crate::agent::release::ReleaseSite>,
     /// The local HAProxy the agent drives, if any.
-    pub haproxy: Option<crate::agent::haproxy::HaproxyConfig>,
+    pub(crate) haproxy: Option<crate::agent::haproxy::HaproxyConfig>,
     pub log_format: LogFormat,
     pub log: String,
     /// The token file (see `ballastd --help`); the agent uses its `node <id>` line (see

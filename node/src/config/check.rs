@@ -145,7 +145,7 @@ impl Config {
 
 impl AgentOnlyConfig {
     /// Refuses what `ballastd agent` cannot run with.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         if self.node_id == 0 {
             return Err(ConfigError::MissingNodeId);
         }

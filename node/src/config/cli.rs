@@ -31,14 +31,14 @@ cluster seeded from a backup: see `ballastd restore --help`.",
 )]
 pub struct Cli {
     #[command(subcommand)]
-    pub mode: Option<Mode>,
+    pub(crate) mode: Option<Mode>,
     #[command(flatten)]
-    pub member: Args,
+    pub(crate) member: Args,
 }
 
 /// What else `ballastd` can run besides a member.
 #[derive(Debug, clap::Subcommand)]
-pub enum Mode {
+pub(crate) enum Mode {
     // Its help is `AgentArgs`'s own.
     Agent(Box<AgentArgs>),
     /// A member of a new cluster, seeded from a backup: `ballastd restore --from FILE` and
@@ -49,12 +49,12 @@ pub enum Mode {
 
 /// `ballastd restore`: the backup, and the member's flags.
 #[derive(Debug, clap::Args)]
-pub struct RestoreArgs {
+pub(crate) struct RestoreArgs {
     /// A backup written by `ballastctl snapshot save` (checked before anything is written).
     #[arg(long, value_name = "FILE")]
-    pub from: PathBuf,
+    pub(crate) from: PathBuf,
     #[command(flatten)]
-    pub member: Args,
+    pub(crate) member: Args,
 }
 
 /// What `ballastd` was asked to run.
@@ -88,50 +88,50 @@ impl Cli {
 pub struct Args {
     /// TOML file with any of the options below (names with underscores).
     #[arg(long, env = "BALLAST_CONFIG")]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
 
     /// This member's id: a positive integer, unique and never reused in the cluster.
     #[arg(long, env = "BALLAST_NODE_ID")]
-    pub node_id: Option<NodeId>,
+    pub(crate) node_id: Option<NodeId>,
 
     /// Directory for the Raft log, snapshots and identity [default: /var/lib/ballast].
     #[arg(long, env = "BALLAST_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
+    pub(crate) data_dir: Option<PathBuf>,
 
     /// Address the gRPC server (API and Raft) listens on; port 0 picks a free port
     /// [default: 127.0.0.1:7400].
     #[arg(long, env = "BALLAST_LISTEN")]
-    pub listen: Option<SocketAddr>,
+    pub(crate) listen: Option<SocketAddr>,
 
     /// Address peers and clients dial to reach this member [default: the listen address, or
     /// the bound address when listening on port 0].
     #[arg(long, env = "BALLAST_ADVERTISE")]
-    pub advertise: Option<String>,
+    pub(crate) advertise: Option<String>,
 
     /// Address of the HTTP server for /metrics, /healthz and /readyz; "off" disables it
     /// [default: 127.0.0.1:7480].
     #[arg(long, env = "BALLAST_HTTP_LISTEN")]
-    pub http_listen: Option<String>,
+    pub(crate) http_listen: Option<String>,
 
     /// Members of a new cluster, as ID=HOST:PORT,ID=HOST:PORT,... (like etcd's
     /// --initial-cluster). Used only when the data directory is empty.
     #[arg(long, env = "BALLAST_INITIAL_CLUSTER")]
-    pub initial_cluster: Option<String>,
+    pub(crate) initial_cluster: Option<String>,
 
     /// Name of a new cluster; with the initial member list it derives the cluster id that the
     /// data directory remembers [default: ballast].
     #[arg(long, env = "BALLAST_CLUSTER_NAME")]
-    pub cluster_name: Option<String>,
+    pub(crate) cluster_name: Option<String>,
 
     /// Form a new cluster with this node as its only member, at its advertised address.
     /// Grow it with --join on the other nodes. Used only when the data directory is empty.
     #[arg(long, env = "BALLAST_BOOTSTRAP")]
-    pub bootstrap: bool,
+    pub(crate) bootstrap: bool,
 
     /// Join a running cluster through these members' gRPC endpoints (comma separated): the
     /// node asks to be added as a learner. Promote it to voter with `ballastctl member promote`.
     #[arg(long, env = "BALLAST_JOIN")]
-    pub join: Option<String>,
+    pub(crate) join: Option<String>,
 
     /// Seed the new cluster this member forms (with --initial-cluster or --bootstrap) from a
     /// backup written by `ballastctl snapshot save`; the data directory must be empty. Give
@@ -139,7 +139,7 @@ pub struct Args {
     /// restored cluster never takes traffic meant for the old one. `ballastd restore --from
     /// FILE ...` says the same.
     #[arg(long)]
-    pub restore_from: Option<PathBuf>,
+    pub(crate) restore_from: Option<PathBuf>,
 
     /// Disaster recovery when a majority of members is lost for good: turn this member's data
     /// into a new one-member cluster (new cluster id) that keeps its state, then grow it back
@@ -147,71 +147,71 @@ pub struct Args {
     /// received are lost; writes this one received but never saw committed are kept. The old
     /// Raft data is moved aside, not deleted. Needs --confirm-data-loss.
     #[arg(long)]
-    pub force_new_cluster: bool,
+    pub(crate) force_new_cluster: bool,
 
     /// Confirms --force-new-cluster.
     #[arg(long)]
-    pub confirm_data_loss: bool,
+    pub(crate) confirm_data_loss: bool,
 
     /// Leader heartbeat interval in milliseconds [default: 50].
     #[arg(long, env = "BALLAST_HEARTBEAT_MS")]
-    pub heartbeat_ms: Option<u64>,
+    pub(crate) heartbeat_ms: Option<u64>,
 
     /// Lower bound of the randomized election timeout in milliseconds; must be above the
     /// heartbeat [default: 100]. A leader's death leaves the cluster leaderless for up to
     /// twice the upper bound; VIP leases must outlast that (see --vip-lease-ms).
     #[arg(long, env = "BALLAST_ELECTION_TIMEOUT_MIN_MS")]
-    pub election_timeout_min_ms: Option<u64>,
+    pub(crate) election_timeout_min_ms: Option<u64>,
 
     /// Upper bound of the randomized election timeout in milliseconds [default: 200].
     #[arg(long, env = "BALLAST_ELECTION_TIMEOUT_MAX_MS")]
-    pub election_timeout_max_ms: Option<u64>,
+    pub(crate) election_timeout_max_ms: Option<u64>,
 
     /// Take a snapshot after this many log entries since the last one; older entries are
     /// then purged [default: 10000].
     #[arg(long, env = "BALLAST_SNAPSHOT_LOGS")]
-    pub snapshot_logs: Option<u64>,
+    pub(crate) snapshot_logs: Option<u64>,
 
     /// Log entries kept behind the last snapshot, so slow followers catch up without a
     /// snapshot [default: 1000].
     #[arg(long, env = "BALLAST_KEEP_LOGS")]
-    pub keep_logs: Option<u64>,
+    pub(crate) keep_logs: Option<u64>,
 
     /// Log output: text or json [default: text].
     #[arg(long, env = "BALLAST_LOG_FORMAT")]
-    pub log_format: Option<String>,
+    pub(crate) log_format: Option<String>,
 
     /// Log filter in tracing's EnvFilter syntax, e.g. "info" or "ballast_node=debug"
     /// [default: info].
     #[arg(long, env = "BALLAST_LOG")]
-    pub log: Option<String>,
+    pub(crate) log: Option<String>,
 
     /// Run the agent in this process: hold the VIPs the cluster assigns to this node (nftables
     /// fence, netlink addresses, gratuitous ARP) and probe its backends. Needs CAP_NET_ADMIN
     /// and CAP_NET_RAW.
     #[arg(long, env = "BALLAST_AGENT")]
-    pub agent: bool,
+    pub(crate) agent: bool,
 
     #[command(flatten)]
-    pub agent_opts: AgentOpts,
+    pub(crate) agent_opts: AgentOpts,
 
     /// Margin the leader adds before it considers a lease gone, ms [default: 50].
     #[arg(long, env = "BALLAST_VIP_MARGIN_MS")]
-    pub vip_margin_ms: Option<u64>,
+    pub(crate) vip_margin_ms: Option<u64>,
 
     /// An agent silent this long is marked down by the leader, ms [default: 2000].
     #[arg(long, env = "BALLAST_NODE_DOWN_AFTER_MS")]
-    pub node_down_after_ms: Option<u64>,
+    pub(crate) node_down_after_ms: Option<u64>,
 
     /// Write the bound gRPC and HTTP addresses to this file as JSON once serving (for scripts
     /// and tests that listen on port 0).
     #[arg(long, env = "BALLAST_ADDR_FILE")]
-    pub addr_file: Option<PathBuf>,
+    pub(crate) addr_file: Option<PathBuf>,
 }
 
 /// The agent's options, shared by `ballastd --agent` and `ballastd agent`.
 #[derive(Debug, Clone, Default, clap::Args)]
-pub struct AgentOpts {
+pub(crate) struct AgentOpts {
     /// VIP lease length in milliseconds [default: 800]. An owner that cannot renew stops
     /// answering for its VIPs within this time; another node takes over a little later. On a
     /// member it must leave, after the drift allowance and one renew interval, twice the
@@ -221,58 +221,58 @@ pub struct AgentOpts {
     /// and afterwards these options are ignored. An agent uses its own only until the leader
     /// sends the cluster's with a grant.
     #[arg(long, env = "BALLAST_VIP_LEASE_MS")]
-    pub vip_lease_ms: Option<u64>,
+    pub(crate) vip_lease_ms: Option<u64>,
 
     /// How often an owner renews its VIP leases, in milliseconds [default: 100].
     #[arg(long, env = "BALLAST_VIP_RENEW_MS")]
-    pub vip_renew_ms: Option<u64>,
+    pub(crate) vip_renew_ms: Option<u64>,
 
     /// Clock-drift allowance the agent subtracts from its deadline, ms [default: 20].
     #[arg(long, env = "BALLAST_VIP_DRIFT_MS")]
-    pub vip_drift_ms: Option<u64>,
+    pub(crate) vip_drift_ms: Option<u64>,
 
     /// Gratuitous ARPs sent when acquiring a VIP [default: 5].
     #[arg(long, env = "BALLAST_GARP_COUNT")]
-    pub garp_count: Option<u32>,
+    pub(crate) garp_count: Option<u32>,
 
     /// Milliseconds between those gratuitous ARPs [default: 100].
     #[arg(long, env = "BALLAST_GARP_INTERVAL_MS")]
-    pub garp_interval_ms: Option<u64>,
+    pub(crate) garp_interval_ms: Option<u64>,
 
     /// Append every interval during which this node's VIP fence allowed an address to FILE
     /// (JSON lines on CLOCK_MONOTONIC: allowing/allowed/revoked/cleared), for checking
     /// exactly that no two nodes were allowed one VIP at once (the lab's vip workload reads
     /// it). Grows by a line or two per renewal: for tests and investigations [default: none].
     #[arg(long, value_name = "FILE", env = "BALLAST_FENCE_JOURNAL")]
-    pub fence_journal: Option<PathBuf>,
+    pub(crate) fence_journal: Option<PathBuf>,
 
     /// Address health checks connect to (the backend runs on this server) [default: 127.0.0.1].
     #[arg(long, env = "BALLAST_CHECK_HOST")]
-    pub check_host: Option<std::net::IpAddr>,
+    pub(crate) check_host: Option<std::net::IpAddr>,
 
     /// A command exec health checks may run, NAME=COMMAND ARGS... (repeatable). Only local
     /// configuration defines commands; the API names them. It runs with no capabilities.
     #[arg(long = "exec-check")]
-    pub exec_checks: Vec<String>,
+    pub(crate) exec_checks: Vec<String>,
 
     /// Where a service's releases live on this server, SERVICE=DIR (repeatable): the agent
     /// keeps DIR/releases/<id>/ and the DIR/current symlink.
     #[arg(long = "release-dir")]
-    pub release_dirs: Vec<String>,
+    pub(crate) release_dirs: Vec<String>,
 
     /// Command run after a service's `current` switched, SERVICE=COMMAND ARGS... (repeatable),
     /// with BALLAST_RELEASE and BALLAST_RELEASE_DIR set, and no capabilities. Local
     /// configuration only.
     #[arg(long = "activate-hook")]
-    pub activate_hooks: Vec<String>,
+    pub(crate) activate_hooks: Vec<String>,
 
     /// Time an activation hook may take, ms [default: 30000].
     #[arg(long, env = "BALLAST_HOOK_TIMEOUT_MS")]
-    pub hook_timeout_ms: Option<u64>,
+    pub(crate) hook_timeout_ms: Option<u64>,
 
     /// Releases kept on disk per service (never fewer than the current and previous) [default: 5].
     #[arg(long, env = "BALLAST_KEEP_RELEASES")]
-    pub keep_releases: Option<usize>,
+    pub(crate) keep_releases: Option<usize>,
 
     /// API tokens: one `read <token>`, `admin <token>`, `member <token>` or `node <id>
     /// <token>` per line (tokens of 16+ characters, `#` comments). A member then refuses calls
@@ -285,7 +285,7 @@ pub struct AgentOpts {
     /// else a member token, else the first admin token). Without it the API is open [default:
     /// none].
     #[arg(long, env = "BALLAST_TOKEN_FILE")]
-    pub token_file: Option<PathBuf>,
+    pub(crate) token_file: Option<PathBuf>,
 
     /// Mutual TLS: the CA certificate (PEM) that signs every member's, agent's and client's
     /// certificate. With --tls-cert and --tls-key, the gRPC port (Raft and API) speaks only
@@ -293,7 +293,7 @@ pub struct AgentOpts {
     /// use the same pair. SIGHUP reads the three files again (new connections use them, open
     /// ones carry on). `ballastctl certs init|issue` makes them [default: none, plaintext].
     #[arg(long, value_name = "FILE", env = "BALLAST_TLS_CA")]
-    pub tls_ca: Option<PathBuf>,
+    pub(crate) tls_ca: Option<PathBuf>,
 
     /// This node's certificate (PEM), with the IP addresses and names it is reached by as
     /// subject alternative names. A member's certificate that names it (`ballastctl certs
@@ -301,23 +301,23 @@ pub struct AgentOpts {
     /// only from members, agent calls only for the node the certificate names. An agent-only
     /// server's names its node (`--node ID`). See --tls-ca [default: none].
     #[arg(long, value_name = "FILE", env = "BALLAST_TLS_CERT")]
-    pub tls_cert: Option<PathBuf>,
+    pub(crate) tls_cert: Option<PathBuf>,
 
     /// The private key of --tls-cert (PEM). See --tls-ca [default: none].
     #[arg(long, value_name = "FILE", env = "BALLAST_TLS_KEY")]
-    pub tls_key: Option<PathBuf>,
+    pub(crate) tls_key: Option<PathBuf>,
 
     /// Drive the local HAProxy through this runtime API socket (`stats socket PATH level
     /// admin`): its servers named n<node id> follow the cluster (ready, drain when the node
     /// drains, maint when it is in maintenance, down or unhealthy), checked every second so a
     /// reload is corrected. Needs --haproxy-backend [default: none].
     #[arg(long, env = "BALLAST_HAPROXY_SOCKET")]
-    pub haproxy_socket: Option<PathBuf>,
+    pub(crate) haproxy_socket: Option<PathBuf>,
 
     /// SERVICE=BACKEND: the HAProxy backend whose servers are the service's backends
     /// (repeatable).
     #[arg(long = "haproxy-backend")]
-    pub haproxy_backends: Vec<String>,
+    pub(crate) haproxy_backends: Vec<String>,
 }
 
 /// Command line of `ballastd agent`: the agent alone, for a server that runs backends and
@@ -338,30 +338,30 @@ backend of a service (ballastctl service apply --backends) for VIPs to be placed
 pub struct AgentArgs {
     /// TOML file with any of the options below (names with underscores).
     #[arg(long, env = "BALLAST_CONFIG")]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
 
     /// This server's node id: a positive integer, unique in the cluster, not a member's.
     #[arg(long, env = "BALLAST_NODE_ID")]
-    pub node_id: Option<NodeId>,
+    pub(crate) node_id: Option<NodeId>,
 
     /// gRPC endpoints of cluster members, comma separated (host:port,...).
     #[arg(long, env = "BALLAST_ENDPOINTS")]
-    pub endpoints: Option<String>,
+    pub(crate) endpoints: Option<String>,
 
     /// How operators reach this server, host:port, shown in node lists [default: none].
     #[arg(long, env = "BALLAST_ADVERTISE")]
-    pub advertise: Option<String>,
+    pub(crate) advertise: Option<String>,
 
     #[command(flatten)]
-    pub agent_opts: AgentOpts,
+    pub(crate) agent_opts: AgentOpts,
 
     /// Log output: text or json [default: text].
     #[arg(long, env = "BALLAST_LOG_FORMAT")]
-    pub log_format: Option<String>,
+    pub(crate) log_format: Option<String>,
 
     /// Log filter in tracing's EnvFilter syntax [default: info].
     #[arg(long, env = "BALLAST_LOG")]
-    pub log: Option<String>,
+    pub(crate) log: Option<String>,
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use crate::types::NodeId;
 pub use agent::AgentOnlyConfig;
 use agent::{tls_files, AgentSettings};
 pub use check::ConfigError;
-pub use cli::{AgentArgs, AgentOpts, Args, Cli, Mode, RestoreArgs, Run};
+pub use cli::{AgentArgs, Args, Cli, Run};
 use file::{agent_keys, read_toml, FileConfig};
 
 /// How the log is written: text or JSON lines.
@@ -222,7 +222,7 @@ impl Config {
 
     /// The cluster id a new cluster formed from this configuration gets: the same on every
     /// initial member, different for another name or member list.
-    pub fn initial_cluster_id(&self) -> String {
+    pub(crate) fn initial_cluster_id(&self) -> String {
         if self.bootstrap {
             // A one-member cluster needs no agreement: a random id tells two apart.
             return format!("{}-{:016x}", self.cluster_name, rand::random::<u64>());
@@ -240,7 +240,7 @@ impl Config {
         format!("{}-{h:016x}", self.cluster_name)
     }
 
-    pub fn raft_config(&self) -> openraft::Config {
+    pub(crate) fn raft_config(&self) -> openraft::Config {
         openraft::Config {
             cluster_name: self.cluster_name.clone(),
             heartbeat_interval: self.heartbeat_ms,
@@ -256,12 +256,12 @@ impl Config {
         }
     }
 
-    pub fn rpc_timeout(&self) -> Duration {
+    pub(crate) fn rpc_timeout(&self) -> Duration {
         Duration::from_millis(self.election_timeout_min_ms.max(500))
     }
 }
 
-pub fn parse_initial_cluster(s: &str) -> Result<BTreeMap<NodeId, String>, ConfigError> {
+fn parse_initial_cluster(s: &str) -> Result<BTreeMap<NodeId, String>, ConfigError> {
     let mut out = BTreeMap::new();
     for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
         let bad = || ConfigError::BadInitialCluster {
