@@ -2,11 +2,9 @@
 //! prefix), each at one revision with its watch events. Deterministic like the rest of
 //! `StateData::apply`: no clock, no IO.
 
-use crate::member::state::{kv_event, StateData};
+use crate::member::state::{kv_event, Applied, StateData};
 use crate::model;
 use crate::types::{Expected, Outcome};
-
-type Applied = (Outcome, Vec<model::Event>);
 
 impl StateData {
     /// Writes `value` at `key` (revision `rev`).

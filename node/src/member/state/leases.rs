@@ -6,11 +6,9 @@
 use crate::model;
 
 use crate::lease::LeaseSettings;
-use crate::member::state::{rejected, state_event, StateData};
+use crate::member::state::{rejected, state_event, Applied, StateData};
 use crate::model::RetiredVip;
 use crate::types::{vip_ip, NodeId, Outcome};
-
-type Applied = (Outcome, Vec<model::Event>);
 
 impl StateData {
     /// New lease settings. The wait a new leader observes never falls here: a grant of the

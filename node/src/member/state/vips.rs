@@ -3,11 +3,8 @@
 //! checked against epochs and retired addresses (`leases.rs`). Deterministic like the
 //! rest of `StateData::apply`: no clock, no IO.
 
-use crate::member::state::{rejected, state_event, StateData};
-use crate::model;
+use crate::member::state::{rejected, state_event, Applied, StateData};
 use crate::types::{NodeId, Outcome};
-
-type Applied = (Outcome, Vec<model::Event>);
 
 impl StateData {
     /// Deletes a VIP; its address stays retired until its owner let go.
