@@ -6,6 +6,7 @@
 
 mod kv;
 mod leases;
+mod nodes;
 pub mod releases;
 mod restore;
 mod vips;
@@ -301,11 +302,9 @@ impl StateData {
             }
             Op::ApplyVip(vip) => self.apply_vip(vip),
             Op::DeleteVip(name) => self.delete_vip(name),
-            Op::SetNodeAdmin { node_id, admin } => self.update_node(*node_id, |n| {
-                let changed = n.admin != *admin;
-                n.admin = *admin;
-                changed
-            }),
+            Op::SetNodeAdmin { node_id, admin } => {
+                self.set_node(*node_id, |n| &mut n.admin, *admin)
+            }
             Op::ReportHealth {
                 node_id,
                 service,
@@ -341,40 +340,10 @@ impl StateData {
             Op::ReleaseVip { vip, epoch } | Op::RevokeVip { vip, epoch } => {
                 self.end_vip_lease(vip, *epoch, matches!(op, Op::ReleaseVip { .. }))
             }
-            Op::SetNodeAlive { node_id, alive } => self.update_node(*node_id, |n| {
-                let changed = n.alive != *alive;
-                n.alive = *alive;
-                changed
-            }),
-            Op::RegisterAgent { node_id, addr } => {
-                let agent = model::Role::Agent;
-                if self.nodes.get(node_id).is_some_and(|n| n.role != agent) {
-                    return (
-                        rejected(
-                            "node_id",
-                            format!(
-                                "node {node_id} is a Raft member; a standalone agent needs an id of its own"
-                            ),
-                        ),
-                        Vec::new(),
-                    );
-                }
-                let n = self.nodes.entry(*node_id).or_insert_with(|| model::Node {
-                    id: *node_id,
-                    role: agent,
-                    admin: model::AdminState::Active,
-                    ..Default::default()
-                });
-                if n.addr == *addr && n.role == agent {
-                    // Known and unchanged: a restart, nothing to write.
-                    return (Outcome::StateWritten, Vec::new());
-                }
-                n.addr = addr.clone();
-                (
-                    Outcome::StateWritten,
-                    vec![state_event("node", node_id.to_string(), false)],
-                )
+            Op::SetNodeAlive { node_id, alive } => {
+                self.set_node(*node_id, |n| &mut n.alive, *alive)
             }
+            Op::RegisterAgent { node_id, addr } => self.register_agent(*node_id, addr),
             Op::RegisterRelease { service, release } => {
                 self.change_service(service, |svc| releases::register(svc, release, now_ms))
             }
@@ -425,55 +394,7 @@ impl StateData {
             Op::StepRollout { service, step } => {
                 self.change_service(service, |svc| releases::step(svc, step))
             }
-            Op::ForgetAgent { node_id } => {
-                let Some(n) = self.nodes.get(node_id) else {
-                    return (
-                        rejected("node_id", format!("unknown node {node_id}")),
-                        Vec::new(),
-                    );
-                };
-                if n.role != model::Role::Agent {
-                    return (
-                        rejected(
-                            "node_id",
-                            format!(
-                                "node {node_id} is a Raft member: remove it with member remove"
-                            ),
-                        ),
-                        Vec::new(),
-                    );
-                }
-                if let Some(v) = self.vips.values().find(|v| v.owner == *node_id) {
-                    return (
-                        rejected(
-                            "node_id",
-                            format!("node {node_id} owns VIP {:?}: drain it first", v.name),
-                        ),
-                        Vec::new(),
-                    );
-                }
-                if let Some(s) = self
-                    .services
-                    .values()
-                    .find(|s| s.backends.contains_key(node_id))
-                {
-                    return (
-                        rejected(
-                            "node_id",
-                            format!(
-                                "node {node_id} backs service {:?}: remove it from the backends first",
-                                s.name
-                            ),
-                        ),
-                        Vec::new(),
-                    );
-                }
-                self.nodes.remove(node_id);
-                (
-                    Outcome::StateWritten,
-                    vec![state_event("node", node_id.to_string(), true)],
-                )
-            }
+            Op::ForgetAgent { node_id } => self.forget_agent(*node_id),
         }
     }
 
@@ -502,27 +423,6 @@ impl StateData {
                 )
             }
         }
-    }
-
-    /// Changes one node record; `f` says whether it changed anything (no change, no revision).
-    fn update_node(
-        &mut self,
-        node_id: NodeId,
-        f: impl FnOnce(&mut model::Node) -> bool,
-    ) -> (Outcome, Vec<model::Event>) {
-        let Some(node) = self.nodes.get_mut(&node_id) else {
-            return (
-                rejected("node_id", format!("unknown node {node_id}")),
-                Vec::new(),
-            );
-        };
-        if !f(node) {
-            return (Outcome::StateWritten, Vec::new());
-        }
-        (
-            Outcome::StateWritten,
-            vec![state_event("node", node_id.to_string(), false)],
-        )
     }
 
     /// Whether `node` may hold a VIP gated by `service`, as the replicated state says.
@@ -692,43 +592,6 @@ impl StateData {
             vec![state_event("vip", vip.name.clone(), false)],
         )
     }
-
-    /// Keeps the node records of Raft members in step with the membership config.
-    fn sync_nodes_with_membership(&mut self) -> Vec<model::Event> {
-        let m = self.membership.membership();
-        let voters: std::collections::BTreeSet<NodeId> = m.voter_ids().collect();
-        let mut events = Vec::new();
-        let mut members = std::collections::BTreeSet::new();
-        for (id, node) in m.nodes() {
-            members.insert(*id);
-            let role = if voters.contains(id) {
-                model::Role::Voter
-            } else {
-                model::Role::Learner
-            };
-            let rec = self.nodes.entry(*id).or_insert_with(|| model::Node {
-                id: *id,
-                admin: model::AdminState::Active,
-                ..Default::default()
-            });
-            if rec.role != role || rec.addr != node.addr {
-                rec.role = role;
-                rec.addr = node.addr.clone();
-                events.push(state_event("node", id.to_string(), false));
-            }
-        }
-        let gone: Vec<NodeId> = self
-            .nodes
-            .iter()
-            .filter(|(id, n)| n.role != model::Role::Agent && !members.contains(id))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in gone {
-            self.nodes.remove(&id);
-            events.push(state_event("node", id.to_string(), true));
-        }
-        events
-    }
 }
 
 #[cfg(test)]
@@ -742,7 +605,7 @@ mod tests {
     use super::*;
     use crate::types::{Batch, Entry};
 
-    fn entry(index: u64, op: Op, request: Option<ClientRequest>) -> Entry {
+    pub(super) fn entry(index: u64, op: Op, request: Option<ClientRequest>) -> Entry {
         Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
             payload: EntryPayload::Normal(Batch {
@@ -756,7 +619,7 @@ mod tests {
     }
 
     /// Applies a one-command entry and returns that command's result and events.
-    fn apply1(s: &mut StateData, e: &Entry) -> (CommandResult, Option<model::Changes>) {
+    pub(super) fn apply1(s: &mut StateData, e: &Entry) -> (CommandResult, Option<model::Changes>) {
         let (r, mut w) = s.apply(e);
         match &e.payload {
             EntryPayload::Normal(_) => (r.results[0].clone(), w.pop()),
@@ -770,14 +633,14 @@ mod tests {
         }
     }
 
-    fn put(k: &str, v: &str) -> Op {
+    pub(super) fn put(k: &str, v: &str) -> Op {
         Op::Put {
             key: k.into(),
             value: v.into(),
         }
     }
 
-    fn membership(index: u64, voters: &[u64], learners: &[u64]) -> Entry {
+    pub(super) fn membership(index: u64, voters: &[u64], learners: &[u64]) -> Entry {
         let voters: BTreeSet<u64> = voters.iter().copied().collect();
         let mut nodes: BTreeMap<u64, BasicNode> = voters
             .iter()
@@ -918,42 +781,6 @@ mod tests {
     }
 
     #[test]
-    fn node_records_follow_membership_and_keep_admin_state() {
-        let mut s = StateData::default();
-        apply1(&mut s, &membership(1, &[1, 2, 3], &[]));
-        assert_eq!(s.nodes.len(), 3);
-        let (r, _) = apply1(
-            &mut s,
-            &entry(
-                2,
-                Op::SetNodeAdmin {
-                    node_id: 2,
-                    admin: model::AdminState::Maintenance,
-                },
-                None,
-            ),
-        );
-        assert_eq!(r.outcome, Outcome::StateWritten);
-        apply1(&mut s, &membership(3, &[1, 2, 3], &[4]));
-        assert_eq!(s.nodes[&4].role, model::Role::Learner);
-        assert_eq!(s.nodes[&2].admin, model::AdminState::Maintenance);
-        apply1(&mut s, &membership(4, &[1, 2], &[]));
-        assert_eq!(s.nodes.keys().copied().collect::<Vec<_>>(), vec![1, 2]);
-        let (r, _) = apply1(
-            &mut s,
-            &entry(
-                5,
-                Op::SetNodeAdmin {
-                    node_id: 3,
-                    admin: model::AdminState::Active,
-                },
-                None,
-            ),
-        );
-        assert!(matches!(r.outcome, Outcome::Rejected { field, .. } if field == "node_id"));
-    }
-
-    #[test]
     fn epochs_only_grow_and_stale_controller_commands_are_refused() {
         let mut s = StateData::default();
         apply1(&mut s, &membership(1, &[1, 2], &[]));
@@ -1069,61 +896,5 @@ mod tests {
         other.name = "w".into();
         let (r, _) = apply1(&mut s, &entry(4, Op::ApplyVip(other), None));
         assert!(matches!(r.outcome, Outcome::Rejected { field, .. } if field == "vip.address"));
-    }
-
-    #[test]
-    fn standalone_agents_register_and_are_forgotten_but_never_as_members() {
-        let mut s = StateData::default();
-        apply1(&mut s, &membership(1, &[1, 2, 3], &[]));
-        let op = |i: u64, op: Op| entry(i, op, None);
-        // The id of a member is refused.
-        let (r, _) = apply1(
-            &mut s,
-            &op(
-                2,
-                Op::RegisterAgent {
-                    node_id: 2,
-                    addr: "10.0.0.2".into(),
-                },
-            ),
-        );
-        assert!(matches!(r.outcome, Outcome::Rejected { .. }));
-        assert_eq!(s.nodes[&2].role, model::Role::Voter);
-        // A new id becomes an active agent node, and survives membership changes.
-        let register = |i| {
-            op(
-                i,
-                Op::RegisterAgent {
-                    node_id: 7,
-                    addr: "10.0.0.7".into(),
-                },
-            )
-        };
-        let (r, _) = apply1(&mut s, &register(3));
-        assert_eq!(r.outcome, Outcome::StateWritten);
-        assert_eq!(s.nodes[&7].role, model::Role::Agent);
-        assert_eq!(s.nodes[&7].admin, model::AdminState::Active);
-        let rev = s.revision;
-        apply1(&mut s, &register(4));
-        assert_eq!(s.revision, rev, "registering again changes nothing");
-        apply1(&mut s, &membership(5, &[1, 2], &[]));
-        assert!(s.nodes.contains_key(&7));
-        // Forgetting: not a member, not while it backs a service.
-        let forget = |i, id| op(i, Op::ForgetAgent { node_id: id });
-        let (r, _) = apply1(&mut s, &forget(6, 1));
-        assert!(matches!(r.outcome, Outcome::Rejected { .. }));
-        let svc = model::Service {
-            name: "web".into(),
-            backends: [(7, model::Backend::default())].into_iter().collect(),
-            ..Default::default()
-        };
-        let (r, _) = apply1(&mut s, &op(7, Op::ApplyService(svc)));
-        assert_eq!(r.outcome, Outcome::StateWritten);
-        let (r, _) = apply1(&mut s, &forget(8, 7));
-        assert!(matches!(r.outcome, Outcome::Rejected { .. }));
-        apply1(&mut s, &op(9, Op::DeleteService("web".into())));
-        let (r, _) = apply1(&mut s, &forget(10, 7));
-        assert_eq!(r.outcome, Outcome::StateWritten);
-        assert!(!s.nodes.contains_key(&7));
     }
 }
