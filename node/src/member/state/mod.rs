@@ -9,6 +9,7 @@ mod leases;
 mod nodes;
 pub mod releases;
 mod restore;
+mod services;
 mod vips;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -275,31 +276,7 @@ impl StateData {
             } => self.compare_and_set(key, expected, new_value, rev),
             Op::Delete { key, prefix } => self.delete(key, *prefix, rev),
             Op::ApplyService(svc) => self.apply_service(svc),
-            Op::DeleteService(name) => {
-                if !self.services.contains_key(name) {
-                    return (
-                        rejected("name", format!("unknown service {name:?}")),
-                        Vec::new(),
-                    );
-                }
-                if let Some(vip) = self.vips.values().find(|v| &v.service == name) {
-                    return (
-                        rejected(
-                            "name",
-                            format!(
-                                "service {name:?} gates VIP {:?}; delete or change the VIP first",
-                                vip.name
-                            ),
-                        ),
-                        Vec::new(),
-                    );
-                }
-                self.services.remove(name);
-                (
-                    Outcome::StateWritten,
-                    vec![state_event("service", name.clone(), true)],
-                )
-            }
+            Op::DeleteService(name) => self.delete_service(name),
             Op::ApplyVip(vip) => self.apply_vip(vip),
             Op::DeleteVip(name) => self.delete_vip(name),
             Op::SetNodeAdmin { node_id, admin } => {
@@ -309,32 +286,7 @@ impl StateData {
                 node_id,
                 service,
                 health,
-            } => {
-                let Some(svc) = self.services.get_mut(service) else {
-                    return (
-                        rejected("service", format!("unknown service {service:?}")),
-                        Vec::new(),
-                    );
-                };
-                let Some(b) = svc.backends.get_mut(node_id) else {
-                    return (
-                        rejected(
-                            "node_id",
-                            format!("node {node_id} is not a backend of {service:?}"),
-                        ),
-                        Vec::new(),
-                    );
-                };
-                if b.health == *health {
-                    return (Outcome::StateWritten, Vec::new());
-                }
-                b.health = *health;
-                b.changed_ms = now_ms;
-                (
-                    Outcome::StateWritten,
-                    vec![state_event("service", service.clone(), false)],
-                )
-            }
+            } => self.report_health(*node_id, service, *health, now_ms),
             Op::MoveVip { vip, to } => self.move_vip(vip, *to),
             Op::AssignVip { vip, node, epoch } => self.assign_vip(vip, *node, *epoch),
             Op::ReleaseVip { vip, epoch } | Op::RevokeVip { vip, epoch } => {
@@ -398,33 +350,6 @@ impl StateData {
         }
     }
 
-    /// Changes one service through `f`, which refuses or says whether it changed anything.
-    fn change_service(
-        &mut self,
-        name: &str,
-        f: impl FnOnce(&mut model::Service) -> Result<bool, releases::Refusal>,
-    ) -> (Outcome, Vec<model::Event>) {
-        let Some(svc) = self.services.get_mut(name) else {
-            return (
-                rejected("service", format!("unknown service {name:?}")),
-                Vec::new(),
-            );
-        };
-        // Work on a copy: a refusal leaves the service exactly as it was.
-        let mut copy = svc.clone();
-        match f(&mut copy) {
-            Err((field, message)) => (rejected(field, message), Vec::new()),
-            Ok(false) => (Outcome::StateWritten, Vec::new()),
-            Ok(true) => {
-                *svc = copy;
-                (
-                    Outcome::StateWritten,
-                    vec![state_event("service", name.to_string(), false)],
-                )
-            }
-        }
-    }
-
     /// Whether `node` may hold a VIP gated by `service`, as the replicated state says.
     pub fn eligible(&self, service: &str, node: NodeId) -> Result<(), String> {
         let n = self
@@ -465,64 +390,6 @@ impl StateData {
         };
         self.kv.insert(key.to_vec(), entry.clone());
         entry
-    }
-
-    fn apply_service(&mut self, svc: &model::Service) -> (Outcome, Vec<model::Event>) {
-        for id in svc.backends.keys() {
-            if !self.nodes.contains_key(id) {
-                return (
-                    rejected("service.backends", format!("unknown node {id}")),
-                    Vec::new(),
-                );
-            }
-        }
-        let mut new = svc.clone();
-        // What agents report is never taken from the operator's definition.
-        for b in new.backends.values_mut() {
-            b.applied_release.clear();
-            b.applied_ms = 0;
-            b.apply_error.clear();
-            b.release_failed.clear();
-        }
-        if let Some(old) = self.services.get(&svc.name) {
-            // Health is reported by agents and the active release is set by rollouts:
-            // redefining a service keeps both.
-            for (id, b) in new.backends.iter_mut() {
-                if let Some(ob) = old.backends.get(id) {
-                    b.health = ob.health;
-                    b.changed_ms = ob.changed_ms;
-                }
-            }
-            new.active_release = old.active_release.clone();
-            new.releases = old.releases.clone();
-            new.previous_release = old.previous_release.clone();
-            new.rollout = old.rollout.clone();
-            for (id, b) in new.backends.iter_mut() {
-                if let Some(ob) = old.backends.get(id) {
-                    b.applied_release = ob.applied_release.clone();
-                    b.applied_ms = ob.applied_ms;
-                    b.apply_error = ob.apply_error.clone();
-                    b.release_failed = ob.release_failed.clone();
-                }
-            }
-            if &new == old {
-                return (Outcome::StateWritten, Vec::new());
-            }
-        } else {
-            for b in new.backends.values_mut() {
-                b.health = model::Health::Unknown;
-                b.changed_ms = 0;
-            }
-            new.active_release.clear();
-            new.releases.clear();
-            new.previous_release.clear();
-            new.rollout = None;
-        }
-        self.services.insert(svc.name.clone(), new);
-        (
-            Outcome::StateWritten,
-            vec![state_event("service", svc.name.clone(), false)],
-        )
     }
 
     fn apply_vip(&mut self, vip: &model::Vip) -> (Outcome, Vec<model::Event>) {
