@@ -4,6 +4,7 @@
 
 use crate::member::state::{kv_event, Applied, StateData};
 use crate::model;
+use crate::model::KvEntry;
 use crate::types::{Expected, Outcome};
 
 impl StateData {
@@ -89,5 +90,25 @@ impl StateData {
             },
             events,
         )
+    }
+
+    /// Stores `value` at `key` as written at revision `rev` (a new key is created at it).
+    fn put_key(&mut self, key: &[u8], value: Vec<u8>, rev: u64) -> KvEntry {
+        let entry = match self.kv.get(key) {
+            Some(old) => KvEntry {
+                value,
+                create_revision: old.create_revision,
+                mod_revision: rev,
+                version: old.version + 1,
+            },
+            None => KvEntry {
+                value,
+                create_revision: rev,
+                mod_revision: rev,
+                version: 1,
+            },
+        };
+        self.kv.insert(key.to_vec(), entry.clone());
+        entry
     }
 }

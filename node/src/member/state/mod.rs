@@ -14,7 +14,6 @@ mod vips;
 
 use std::collections::{BTreeMap, VecDeque};
 
-use ballast_proto::v1;
 use openraft::EntryPayload;
 use serde::{Deserialize, Serialize};
 
@@ -22,7 +21,7 @@ use crate::lease::LeaseSettings;
 use crate::model;
 use crate::model::{KvEntry, RetiredVip};
 use crate::types::{
-    vip_ip, BatchResult, ClientRequest, Command, CommandResult, Entry, LogId, NodeId, Op, Outcome,
+    BatchResult, ClientRequest, Command, CommandResult, Entry, LogId, NodeId, Op, Outcome,
     StoredMembership,
 };
 
@@ -349,116 +348,6 @@ impl StateData {
             Op::ForgetAgent { node_id } => self.forget_agent(*node_id),
         }
     }
-
-    /// Whether `node` may hold a VIP gated by `service`, as the replicated state says.
-    pub fn eligible(&self, service: &str, node: NodeId) -> Result<(), String> {
-        let n = self
-            .nodes
-            .get(&node)
-            .ok_or_else(|| "unknown node".to_string())?;
-        if n.admin != model::AdminState::Active {
-            return Err(format!("it is {}", v1::AdminState::from(n.admin).label()));
-        }
-        if !n.alive {
-            return Err("its agent is not alive".into());
-        }
-        let b = self
-            .services
-            .get(service)
-            .and_then(|s| s.backends.get(&node))
-            .ok_or_else(|| format!("it is not a backend of {service:?}"))?;
-        if b.health != model::Health::Healthy {
-            return Err("its backend is not healthy".into());
-        }
-        Ok(())
-    }
-
-    pub(crate) fn put_key(&mut self, key: &[u8], value: Vec<u8>, rev: u64) -> KvEntry {
-        let entry = match self.kv.get(key) {
-            Some(old) => KvEntry {
-                value,
-                create_revision: old.create_revision,
-                mod_revision: rev,
-                version: old.version + 1,
-            },
-            None => KvEntry {
-                value,
-                create_revision: rev,
-                mod_revision: rev,
-                version: 1,
-            },
-        };
-        self.kv.insert(key.to_vec(), entry.clone());
-        entry
-    }
-
-    fn apply_vip(&mut self, vip: &model::Vip) -> (Outcome, Vec<model::Event>) {
-        if !self.services.contains_key(&vip.service) {
-            return (
-                rejected("vip.service", format!("unknown service {:?}", vip.service)),
-                Vec::new(),
-            );
-        }
-        if let Some(p) = &vip.placement {
-            for id in p.priorities.keys() {
-                if !self.nodes.contains_key(id) {
-                    return (
-                        rejected("vip.placement.priorities", format!("unknown node {id}")),
-                        Vec::new(),
-                    );
-                }
-            }
-        }
-        if let Some(other) = self
-            .vips
-            .values()
-            .find(|v| v.name != vip.name && vip_ip(&v.address) == vip_ip(&vip.address))
-        {
-            return (
-                rejected(
-                    "vip.address",
-                    format!("{} is already VIP {:?}", vip.address, other.name),
-                ),
-                Vec::new(),
-            );
-        }
-        let mut new = vip.clone();
-        // Owner and epoch belong to the controller, never to the caller.
-        match self.vips.get(&vip.name).cloned() {
-            Some(old) => {
-                new.owner = old.owner;
-                new.epoch = old.epoch;
-                new.releasing = old.releasing;
-                new.move_to = old.move_to;
-                if new == old {
-                    return (Outcome::StateWritten, Vec::new());
-                }
-                // A new address or interface is a planned move: the owner releases the old
-                // one (kept retired until it confirms or its lease runs out), and only then
-                // is the VIP assigned again, at a higher epoch, with the new one.
-                if old.owner != 0 && (old.address != new.address || old.interface != new.interface)
-                {
-                    if let Some(why) = self.retire_blocked(&old) {
-                        return (rejected("vip.address", why), Vec::new());
-                    }
-                    self.retire(&old, false);
-                    new.releasing = true;
-                }
-            }
-            None => {
-                new.owner = 0;
-                // A VIP made again under a deleted one's name continues its epochs.
-                new.epoch = self.vip_epochs.remove(&vip.name).unwrap_or(0);
-                new.releasing = false;
-                new.move_to = 0;
-            }
-        }
-        self.vips.insert(vip.name.clone(), new);
-        (
-            Outcome::StateWritten,
-            vec![state_event("vip", vip.name.clone(), false)],
-        )
-    }
 }
 
 #[cfg(test)]
@@ -645,123 +534,5 @@ mod tests {
         assert_eq!(r.outcome, Outcome::Delete { deleted: 3 });
         assert_eq!(w.unwrap().events.len(), 3);
         assert!(s.kv.is_empty());
-    }
-
-    #[test]
-    fn epochs_only_grow_and_stale_controller_commands_are_refused() {
-        let mut s = StateData::default();
-        apply1(&mut s, &membership(1, &[1, 2], &[]));
-        let svc = model::Service {
-            name: "web".into(),
-            backends: [(1, model::Backend::default())].into(),
-            ..Default::default()
-        };
-        apply1(&mut s, &entry(2, Op::ApplyService(svc), None));
-        let vip = model::Vip {
-            name: "v".into(),
-            address: "10.213.0.9/24".into(),
-            interface: "eth0".into(),
-            service: "web".into(),
-            ..Default::default()
-        };
-        apply1(&mut s, &entry(3, Op::ApplyVip(vip), None));
-        let assign = |node, epoch| Op::AssignVip {
-            vip: "v".into(),
-            node,
-            epoch,
-        };
-        assert_eq!(
-            apply1(&mut s, &entry(4, assign(1, 1), None)).0.outcome,
-            Outcome::StateWritten
-        );
-        // A duplicate or stale assignment is refused deterministically.
-        assert!(matches!(
-            apply1(&mut s, &entry(5, assign(2, 1), None)).0.outcome,
-            Outcome::Rejected { .. }
-        ));
-        assert_eq!((s.vips["v"].owner, s.vips["v"].epoch), (1, 1));
-        let rel = Op::ReleaseVip {
-            vip: "v".into(),
-            epoch: 1,
-        };
-        apply1(&mut s, &entry(6, rel, None));
-        assert!(s.vips["v"].releasing);
-        apply1(&mut s, &entry(7, assign(2, 2), None));
-        assert_eq!(
-            (s.vips["v"].owner, s.vips["v"].epoch, s.vips["v"].releasing),
-            (2, 2, false)
-        );
-        assert!(matches!(
-            apply1(
-                &mut s,
-                &entry(
-                    8,
-                    Op::RevokeVip {
-                        vip: "v".into(),
-                        epoch: 1
-                    },
-                    None
-                )
-            )
-            .0
-            .outcome,
-            Outcome::Rejected { .. }
-        ));
-        apply1(
-            &mut s,
-            &entry(
-                9,
-                Op::RevokeVip {
-                    vip: "v".into(),
-                    epoch: 2,
-                },
-                None,
-            ),
-        );
-        assert_eq!((s.vips["v"].owner, s.vips["v"].epoch), (0, 2));
-        // Health reports are stamped with the leader's time from the command.
-        let rep = Op::ReportHealth {
-            node_id: 1,
-            service: "web".into(),
-            health: model::Health::Healthy,
-        };
-        apply1(&mut s, &entry(10, rep, None));
-        let b = &s.services["web"].backends[&1];
-        assert_eq!((b.health, b.changed_ms), (model::Health::Healthy, 1_010));
-        let bad = Op::ReportHealth {
-            node_id: 2,
-            service: "web".into(),
-            health: model::Health::Healthy,
-        };
-        assert!(matches!(
-            apply1(&mut s, &entry(11, bad, None)).0.outcome,
-            Outcome::Rejected { .. }
-        ));
-    }
-
-    #[test]
-    fn vip_owner_and_epoch_are_not_the_callers() {
-        let mut s = StateData::default();
-        apply1(&mut s, &membership(1, &[1], &[]));
-        let svc = model::Service {
-            name: "web".into(),
-            ..Default::default()
-        };
-        apply1(&mut s, &entry(2, Op::ApplyService(svc), None));
-        let vip = model::Vip {
-            name: "v".into(),
-            address: "10.213.0.9/24".into(),
-            interface: "eth0".into(),
-            service: "web".into(),
-            owner: 1,
-            epoch: 99,
-            ..Default::default()
-        };
-        apply1(&mut s, &entry(3, Op::ApplyVip(vip.clone()), None));
-        assert_eq!((s.vips["v"].owner, s.vips["v"].epoch), (0, 0));
-        let mut other = vip;
-        other.name = "w".into();
-        let (r, _) = apply1(&mut s, &entry(4, Op::ApplyVip(other), None));
-        assert!(matches!(r.outcome, Outcome::Rejected { field, .. } if field == "vip.address"));
     }
 }
