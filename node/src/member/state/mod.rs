@@ -7,7 +7,7 @@
 mod kv;
 mod leases;
 mod nodes;
-pub mod releases;
+pub(crate) mod releases;
 mod restore;
 mod services;
 mod vips;
@@ -26,7 +26,7 @@ use crate::types::{
 };
 
 /// Revisions of change events kept for watch resumption.
-pub const HISTORY_REVISIONS: usize = 10_000;
+pub(crate) const HISTORY_REVISIONS: usize = 10_000;
 
 /// How many revisions the state machines of this process keep: [`HISTORY_REVISIONS`] unless
 /// a test set another bound.
@@ -41,11 +41,11 @@ pub fn set_history_revisions_for_tests(n: usize) {
     HISTORY_BOUND.store(n.max(1), std::sync::atomic::Ordering::Relaxed);
 }
 /// A client session is forgotten after this long without a write.
-pub const SESSION_TTL_MS: u64 = 60 * 60 * 1000;
+pub(crate) const SESSION_TTL_MS: u64 = 60 * 60 * 1000;
 /// At most this many client sessions are kept; the least recently used one is dropped first.
-pub const MAX_SESSIONS: usize = 50_000;
+pub(crate) const MAX_SESSIONS: usize = 50_000;
 /// At most this many unacknowledged results are kept per client session.
-pub const MAX_RESULTS_PER_SESSION: usize = 1_024;
+pub(crate) const MAX_RESULTS_PER_SESSION: usize = 1_024;
 
 /// What the cluster remembers of one client, for at-most-once writes.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -122,7 +122,7 @@ pub(crate) fn state_event(kind: &str, name: impl Into<String>, deleted: bool) ->
 
 impl StateData {
     /// The oldest revision a watch can still start from.
-    pub fn oldest_watchable_revision(&self) -> u64 {
+    pub(crate) fn oldest_watchable_revision(&self) -> u64 {
         match self.history.front() {
             Some(first) => first.revision,
             None => self.revision + 1,

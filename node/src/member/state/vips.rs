@@ -192,7 +192,7 @@ impl StateData {
     }
 
     /// Whether `node` may hold a VIP gated by `service`, as the replicated state says.
-    pub fn eligible(&self, service: &str, node: NodeId) -> Result<(), String> {
+    pub(crate) fn eligible(&self, service: &str, node: NodeId) -> Result<(), String> {
         let n = self
             .nodes
             .get(&node)
