@@ -1,7 +1,7 @@
 //! The member wing: what every Raft member does, leader or not.
 //!
 //! - `state`: the replicated state machine, a pure function of the log, split by domain
-//!   (KV, VIPs, leases, releases);
+//!   (KV, nodes, services, VIPs, leases, releases, restore);
 //! - `store`: openraft's log and state-machine storage over our engines (sled, memory);
 //! - `format`: the versioned encodings of snapshots and log entries;
 //! - `network`, `replicate`: openraft's network over tonic, and the replication stream's

@@ -3,6 +3,13 @@
 //! `StateData::apply` is the only place the authoritative state changes. It reads no clock
 //! (the leader's time is in the command) and no randomness, so every member that applies the
 //! same log holds the same state, revision and watch history.
+//!
+//! This file holds the state itself, what every operation shares (revisions, the watch
+//! history, client sessions for at-most-once writes, decisions stamped with a stale term) and
+//! `execute`, which hands each operation to its domain beside it: `kv.rs`, `nodes.rs`,
+//! `services.rs`, `vips.rs`, `leases.rs`, `releases.rs` (the rollout rules on one service)
+//! and `restore.rs` (backups). It decides nothing for the cluster: the leader's loops and the
+//! API propose, the state machine only applies or refuses.
 
 mod kv;
 mod leases;
@@ -264,7 +271,8 @@ impl StateData {
             .retain(|_, s| now_ms.saturating_sub(s.last_touch_ms) < SESSION_TTL_MS);
     }
 
-    fn execute(&mut self, op: &Op, now_ms: u64) -> (Outcome, Vec<model::Event>) {
+    /// Applies one operation (at the leader's `now_ms`): each is its domain's to apply.
+    fn execute(&mut self, op: &Op, now_ms: u64) -> Applied {
         let rev = self.revision + 1;
         match op {
             Op::Put { key, value } => self.put(key, value, rev),
