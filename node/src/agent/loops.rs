@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::health::{probe, RiseFall};
-use super::run::AgentConfig;
+use super::settings::AgentConfig;
 use crate::types::NodeId;
 
 /// The cluster state the reconcile loop read last, shared with the side loops.

@@ -6,6 +6,7 @@
 //! - `run`: start (stale addresses removed, fence installed, process registered), the
 //!   reconcile loop, the clean stop;
 //! - `loops`: the health, HAProxy and release loops beside it;
+//! - `settings`: what the agent is told at start (`AgentConfig`);
 //! - `fence`: the kernel-enforced fence (nftables set elements that expire at the deadline,
 //!   and an egress filter that keeps announcements inside the lease);
 //! - `journal`: the fence's allowance intervals on the shared monotonic clock, for the lab;
@@ -26,6 +27,8 @@ mod loops;
 pub mod plan;
 pub mod release;
 mod run;
+mod settings;
 mod shell;
 
-pub use run::{cluster_client, new_instance, run, AgentConfig};
+pub use run::{cluster_client, new_instance, run};
+pub use settings::AgentConfig;

@@ -12,8 +12,6 @@
 //! the node's leases to it, so that a second agent started with the same node id gets none.
 //! The side loops (health, HAProxy, releases) are in `loops.rs`.
 
-use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -25,32 +23,9 @@ use super::addr::Addresses;
 use super::fence::VipFence;
 use super::loops::{haproxy_loop, health_loop, release_loop, SharedState};
 use super::plan;
+use super::settings::AgentConfig;
 use super::shell::{fenced, Agent};
 use crate::lease::LeaseConfig;
-use crate::types::NodeId;
-
-/// Settings of the agent (from ballastd's configuration).
-#[derive(Debug, Clone)]
-pub struct AgentConfig {
-    pub node_id: NodeId,
-    /// Used only until the leader sends the cluster's settings with a grant.
-    pub lease: LeaseConfig,
-    pub garp_count: u32,
-    pub garp_interval: Duration,
-    /// Where health checks connect (the backend runs on this server).
-    pub check_host: IpAddr,
-    /// Commands exec checks may run, by name. Only from local configuration.
-    pub exec_checks: BTreeMap<String, Vec<String>>,
-    /// Per service: where its releases live and how they are activated.
-    pub release_sites: BTreeMap<String, super::release::ReleaseSite>,
-    /// The local HAProxy to drive, if any.
-    pub haproxy: Option<super::haproxy::HaproxyConfig>,
-    /// This agent process (random, not 0); the cluster binds the node's leases to it.
-    pub instance: u64,
-    /// A standalone agent's address for operators (`ballastd agent --advertise`, may be
-    /// empty); None for the agent inside a member.
-    pub advertise: Option<String>,
-}
 
 /// A new agent process's instance id.
 pub fn new_instance() -> u64 {

@@ -21,7 +21,7 @@ use super::fence::VipFence;
 use super::garp::{self, LeaseClock};
 use super::journal::mono_ns;
 use super::plan::{self, Held};
-use super::run::AgentConfig;
+use super::settings::AgentConfig;
 
 /// A VIP this agent answers for, with the clock its announcements read.
 pub(super) struct HeldVip {
