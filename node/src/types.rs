@@ -13,23 +13,44 @@ pub type NodeId = u64;
 
 openraft::declare_raft_types!(
     /// Ballast's Raft types: commands in, results out, nodes addressed by their gRPC address.
+    /// `Term` and `LeaderId` are stated rather than left to their defaults because both
+    /// shape the stored bytes: with the "advanced" leader id (the one openraft 0.9 used), a
+    /// log id is `{term, node_id, index}`, the layout every data directory already holds.
     pub TypeConfig:
         D = Batch,
         R = BatchResult,
         NodeId = NodeId,
         Node = BasicNode,
-        SnapshotData = Cursor<Vec<u8>>,
+        Term = u64,
+        LeaderId = openraft::impls::leader_id_adv::LeaderId<u64, NodeId>,
 );
 
-pub type Raft = openraft::Raft<TypeConfig>;
-pub type LogId = openraft::LogId<NodeId>;
-pub type Entry = openraft::Entry<TypeConfig>;
-pub type StoredMembership = openraft::StoredMembership<NodeId, BasicNode>;
-pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, BasicNode>;
-pub type StorageError = openraft::StorageError<NodeId>;
+use openraft::type_config::alias as a;
+
+pub type LeaderId = openraft::impls::leader_id_adv::LeaderId<u64, NodeId>;
+pub type Raft = openraft::Raft<
+    TypeConfig,
+    crate::member::store::StateMachineStore<crate::member::store::SledEngine>,
+>;
+pub type LogId = a::LogIdOf<TypeConfig>;
+pub type Vote = a::VoteOf<TypeConfig>;
+pub type Entry = a::EntryOf<TypeConfig>;
+pub type EntryPayload = a::EntryPayloadOf<TypeConfig>;
+pub type Membership = openraft::Membership<NodeId, BasicNode>;
+pub type StoredMembership = a::StoredMembershipOf<TypeConfig>;
+pub type SnapshotMeta = a::SnapshotMetaOf<TypeConfig>;
+/// A snapshot as openraft moves it: the encoded state in memory.
+pub type SnapshotData = Cursor<Vec<u8>>;
+pub type Snapshot = a::SnapshotOf<TypeConfig, SnapshotData>;
+pub type StorageError = openraft::StorageError<TypeConfig>;
 /// What a Raft RPC to a peer returns (`network.rs` sends them, `replicate.rs` streams appends).
-pub type RpcResult<T, E = openraft::error::Infallible> =
-    Result<T, openraft::error::RPCError<NodeId, BasicNode, openraft::error::RaftError<NodeId, E>>>;
+pub type RpcResult<T, E = openraft::errors::Infallible> =
+    Result<T, openraft::errors::RPCError<TypeConfig, openraft::errors::RaftError<TypeConfig, E>>>;
+
+/// The log id of entry `index` written by `node_id`'s leadership in `term`.
+pub fn log_id(term: u64, node_id: NodeId, index: u64) -> LogId {
+    LogId::new(LeaderId { term, node_id }, index)
+}
 
 /// Deduplication key of a client write (see `RequestId` in the proto).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -69,6 +90,13 @@ pub struct Command {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Batch {
     pub commands: Vec<Command>,
+}
+
+/// openraft 0.10 logs application data with `Display`.
+impl std::fmt::Display for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "batch of {} commands", self.commands.len())
+    }
 }
 
 /// The results of a batch, one per command, in order.

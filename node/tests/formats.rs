@@ -9,16 +9,18 @@ use std::path::PathBuf;
 
 use ballast_node::member::state::StateData;
 use ballast_node::model;
-use ballast_node::types::{Batch, ClientRequest, Command, Entry, LogId, Op};
-use openraft::{BasicNode, CommittedLeaderId, EntryPayload, Membership};
+use ballast_node::types::{
+    log_id, Batch, ClientRequest, Command, Entry, EntryPayload, Membership, Op,
+};
+use openraft::BasicNode;
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/formats")
 }
 
-fn entry(index: u64, payload: EntryPayload<ballast_node::types::TypeConfig>) -> Entry {
+fn entry(index: u64, payload: EntryPayload) -> Entry {
     Entry {
-        log_id: LogId::new(CommittedLeaderId::new(3, 1), index),
+        log_id: log_id(3, 1, index),
         payload,
     }
 }
@@ -50,7 +52,7 @@ fn sample_state(version: u16) -> StateData {
     let voters = [members.keys().copied().collect()];
     s.apply(&entry(
         1,
-        EntryPayload::Membership(Membership::new(voters.to_vec(), members)),
+        EntryPayload::Membership(Membership::new(voters.to_vec(), members).unwrap()),
     ));
     let mut i = 1;
     let mut next = |op: Op, request: Option<ClientRequest>| {

@@ -6,11 +6,10 @@
 
 use ballast_node::member::state::StateData;
 use ballast_node::model;
-use ballast_node::types::{Batch, Command, Entry, Expected, Op};
+use ballast_node::types::{log_id, Batch, Command, Entry, EntryPayload, Expected, Op};
 use ballast_node::validate;
 use ballast_proto::v1;
 use ballast_proto::{MAX_KEY_LEN, MAX_VALUE_LEN};
-use openraft::{CommittedLeaderId, EntryPayload, LogId};
 use proptest::prelude::*;
 use prost::Message;
 
@@ -106,7 +105,7 @@ proptest! {
         let mut last_revision = 0;
         for (i, chunk) in ops.chunks(4).enumerate() {
             let entry = Entry {
-                log_id: LogId::new(CommittedLeaderId::new(1, 1), i as u64 + 1),
+                log_id: log_id(1, 1, i as u64 + 1),
                 payload: EntryPayload::Normal(Batch {
                     commands: chunk
                         .iter()

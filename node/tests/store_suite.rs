@@ -3,10 +3,13 @@
 use std::sync::Arc;
 
 use ballast_node::member::store::{LogEngine, LogStore, MemEngine, SledEngine, StateMachineStore};
-use ballast_node::types::{Batch, Command, NodeId, Op, TypeConfig};
-use openraft::storage::{RaftLogStorage, RaftStateMachine};
-use openraft::testing::{StoreBuilder, Suite};
-use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader, StorageError, Vote};
+use ballast_node::types::{
+    log_id, Batch, Command, Entry, EntryPayload, Op, StorageError, TypeConfig, Vote,
+};
+use openraft::storage::{IOFlushed, RaftLogStorage, RaftStateMachine};
+use openraft::testing::log::{StoreBuilder, Suite};
+use openraft::type_config::TypeConfigExt;
+use openraft::RaftLogReader;
 
 struct MemBuilder;
 
@@ -15,7 +18,7 @@ impl StoreBuilder<TypeConfig, LogStore<MemEngine>, StateMachineStore<MemEngine>,
 {
     async fn build(
         &self,
-    ) -> Result<((), LogStore<MemEngine>, StateMachineStore<MemEngine>), StorageError<NodeId>> {
+    ) -> Result<((), LogStore<MemEngine>, StateMachineStore<MemEngine>), StorageError> {
         let engine = Arc::new(MemEngine::new());
         let sm = StateMachineStore::open(engine.clone()).unwrap();
         Ok(((), LogStore::new(engine), sm))
@@ -36,7 +39,7 @@ impl
             LogStore<SledEngine>,
             StateMachineStore<SledEngine>,
         ),
-        StorageError<NodeId>,
+        StorageError,
     > {
         let dir = tempfile::tempdir().unwrap();
         let engine = Arc::new(SledEngine::open(dir.path()).unwrap());
@@ -45,19 +48,19 @@ impl
     }
 }
 
-#[test]
-fn openraft_suite_on_mem_engine() {
-    Suite::test_all(MemBuilder).unwrap();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openraft_suite_on_mem_engine() {
+    Suite::test_all(MemBuilder).await.unwrap();
 }
 
-#[test]
-fn openraft_suite_on_sled_engine() {
-    Suite::test_all(SledBuilder).unwrap();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openraft_suite_on_sled_engine() {
+    Suite::test_all(SledBuilder).await.unwrap();
 }
 
-fn put_entry(term: u64, index: u64, key: &str) -> Entry<TypeConfig> {
+fn put_entry(term: u64, index: u64, key: &str) -> Entry {
     Entry {
-        log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+        log_id: log_id(term, 1, index),
         payload: EntryPayload::Normal(Batch {
             commands: vec![Command {
                 request: None,
@@ -71,9 +74,8 @@ fn put_entry(term: u64, index: u64, key: &str) -> Entry<TypeConfig> {
     }
 }
 
-/// Entries written and synced the way `append` does it (openraft's callback cannot be built
-/// outside openraft), a vote and a purge survive reopening the directory. The SIGKILL version
-/// of this, through real processes, is in `tests/binaries.rs`.
+/// Entries acknowledged by `append`'s callback, a vote and a purge survive reopening the
+/// directory. The SIGKILL version of this, through real processes, is in `tests/binaries.rs`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sled_keeps_every_acknowledged_entry_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
@@ -84,16 +86,15 @@ async fn sled_keeps_every_acknowledged_entry_across_reopen() {
         store.save_vote(&Vote::new(3, 1)).await.unwrap();
         for i in 1..=200u64 {
             let e = put_entry(3, i, &format!("k{i}"));
-            engine
-                .insert_logs(vec![(i, bincode::serialize(&e).unwrap())])
+            let (tx, rx) = TypeConfig::oneshot();
+            store
+                .append([e], IOFlushed::<TypeConfig>::signal(tx))
+                .await
                 .unwrap();
-            engine.sync().unwrap();
+            rx.await.unwrap().unwrap();
             acked.push(i);
         }
-        store
-            .purge(LogId::new(CommittedLeaderId::new(3, 1), 50))
-            .await
-            .unwrap();
+        store.purge(log_id(3, 1, 50)).await.unwrap();
         // No explicit close: only what was synced is relied on.
         drop(store);
         drop(engine);
@@ -121,9 +122,8 @@ async fn sled_state_machine_restores_from_snapshot() {
     {
         let engine = Arc::new(SledEngine::open(dir.path()).unwrap());
         let mut sm = StateMachineStore::open(engine).unwrap();
-        sm.apply((1..=10).map(|i| put_entry(1, i, &format!("k{i}"))))
-            .await
-            .unwrap();
+        let entries = (1..=10).map(|i| Ok((put_entry(1, i, &format!("k{i}")), None)));
+        sm.apply(futures::stream::iter(entries)).await.unwrap();
         let mut b = sm.get_snapshot_builder().await;
         b.build_snapshot().await.unwrap();
     }
@@ -141,7 +141,7 @@ async fn sled_state_machine_restores_from_snapshot() {
 async fn committed_index_is_saved_sparingly_and_never_ahead() {
     let engine = Arc::new(MemEngine::new());
     let mut store = LogStore::new(engine.clone());
-    let id = |i| Some(LogId::new(CommittedLeaderId::new(1, 1), i));
+    let id = |i| Some(log_id(1, 1, i));
     store.save_committed(id(3)).await.unwrap();
     assert_eq!(store.read_committed().await.unwrap(), id(3));
     store.save_committed(id(40)).await.unwrap();

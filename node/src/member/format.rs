@@ -147,10 +147,10 @@ mod tests {
     /// 0 and 1 snapshots holds) and with it read the same; a newer version is refused.
     #[test]
     fn log_entries_of_every_version_decode() {
+        use crate::types::{log_id, EntryPayload};
         use crate::types::{Batch, Command, Entry, Op};
-        use openraft::{CommittedLeaderId, EntryPayload};
         let e = Entry {
-            log_id: LogId::new(CommittedLeaderId::new(7, 1), 42),
+            log_id: log_id(7, 1, 42),
             payload: EntryPayload::Normal(Batch {
                 commands: vec![Command {
                     request: None,

@@ -21,7 +21,7 @@ mod vips;
 
 use std::collections::{BTreeMap, VecDeque};
 
-use openraft::EntryPayload;
+use crate::types::EntryPayload;
 use serde::{Deserialize, Serialize};
 
 use crate::lease::LeaseSettings;
@@ -362,7 +362,8 @@ impl StateData {
 mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
-    use openraft::{BasicNode, CommittedLeaderId, Membership};
+    use crate::types::{log_id, Membership};
+    use openraft::BasicNode;
 
     use crate::types::Expected;
 
@@ -371,7 +372,7 @@ mod tests {
 
     pub(super) fn entry(index: u64, op: Op, request: Option<ClientRequest>) -> Entry {
         Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            log_id: log_id(1, 1, index),
             payload: EntryPayload::Normal(Batch {
                 commands: vec![Command {
                     request,
@@ -414,8 +415,8 @@ mod tests {
             nodes.insert(*l, BasicNode::new(format!("n{l}:1")));
         }
         Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-            payload: EntryPayload::Membership(Membership::new(vec![voters], nodes)),
+            log_id: log_id(1, 1, index),
+            payload: EntryPayload::Membership(Membership::new(vec![voters], nodes).unwrap()),
         }
     }
 

@@ -16,6 +16,13 @@ impl fmt::Display for EngineError {
     }
 }
 
+/// openraft 0.10's storage traits report `std::io::Error`.
+impl From<EngineError> for std::io::Error {
+    fn from(e: EngineError) -> Self {
+        std::io::Error::other(e.to_string())
+    }
+}
+
 impl EngineError {
     pub fn new(e: impl fmt::Display) -> Self {
         EngineError(e.to_string())

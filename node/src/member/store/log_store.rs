@@ -4,16 +4,17 @@
 //! decide what to keep: openraft asks for appends, truncations and purges.
 
 use std::fmt::Debug;
+use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 
-use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{OptionalSend, RaftLogReader, StorageIOError, Vote};
+use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
+use openraft::{OptionalSend, RaftLogReader};
 use tokio::sync::oneshot;
 
 use super::engine::{EngineError, LogEngine};
-use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
+use crate::types::{Entry, LogId, TypeConfig, Vote};
 
 const META_VOTE: &str = "vote";
 const META_COMMITTED: &str = "committed";
@@ -23,8 +24,8 @@ const META_LAST_PURGED: &str = "last_purged";
 
 /// openraft's log storage over a [`LogEngine`].
 ///
-/// Durability: `append`, `truncate`, `save_vote` and `purge` sync the engine before they report
-/// completion, so nothing is acknowledged to a peer or a client before it is on disk.
+/// Durability: `append`, `truncate_after`, `save_vote` and `purge` sync the engine before they
+/// report completion, so nothing is acknowledged to a peer or a client before it is on disk.
 pub struct LogStore<E: LogEngine> {
     engine: Arc<E>,
     syncer: mpsc::Sender<SyncRequest>,
@@ -32,8 +33,6 @@ pub struct LogStore<E: LogEngine> {
     committed: Arc<AtomicU64>,
     /// The committed index last written to disk (see `save_committed`).
     committed_saved: Arc<AtomicU64>,
-    /// The member this store belongs to (None in storage tests), see `read_vote`.
-    node_id: Option<NodeId>,
 }
 
 impl<E: LogEngine> Clone for LogStore<E> {
@@ -43,7 +42,6 @@ impl<E: LogEngine> Clone for LogStore<E> {
             syncer: self.syncer.clone(),
             committed: self.committed.clone(),
             committed_saved: self.committed_saved.clone(),
-            node_id: self.node_id,
         }
     }
 }
@@ -55,15 +53,6 @@ impl<E: LogEngine> LogStore<E> {
             engine,
             committed: Arc::new(AtomicU64::new(0)),
             committed_saved: Arc::new(AtomicU64::new(0)),
-            node_id: None,
-        }
-    }
-
-    /// The store of member `id`; see `read_vote` for what that changes.
-    pub fn for_node(engine: Arc<E>, id: NodeId) -> Self {
-        LogStore {
-            node_id: Some(id),
-            ..Self::new(engine)
         }
     }
 
@@ -100,16 +89,17 @@ impl<E: LogEngine> LogStore<E> {
 
 enum SyncRequest {
     /// Completes openraft's append callback once durable.
-    Flushed(LogFlushed<TypeConfig>),
+    Flushed(IOFlushed<TypeConfig>),
     /// Answers once durable.
     Notify(oneshot::Sender<Result<(), EngineError>>),
 }
 
 /// Group commit: one thread takes every request queued so far, syncs the engine once, and
-/// completes them in order, so no runtime worker blocks on the disk. openraft 0.9's core
-/// awaits each append's callback before its next command, so appends never queue behind one
-/// another here (batching happens in `proposer.rs`); votes, truncations and purges may share
-/// a sync with an append. The thread ends when the last `LogStore` clone is dropped, and
+/// completes them in the order they were queued, so no runtime worker blocks on the disk.
+/// openraft 0.10's core does not wait for an append's callback before it submits the next
+/// one, so several appends (and votes, truncations, purges) may share one sync; every
+/// callback still fires only after the sync that covers its writes, and in submission order
+/// (openraft drops a completion older than one it already saw, but never needs to). The thread ends when the last `LogStore` clone is dropped, and
 /// holds the engine only while syncing, so dropping the stores releases the data directory.
 fn spawn_syncer<E: LogEngine>(engine: Arc<E>) -> mpsc::Sender<SyncRequest> {
     let engine = Arc::downgrade(&engine);
@@ -126,7 +116,7 @@ fn spawn_syncer<E: LogEngine>(engine: Arc<E>) -> mpsc::Sender<SyncRequest> {
                 };
                 for r in batch {
                     match r {
-                        SyncRequest::Flushed(cb) => cb.log_io_completed(
+                        SyncRequest::Flushed(cb) => cb.io_completed(
                             res.as_ref()
                                 .map(|_| ())
                                 .map_err(|e| std::io::Error::other(e.to_string())),
@@ -154,7 +144,7 @@ impl<E: LogEngine> RaftLogReader<TypeConfig> for LogStore<E> {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
-    ) -> Result<Vec<Entry>, StorageError> {
+    ) -> Result<Vec<Entry>, io::Error> {
         let start = match range.start_bound() {
             Bound::Included(x) => *x,
             Bound::Excluded(x) => x.saturating_add(1),
@@ -165,35 +155,34 @@ impl<E: LogEngine> RaftLogReader<TypeConfig> for LogStore<E> {
             Bound::Excluded(x) => *x,
             Bound::Unbounded => u64::MAX,
         };
-        let raw = self
-            .engine
-            .read_logs(start, end)
-            .map_err(|e| StorageIOError::read_logs(&e))?;
+        let raw = self.engine.read_logs(start, end)?;
         let mut out = Vec::with_capacity(raw.len());
         for (_, b) in &raw {
-            out.push(decode(b).map_err(|e| StorageIOError::read_logs(&e))?);
+            out.push(decode(b)?);
         }
         Ok(out)
+    }
+
+    /// The vote as last saved, unchanged. openraft 0.9 restored a member whose committed vote
+    /// was for itself as leader at once, with a read index from the committed index it read
+    /// back, which could be behind what it acknowledged before a crash (tests/binaries.rs:
+    /// SIGKILL of all members lost the last acknowledged write from a read); this method
+    /// then handed the vote back uncommitted. openraft 0.10 reads the vote here for other
+    /// purposes too (`leader_bounded_stream`), so the demotion moved to the configuration:
+    /// `enable_leader_restore: Some(false)` (`config.rs`) makes a restarted leader win a new
+    /// election first, whose blank entry covers everything it acknowledged.
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        Ok(self.read_meta(META_VOTE)?)
     }
 }
 
 impl<E: LogEngine> RaftLogStorage<TypeConfig> for LogStore<E> {
     type LogReader = Self;
 
-    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged: Option<LogId> = self
-            .read_meta(META_LAST_PURGED)
-            .map_err(|e| StorageIOError::read_logs(&e))?;
-        let last = match self
-            .engine
-            .last_log()
-            .map_err(|e| StorageIOError::read_logs(&e))?
-        {
-            Some((_, b)) => Some(
-                decode(&b)
-                    .map_err(|e| StorageIOError::read_logs(&e))?
-                    .log_id,
-            ),
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        let last_purged: Option<LogId> = self.read_meta(META_LAST_PURGED)?;
+        let last = match self.engine.last_log()? {
+            Some((_, b)) => Some(decode(&b)?.log_id),
             None => last_purged,
         };
         Ok(LogState {
@@ -206,35 +195,13 @@ impl<E: LogEngine> RaftLogStorage<TypeConfig> for LogStore<E> {
         self.clone()
     }
 
-    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
-        self.write_meta(META_VOTE, vote)
-            .map_err(|e| StorageIOError::write_vote(&e))?;
-        self.sync()
-            .await
-            .map_err(|e| StorageIOError::write_vote(&e))?;
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        self.write_meta(META_VOTE, vote)?;
+        self.sync().await?;
         Ok(())
     }
 
-    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
-        let vote: Option<Vote<NodeId>> = self
-            .read_meta(META_VOTE)
-            .map_err(|e| StorageIOError::read_vote(&e))?;
-        // openraft 0.9 restores a member whose committed vote is for itself as leader at once,
-        // without a new blank entry; its read index then comes from the committed index it
-        // reads back, which may be behind what it acknowledged before the crash (found by
-        // tests/binaries.rs: SIGKILL of all members lost the last acknowledged write from a
-        // read). Handing back the same vote uncommitted makes it win a new election first,
-        // whose blank entry covers everything it acknowledged. It still votes for no one
-        // else in that term.
-        Ok(match (vote, self.node_id) {
-            (Some(v), Some(me)) if v.is_committed() && v.leader_id().voted_for() == Some(me) => {
-                Some(Vote::new(v.leader_id().get_term(), me))
-            }
-            (v, _) => v,
-        })
-    }
-
-    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
         if let Some(c) = committed {
             self.committed.fetch_max(c.index, Ordering::Relaxed);
             // Written every SAVE_COMMITTED_EVERY entries only: each write was one more sled
@@ -249,15 +216,12 @@ impl<E: LogEngine> RaftLogStorage<TypeConfig> for LogStore<E> {
             self.committed_saved
                 .store(c.index.max(1), Ordering::Relaxed);
         }
-        self.write_meta(META_COMMITTED, &committed)
-            .map_err(|e| StorageIOError::write(&e))?;
+        self.write_meta(META_COMMITTED, &committed)?;
         Ok(())
     }
 
-    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        let c: Option<Option<LogId>> = self
-            .read_meta(META_COMMITTED)
-            .map_err(|e| StorageIOError::read(&e))?;
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        let c: Option<Option<LogId>> = self.read_meta(META_COMMITTED)?;
         let c = c.flatten();
         if let Some(c) = c {
             self.committed.fetch_max(c.index, Ordering::Relaxed);
@@ -268,8 +232,8 @@ impl<E: LogEngine> RaftLogStorage<TypeConfig> for LogStore<E> {
     async fn append<I>(
         &mut self,
         entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError>
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -279,42 +243,35 @@ impl<E: LogEngine> RaftLogStorage<TypeConfig> for LogStore<E> {
             let b = crate::member::format::encode_entry(&e);
             batch.push((e.log_id.index, b));
         }
-        self.engine
-            .insert_logs(batch)
-            .map_err(|e| StorageIOError::write_logs(&e))?;
-        // Acknowledged by the syncer once durable. openraft 0.9.25 waits for this callback
-        // before it replicates the entries (`append_to_log`), so a leader's sync and a
-        // follower's are serial; firing it earlier would count a leader's entry towards the
-        // commit quorum while a power loss could still take it.
+        self.engine.insert_logs(batch)?;
+        // Acknowledged by the syncer once durable, never before: openraft 0.10 replicates
+        // from the submitted log without waiting for this callback, but counts the leader's
+        // own copy towards the commit quorum only once it fires (and a follower answers
+        // AppendEntries only after it), so firing it early would count an entry a power loss
+        // could still take.
         if let Err(mpsc::SendError(SyncRequest::Flushed(cb))) =
             self.syncer.send(SyncRequest::Flushed(callback))
         {
-            cb.log_io_completed(Err(std::io::Error::other("the log syncer has stopped")));
+            cb.io_completed(Err(io::Error::other("the log syncer has stopped")));
         }
         Ok(())
     }
 
-    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.engine
-            .remove_logs_from(log_id.index)
-            .map_err(|e| StorageIOError::write_logs(&e))?;
-        self.sync()
-            .await
-            .map_err(|e| StorageIOError::write_logs(&e))?;
+    /// Keeps `last_log_id` and removes every entry after it (openraft 0.9's `truncate` took the
+    /// first entry to remove instead).
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        let from = last_log_id.map_or(0, |l| l.index + 1);
+        self.engine.remove_logs_from(from)?;
+        self.sync().await?;
         Ok(())
     }
 
-    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
         // Record the purge point durably before removing entries, so a crash in between
         // leaves a consistent (if untidy) log.
-        self.write_meta(META_LAST_PURGED, &log_id)
-            .map_err(|e| StorageIOError::write_logs(&e))?;
-        self.sync()
-            .await
-            .map_err(|e| StorageIOError::write_logs(&e))?;
-        self.engine
-            .remove_logs_upto(log_id.index)
-            .map_err(|e| StorageIOError::write_logs(&e))?;
+        self.write_meta(META_LAST_PURGED, &log_id)?;
+        self.sync().await?;
+        self.engine.remove_logs_upto(log_id.index)?;
         Ok(())
     }
 }

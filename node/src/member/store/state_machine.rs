@@ -3,22 +3,21 @@
 //! versioned snapshots, `format.rs`) and installs snapshots. It decides nothing: what an entry
 //! does is `StateData::apply`'s.
 
-use std::io::Cursor;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::io::{self, Cursor};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Instant;
 
-use openraft::storage::{RaftStateMachine, Snapshot};
-use openraft::{OptionalSend, RaftSnapshotBuilder, StorageIOError};
+use futures::{Stream, TryStreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{OptionalSend, RaftSnapshotBuilder};
+use openraft_legacy::network_v1::SnapshotReceiverFactory;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::engine::{EngineError, LogEngine};
 use crate::member::state::StateData;
 use crate::metrics;
-use crate::types::{
-    BatchResult, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
-};
+use crate::types::{LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig};
 
 const META_SNAPSHOT: &str = "snapshot";
 
@@ -34,7 +33,6 @@ struct Shared<E> {
     engine: Arc<E>,
     /// Latest applied revision, for watchers to wake on.
     revision_tx: watch::Sender<u64>,
-    snapshot_seq: AtomicU64,
 }
 
 /// openraft's state machine: [`StateData`] in memory, made durable as snapshots in the engine.
@@ -68,7 +66,6 @@ impl<E: LogEngine> StateMachineStore<E> {
                 data: RwLock::new(data),
                 engine,
                 revision_tx,
-                snapshot_seq: AtomicU64::new(0),
             }),
         })
     }
@@ -104,87 +101,86 @@ impl<E: LogEngine> StateMachineStore<E> {
 }
 
 impl<E: LogEngine> RaftSnapshotBuilder<TypeConfig> for StateMachineStore<E> {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+    type SnapshotData = SnapshotData;
+
+    /// openraft 0.10's snapshot meta has no id any more; stored snapshots carry an empty one
+    /// in the place 0.9 wrote it (openraft's own encoding), which nothing reads.
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let (bytes, last_applied, membership) = {
             let data = self.read();
             let bytes = crate::member::format::encode_state(&data);
             (bytes, data.last_applied, data.membership.clone())
         };
-        let seq = self.shared.snapshot_seq.fetch_add(1, Ordering::Relaxed);
-        let snapshot_id = match last_applied {
-            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, seq),
-            None => format!("0-0-{seq}"),
-        };
         let meta = SnapshotMeta {
             last_log_id: last_applied,
             last_membership: membership,
-            snapshot_id,
         };
         let stored = StoredSnapshot {
             meta: meta.clone(),
             data: bytes.clone(),
         };
-        self.persist_snapshot(&stored)
-            .await
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        self.persist_snapshot(&stored).await?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(bytes)),
+            snapshot: Cursor::new(bytes),
         })
     }
 }
 
 impl<E: LogEngine> RaftStateMachine<TypeConfig> for StateMachineStore<E> {
+    type SnapshotData = SnapshotData;
     type SnapshotBuilder = Self;
 
-    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
         let data = self.read();
         Ok((data.last_applied, data.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<BatchResult>, StorageError>
+    /// Applies the entries openraft streams in, then answers each one's client. The stream
+    /// reads the log lazily, so it is read to the end first: the state's lock is never held
+    /// across an await. The clients are answered after the new revision is published, so a
+    /// client that saw its write applied finds it in the state and in watches.
+    async fn apply<S>(&mut self, entries: S) -> Result<(), io::Error>
     where
-        I: IntoIterator<Item = Entry> + OptionalSend,
-        I::IntoIter: OptionalSend,
+        S: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
+        let entries: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
         let started = Instant::now();
-        let mut results = Vec::new();
+        let mut answers = Vec::with_capacity(entries.len());
         let revision = {
             let mut data = self.shared.data.write().unwrap();
-            for entry in entries {
-                let (result, _) = data.apply(&entry);
-                results.push(result);
+            for (entry, _) in &entries {
+                let (result, _) = data.apply(entry);
+                answers.push(result);
             }
             data.revision
         };
         metrics::APPLY_SECONDS.observe(started.elapsed().as_secs_f64());
         self.shared.revision_tx.send_replace(revision);
-        Ok(results)
+        for ((_, responder), result) in entries.into_iter().zip(answers) {
+            if let Some(r) = responder {
+                r.send(result);
+            }
+        }
+        Ok(())
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
-    }
-
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
-    ) -> Result<(), StorageError> {
+        snapshot: SnapshotData,
+    ) -> Result<(), io::Error> {
         let bytes = snapshot.into_inner();
-        let new = crate::member::format::decode_state(&bytes)
-            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        let new = crate::member::format::decode_state(&bytes).map_err(io::Error::other)?;
         let stored = StoredSnapshot {
             meta: meta.clone(),
             data: bytes,
         };
-        self.persist_snapshot(&stored)
-            .await
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        self.persist_snapshot(&stored).await?;
         let revision = new.revision;
         // The snapshot replaces the whole state.
         *self.shared.data.write().unwrap() = new;
@@ -192,13 +188,21 @@ impl<E: LogEngine> RaftStateMachine<TypeConfig> for StateMachineStore<E> {
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let stored = self
-            .stored_snapshot()
-            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        let stored = self.stored_snapshot()?;
         Ok(stored.map(|s| Snapshot {
             meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data)),
+            snapshot: Cursor::new(s.data),
         }))
+    }
+}
+
+/// Where a snapshot sent in chunks (openraft 0.9's InstallSnapshot, kept on the wire by
+/// `openraft-legacy`) is assembled before `install_snapshot`.
+impl<E: LogEngine> SnapshotReceiverFactory<TypeConfig> for StateMachineStore<E> {
+    type SnapshotReceiver = SnapshotData;
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<SnapshotData, io::Error> {
+        Ok(Cursor::new(Vec::new()))
     }
 }
