@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::metrics;
 use crate::node::Node;
+use openraft::async_runtime::WatchReceiver;
 
 /// Serves until `stop` turns true.
 pub async fn serve(node: Arc<Node>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
@@ -36,7 +37,7 @@ async fn metrics_handler(State(node): State<Arc<Node>>) -> String {
 
 /// Alive: the process serves and Raft has not stopped.
 async fn healthz(State(node): State<Arc<Node>>) -> (StatusCode, String) {
-    let m = node.raft.metrics().borrow().clone();
+    let m = node.raft.metrics().borrow_watched().clone();
     match m.running_state {
         Ok(()) => (StatusCode::OK, "ok\n".into()),
         Err(e) => (
@@ -49,7 +50,7 @@ async fn healthz(State(node): State<Arc<Node>>) -> (StatusCode, String) {
 /// Ready: a member of a cluster that has a leader, with the log applied up to what it knows
 /// is committed.
 async fn readyz(State(node): State<Arc<Node>>) -> (StatusCode, String) {
-    let m = node.raft.metrics().borrow().clone();
+    let m = node.raft.metrics().borrow_watched().clone();
     if m.running_state.is_err() {
         return (StatusCode::SERVICE_UNAVAILABLE, "raft stopped\n".into());
     }

@@ -8,6 +8,7 @@ use prometheus::{
 };
 
 use crate::types::Raft;
+use openraft::async_runtime::WatchReceiver;
 
 pub static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
 
@@ -127,7 +128,7 @@ gauge!(
 
 /// Copies Raft metrics into the gauges.
 pub fn update_from_raft(raft: &Raft, committed: u64, revision: u64) {
-    let m = raft.metrics().borrow().clone();
+    let m = raft.metrics().borrow_watched().clone();
     TERM.set(m.current_term as i64);
     LEADER.set(m.current_leader.unwrap_or(0) as i64);
     IS_LEADER.set((m.current_leader == Some(m.id)) as i64);

@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use ballast_proto::v1;
-use openraft::error::{CheckIsLeaderError, RaftError};
+use openraft::errors::{LinearizableReadError, RaftError};
+use openraft::ReadPolicy;
 use tokio::sync::watch;
 
 use crate::error::ApiError;
@@ -19,6 +20,7 @@ use crate::member::proposer::{now_ms, WRITE_TIMEOUT};
 use crate::member::state::StateData;
 use crate::member::store::{SledEngine, StateMachineStore};
 use crate::types::{ClientRequest, Command, CommandResult, NodeId, Op, Raft};
+use openraft::async_runtime::WatchReceiver;
 
 /// Shared state of a member, used by every service.
 pub struct Node {
@@ -70,7 +72,7 @@ impl Node {
     /// The leader this member knows of, with its address.
     pub fn leader(&self) -> (Option<NodeId>, Option<String>) {
         let m = self.raft.metrics();
-        let m = m.borrow();
+        let m = m.borrow_watched();
         let id = m.current_leader;
         let addr = id.and_then(|id| {
             m.membership_config
@@ -91,7 +93,7 @@ impl Node {
     /// waits would deadlock).
     pub fn header_at(&self, revision: u64) -> v1::ResponseHeader {
         let m = self.raft.metrics();
-        let m = m.borrow();
+        let m = m.borrow_watched();
         v1::ResponseHeader {
             revision,
             member_id: self.id,
@@ -193,12 +195,17 @@ impl Node {
     /// On the leader: confirms leadership with a quorum, waits until the local state machine
     /// has applied the read index, and returns it.
     pub async fn read_index_local(&self) -> Result<u64, ForwardError> {
-        match tokio::time::timeout(self.rpc_timeout * 2, self.raft.ensure_linearizable()).await {
+        match tokio::time::timeout(
+            self.rpc_timeout * 2,
+            self.raft.ensure_linearizable(ReadPolicy::ReadIndex),
+        )
+        .await
+        {
             Err(_) => Err(ForwardError::Unavailable(
                 "timed out confirming leadership with a quorum".into(),
             )),
-            Ok(Ok(log_id)) => Ok(log_id.map(|l| l.index).unwrap_or(0)),
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+            Ok(Ok(read_log_id)) => Ok(read_log_id.index()),
+            Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f)))) => {
                 Err(ForwardError::NotLeader {
                     leader_id: f.leader_id,
                     leader_addr: f.leader_node.map(|n| n.addr),
@@ -216,7 +223,7 @@ impl Node {
     /// The leader's lease book for the current term: a new term starts a new book, which
     /// counts every lease from now. Take it after the state-machine lock, never before.
     pub fn book(&self) -> MutexGuard<'_, LeaseBook> {
-        let term = self.raft.metrics().borrow().current_term;
+        let term = self.raft.metrics().borrow_watched().current_term;
         let mut g = self.book.lock().unwrap();
         if g.term() != term {
             *g = LeaseBook::new(term, self.mono_now());

@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use openraft::error::RaftError;
+use openraft::async_runtime::WatchReceiver;
+use openraft::errors::RaftError;
 use openraft::BasicNode;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -208,7 +209,7 @@ pub async fn start(
 
     // 2. Storage: the log and the state machine on sled.
     let engine = Arc::new(SledEngine::open(&cfg.data_dir.join("raft"))?);
-    let log_store = LogStore::for_node(engine.clone(), cfg.node_id);
+    let log_store = LogStore::new(engine.clone());
     let committed = log_store.committed_index();
     let engine_handle = Arc::downgrade(&engine);
     let sm = StateMachineStore::open(engine)?;
@@ -284,7 +285,7 @@ pub async fn start(
         match raft.initialize(members).await {
             Ok(()) => {}
             // Another initial member got there first and already reached us: we are in.
-            Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(e))) => {
+            Err(RaftError::APIError(openraft::errors::InitializeError::NotAllowed(e))) => {
                 tracing::info!(reason = %e, "cluster already formed by a peer");
             }
             Err(e) => return Err(StartError::Raft(e.to_string())),

@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{no_tune, wait_for, TestCluster};
+use openraft::async_runtime::WatchReceiver;
 
 /// The value size of the reported burst (issue 13, item 8).
 const BIG: usize = 120_000;
@@ -83,7 +84,7 @@ async fn a_member_that_fell_behind_catches_up_through_large_entries() {
     burst(&client, "behind/", 200).await;
     c.restart(f).await;
     all_applied(&c, CATCH_UP).await;
-    let m = c.nodes[&f].node.raft.metrics().borrow().clone();
+    let m = c.nodes[&f].node.raft.metrics().borrow_watched().clone();
     assert!(
         m.snapshot.is_none(),
         "caught up through log entries, not a snapshot"

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use ballast_client::{v1, Error};
 use common::{no_tune, wait_for, TestCluster};
+use openraft::async_runtime::WatchReceiver;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn elects_a_leader_and_serves_linearizable_reads_everywhere() {
@@ -101,7 +102,12 @@ async fn new_member_receives_a_snapshot_then_joins_and_leaves() {
         "leader to purge its log",
         Duration::from_secs(10),
         || async {
-            let m = c.nodes[&leader].node.raft.metrics().borrow().clone();
+            let m = c.nodes[&leader]
+                .node
+                .raft
+                .metrics()
+                .borrow_watched()
+                .clone();
             m.purged.filter(|p| p.index > 20).map(|_| ())
         },
     )
@@ -117,7 +123,7 @@ async fn new_member_receives_a_snapshot_then_joins_and_leaves() {
         .any(|m| m.id == 4 && m.role == v1::Role::Learner as i32));
     let target = c.applied(leader);
     c.wait_applied(4, target).await;
-    let m4 = c.nodes[&4].node.raft.metrics().borrow().clone();
+    let m4 = c.nodes[&4].node.raft.metrics().borrow_watched().clone();
     assert!(m4.snapshot.is_some(), "node 4 was brought up by a snapshot");
     let r = c.client_of(&[4]).range("k/", 0, true).await.unwrap();
     assert_eq!(r.kvs.len(), 100);
@@ -506,7 +512,7 @@ async fn a_member_refuses_raft_traffic_of_another_cluster() {
     )
     .await;
     assert_eq!(a.nodes[&victim].node.identity.cluster_id(), victim_cluster);
-    let m = b.nodes[&100].node.raft.metrics().borrow().clone();
+    let m = b.nodes[&100].node.raft.metrics().borrow_watched().clone();
     let matched = m
         .replication
         .and_then(|r| r.get(&victim).copied().flatten());

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use ballast_client::{v1, Client, ClientConfig};
 use common::{no_tune, wait_for, TestCluster};
+use openraft::async_runtime::WatchReceiver;
 
 /// Test agents for standalone nodes 4 and 5: every 50 ms each claims what the state gives it.
 /// Node 4 can be silenced; the last time node 4 was granted its VIP is kept.
@@ -60,7 +61,7 @@ impl Drop for Agents {
 }
 
 fn leader_and_term(c: &TestCluster, id: u64) -> (Option<u64>, u64) {
-    let m = c.nodes[&id].node.raft.metrics().borrow().clone();
+    let m = c.nodes[&id].node.raft.metrics().borrow_watched().clone();
     (m.current_leader, m.current_term)
 }
 
@@ -114,12 +115,21 @@ async fn review_a_decision_of_an_earlier_term_is_not_proposed_in_a_later_one() {
             Instant::now() < deadline,
             "member {l} did not lead again after term {decided_in} (now {leader:?} in {term})"
         );
-        let who = if leader == Some(l) {
-            *c.nodes.keys().find(|id| **id != l).unwrap()
-        } else {
-            l
-        };
-        let _ = c.nodes[&who].node.raft.trigger().elect().await;
+        // openraft 0.10 members with a valid leader lease refuse an ordinary election, so
+        // the leader hands over: from `l` to another member, then back to `l`.
+        match leader {
+            Some(now) => {
+                let to = if now == l {
+                    *c.nodes.keys().find(|id| **id != l).unwrap()
+                } else {
+                    l
+                };
+                let _ = c.nodes[&now].node.raft.trigger().transfer_leader(to).await;
+            }
+            None => {
+                let _ = c.nodes[&l].node.raft.trigger().elect(false).await;
+            }
+        }
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
     // Node 4 renews with the member in its new term (today it is granted; a member that

@@ -252,6 +252,13 @@ impl Config {
             install_snapshot_timeout: 2_000,
             snapshot_max_chunk_size: 1024 * 1024,
             max_payload_entries: 512,
+            // A restarted member whose stored vote says it led must win a new election
+            // before it leads again: openraft 0.9 restored it as leader at once, with a read
+            // index from a committed index that may be behind what it acknowledged before
+            // the crash (tests/binaries.rs). The new term's blank entry covers all of it.
+            enable_leader_restore: Some(false),
+            // Pre-vote needs a PreVote RPC; openraft-legacy's adapter does not carry it.
+            enable_pre_vote: None,
             ..Default::default()
         }
     }

@@ -3,9 +3,10 @@
 //! When the owner of a VIP is also the Raft leader, its crash costs an election before a new
 //! leader can even start counting the lost lease (which it must count from its election):
 //! failover takes the election plus a lease instead of a lease. So a leader that owns a VIP
-//! hands the leadership to a caught-up follower that owns none, by asking it to start an
-//! election at once (openraft 0.9 has no leadership transfer; a leader that has led longer
-//! than its vote lease grants the vote to an up-to-date candidate and steps down).
+//! hands the leadership to a caught-up follower that owns none, through openraft's leadership
+//! transfer (`Trigger::transfer_leader`: the leader stops serving and tells every voter; the
+//! successor elects itself once its log holds the leader's last entry, with a vote that
+//! voters grant although their leader lease is valid).
 //!
 //! A hand-over that goes wrong (the log moved on between the check and the vote) leaves the
 //! cluster without a leader for at most an ordinary election, which VIP leases are validated

@@ -10,13 +10,13 @@ use tokio::sync::watch;
 use crate::leader::controller::{Action, VipView};
 use crate::leader::handover;
 use crate::lease::LeaseSettings;
-use crate::member::network::HandOver;
 use crate::member::proposer::now_ms;
 use crate::model;
 use crate::node::Node;
 use crate::types::{Command, CommandResult, NodeId, Op, Outcome};
 
 use super::book::World;
+use openraft::async_runtime::WatchReceiver;
 
 /// How often the leader's controller decides.
 const CONTROLLER_TICK: Duration = Duration::from_millis(50);
@@ -39,7 +39,7 @@ pub async fn controller_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
         wake_at = tokio::time::Instant::now() + CONTROLLER_TICK;
         let (leader, term) = {
             let m = node.raft.metrics();
-            let m = m.borrow();
+            let m = m.borrow_watched();
             (m.current_leader, m.current_term)
         };
         if leader != Some(node.id) {
@@ -209,9 +209,9 @@ pub async fn handover_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
             _ = stop.wait_for(|s| *s) => return,
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
         }
-        let (term, last_log_index, followers, addrs) = {
+        let (term, last_log_index, followers) = {
             let m = node.raft.metrics();
-            let m = m.borrow();
+            let m = m.borrow_watched();
             if m.current_leader != Some(node.id) {
                 continue;
             }
@@ -222,16 +222,7 @@ pub async fn handover_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
                 .filter(|id| *id != node.id)
                 .map(|id| (id, matched.get(&id).cloned().flatten().map(|l| l.index)))
                 .collect();
-            let addrs: BTreeMap<NodeId, String> = membership
-                .nodes()
-                .map(|(id, n)| (*id, n.addr.clone()))
-                .collect();
-            (
-                m.current_term,
-                m.last_log_index.unwrap_or(0),
-                followers,
-                addrs,
-            )
+            (m.current_term, m.last_log_index.unwrap_or(0), followers)
         };
         let now = node.mono_now();
         let led_for = now.saturating_sub(node.book().obs().leader_since);
@@ -256,15 +247,17 @@ pub async fn handover_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
             continue;
         };
         last_attempt = Some((term, now));
-        let Some(addr) = addrs.get(&to) else { continue };
-        let h = HandOver {
-            term,
-            leader: node.id,
-            last_log_index,
-        };
-        match node.pool.timeout_now(addr, &h, node.rpc_timeout).await {
-            Ok(Ok(())) => tracing::info!(to, term, "leadership handed over: this member owns VIPs"),
-            Ok(Err(e)) => tracing::info!(to, error = %e, "hand-over refused"),
+        // openraft 0.10's transfer: this leader stops serving and tells the voters; `to`
+        // elects itself once its log holds this leader's last entry. (Asking `to` to elect
+        // itself, as with 0.9, no longer works: members with a valid leader lease refuse
+        // an ordinary vote.) The call returns once the core took the command; whether `to`
+        // won shows in the metrics.
+        match node.raft.trigger().transfer_leader(to).await {
+            Ok(()) => tracing::info!(
+                to,
+                term,
+                "leadership hand-over started: this member owns VIPs"
+            ),
             Err(e) => tracing::info!(to, error = %e, "hand-over failed"),
         }
     }

@@ -10,21 +10,23 @@ use std::time::Duration;
 use ballast_proto::v1::raft_service_client::RaftServiceClient;
 use ballast_proto::v1::RaftMessage;
 use ballast_proto::{CLUSTER_ID_HEADER, MAX_MESSAGE_LEN};
-use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
-};
-use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::errors::decompose::DecomposeResult;
+use openraft::errors::{NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{Backoff, RPCOption, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    AppendEntriesRequest, AppendEntriesResponse, TransferLeaderRequest, TransferLeaderResponse,
     VoteRequest, VoteResponse,
 };
 use openraft::BasicNode;
+use openraft_legacy::network_v1::{
+    Adapter, InstallSnapshotError, InstallSnapshotRequest, InstallSnapshotResponse, RaftNetwork,
+};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tonic::transport::Channel;
 
 use crate::member::identity::IdentityStore;
 use crate::member::replicate::Appender;
-use crate::types::{Command, CommandResult, NodeId, RpcResult, TypeConfig};
+use crate::types::{Command, CommandResult, NodeId, RpcResult, SnapshotData, TypeConfig};
 
 /// Why the leader could not take a forwarded request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -184,14 +186,17 @@ pub fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, String> {
     bincode::deserialize(b).map_err(|e| format!("undecodable message: {e}"))
 }
 
-/// openraft's network factory: one [`PeerConnection`] per target.
+/// openraft's network factory: one [`PeerConnection`] per target. openraft 0.10 speaks its
+/// v2 network API; `openraft-legacy`'s [`Adapter`] puts our v1 connection behind it, which
+/// keeps 0.9's chunked InstallSnapshot on the wire (members of both versions can run
+/// together during an upgrade).
 #[derive(Clone)]
 pub struct Network {
     pub pool: PeerPool,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
-    type Network = PeerConnection;
+    type Network = Adapter<TypeConfig, PeerConnection, SnapshotData>;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
         PeerConnection {
@@ -202,6 +207,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             },
             append: Appender::default(),
         }
+        .into_v2()
     }
 }
 
@@ -244,6 +250,7 @@ impl Peer {
             RpcKind::Append => client.append_entries(request).await,
             RpcKind::Vote => client.vote(request).await,
             RpcKind::Snapshot => client.install_snapshot(request).await,
+            RpcKind::TransferLeader => client.transfer_leader(request).await,
         };
         if let Err(s) = &resp {
             self.pool.forget_if_stalled(&self.addr, s);
@@ -254,7 +261,7 @@ impl Peer {
             }
             _ => RPCError::Network(NetworkError::new(&s)),
         })?;
-        let result: Result<Resp, RaftError<NodeId, E>> = decode(&resp.into_inner().payload)
+        let result: Result<Resp, RaftError<TypeConfig, E>> = decode(&resp.into_inner().payload)
             .map_err(|e| RPCError::Network(NetworkError::new(&StrError(e))))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
@@ -264,6 +271,7 @@ enum RpcKind {
     Append,
     Vote,
     Snapshot,
+    TransferLeader,
 }
 
 #[derive(Debug)]
@@ -282,7 +290,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> RpcResult<AppendEntriesResponse<NodeId>> {
+    ) -> RpcResult<AppendEntriesResponse<TypeConfig>> {
         let peer = self.peer.clone();
         self.append
             .send(rpc, option.hard_ttl(), move |rpc, timeout| async move {
@@ -295,7 +303,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
+    ) -> RpcResult<InstallSnapshotResponse<TypeConfig>, InstallSnapshotError> {
         self.peer
             .call(RpcKind::Snapshot, &rpc, option.hard_ttl())
             .await
@@ -303,10 +311,24 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
 
     async fn vote(
         &mut self,
-        rpc: VoteRequest<NodeId>,
+        rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
-    ) -> RpcResult<VoteResponse<NodeId>> {
+    ) -> RpcResult<VoteResponse<TypeConfig>> {
         self.peer.call(RpcKind::Vote, &rpc, option.hard_ttl()).await
+    }
+
+    /// The leader's notice that it hands over to `req.to_node_id()`. The receiver answers
+    /// with openraft's `Fatal` as a `RaftError` (its only error), which counts as unreachable.
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let r: RpcResult<TransferLeaderResponse<TypeConfig>> = self
+            .peer
+            .call(RpcKind::TransferLeader, &req, option.hard_ttl())
+            .await;
+        r.decompose_infallible()
     }
 
     fn backoff(&self) -> Backoff {

@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::errors::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use crate::member::network::ForwardError;
@@ -146,6 +146,15 @@ async fn run(
                                 leader_id: f.leader_id,
                                 leader_addr: f.leader_node.map(|n| n.addr),
                             }
+                        }
+                        // openraft 0.10: the leadership changed after the entry was
+                        // appended, so it may still commit under the next leader. Not
+                        // NotLeader, which would tell the client it was not written; the
+                        // client retries with the same request id, which deduplicates.
+                        RaftError::APIError(ClientWriteError::LogEntryDiscarded(f)) => {
+                            ForwardError::Unavailable(format!(
+                                "outcome unknown, the leadership changed ({f}); retry with the same request id"
+                            ))
                         }
                         e => ForwardError::Unavailable(e.to_string()),
                     };

@@ -1,7 +1,10 @@
 //! Sizing AppendEntries, and requests that outlive openraft's timeout.
 //!
-//! openraft 0.9 bounds an AppendEntries by entry count only (`max_payload_entries`), cancels it
-//! after one heartbeat interval and, when it failed, sends the same range again. Entries of up
+//! openraft bounds an AppendEntries by entry count only (`max_payload_entries`, 0.10:
+//! `max_append_entries`) and, when it failed, sends the same range again. 0.9 also cancelled
+//! it after one heartbeat interval; 0.10 sets no deadline of its own (it passes the heartbeat
+//! interval as `RPCOption`'s ttl, which [`wire_timeout`] turns into the only deadline) and
+//! drops the request's future only when the leadership or the stream changes. Entries of up
 //! to [`MAX_COMMAND_BYTES`] each would make a request too large for one gRPC message
 //! (`MAX_MESSAGE_LEN`) or too slow for one heartbeat, and then replication to that member
 //! stops for good. So [`Appender`], which sends every AppendEntries of one replication stream:
@@ -25,13 +28,12 @@ use std::future::Future;
 use std::time::Duration;
 
 use ballast_proto::MAX_MESSAGE_LEN;
-use openraft::error::{NetworkError, RPCError};
+use openraft::errors::{NetworkError, RPCError};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
-use openraft::Vote;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::types::{LogId, NodeId, RpcResult, TypeConfig};
+use crate::types::{LogId, RpcResult, TypeConfig, Vote};
 
 /// Most entry bytes in one AppendEntries (a single larger entry is sent alone).
 pub const MAX_APPEND_BYTES: u64 = (MAX_MESSAGE_LEN / 2) as u64;
@@ -43,7 +45,7 @@ pub const START_APPEND_BYTES: u64 = 1 << 20;
 /// a request of `b` bytes may take `b / MIN_BYTES_PER_SEC` seconds longer.
 pub const MIN_BYTES_PER_SEC: u64 = 4 << 20;
 
-pub type AppendResult = RpcResult<AppendEntriesResponse<NodeId>>;
+pub type AppendResult = RpcResult<AppendEntriesResponse<TypeConfig>>;
 type Request = AppendEntriesRequest<TypeConfig>;
 
 /// The byte budget of one AppendEntries to one member: halved (from what was sent) when a
@@ -107,7 +109,7 @@ pub fn wire_timeout(hard_ttl: Duration, bytes: u64) -> Duration {
 /// What a sent request covered: the member has the entries up to `last` once it succeeded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Covered {
-    vote: Vote<NodeId>,
+    vote: Vote,
     prev: Option<LogId>,
     last: Option<LogId>,
 }
@@ -253,7 +255,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
-    use openraft::{CommittedLeaderId, Entry, EntryPayload};
+    use crate::types::{log_id, Entry, EntryPayload};
 
     use super::*;
     use crate::types::{Batch, Command, Op};
@@ -277,7 +279,7 @@ mod tests {
         // budget bounds.
         let mut rpc = request(0, &[]);
         rpc.entries.push(Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), 1),
+            log_id: log_id(1, 1, 1),
             payload: EntryPayload::Normal(Batch {
                 commands: vec![restore],
             }),
@@ -326,9 +328,9 @@ mod tests {
         assert_eq!(b.bytes(), MIN_APPEND_BYTES);
     }
 
-    fn entry(index: u64, bytes: usize) -> Entry<TypeConfig> {
+    fn entry(index: u64, bytes: usize) -> Entry {
         Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            log_id: log_id(1, 1, index),
             payload: EntryPayload::Normal(Batch {
                 commands: vec![Command {
                     request: None,
@@ -343,7 +345,7 @@ mod tests {
     }
 
     fn request(from: u64, sizes: &[usize]) -> Request {
-        let prev = (from > 0).then(|| LogId::new(CommittedLeaderId::new(1, 1), from));
+        let prev = (from > 0).then(|| log_id(1, 1, from));
         AppendEntriesRequest {
             vote: Vote::new_committed(1, 1),
             prev_log_id: prev,

@@ -14,6 +14,7 @@ use crate::node::Node;
 use crate::server::call::{instrument, write_outcome};
 use crate::types::{Op, Outcome};
 use crate::validate;
+use openraft::async_runtime::WatchReceiver;
 
 #[derive(Clone)]
 pub struct AgentSvc {
@@ -115,9 +116,9 @@ impl AgentSvc {
     /// The term in which this member's leadership was just confirmed by a quorum (and the
     /// state applied up to that point); fails if the term changed meanwhile.
     async fn confirmed_term(&self) -> Result<u64, ApiError> {
-        let term = self.node.raft.metrics().borrow().current_term;
+        let term = self.node.raft.metrics().borrow_watched().current_term;
         self.node.read_index_local().await?;
-        if self.node.raft.metrics().borrow().current_term != term {
+        if self.node.raft.metrics().borrow_watched().current_term != term {
             return Err(ApiError::Unavailable(
                 "the leadership changed; retry".into(),
             ));

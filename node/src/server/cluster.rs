@@ -7,18 +7,19 @@ use std::time::{Duration, Instant};
 
 use ballast_proto::v1::{self, cluster_client::ClusterClient};
 use ballast_proto::MAX_MESSAGE_LEN;
-use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
+use openraft::errors::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::error::ApiError;
-use crate::types::NodeId;
+use crate::types::{NodeId, TypeConfig};
 use crate::validate;
 
 use super::api::Api;
 use super::call::{forwarded_request, instrument, is_forwarded, status_to_api};
+use openraft::async_runtime::WatchReceiver;
 
 /// How long a membership change waits for an earlier one to commit.
 const MEMBERSHIP_WAIT: Duration = Duration::from_secs(10);
@@ -28,7 +29,7 @@ const SNAPSHOT_CHUNK: usize = 1 << 20;
 
 impl Api {
     fn members(&self) -> Vec<v1::Member> {
-        let m = self.node.raft.metrics().borrow().clone();
+        let m = self.node.raft.metrics().borrow_watched().clone();
         let membership = m.membership_config.membership().clone();
         let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
         let last = m.last_log_index.unwrap_or(0);
@@ -76,14 +77,21 @@ impl Api {
     /// Whether `id` is a voter, or INVALID_ARGUMENT naming node_id if it is no member.
     fn member_role(&self, id: NodeId, hint: &str) -> Result<bool, ApiError> {
         validate::node_id("node_id", id)?;
-        let m = self.node.raft.metrics().borrow().membership_config.clone();
+        let m = self
+            .node
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .clone();
         if m.membership().get_node(&id).is_none() {
             return Err(ApiError::InvalidArgument {
                 field: "node_id".into(),
                 message: format!("unknown node {id}{hint}"),
             });
         }
-        Ok(m.membership().voter_ids().any(|v| v == id))
+        let voter = m.membership().voter_ids().any(|v| v == id);
+        Ok(voter)
     }
 
     /// A voter-set change, here if leader, else on the leader.
@@ -125,7 +133,7 @@ impl Api {
     ) -> Result<v1::MembershipResponse, ApiError>
     where
         F: Fn() -> Fut,
-        Fut: Future<Output = Result<(), RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>>>,
+        Fut: Future<Output = Result<(), RaftError<TypeConfig, ClientWriteError<TypeConfig>>>>,
         G: FnOnce(ClusterClient<tonic::transport::Channel>) -> GFut,
         GFut: Future<Output = Result<Response<v1::MembershipResponse>, Status>>,
     {
@@ -183,7 +191,7 @@ impl v1::cluster_server::Cluster for Api {
         _req: Request<v1::StatusRequest>,
     ) -> Result<Response<v1::StatusResponse>, Status> {
         instrument("Status", async {
-            let m = self.node.raft.metrics().borrow().clone();
+            let m = self.node.raft.metrics().borrow_watched().clone();
             let (leader_id, leader_addr) = self.node.leader();
             let raft_state = match m.state {
                 ServerState::Leader => "leader",
@@ -220,7 +228,13 @@ impl v1::cluster_server::Cluster for Api {
         instrument("AddLearner", async {
             validate::node_id("node_id", r.node_id)?;
             validate::member_addr("addr", &r.addr)?;
-            let m = self.node.raft.metrics().borrow().membership_config.clone();
+            let m = self
+                .node
+                .raft
+                .metrics()
+                .borrow_watched()
+                .membership_config
+                .clone();
             if m.membership().voter_ids().any(|v| v == r.node_id) {
                 return Err(ApiError::FailedPrecondition(format!(
                     "node {} is already a voter",
@@ -313,7 +327,7 @@ impl v1::cluster_server::Cluster for Api {
                 .node
                 .raft
                 .metrics()
-                .borrow()
+                .borrow_watched()
                 .membership_config
                 .membership()
                 .voter_ids()

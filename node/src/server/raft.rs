@@ -9,10 +9,15 @@ use ballast_proto::CLUSTER_ID_HEADER;
 use serde::{de::DeserializeOwned, Serialize};
 use tonic::{Request, Response, Status};
 
+use openraft::raft::{TransferLeaderRequest, VoteRequest};
+use openraft_legacy::network_v1::ChunkedSnapshotReceiver;
+use serde::Deserialize;
+
 use crate::member::network::{decode, ForwardError, HandOver};
 use crate::node::Node;
-use crate::types::{Command, Op};
+use crate::types::{Command, LogId, Op, TypeConfig, Vote};
 use crate::validate;
+use openraft::async_runtime::WatchReceiver;
 
 pub struct RaftSvc {
     node: Arc<Node>,
@@ -58,8 +63,18 @@ impl RaftService for RaftSvc {
         encode(&self.node.raft.append_entries(rpc).await)
     }
 
+    /// A vote request; one from a member still on openraft 0.9 lacks the trailing
+    /// `leadership_transfer` flag, which bincode cannot default, so it is decoded as 0.9's.
     async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let rpc = self.decode(req)?;
+        self.check_cluster(&req)?;
+        let payload = req.into_inner().payload;
+        let rpc: VoteRequest<TypeConfig> = match decode(&payload) {
+            Ok(rpc) => rpc,
+            Err(e) => match decode::<VoteRequestV09>(&payload) {
+                Ok(old) => VoteRequest::new(old.vote, old.last_log_id),
+                Err(_) => return Err(Status::invalid_argument(e)),
+            },
+        };
         encode(&self.node.raft.vote(rpc).await)
     }
 
@@ -69,6 +84,22 @@ impl RaftService for RaftSvc {
     ) -> Result<Response<RaftMessage>, Status> {
         let rpc = self.decode(req)?;
         encode(&self.node.raft.install_snapshot(rpc).await)
+    }
+
+    /// The leader hands the leadership over (openraft 0.10's transfer): every voter hears
+    /// it; the named member elects itself once its log holds the leader's last log id.
+    async fn transfer_leader(
+        &self,
+        req: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let rpc: TransferLeaderRequest<TypeConfig> = self.decode(req)?;
+        let r: Result<_, openraft::errors::RaftError<TypeConfig>> = self
+            .node
+            .raft
+            .handle_transfer_leader(rpc)
+            .await
+            .map_err(openraft::errors::RaftError::Fatal);
+        encode(&r)
     }
 
     /// A write another member forwards to this leader. Checked like the public API checks
@@ -106,7 +137,7 @@ impl RaftService for RaftSvc {
         let r: Result<(), String> = async {
             let (term, leader, last) = {
                 let m = self.node.raft.metrics();
-                let m = m.borrow();
+                let m = m.borrow_watched();
                 (
                     m.current_term,
                     m.current_leader,
@@ -126,14 +157,23 @@ impl RaftService for RaftSvc {
                 ));
             }
             tracing::info!(from = h.leader, term, "taking over the leadership");
+            // Sent by an openraft 0.9 leader only: 0.10 leaders use TransferLeader, since
+            // 0.10 members with a valid leader lease refuse this election's votes.
             self.node
                 .raft
                 .trigger()
-                .elect()
+                .elect(false)
                 .await
                 .map_err(|e| e.to_string())
         }
         .await;
         encode(&r)
     }
+}
+
+/// openraft 0.9's vote request, as members not yet upgraded send it.
+#[derive(Deserialize)]
+struct VoteRequestV09 {
+    vote: Vote,
+    last_log_id: Option<LogId>,
 }

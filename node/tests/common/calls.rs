@@ -191,6 +191,7 @@ pub fn raft_methods() -> Vec<(&'static str, RaftCall)> {
         ("RaftService.Propose", raft!(propose)),
         ("RaftService.ReadIndex", raft!(read_index)),
         ("RaftService.TimeoutNow", raft!(timeout_now)),
+        ("RaftService.TransferLeader", raft!(transfer_leader)),
     ]
 }
 

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use ballast_client::{Client, ClientConfig};
 use ballast_node::config::Config;
 use ballast_node::NodeHandle;
+use openraft::async_runtime::WatchReceiver;
 use tokio::net::TcpListener;
 
 pub struct TestCluster {
@@ -113,7 +114,7 @@ impl TestCluster {
         wait_for("an agreed leader", Duration::from_secs(20), || async {
             let mut seen = None;
             for (id, h) in &self.nodes {
-                let m = h.node.raft.metrics().borrow().clone();
+                let m = h.node.raft.metrics().borrow_watched().clone();
                 if m.membership_config.membership().get_node(id).is_none() {
                     continue; // not a member yet
                 }
@@ -188,7 +189,7 @@ impl TestCluster {
             .node
             .raft
             .metrics()
-            .borrow()
+            .borrow_watched()
             .last_applied
             .map(|l| l.index)
             .unwrap_or(0)
@@ -200,7 +201,7 @@ impl TestCluster {
             .node
             .raft
             .metrics()
-            .borrow()
+            .borrow_watched()
             .last_log_index
             .unwrap_or(0)
     }
