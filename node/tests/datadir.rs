@@ -158,3 +158,80 @@ fn every_backup_file_reads_back_what_the_cluster_held() {
         assert_eq!((b.revision, &b.kv), (s.revision, &s.kv), "{tag}");
     }
 }
+
+/// openraft's own stored values, written by openraft 0.9 in every fixture: the vote, the
+/// committed and purged log ids and the snapshot's meta read under today's openraft, and
+/// encode back to the bytes stored, but for the snapshot id, which openraft 0.10 no longer
+/// keeps and writes empty. Proves the layouts unchanged (see DESIGN.md, "Stored formats").
+#[tokio::test]
+async fn openraft_values_written_by_0_9_read_back_byte_for_byte() {
+    use std::sync::Arc;
+
+    use ballast_node::member::store::{LogEngine, LogStore, SledEngine, StoredSnapshot};
+    use ballast_node::types::{LogId, StoredMembership};
+    use openraft::storage::RaftLogStorage;
+    use openraft::RaftLogReader;
+    use serde::{Deserialize, Serialize};
+
+    /// `StoredSnapshot` as openraft 0.9's snapshot meta laid it out.
+    #[derive(Serialize, Deserialize)]
+    struct SnapshotV09 {
+        last_log_id: Option<LogId>,
+        last_membership: StoredMembership,
+        snapshot_id: String,
+        data: Vec<u8>,
+    }
+
+    for tag in every_tag() {
+        let dir = unpack(&tag);
+        for id in 1..=3u64 {
+            let raft = dir.path().join(format!("node-{id}/raft"));
+            let engine = Arc::new(SledEngine::open(&raft).unwrap());
+            let raw = |key: &str| engine.get_meta(key).unwrap();
+            let mut store = LogStore::new(engine.clone());
+
+            let vote = store.read_vote().await.unwrap().expect("a vote");
+            assert!(vote.is_committed(), "{tag}/{id}: {vote:?}");
+            assert_eq!(
+                Some(bincode::serialize(&vote).unwrap()),
+                raw("vote"),
+                "{tag}/{id}"
+            );
+
+            let committed = store.read_committed().await.unwrap();
+            assert!(committed.is_some(), "{tag}/{id}");
+            assert_eq!(
+                Some(bincode::serialize(&committed).unwrap()),
+                raw("committed"),
+                "{tag}/{id}"
+            );
+
+            let log = store.get_log_state().await.unwrap();
+            match raw("last_purged") {
+                Some(b) => {
+                    let purged = log.last_purged_log_id.expect("read back");
+                    assert_eq!(bincode::serialize(&purged).unwrap(), b, "{tag}/{id}");
+                }
+                None => assert_eq!(log.last_purged_log_id, None, "{tag}/{id}"),
+            }
+            assert!(log.last_log_id >= committed, "{tag}/{id}");
+
+            let stored = raw("snapshot").expect("a snapshot");
+            let old: SnapshotV09 = bincode::deserialize(&stored).unwrap();
+            assert!(!old.snapshot_id.is_empty(), "{tag}/{id}: written by 0.9");
+            let snap: StoredSnapshot = bincode::deserialize(&stored).unwrap();
+            assert_eq!(snap.meta.last_log_id, old.last_log_id, "{tag}/{id}");
+            assert_eq!(snap.meta.last_membership, old.last_membership, "{tag}/{id}");
+            assert_eq!(snap.data, old.data, "{tag}/{id}");
+            let again = SnapshotV09 {
+                snapshot_id: String::new(),
+                ..old
+            };
+            assert_eq!(
+                bincode::serialize(&snap).unwrap(),
+                bincode::serialize(&again).unwrap(),
+                "{tag}/{id}"
+            );
+        }
+    }
+}
