@@ -37,8 +37,8 @@ impl Default for LeaseConfig {
     }
 }
 
-/// Longest time a cluster goes without a leader after its leader dies, under openraft 0.9's
-/// rules: a follower refuses votes for its leader lease (the election timeout's upper bound)
+/// Longest time a cluster goes without a leader after its leader dies, under openraft's rules
+/// (0.9 and 0.10 alike): a follower refuses votes for its leader lease (the election timeout's upper bound)
 /// after the last heartbeat, and starts its own election only after that lease plus its own
 /// timeout (at most the upper bound again).
 pub fn leaderless_bound(election_timeout_max: Duration) -> Duration {
