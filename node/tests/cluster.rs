@@ -55,6 +55,47 @@ async fn leader_loss_elects_a_new_leader_and_keeps_data() {
     c.shutdown().await;
 }
 
+/// The leadership hand-over (`leader/handover.rs`) goes through openraft's transfer: the
+/// leader names a follower, every voter hears it through the TransferLeader RPC, and the
+/// named member leads next, with every acknowledged write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leadership_transfer_makes_the_named_member_leader() {
+    let c = TestCluster::start(3, no_tune).await;
+    let client = c.client();
+    for i in 0..10 {
+        client.put(format!("k{i}"), "v").await.unwrap();
+    }
+    let old = c.leader().await;
+    let to = c.follower().await;
+    let term = c.nodes[&old]
+        .node
+        .raft
+        .metrics()
+        .borrow_watched()
+        .current_term;
+    c.nodes[&old]
+        .node
+        .raft
+        .trigger()
+        .transfer_leader(to)
+        .await
+        .unwrap();
+    wait_for(
+        "the named member to lead",
+        Duration::from_secs(10),
+        || async {
+            let m = c.nodes[&to].node.raft.metrics().borrow_watched().clone();
+            (m.current_leader == Some(to) && m.current_term > term).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(c.leader().await, to);
+    client.put("after", "transfer").await.unwrap();
+    let r = client.range("k", 0, false).await.unwrap();
+    assert_eq!(r.kvs.len(), 10);
+    c.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restarted_member_resumes_from_its_data_and_catches_up() {
     let mut c = TestCluster::start(3, no_tune).await;

@@ -67,14 +67,7 @@ impl RaftService for RaftSvc {
     /// `leadership_transfer` flag, which bincode cannot default, so it is decoded as 0.9's.
     async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         self.check_cluster(&req)?;
-        let payload = req.into_inner().payload;
-        let rpc: VoteRequest<TypeConfig> = match decode(&payload) {
-            Ok(rpc) => rpc,
-            Err(e) => match decode::<VoteRequestV09>(&payload) {
-                Ok(old) => VoteRequest::new(old.vote, old.last_log_id),
-                Err(_) => return Err(Status::invalid_argument(e)),
-            },
-        };
+        let rpc = decode_vote(&req.into_inner().payload).map_err(Status::invalid_argument)?;
         encode(&self.node.raft.vote(rpc).await)
     }
 
@@ -171,9 +164,53 @@ impl RaftService for RaftSvc {
     }
 }
 
+/// A vote request of openraft 0.10, or of 0.9 (without `leadership_transfer`).
+fn decode_vote(payload: &[u8]) -> Result<VoteRequest<TypeConfig>, String> {
+    decode(payload).or_else(|e| {
+        decode::<VoteRequestV09>(payload)
+            .map(|old| VoteRequest::new(old.vote, old.last_log_id))
+            .map_err(|_| e)
+    })
+}
+
 /// openraft 0.9's vote request, as members not yet upgraded send it.
 #[derive(Deserialize)]
 struct VoteRequestV09 {
     vote: Vote,
     last_log_id: Option<LogId>,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Serialize;
+
+    use super::*;
+    use crate::types::log_id;
+
+    #[derive(Serialize)]
+    struct SentBy09 {
+        vote: Vote,
+        last_log_id: Option<LogId>,
+    }
+
+    /// A 0.9 member's vote request (one field fewer, which bincode cannot default) is
+    /// decoded as 0.9's; a 0.10 one keeps its leadership-transfer flag.
+    #[test]
+    fn vote_requests_of_both_versions_decode() {
+        let old = SentBy09 {
+            vote: Vote::new(4, 2),
+            last_log_id: Some(log_id(3, 1, 17)),
+        };
+        let bytes = bincode::serialize(&old).unwrap();
+        assert!(decode::<VoteRequest<TypeConfig>>(&bytes).is_err());
+        let got = decode_vote(&bytes).unwrap();
+        assert_eq!(got, VoteRequest::new(old.vote, old.last_log_id));
+        assert!(!got.leadership_transfer);
+
+        let mut new = VoteRequest::<TypeConfig>::new(Vote::new(5, 3), None);
+        new.leadership_transfer = true;
+        let got = decode_vote(&bincode::serialize(&new).unwrap()).unwrap();
+        assert_eq!(got, new);
+        assert!(decode_vote(&[1, 2, 3]).is_err());
+    }
 }
