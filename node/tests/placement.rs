@@ -369,3 +369,47 @@ async fn two_agent_processes_with_one_node_id_never_both_get_grants() {
     a.register_agent(2, "10.213.0.2:7400", false).await.unwrap();
     c.shutdown().await;
 }
+
+/// A leader that owns a VIP hands the leadership to a follower that owns none
+/// (`leader/handover.rs`; under openraft 0.10 through its leadership transfer, since members
+/// with a valid leader lease refuse an ordinary election), and the VIP stays with its owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_that_owns_a_vip_hands_the_leadership_over() {
+    let c = TestCluster::start(3, no_tune).await;
+    let client = c.client();
+    let leader = c.leader().await;
+    common::define_web_and_vip_on(&client, &[leader]).await;
+    client
+        .report_health(leader, "web", v1::Health::Healthy)
+        .await
+        .unwrap();
+    let agents = FakeAgents::start(c.addrs.values().cloned().collect(), &[1, 2, 3]);
+    let v = wait_vip(&client, "placement on the only backend", |v| v.owner != 0).await;
+    assert_eq!((v.owner, v.epoch), (leader, 1));
+    // The leader hands over once it has led for the settle time (ten election timeouts).
+    let new = wait_for(
+        "the leadership to leave the VIP's owner",
+        Duration::from_secs(30),
+        || async {
+            let l = c.leader().await;
+            (l != leader).then_some(l)
+        },
+    )
+    .await;
+    assert_ne!(new, leader);
+    // The owner renews with the new leader; the VIP does not move.
+    let granted = agents.granted(leader);
+    wait_for(
+        "the owner renewed with the new leader",
+        Duration::from_secs(10),
+        || async { (agents.granted(leader) > granted).then_some(()) },
+    )
+    .await;
+    let v = vip(&client).await;
+    assert_eq!(
+        (v.owner, v.epoch),
+        (leader, 1),
+        "no move across the hand-over"
+    );
+    c.shutdown().await;
+}
