@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use ballast_client::{v1, Client, ClientConfig};
 use common::{no_tune, wait_for, TestCluster};
+use openraft::async_runtime::WatchReceiver;
 
 /// Agents that do nothing but claim what the state assigns them, every 100 ms.
 struct FakeAgents {
@@ -386,6 +387,15 @@ async fn a_leader_that_owns_a_vip_hands_the_leadership_over() {
     let agents = FakeAgents::start(c.addrs.values().cloned().collect(), &[1, 2, 3]);
     let v = wait_vip(&client, "placement on the only backend", |v| v.owner != 0).await;
     assert_eq!((v.owner, v.epoch), (leader, 1));
+    let term = |id: u64| {
+        c.nodes[&id]
+            .node
+            .raft
+            .metrics()
+            .borrow_watched()
+            .current_term
+    };
+    let led_in = term(leader);
     // The leader hands over once it has led for the settle time (ten election timeouts).
     let new = wait_for(
         "the leadership to leave the VIP's owner",
@@ -397,6 +407,10 @@ async fn a_leader_that_owns_a_vip_hands_the_leadership_over() {
     )
     .await;
     assert_ne!(new, leader);
+    // Handed over in the next term: a transfer. (Asking a follower to elect itself, as under
+    // openraft 0.9, still moved the leadership, but by a refused election whose higher term
+    // then deposed the leader, and a second election: two terms on.)
+    assert_eq!(term(new), led_in + 1, "one election");
     // The owner renews with the new leader; the VIP does not move.
     let granted = agents.granted(leader);
     wait_for(
