@@ -156,30 +156,13 @@ impl PeerPool {
     }
 }
 
-/// A leader's request that a follower start an election now.
+/// An openraft 0.9 leader's request that a follower start an election now (`TimeoutNow`).
+/// This version hands over with openraft's `transfer_leader` instead and only serves it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HandOver {
     pub term: u64,
     pub leader: NodeId,
     pub last_log_index: u64,
-}
-
-impl PeerPool {
-    /// Asks the follower at `addr` to take over the leadership.
-    pub async fn timeout_now(
-        &self,
-        addr: &str,
-        h: &HandOver,
-        timeout: Duration,
-    ) -> Result<Result<(), String>, tonic::Status> {
-        let mut client = self.client(addr).map_err(tonic::Status::unavailable)?;
-        let req = self.request(h, timeout).map_err(tonic::Status::internal)?;
-        let resp = client
-            .timeout_now(req)
-            .await
-            .inspect_err(|e| self.forget_if_stalled(addr, e))?;
-        decode(&resp.into_inner().payload).map_err(tonic::Status::internal)
-    }
 }
 
 pub fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, String> {
