@@ -81,6 +81,30 @@ impl<E: LogEngine> LogStore<E> {
         }
     }
 
+    /// The saved committed id `c` if this log holds that very entry (or a purge covered it),
+    /// else the last purged id. openraft 0.10 may commit entries this member submitted but has
+    /// not flushed, and the committed id is saved without a sync of its own, so after a crash
+    /// that took unsynced log writes it may name an entry the log no longer holds. Starting
+    /// from a lower committed index only delays applying until the leader says more (openraft
+    /// raises it to what the state machine applied); starting from one the log lacks would
+    /// re-apply entries that are not there.
+    fn held_committed(&self, c: Option<LogId>) -> Result<Option<LogId>, EngineError> {
+        let Some(c) = c else {
+            return Ok(None);
+        };
+        let purged: Option<LogId> = self.read_meta(META_LAST_PURGED)?;
+        if purged.as_ref().is_some_and(|p| p.index >= c.index) {
+            return Ok(Some(c));
+        }
+        let here = self.engine.read_logs(c.index, c.index + 1)?;
+        if let Some((_, b)) = here.first() {
+            if decode(b)?.log_id == c {
+                return Ok(Some(c));
+            }
+        }
+        Ok(purged)
+    }
+
     fn write_meta<T: serde::Serialize>(&self, key: &str, v: &T) -> Result<(), EngineError> {
         self.engine
             .put_meta(key, bincode::serialize(v).map_err(EngineError::new)?)
@@ -208,7 +232,9 @@ impl<E: LogEngine> RaftLogStorage<TypeConfig> for LogStore<E> {
             // IO buffer on the put path (lab, puts at c=16: 4.3k -> 5.0k/s). A committed
             // index older than the truth only means re-applying a few more entries after a
             // restart, or waiting for the leader's next commit; safety does not rest on it
-            // (see `read_vote`). Not synced either: the next append's sync makes it durable.
+            // (a restarted leader first wins a new election: `enable_leader_restore`). Not
+            // synced either: the next sync makes it durable, and `read_committed` keeps it
+            // only if the log holds the entry it names.
             let saved = self.committed_saved.load(Ordering::Relaxed);
             if saved != 0 && c.index < saved.saturating_add(SAVE_COMMITTED_EVERY) {
                 return Ok(());
@@ -222,7 +248,7 @@ impl<E: LogEngine> RaftLogStorage<TypeConfig> for LogStore<E> {
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
         let c: Option<Option<LogId>> = self.read_meta(META_COMMITTED)?;
-        let c = c.flatten();
+        let c = self.held_committed(c.flatten())?;
         if let Some(c) = c {
             self.committed.fetch_max(c.index, Ordering::Relaxed);
         }
@@ -273,5 +299,54 @@ impl<E: LogEngine> RaftLogStorage<TypeConfig> for LogStore<E> {
         self.sync().await?;
         self.engine.remove_logs_upto(log_id.index)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::member::store::MemEngine;
+    use crate::types::{log_id, EntryPayload};
+
+    fn entry(term: u64, index: u64) -> (u64, Vec<u8>) {
+        let e = Entry {
+            log_id: log_id(term, 1, index),
+            payload: EntryPayload::Blank,
+        };
+        (index, crate::member::format::encode_entry(&e))
+    }
+
+    /// openraft 0.10 may commit entries a member has submitted but not yet flushed, and the
+    /// committed id is saved without a sync of its own. After a crash that took unsynced log
+    /// writes (or a truncation replaced them), the saved id may name an entry this log does
+    /// not hold; starting from it would re-apply entries that are not there.
+    #[tokio::test]
+    async fn a_saved_committed_id_names_only_an_entry_the_log_holds() {
+        let engine = Arc::new(MemEngine::new());
+        let mut store = LogStore::new(engine.clone());
+        engine
+            .insert_logs(vec![entry(1, 1), entry(1, 2), entry(1, 3)])
+            .unwrap();
+        store
+            .write_meta(META_COMMITTED, &Some(log_id(1, 1, 3)))
+            .unwrap();
+        assert_eq!(store.read_committed().await.unwrap(), Some(log_id(1, 1, 3)));
+
+        // Entries 2 and 3 lost with the unsynced writes: nothing beyond 1 is known here.
+        engine.remove_logs_from(2).unwrap();
+        let c = store.read_committed().await.unwrap();
+        assert!(c.is_none_or(|c| c.index <= 1), "{c:?}");
+
+        // Index 3 held again, but from another term: not the committed entry.
+        engine.insert_logs(vec![entry(2, 2), entry(2, 3)]).unwrap();
+        let c = store.read_committed().await.unwrap();
+        assert!(c.is_none_or(|c| c.index <= 1), "{c:?}");
+
+        // A purge covered it: the snapshot holds it.
+        engine.remove_logs_from(2).unwrap();
+        store
+            .write_meta(META_LAST_PURGED, &log_id(1, 1, 3))
+            .unwrap();
+        assert_eq!(store.read_committed().await.unwrap(), Some(log_id(1, 1, 3)));
     }
 }
