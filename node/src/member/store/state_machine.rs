@@ -4,7 +4,7 @@
 //! does is `StateData::apply`'s.
 
 use std::io::{self, Cursor};
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Instant;
 
 use futures::{Stream, TryStreamExt};
@@ -33,6 +33,9 @@ struct Shared<E> {
     engine: Arc<E>,
     /// Latest applied revision, for watchers to wake on.
     revision_tx: watch::Sender<u64>,
+    /// Held while a snapshot is compared with the stored one and written (see
+    /// `persist_snapshot`).
+    persisting: Mutex<()>,
 }
 
 /// openraft's state machine: [`StateData`] in memory, made durable as snapshots in the engine.
@@ -66,6 +69,7 @@ impl<E: LogEngine> StateMachineStore<E> {
                 data: RwLock::new(data),
                 engine,
                 revision_tx,
+                persisting: Mutex::new(()),
             }),
         })
     }
@@ -88,12 +92,24 @@ impl<E: LogEngine> StateMachineStore<E> {
         }
     }
 
+    /// Stores `snap` durably unless the stored snapshot is at least as new. openraft builds a
+    /// snapshot in a task of its own, so a build that read the state at index a can finish
+    /// after a snapshot up to b > a was installed (and the log purged up to b); overwriting b
+    /// with a would leave a state machine that cannot catch up from the log after a restart.
     async fn persist_snapshot(&self, snap: &StoredSnapshot) -> Result<(), EngineError> {
         let bytes = bincode::serialize(snap).map_err(EngineError::new)?;
-        let engine = self.shared.engine.clone();
+        let last = snap.meta.last_log_id;
+        let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {
-            engine.put_meta(META_SNAPSHOT, bytes)?;
-            engine.sync()
+            let _one_at_a_time = shared.persisting.lock().unwrap();
+            if let Some(b) = shared.engine.get_meta(META_SNAPSHOT)? {
+                let stored: StoredSnapshot = bincode::deserialize(&b).map_err(EngineError::new)?;
+                if stored.meta.last_log_id >= last {
+                    return Ok(());
+                }
+            }
+            shared.engine.put_meta(META_SNAPSHOT, bytes)?;
+            shared.engine.sync()
         })
         .await
         .map_err(EngineError::new)?
@@ -204,5 +220,36 @@ impl<E: LogEngine> SnapshotReceiverFactory<TypeConfig> for StateMachineStore<E> 
 
     async fn begin_receiving_snapshot(&mut self) -> Result<SnapshotData, io::Error> {
         Ok(Cursor::new(Vec::new()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::member::store::MemEngine;
+    use crate::types::log_id;
+
+    fn snapshot_at(index: u64) -> StoredSnapshot {
+        StoredSnapshot {
+            meta: SnapshotMeta {
+                last_log_id: Some(log_id(1, 1, index)),
+                last_membership: StoredMembership::default(),
+            },
+            data: crate::member::format::encode_state(&StateData::default()),
+        }
+    }
+
+    /// A build that read the state at 5 and finishes after a snapshot up to 9 was installed
+    /// must not replace it: the log before 9 may be purged already.
+    #[tokio::test]
+    async fn an_older_snapshot_never_replaces_a_newer_stored_one() {
+        let sm = StateMachineStore::open(Arc::new(MemEngine::new())).unwrap();
+        sm.persist_snapshot(&snapshot_at(9)).await.unwrap();
+        sm.persist_snapshot(&snapshot_at(5)).await.unwrap();
+        let stored = sm.stored_snapshot().unwrap().unwrap();
+        assert_eq!(stored.meta.last_log_id, Some(log_id(1, 1, 9)));
+        sm.persist_snapshot(&snapshot_at(12)).await.unwrap();
+        let stored = sm.stored_snapshot().unwrap().unwrap();
+        assert_eq!(stored.meta.last_log_id, Some(log_id(1, 1, 12)));
     }
 }
