@@ -197,6 +197,11 @@ impl Node {
     pub async fn read_index_local(&self) -> Result<u64, ForwardError> {
         match tokio::time::timeout(
             self.rpc_timeout * 2,
+            // ReadIndex, never LeaseRead: a quorum acknowledges a heartbeat sent after the
+            // call. The Agent service's renewals rest on it (`server/agent.rs`,
+            // `confirmed_term`): a leadership transfer's vote ignores the followers' leader
+            // lease, so only a fresh quorum round proves no newer leader has counted the
+            // renewing agent's lease as over.
             self.raft.ensure_linearizable(ReadPolicy::ReadIndex),
         )
         .await
