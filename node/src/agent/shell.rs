@@ -140,9 +140,8 @@ impl<'a> Agent<'a> {
     }
 
     /// Governs exactly the addresses the plan says, on the interfaces that exist here.
-    async fn govern(&mut self, state: &v1::GetStateResponse) {
-        let held = held_now(&self.held);
-        let (addrs, ifaces) = plan::governed(state, &held, &self.leftover);
+    async fn govern(&mut self, state: &v1::GetStateResponse, held: &BTreeMap<String, Held>) {
+        let (addrs, ifaces) = plan::governed(state, held, &self.leftover);
         let want = (addrs, present(ifaces));
         if want == self.managed {
             return;
@@ -202,9 +201,11 @@ impl<'a> Agent<'a> {
         haproxy: super::haproxy::HaproxyView,
     ) {
         let me = self.cfg.node_id;
-        self.govern(state).await;
+        // What is held now: governing and removing leftovers change nothing held.
+        let held = held_now(&self.held);
+        self.govern(state, &held).await;
         // Leftover addresses of VIPs let go: removed again.
-        let (forget, remove) = plan::leftovers_to_remove(&self.leftover, &held_now(&self.held));
+        let (forget, remove) = plan::leftovers_to_remove(&self.leftover, &held);
         for addr in forget {
             self.leftover.remove(&addr);
         }
@@ -215,7 +216,6 @@ impl<'a> Agent<'a> {
         }
 
         // Drop what the cluster no longer gives us, or asked us to release; expire what ran out.
-        let held = held_now(&self.held);
         let mut letting_go = Vec::new();
         for d in plan::drops(
             state,

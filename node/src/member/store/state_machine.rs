@@ -33,9 +33,9 @@ struct Shared<E> {
     engine: Arc<E>,
     /// Latest applied revision, for watchers to wake on.
     revision_tx: watch::Sender<u64>,
-    /// Held while a snapshot is compared with the stored one and written (see
-    /// `persist_snapshot`).
-    persisting: Mutex<()>,
+    /// The last log id of the stored snapshot, held while a snapshot is compared with it and
+    /// written (see `persist_snapshot`).
+    stored: Mutex<Option<LogId>>,
 }
 
 /// openraft's state machine: [`StateData`] in memory, made durable as snapshots in the engine.
@@ -56,12 +56,14 @@ impl<E: LogEngine> Clone for StateMachineStore<E> {
 impl<E: LogEngine> StateMachineStore<E> {
     /// Opens the state machine, restoring it from the engine's last snapshot.
     pub fn open(engine: Arc<E>) -> Result<Self, EngineError> {
-        let data = match engine.get_meta(META_SNAPSHOT)? {
+        let (data, stored) = match engine.get_meta(META_SNAPSHOT)? {
             Some(b) => {
                 let snap: StoredSnapshot = bincode::deserialize(&b).map_err(EngineError::new)?;
-                crate::member::format::decode_state(&snap.data).map_err(EngineError::new)?
+                let data =
+                    crate::member::format::decode_state(&snap.data).map_err(EngineError::new)?;
+                (data, snap.meta.last_log_id)
             }
-            None => StateData::default(),
+            None => (StateData::default(), None),
         };
         let (revision_tx, _) = watch::channel(data.revision);
         Ok(StateMachineStore {
@@ -69,7 +71,7 @@ impl<E: LogEngine> StateMachineStore<E> {
                 data: RwLock::new(data),
                 engine,
                 revision_tx,
-                persisting: Mutex::new(()),
+                stored: Mutex::new(stored),
             }),
         })
     }
@@ -101,15 +103,14 @@ impl<E: LogEngine> StateMachineStore<E> {
         let last = snap.meta.last_log_id;
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {
-            let _one_at_a_time = shared.persisting.lock().unwrap();
-            if let Some(b) = shared.engine.get_meta(META_SNAPSHOT)? {
-                let stored: StoredSnapshot = bincode::deserialize(&b).map_err(EngineError::new)?;
-                if stored.meta.last_log_id >= last {
-                    return Ok(());
-                }
+            let mut stored = shared.stored.lock().unwrap();
+            if stored.is_some() && *stored >= last {
+                return Ok(());
             }
             shared.engine.put_meta(META_SNAPSHOT, bytes)?;
-            shared.engine.sync()
+            shared.engine.sync()?;
+            *stored = last;
+            Ok(())
         })
         .await
         .map_err(EngineError::new)?
