@@ -513,7 +513,8 @@ fn a_standalone_agent_registers_holds_the_vip_and_loses_it_when_killed() {
     assert_eq!(four["role"], "agent", "{four}");
 
     // The id of a member is refused, with the reason (asked with a member token, which may
-    // act for any node); node 4's file has no token for another node.
+    // act for any node); node 4's file has no token for another node. Tried from the client
+    // host, where no agent runs (on host 4 the running agent's fence lock stops them first).
     let endpoints = v.lab.member_endpoints(3).join(",");
     let agent = |node: &str, tokens: &str| {
         let file = v.dir.join(tokens).display().to_string();
@@ -529,7 +530,7 @@ fn a_standalone_agent_registers_holds_the_vip_and_loses_it_when_killed() {
         let out = v
             .lab
             .exec(
-                v.host(4),
+                v.lab.client(),
                 jepsen::ballast_bin("ballastd").to_str().unwrap(),
                 &args,
             )
@@ -555,7 +556,43 @@ fn a_standalone_agent_registers_holds_the_vip_and_loses_it_when_killed() {
             (last.macs.len() == 1 && mac_string(&last.macs[0]) == mac4).then_some(())
         })
         .unwrap_or_else(|| panic!("node 4 never answered; logs:\n{}", v.logs()));
-    assert_eq!(v.owner().map(|o| o.0), Some(4));
+    let held = v.owner().expect("an owner");
+    assert_eq!(held.0, 4);
+
+    // A second agent on the same server (the same node id, its own credentials) stops at
+    // once, before it registers or touches the fence (review of issue 13: it used to replace
+    // the first one's nft tables, leaving that one's VIP unfenced).
+    let log = v.dir.join("second-agent.log");
+    let file = v.dir.join("tokens-n4").display().to_string();
+    let args: Vec<String> = [
+        "agent",
+        "--node-id",
+        "4",
+        "--endpoints",
+        &endpoints,
+        "--token-file",
+        &file,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut second = v
+        .lab
+        .spawn(v.host(4), &jepsen::ballast_bin("ballastd"), &args, &log)
+        .unwrap();
+    let stopped = v.lab.wait_for(Duration::from_secs(10), || {
+        (!second.is_running()).then_some(())
+    });
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    if stopped.is_none() {
+        second.kill();
+    }
+    assert!(stopped.is_some(), "the second agent kept running:\n{said}");
+    assert!(said.contains("another agent"), "{said}");
+    assert_eq!(v.owner(), Some(held), "the VIP stayed with the first agent");
+    let last = obs.probes().last().cloned().unwrap();
+    assert_eq!(last.macs.len(), 1);
+    assert_eq!(mac_string(&last.macs[0]), mac4);
 
     // Killed, it stops answering by its deadline and a member takes over.
     let t = Instant::now();

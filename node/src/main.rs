@@ -216,6 +216,16 @@ async fn agent_main(args: AgentArgs) -> ExitCode {
         instance,
     );
 
+    // 0. The fence of this server, first: a second agent here stops before it registers,
+    //    binds or touches anything (`agent/hostlock.rs`).
+    let fence = match ballast_node::agent::fence::local(cfg.node_id, cfg.fence_journal.as_deref()) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("ballastd agent: {e}");
+            return ExitCode::from(2);
+        }
+    };
+
     // 1. Register (or confirm the registration) before holding anything. A refusal (bad
     //    input, or credentials that do not name this node) is final; an unreachable cluster
     //    is retried until it answers or a signal comes.
@@ -251,13 +261,6 @@ async fn agent_main(args: AgentArgs) -> ExitCode {
 
     // 2. Run until a signal; on stop the agent releases what it holds.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let fence = match ballast_node::agent::fence::local(cfg.node_id, cfg.fence_journal.as_deref()) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("ballastd agent: {e}");
-            return ExitCode::from(2);
-        }
-    };
     let mut task = tokio::spawn(ballast_node::agent::run(
         cfg.agent(instance),
         client,

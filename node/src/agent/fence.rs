@@ -89,6 +89,8 @@ pub struct NftFence {
     journal: Option<Journal>,
     /// Tests only: a stop between computing an allowance and handing it to nft.
     stall: Duration,
+    /// This namespace's fence lock, for the fence of the machine (`local`).
+    lock: Option<super::hostlock::FenceLock>,
 }
 
 /// What an [`NftFence`] governs now.
@@ -144,6 +146,7 @@ impl NftFence {
             governs: Mutex::new(Governs::default()),
             journal: None,
             stall: Duration::ZERO,
+            lock: None,
         }
     }
 
@@ -241,12 +244,14 @@ impl NftFence {
     }
 }
 
-/// This machine's fence, recording its allowances in `journal` if given.
+/// This machine's fence, recording its allowances in `journal` if given. Refused while
+/// another agent holds this network namespace's fence (see `hostlock.rs`).
 pub fn local(
     node: crate::types::NodeId,
     journal: Option<&std::path::Path>,
 ) -> std::io::Result<std::sync::Arc<dyn VipFence>> {
     let mut fence = NftFence::local();
+    fence.lock = Some(super::hostlock::FenceLock::acquire()?);
     if let Some(path) = journal {
         fence = fence.with_journal(Journal::open(path, node).map_err(|e| {
             std::io::Error::new(e.kind(), format!("fence journal {}: {e}", path.display()))

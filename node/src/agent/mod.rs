@@ -22,6 +22,7 @@ pub mod fence;
 pub(crate) mod garp;
 pub mod haproxy;
 pub mod health;
+pub mod hostlock;
 pub(crate) mod journal;
 mod loops;
 pub mod plan;
