@@ -301,7 +301,9 @@ pub fn governed(
 }
 
 /// The leftover addresses to remove again this round. One held again (the cluster gave it to
-/// this node under a VIP since) is not removed but forgotten: it is a held VIP's address now.
+/// this node under a VIP since) on the same interface is not removed but forgotten: it is a
+/// held VIP's address now. On another interface it is still a leftover: once nothing names
+/// its address, no fence would govern it there.
 pub fn leftovers_to_remove(
     leftover: &Leftover,
     held: &BTreeMap<String, Held>,
@@ -309,7 +311,7 @@ pub fn leftovers_to_remove(
     let (forget, remove): (Vec<_>, Vec<_>) = leftover
         .iter()
         .map(|(a, i)| (*a, i.clone()))
-        .partition(|(a, _)| held.values().any(|h| h.addr == *a));
+        .partition(|(a, i)| held.values().any(|h| h.addr == *a && h.iface == *i));
     (forget.into_iter().map(|(a, _)| a).collect(), remove)
 }
 
@@ -581,6 +583,13 @@ mod tests {
         let (forget, remove) = leftovers_to_remove(&leftover, &BTreeMap::new());
         assert!(forget.is_empty());
         assert_eq!(remove.len(), 2);
+        // Held again at that address but on another interface (an interface change whose
+        // removal failed, then the VIP came back here): the old copy still goes.
+        let mut elsewhere = held(2, far);
+        elsewhere.get_mut("v").unwrap().iface = "eth1".into();
+        let (forget, remove) = leftovers_to_remove(&leftover, &elsewhere);
+        assert!(forget.is_empty());
+        assert!(remove.contains(&("10.213.0.100".parse().unwrap(), "eth0".to_string())));
     }
 
     #[test]
