@@ -17,6 +17,7 @@ pub mod backup;
 pub mod format;
 pub(crate) mod identity;
 pub mod network;
+pub(crate) mod pipeline;
 pub(crate) mod proposer;
 pub(crate) mod replicate;
 pub mod state;

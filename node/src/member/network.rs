@@ -4,18 +4,25 @@
 //! cluster id so that a member never takes traffic from another cluster.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ballast_proto::v1::raft_service_client::RaftServiceClient;
 use ballast_proto::v1::RaftMessage;
 use ballast_proto::{CLUSTER_ID_HEADER, MAX_MESSAGE_LEN};
+use futures::Stream;
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::errors::decompose::DecomposeResult;
-use openraft::errors::{NetworkError, RPCError, RaftError, RemoteError, Unreachable};
-use openraft::network::{Backoff, RPCOption, RaftNetworkFactory};
+use openraft::errors::{
+    NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError, Unreachable,
+};
+use openraft::network::{
+    stream_append_sequential, Backoff, RPCOption, RaftNetworkFactory, RaftNetworkV2,
+};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, TransferLeaderRequest, TransferLeaderResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::BasicNode;
 use openraft_legacy::network_v1::{
@@ -25,8 +32,9 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tonic::transport::Channel;
 
 use crate::member::identity::IdentityStore;
+use crate::member::pipeline::{self, Link, OpenError};
 use crate::member::replicate::Appender;
-use crate::types::{Command, CommandResult, NodeId, RpcResult, SnapshotData, TypeConfig};
+use crate::types::{Command, CommandResult, NodeId, RpcResult, SnapshotData, TypeConfig, Vote};
 
 /// Why the leader could not take a forwarded request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -111,13 +119,18 @@ impl PeerPool {
         let payload = bincode::serialize(msg).map_err(|e| e.to_string())?;
         let mut req = tonic::Request::new(RaftMessage { payload });
         req.set_timeout(timeout);
-        self.authorize(&mut req);
+        self.credentials(&mut req);
+        Ok(req)
+    }
+
+    /// Puts this member's credentials and the cluster id on a request.
+    fn credentials<T>(&self, req: &mut tonic::Request<T>) {
+        self.authorize(req);
         if let Some(id) = self.identity.cluster_id() {
             if let Ok(v) = id.parse() {
                 req.metadata_mut().insert(CLUSTER_ID_HEADER, v);
             }
         }
-        Ok(req)
     }
 
     /// Hands a client's command to the leader at `addr`.
@@ -179,18 +192,117 @@ pub struct Network {
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
-    type Network = Adapter<TypeConfig, PeerConnection, SnapshotData>;
+    type Network = PeerNetwork;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
-        PeerConnection {
-            peer: Peer {
-                target,
-                addr: node.addr.clone(),
-                pool: self.pool.clone(),
-            },
-            append: Appender::default(),
+        let peer = Peer {
+            target,
+            addr: node.addr.clone(),
+            pool: self.pool.clone(),
+        };
+        let (pool, addr) = (self.pool.clone(), node.addr.clone());
+        PeerNetwork {
+            link: Arc::new(Link {
+                budget: Arc::default(),
+                forget: Box::new(move |s| pool.forget_if_stalled(&addr, s)),
+            }),
+            streams: true,
+            legacy: PeerConnection {
+                peer: peer.clone(),
+                append: Appender::default(),
+            }
+            .into_v2(),
+            peer,
         }
-        .into_v2()
+    }
+}
+
+/// The connection openraft replicates through: AppendEntries pipelined on one gRPC stream
+/// per session (`pipeline.rs`); everything else, and appends to a member that does not know
+/// the stream, through [`PeerConnection`] one call at a time.
+pub struct PeerNetwork {
+    legacy: Adapter<TypeConfig, PeerConnection, SnapshotData>,
+    peer: Peer,
+    link: Arc<Link>,
+    /// False once the member answered that it does not know `StreamAppend`.
+    streams: bool,
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerNetwork {
+    type SnapshotData = SnapshotData;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.legacy.append_entries(rpc, option).await
+    }
+
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<'s, Result<BoxStream<'s, pipeline::Answer>, RPCError<TypeConfig>>>
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
+    {
+        Box::pin(async move {
+            let input = if self.streams {
+                let peer = self.peer.clone();
+                let opened = pipeline::open(self.link.clone(), input, option.clone(), |rx| {
+                    peer.open_stream(rx)
+                })
+                .await;
+                match opened {
+                    Ok(answers) => return Ok(answers),
+                    Err((OpenError::Failed(e), _)) => return Err(e),
+                    Err((OpenError::Unsupported, input)) => {
+                        tracing::info!(
+                            target = self.peer.target,
+                            "member does not know StreamAppend (an older build): appends go one at a time"
+                        );
+                        self.streams = false;
+                        input
+                    }
+                }
+            } else {
+                input
+            };
+            stream_append_sequential(&mut self.legacy, input, option).await
+        })
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.legacy.vote(rpc, option).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotData>,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        self.legacy
+            .full_snapshot(vote, snapshot, cancel, option)
+            .await
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.legacy.transfer_leader(req, option).await
+    }
+
+    fn backoff(&self) -> Option<Backoff> {
+        self.legacy.backoff()
     }
 }
 
@@ -210,6 +322,20 @@ struct Peer {
 }
 
 impl Peer {
+    /// Opens a `StreamAppend` stream that sends what arrives on `rx`.
+    async fn open_stream(
+        self,
+        rx: tokio::sync::mpsc::Receiver<RaftMessage>,
+    ) -> Result<tonic::Streaming<RaftMessage>, tonic::Status> {
+        let mut client = self
+            .pool
+            .client(&self.addr)
+            .map_err(tonic::Status::unavailable)?;
+        let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        self.pool.credentials(&mut req);
+        Ok(client.stream_append(req).await?.into_inner())
+    }
+
     async fn call<Req, Resp, E>(
         &self,
         kind: RpcKind,

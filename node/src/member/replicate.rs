@@ -251,7 +251,7 @@ fn reuse(covered: &Covered, res: AppendResult, rpc: &Request) -> Option<AppendRe
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
@@ -328,7 +328,7 @@ mod tests {
         assert_eq!(b.bytes(), MIN_APPEND_BYTES);
     }
 
-    fn entry(index: u64, bytes: usize) -> Entry {
+    pub(crate) fn entry(index: u64, bytes: usize) -> Entry {
         Entry {
             log_id: log_id(1, 1, index),
             payload: EntryPayload::Normal(Batch {
@@ -344,7 +344,7 @@ mod tests {
         }
     }
 
-    fn request(from: u64, sizes: &[usize]) -> Request {
+    pub(crate) fn request(from: u64, sizes: &[usize]) -> Request {
         let prev = (from > 0).then(|| log_id(1, 1, from));
         AppendEntriesRequest {
             vote: Vote::new_committed(1, 1),

@@ -6,14 +6,16 @@ use std::sync::Arc;
 use ballast_proto::v1::raft_service_server::RaftService;
 use ballast_proto::v1::RaftMessage;
 use ballast_proto::CLUSTER_ID_HEADER;
+use futures::StreamExt;
 use serde::{de::DeserializeOwned, Serialize};
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
-use openraft::raft::{TransferLeaderRequest, VoteRequest};
+use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
 use openraft_legacy::network_v1::ChunkedSnapshotReceiver;
 use serde::Deserialize;
 
 use crate::member::network::{decode, ForwardError, HandOver};
+use crate::member::pipeline::WireAnswer;
 use crate::node::Node;
 use crate::types::{Command, LogId, Op, TypeConfig, Vote};
 use crate::validate;
@@ -55,12 +57,39 @@ fn encode<T: Serialize>(v: &T) -> Result<Response<RaftMessage>, Status> {
 
 #[tonic::async_trait]
 impl RaftService for RaftSvc {
+    type StreamAppendStream = futures::stream::BoxStream<'static, Result<RaftMessage, Status>>;
+
     async fn append_entries(
         &self,
         req: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
         let rpc = self.decode(req)?;
         encode(&self.node.raft.append_entries(rpc).await)
+    }
+
+    /// Pipelined appends (`member/pipeline.rs`): openraft takes the requests in order as they
+    /// arrive and answers each once it is stored, in order. A request that cannot be read
+    /// ends the requests; the leader then sees its later ones unanswered and starts again.
+    async fn stream_append(
+        &self,
+        req: Request<Streaming<RaftMessage>>,
+    ) -> Result<Response<Self::StreamAppendStream>, Status> {
+        self.check_cluster(&req)?;
+        let requests = futures::stream::unfold(req.into_inner(), |mut input| async move {
+            let m = input.message().await.ok()??;
+            match decode::<AppendEntriesRequest<TypeConfig>>(&m.payload) {
+                Ok(rpc) => Some((rpc, input)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "an append in a stream could not be read");
+                    None
+                }
+            }
+        });
+        let answers = self.node.raft.stream_append(requests).map(|a: WireAnswer| {
+            let payload = bincode::serialize(&a).map_err(|e| Status::internal(e.to_string()))?;
+            Ok(RaftMessage { payload })
+        });
+        Ok(Response::new(answers.boxed()))
     }
 
     /// A vote request; one from a member still on openraft 0.9 lacks the trailing
