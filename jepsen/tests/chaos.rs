@@ -5,6 +5,35 @@ use std::time::Duration;
 
 use jepsen::runner::{self, Nemesis, Options};
 
+/// Lease reads (`--read-policy lease`): a leader answers reads without a quorum round
+/// while its lease holds. Paused and isolated leaders, one-way partitions and restarted
+/// members (which must not vote at once) must not make a read stale.
+#[test]
+fn a_register_run_with_lease_reads_under_pauses_and_partitions_is_linearizable() {
+    let store = tempfile::tempdir().unwrap();
+    let o = Options {
+        nodes: 3,
+        nemeses: vec![
+            Nemesis::PauseLeader,
+            Nemesis::IsolateLeader,
+            Nemesis::OneWay,
+            Nemesis::KillOne,
+        ],
+        time_limit: Duration::from_secs(20),
+        seed: 7,
+        clients: 4,
+        keys: 2,
+        store: store.path().to_path_buf(),
+        tls: false,
+        check_budget: runner::DEFAULT_CHECK_BUDGET,
+        read_policy: Some("lease".into()),
+    };
+    let (_, r) = runner::run_register(&o).unwrap_or_else(|e| panic!("LAB SETUP FAILED: {e}"));
+    assert!(r.faults >= 2, "{r:?}");
+    assert!(r.ok > 100, "the workload ran: {r:?}");
+    assert_eq!(r.valid, Some(true), "{r:?}");
+}
+
 /// Over mutual TLS: members, and clients with a client certificate (the plaintext path runs
 /// in CI's smoke runs of the binary).
 #[test]
@@ -24,6 +53,7 @@ fn a_register_run_over_tls_under_partitions_and_kills_is_linearizable_and_rechec
         store: store.path().to_path_buf(),
         tls: true,
         check_budget: runner::DEFAULT_CHECK_BUDGET,
+        read_policy: None,
     };
     let (dir, r) = runner::run_register(&o).unwrap_or_else(|e| panic!("LAB SETUP FAILED: {e}"));
     assert!(r.faults >= 1, "{r:?}");
@@ -56,6 +86,7 @@ fn a_set_run_through_kill_all_keeps_every_acknowledged_add() {
         store: store.path().to_path_buf(),
         tls: false,
         check_budget: runner::DEFAULT_CHECK_BUDGET,
+        read_policy: None,
     };
     let (dir, r) =
         runner::run(&o, runner::Workload::Set).unwrap_or_else(|e| panic!("LAB SETUP FAILED: {e}"));
@@ -78,6 +109,7 @@ fn a_vip_run_under_faults_never_shows_two_holders() {
         store: store.path().to_path_buf(),
         tls: false,
         check_budget: runner::DEFAULT_CHECK_BUDGET,
+        read_policy: None,
     };
     let (dir, r) =
         runner::run(&o, runner::Workload::Vip).unwrap_or_else(|e| panic!("LAB SETUP FAILED: {e}"));
@@ -104,6 +136,7 @@ fn a_release_run_under_faults_ends_on_the_active_release() {
         store: store.path().to_path_buf(),
         tls: false,
         check_budget: runner::DEFAULT_CHECK_BUDGET,
+        read_policy: None,
     };
     let (dir, r) = runner::run(&o, runner::Workload::Release)
         .unwrap_or_else(|e| panic!("LAB SETUP FAILED: {e}"));

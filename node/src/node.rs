@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 
 use ballast_proto::v1;
 use openraft::errors::{LinearizableReadError, RaftError};
-use openraft::ReadPolicy;
+use openraft::LinearizerOption;
 use tokio::sync::watch;
 
+use crate::config::ReadPolicy;
 use crate::error::ApiError;
 use crate::leader::book::{LeaseBook, LeaseTerms};
 use crate::leader::controller::ControllerConfig;
@@ -51,6 +52,14 @@ pub struct Node {
     pub tls: Option<Arc<crate::tls::NodeTls>>,
     /// Pause points for tests (see `failpoint.rs`).
     pub failpoints: crate::failpoint::Failpoints,
+    /// How linearizable reads that do not name a policy are confirmed.
+    pub read_policy: ReadPolicy,
+    /// The election timeout's upper bound: how long a follower refuses votes after a
+    /// heartbeat, and (see `votes_open`) after this member started.
+    pub election_timeout_max: Duration,
+    /// Lease reads are off until this point of `mono_now` (ms): set when this leader hands
+    /// over (see `hold_lease_reads`).
+    pub lease_reads_after_ms: AtomicU64,
 }
 
 impl From<ForwardError> for ApiError {
@@ -159,11 +168,15 @@ impl Node {
     }
 
     /// Returns once a read of the local state is linearizable (or at once for serializable).
+    /// A read that names no policy gets this member's `--read-policy`.
     pub async fn read_barrier(&self, consistency: i32) -> Result<(), ApiError> {
-        if consistency == v1::ReadConsistency::Serializable as i32 {
-            return Ok(());
-        }
-        let (leader_id, leader_addr) = match self.read_index_local().await {
+        let policy = match v1::ReadConsistency::try_from(consistency) {
+            Ok(v1::ReadConsistency::Serializable) => return Ok(()),
+            Ok(v1::ReadConsistency::ReadIndex) => ReadPolicy::ReadIndex,
+            Ok(v1::ReadConsistency::Lease) => ReadPolicy::Lease,
+            Ok(v1::ReadConsistency::Linearizable) | Err(_) => self.read_policy,
+        };
+        let (leader_id, leader_addr) = match self.read_index_local(policy).await {
             Ok(_) => return Ok(()),
             Err(ForwardError::NotLeader {
                 leader_id: Some(id),
@@ -171,7 +184,11 @@ impl Node {
             }) if id != self.id => (id, addr),
             Err(e) => return Err(e.into()),
         };
-        let index = match self.pool.read_index(&leader_addr, self.rpc_timeout).await {
+        let index = match self
+            .pool
+            .read_index(&leader_addr, self.rpc_timeout, policy)
+            .await
+        {
             Ok(r) => r?,
             Err(_) => {
                 return Err(ApiError::NotLeader {
@@ -192,19 +209,27 @@ impl Node {
         Ok(())
     }
 
-    /// On the leader: confirms leadership with a quorum, waits until the local state machine
-    /// has applied the read index, and returns it.
-    pub async fn read_index_local(&self) -> Result<u64, ForwardError> {
-        match tokio::time::timeout(
-            self.rpc_timeout * 2,
-            // ReadIndex, never LeaseRead: a quorum acknowledges a heartbeat sent after the
-            // call. The Agent service's renewals rest on it (`server/agent.rs`,
-            // `confirmed_term`): a leadership transfer's vote ignores the followers' leader
-            // lease, so only a fresh quorum round proves no newer leader has counted the
-            // renewing agent's lease as over.
-            self.raft.ensure_linearizable(ReadPolicy::ReadIndex),
-        )
-        .await
+    /// On the leader: confirms leadership (with a quorum round, or by the leader lease when
+    /// `policy` allows it), waits until the local state machine has applied the read index,
+    /// and returns it.
+    ///
+    /// The Agent service's renewals (`server/agent.rs`, `confirmed_term`) and the
+    /// controller always pass `ReadIndex`: a leadership transfer's vote ignores the
+    /// followers' leader lease, so only a fresh quorum round proves that no newer leader has
+    /// counted the renewing agent's lease as over. A lease read is safe against that only
+    /// because this member stops lease reads before it hands over (`hold_lease_reads`), and
+    /// against a restarted follower voting at once only because members grant no vote for
+    /// one election timeout after they start (`votes_open`).
+    pub async fn read_index_local(&self, policy: ReadPolicy) -> Result<u64, ForwardError> {
+        let option = match policy {
+            ReadPolicy::Lease if self.lease_reads_allowed() => {
+                // A tenth off for clock rates; a stale lease sends a heartbeat and waits.
+                LinearizerOption::new(Some(self.election_timeout_max * 9 / 10), true)
+            }
+            _ => openraft::ReadPolicy::ReadIndex.into(),
+        };
+        match tokio::time::timeout(self.rpc_timeout * 2, self.raft.ensure_linearizable(option))
+            .await
         {
             Err(_) => Err(ForwardError::Unavailable(
                 "timed out confirming leadership with a quorum".into(),
@@ -223,6 +248,26 @@ impl Node {
     /// This member's monotonic clock.
     pub fn mono_now(&self) -> Duration {
         self.clock_start.elapsed()
+    }
+
+    fn lease_reads_allowed(&self) -> bool {
+        self.mono_now().as_millis() as u64 >= self.lease_reads_after_ms.load(Ordering::SeqCst)
+    }
+
+    /// Stops lease reads for two election timeouts: called before this leader hands over,
+    /// since the voters then grant the named member's vote at once, whatever their lease.
+    pub fn hold_lease_reads(&self) {
+        let until = self.mono_now() + 2 * self.election_timeout_max;
+        self.lease_reads_after_ms
+            .fetch_max(until.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Whether this member may grant votes: not in its first election timeout. openraft
+    /// keeps a follower's leader lease in memory only, so a member that restarted would
+    /// otherwise vote at once, while the leader it acknowledged before the crash still
+    /// counts on its lease (lease reads).
+    pub fn votes_open(&self) -> bool {
+        self.mono_now() >= self.election_timeout_max
     }
 
     /// The leader's lease book for the current term: a new term starts a new book, which

@@ -261,6 +261,9 @@ pub async fn start(
         tokens: tokens.clone(),
         tls: tls.clone(),
         failpoints: Default::default(),
+        read_policy: cfg.read_policy,
+        election_timeout_max: Duration::from_millis(cfg.election_timeout_max_ms),
+        lease_reads_after_ms: std::sync::atomic::AtomicU64::new(0),
     });
     let mut tasks = Vec::new();
 

@@ -632,3 +632,64 @@ async fn health_service_and_reflection_list_every_service() {
     }
     c.shutdown().await;
 }
+
+/// A member grants no vote in its first election timeout after it starts: openraft keeps a
+/// follower's leader lease in memory only, and a leader's lease reads count on every voter
+/// that acknowledged it refusing other candidates for that long, restarts included.
+#[tokio::test]
+async fn a_restarted_member_grants_no_vote_in_its_first_election_timeout() {
+    use ballast_node::types::{TypeConfig, Vote};
+    use ballast_proto::v1::raft_service_client::RaftServiceClient;
+    use ballast_proto::v1::RaftMessage;
+    use openraft::raft::VoteRequest;
+
+    fn slow(c: &mut ballast_node::config::Config) {
+        c.election_timeout_min_ms = 1000;
+        c.election_timeout_max_ms = 2000;
+    }
+    let mut a = TestCluster::start(3, slow).await;
+    let leader = a.leader().await;
+    let f = a.follower().await;
+    let cluster_id = a.nodes[&f].node.identity.cluster_id().unwrap();
+    a.stop(f).await;
+    a.restart(f).await;
+    let restarted = std::time::Instant::now();
+    let term = a.nodes[&leader]
+        .node
+        .raft
+        .metrics()
+        .borrow_watched()
+        .current_term;
+    let addr = a.addrs[&f].clone();
+    // A candidate of a later term with no log: a member whose vote is open answers it (with
+    // a refusal for the short log, or a grant); one in its first election timeout does not
+    // answer at all.
+    let ask = || {
+        let (addr, cluster_id) = (addr.clone(), cluster_id.clone());
+        async move {
+            let mut c = RaftServiceClient::connect(format!("http://{addr}"))
+                .await
+                .unwrap();
+            let rpc = VoteRequest::<TypeConfig>::new(Vote::new(term + 5, leader), None);
+            let mut req = tonic::Request::new(RaftMessage {
+                payload: bincode::serialize(&rpc).unwrap(),
+            });
+            req.metadata_mut()
+                .insert("ballast-cluster-id", cluster_id.parse().unwrap());
+            c.vote(req).await
+        }
+    };
+    let first = ask().await;
+    assert!(
+        restarted.elapsed() < Duration::from_millis(2000),
+        "the test was too slow to ask within the window"
+    );
+    let e = first.expect_err("a member that just started answered a vote");
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    assert!(e.message().contains("no votes yet"), "{e:?}");
+    wait_for("the vote to open", Duration::from_secs(10), || async {
+        ask().await.ok()
+    })
+    .await;
+    assert!(restarted.elapsed() >= Duration::from_millis(1900));
+}

@@ -22,9 +22,24 @@ impl Client {
         key: impl Into<Vec<u8>>,
         serializable: bool,
     ) -> Result<v1::GetResponse, Error> {
+        let c = if serializable {
+            v1::ReadConsistency::Serializable
+        } else {
+            v1::ReadConsistency::Linearizable
+        };
+        self.get_with(key, c).await
+    }
+
+    /// A get with the consistency named: `Linearizable` (the member's `--read-policy`),
+    /// `ReadIndex` or `Lease` (both linearizable, see `ReadConsistency`), `Serializable`.
+    pub async fn get_with(
+        &self,
+        key: impl Into<Vec<u8>>,
+        consistency: v1::ReadConsistency,
+    ) -> Result<v1::GetResponse, Error> {
         let req = v1::GetRequest {
             key: key.into(),
-            consistency: consistency(serializable),
+            consistency: consistency as i32,
         };
         self.call("get", |ch| {
             let req = req.clone();

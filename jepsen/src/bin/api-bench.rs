@@ -1,5 +1,6 @@
 //! API benchmark: Ballast beside etcd 3.4 in the same lab, same run. Three Ballast members on
-//! lab hosts n1..n3 are measured from the client host (put, linearizable get; concurrency 1,
+//! lab hosts n1..n3 are measured from the client host (put, linearizable get by read index
+//! and by the leader lease, which etcd lacks and is compared with its get; concurrency 1,
 //! 16 and 64), stopped, then three etcd members (Debian etcd-server, default fsync) on the
 //! same hosts are measured the same way; a table with both and the ratios is printed. Needs
 //! root, `etcd` and the release `ballastd`:
@@ -10,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use ballast_client::{Client, ClientConfig};
+use ballast_client::{v1, Client, ClientConfig};
 use clap::Parser;
 use jepsen::apibench::{key_for, measure, ratio, Etcd, Figures};
 
@@ -39,8 +40,10 @@ struct Args {
     /// Concurrency levels (closed-loop workers), comma separated.
     #[arg(long, default_value = "1,16,64", value_delimiter = ',')]
     concurrency: Vec<usize>,
-    /// Operations: put, get (linearizable), comma separated.
-    #[arg(long, default_value = "put,get", value_delimiter = ',')]
+    /// Operations: put, get (linearizable: Ballast's read index, etcd's default), lget
+    /// (Ballast only: linearizable by the leader's lease, compared with etcd's get), comma
+    /// separated.
+    #[arg(long, default_value = "put,get,lget", value_delimiter = ',')]
     ops: Vec<String>,
     /// Bytes per value.
     #[arg(long, default_value_t = 64)]
@@ -66,8 +69,8 @@ type Row = (String, String, usize, Figures);
 fn main() -> ExitCode {
     let a = Args::parse();
     for op in &a.ops {
-        if op != "put" && op != "get" {
-            eprintln!("api-bench: unknown op {op:?} (put, get)");
+        if !matches!(op.as_str(), "put" | "get" | "lget") {
+            eprintln!("api-bench: unknown op {op:?} (put, get, lget)");
             return ExitCode::from(2);
         }
     }
@@ -144,7 +147,9 @@ fn print_comparison(rows: &[Row], a: &Args) {
     );
     for op in &a.ops {
         for &c in &a.concurrency {
-            let (Some(b), Some(e)) = (find("ballast", op, c), find("etcd", op, c)) else {
+            // etcd has no lease reads: a lease get is compared with its linearizable get.
+            let etcd_op = if op == "lget" { "get" } else { op.as_str() };
+            let (Some(b), Some(e)) = (find("ballast", op, c), find("etcd", etcd_op, c)) else {
                 continue;
             };
             println!(
@@ -213,13 +218,19 @@ fn run_ballast(lab: &Lab, dir: &Path, a: &Args) -> Result<Vec<Row>, String> {
                     .await
                     .map_err(|e| format!("preload: {e}"))?;
             }
-            let rows = measure_rows("ballast", &a2, move |is_put, _worker, key| {
+            let rows = measure_rows("ballast", &a2, move |op, _worker, key| {
                 let (client, value) = (client.clone(), value.clone());
                 async move {
-                    if is_put {
-                        client.put(key, value).await.map(|_| ())
-                    } else {
-                        client.get(key, false).await.map(|_| ())
+                    match op {
+                        Op::Put => client.put(key, value).await.map(|_| ()),
+                        Op::Get => client
+                            .get_with(key, v1::ReadConsistency::ReadIndex)
+                            .await
+                            .map(|_| ()),
+                        Op::LeaseGet => client
+                            .get_with(key, v1::ReadConsistency::Lease)
+                            .await
+                            .map(|_| ()),
                     }
                     .map_err(|e| e.to_string())
                 }
@@ -292,7 +303,7 @@ fn run_etcd(lab: &Lab, dir: &Path, a: &Args) -> Result<Vec<Row>, String> {
                     .map_err(|e| format!("preload: {e}"))?;
             }
             let spread = a2.etcd_target == "spread";
-            let rows = measure_rows("etcd", &a2, move |is_put, worker, key| {
+            let rows = measure_rows("etcd", &a2, move |op, worker, key| {
                 let ch = if spread {
                     etcd.members[worker % etcd.members.len()].clone()
                 } else {
@@ -300,7 +311,7 @@ fn run_etcd(lab: &Lab, dir: &Path, a: &Args) -> Result<Vec<Row>, String> {
                 };
                 let value = value.clone();
                 async move {
-                    if is_put {
+                    if op == Op::Put {
                         Etcd::put(ch, key, value).await
                     } else {
                         Etcd::get(ch, key).await
@@ -317,19 +328,32 @@ fn run_etcd(lab: &Lab, dir: &Path, a: &Args) -> Result<Vec<Row>, String> {
     rows
 }
 
-/// Every (op, concurrency) row of `system`, printed as it is measured; `call(is_put,
-/// worker, key)` makes one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Put,
+    Get,
+    LeaseGet,
+}
+
+/// Every (op, concurrency) row of `system`, printed as it is measured; `call(op, worker,
+/// key)` makes one request. etcd skips lease gets.
 async fn measure_rows<F, Fut>(system: &str, a: &Args, call: F) -> Vec<Row>
 where
-    F: Fn(bool, usize, String) -> Fut + Clone + Send + 'static,
+    F: Fn(Op, usize, String) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = Result<(), String>> + Send,
 {
     let mut rows = Vec::new();
     for op in &a.ops {
+        let kind = match op.as_str() {
+            "put" => Op::Put,
+            "get" => Op::Get,
+            _ if system == "etcd" => continue,
+            _ => Op::LeaseGet,
+        };
         for &c in &a.concurrency {
-            let (call, keys, is_put) = (call.clone(), a.keys, op == "put");
+            let (call, keys) = (call.clone(), a.keys);
             let f = warm_then_measure(c, Duration::from_secs(a.seconds), move |w, n| {
-                call(is_put, w, key_for(w, n, c, keys))
+                call(kind, w, key_for(w, n, c, keys))
             })
             .await;
             print_row(system, op, c, &f);

@@ -64,6 +64,10 @@ enum Cmd {
         /// verdict is "unknown" (exit 3).
         #[arg(long, default_value_t = runner::DEFAULT_CHECK_BUDGET.as_secs())]
         budget: u64,
+        /// The members' --read-policy, read-index or lease (register and set) [default:
+        /// the members' default, read-index].
+        #[arg(long, value_parser = ["read-index", "lease"])]
+        read_policy: Option<String>,
     },
     /// Re-run the checkers on a saved run directory.
     Check {
@@ -106,6 +110,7 @@ fn main() -> ExitCode {
             store,
             tls,
             budget,
+            read_policy,
         } => {
             let workload = match workload.as_str() {
                 "register" => runner::Workload::Register,
@@ -167,6 +172,7 @@ fn main() -> ExitCode {
                 store,
                 tls,
                 check_budget: Duration::from_secs(budget),
+                read_policy,
             };
             match runner::run(&o, workload) {
                 Ok((dir, r)) => {

@@ -80,6 +80,13 @@ pub fn run(o: &Options, workload: Workload) -> Result<(PathBuf, Results), String
             .collect(),
         _ => flags,
     };
+    let flags: Vec<Vec<String>> = match &o.read_policy {
+        Some(p) => flags
+            .into_iter()
+            .map(|f| [f, vec!["--read-policy".into(), p.clone()]].concat())
+            .collect(),
+        None => flags,
+    };
     // Power cuts need every member's data directory on a power-loss file system.
     let disks = if o.nemeses.iter().any(|n| n.is_power_cut()) {
         Some(power::Disks::mount(&data, o.nodes)?)

@@ -51,6 +51,8 @@ pub struct Options {
     /// Time the linearizability search may take over a whole register history before the
     /// verdict is "unknown".
     pub check_budget: Duration,
+    /// The members' `--read-policy` (register and set workloads); None: their default.
+    pub read_policy: Option<String>,
 }
 
 /// The default of [`Options::check_budget`]: enough for a release build on minutes of

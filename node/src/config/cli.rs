@@ -157,6 +157,15 @@ pub struct Args {
     #[arg(long, env = "BALLAST_HEARTBEAT_MS")]
     pub(crate) heartbeat_ms: Option<u64>,
 
+    /// How the leader confirms a linearizable read: read-index (a quorum acknowledges a
+    /// heartbeat sent after the read arrived; no clock assumption) or lease (no round trip
+    /// while a quorum acknowledged the leader within 0.9 x --election-timeout-max-ms; assumes
+    /// the members' monotonic clocks run at the same rate within a tenth and never stop while
+    /// the process runs on, as in a frozen VM). A request may ask for either; VIP lease
+    /// renewals always use read-index [default: read-index].
+    #[arg(long, env = "BALLAST_READ_POLICY", value_parser = ["read-index", "lease"])]
+    pub(crate) read_policy: Option<String>,
+
     /// Lower bound of the randomized election timeout in milliseconds; must be above the
     /// heartbeat [default: 100]. A leader's death leaves the cluster leaderless for up to
     /// twice the upper bound; VIP leases must outlast that (see --vip-lease-ms).

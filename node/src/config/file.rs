@@ -26,6 +26,7 @@ pub(super) struct FileConfig {
     pub(super) join: Option<String>,
     pub(super) bootstrap: Option<bool>,
     pub(super) heartbeat_ms: Option<u64>,
+    pub(super) read_policy: Option<String>,
     pub(super) election_timeout_min_ms: Option<u64>,
     pub(super) election_timeout_max_ms: Option<u64>,
     pub(super) snapshot_logs: Option<u64>,

@@ -32,6 +32,20 @@ pub enum LogFormat {
     Json,
 }
 
+/// How the leader confirms, for a linearizable read, that it still leads (`--read-policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ReadPolicy {
+    /// A quorum acknowledges a heartbeat sent after the read arrived. Needs no assumption
+    /// about clocks.
+    ReadIndex,
+    /// No round trip while a quorum acknowledged the leader within the last nine tenths of
+    /// the election timeout's upper bound: followers refuse votes for that long after each
+    /// heartbeat. Assumes that the members' monotonic clocks run at the same rate (within a
+    /// tenth) and do not stop while a process goes on running (a frozen or suspended virtual
+    /// machine); see the README's "Assumptions".
+    Lease,
+}
+
 /// The resolved configuration of a member.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -55,6 +69,8 @@ pub struct Config {
     pub force_new_cluster: bool,
     pub confirm_data_loss: bool,
     pub heartbeat_ms: u64,
+    /// How linearizable reads that do not ask for one are confirmed.
+    pub read_policy: ReadPolicy,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
     pub snapshot_logs: u64,
@@ -97,6 +113,7 @@ impl Config {
             force_new_cluster: false,
             confirm_data_loss: false,
             heartbeat_ms: 50,
+            read_policy: ReadPolicy::ReadIndex,
             election_timeout_min_ms: 300,
             election_timeout_max_ms: 600,
             snapshot_logs: 10_000,
@@ -189,6 +206,7 @@ impl Config {
             force_new_cluster: args.force_new_cluster,
             confirm_data_loss: args.confirm_data_loss,
             heartbeat_ms: args.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(50),
+            read_policy: parse_read_policy(args.read_policy.or(file.read_policy))?,
             election_timeout_min_ms: args
                 .election_timeout_min_ms
                 .or(file.election_timeout_min_ms)
@@ -286,6 +304,17 @@ fn parse_initial_cluster(s: &str) -> Result<BTreeMap<NodeId, String>, ConfigErro
     Ok(out)
 }
 
+fn parse_read_policy(v: Option<String>) -> Result<ReadPolicy, ConfigError> {
+    match v.as_deref() {
+        None | Some("read-index") => Ok(ReadPolicy::ReadIndex),
+        Some("lease") => Ok(ReadPolicy::Lease),
+        Some(other) => Err(ConfigError::Invalid {
+            field: "read-policy".into(),
+            message: format!("read-index or lease, not {other:?}"),
+        }),
+    }
+}
+
 fn parse_log_format(v: Option<String>) -> Result<LogFormat, ConfigError> {
     match v.as_deref() {
         None | Some("text") => Ok(LogFormat::Text),
@@ -298,6 +327,37 @@ fn parse_log_format(v: Option<String>) -> Result<LogFormat, ConfigError> {
 mod tests {
     use super::*;
     use crate::config::cli::tests::args;
+
+    #[test]
+    fn read_policy_is_read_index_unless_lease_is_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let c = Config::load(args(&["--node-id", "1", "--data-dir", d])).unwrap();
+        assert_eq!(c.read_policy, ReadPolicy::ReadIndex);
+        let c = Config::load(args(&[
+            "--node-id",
+            "1",
+            "--data-dir",
+            d,
+            "--read-policy",
+            "lease",
+        ]))
+        .unwrap();
+        assert_eq!(c.read_policy, ReadPolicy::Lease);
+        let path = dir.path().join("b.toml");
+        std::fs::write(&path, "node_id = 1\nread_policy = \"lease\"\n").unwrap();
+        let c = Config::load(args(&["--config", path.to_str().unwrap(), "--data-dir", d])).unwrap();
+        assert_eq!(c.read_policy, ReadPolicy::Lease);
+        std::fs::write(&path, "node_id = 1\nread_policy = \"fast\"\n").unwrap();
+        let e = Config::load(args(&["--config", path.to_str().unwrap(), "--data-dir", d]));
+        assert!(e.unwrap_err().to_string().contains("read-index or lease"));
+        let cli = <crate::config::cli::Cli as clap::Parser>::try_parse_from([
+            "ballastd",
+            "--read-policy",
+            "fast",
+        ]);
+        assert!(cli.is_err());
+    }
 
     #[test]
     fn flag_beats_file_beats_default() {

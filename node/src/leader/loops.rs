@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::config::ReadPolicy;
 use crate::leader::controller::{Action, VipView};
 use crate::leader::handover;
 use crate::lease::LeaseSettings;
@@ -46,7 +47,7 @@ pub async fn controller_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
             continue;
         }
         if ready_term != term {
-            match node.read_index_local().await {
+            match node.read_index_local(ReadPolicy::ReadIndex).await {
                 Ok(_) => ready_term = term,
                 Err(e) => {
                     tracing::debug!(error = ?e, "controller waits for its term's first entry");
@@ -252,6 +253,7 @@ pub async fn handover_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
         // itself, as with 0.9, no longer works: members with a valid leader lease refuse
         // an ordinary vote.) The call returns once the core took the command; whether `to`
         // won shows in the metrics.
+        node.hold_lease_reads();
         match node.raft.trigger().transfer_leader(to).await {
             Ok(()) => tracing::info!(
                 to,

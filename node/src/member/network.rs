@@ -31,6 +31,7 @@ use openraft_legacy::network_v1::{
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tonic::transport::Channel;
 
+use crate::config::ReadPolicy;
 use crate::member::identity::IdentityStore;
 use crate::member::pipeline::{self, Link, OpenError};
 use crate::member::replicate::Appender;
@@ -151,15 +152,16 @@ impl PeerPool {
         decode(&resp.into_inner().payload).map_err(tonic::Status::internal)
     }
 
-    /// Asks the leader at `addr` for a quorum-confirmed read index.
+    /// Asks the leader at `addr` for a read index, confirmed as `policy` says.
     pub async fn read_index(
         &self,
         addr: &str,
         timeout: Duration,
+        policy: ReadPolicy,
     ) -> Result<Result<u64, ForwardError>, tonic::Status> {
         let mut client = self.client(addr).map_err(tonic::Status::unavailable)?;
         let req = self
-            .request(&(), timeout)
+            .request(&policy, timeout)
             .map_err(tonic::Status::internal)?;
         let resp = client
             .read_index(req)

@@ -9,6 +9,7 @@ use ballast_proto::v1::{self, agent_server::Agent};
 use tonic::{Request, Response, Status};
 
 use crate::auth::agent_may_act_for;
+use crate::config::ReadPolicy;
 use crate::error::ApiError;
 use crate::node::Node;
 use crate::server::call::{instrument, write_outcome};
@@ -117,7 +118,7 @@ impl AgentSvc {
     /// state applied up to that point); fails if the term changed meanwhile.
     async fn confirmed_term(&self) -> Result<u64, ApiError> {
         let term = self.node.raft.metrics().borrow_watched().current_term;
-        self.node.read_index_local().await?;
+        self.node.read_index_local(ReadPolicy::ReadIndex).await?;
         if self.node.raft.metrics().borrow_watched().current_term != term {
             return Err(ApiError::Unavailable(
                 "the leadership changed; retry".into(),

@@ -14,6 +14,7 @@ use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
 use openraft_legacy::network_v1::ChunkedSnapshotReceiver;
 use serde::Deserialize;
 
+use crate::config::ReadPolicy;
 use crate::member::network::{decode, ForwardError, HandOver};
 use crate::member::pipeline::WireAnswer;
 use crate::node::Node;
@@ -96,6 +97,11 @@ impl RaftService for RaftSvc {
     /// `leadership_transfer` flag, which bincode cannot default, so it is decoded as 0.9's.
     async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         self.check_cluster(&req)?;
+        if !self.node.votes_open() {
+            return Err(Status::unavailable(
+                "this member started less than one election timeout ago: no votes yet",
+            ));
+        }
         let rpc = decode_vote(&req.into_inner().payload).map_err(Status::invalid_argument)?;
         encode(&self.node.raft.vote(rpc).await)
     }
@@ -146,9 +152,17 @@ impl RaftService for RaftSvc {
         encode(&r)
     }
 
+    /// A follower's read: the payload names the policy (empty from older members: a quorum
+    /// round).
     async fn read_index(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let () = self.decode(req)?;
-        encode(&self.node.read_index_local().await)
+        self.check_cluster(&req)?;
+        let payload = req.into_inner().payload;
+        let policy = if payload.is_empty() {
+            ReadPolicy::ReadIndex
+        } else {
+            decode(&payload).map_err(Status::invalid_argument)?
+        };
+        encode(&self.node.read_index_local(policy).await)
     }
 
     async fn timeout_now(

@@ -4,14 +4,17 @@
 
 use std::time::{Duration, Instant};
 
+use ballast_client::v1::ReadConsistency::{Lease, ReadIndex};
 use ballast_client::{Client, Error};
 
 use crate::output::{self, BenchResult, Output};
 
 #[derive(Debug, PartialEq, clap::Args)]
 pub(crate) struct BenchArgs {
-    /// Operations to measure, comma separated: put, get (linearizable), sget (serializable
-    /// get, answered by whichever member is asked: the client round trip alone).
+    /// Operations to measure, comma separated: put, get (linearizable, as the members'
+    /// --read-policy says), rget (linearizable by a quorum round), lget (linearizable by the
+    /// leader's lease), sget (serializable get, answered by whichever member is asked: the
+    /// client round trip alone).
     #[arg(long, default_value = "put,get")]
     ops: String,
     /// Concurrency levels, comma separated.
@@ -51,9 +54,9 @@ pub(crate) async fn run(c: &Client, a: BenchArgs, out: Output) -> Result<(), Err
     }
     let mut results = Vec::new();
     for op in items(&a.ops) {
-        if !matches!(op, "put" | "get" | "sget") {
+        if !matches!(op, "put" | "get" | "rget" | "lget" | "sget") {
             return Err(Error::InvalidArgument(format!(
-                "unknown op {op:?}; use put, get or sget"
+                "unknown op {op:?}; use put, get, rget, lget or sget"
             )));
         }
         for conc in items(&a.concurrency) {
@@ -101,6 +104,8 @@ async fn measure(
                     // A serializable get is one client round trip and no Raft work: the
                     // floor every other figure stands on.
                     "sget" => c.get(key, true).await.map(|_| ()),
+                    "rget" => c.get_with(key, ReadIndex).await.map(|_| ()),
+                    "lget" => c.get_with(key, Lease).await.map(|_| ()),
                     _ => c.get(key, false).await.map(|_| ()),
                 };
                 match r {
