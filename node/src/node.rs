@@ -265,7 +265,8 @@ impl Node {
     /// Whether this member may grant votes: not in its first election timeout. openraft
     /// keeps a follower's leader lease in memory only, so a member that restarted would
     /// otherwise vote at once, while the leader it acknowledged before the crash still
-    /// counts on its lease (lease reads).
+    /// counts on its lease (lease reads). Its own elections wait as long (`start.rs` turns
+    /// openraft's `elect` on then): a candidate votes for itself.
     pub fn votes_open(&self) -> bool {
         self.mono_now() >= self.election_timeout_max
     }

@@ -343,6 +343,18 @@ pub async fn start(
     }
 
     // 7. The controller (acts only while this member leads), metrics and the HTTP endpoints.
+    // A member that just started votes for nobody, itself included, for one election
+    // timeout: it forgot the leader lease it was keeping before (`Node::votes_open`).
+    {
+        let (raft, wait) = (
+            raft.clone(),
+            Duration::from_millis(cfg.election_timeout_max_ms),
+        );
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            raft.runtime_config().elect(true);
+        }));
+    }
     tasks.push(tokio::spawn(crate::leader::loops::controller_loop(
         node.clone(),
         stop_rx.clone(),

@@ -277,6 +277,9 @@ impl Config {
             enable_leader_restore: Some(false),
             // Pre-vote needs a PreVote RPC; openraft-legacy's adapter does not carry it.
             enable_pre_vote: None,
+            // No election of its own in a member's first election timeout: `start.rs` turns
+            // elections on then (see `Node::votes_open`).
+            enable_elect: false,
             ..Default::default()
         }
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use ballast_proto::v1::raft_service_client::RaftServiceClient;
 use ballast_proto::v1::RaftMessage;
 use ballast_proto::{CLUSTER_ID_HEADER, MAX_MESSAGE_LEN};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use openraft::base::{BoxFuture, BoxStream};
 use openraft::errors::decompose::DecomposeResult;
 use openraft::errors::{
@@ -230,6 +230,45 @@ pub struct PeerNetwork {
     streams: bool,
 }
 
+impl PeerNetwork {
+    /// The requests after a session's first: pipelined once there is a second one, one at a
+    /// time to a member that does not know the stream.
+    async fn rest<S>(&mut self, mut input: S, option: RPCOption) -> BoxStream<'_, pipeline::Answer>
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
+    {
+        let Some(second) = input.next().await else {
+            return futures::stream::empty().boxed();
+        };
+        let mut input = futures::stream::once(futures::future::ready(second)).chain(input);
+        if self.streams {
+            let peer = self.peer.clone();
+            let opened = pipeline::open(self.link.clone(), input, option.clone(), |rx| {
+                peer.open_stream(rx)
+            })
+            .await;
+            input = match opened {
+                Ok(answers) => return answers,
+                Err((OpenError::Failed(e), _)) => {
+                    return futures::stream::once(futures::future::ready(Err(e))).boxed()
+                }
+                Err((OpenError::Unsupported, input)) => {
+                    tracing::info!(
+                        target = self.peer.target,
+                        "member does not know StreamAppend (an older build): appends go one at a time"
+                    );
+                    self.streams = false;
+                    input
+                }
+            };
+        }
+        match stream_append_sequential(&mut self.legacy, input, option).await {
+            Ok(answers) => answers,
+            Err(e) => futures::stream::once(futures::future::ready(Err(e))).boxed(),
+        }
+    }
+}
+
 impl RaftNetworkV2<TypeConfig> for PeerNetwork {
     type SnapshotData = SnapshotData;
 
@@ -241,37 +280,35 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         self.legacy.append_entries(rpc, option).await
     }
 
+    /// The first request of a session goes alone, as one call: a heartbeat is a session of
+    /// one request, and a stream costs more to open than a call. The rest, if any, go
+    /// pipelined (`pipeline.rs`); a first request that was cut or refused ends the session.
     fn stream_append<'s, S>(
         &'s mut self,
-        input: S,
+        mut input: S,
         option: RPCOption,
     ) -> BoxFuture<'s, Result<BoxStream<'s, pipeline::Answer>, RPCError<TypeConfig>>>
     where
         S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
     {
         Box::pin(async move {
-            let input = if self.streams {
-                let peer = self.peer.clone();
-                let opened = pipeline::open(self.link.clone(), input, option.clone(), |rx| {
-                    peer.open_stream(rx)
-                })
-                .await;
-                match opened {
-                    Ok(answers) => return Ok(answers),
-                    Err((OpenError::Failed(e), _)) => return Err(e),
-                    Err((OpenError::Unsupported, input)) => {
-                        tracing::info!(
-                            target = self.peer.target,
-                            "member does not know StreamAppend (an older build): appends go one at a time"
-                        );
-                        self.streams = false;
-                        input
-                    }
-                }
-            } else {
-                input
+            let Some(first) = input.next().await else {
+                return Ok(futures::stream::empty().boxed());
             };
-            stream_append_sequential(&mut self.legacy, input, option).await
+            let prev = first.prev_log_id;
+            let last = first.entries.last().map(|e| e.log_id).or(prev);
+            let answer = self
+                .legacy
+                .append_entries(first, option.clone())
+                .await
+                .map(|r| r.into_stream_result(prev, last));
+            let whole = matches!(&answer, Ok(Ok(m)) if *m == last);
+            let head = futures::stream::once(futures::future::ready(answer));
+            if !whole {
+                return Ok(head.boxed());
+            }
+            let rest = futures::stream::once(self.rest(input, option)).flatten();
+            Ok(head.chain(rest).boxed())
         })
     }
 

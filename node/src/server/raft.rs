@@ -171,6 +171,9 @@ impl RaftService for RaftSvc {
     ) -> Result<Response<RaftMessage>, Status> {
         let h: HandOver = self.decode(req)?;
         let r: Result<(), String> = async {
+            if !self.node.votes_open() {
+                return Err("this member started less than one election timeout ago".into());
+            }
             let (term, leader, last) = {
                 let m = self.node.raft.metrics();
                 let m = m.borrow_watched();
