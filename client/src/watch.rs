@@ -44,6 +44,11 @@ impl WatchStream {
             None => std::future::pending().await,
         }
     }
+
+    /// The next item if one is already waiting, without waiting.
+    pub fn try_next(&mut self) -> Option<Result<WatchItem, Error>> {
+        self.rx.try_recv().ok()
+    }
 }
 
 impl Drop for WatchStream {

@@ -192,7 +192,8 @@ pub async fn propose_decided(
 
 /// Proposes a decision of this leader's controllers, taken in `term`. Some(true): applied;
 /// Some(false): refused by the state machine (a stale decision, logged); None: not proposed
-/// (no longer leader, or the log is unavailable), the rest of the tick is pointless.
+/// (no longer leader, or the log is unavailable): the others of the tick fail or are refused
+/// on their own.
 async fn propose_decision(node: &Node, term: u64, op: Op) -> Option<bool> {
     match propose_decided(node, term, op).await {
         Ok(CommandResult {
