@@ -186,6 +186,13 @@ macro_rules! raft {
 pub fn raft_methods() -> Vec<(&'static str, RaftCall)> {
     vec![
         ("RaftService.AppendEntries", raft!(append_entries)),
+        ("RaftService.StreamAppend", |mut c, r| {
+            Box::pin(async move {
+                let (meta, ext, msg) = r.into_parts();
+                let req = tonic::Request::from_parts(meta, ext, tokio_stream::once(msg));
+                c.stream_append(req).await.map(|_| ())
+            })
+        }),
         ("RaftService.Vote", raft!(vote)),
         ("RaftService.InstallSnapshot", raft!(install_snapshot)),
         ("RaftService.Propose", raft!(propose)),
