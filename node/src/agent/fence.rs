@@ -366,6 +366,10 @@ impl VipFence for NftFence {
         // much instead of failing. Success still requires the commit to fit its own budget.
         let mut budget = COMMIT_BUDGET;
         for _ in 0..3 {
+            // Before the fork: the watchdog's clock starts later, so a kill by it always comes
+            // at least `budget` after this (a slow fork can make it come sooner than `budget`
+            // after `written`).
+            let forking = Instant::now();
             let child = self.spawn_bounded(budget)?;
             // nft is running (its watchdog's clock too) and waiting for its script: the
             // timeout is computed now.
@@ -405,7 +409,7 @@ impl VipFence for NftFence {
                 Ok(()) => {}
                 // Killed by its watchdog (the machine is slow, or this process was stopped
                 // meanwhile): whatever it committed ends by the deadline; try again below.
-                Err(_) if took >= budget => {}
+                Err(_) if forking.elapsed() >= budget => {}
                 Err(e) => return Err(e),
             }
             if let (Some(j), Some(seq), true) = (&self.journal, seq, done.is_ok()) {
@@ -415,7 +419,7 @@ impl VipFence for NftFence {
                 return Ok(true);
             }
             tracing::warn!(?took, ?budget, %addr, "nft overran its commit budget; allowing again");
-            budget = (took * 2).min(MAX_COMMIT_BUDGET);
+            budget = (forking.elapsed() * 2).min(MAX_COMMIT_BUDGET);
         }
         self.revoke(addr)?;
         Ok(false)
