@@ -210,11 +210,10 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             }),
             streams: true,
             legacy: PeerConnection {
-                peer: peer.clone(),
+                peer,
                 append: Appender::default(),
             }
             .into_v2(),
-            peer,
         }
     }
 }
@@ -224,7 +223,6 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 /// the stream, through [`PeerConnection`] one call at a time.
 pub struct PeerNetwork {
     legacy: Adapter<TypeConfig, PeerConnection, SnapshotData>,
-    peer: Peer,
     link: Arc<Link>,
     /// False once the member answered that it does not know `StreamAppend`.
     streams: bool,
@@ -242,7 +240,7 @@ impl PeerNetwork {
         };
         let mut input = futures::stream::once(futures::future::ready(second)).chain(input);
         if self.streams {
-            let peer = self.peer.clone();
+            let peer = self.legacy.inner().peer.clone();
             let opened = pipeline::open(self.link.clone(), input, option.clone(), |rx| {
                 peer.open_stream(rx)
             })
@@ -254,7 +252,7 @@ impl PeerNetwork {
                 }
                 Err((OpenError::Unsupported, input)) => {
                     tracing::info!(
-                        target = self.peer.target,
+                        target = self.legacy.inner().peer.target,
                         "member does not know StreamAppend (an older build): appends go one at a time"
                     );
                     self.streams = false;
