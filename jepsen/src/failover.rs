@@ -5,7 +5,11 @@
 //! answered). `failover-bench` runs both in one lab and prints the ratios.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use ballast_client::{Client, ClientConfig};
 
 use crate::arp::{mac_string, ArpObserver};
 use crate::lab::{Lab, LabProcess};
@@ -22,6 +26,30 @@ pub struct Figures {
     pub split_brain: Vec<Duration>,
     /// A remark printed under the table (e.g. trials skipped).
     pub note: Option<String>,
+    /// Where each takeover's time went (Ballast's crash, dead and partition trials).
+    pub stages: Vec<Stages>,
+    /// Frames speaking for the VIP that the exact check judged (Ballast only).
+    pub frames: usize,
+    /// What the exact check found wrong (fences of two nodes allowing the VIP at once, a
+    /// frame sent outside its sender's lease): empty is the promise kept.
+    pub violations: Vec<String>,
+}
+
+/// Where one takeover's time went: each stage in ms after the fault, read from the fence
+/// journals (CLOCK_MONOTONIC), the leader's log (wall clock) and the client host's observer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stages {
+    /// The old owner's last allowance ended (the deadline of its last renewal): what was left
+    /// of its lease when the fault came.
+    pub old_closed: f64,
+    /// The leader logged the assignment to the new owner.
+    pub decided: Option<f64>,
+    /// The new owner's fence committed its allowance (nft returned).
+    pub new_open: f64,
+    /// The new owner's first gratuitous ARP reached the client host.
+    pub first_garp: Option<f64>,
+    /// The first probe the new owner answered.
+    pub answered: f64,
 }
 
 /// Nearest-rank percentile (0 for no values).
@@ -64,10 +92,28 @@ pub fn row(f: &Figures) -> String {
 
 pub const HEADER: &str = "system          scenario   trials  takeover p50/p99/max (ms)   outage p50/p99/max (ms)   split brain p50/max (ms)";
 
-/// Ballast's scenarios on a running [`VipLab`]: `crash` (SIGKILL of the owner), `partition`
-/// (owner isolated; held `hold` from the fault, 0: healed once moved), `drain` (planned
-/// move) and `leader` (SIGKILL of the Raft leader while another node owns the VIP: nothing
-/// should move).
+/// The scenarios, in the order they run.
+pub const SCENARIOS: [&str; 5] = ["crash", "dead", "partition", "drain", "leader"];
+
+/// Takes `h`'s link down (its eth0, inside its namespace): the server is gone from the LAN.
+fn link(lab: &Lab, h: &crate::lab::Host, up: bool) {
+    let state = if up { "up" } else { "down" };
+    let out = lab
+        .exec(h, "ip", &["link", "set", "eth0", state])
+        .expect("ip link");
+    assert!(
+        out.status.success(),
+        "ip link set eth0 {state} on {}",
+        h.name
+    );
+}
+
+/// Ballast's scenarios on a running [`VipLab`]: `crash` (SIGKILL of the owner), `dead` (the
+/// owner's server gone: its link down, then its processes killed), `partition` (owner
+/// isolated; held `hold` from the fault, 0: healed once moved), `drain` (planned move) and
+/// `leader` (SIGKILL of the Raft leader while another node owns the VIP: nothing should
+/// move). Every trial is also judged by the exact check (fence journals and every frame the
+/// client host saw).
 pub fn ballast(v: &mut VipLab, scenario: &str, trials: usize, hold: u64) -> Figures {
     let mut f = Figures {
         system: "ballast".into(),
@@ -92,6 +138,12 @@ pub fn ballast(v: &mut VipLab, scenario: &str, trials: usize, hold: u64) -> Figu
             }
             let obs = observer(v);
             let t = Instant::now();
+            if std::env::var_os("BENCH_TRACE").is_some() {
+                eprintln!(
+                    "trial: SIGKILL of leader {leader} (owner {owner}) at {:?}",
+                    std::time::SystemTime::now()
+                );
+            }
             v.procs[leader as usize - 1].take().expect("running").kill();
             v.lab
                 .wait_for(Duration::from_secs(30), || {
@@ -99,7 +151,10 @@ pub fn ballast(v: &mut VipLab, scenario: &str, trials: usize, hold: u64) -> Figu
                     v.node_alive(leader).filter(|a| !a)
                 })
                 .expect("a new leader marked the old one down");
-            let a = analyze(&obs.stop().expect("observer ran"), t);
+            let (probes, frames) = obs.stop_all().expect("observer ran");
+            trace(&probes, t);
+            exact(v, &frames, &mut f);
+            let a = analyze(&probes, t);
             assert_eq!(a.first_answer.len(), 1, "the VIP stayed put: {a:?}");
             f.outage.push(a.outage);
             f.takeover.push(Duration::ZERO);
@@ -108,9 +163,14 @@ pub fn ballast(v: &mut VipLab, scenario: &str, trials: usize, hold: u64) -> Figu
             continue;
         }
         let obs = observer(v);
+        let wall = std::time::SystemTime::now();
         let t = Instant::now();
         match scenario {
             "crash" => v.procs[owner as usize - 1].take().expect("running").kill(),
+            "dead" => {
+                link(&v.lab, v.host(owner), false);
+                v.procs[owner as usize - 1].take().expect("running").kill();
+            }
             "partition" => v.lab.isolate(v.host(owner)).unwrap(),
             "drain" => {
                 let (ok, _, err) = v.ctl(&["node", "drain", &owner.to_string()]);
@@ -127,8 +187,9 @@ pub fn ballast(v: &mut VipLab, scenario: &str, trials: usize, hold: u64) -> Figu
             });
         }
         let new_mac = v.mac(new_owner);
-        let probes = obs.stop().expect("observer ran");
+        let (probes, frames) = obs.stop_all().expect("observer ran");
         trace(&probes, t);
+        exact(v, &frames, &mut f);
         let a = analyze(&probes, t);
         let first_new = a
             .first_answer
@@ -139,8 +200,17 @@ pub fn ballast(v: &mut VipLab, scenario: &str, trials: usize, hold: u64) -> Figu
         f.takeover.push(first_new);
         f.outage.push(a.outage);
         f.split_brain.push(a.split_brain);
+        if scenario != "drain" {
+            if let Some(st) = stages(v, (t, wall), owner, new_owner, &frames, first_new) {
+                f.stages.push(st);
+            }
+        }
         match scenario {
             "crash" => v.procs[owner as usize - 1] = Some(v.spawn(owner)),
+            "dead" => {
+                link(&v.lab, v.host(owner), true);
+                v.procs[owner as usize - 1] = Some(v.spawn(owner));
+            }
             "partition" => v.lab.heal().unwrap(),
             _ => {
                 let (ok, _, err) = v.ctl(&["node", "resume", &owner.to_string()]);
@@ -154,6 +224,217 @@ pub fn ballast(v: &mut VipLab, scenario: &str, trials: usize, hold: u64) -> Figu
         ));
     }
     f
+}
+
+/// The exact check of the run so far, with `frames` (one trial's): adds what it found to `f`.
+fn exact(v: &VipLab, frames: &[crate::arp::Frame], f: &mut Figures) {
+    let (t0, base) = v.started();
+    f.frames += frames.iter().filter(|x| x.at >= t0).count();
+    for violation in v.check_exact(frames, t0, base) {
+        let text = format!("{violation:?}");
+        if !f.violations.contains(&text) {
+            f.violations.push(text);
+        }
+    }
+}
+
+/// Where a takeover's time went (None when the journals do not show it, e.g. the old owner
+/// never had an allowance in this run).
+fn stages(
+    v: &VipLab,
+    (t, wall): (Instant, std::time::SystemTime),
+    old: u64,
+    new: u64,
+    frames: &[crate::arp::Frame],
+    answered: Duration,
+) -> Option<Stages> {
+    let (t0, base) = v.started();
+    let fault = (t - t0).as_nanos() as u64;
+    let after = |ns: u64| (ns as f64 - fault as f64) / 1e6;
+    let allowed = v.allowed(base).ok()?;
+    let old_closed = allowed
+        .iter()
+        .filter(|a| a.node == old && a.from <= fault)
+        .map(|a| a.until)
+        .max()?;
+    let new_open = allowed
+        .iter()
+        .filter(|a| a.node == new && a.from >= fault)
+        .map(|a| {
+            if a.committed_by > 0 {
+                a.committed_by
+            } else {
+                a.from
+            }
+        })
+        .min()?;
+    let new_mac = v.mac(new);
+    let first_garp = frames
+        .iter()
+        .find(|x| x.at >= t && x.gratuitous && mac_string(&x.mac) == new_mac)
+        .map(|x| ms(x.at - t));
+    let decided = (1..=v.members as u64)
+        .filter_map(|id| assign_logged(&v.log(id), new, wall))
+        .min_by(|a, b| a.total_cmp(b));
+    Some(Stages {
+        old_closed: after(old_closed),
+        decided,
+        new_open: after(new_open),
+        first_garp,
+        answered: ms(answered),
+    })
+}
+
+/// The first controller line of `log` assigning the VIP to `node` after `since`, in ms after
+/// it (wall clock: the log's UTC time of day against `since`'s).
+fn assign_logged(log: &str, node: u64, since: std::time::SystemTime) -> Option<f64> {
+    let since = since
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs_f64()
+        % 86_400.0;
+    let needle = format!("node: {node},");
+    log.lines()
+        .filter(|l| l.contains("controller") && l.contains("Assign") && l.contains(&needle))
+        .filter_map(|l| {
+            let mut d = (time_of_day(l)? - since) * 1000.0;
+            if d < -43_200_000.0 {
+                d += 86_400_000.0; // past midnight
+            }
+            (d >= 0.0).then_some(d)
+        })
+        .next()
+}
+
+/// Seconds since midnight UTC of a log line's RFC 3339 timestamp (`...THH:MM:SS.ffffffZ`),
+/// wherever it starts (colour codes may come first).
+fn time_of_day(line: &str) -> Option<f64> {
+    let at = line.find('T')?;
+    let s = line.get(at + 1..)?;
+    let end = s.find('Z')?;
+    let mut parts = s[..end].split(':');
+    let h: f64 = parts.next()?.parse().ok()?;
+    let m: f64 = parts.next()?.parse().ok()?;
+    let sec: f64 = parts.next()?.parse().ok()?;
+    Some(h * 3600.0 + m * 60.0 + sec)
+}
+
+/// Per stage of [`Stages`], the p50 and p99 over `s` of the time since the previous stage.
+pub fn stage_rows(s: &[Stages]) -> Vec<String> {
+    let mut prev: Vec<f64> = vec![0.0; s.len()];
+    let mut out = Vec::new();
+    type Stage = (&'static str, fn(&Stages) -> Option<f64>);
+    let steps: [Stage; 5] = [
+        ("fault -> old owner's fence closed (its lease left)", |x| {
+            Some(x.old_closed)
+        }),
+        ("-> leader assigned elsewhere (margin, commit)", |x| {
+            x.decided
+        }),
+        (
+            "-> new owner's fence open (watch, grant, address, nft)",
+            |x| Some(x.new_open),
+        ),
+        ("-> its first gratuitous ARP at the client host", |x| {
+            x.first_garp
+        }),
+        ("-> first probe answered (10 ms probes)", |x| {
+            Some(x.answered)
+        }),
+    ];
+    for (name, get) in steps {
+        let mut d = Vec::new();
+        for (i, x) in s.iter().enumerate() {
+            if let Some(at) = get(x) {
+                d.push(Duration::from_secs_f64(((at - prev[i]) / 1000.0).max(0.0)));
+                prev[i] = at;
+            }
+        }
+        if d.is_empty() {
+            continue;
+        }
+        out.push(format!(
+            "  {name:<56} p50 {:>6.0} ms  p99 {:>6.0} ms  ({} trials)",
+            ms(pct(&d, 0.5)),
+            ms(pct(&d, 0.99)),
+            d.len()
+        ));
+    }
+    out
+}
+
+/// Writes kept going against the cluster from the client host while the scenarios run:
+/// `workers` clients, each putting 64-byte values to its own 100 keys, one after another.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<(u64, u64)>>,
+    started: Instant,
+}
+
+impl Load {
+    pub fn start(v: &VipLab, workers: usize) -> Load {
+        let mut cfg = ClientConfig::new(v.lab.member_endpoints(v.members));
+        cfg.token = v.token.clone();
+        cfg.deadline = Duration::from_secs(2);
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = crate::lab::in_netns(v.lab.client(), move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                // The client's channels need the runtime: made inside it.
+                let client = Client::new(cfg);
+                let tasks: Vec<_> = (0..workers)
+                    .map(|w| {
+                        let (c, stop) = (client.clone(), flag.clone());
+                        tokio::spawn(async move {
+                            let (mut ok, mut failed) = (0u64, 0u64);
+                            let mut i = 0u64;
+                            while !stop.load(Ordering::Relaxed) {
+                                let key = format!("load/{w}/{}", i % 100);
+                                match c.put(key, vec![b'x'; 64]).await {
+                                    Ok(_) => ok += 1,
+                                    Err(_) => failed += 1,
+                                }
+                                i += 1;
+                            }
+                            (ok, failed)
+                        })
+                    })
+                    .collect();
+                let mut sum = (0, 0);
+                for t in tasks {
+                    if let Ok((ok, failed)) = t.await {
+                        sum = (sum.0 + ok, sum.1 + failed);
+                    }
+                }
+                sum
+            })
+        })
+        .expect("a thread on the client host");
+        Load {
+            stop,
+            thread: Some(thread),
+            started: Instant::now(),
+        }
+    }
+
+    /// Stops the writers; says how many puts they made.
+    pub fn stop(mut self) -> String {
+        self.stop.store(true, Ordering::Relaxed);
+        let (ok, failed) = self
+            .thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default();
+        let secs = self.started.elapsed().as_secs_f64();
+        format!(
+            "{ok} puts acknowledged ({:.0}/s), {failed} failed, over {secs:.0} s",
+            ok as f64 / secs
+        )
+    }
 }
 
 /// Leaves the node hosts as a stopped Ballast agent should, and makes sure of it: no VIP
@@ -295,7 +576,8 @@ impl<'a> Keepalived<'a> {
     }
 
     /// `crash` (SIGKILL of the master's keepalived; watched for `hold` s: the address stays
-    /// on the dead daemon's interface), `partition` (master isolated for `hold` s) or `drain`
+    /// on the dead daemon's interface), `dead` (its link down, then its keepalived killed;
+    /// watched for `hold` s), `partition` (master isolated for `hold` s) or `drain`
     /// (SIGTERM of the master's keepalived: a graceful handover).
     pub fn scenario(&mut self, scenario: &str, trials: usize, hold: u64) -> Figures {
         let mut f = Figures {
@@ -313,6 +595,10 @@ impl<'a> Keepalived<'a> {
             let t = Instant::now();
             match scenario {
                 "crash" => self.kill_host(master),
+                "dead" => {
+                    link(self.lab, self.lab.node(master), false);
+                    self.kill_host(master);
+                }
                 "partition" => self.lab.isolate(self.lab.node(master)).unwrap(),
                 "drain" => self.procs[master - 1]
                     .take()
@@ -330,7 +616,7 @@ impl<'a> Keepalived<'a> {
                         .then_some(())
                 })
                 .expect("another host took over");
-            if scenario == "partition" || scenario == "crash" {
+            if ["partition", "crash", "dead"].contains(&scenario) {
                 let until = t + Duration::from_secs(hold);
                 self.lab.wait_for(Duration::from_secs(hold + 5), || {
                     (Instant::now() >= until).then_some(())
@@ -349,6 +635,11 @@ impl<'a> Keepalived<'a> {
                 "partition" => self.lab.heal().unwrap(),
                 "crash" => {
                     self.remove_vip(master);
+                    self.procs[master - 1] = Some(self.spawn(master));
+                }
+                "dead" => {
+                    self.remove_vip(master);
+                    link(self.lab, self.lab.node(master), true);
                     self.procs[master - 1] = Some(self.spawn(master));
                 }
                 _ => self.procs[master - 1] = Some(self.spawn(master)),
@@ -421,6 +712,7 @@ mod tests {
             outage: vec![d(100)],
             split_brain: vec![d(0), d(0)],
             note: None,
+            ..Default::default()
         };
         let b = Figures {
             takeover: vec![d(3200)],

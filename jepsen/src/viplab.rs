@@ -467,7 +467,7 @@ impl Drop for VipLab {
 /// What an observer saw from `from` on.
 #[derive(Debug, Clone)]
 pub struct Analysis {
-    /// Longest time between two answered probes (the client-visible outage).
+    /// Longest time without an answered probe from `from` on (the client-visible outage).
     pub outage: Duration,
     /// Probes answered by more than one host.
     pub split_brain_probes: usize,
@@ -484,7 +484,16 @@ pub fn analyze(probes: &[Probe], from: Instant) -> Analysis {
         split_brain: Duration::ZERO,
         first_answer: Vec::new(),
     };
-    let mut last_answer: Option<Instant> = None;
+    // Counted from the last answer before `from` (or `from`): when nothing answers from the
+    // fault on (a server gone), the outage runs until the first answer after it.
+    let mut last_answer: Option<Instant> = Some(
+        probes
+            .iter()
+            .filter(|p| p.at < from && !p.macs.is_empty())
+            .map(|p| p.at)
+            .next_back()
+            .unwrap_or(from),
+    );
     let seen: Vec<&Probe> = probes.iter().filter(|p| p.at >= from).collect();
     for (i, p) in seen.iter().enumerate() {
         if p.macs.len() > 1 {

@@ -6,14 +6,15 @@
 //!
 //!   cargo build --workspace --bins --release
 //!   target/release/failover-bench [--trials 20] [--keepalived-trials 5] [--hold 8]
-//!       [--scenarios crash,partition,drain,leader] [--systems ballast,keepalived-1,keepalived-0.1]
+//!       [--scenarios crash,dead,partition,drain,leader] [--systems ballast,keepalived-1,keepalived-0.1]
+//!       [--load 4] [--ballastd-arg=--vip-lease-ms=450 ...]
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use jepsen::failover::{self, row, takeover_ratio, Figures, Keepalived, HEADER};
-use jepsen::viplab::VipLab;
+use jepsen::failover::{self, row, stage_rows, takeover_ratio, Figures, Keepalived, Load, HEADER};
+use jepsen::viplab::{VipLab, VipLabOptions};
 
 #[derive(Parser)]
 #[command(
@@ -32,14 +33,24 @@ struct Args {
     /// watched; 0: Ballast's partition heals once the VIP moved.
     #[arg(long, default_value_t = 8)]
     hold: u64,
-    /// crash, partition, drain (planned move), leader (Ballast only: SIGKILL of a Raft
+    /// crash (SIGKILL of the owner's daemon), dead (the owner's server gone: its link down,
+    /// then its processes killed), partition (owner cut off from the other nodes, the client
+    /// still reaching all), drain (planned move), leader (Ballast only: SIGKILL of a Raft
     /// leader that does not own the VIP).
     #[arg(
         long,
-        default_value = "crash,partition,drain,leader",
+        default_value = "crash,dead,partition,drain,leader",
         value_delimiter = ','
     )]
     scenarios: Vec<String>,
+    /// Clients putting to Ballast's KV store without pause, from the client host, while
+    /// Ballast's scenarios run (0: an idle cluster).
+    #[arg(long, default_value_t = 4)]
+    load: usize,
+    /// An extra argument for every ballastd (repeat for several), e.g.
+    /// `--ballastd-arg=--vip-lease-ms=450`: to try settings other than the defaults.
+    #[arg(long = "ballastd-arg", allow_hyphen_values = true)]
+    ballastd_args: Vec<String>,
     /// ballast, keepalived-1 (advert_int 1 s, VRRPv2), keepalived-0.1 (100 ms, VRRPv3).
     #[arg(
         long,
@@ -55,7 +66,7 @@ struct Args {
 fn main() -> ExitCode {
     let a = Args::parse();
     for s in &a.scenarios {
-        if !["crash", "partition", "drain", "leader"].contains(&s.as_str()) {
+        if !failover::SCENARIOS.contains(&s.as_str()) {
             eprintln!("failover-bench: unknown scenario {s:?}");
             return ExitCode::from(2);
         }
@@ -78,15 +89,45 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    let (mut v, _, _) = VipLab::start();
+    let extra = a.ballastd_args.clone();
+    let (mut v, _, _) = VipLab::start_opts(VipLabOptions {
+        extra: Some(Box::new(move |_, _| extra.clone())),
+        ..Default::default()
+    });
     let mut all: Vec<Figures> = Vec::new();
+    let mut violated = false;
+    if !a.ballastd_args.is_empty() {
+        println!("ballastd {}", a.ballastd_args.join(" "));
+    }
     println!("{HEADER}");
     if a.systems.iter().any(|s| s == "ballast") {
+        let load = (a.load > 0).then(|| Load::start(&v, a.load));
         for s in &a.scenarios {
             let f = failover::ballast(&mut v, s, a.trials, a.hold);
             println!("{}", row(&f));
             all.push(f);
         }
+        if let Some(load) = load {
+            println!("load on Ballast: {}", load.stop());
+        }
+        for f in all.iter().filter(|f| !f.stages.is_empty()) {
+            println!("ballast {}: where the takeover's time went", f.scenario);
+            for line in stage_rows(&f.stages) {
+                println!("{line}");
+            }
+        }
+        let frames: usize = all.iter().map(|f| f.frames).sum();
+        let bad: Vec<&String> = all.iter().flat_map(|f| &f.violations).collect();
+        violated = !bad.is_empty();
+        println!(
+            "exact check (fence journals of every node, {frames} frames for the VIP): {}",
+            if bad.is_empty() {
+                "no two fences ever allowed the VIP at once, no frame outside its sender's lease"
+                    .to_string()
+            } else {
+                format!("VIOLATED: {bad:?}")
+            }
+        );
     }
     if a.show_logs {
         println!("{}", v.logs());
@@ -137,6 +178,10 @@ fn main() -> ExitCode {
             );
         }
         println!("{line}");
+    }
+    if violated {
+        eprintln!("failover-bench: the exact check failed (above)");
+        return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
 }
