@@ -14,7 +14,7 @@ pub const VIP: &str = "10.213.0.100";
 
 /// The lease a VipLab's members run with (ballastd's default): no fence may allow the VIP for
 /// longer.
-pub(crate) const VIP_LEASE: Duration = Duration::from_millis(800);
+pub(crate) const VIP_LEASE: Duration = Duration::from_millis(450);
 
 /// Three `ballastd --agent` members on lab hosts with service "web" (exec check `up`, which
 /// passes while the file `dir/up-nN` exists) and VIP "web-vip" at 10.213.0.100/24 on eth0;

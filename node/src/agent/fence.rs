@@ -48,6 +48,12 @@ pub const MAX_COMMIT_BUDGET: Duration = Duration::from_millis(300);
 /// jiffies, rounded up (4 ms at 250 Hz; 10 ms covers 100 Hz kernels).
 pub const KERNEL_TICK: Duration = Duration::from_millis(10);
 
+// The lease arithmetic counts on the fence closing this early (`lease::FENCE_CLOSES_EARLY`).
+const _: () = assert!(
+    COMMIT_BUDGET.as_millis() + KERNEL_TICK.as_millis()
+        == crate::lease::FENCE_CLOSES_EARLY.as_millis()
+);
+
 /// A fence operation that failed.
 #[derive(Debug, thiserror::Error)]
 #[error("nft: {0}")]

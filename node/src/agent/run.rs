@@ -206,8 +206,12 @@ pub async fn run(
             continue;
         };
         let haproxy = haproxy_view.lock().unwrap().clone();
-        agent.reconcile(&state, haproxy).await;
-        next_tick = Instant::now() + agent.renew_every();
+        let renewed = agent.reconcile(&state, haproxy).await;
+        // A renewal that got no answer (no leader yet, or it moved) is tried again after a
+        // quarter interval: waiting a whole one would spend the lease a leader election
+        // leaves (failover bench, leader crash; see lease::FIND_LEADER_ALLOWANCE).
+        let every = agent.renew_every();
+        next_tick = Instant::now() + if renewed { every } else { every / 4 };
     }
     // Clean stop: stop answering, remove the addresses, then let the node's leases go so that
     // the next agent process takes them at once.

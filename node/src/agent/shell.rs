@@ -195,11 +195,13 @@ impl<'a> Agent<'a> {
         true
     }
 
+    /// Returns whether the renewal was answered (false: the loop tries again soon, not a
+    /// whole renew interval later, so that an owner finds a new leader well inside its lease).
     pub(super) async fn reconcile(
         &mut self,
         state: &v1::GetStateResponse,
         haproxy: super::haproxy::HaproxyView,
-    ) {
+    ) -> bool {
         let me = self.cfg.node_id;
         // What is held now: governing and removing leftovers change nothing held.
         let held = held_now(&self.held);
@@ -258,11 +260,11 @@ impl<'a> Agent<'a> {
                 Ok(Ok(r)) => r,
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, "renewal failed");
-                    return;
+                    return false;
                 }
                 Err(_) => {
                     tracing::debug!("renewal timed out");
-                    return;
+                    return false;
                 }
             };
         if resp.renew_ms > 0 {
@@ -280,6 +282,7 @@ impl<'a> Agent<'a> {
         for a in acquires {
             self.acquire(&a, deadline).await;
         }
+        true
     }
 
     /// Answers for a granted VIP until `deadline`: the address first (silent: the fence

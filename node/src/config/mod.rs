@@ -122,7 +122,7 @@ impl Config {
             log: "info".into(),
             addr_file: None,
             agent: false,
-            lease: crate::lease::LeaseConfig::default(),
+            lease: crate::lease::LeaseConfig::relaxed(),
             garp_count: 5,
             garp_interval_ms: 100,
             fence_journal: None,
@@ -205,16 +205,16 @@ impl Config {
             )?,
             force_new_cluster: args.force_new_cluster,
             confirm_data_loss: args.confirm_data_loss,
-            heartbeat_ms: args.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(50),
+            heartbeat_ms: args.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(25),
             read_policy: parse_read_policy(args.read_policy.or(file.read_policy))?,
             election_timeout_min_ms: args
                 .election_timeout_min_ms
                 .or(file.election_timeout_min_ms)
-                .unwrap_or(100),
+                .unwrap_or(50),
             election_timeout_max_ms: args
                 .election_timeout_max_ms
                 .or(file.election_timeout_max_ms)
-                .unwrap_or(200),
+                .unwrap_or(100),
             snapshot_logs: args.snapshot_logs.or(file.snapshot_logs).unwrap_or(10_000),
             keep_logs: args.keep_logs.or(file.keep_logs).unwrap_or(1_000),
             log_format,
