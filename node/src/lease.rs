@@ -74,6 +74,23 @@ pub const FIND_LEADER_ALLOWANCE: Duration = Duration::from_millis(100);
 /// equal there). A renewal must be granted and committed before then, not before the deadline.
 pub const FENCE_CLOSES_EARLY: Duration = Duration::from_millis(40);
 
+/// The shortest lease that keeps the availability rules with these settings: three renew
+/// intervals within the agent's usable lease, and, on a member, an election outlasted (see
+/// [`LeaseConfig::validate_with_election`]). A lease left to its default is at least this, so
+/// that pinning slower Raft timing (as before issue 14: election 100-200 ms) or a longer
+/// renew interval does not make the default lease invalid.
+pub fn shortest_lease(
+    renew: Duration,
+    drift: Duration,
+    election_timeout_max: Option<Duration>,
+) -> Duration {
+    let by_renew = renew * 3 + drift;
+    let by_election = election_timeout_max.map_or(Duration::ZERO, |e| {
+        leaderless_bound(e) + FIND_LEADER_ALLOWANCE + drift + renew + FENCE_CLOSES_EARLY
+    });
+    by_renew.max(by_election)
+}
+
 /// A lease configuration that cannot keep the promise.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LeaseConfigError {
@@ -81,7 +98,7 @@ pub enum LeaseConfigError {
     LeaseTooShort,
     #[error("drift allowance ({drift:?}) must be shorter than the lease ({lease:?})")]
     DriftNotBelowLease { drift: Duration, lease: Duration },
-    #[error("renew interval ({renew:?}) must be at most a third of the agent's usable lease ({usable:?}) so that two lost renewals do not drop the VIP")]
+    #[error("renew interval ({renew:?}) must be at most a third of the agent's usable lease ({usable:?}) so that a renewal that gets no answer, retried, still lands before the lease ends")]
     RenewTooSlow { renew: Duration, usable: Duration },
     #[error("the agent's deadline ({agent:?} at the fastest drift) does not end before the leader's expiry ({leader:?} at the slowest): raise the leader margin or the drift allowance")]
     MarginTooSmall { agent: Duration, leader: Duration },
@@ -281,6 +298,35 @@ mod tests {
             ..long
         };
         assert!(short.validate_with_election(ms(1000)).is_err());
+    }
+
+    #[test]
+    fn the_shortest_lease_passes_both_rules_and_one_ms_less_does_not() {
+        for (renew, election) in [
+            (100, Some(100)),
+            (100, Some(200)),
+            (250, Some(100)),
+            (200, None),
+        ] {
+            let (renew, election) = (ms(renew), election.map(ms));
+            let c = LeaseConfig {
+                lease: shortest_lease(renew, ms(10), election),
+                renew_interval: renew,
+                ..Default::default()
+            };
+            let check = |c: &LeaseConfig| match election {
+                Some(e) => c.validate_with_election(e),
+                None => c.validate(),
+            };
+            check(&c).unwrap();
+            let less = LeaseConfig {
+                lease: c.lease - ms(1),
+                ..c
+            };
+            assert!(check(&less).is_err(), "{less:?}");
+        }
+        // The defaults need no more than the default lease.
+        assert_eq!(shortest_lease(ms(100), ms(10), Some(ms(100))), ms(450));
     }
 
     #[test]

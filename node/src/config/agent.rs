@@ -45,7 +45,7 @@ impl AgentOnlyConfig {
             Some(path) => read_toml(path)?,
             None => AgentFileConfig::default(),
         };
-        let agent = AgentSettings::resolve(&args.agent_opts, agent_keys!(file), None)?;
+        let agent = AgentSettings::resolve(&args.agent_opts, agent_keys!(file), None, None)?;
         let endpoints: Vec<String> = match args.endpoints {
             Some(e) => e
                 .split(',')
@@ -111,29 +111,38 @@ pub(super) struct AgentSettings {
 
 impl AgentSettings {
     /// `leader_margin_ms`: a member's `--vip-margin-ms` (an agent alone has none: the
-    /// leader's margin is the leader's).
+    /// leader's margin is the leader's). `election_timeout_max`: a member's (None for an
+    /// agent alone); a lease left to its default is long enough to outlast that election.
     pub(super) fn resolve(
         opts: &AgentOpts,
         file: AgentFileKeys,
         leader_margin_ms: Option<u64>,
+        election_timeout_max: Option<Duration>,
     ) -> Result<Self, ConfigError> {
         let defaults = crate::lease::LeaseConfig::default();
         let ms = |flag: Option<u64>, key: Option<u64>, default: Duration| {
             flag.or(key).map_or(default, Duration::from_millis)
         };
+        let renew_interval = ms(
+            opts.vip_renew_ms,
+            file.vip_renew_ms,
+            defaults.renew_interval,
+        );
+        let drift_allowance = ms(
+            opts.vip_drift_ms,
+            file.vip_drift_ms,
+            defaults.drift_allowance,
+        );
+        let default_lease = defaults.lease.max(crate::lease::shortest_lease(
+            renew_interval,
+            drift_allowance,
+            election_timeout_max,
+        ));
         Ok(AgentSettings {
             lease: crate::lease::LeaseConfig {
-                lease: ms(opts.vip_lease_ms, file.vip_lease_ms, defaults.lease),
-                renew_interval: ms(
-                    opts.vip_renew_ms,
-                    file.vip_renew_ms,
-                    defaults.renew_interval,
-                ),
-                drift_allowance: ms(
-                    opts.vip_drift_ms,
-                    file.vip_drift_ms,
-                    defaults.drift_allowance,
-                ),
+                lease: ms(opts.vip_lease_ms, file.vip_lease_ms, default_lease),
+                renew_interval,
+                drift_allowance,
                 leader_margin: leader_margin_ms
                     .map_or(defaults.leader_margin, Duration::from_millis),
             },

@@ -224,8 +224,7 @@ mod tests {
 
     #[test]
     fn slow_elections_need_longer_leases() {
-        // etcd's timings with the default lease: a leader election would drop every VIP.
-        let e = Config::load(args(&[
+        let etcd_like = [
             "--node-id",
             "1",
             "--heartbeat-ms",
@@ -234,8 +233,16 @@ mod tests {
             "500",
             "--election-timeout-max-ms",
             "1000",
-        ]))
-        .unwrap_err();
+        ];
+        // etcd's timings and no lease given: the default lease outlasts their elections
+        // (2 x 1,000 + 100 + drift 10 + renew 100 + 40), and a node is counted down later.
+        let c = Config::load(args(&etcd_like)).unwrap();
+        assert_eq!(c.lease.lease, std::time::Duration::from_millis(2_250));
+        assert_eq!(c.node_down_after_ms, 4_500);
+        // With the lease of before: a leader election would drop every VIP.
+        let mut short = etcd_like.to_vec();
+        short.extend(["--vip-lease-ms", "800"]);
+        let e = Config::load(args(&short)).unwrap_err();
         assert!(
             matches!(&e, ConfigError::Invalid { field, message } if field == "vip-lease" && message.contains("leader election")),
             "{e}"

@@ -167,7 +167,7 @@ pub struct Args {
     pub(crate) read_policy: Option<String>,
 
     /// Lower bound of the randomized election timeout in milliseconds; must be above the
-    /// heartbeat [default: 50]. A leader's death leaves the cluster leaderless for up to
+    /// heartbeat [default: 50, or twice the heartbeat if that is more]. A leader's death leaves the cluster leaderless for up to
     /// twice the upper bound; VIP leases must outlast that (see --vip-lease-ms). A follower
     /// starts an election only after hearing nothing for the upper bound plus this range (150
     /// to 200 ms by default), and first asks the others whether they would vote (pre-vote), so
@@ -176,7 +176,8 @@ pub struct Args {
     #[arg(long, env = "BALLAST_ELECTION_TIMEOUT_MIN_MS")]
     pub(crate) election_timeout_min_ms: Option<u64>,
 
-    /// Upper bound of the randomized election timeout in milliseconds [default: 100].
+    /// Upper bound of the randomized election timeout in milliseconds [default: 100, or twice
+    /// the lower bound if that is more].
     #[arg(long, env = "BALLAST_ELECTION_TIMEOUT_MAX_MS")]
     pub(crate) election_timeout_max_ms: Option<u64>,
 
@@ -212,7 +213,8 @@ pub struct Args {
     #[arg(long, env = "BALLAST_VIP_MARGIN_MS")]
     pub(crate) vip_margin_ms: Option<u64>,
 
-    /// An agent silent this long is marked down by the leader, ms [default: 2000].
+    /// An agent silent this long is marked down by the leader, ms [default: 2000, or twice the
+    /// VIP lease if that is more].
     #[arg(long, env = "BALLAST_NODE_DOWN_AFTER_MS")]
     pub(crate) node_down_after_ms: Option<u64>,
 
@@ -225,7 +227,8 @@ pub struct Args {
 /// The agent's options, shared by `ballastd --agent` and `ballastd agent`.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub(crate) struct AgentOpts {
-    /// VIP lease length in milliseconds [default: 450]. An owner that cannot renew stops
+    /// VIP lease length in milliseconds [default: 450, or on a member the shortest lease that
+    /// fits the election timeouts and renew interval given, if that is more]. An owner that cannot renew stops
     /// answering for its VIPs within this time; another node takes over a little later (about
     /// half a second after a server dies, with the defaults). On a member it must leave, after
     /// the drift allowance, one renew interval and the 40 ms by which the fence closes early,

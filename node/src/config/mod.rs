@@ -164,10 +164,23 @@ impl Config {
             .filter(|s| !s.is_empty())
             .map(String::from)
             .collect();
+        // Raft timing: each bound left to its default follows the ones given (election at
+        // least twice the heartbeat, its range at least the lower bound wide), so pinning the
+        // timing of before (heartbeat 50 ms, election 100-200 ms) keeps a valid whole.
+        let heartbeat_ms = args.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(25);
+        let election_timeout_min_ms = args
+            .election_timeout_min_ms
+            .or(file.election_timeout_min_ms)
+            .unwrap_or((2 * heartbeat_ms).max(50));
+        let election_timeout_max_ms = args
+            .election_timeout_max_ms
+            .or(file.election_timeout_max_ms)
+            .unwrap_or((2 * election_timeout_min_ms).max(100));
         let agent = AgentSettings::resolve(
             &args.agent_opts,
             agent_keys!(file),
             args.vip_margin_ms.or(file.vip_margin_ms),
+            Some(Duration::from_millis(election_timeout_max_ms)),
         )?;
         let cfg = Config {
             node_id: args
@@ -205,16 +218,10 @@ impl Config {
             )?,
             force_new_cluster: args.force_new_cluster,
             confirm_data_loss: args.confirm_data_loss,
-            heartbeat_ms: args.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(25),
+            heartbeat_ms,
             read_policy: parse_read_policy(args.read_policy.or(file.read_policy))?,
-            election_timeout_min_ms: args
-                .election_timeout_min_ms
-                .or(file.election_timeout_min_ms)
-                .unwrap_or(50),
-            election_timeout_max_ms: args
-                .election_timeout_max_ms
-                .or(file.election_timeout_max_ms)
-                .unwrap_or(100),
+            election_timeout_min_ms,
+            election_timeout_max_ms,
             snapshot_logs: args.snapshot_logs.or(file.snapshot_logs).unwrap_or(10_000),
             keep_logs: args.keep_logs.or(file.keep_logs).unwrap_or(1_000),
             log_format,
@@ -225,10 +232,11 @@ impl Config {
             garp_count: agent.garp_count,
             garp_interval_ms: agent.garp_interval_ms,
             fence_journal: agent.fence_journal,
+            // At least twice the lease (a lease lengthened for slow elections lengthens it).
             node_down_after_ms: args
                 .node_down_after_ms
                 .or(file.node_down_after_ms)
-                .unwrap_or(2000),
+                .unwrap_or((2 * agent.lease.lease.as_millis() as u64).max(2000)),
             check_host: agent.check_host,
             exec_checks: agent.exec_checks,
             release_sites: agent.release_sites,
@@ -378,6 +386,45 @@ mod tests {
         assert_eq!(c.heartbeat_ms, 80);
         assert_eq!(c.election_timeout_min_ms, 900);
         assert_eq!(c.snapshot_logs, 10_000);
+    }
+
+    /// Pinning part of the timing of before issue 14 (heartbeat 50 ms, election 100-200 ms,
+    /// a longer renew interval) leaves the defaults of the rest consistent with it: a member
+    /// upgraded with its old flags starts.
+    #[test]
+    fn defaults_follow_the_timing_that_is_pinned() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let load = |extra: &[&str]| {
+            let mut a = vec!["--node-id", "1", "--data-dir", d];
+            a.extend_from_slice(extra);
+            Config::load(args(&a))
+        };
+        let c = load(&[]).unwrap();
+        assert_eq!(
+            (
+                c.heartbeat_ms,
+                c.election_timeout_min_ms,
+                c.election_timeout_max_ms
+            ),
+            (25, 50, 100)
+        );
+        assert_eq!(c.lease, crate::lease::LeaseConfig::default());
+        let c = load(&["--heartbeat-ms", "50"]).unwrap();
+        assert_eq!(
+            (c.election_timeout_min_ms, c.election_timeout_max_ms),
+            (100, 200)
+        );
+        assert!(c.lease.lease > Duration::from_millis(450), "{:?}", c.lease);
+        let c = load(&["--election-timeout-min-ms", "100"]).unwrap();
+        assert_eq!(c.election_timeout_max_ms, 200);
+        let c = load(&["--election-timeout-max-ms", "200"]).unwrap();
+        assert_eq!(c.election_timeout_min_ms, 50);
+        let c = load(&["--vip-renew-ms", "200"]).unwrap();
+        assert_eq!(c.lease.renew_interval, Duration::from_millis(200));
+        // A lease that is given is checked, not lengthened.
+        let e = load(&["--election-timeout-max-ms", "200", "--vip-lease-ms", "450"]);
+        assert!(e.unwrap_err().to_string().contains("leader"));
     }
 
     #[test]
