@@ -93,7 +93,14 @@ pub fn row(f: &Figures) -> String {
 pub const HEADER: &str = "system          scenario   trials  takeover p50/p99/max (ms)   outage p50/p99/max (ms)   split brain p50/max (ms)";
 
 /// The scenarios, in the order they run.
-pub const SCENARIOS: [&str; 5] = ["crash", "dead", "partition", "drain", "leader"];
+pub const SCENARIOS: [&str; 6] = [
+    "crash",
+    "dead",
+    "partition",
+    "drain",
+    "leader",
+    "leader-dead",
+];
 
 /// Takes `h`'s link down (its eth0, inside its namespace): the server is gone from the LAN.
 fn link(lab: &Lab, h: &crate::lab::Host, up: bool) {
@@ -110,9 +117,10 @@ fn link(lab: &Lab, h: &crate::lab::Host, up: bool) {
 
 /// Ballast's scenarios on a running [`VipLab`]: `crash` (SIGKILL of the owner), `dead` (the
 /// owner's server gone: its link down, then its processes killed), `partition` (owner
-/// isolated; held `hold` from the fault, 0: healed once moved), `drain` (planned move) and
+/// isolated; held `hold` from the fault, 0: healed once moved), `drain` (planned move),
 /// `leader` (SIGKILL of the Raft leader while another node owns the VIP: nothing should
-/// move). Every trial is also judged by the exact check (fence journals and every frame the
+/// move) and `leader-dead` (the leader's server gone: link down, then killed; its peers get
+/// no reset, only silence). Every trial is also judged by the exact check (fence journals and every frame the
 /// client host saw).
 pub fn ballast(v: &mut VipLab, scenario: &str, trials: usize, hold: u64) -> Figures {
     let mut f = Figures {
@@ -123,7 +131,7 @@ pub fn ballast(v: &mut VipLab, scenario: &str, trials: usize, hold: u64) -> Figu
     let mut co_located = 0;
     for _ in 0..trials {
         let (owner, _) = v.wait_settled();
-        if scenario == "leader" {
+        if scenario == "leader" || scenario == "leader-dead" {
             // An owning leader hands the leadership over within a few seconds.
             let leader = v
                 .lab
@@ -144,6 +152,9 @@ pub fn ballast(v: &mut VipLab, scenario: &str, trials: usize, hold: u64) -> Figu
                     std::time::SystemTime::now()
                 );
             }
+            if scenario == "leader-dead" {
+                link(&v.lab, v.host(leader), false);
+            }
             v.procs[leader as usize - 1].take().expect("running").kill();
             v.lab
                 .wait_for(Duration::from_secs(30), || {
@@ -159,6 +170,9 @@ pub fn ballast(v: &mut VipLab, scenario: &str, trials: usize, hold: u64) -> Figu
             f.outage.push(a.outage);
             f.takeover.push(Duration::ZERO);
             f.split_brain.push(a.split_brain);
+            if scenario == "leader-dead" {
+                link(&v.lab, v.host(leader), true);
+            }
             v.procs[leader as usize - 1] = Some(v.spawn(leader));
             continue;
         }

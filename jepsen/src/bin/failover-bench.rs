@@ -36,10 +36,11 @@ struct Args {
     /// crash (SIGKILL of the owner's daemon), dead (the owner's server gone: its link down,
     /// then its processes killed), partition (owner cut off from the other nodes, the client
     /// still reaching all), drain (planned move), leader (Ballast only: SIGKILL of a Raft
-    /// leader that does not own the VIP).
+    /// leader that does not own the VIP), leader-dead (Ballast only: that leader's server
+    /// gone, link down then killed).
     #[arg(
         long,
-        default_value = "crash,dead,partition,drain,leader",
+        default_value = "crash,dead,partition,drain,leader,leader-dead",
         value_delimiter = ','
     )]
     scenarios: Vec<String>,
@@ -139,7 +140,7 @@ fn main() -> ExitCode {
     failover::clear_ballast(&v.lab);
     for adv in &adverts {
         let mut k = Keepalived::start(&v.lab, &v.dir, adv);
-        for s in a.scenarios.iter().filter(|s| *s != "leader") {
+        for s in a.scenarios.iter().filter(|s| !s.starts_with("leader")) {
             let f = k.scenario(s, a.keepalived_trials, a.hold);
             println!("{}", row(&f));
             all.push(f);

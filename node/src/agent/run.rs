@@ -37,7 +37,7 @@ pub fn new_instance() -> u64 {
     }
 }
 
-/// The client an agent talks to the cluster with: an attempt may take two renew intervals, a
+/// The client an agent talks to the cluster with: an attempt may take one renew interval, a
 /// call gives up within a lease, and retries come quickly — an owner must find a new leader
 /// and renew well inside its lease. Its agent calls name `instance`.
 pub fn cluster_client(
@@ -50,7 +50,10 @@ pub fn cluster_client(
     let mut cfg = ballast_client::ClientConfig::new(endpoints);
     cfg.token = token;
     cfg.tls = tls;
-    cfg.attempt_timeout = lease.renew_interval * 2;
+    // Half the loop's own limit on a renewal (two renew intervals, `shell.rs`), so that an
+    // attempt hanging on a leader that went silent (link down, no reset) is given up in time
+    // for a second one at another member within the same renewal.
+    cfg.attempt_timeout = lease.renew_interval;
     cfg.max_backoff = lease.renew_interval / 2;
     cfg.deadline = lease.lease;
     cfg.agent_instance = instance;
@@ -197,7 +200,10 @@ pub async fn run(
             }
         }
         if dirty {
-            if let Ok(s) = client.get_state(true).await {
+            // Bounded by a renew interval: without a leader the read cannot finish, and the
+            // renewal below (with the state read last) must not wait for it.
+            let read = tokio::time::timeout(agent.renew_every(), client.get_state(true));
+            if let Ok(Ok(s)) = read.await {
                 *shared.write().unwrap() = Some(s);
                 dirty = false;
             }
@@ -206,12 +212,19 @@ pub async fn run(
             continue;
         };
         let haproxy = haproxy_view.lock().unwrap().clone();
+        let started = Instant::now();
         let renewed = agent.reconcile(&state, haproxy).await;
-        // A renewal that got no answer (no leader yet, or it moved) is tried again after a
-        // quarter interval: waiting a whole one would spend the lease a leader election
-        // leaves (failover bench, leader crash; see lease::FIND_LEADER_ALLOWANCE).
+        // The next renewal is due a renew interval after this one started, however long this
+        // one took (each VIP acquired costs an nft transaction). A renewal that got no answer
+        // (no leader yet, or it moved) is tried again after a quarter interval: waiting a whole
+        // one would spend the lease a leader election leaves (failover bench, leader crash;
+        // see lease::FIND_LEADER_ALLOWANCE).
         let every = agent.renew_every();
-        next_tick = Instant::now() + if renewed { every } else { every / 4 };
+        next_tick = if renewed {
+            started + every
+        } else {
+            Instant::now() + every / 4
+        };
     }
     // Clean stop: stop answering, remove the addresses, then let the node's leases go so that
     // the next agent process takes them at once.

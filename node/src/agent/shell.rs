@@ -129,12 +129,13 @@ impl<'a> Agent<'a> {
         let Some(epoch) = d.confirm else {
             return false;
         };
-        if let Err(e) = self
-            .client
-            .confirm_release(self.cfg.node_id, &d.vip, epoch)
-            .await
-        {
-            tracing::debug!(error = %e, vip = %d.vip, "confirming release");
+        // Bounded by a renew interval, like everything on the renewal's path: a confirmation
+        // that cannot reach a leader now is sent again by a later reconcile.
+        let confirm = self.client.confirm_release(self.cfg.node_id, &d.vip, epoch);
+        match tokio::time::timeout(self.renew_every, confirm).await {
+            Ok(Err(e)) => tracing::debug!(error = %e, vip = %d.vip, "confirming release"),
+            Err(_) => tracing::debug!(vip = %d.vip, "confirming release timed out"),
+            Ok(Ok(_)) => {}
         }
         true
     }
@@ -232,8 +233,11 @@ impl<'a> Agent<'a> {
         }
         // Confirm releases of VIPs not held here (never acquired, or let go earlier).
         for (vip, epoch) in plan::confirms_not_held(state, &held_now(&self.held), &letting_go, me) {
-            if let Err(e) = self.client.confirm_release(me, &vip, epoch).await {
-                tracing::debug!(error = %e, %vip, "confirming release");
+            let confirm = self.client.confirm_release(me, &vip, epoch);
+            match tokio::time::timeout(self.renew_every, confirm).await {
+                Ok(Err(e)) => tracing::debug!(error = %e, %vip, "confirming release"),
+                Err(_) => tracing::debug!(%vip, "confirming release timed out"),
+                Ok(Ok(_)) => {}
             }
         }
 
@@ -255,18 +259,21 @@ impl<'a> Agent<'a> {
             haproxy_error: haproxy.error,
             instance: self.cfg.instance,
         };
-        let resp =
-            match tokio::time::timeout(self.renew_every * 2, self.client.renew_report(req)).await {
-                Ok(Ok(r)) => r,
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "renewal failed");
-                    return false;
-                }
-                Err(_) => {
-                    tracing::debug!("renewal timed out");
-                    return false;
-                }
-            };
+        // Twice the longer of the cluster's renew interval and this agent's own: the client's
+        // attempts take at most the agent's own (`run::cluster_client`), so an attempt stuck on
+        // a silent leader is given up while there is still time for another member.
+        let limit = self.renew_every.max(self.cfg.lease.renew_interval) * 2;
+        let resp = match tokio::time::timeout(limit, self.client.renew_report(req)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "renewal failed");
+                return false;
+            }
+            Err(_) => {
+                tracing::debug!("renewal timed out");
+                return false;
+            }
+        };
         if resp.renew_ms > 0 {
             self.renew_every = Duration::from_millis(resp.renew_ms as u64);
         }
