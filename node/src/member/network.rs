@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -58,7 +59,15 @@ pub struct PeerPool {
     authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     /// The member's certificate towards its peers (see `tls.rs`); None: plaintext.
     tls: Option<Arc<ballast_client::tls::ClientTls>>,
+    /// A test's partition: while set, this member neither reaches its peers nor takes their
+    /// Raft traffic (`server/raft.rs`).
+    isolated: Arc<AtomicBool>,
+    /// Vote requests this member sent, one per peer asked.
+    vote_requests: Arc<AtomicU64>,
 }
+
+/// Why an isolated member's Raft calls fail, both ways.
+pub(crate) const ISOLATED: &str = "this member is cut off from the others (a test's partition)";
 
 impl PeerPool {
     pub fn new(
@@ -73,7 +82,29 @@ impl PeerPool {
             connect_timeout,
             tls,
             authorization: peer_token.and_then(|t| format!("Bearer {t}").parse().ok()),
+            isolated: Arc::default(),
+            vote_requests: Arc::default(),
         }
+    }
+
+    /// For tests: cuts this member off from the others (`true`) or heals (`false`). Its
+    /// calls to peers fail as unreachable and it refuses their Raft traffic, streams already
+    /// open included, as a network partition would; clients still reach it.
+    pub fn isolate(&self, cut: bool) {
+        self.isolated.store(cut, Ordering::SeqCst);
+        if cut {
+            self.channels.lock().unwrap().clear();
+        }
+    }
+
+    pub fn isolated(&self) -> bool {
+        self.isolated.load(Ordering::SeqCst)
+    }
+
+    /// How many vote requests this member has sent (attempted, answered or not): its
+    /// campaigns, seen from outside.
+    pub fn vote_requests(&self) -> u64 {
+        self.vote_requests.load(Ordering::SeqCst)
     }
 
     /// Adds the peer token (if any) to a request to another member.
@@ -84,6 +115,9 @@ impl PeerPool {
     }
 
     pub fn channel(&self, addr: &str) -> Result<Channel, String> {
+        if self.isolated() {
+            return Err(ISOLATED.into());
+        }
         let mut map = self.channels.lock().unwrap();
         if let Some(c) = map.get(addr) {
             return Ok(c.clone());
@@ -122,6 +156,10 @@ impl PeerPool {
         req.set_timeout(timeout);
         self.credentials(&mut req);
         Ok(req)
+    }
+
+    fn counted_vote_request(&self) {
+        self.vote_requests.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Puts this member's credentials and the cluster id on a request.
@@ -315,6 +353,7 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.legacy.inner().peer.pool.counted_vote_request();
         self.legacy.vote(rpc, option).await
     }
 

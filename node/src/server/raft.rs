@@ -15,7 +15,7 @@ use openraft_legacy::network_v1::ChunkedSnapshotReceiver;
 use serde::Deserialize;
 
 use crate::config::ReadPolicy;
-use crate::member::network::{decode, ForwardError, HandOver};
+use crate::member::network::{decode, ForwardError, HandOver, ISOLATED};
 use crate::member::pipeline::WireAnswer;
 use crate::node::Node;
 use crate::types::{Command, LogId, Op, TypeConfig, Vote};
@@ -31,8 +31,12 @@ impl RaftSvc {
         RaftSvc { node }
     }
 
-    /// Refuses traffic of another cluster; a new member adopts the id of the first traffic.
-    fn check_cluster<T>(&self, req: &Request<T>) -> Result<(), Status> {
+    /// Refuses traffic while a test cuts this member off (`PeerPool::isolate`), and traffic
+    /// of another cluster; a new member adopts the id of the first traffic.
+    fn admit<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        if self.node.pool.isolated() {
+            return Err(Status::unavailable(ISOLATED));
+        }
         let theirs = req
             .metadata()
             .get(CLUSTER_ID_HEADER)
@@ -46,7 +50,7 @@ impl RaftSvc {
     }
 
     fn decode<T: DeserializeOwned>(&self, req: Request<RaftMessage>) -> Result<T, Status> {
-        self.check_cluster(&req)?;
+        self.admit(&req)?;
         decode(&req.into_inner().payload).map_err(Status::invalid_argument)
     }
 }
@@ -75,14 +79,21 @@ impl RaftService for RaftSvc {
         &self,
         req: Request<Streaming<RaftMessage>>,
     ) -> Result<Response<Self::StreamAppendStream>, Status> {
-        self.check_cluster(&req)?;
-        let requests = futures::stream::unfold(req.into_inner(), |mut input| async move {
-            let m = input.message().await.ok()??;
-            match decode::<AppendEntriesRequest<TypeConfig>>(&m.payload) {
-                Ok(rpc) => Some((rpc, input)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "an append in a stream could not be read");
-                    None
+        self.admit(&req)?;
+        let pool = self.node.pool.clone();
+        let requests = futures::stream::unfold(req.into_inner(), move |mut input| {
+            let pool = pool.clone();
+            async move {
+                let m = input.message().await.ok()??;
+                if pool.isolated() {
+                    return None;
+                }
+                match decode::<AppendEntriesRequest<TypeConfig>>(&m.payload) {
+                    Ok(rpc) => Some((rpc, input)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "an append in a stream could not be read");
+                        None
+                    }
                 }
             }
         });
@@ -96,7 +107,7 @@ impl RaftService for RaftSvc {
     /// A vote request; one from a member still on openraft 0.9 lacks the trailing
     /// `leadership_transfer` flag, which bincode cannot default, so it is decoded as 0.9's.
     async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        self.check_cluster(&req)?;
+        self.admit(&req)?;
         if !self.node.votes_open() {
             return Err(Status::unavailable(
                 "this member started less than one election timeout ago: no votes yet",
@@ -155,7 +166,7 @@ impl RaftService for RaftSvc {
     /// A follower's read: the payload names the policy (empty from older members: a quorum
     /// round).
     async fn read_index(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        self.check_cluster(&req)?;
+        self.admit(&req)?;
         let payload = req.into_inner().payload;
         let policy = if payload.is_empty() {
             ReadPolicy::ReadIndex
