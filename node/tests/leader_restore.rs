@@ -92,6 +92,10 @@ impl RaftService for HeartbeatsOnly {
         Err(Status::unavailable("no votes from the stand-in"))
     }
 
+    async fn pre_vote(&self, _: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        Err(Status::unavailable("no votes from the stand-in"))
+    }
+
     async fn install_snapshot(
         &self,
         _: Request<RaftMessage>,

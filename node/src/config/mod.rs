@@ -283,7 +283,8 @@ impl Config {
             // index from a committed index that may be behind what it acknowledged before
             // the crash (tests/binaries.rs). The new term's blank entry covers all of it.
             enable_leader_restore: Some(false),
-            // Pre-vote needs a PreVote RPC; openraft-legacy's adapter does not carry it.
+            // Pre-vote goes through our PreVote RPC (openraft-legacy's adapter does not carry
+            // it); off until a test shows what it changes.
             enable_pre_vote: None,
             // No election of its own in a member's first election timeout: `start.rs` turns
             // elections on then (see `Node::votes_open`).

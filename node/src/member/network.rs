@@ -62,7 +62,7 @@ pub struct PeerPool {
     /// A test's partition: while set, this member neither reaches its peers nor takes their
     /// Raft traffic (`server/raft.rs`).
     isolated: Arc<AtomicBool>,
-    /// Vote requests this member sent, one per peer asked.
+    /// Vote and pre-vote requests this member sent, one per peer asked.
     vote_requests: Arc<AtomicU64>,
 }
 
@@ -101,8 +101,8 @@ impl PeerPool {
         self.isolated.load(Ordering::SeqCst)
     }
 
-    /// How many vote requests this member has sent (attempted, answered or not): its
-    /// campaigns, seen from outside.
+    /// How many vote and pre-vote requests this member has sent (attempted, answered or
+    /// not): its campaigns, seen from outside.
     pub fn vote_requests(&self) -> u64 {
         self.vote_requests.load(Ordering::SeqCst)
     }
@@ -357,6 +357,32 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         self.legacy.vote(rpc, option).await
     }
 
+    /// openraft's pre-vote, on its own RPC. A member that does not know it (an older build
+    /// answers UNIMPLEMENTED) counts as granting, as openraft counts a network without
+    /// pre-vote, so a cluster in the middle of an upgrade still elects; any other failure is
+    /// no grant (an unreachable member must not help an isolated one to a quorum).
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let peer = &self.legacy.inner().peer;
+        peer.pool.counted_vote_request();
+        match peer.send(RpcKind::PreVote, &rpc, option.hard_ttl()).await {
+            Err(s) if s.code() == tonic::Code::Unimplemented => {
+                tracing::info!(
+                    target = peer.target,
+                    "member does not know PreVote (an older build): counted as granting"
+                );
+                Ok(VoteResponse::new(rpc.vote, None, true))
+            }
+            sent => {
+                let r: RpcResult<VoteResponse<TypeConfig>> = peer.answer(sent);
+                r.decompose_infallible()
+            }
+        }
+    }
+
     async fn full_snapshot(
         &mut self,
         vote: Vote,
@@ -423,31 +449,54 @@ impl Peer {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        self.answer(self.send(kind, req, timeout).await)
+    }
+
+    /// Sends one call: the answer's payload, or the status it failed with (UNAVAILABLE when
+    /// the member cannot be reached, INTERNAL when the request cannot be made).
+    async fn send<Req: Serialize>(
+        &self,
+        kind: RpcKind,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, tonic::Status> {
         let mut client = self
             .pool
             .client(&self.addr)
-            .map_err(|e| RPCError::Unreachable(Unreachable::new(&StrError(e))))?;
+            .map_err(tonic::Status::unavailable)?;
         let request = self
             .pool
             .request(req, timeout)
-            .map_err(|e| RPCError::Network(NetworkError::new(&StrError(e))))?;
+            .map_err(tonic::Status::internal)?;
         let resp = match kind {
             RpcKind::Append => client.append_entries(request).await,
             RpcKind::Vote => client.vote(request).await,
+            RpcKind::PreVote => client.pre_vote(request).await,
             RpcKind::Snapshot => client.install_snapshot(request).await,
             RpcKind::TransferLeader => client.transfer_leader(request).await,
         };
         if let Err(s) = &resp {
             self.pool.forget_if_stalled(&self.addr, s);
         }
-        let resp = resp.map_err(|s| match s.code() {
+        Ok(resp?.into_inner().payload)
+    }
+
+    /// What openraft makes of a call's outcome: a status that says the member is out of
+    /// reach is `Unreachable` (openraft backs off), any other a network error; the payload
+    /// is the receiver's `Result`.
+    fn answer<Resp, E>(&self, sent: Result<Vec<u8>, tonic::Status>) -> RpcResult<Resp, E>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let payload = sent.map_err(|s| match s.code() {
             tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
                 RPCError::Unreachable(Unreachable::new(&s))
             }
             _ => RPCError::Network(NetworkError::new(&s)),
         })?;
-        let result: Result<Resp, RaftError<TypeConfig, E>> = decode(&resp.into_inner().payload)
-            .map_err(|e| RPCError::Network(NetworkError::new(&StrError(e))))?;
+        let result: Result<Resp, RaftError<TypeConfig, E>> =
+            decode(&payload).map_err(|e| RPCError::Network(NetworkError::new(&StrError(e))))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -455,6 +504,7 @@ impl Peer {
 enum RpcKind {
     Append,
     Vote,
+    PreVote,
     Snapshot,
     TransferLeader,
 }
@@ -519,5 +569,45 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
     fn backoff(&self) -> Backoff {
         // Retry an unreachable peer soon enough that a restarted member catches up quickly.
         Backoff::new(std::iter::repeat(Duration::from_millis(200)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A member of an older build answers PreVote UNIMPLEMENTED: counted as granting, so a
+    /// cluster in the middle of an upgrade still elects. A vote it cannot answer, or a
+    /// pre-vote to a member out of reach, is an error, which openraft counts as no grant.
+    #[tokio::test]
+    async fn a_member_without_pre_vote_grants_and_one_out_of_reach_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let (identity, _) = IdentityStore::open(dir.path(), 1).unwrap();
+        let pool = PeerPool::new(Arc::new(identity), Duration::from_secs(1), None, None);
+        // A gRPC server without the Raft service: tonic answers its calls UNIMPLEMENTED.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let (_, health) = tonic_health::server::health_reporter();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(health)
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(l)),
+        );
+        let mut net = Network { pool: pool.clone() }
+            .new_client(2, &BasicNode::new(addr))
+            .await;
+        let rpc = VoteRequest::<TypeConfig>::new(Vote::new(3, 1), None);
+        let option = || RPCOption::new(Duration::from_secs(1));
+
+        let r = net.pre_vote(rpc.clone(), option()).await.unwrap();
+        assert!(r.vote_granted);
+        assert_eq!(r.vote, rpc.vote);
+        let e = net.vote(rpc.clone(), option()).await.unwrap_err();
+        assert!(matches!(e, RPCError::Network(_)), "{e:?}");
+
+        pool.isolate(true);
+        let e = net.pre_vote(rpc, option()).await.unwrap_err();
+        assert!(matches!(e, RPCError::Unreachable(_)), "{e:?}");
+        assert_eq!(pool.vote_requests(), 3);
     }
 }

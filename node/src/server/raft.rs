@@ -49,6 +49,16 @@ impl RaftSvc {
         })
     }
 
+    /// Refuses a vote or a pre-vote in this member's first election timeout (`votes_open`).
+    fn votes_open(&self) -> Result<(), Status> {
+        if self.node.votes_open() {
+            return Ok(());
+        }
+        Err(Status::unavailable(
+            "this member started less than one election timeout ago: no votes yet",
+        ))
+    }
+
     fn decode<T: DeserializeOwned>(&self, req: Request<RaftMessage>) -> Result<T, Status> {
         self.admit(&req)?;
         decode(&req.into_inner().payload).map_err(Status::invalid_argument)
@@ -108,13 +118,21 @@ impl RaftService for RaftSvc {
     /// `leadership_transfer` flag, which bincode cannot default, so it is decoded as 0.9's.
     async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         self.admit(&req)?;
-        if !self.node.votes_open() {
-            return Err(Status::unavailable(
-                "this member started less than one election timeout ago: no votes yet",
-            ));
-        }
+        self.votes_open()?;
         let rpc = decode_vote(&req.into_inner().payload).map_err(Status::invalid_argument)?;
         encode(&self.node.raft.vote(rpc).await)
+    }
+
+    /// Would this member grant the vote? openraft answers by the same lease and log rules as
+    /// a vote and stores nothing. Refused as votes are in this member's first election
+    /// timeout: it forgot the leader lease it kept, and a grant could help a candidate past
+    /// it. Only members of this version ask, so the request is 0.10's.
+    async fn pre_vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        self.admit(&req)?;
+        self.votes_open()?;
+        let rpc: VoteRequest<TypeConfig> =
+            decode(&req.into_inner().payload).map_err(Status::invalid_argument)?;
+        encode(&self.node.raft.pre_vote(rpc).await)
     }
 
     async fn install_snapshot(

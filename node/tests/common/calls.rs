@@ -194,6 +194,7 @@ pub fn raft_methods() -> Vec<(&'static str, RaftCall)> {
             })
         }),
         ("RaftService.Vote", raft!(vote)),
+        ("RaftService.PreVote", raft!(pre_vote)),
         ("RaftService.InstallSnapshot", raft!(install_snapshot)),
         ("RaftService.Propose", raft!(propose)),
         ("RaftService.ReadIndex", raft!(read_index)),
