@@ -283,9 +283,10 @@ impl Config {
             // index from a committed index that may be behind what it acknowledged before
             // the crash (tests/binaries.rs). The new term's blank entry covers all of it.
             enable_leader_restore: Some(false),
-            // Pre-vote goes through our PreVote RPC (openraft-legacy's adapter does not carry
-            // it); off until a test shows what it changes.
-            enable_pre_vote: None,
+            // A member whose election timer fired first asks whether a quorum would vote for
+            // it (the PreVote RPC) and raises its term only then: one cut off from the others
+            // does not come back with a higher term that deposes a healthy leader.
+            enable_pre_vote: Some(true),
             // No election of its own in a member's first election timeout: `start.rs` turns
             // elections on then (see `Node::votes_open`).
             enable_elect: false,
