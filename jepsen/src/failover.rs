@@ -455,7 +455,9 @@ impl Load {
 /// address, no fence tables (a fence left behind would drop another daemon's ARP answers).
 pub fn clear_ballast(lab: &Lab) {
     for h in lab.nodes() {
-        for family in ["arp", "ip"] {
+        // All three families: a netdev table left behind drops another daemon's ARP frames
+        // for the address at egress (keepalived saw ENOBUFS and never answered).
+        for family in ["arp", "ip", "netdev"] {
             let _ = lab.exec(h, "nft", &["delete", "table", family, "ballast_fence"]);
         }
         let _ = lab.exec(
@@ -560,7 +562,19 @@ impl<'a> Keepalived<'a> {
                 }
                 self.macs.iter().find(|(x, _)| *x == m).map(|(_, id)| *id)
             })
-            .expect("keepalived settled on one master")
+            .unwrap_or_else(|| {
+                let last = obs.probes().last().cloned();
+                let logs: Vec<String> = (1..=3)
+                    .map(|id| {
+                        std::fs::read_to_string(self.dir.join(format!("n{id}.log")))
+                            .unwrap_or_default()
+                    })
+                    .collect();
+                panic!(
+                    "keepalived did not settle on one master within 60 s; last probe {last:?}; logs:\n{}",
+                    logs.join("\n----\n")
+                )
+            })
     }
 
     /// SIGKILL of every keepalived process of a host at once (the parent alone would let its
