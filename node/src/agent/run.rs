@@ -70,6 +70,51 @@ fn is_progress_mark(item: &Result<ballast_client::WatchItem, ballast_client::Err
     matches!(item, Ok(ballast_client::WatchItem::Changes(r)) if r.events.is_empty())
 }
 
+/// Reads the cluster's state linearizably after every change the watch reports (changes, a
+/// resync after compaction, or a failure, spaced by the watch's backoff; the watch never
+/// ends), stores it in `shared` and wakes the agent's loop through `fresh`. Every item
+/// already queued is taken with the first: one read sees what all of them changed (a burst
+/// of changes costs one read, not one each: scale bench, issue 14). A read that fails is
+/// tried again until one succeeds.
+async fn read_state_on_change(
+    client: Client,
+    mut events: ballast_client::WatchStream,
+    shared: SharedState,
+    fresh: Arc<tokio::sync::Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let ev = tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            ev = events.next() => ev,
+        };
+        let mut changed = !is_progress_mark(&ev);
+        while let Some(ev) = events.try_next() {
+            changed |= !is_progress_mark(&ev);
+        }
+        if !changed {
+            continue;
+        }
+        loop {
+            let read = tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                r = client.get_state(true) => r,
+            };
+            match read {
+                Ok(s) => {
+                    *shared.write().unwrap() = Some(s);
+                    fresh.notify_one();
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "reading the cluster state");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
 /// Runs until `stop` turns true, then removes every VIP it holds and lets its node's leases
 /// go.
 pub async fn run(
@@ -172,41 +217,27 @@ pub async fn run(
     // 3. This process takes the node's leases (refused while another agent process holds
     // them: retried in the loop).
     agent.register().await;
-    let mut events = client.watch(v1::WatchRequest {
+    let events = client.watch(v1::WatchRequest {
         key_prefixes: vec![],
         cluster_state: true,
         start_revision: 0,
     });
+    // The state is read beside the loop, never in it: without a leader a read cannot finish,
+    // and the renewal must not wait for it. Each fresh state wakes the loop at once.
+    let fresh = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(read_state_on_change(
+        client.clone(),
+        events,
+        shared.clone(),
+        fresh.clone(),
+        stop.clone(),
+    ));
     let mut next_tick = Instant::now();
-    let mut dirty = false;
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
             _ = tokio::time::sleep_until(next_tick) => {}
-            // Changes, a resync after compaction, or a failure (spaced by the watch's
-            // backoff; the watch never ends): read the state again.
-            ev = events.next() => {
-                // Every item already queued is taken too: the one state read below sees what
-                // all of them changed (a burst of changes costs one read and one reconcile,
-                // not one each: scale bench, issue 14).
-                let mut changed = !is_progress_mark(&ev);
-                while let Some(ev) = events.try_next() {
-                    changed |= !is_progress_mark(&ev);
-                }
-                if !changed {
-                    continue;
-                }
-                dirty = true;
-            }
-        }
-        if dirty {
-            // Bounded by a renew interval: without a leader the read cannot finish, and the
-            // renewal below (with the state read last) must not wait for it.
-            let read = tokio::time::timeout(agent.renew_every(), client.get_state(true));
-            if let Ok(Ok(s)) = read.await {
-                *shared.write().unwrap() = Some(s);
-                dirty = false;
-            }
+            _ = fresh.notified() => {}
         }
         let Some(state) = shared.read().unwrap().clone() else {
             continue;
