@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use jepsen::viplab::{observer, VipLab, VipLabOptions, VIP};
+use jepsen::viplab::{observer, VipLab, VipLabOptions, VIP, VIP_DRIFT, VIP_LEASE, VIP_MARGIN};
 use jepsen::{mac_string, ArpObserver};
 
 #[test]
@@ -63,13 +63,13 @@ fn a_paused_owner_stops_answering_by_its_deadline_and_stays_silent_after_resumin
     let t = Instant::now();
     v.procs[owner as usize - 1].as_ref().unwrap().pause();
     let (new_owner, _) = v.wait_moved(owner, &obs);
-    // Default lease 450 ms - drift 10 ms from the last renewal, sent before the pause.
+    // Lease - drift from the last renewal, sent before the pause.
     let old_mac = v.mac(owner);
     let probes = obs.probes();
     let late: Vec<Duration> = probes
         .iter()
         .filter(|p| {
-            p.at > t + Duration::from_millis(440) && p.macs.iter().any(|m| mac_string(m) == old_mac)
+            p.at > t + (VIP_LEASE - VIP_DRIFT) && p.macs.iter().any(|m| mac_string(m) == old_mac)
         })
         .map(|p| p.at - t)
         .collect();
@@ -453,8 +453,9 @@ fn status_shows_leases_holders_and_where_agents_differ() {
     assert_eq!(vip["owner"], owner);
     assert_eq!(vip["epoch"], epoch);
     let left = vip["lease_remaining_ms"].as_u64().unwrap();
-    // At most the default lease plus the leader's margin (450 + 40 ms).
-    assert!(left > 0 && left <= 490, "lease left {left} ms");
+    // At most the lease plus the leader's margin.
+    let most = (VIP_LEASE + VIP_MARGIN).as_millis() as u64;
+    assert!(left > 0 && left <= most, "lease left {left} ms");
 
     // A VIP on an interface no server has: it is assigned, but its owner cannot hold it.
     let (ok, _, err) = v.ctl(&[
