@@ -12,46 +12,12 @@ use crate::lab::{ballast_bin, Host, Lab, LabProcess};
 /// The VIP every VipLab serves.
 pub const VIP: &str = "10.213.0.100";
 
-/// The lease a VipLab's members run with (ballastd's default in release builds; see
-/// [`debug_timing`]): no fence may allow the VIP for longer.
-pub const VIP_LEASE: Duration = if cfg!(debug_assertions) {
-    Duration::from_millis(800)
-} else {
-    Duration::from_millis(450)
-};
-/// The drift allowance and leader margin that go with [`VIP_LEASE`].
-pub const VIP_DRIFT: Duration = if cfg!(debug_assertions) {
-    Duration::from_millis(20)
-} else {
-    Duration::from_millis(10)
-};
-pub const VIP_MARGIN: Duration = if cfg!(debug_assertions) {
-    Duration::from_millis(50)
-} else {
-    Duration::from_millis(40)
-};
-
-/// The timing flags of a VipLab's nodes in debug builds (CI's): the defaults of before issue
-/// 14 (heartbeat 50 ms, election 100-200 ms, lease 800 ms, drift 20 ms, margin 50 ms). A debug
-/// ballastd on CI's two loaded cores sometimes took longer than the new defaults allow for a
-/// leader election (an owner's lease ran out during one in `tests/vip.rs`); the promise is the
-/// same under either, and release builds (the benches, the 10-minute runs) use the defaults.
-/// `member`: a Raft member (an agent alone takes only the lease and drift).
-fn debug_timing(member: bool) -> Vec<String> {
-    if !cfg!(debug_assertions) {
-        return Vec::new();
-    }
-    let mut a = vec!["--vip-lease-ms=800", "--vip-drift-ms=20"];
-    if member {
-        a.extend([
-            "--heartbeat-ms=50",
-            "--election-timeout-min-ms=100",
-            "--election-timeout-max-ms=200",
-            "--vip-margin-ms=50",
-        ]);
-    }
-    a.into_iter().map(String::from).collect()
-}
+/// The lease a VipLab's members run with (ballastd's default): no fence may allow the VIP for
+/// longer.
+pub const VIP_LEASE: Duration = Duration::from_millis(800);
+/// The drift allowance and leader margin that go with [`VIP_LEASE`] (ballastd's defaults).
+pub const VIP_DRIFT: Duration = Duration::from_millis(20);
+pub const VIP_MARGIN: Duration = Duration::from_millis(50);
 
 /// Three `ballastd --agent` members on lab hosts with service "web" (exec check `up`, which
 /// passes while the file `dir/up-nN` exists) and VIP "web-vip" at 10.213.0.100/24 on eth0;
@@ -355,7 +321,6 @@ impl VipLab {
             self.journal(id).display().to_string(),
         ]);
         check.extend(self.extra[id as usize - 1].iter().cloned());
-        check.extend(debug_timing(id as usize <= self.members));
         if id as usize > self.members {
             return self
                 .lab

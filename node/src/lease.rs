@@ -26,34 +26,37 @@ pub struct LeaseConfig {
     pub leader_margin: Duration,
 }
 
-/// The defaults fit the default Raft timing (heartbeat 25 ms, election 50-100 ms): an owner
-/// whose server dies is replaced about half a second later (failover bench, issue 14), and a
-/// leader election does not take a VIP down (`validate_with_election`). The drift allowance
-/// and margin together leave 50 ms between the agent's deadline and the leader's expiry,
-/// against at most 0.5 ms of clock-rate difference over a lease ([`MAX_DRIFT_RATIO`]); the
-/// kernel fence keeps the agent's side whatever its process does. Those 50 ms are also the
-/// longest freeze of a whole virtual machine that is absorbed (node/DESIGN.md, "Clocks").
+/// The defaults fit the default Raft timing (heartbeat 50 ms, election 100-200 ms): a dead
+/// owner's VIP moves after about 0.85 s, and a leader election does not take a VIP down
+/// (`validate_with_election`). The drift allowance and margin together leave 70 ms between the
+/// agent's deadline and the leader's expiry, against at most 0.8 ms of clock-rate difference
+/// over a lease ([`MAX_DRIFT_RATIO`]); the kernel fence keeps the agent's side whatever its
+/// process does. Those 70 ms are also the longest freeze of a whole virtual machine that is
+/// absorbed (node/DESIGN.md, "Clocks"). [`LeaseConfig::fast`] moves a dead server's VIP in
+/// about half a second.
 impl Default for LeaseConfig {
     fn default() -> Self {
-        LeaseConfig {
-            lease: Duration::from_millis(450),
-            renew_interval: Duration::from_millis(100),
-            drift_allowance: Duration::from_millis(10),
-            leader_margin: Duration::from_millis(40),
-        }
-    }
-}
-
-impl LeaseConfig {
-    /// The settings of before issue 14 (lease 800 ms, renew 100, drift 20, margin 50), which
-    /// fit election timeouts up to 200 ms: what in-process tests use, whose slower elections
-    /// (300-600 ms) suit a loaded test machine.
-    pub fn relaxed() -> Self {
         LeaseConfig {
             lease: Duration::from_millis(800),
             renew_interval: Duration::from_millis(100),
             drift_allowance: Duration::from_millis(20),
             leader_margin: Duration::from_millis(50),
+        }
+    }
+}
+
+impl LeaseConfig {
+    /// The fast setting of issue 14, for a LAN: lease 450 ms, renew 100, drift 10, margin 40,
+    /// with heartbeat 25 ms and election 50-100 ms. A dead server's VIP answers elsewhere in
+    /// about 0.48 s (p99 0.56 s in the failover bench). Not the default: with it, a partition's
+    /// heal was followed in about one trial in ten by seconds without an owner on this
+    /// machine (docs/benchmarks.md), not yet explained. Freeze tolerance 50 ms.
+    pub fn fast() -> Self {
+        LeaseConfig {
+            lease: Duration::from_millis(450),
+            renew_interval: Duration::from_millis(100),
+            drift_allowance: Duration::from_millis(10),
+            leader_margin: Duration::from_millis(40),
         }
     }
 }
@@ -273,16 +276,16 @@ mod tests {
 
     #[test]
     fn a_lease_must_outlast_a_leader_election() {
-        let c = LeaseConfig::default();
-        // Defaults: heartbeat 25 ms, election 50..100 ms; 450 - 10 - 100 - 40 = 300 ms left
-        // against 200 + 100.
+        let c = LeaseConfig::fast();
+        // The fast setting: heartbeat 25 ms, election 50..100 ms; 450 - 10 - 100 - 40 = 300 ms
+        // left against 200 + 100.
         c.validate_with_election(ms(100)).unwrap();
         assert!(matches!(
             c.validate_with_election(ms(101)),
             Err(LeaseConfigError::ShorterThanElection { .. })
         ));
-        // The settings of before still fit the election timeouts of before (up to 200 ms).
-        LeaseConfig::relaxed()
+        // The defaults fit the default election timeouts (up to 200 ms).
+        LeaseConfig::default()
             .validate_with_election(ms(200))
             .unwrap();
         // etcd-like election timeouts (up to 1 s) need a lease of at least 2.35 s with a 200 ms
@@ -290,7 +293,7 @@ mod tests {
         let long = LeaseConfig {
             lease: ms(2_350),
             renew_interval: ms(200),
-            ..Default::default()
+            ..LeaseConfig::fast()
         };
         long.validate_with_election(ms(1000)).unwrap();
         let short = LeaseConfig {
@@ -312,7 +315,7 @@ mod tests {
             let c = LeaseConfig {
                 lease: shortest_lease(renew, ms(10), election),
                 renew_interval: renew,
-                ..Default::default()
+                ..LeaseConfig::fast()
             };
             let check = |c: &LeaseConfig| match election {
                 Some(e) => c.validate_with_election(e),
@@ -325,8 +328,9 @@ mod tests {
             };
             assert!(check(&less).is_err(), "{less:?}");
         }
-        // The defaults need no more than the default lease.
+        // Neither setting needs more than its own lease.
         assert_eq!(shortest_lease(ms(100), ms(10), Some(ms(100))), ms(450));
+        assert!(shortest_lease(ms(100), ms(20), Some(ms(200))) <= ms(800));
     }
 
     #[test]
@@ -345,7 +349,7 @@ mod tests {
 
     #[test]
     fn a_new_leader_counts_every_lease_from_its_election() {
-        let c = LeaseConfig::default();
+        let c = LeaseConfig::fast();
         // Granted long ago by the previous leader (or unknown): held until election + L + m.
         assert!(c.leader_considers_held(None, ms(10_000), ms(10_000 + 489)));
         assert!(!c.leader_considers_held(None, ms(10_000), ms(10_000 + 490)));
@@ -359,7 +363,7 @@ mod tests {
     /// (450 ms lease, 10 ms drift) after the send, and not a moment longer.
     #[test]
     fn the_deadline_counts_from_the_send_less_the_drift() {
-        let c = LeaseConfig::default();
+        let c = LeaseConfig::fast();
         let sent = std::time::Instant::now();
         let deadline = c.agent_deadline(sent);
         assert_eq!(deadline - sent, ms(440));

@@ -536,7 +536,7 @@ mod tests {
         let old_leader = v1::RenewResponse::default();
         assert_eq!(
             deadline(sent, &old_leader, &own),
-            sent + Duration::from_millis(440)
+            sent + Duration::from_millis(780)
         );
     }
 

@@ -37,7 +37,7 @@ pub fn new_instance() -> u64 {
     }
 }
 
-/// The client an agent talks to the cluster with: an attempt may take one renew interval, a
+/// The client an agent talks to the cluster with: an attempt may take two renew intervals, a
 /// call gives up within a lease, and retries come quickly — an owner must find a new leader
 /// and renew well inside its lease. Its agent calls name `instance`.
 pub fn cluster_client(
@@ -50,10 +50,12 @@ pub fn cluster_client(
     let mut cfg = ballast_client::ClientConfig::new(endpoints);
     cfg.token = token;
     cfg.tls = tls;
-    // Half the loop's own limit on a renewal (two renew intervals, `shell.rs`), so that an
-    // attempt hanging on a leader that went silent (link down, no reset) is given up in time
-    // for a second one at another member within the same renewal.
-    cfg.attempt_timeout = lease.renew_interval;
+    // As long as the loop's own limit on a renewal (two renew intervals, `shell.rs`). Half of
+    // it (so that an attempt hanging on a silent leader leaves time for another member) was
+    // tried with the state read moved out of the loop, and partitions then took seconds to
+    // fail over (failover bench, 11 s takeovers; not analysed to the end): both went back.
+    // What a silent leader costs is measured (failover bench, leader-dead).
+    cfg.attempt_timeout = lease.renew_interval * 2;
     cfg.max_backoff = lease.renew_interval / 2;
     cfg.deadline = lease.lease;
     cfg.agent_instance = instance;
@@ -68,51 +70,6 @@ pub fn cluster_client(
 /// A watch item that says only how far the watch got.
 fn is_progress_mark(item: &Result<ballast_client::WatchItem, ballast_client::Error>) -> bool {
     matches!(item, Ok(ballast_client::WatchItem::Changes(r)) if r.events.is_empty())
-}
-
-/// Reads the cluster's state linearizably after every change the watch reports (changes, a
-/// resync after compaction, or a failure, spaced by the watch's backoff; the watch never
-/// ends), stores it in `shared` and wakes the agent's loop through `fresh`. Every item
-/// already queued is taken with the first: one read sees what all of them changed (a burst
-/// of changes costs one read, not one each: scale bench, issue 14). A read that fails is
-/// tried again until one succeeds.
-async fn read_state_on_change(
-    client: Client,
-    mut events: ballast_client::WatchStream,
-    shared: SharedState,
-    fresh: Arc<tokio::sync::Notify>,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        let ev = tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
-            ev = events.next() => ev,
-        };
-        let mut changed = !is_progress_mark(&ev);
-        while let Some(ev) = events.try_next() {
-            changed |= !is_progress_mark(&ev);
-        }
-        if !changed {
-            continue;
-        }
-        loop {
-            let read = tokio::select! {
-                _ = stop.wait_for(|s| *s) => return,
-                r = client.get_state(true) => r,
-            };
-            match read {
-                Ok(s) => {
-                    *shared.write().unwrap() = Some(s);
-                    fresh.notify_one();
-                    break;
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "reading the cluster state");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    }
 }
 
 /// Runs until `stop` turns true, then removes every VIP it holds and lets its node's leases
@@ -217,27 +174,38 @@ pub async fn run(
     // 3. This process takes the node's leases (refused while another agent process holds
     // them: retried in the loop).
     agent.register().await;
-    let events = client.watch(v1::WatchRequest {
+    let mut events = client.watch(v1::WatchRequest {
         key_prefixes: vec![],
         cluster_state: true,
         start_revision: 0,
     });
-    // The state is read beside the loop, never in it: without a leader a read cannot finish,
-    // and the renewal must not wait for it. Each fresh state wakes the loop at once.
-    let fresh = Arc::new(tokio::sync::Notify::new());
-    tokio::spawn(read_state_on_change(
-        client.clone(),
-        events,
-        shared.clone(),
-        fresh.clone(),
-        stop.clone(),
-    ));
     let mut next_tick = Instant::now();
+    let mut dirty = false;
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
             _ = tokio::time::sleep_until(next_tick) => {}
-            _ = fresh.notified() => {}
+            // Changes, a resync after compaction, or a failure (spaced by the watch's
+            // backoff; the watch never ends): read the state again.
+            ev = events.next() => {
+                // Every item already queued is taken too: the one state read below sees what
+                // all of them changed (a burst of changes costs one read and one reconcile,
+                // not one each: scale bench, issue 14).
+                let mut changed = !is_progress_mark(&ev);
+                while let Some(ev) = events.try_next() {
+                    changed |= !is_progress_mark(&ev);
+                }
+                if !changed {
+                    continue;
+                }
+                dirty = true;
+            }
+        }
+        if dirty {
+            if let Ok(s) = client.get_state(true).await {
+                *shared.write().unwrap() = Some(s);
+                dirty = false;
+            }
         }
         let Some(state) = shared.read().unwrap().clone() else {
             continue;

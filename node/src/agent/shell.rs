@@ -259,9 +259,9 @@ impl<'a> Agent<'a> {
             haproxy_error: haproxy.error,
             instance: self.cfg.instance,
         };
-        // Twice the longer of the cluster's renew interval and this agent's own: the client's
-        // attempts take at most the agent's own (`run::cluster_client`), so an attempt stuck on
-        // a silent leader is given up while there is still time for another member.
+        // Twice the longer of the cluster's renew interval and this agent's own: never shorter
+        // than one of the client's attempts (`run::cluster_client`), so that an attempt that
+        // times out is followed by the client's reconnect and move to another member.
         let limit = self.renew_every.max(self.cfg.lease.renew_interval) * 2;
         let resp = match tokio::time::timeout(limit, self.client.renew_report(req)).await {
             Ok(Ok(r)) => r,

@@ -235,10 +235,10 @@ mod tests {
             "1000",
         ];
         // etcd's timings and no lease given: the default lease outlasts their elections
-        // (2 x 1,000 + 100 + drift 10 + renew 100 + 40), and a node is counted down later.
+        // (2 x 1,000 + 100 + drift 20 + renew 100 + 40), and a node is counted down later.
         let c = Config::load(args(&etcd_like)).unwrap();
-        assert_eq!(c.lease.lease, std::time::Duration::from_millis(2_250));
-        assert_eq!(c.node_down_after_ms, 4_500);
+        assert_eq!(c.lease.lease, std::time::Duration::from_millis(2_260));
+        assert_eq!(c.node_down_after_ms, 4_520);
         // With the lease of before: a leader election would drop every VIP.
         let mut short = etcd_like.to_vec();
         short.extend(["--vip-lease-ms", "800"]);

@@ -153,7 +153,9 @@ pub struct Args {
     #[arg(long)]
     pub(crate) confirm_data_loss: bool,
 
-    /// Leader heartbeat interval in milliseconds [default: 25].
+    /// Leader heartbeat interval in milliseconds [default: 50]. For failover in about half a
+    /// second on a LAN (README): --heartbeat-ms 25 --election-timeout-min-ms 50
+    /// --election-timeout-max-ms 100 --vip-lease-ms 450 --vip-drift-ms 10 --vip-margin-ms 40.
     #[arg(long, env = "BALLAST_HEARTBEAT_MS")]
     pub(crate) heartbeat_ms: Option<u64>,
 
@@ -167,16 +169,16 @@ pub struct Args {
     pub(crate) read_policy: Option<String>,
 
     /// Lower bound of the randomized election timeout in milliseconds; must be above the
-    /// heartbeat [default: 50, or twice the heartbeat if that is more]. A leader's death leaves the cluster leaderless for up to
+    /// heartbeat [default: 100, or twice the heartbeat if that is more]. A leader's death leaves the cluster leaderless for up to
     /// twice the upper bound; VIP leases must outlast that (see --vip-lease-ms). A follower
-    /// starts an election only after hearing nothing for the upper bound plus this range (150
-    /// to 200 ms by default), and first asks the others whether they would vote (pre-vote), so
+    /// starts an election only after hearing nothing for the upper bound plus this range (300
+    /// to 400 ms by default), and first asks the others whether they would vote (pre-vote), so
     /// a follower that merely missed heartbeats does not unseat a working leader. On a network
     /// slower than a LAN, raise both bounds and the lease together.
     #[arg(long, env = "BALLAST_ELECTION_TIMEOUT_MIN_MS")]
     pub(crate) election_timeout_min_ms: Option<u64>,
 
-    /// Upper bound of the randomized election timeout in milliseconds [default: 100, or twice
+    /// Upper bound of the randomized election timeout in milliseconds [default: 200, or twice
     /// the lower bound if that is more].
     #[arg(long, env = "BALLAST_ELECTION_TIMEOUT_MAX_MS")]
     pub(crate) election_timeout_max_ms: Option<u64>,
@@ -209,7 +211,7 @@ pub struct Args {
     #[command(flatten)]
     pub(crate) agent_opts: AgentOpts,
 
-    /// Margin the leader adds before it considers a lease gone, ms [default: 40].
+    /// Margin the leader adds before it considers a lease gone, ms [default: 50].
     #[arg(long, env = "BALLAST_VIP_MARGIN_MS")]
     pub(crate) vip_margin_ms: Option<u64>,
 
@@ -227,10 +229,10 @@ pub struct Args {
 /// The agent's options, shared by `ballastd --agent` and `ballastd agent`.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub(crate) struct AgentOpts {
-    /// VIP lease length in milliseconds [default: 450, or on a member the shortest lease that
+    /// VIP lease length in milliseconds [default: 800, or on a member the shortest lease that
     /// fits the election timeouts and renew interval given, if that is more]. An owner that cannot renew stops
     /// answering for its VIPs within this time; another node takes over a little later (about
-    /// half a second after a server dies, with the defaults). On a member it must leave, after
+    /// 0.85 s after a server dies, with the defaults; see --heartbeat-ms for a faster setting). On a member it must leave, after
     /// the drift allowance, one renew interval and the 40 ms by which the fence closes early,
     /// twice the election timeout's upper bound plus 100 ms, so that a leader election does not
     /// drop the VIPs. The lease settings (this, --vip-renew-ms, --vip-drift-ms, --vip-margin-ms) are the
@@ -244,7 +246,7 @@ pub(crate) struct AgentOpts {
     #[arg(long, env = "BALLAST_VIP_RENEW_MS")]
     pub(crate) vip_renew_ms: Option<u64>,
 
-    /// Clock-drift allowance the agent subtracts from its deadline, ms [default: 10].
+    /// Clock-drift allowance the agent subtracts from its deadline, ms [default: 20].
     #[arg(long, env = "BALLAST_VIP_DRIFT_MS")]
     pub(crate) vip_drift_ms: Option<u64>,
 

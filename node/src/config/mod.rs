@@ -122,7 +122,7 @@ impl Config {
             log: "info".into(),
             addr_file: None,
             agent: false,
-            lease: crate::lease::LeaseConfig::relaxed(),
+            lease: crate::lease::LeaseConfig::default(),
             garp_count: 5,
             garp_interval_ms: 100,
             fence_journal: None,
@@ -165,17 +165,17 @@ impl Config {
             .map(String::from)
             .collect();
         // Raft timing: each bound left to its default follows the ones given (election at
-        // least twice the heartbeat, its range at least the lower bound wide), so pinning the
-        // timing of before (heartbeat 50 ms, election 100-200 ms) keeps a valid whole.
-        let heartbeat_ms = args.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(25);
+        // least twice the heartbeat, its range at least the lower bound wide), so pinning part
+        // of the timing (a slower heartbeat, say) keeps a valid whole.
+        let heartbeat_ms = args.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(50);
         let election_timeout_min_ms = args
             .election_timeout_min_ms
             .or(file.election_timeout_min_ms)
-            .unwrap_or((2 * heartbeat_ms).max(50));
+            .unwrap_or((2 * heartbeat_ms).max(100));
         let election_timeout_max_ms = args
             .election_timeout_max_ms
             .or(file.election_timeout_max_ms)
-            .unwrap_or((2 * election_timeout_min_ms).max(100));
+            .unwrap_or((2 * election_timeout_min_ms).max(200));
         let agent = AgentSettings::resolve(
             &args.agent_opts,
             agent_keys!(file),
@@ -390,9 +390,8 @@ mod tests {
         assert_eq!(c.snapshot_logs, 10_000);
     }
 
-    /// Pinning part of the timing of before issue 14 (heartbeat 50 ms, election 100-200 ms,
-    /// a longer renew interval) leaves the defaults of the rest consistent with it: a member
-    /// upgraded with its old flags starts.
+    /// Pinning part of the timing (a slower heartbeat, a longer renew interval) leaves the
+    /// defaults of the rest consistent with it, and the fast setting of issue 14 is valid.
     #[test]
     fn defaults_follow_the_timing_that_is_pinned() {
         let dir = tempfile::tempdir().unwrap();
@@ -409,24 +408,35 @@ mod tests {
                 c.election_timeout_min_ms,
                 c.election_timeout_max_ms
             ),
-            (25, 50, 100)
+            (50, 100, 200)
         );
         assert_eq!(c.lease, crate::lease::LeaseConfig::default());
-        let c = load(&["--heartbeat-ms", "50"]).unwrap();
+        let c = load(&["--heartbeat-ms", "100"]).unwrap();
         assert_eq!(
             (c.election_timeout_min_ms, c.election_timeout_max_ms),
-            (100, 200)
+            (200, 400)
         );
-        assert!(c.lease.lease > Duration::from_millis(450), "{:?}", c.lease);
-        let c = load(&["--election-timeout-min-ms", "100"]).unwrap();
-        assert_eq!(c.election_timeout_max_ms, 200);
-        let c = load(&["--election-timeout-max-ms", "200"]).unwrap();
-        assert_eq!(c.election_timeout_min_ms, 50);
-        let c = load(&["--vip-renew-ms", "200"]).unwrap();
-        assert_eq!(c.lease.renew_interval, Duration::from_millis(200));
+        assert!(c.lease.lease > Duration::from_millis(800), "{:?}", c.lease);
+        let c = load(&["--election-timeout-min-ms", "200"]).unwrap();
+        assert_eq!(c.election_timeout_max_ms, 400);
+        let c = load(&["--election-timeout-max-ms", "400"]).unwrap();
+        assert_eq!(c.election_timeout_min_ms, 100);
+        let c = load(&["--vip-renew-ms", "300"]).unwrap();
+        assert_eq!(c.lease.renew_interval, Duration::from_millis(300));
         // A lease that is given is checked, not lengthened.
-        let e = load(&["--election-timeout-max-ms", "200", "--vip-lease-ms", "450"]);
+        let e = load(&["--election-timeout-max-ms", "400", "--vip-lease-ms", "800"]);
         assert!(e.unwrap_err().to_string().contains("leader"));
+        // The fast setting (README, "Failover in half a second").
+        let c = load(&[
+            "--heartbeat-ms=25",
+            "--election-timeout-min-ms=50",
+            "--election-timeout-max-ms=100",
+            "--vip-lease-ms=450",
+            "--vip-drift-ms=10",
+            "--vip-margin-ms=40",
+        ])
+        .unwrap();
+        assert_eq!(c.lease, crate::lease::LeaseConfig::fast());
     }
 
     #[test]

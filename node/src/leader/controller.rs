@@ -136,11 +136,10 @@ pub struct ControllerConfig {
     pub election_timeout_max: Duration,
 }
 
-/// The unit tests' settings: the relaxed lease (800 ms) and the election timeouts it fits.
 impl Default for ControllerConfig {
     fn default() -> Self {
         ControllerConfig {
-            lease: LeaseConfig::relaxed(),
+            lease: LeaseConfig::default(),
             node_down_after: Duration::from_secs(2),
             election_timeout_max: Duration::from_millis(200),
         }
