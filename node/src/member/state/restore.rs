@@ -69,7 +69,7 @@ impl StateData {
             self.nodes.entry(id).or_insert(n);
         }
         self.services = b.services;
-        self.vips = b
+        let vips = b
             .vips
             .into_iter()
             .map(|(name, mut v)| {
@@ -96,6 +96,7 @@ impl StateData {
                 (name, v)
             })
             .collect();
+        self.replace_vips(vips);
         if held {
             // What the old cluster itself still held back (payload format 3 on): its retired
             // addresses, with no owner like the rest, and its deleted VIPs' epochs. A retired

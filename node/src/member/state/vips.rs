@@ -8,7 +8,7 @@ use ballast_proto::v1;
 
 use crate::member::state::{rejected, state_event, Applied, StateData};
 use crate::model;
-use crate::types::{vip_ip, NodeId, Outcome};
+use crate::types::{NodeId, Outcome};
 
 impl StateData {
     /// An operator defines a VIP, or changes it: owner and epoch stay the controller's, and a
@@ -31,11 +31,7 @@ impl StateData {
                 }
             }
         }
-        if let Some(other) = self
-            .vips
-            .values()
-            .find(|v| v.name != vip.name && vip_ip(&v.address) == vip_ip(&vip.address))
-        {
+        if let Some(other) = self.vip_at(&vip.name, &vip.address) {
             return (
                 rejected(
                     "vip.address",
@@ -75,7 +71,7 @@ impl StateData {
                 new.move_to = 0;
             }
         }
-        self.vips.insert(vip.name.clone(), new);
+        self.put_vip(vip.name.clone(), new);
         (
             Outcome::StateWritten,
             vec![state_event("vip", vip.name.clone(), false)],
@@ -93,7 +89,7 @@ impl StateData {
         if let Some(why) = self.retire_blocked(old) {
             return (rejected("name", why), Vec::new());
         }
-        let old = self.vips.remove(name).expect("looked up above");
+        let old = self.take_vip(name).expect("looked up above");
         // Its owner may still answer: the address stays retired until it let go.
         self.retire(&old, true);
         self.vip_epochs.insert(name.to_string(), old.epoch);
@@ -318,8 +314,8 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn vip_owner_and_epoch_are_not_the_callers() {
+    /// Member 1, and service "web" with no backend (two entries applied).
+    fn with_web() -> StateData {
         let mut s = StateData::default();
         apply1(&mut s, &membership(1, &[1], &[]));
         let svc = model::Service {
@@ -327,6 +323,12 @@ mod tests {
             ..Default::default()
         };
         apply1(&mut s, &entry(2, Op::ApplyService(svc), None));
+        s
+    }
+
+    #[test]
+    fn vip_owner_and_epoch_are_not_the_callers() {
+        let mut s = with_web();
         let vip = model::Vip {
             owner: 1,
             epoch: 99,
@@ -338,5 +340,70 @@ mod tests {
         other.name = "w".into();
         let (r, _) = apply1(&mut s, &entry(4, Op::ApplyVip(other), None));
         assert!(matches!(r.outcome, Outcome::Rejected { field, .. } if field == "vip.address"));
+    }
+
+    /// The index of addresses answers as the search of every VIP it replaced (checked at each
+    /// apply in debug builds), through definitions, address changes, deletes, snapshots and a
+    /// restore; and it is not stored: a snapshot's bytes are the same with or without it.
+    #[test]
+    fn the_address_index_follows_every_change_and_is_not_stored() {
+        let mut s = with_web();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let mut refused = 0;
+        for i in 3..600u64 {
+            let op = match next(10) {
+                0..=5 => Op::ApplyVip(model::Vip {
+                    name: format!("v{}", next(12)),
+                    address: format!("10.213.0.{}/{}", next(16), 20 + next(8)),
+                    ..web_vip()
+                }),
+                6..=7 => Op::DeleteVip(format!("v{}", next(12))),
+                8 => {
+                    // A snapshot taken and installed: the index starts unbuilt.
+                    let bytes = crate::member::format::encode_state(&s);
+                    s = crate::member::format::decode_state(&bytes).unwrap();
+                    continue;
+                }
+                _ => {
+                    let mut unbuilt = s.clone();
+                    unbuilt.addresses = Default::default();
+                    assert_eq!(
+                        crate::member::format::encode_state(&s),
+                        crate::member::format::encode_state(&unbuilt)
+                    );
+                    continue;
+                }
+            };
+            let (r, _) = apply1(&mut s, &entry(i, op, None));
+            refused += usize::from(
+                matches!(r.outcome, Outcome::Rejected { field, .. } if field == "vip.address"),
+            );
+        }
+        assert!(refused > 10, "addresses collided {refused} times");
+        // A restore replaces every VIP: the index is built again from them.
+        let backup = s.backup().encode();
+        let mut fresh = StateData::default();
+        apply1(&mut fresh, &membership(1, &[1], &[]));
+        let (r, _) = apply1(
+            &mut fresh,
+            &entry(2, Op::RestoreHeld { payload: backup }, None),
+        );
+        assert_eq!(r.outcome, Outcome::StateWritten);
+        let taken = fresh.vips.values().next().cloned().unwrap();
+        let other = model::Vip {
+            name: "new".into(),
+            ..taken.clone()
+        };
+        let (r, _) = apply1(&mut fresh, &entry(3, Op::ApplyVip(other), None));
+        assert!(
+            matches!(&r.outcome, Outcome::Rejected { message, .. } if message.contains(&taken.name)),
+            "{r:?}"
+        );
     }
 }
