@@ -15,7 +15,7 @@
 //! - an owner whose lease expired at the leader loses the VIP at once (its kernel fence
 //!   expired earlier, see `lease.rs`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::lease::LeaseConfig;
@@ -281,6 +281,71 @@ pub fn next_expiry(input: &Input<'_>) -> Option<Duration> {
         .iter()
         .map(|(name, r)| input.obs.lease_expiry(name, r.epoch));
     owned.chain(retired).filter(|t| *t > input.now).min()
+}
+
+/// How long a tick may skip deciding after one that decided nothing: nothing is decided
+/// before `until` (leader's monotonic clock) nor before `until_wall_ms` (leader's wall clock)
+/// as long as the state, the lease settings and what the book observed stay as they were,
+/// but for contacts of the agents of `listen`, which count as a change (see
+/// `LeaseBook::decide_at`). Conservative: a moment it names too early costs one full
+/// decision, never a late one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Calm {
+    pub until: Duration,
+    pub until_wall_ms: u64,
+    pub listen: BTreeSet<NodeId>,
+}
+
+/// A quiet tick is trusted at most this long: a full decision runs at least this often.
+pub const CALM_AT_MOST: Duration = Duration::from_secs(1);
+
+/// When `decide` may first decide something again, for an `input` on which it decided
+/// nothing, if only time passes and the agents that are alive keep renewing: the first lease
+/// that runs out at the leader (of an owned VIP or a retired address: a grant only moves that
+/// later), the first alive node whose silence reaches `node_down_after` (a contact only moves
+/// that later), the first higher-priority node whose preemption delay ends (wall clock), and
+/// the nodes not alive, whose first contact may bring them back. Every other input of a
+/// decision is the state's or a change of the book's (a confirmation, a new epoch granted).
+pub fn calm(input: &Input<'_>) -> Calm {
+    let mut until = input.now + CALM_AT_MOST;
+    for v in input.vips.iter().filter(|v| v.owner != 0) {
+        until = until.min(input.obs.lease_expiry(&v.name, v.epoch));
+    }
+    for (name, r) in input.retired {
+        until = until.min(input.obs.lease_expiry(name, r.epoch));
+    }
+    let mut listen = BTreeSet::new();
+    for (id, node) in input.nodes {
+        if node.alive {
+            let seen = input.obs.agent_seen.get(id).copied();
+            let since = seen.map_or(input.obs.leader_since, |s| s.max(input.obs.leader_since));
+            until = until.min(since + input.cfg.node_down_after);
+        } else {
+            listen.insert(*id);
+        }
+    }
+    let alive = |id: NodeId| input.nodes.get(&id).is_some_and(|n| n.alive);
+    let mut until_wall_ms = u64::MAX;
+    for v in input.vips.iter().filter(|v| v.owner != 0 && v.preempt) {
+        let Some(svc) = input.services.get(&v.service) else {
+            continue;
+        };
+        let owner_prio = priority(v, v.owner);
+        for id in svc.backends.keys().copied() {
+            if priority(v, id) <= owner_prio {
+                continue;
+            }
+            if let Some(since) = eligible_since(input, v, id, &alive) {
+                let delay = v.preempt_delay.as_millis() as u64;
+                until_wall_ms = until_wall_ms.min(since.saturating_add(delay));
+            }
+        }
+    }
+    Calm {
+        until,
+        until_wall_ms,
+        listen,
+    }
 }
 
 fn liveness(input: &Input<'_>) -> Vec<Action> {

@@ -14,7 +14,7 @@ use crate::lease::LeaseSettings;
 use crate::member::proposer::now_ms;
 use crate::model;
 use crate::node::Node;
-use crate::types::{Command, CommandResult, NodeId, Op, Outcome};
+use crate::types::{Command, CommandResult, LogId, NodeId, Op, Outcome};
 
 use super::book::World;
 use openraft::async_runtime::WatchReceiver;
@@ -31,6 +31,7 @@ const CONTROLLER_TICK: Duration = Duration::from_millis(50);
 pub async fn controller_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
     let mut wake_at = tokio::time::Instant::now();
     let mut ready_term = 0;
+    let mut views = Views::default();
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
@@ -58,7 +59,7 @@ pub async fn controller_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
         let (actions, lease_op, terms) = {
             let data = node.sm.read();
             let terms = node.lease_terms(&data);
-            let vips: Vec<VipView> = data.vips.values().map(VipView::of).collect();
+            let vips = views.of(&data);
             let mut book = node.book();
             if book.term() != term {
                 continue; // the term changed since the barrier
@@ -75,18 +76,19 @@ pub async fn controller_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
             let w = World {
                 nodes: &data.nodes,
                 services: &data.services,
-                vips: &vips,
+                vips,
                 retired: &data.retired,
                 leader: node.id,
                 now,
                 now_wall_ms: now_ms(),
                 cfg: &node.controller_cfg,
             };
+            let (actions, next) = book.decide_at(&w, data.last_applied, terms);
             // Decide again the moment a lease runs out, not at the next tick.
-            if let Some(at) = book.next_expiry(&w, terms) {
-                wake_at = wake_at.min(tokio::time::Instant::now() + (at - now));
+            if let Some(at) = next {
+                wake_at = wake_at.min(tokio::time::Instant::now() + at.saturating_sub(now));
             }
-            (book.decide(&w, terms), lease_op, terms)
+            (actions, lease_op, terms)
         };
         if let Some(op) = lease_op {
             tracing::info!(?op, "lease settings");
@@ -127,6 +129,25 @@ pub async fn controller_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
         // `join_all` polls them in order, so each reaches the proposer's queue in order.
         futures::future::join_all(proposals).await;
         rollouts(&node, term).await;
+    }
+}
+
+/// The controller's views of the state's VIPs, made again only when the applied state moved
+/// (the same last log id is the same state): at rest the leader's ticks copy no VIP (issue
+/// 14: every tick cloned every VIP under the state's read lock).
+#[derive(Default)]
+struct Views {
+    applied: Option<Option<LogId>>,
+    vips: Vec<VipView>,
+}
+
+impl Views {
+    fn of(&mut self, data: &crate::member::state::StateData) -> &[VipView] {
+        if self.applied != Some(data.last_applied) {
+            self.vips = data.vips.values().map(VipView::of).collect();
+            self.applied = Some(data.last_applied);
+        }
+        &self.vips
     }
 }
 
