@@ -78,7 +78,10 @@ impl View {
     }
 }
 
-/// Reads the state on every change (coalesced) and at least every second; publishes it.
+/// Reads the state on every burst of changes and at least every second; publishes it. Events
+/// that arrive during a read leave one wake-up (a `Notify` keeps one permit), so a burst costs
+/// one more read, not one per revision; the agents see only the latest state (`watch`), as the
+/// real agent's loop does with the events it finds queued (`agent/run.rs`).
 pub(crate) async fn viewer(client: Client, tx: watch::Sender<Arc<View>>, stop: Arc<AtomicBool>) {
     let changed = Arc::new(Notify::new());
     let c2 = changed.clone();

@@ -8,8 +8,10 @@
 //! changes, `ReportHealth` when the cluster's view of its backend differs, `ConfirmRelease`
 //! for releases asked of it), its deadline math (`agent::plan::deadline`) and its claim and
 //! drop rules; only the fence, addresses and ARP are left out. The cluster state every agent
-//! plans from is read once per change by one shared watcher, not by each agent (the real agent
-//! reads it itself: `--help` says what that leaves out).
+//! plans from is read once per burst of changes by one shared watcher, not by each agent (the
+//! real agent reads it itself: `--help` says what that leaves out). Like the real agent, which
+//! takes every watch event already queued before its one state read, an agent reconciles
+//! once per state it has not seen, however many revisions that state covers.
 //!
 //! Per step it measures, over a window in which nothing changes: renewals per second the
 //! leader answered (its own request counter), renewal latency as the agents see it, the
@@ -77,9 +79,11 @@ new owners granted before the victim's own deadline (must be 0)
   leader      SIGKILL of the leader member; time until a new leader has granted every owned VIP \
 again, and how many agent-side leases ran out meanwhile
 
-The state the agents plan from is read by one shared watcher on every change and handed to all \
-of them; real agents each read it themselves (one GetState per agent per change), a cost this \
-benchmark leaves out. The load generator shares the machine with the members: its own CPU is \
+The state the agents plan from is read by one shared watcher once per burst of changes and \
+handed to all of them; an agent reconciles (and renews) once per state it has not seen, however \
+many revisions it covers, as the real agent does (it takes every queued watch event before its \
+one state read). Real agents each read the state themselves (one GetState per agent per burst), \
+a cost this benchmark leaves out. The load generator shares the machine with the members: its own CPU is \
 printed too.",
     after_help = "Example: scale-bench --agents 10,100,1000 --vips 10,1000,10000 --seconds 20"
 )]
