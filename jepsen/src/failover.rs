@@ -129,6 +129,8 @@ pub fn ballast(v: &mut VipLab, scenario: &str, trials: usize, hold: u64) -> Figu
         ..Default::default()
     };
     let mut co_located = 0;
+    // Every trial's frames, judged once at the end with every node's journal.
+    let mut all_frames = Vec::new();
     for _ in 0..trials {
         let (owner, _) = v.wait_settled();
         if scenario == "leader" || scenario == "leader-dead" {
@@ -164,7 +166,7 @@ pub fn ballast(v: &mut VipLab, scenario: &str, trials: usize, hold: u64) -> Figu
                 .expect("a new leader marked the old one down");
             let (probes, frames) = obs.stop_all().expect("observer ran");
             trace(&probes, t);
-            exact(v, &frames, &mut f);
+            all_frames.extend(frames);
             let a = analyze(&probes, t);
             assert_eq!(a.first_answer.len(), 1, "the VIP stayed put: {a:?}");
             f.outage.push(a.outage);
@@ -203,7 +205,6 @@ pub fn ballast(v: &mut VipLab, scenario: &str, trials: usize, hold: u64) -> Figu
         let new_mac = v.mac(new_owner);
         let (probes, frames) = obs.stop_all().expect("observer ran");
         trace(&probes, t);
-        exact(v, &frames, &mut f);
         let a = analyze(&probes, t);
         let first_new = a
             .first_answer
@@ -219,6 +220,7 @@ pub fn ballast(v: &mut VipLab, scenario: &str, trials: usize, hold: u64) -> Figu
                 f.stages.push(st);
             }
         }
+        all_frames.extend(frames);
         match scenario {
             "crash" => v.procs[owner as usize - 1] = Some(v.spawn(owner)),
             "dead" => {
@@ -232,6 +234,7 @@ pub fn ballast(v: &mut VipLab, scenario: &str, trials: usize, hold: u64) -> Figu
             }
         }
     }
+    exact(v, &all_frames, &mut f);
     if co_located > 0 {
         f.note = Some(format!(
             "{co_located} trials skipped: the leader owned the VIP"
@@ -240,16 +243,16 @@ pub fn ballast(v: &mut VipLab, scenario: &str, trials: usize, hold: u64) -> Figu
     f
 }
 
-/// The exact check of the run so far, with `frames` (one trial's): adds what it found to `f`.
+/// The exact check of the run so far (every node's fence journal) against `frames`, the
+/// frames the client host saw during a scenario's trials: what it found goes into `f`.
 fn exact(v: &VipLab, frames: &[crate::arp::Frame], f: &mut Figures) {
     let (t0, base) = v.started();
-    f.frames += frames.iter().filter(|x| x.at >= t0).count();
-    for violation in v.check_exact(frames, t0, base) {
-        let text = format!("{violation:?}");
-        if !f.violations.contains(&text) {
-            f.violations.push(text);
-        }
-    }
+    f.frames = frames.iter().filter(|x| x.at >= t0).count();
+    f.violations = v
+        .check_exact(frames, t0, base)
+        .iter()
+        .map(|violation| format!("{violation:?}"))
+        .collect();
 }
 
 /// Where a takeover's time went (None when the journals do not show it, e.g. the old owner

@@ -129,15 +129,21 @@ impl<'a> Agent<'a> {
         let Some(epoch) = d.confirm else {
             return false;
         };
-        // Bounded by a renew interval, like everything on the renewal's path: a confirmation
-        // that cannot reach a leader now is sent again by a later reconcile.
-        let confirm = self.client.confirm_release(self.cfg.node_id, &d.vip, epoch);
-        match tokio::time::timeout(self.renew_every, confirm).await {
-            Ok(Err(e)) => tracing::debug!(error = %e, vip = %d.vip, "confirming release"),
-            Err(_) => tracing::debug!(vip = %d.vip, "confirming release timed out"),
+        self.confirm_release(&d.vip, epoch, Instant::now() + self.renew_every)
+            .await;
+        true
+    }
+
+    /// Tells the leader this node let (vip, epoch) go, giving up at `until`: on the
+    /// renewal's path nothing waits long, and a confirmation that cannot reach a leader now
+    /// is sent again by a later reconcile.
+    async fn confirm_release(&self, vip: &str, epoch: u64, until: Instant) {
+        let confirm = self.client.confirm_release(self.cfg.node_id, vip, epoch);
+        match tokio::time::timeout_at(until, confirm).await {
+            Ok(Err(e)) => tracing::debug!(error = %e, %vip, "confirming release"),
+            Err(_) => tracing::debug!(%vip, "confirming release timed out"),
             Ok(Ok(_)) => {}
         }
-        true
     }
 
     /// Governs exactly the addresses the plan says, on the interfaces that exist here.
@@ -232,13 +238,11 @@ impl<'a> Agent<'a> {
             }
         }
         // Confirm releases of VIPs not held here (never acquired, or let go earlier).
+        // One renew interval for all of them together, not each: without a leader, k of
+        // them would otherwise hold the renewal back k intervals (cold review).
+        let until = Instant::now() + self.renew_every;
         for (vip, epoch) in plan::confirms_not_held(state, &held_now(&self.held), &letting_go, me) {
-            let confirm = self.client.confirm_release(me, &vip, epoch);
-            match tokio::time::timeout(self.renew_every, confirm).await {
-                Ok(Err(e)) => tracing::debug!(error = %e, %vip, "confirming release"),
-                Err(_) => tracing::debug!(%vip, "confirming release timed out"),
-                Ok(Ok(_)) => {}
-            }
+            self.confirm_release(&vip, epoch, until).await;
         }
 
         // Claim what is ours and renew.
