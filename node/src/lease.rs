@@ -77,8 +77,29 @@ pub const FIND_LEADER_ALLOWANCE: Duration = Duration::from_millis(100);
 /// equal there). A renewal must be granted and committed before then, not before the deadline.
 pub const FENCE_CLOSES_EARLY: Duration = Duration::from_millis(40);
 
-/// The shortest lease that keeps the availability rules with these settings: three renew
-/// intervals within the agent's usable lease, and, on a member, an election outlasted (see
+/// Renew intervals an agent waits for the answer to a renewal before it gives up on it
+/// (`agent::shell`): never shorter than one of its client's attempts, so that an attempt that
+/// times out is followed by the client's move to another member.
+pub const RENEW_ATTEMPT_INTERVALS: u32 = 2;
+
+/// How long an agent waits, after a renewal that got no answer, before it tries again: a
+/// quarter interval (waiting a whole one would spend the lease a leader election leaves), plus
+/// up to an eighth more, picked by `jitter` in [0, 1), so that agents that lost their leader
+/// together do not all reach the next one in the same instant.
+pub fn unanswered_retry_delay(renew: Duration, jitter: f64) -> Duration {
+    renew / 4 + (renew / 8).mul_f64(jitter.clamp(0.0, 1.0))
+}
+
+/// The latest moment, after an owner sent a renewal that was granted, at which it sends the
+/// retry of a next renewal that got no answer: that one is due an interval later, is given up
+/// after [`RENEW_ATTEMPT_INTERVALS`], and is retried after [`unanswered_retry_delay`].
+pub fn latest_retry(renew: Duration) -> Duration {
+    renew * (1 + RENEW_ATTEMPT_INTERVALS) + unanswered_retry_delay(renew, 1.0)
+}
+
+/// The shortest lease that keeps the availability rules with these settings: an unanswered
+/// renewal's retry sent before the agent's fence closes ([`latest_retry`]), and, on a member,
+/// an election outlasted (see
 /// [`LeaseConfig::validate_with_election`]). A lease left to its default is at least this, so
 /// that pinning slower Raft timing (as before issue 14: election 100-200 ms) or a longer
 /// renew interval does not make the default lease invalid.
@@ -87,7 +108,7 @@ pub fn shortest_lease(
     drift: Duration,
     election_timeout_max: Option<Duration>,
 ) -> Duration {
-    let by_renew = renew * 3 + drift;
+    let by_renew = latest_retry(renew) + FENCE_CLOSES_EARLY + drift;
     let by_election = election_timeout_max.map_or(Duration::ZERO, |e| {
         leaderless_bound(e) + FIND_LEADER_ALLOWANCE + drift + renew + FENCE_CLOSES_EARLY
     });
@@ -101,7 +122,7 @@ pub enum LeaseConfigError {
     LeaseTooShort,
     #[error("drift allowance ({drift:?}) must be shorter than the lease ({lease:?})")]
     DriftNotBelowLease { drift: Duration, lease: Duration },
-    #[error("renew interval ({renew:?}) must be at most a third of the agent's usable lease ({usable:?}) so that a renewal that gets no answer, retried, still lands before the lease ends")]
+    #[error("renew interval ({renew:?}) too long for the agent's usable lease ({usable:?}): a renewal that gets no answer is given up after two intervals and retried after up to 3/8 of one more, and that retry must be sent before the fence closes ({FENCE_CLOSES_EARLY:?} early); the interval may be at most about 3/10 of the usable lease")]
     RenewTooSlow { renew: Duration, usable: Duration },
     #[error("the agent's deadline ({agent:?} at the fastest drift) does not end before the leader's expiry ({leader:?} at the slowest): raise the leader margin or the drift allowance")]
     MarginTooSmall { agent: Duration, leader: Duration },
@@ -126,7 +147,7 @@ impl LeaseConfig {
             });
         }
         let usable = self.lease - self.drift_allowance;
-        if self.renew_interval * 3 > usable {
+        if latest_retry(self.renew_interval) + FENCE_CLOSES_EARLY > usable {
             return Err(LeaseConfigError::RenewTooSlow {
                 renew: self.renew_interval,
                 usable,
@@ -271,6 +292,32 @@ mod tests {
         assert!(matches!(
             c.validate(),
             Err(LeaseConfigError::DriftNotBelowLease { .. })
+        ));
+    }
+
+    #[test]
+    fn an_unanswered_renewal_is_retried_before_the_fence_closes() {
+        // The retry waits a quarter interval plus at most an eighth.
+        assert_eq!(unanswered_retry_delay(ms(100), 0.0), ms(25));
+        assert_eq!(
+            unanswered_retry_delay(ms(100), 0.5),
+            Duration::from_micros(31_250)
+        );
+        assert_eq!(
+            unanswered_retry_delay(ms(100), 7.0),
+            Duration::from_micros(37_500)
+        );
+        // Due at 1 interval, given up at 3, retried by 3 3/8.
+        assert_eq!(latest_retry(ms(100)), Duration::from_micros(337_500));
+        // Defaults: usable 780 ms; 219 ms x 27/8 + 40 = 779.1 fits, 220 ms (782.5) does not.
+        let at = |renew| LeaseConfig {
+            renew_interval: ms(renew),
+            ..Default::default()
+        };
+        at(219).validate().unwrap();
+        assert!(matches!(
+            at(220).validate(),
+            Err(LeaseConfigError::RenewTooSlow { .. })
         ));
     }
 

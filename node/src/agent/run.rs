@@ -55,7 +55,7 @@ pub fn cluster_client(
     // tried with the state read moved out of the loop, and partitions then took seconds to
     // fail over (failover bench, 11 s takeovers; not analysed to the end): both went back.
     // What a silent leader costs is measured (failover bench, leader-dead).
-    cfg.attempt_timeout = lease.renew_interval * 2;
+    cfg.attempt_timeout = lease.renew_interval * crate::lease::RENEW_ATTEMPT_INTERVALS;
     cfg.max_backoff = lease.renew_interval / 2;
     cfg.deadline = lease.lease;
     cfg.agent_instance = instance;
@@ -215,14 +215,15 @@ pub async fn run(
         let renewed = agent.reconcile(&state, haproxy).await;
         // The next renewal is due a renew interval after this one started, however long this
         // one took (each VIP acquired costs an nft transaction). A renewal that got no answer
-        // (no leader yet, or it moved) is tried again after a quarter interval: waiting a whole
-        // one would spend the lease a leader election leaves (failover bench, leader crash;
-        // see lease::FIND_LEADER_ALLOWANCE).
+        // (no leader yet, or it moved) is tried again after a quarter interval and a little
+        // jitter: waiting a whole one would spend the lease a leader election leaves (failover
+        // bench, leader crash; see lease::FIND_LEADER_ALLOWANCE), and the lease settings are
+        // checked against the latest such retry (`lease::latest_retry`).
         let every = agent.renew_every();
         next_tick = if renewed {
             started + every
         } else {
-            Instant::now() + every / 4
+            Instant::now() + crate::lease::unanswered_retry_delay(every, rand::random())
         };
     }
     // Clean stop: stop answering, remove the addresses, then let the node's leases go so that

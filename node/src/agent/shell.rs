@@ -266,7 +266,8 @@ impl<'a> Agent<'a> {
         // Twice the longer of the cluster's renew interval and this agent's own: never shorter
         // than one of the client's attempts (`run::cluster_client`), so that an attempt that
         // times out is followed by the client's reconnect and move to another member.
-        let limit = self.renew_every.max(self.cfg.lease.renew_interval) * 2;
+        let limit = self.renew_every.max(self.cfg.lease.renew_interval)
+            * crate::lease::RENEW_ATTEMPT_INTERVALS;
         let resp = match tokio::time::timeout(limit, self.client.renew_report(req)).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {

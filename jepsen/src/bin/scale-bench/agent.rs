@@ -227,8 +227,16 @@ impl SimAgent {
             if kill.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed) {
                 break;
             }
-            self.reconcile().await;
-            next = tokio::time::Instant::now() + self.renew_every;
+            // The real agent's rhythm (`agent::run`): the next renewal is due an interval after
+            // this one started, one that got no answer is retried after a quarter interval and
+            // some jitter.
+            let started = tokio::time::Instant::now();
+            next = if self.reconcile().await {
+                started + self.renew_every
+            } else {
+                tokio::time::Instant::now()
+                    + lease::unanswered_retry_delay(self.renew_every, rand::random())
+            };
         }
         self.end()
     }
@@ -240,7 +248,8 @@ impl SimAgent {
         }
     }
 
-    pub(crate) async fn reconcile(&mut self) {
+    /// One reconcile; whether the renewal was answered.
+    pub(crate) async fn reconcile(&mut self) -> bool {
         let view = self.view.borrow_and_update().clone();
         let me = self.node;
         self.report_health(&view);
@@ -309,15 +318,19 @@ impl SimAgent {
             ..Default::default()
         };
         let sent = Instant::now();
-        let resp =
-            match tokio::time::timeout(self.renew_every * 2, self.client.renew_report(req)).await {
-                Ok(Ok(r)) => r,
-                _ => {
-                    self.stats.renew_err.fetch_add(1, Ordering::Relaxed);
-                    self.stats.held[self.idx].store(self.held.len(), Ordering::Relaxed);
-                    return;
-                }
-            };
+        let resp = match tokio::time::timeout(
+            self.renew_every * lease::RENEW_ATTEMPT_INTERVALS,
+            self.client.renew_report(req),
+        )
+        .await
+        {
+            Ok(Ok(r)) => r,
+            _ => {
+                self.stats.renew_err.fetch_add(1, Ordering::Relaxed);
+                self.stats.held[self.idx].store(self.held.len(), Ordering::Relaxed);
+                return false;
+            }
+        };
         let received = Instant::now();
         self.stats.renew_ok.fetch_add(1, Ordering::Relaxed);
         if self.stats.recording.load(Ordering::Relaxed) {
@@ -372,6 +385,7 @@ impl SimAgent {
             }
         }
         self.stats.held[self.idx].store(self.held.len(), Ordering::Relaxed);
+        true
     }
 
     /// The health loop's part: a backend the state does not show healthy is reported healthy

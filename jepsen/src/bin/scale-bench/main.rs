@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use ballast_client::{v1, Client, ClientConfig, WatchItem};
 use ballast_node::agent::plan;
-use ballast_node::lease::LeaseConfig;
+use ballast_node::lease::{self, LeaseConfig};
 use clap::Parser;
 use tokio::sync::{watch, Notify};
 
