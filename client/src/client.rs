@@ -53,6 +53,11 @@ pub struct ClientConfig {
     pub tls: Option<Arc<crate::tls::ClientTls>>,
     /// An agent's process id, named in its agent calls (see `RegisterRequest`); 0 for others.
     pub agent_instance: u64,
+    /// Watches ask for a progress mark after this long without a message (unless the
+    /// request names its own `progress_ms`), and a watch that hears nothing for three times
+    /// as long is taken as cut (a connection stalled by a partition can stay silent for many
+    /// seconds after the network heals): it is resumed on a new connection.
+    pub watch_progress: Duration,
 }
 
 impl ClientConfig {
@@ -68,6 +73,7 @@ impl ClientConfig {
             token: None,
             tls: None,
             agent_instance: 0,
+            watch_progress: Duration::from_secs(2),
         }
     }
 }
@@ -243,7 +249,7 @@ impl Client {
     /// Replaces the connection to target `idx` after an attempt got no answer. A connection
     /// that lost packets (a partition) can stay stalled in TCP's retransmission backoff for
     /// seconds after the network heals; a new one works at once.
-    fn reconnect(&self, idx: usize) {
+    pub(crate) fn reconnect(&self, idx: usize) {
         let mut t = self.inner.targets.write().unwrap();
         if let Some(target) = t.get_mut(idx) {
             target.failed_at = Some(Instant::now());

@@ -59,6 +59,27 @@ impl Drop for WatchStream {
 
 type Items = mpsc::Sender<Result<WatchItem, Error>>;
 
+/// How long a watch that asked for progress marks every `progress_ms` may stay silent before
+/// it is taken as cut: three marks missed (the member clamps what it is asked to at least
+/// 100 ms and sends its default, 5 s, for 0).
+fn silence_limit(progress_ms: u32) -> Duration {
+    let every = match progress_ms {
+        0 => Duration::from_secs(5),
+        ms => Duration::from_millis(ms.max(100) as u64),
+    };
+    every * 3
+}
+
+const STALLED: &str = "the watch heard nothing, not even a progress mark";
+
+fn stalled(limit: Duration) -> tonic::Status {
+    tonic::Status::deadline_exceeded(format!("{STALLED}, for {limit:?}"))
+}
+
+fn is_stall(s: &tonic::Status) -> bool {
+    s.code() == tonic::Code::DeadlineExceeded && s.message().starts_with(STALLED)
+}
+
 /// Exponential backoff with jitter, between the client's initial and maximum backoff.
 struct Backoff {
     initial: Duration,
@@ -119,17 +140,32 @@ impl Client {
             req.start_revision = now + 1;
         }
         let mut next = req.start_revision;
+        if req.progress_ms == 0 {
+            req.progress_ms = self
+                .config()
+                .watch_progress
+                .as_millis()
+                .min(u32::MAX as u128) as u32;
+        }
+        let silent_limit = silence_limit(req.progress_ms);
         loop {
             let (idx, ch) = self.current_channel();
             let mut client =
                 WatchClient::new(ch.clone()).max_decoding_message_size(MAX_MESSAGE_LEN);
             let mut r = req.clone();
             r.start_revision = next;
-            let failure = match client.watch(r).await {
-                Ok(stream) => {
+            let opened = tokio::time::timeout(silent_limit, client.watch(r)).await;
+            let failure = match opened {
+                Err(_) => Some(stalled(silent_limit)),
+                Ok(Err(s)) => Some(s),
+                Ok(Ok(stream)) => {
                     let mut stream = stream.into_inner();
                     loop {
-                        match stream.message().await {
+                        let message = tokio::time::timeout(silent_limit, stream.message()).await;
+                        let Ok(message) = message else {
+                            break Some(stalled(silent_limit));
+                        };
+                        match message {
                             Ok(Some(resp)) => {
                                 backoff.reset();
                                 if resp.revision < next && !resp.events.is_empty() {
@@ -145,7 +181,6 @@ impl Client {
                         }
                     }
                 }
-                Err(s) => Some(s),
             };
             if let Some(s) = &failure {
                 let sent = match Error::from_status(s) {
@@ -172,6 +207,10 @@ impl Client {
                 if sent.is_err() {
                     return;
                 }
+            }
+            if failure.as_ref().is_some_and(is_stall) {
+                // The connection, not the member, may be what stalled: a new one either way.
+                self.reconnect(idx);
             }
             self.failover_from(idx, failure.as_ref());
             backoff.wait().await;

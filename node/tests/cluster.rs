@@ -297,6 +297,7 @@ async fn watch_resumes_after_losing_its_member_without_gap_or_duplicate() {
         key_prefixes: vec![b"w/".to_vec()],
         cluster_state: false,
         start_revision: start,
+        ..Default::default()
     });
 
     let mut expected = vec![start];

@@ -35,6 +35,7 @@ fn watch_prefix(client: &Client, prefix: &str, start_revision: u64) -> WatchStre
         key_prefixes: vec![prefix.as_bytes().to_vec()],
         cluster_state: false,
         start_revision,
+        ..Default::default()
     })
 }
 
@@ -227,5 +228,135 @@ async fn a_watch_whose_first_call_failed_starts_once_its_member_is_back() {
             }
         }
     }
+    c.shutdown().await;
+}
+
+/// A cluster-state watch gets its progress marks while the cluster applies KV writes it does
+/// not ask for: the mark is due after silence towards the watcher, not after the member's
+/// last change (which, under a steady write load, would never come).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_quiet_watch_gets_progress_marks_while_the_cluster_is_busy() {
+    let c = cluster().await;
+    let writer = c.client();
+    let mut w = c.client().watch(v1::WatchRequest {
+        cluster_state: true,
+        progress_ms: 100,
+        ..Default::default()
+    });
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (writer, stop) = (writer.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut puts = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                writer
+                    .put(format!("busy/{}", puts % 10), "v")
+                    .await
+                    .unwrap();
+                puts += 1;
+            }
+            puts
+        })
+    };
+    let mut marks = 0;
+    while marks < 3 {
+        match next_item(&mut w).await {
+            WatchItem::Changes(r) if r.events.is_empty() => marks += 1,
+            other => panic!("expected a progress mark, got {other:?}"),
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let puts = load.await.unwrap();
+    assert!(puts > 0);
+    c.shutdown().await;
+}
+
+/// A TCP relay to `to` that can be frozen: it then moves no more bytes either way (old and
+/// new connections alike) while keeping every socket open, as a partition does to a
+/// connection whose packets are dropped.
+async fn freezable_relay(to: String) -> (String, tokio::sync::watch::Sender<bool>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (frozen_tx, frozen) = tokio::sync::watch::channel(false);
+    async fn pipe(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        mut frozen: tokio::sync::watch::Receiver<bool>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = tokio::select! {
+                r = from.read(&mut buf) => match r { Ok(0) | Err(_) => return, Ok(n) => n },
+                _ = async { let _ = frozen.wait_for(|f| *f).await; } => {
+                    std::future::pending::<()>().await;
+                    return;
+                }
+            };
+            if *frozen.borrow() {
+                std::future::pending::<()>().await;
+            }
+            if to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let Ok(outbound) = tokio::net::TcpStream::connect(&to).await else {
+                continue;
+            };
+            let (ir, iw) = inbound.into_split();
+            let (or, ow) = outbound.into_split();
+            tokio::spawn(pipe(ir, ow, frozen.clone()));
+            tokio::spawn(pipe(or, iw, frozen.clone()));
+        }
+    });
+    (addr, frozen_tx)
+}
+
+/// A watch whose connection goes silent (a partition drops its packets; TCP says nothing
+/// for seconds, HTTP/2 keepalive for 15) takes the silence past three missed progress marks
+/// as a cut and resumes on another member: it delivers the next write long before the
+/// connection itself would have been given up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_watch_on_a_stalled_connection_resumes_on_another_member() {
+    let c = cluster().await;
+    let writer = c.client();
+    let ids: Vec<u64> = c.addrs.keys().copied().collect();
+    let (relay, freeze) = freezable_relay(c.addrs[&ids[0]].clone()).await;
+    let mut cfg = ClientConfig::new(vec![relay, c.addrs[&ids[1]].clone()]);
+    cfg.follow_leader_hints = false;
+    cfg.watch_progress = Duration::from_millis(200);
+    let mut w = watch_prefix(&Client::new(cfg), "s/", 0);
+    // The watch runs through the relay: it sees a write.
+    let rev = writer
+        .put("s/1", "v")
+        .await
+        .unwrap()
+        .header
+        .unwrap()
+        .revision;
+    while next_changes(&mut w).await.revision < rev {}
+    freeze.send(true).unwrap();
+    let rev = writer
+        .put("s/2", "v")
+        .await
+        .unwrap()
+        .header
+        .unwrap()
+        .revision;
+    let delivered = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match w.next().await {
+                Ok(WatchItem::Changes(r)) if r.revision == rev => return r,
+                Ok(_) => {}
+                Err(e) => panic!("the watch failed: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("the write made after the stall delivered within 5 s");
+    assert_eq!(keys(&delivered), ["s/2"]);
     c.shutdown().await;
 }

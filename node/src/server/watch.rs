@@ -16,8 +16,19 @@ use crate::validate::{self, invalid};
 
 use super::api::Api;
 
-/// How often an idle watch gets a progress mark.
+/// How long a watch goes without a message before it gets a progress mark, unless the
+/// request asks otherwise (`progress_ms`, within these bounds).
 const WATCH_PROGRESS_EVERY: Duration = Duration::from_secs(5);
+const WATCH_PROGRESS_MIN: Duration = Duration::from_millis(100);
+const WATCH_PROGRESS_MAX: Duration = Duration::from_secs(60);
+
+/// The silence after which a watch asked with `progress_ms` gets a progress mark.
+fn progress_every(progress_ms: u32) -> Duration {
+    match progress_ms {
+        0 => WATCH_PROGRESS_EVERY,
+        ms => Duration::from_millis(ms as u64).clamp(WATCH_PROGRESS_MIN, WATCH_PROGRESS_MAX),
+    }
+}
 
 /// The events of `resp` that `req` asked for.
 fn filter_events(req: &v1::WatchRequest, resp: &crate::model::Changes) -> Vec<v1::Event> {
@@ -93,7 +104,13 @@ impl v1::watch_server::Watch for Api {
         let (tx, rx) = mpsc::channel(64);
         let sm = self.node.sm.clone();
         let mut stopping = self.node.stopping.clone();
+        let every = progress_every(r.progress_ms);
         tokio::spawn(async move {
+            // The mark is due after this long without a message: counted from the last one
+            // sent, not from the last wake-up (changes the watch does not ask for wake it too,
+            // and under a steady write load a cluster-state watch would otherwise never get
+            // a mark).
+            let mut mark_due = tokio::time::Instant::now() + every;
             loop {
                 changes.borrow_and_update();
                 let batch = collect_since(&sm.read(), &r, next);
@@ -103,6 +120,9 @@ impl v1::watch_server::Watch for Api {
                         return;
                     }
                     Ok((batch, new_next)) => {
+                        if !batch.is_empty() {
+                            mark_due = tokio::time::Instant::now() + every;
+                        }
                         for resp in batch {
                             if tx.send(Ok(resp)).await.is_err() {
                                 return;
@@ -120,12 +140,14 @@ impl v1::watch_server::Watch for Api {
                     }
                     _ = tx.closed() => return,
                     _ = async { let _ = stopping.wait_for(|s| *s).await; } => true,
-                    // An idle watcher learns how far it has seen, so its resume point moves.
-                    _ = tokio::time::sleep(WATCH_PROGRESS_EVERY) => {
+                    // An idle watcher learns how far it has seen, so its resume point moves,
+                    // and that the stream is alive.
+                    _ = tokio::time::sleep_until(mark_due) => {
                         let mark = v1::WatchResponse { revision: next - 1, events: vec![] };
                         if tx.send(Ok(mark)).await.is_err() {
                             return;
                         }
+                        mark_due = tokio::time::Instant::now() + every;
                         false
                     }
                 };

@@ -72,6 +72,7 @@ pub fn methods(n: u64) -> Vec<(&'static str, Kind, Call)> {
                         key_prefixes: vec![b"k".to_vec()],
                         cluster_state: false,
                         start_revision: 1,
+                        ..Default::default()
                     });
                     match tokio::time::timeout(Duration::from_secs(5), w.next()).await {
                         Ok(Err(e)) => Err(e),

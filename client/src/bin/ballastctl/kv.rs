@@ -165,6 +165,7 @@ async fn watch(
         key_prefixes: prefixes.into_iter().map(String::into_bytes).collect(),
         cluster_state: state,
         start_revision: rev,
+        ..Default::default()
     });
     loop {
         match w.next().await {

@@ -161,6 +161,7 @@ async fn rollout_status(c: &Client, service: &str, watch: bool, out: Output) -> 
             key_prefixes: vec![],
             cluster_state: true,
             start_revision: 0,
+            ..Default::default()
         })
     });
     loop {

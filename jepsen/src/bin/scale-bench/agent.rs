@@ -91,6 +91,7 @@ pub(crate) async fn viewer(client: Client, tx: watch::Sender<Arc<View>>, stop: A
             key_prefixes: vec![],
             cluster_state: true,
             start_revision: 0,
+            ..Default::default()
         });
         loop {
             if let Ok(WatchItem::Changes(r)) = s.next().await {
