@@ -7,6 +7,16 @@ use std::time::{Duration, Instant};
 use ballast_node::agent::fence::{NftFence, VipFence};
 use jepsen::{ArpObserver, Lab};
 
+/// The fence of lab host `h`, driven through `ip netns exec`.
+fn fence_on(h: &jepsen::Host) -> NftFence {
+    NftFence::new(
+        ["ip", "netns", "exec", &h.netns, "nft"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    )
+}
+
 #[test]
 fn the_kernel_stops_answering_for_a_vip_when_its_allowance_expires() {
     let lab = Lab::new(1).unwrap_or_else(|e| panic!("LAB SETUP FAILED: {e}"));
@@ -32,12 +42,7 @@ fn the_kernel_stops_answering_for_a_vip_when_its_allowance_expires() {
     };
     assert!(answers_arp(), "without a fence the address answers");
 
-    let fence = NftFence::new(
-        ["ip", "netns", "exec", &n1.netns, "nft"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-    );
+    let fence = fence_on(n1);
     fence.install().unwrap();
     fence.manage(&[vip], &["eth0".to_string()]).unwrap();
     assert!(
@@ -124,13 +129,7 @@ fn the_kernel_stops_answering_for_a_vip_when_its_allowance_expires() {
 
     // An agent stopped between computing an allowance and handing it to nft: nft's watchdog
     // kills it before it can commit an allowance that would outlive the deadline.
-    let stalled = NftFence::new(
-        ["ip", "netns", "exec", &n1.netns, "nft"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-    )
-    .stalled(Duration::from_millis(500));
+    let stalled = fence_on(n1).stalled(Duration::from_millis(500));
     let deadline = Instant::now() + Duration::from_millis(1500);
     let call = std::thread::spawn(move || stalled.allow_until(vip, deadline));
     // Sampled all through the call: at no moment may the kernel's allowance reach past the
@@ -161,4 +160,55 @@ fn the_kernel_stops_answering_for_a_vip_when_its_allowance_expires() {
     // Removing the fence gives the address back: it was the fence that silenced it.
     fence.remove().unwrap();
     assert!(answers_arp());
+}
+
+/// A renewal's VIPs are allowed in one transaction: all of them answer, and a deadline too
+/// near for it refuses and revokes all of them.
+#[test]
+fn one_transaction_allows_or_revokes_every_vip_of_a_renewal() {
+    let lab = Lab::new(1).unwrap_or_else(|e| panic!("LAB SETUP FAILED: {e}"));
+    let (n1, client) = (lab.node(1), lab.client());
+    let vips: Vec<Ipv4Addr> = ["10.213.0.100", "10.213.0.101"]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+    for v in &vips {
+        let cidr = format!("{v}/24");
+        let out = lab
+            .exec(n1, "ip", &["addr", "add", &cidr, "dev", "eth0"])
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let answers_arp = |v: Ipv4Addr| {
+        let v = v.to_string();
+        lab.exec(client, "arping", &["-c", "1", "-w", "1", "-I", "eth0", &v])
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    let fence = fence_on(n1);
+    fence.install().unwrap();
+    fence.manage(&vips, &["eth0".to_string()]).unwrap();
+    assert!(
+        vips.iter().all(|v| !answers_arp(*v)),
+        "managed, not allowed: silent"
+    );
+    assert!(fence
+        .allow_all_until(&vips, Instant::now() + Duration::from_secs(30))
+        .unwrap());
+    assert!(
+        vips.iter().all(|v| answers_arp(*v)),
+        "both allowed by one call"
+    );
+    assert!(!fence
+        .allow_all_until(&vips, Instant::now() + Duration::from_millis(5))
+        .unwrap());
+    assert!(
+        vips.iter().all(|v| !answers_arp(*v)),
+        "a deadline too near revokes every one of them"
+    );
+    fence.remove().unwrap();
 }

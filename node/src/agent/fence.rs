@@ -68,10 +68,16 @@ pub trait VipFence: Send + Sync {
     /// Sets the addresses the fence governs, and the interfaces on which it filters
     /// announcements (they must exist).
     fn manage(&self, addrs: &[Ipv4Addr], interfaces: &[String]) -> Result<(), FenceError>;
-    /// Lets the server answer for `addr` until at most `deadline` (refreshing any earlier
-    /// allowance). Returns false, with the address revoked, when the deadline is too near to
-    /// allow it safely.
-    fn allow_until(&self, addr: Ipv4Addr, deadline: Instant) -> Result<bool, FenceError>;
+    /// Lets the server answer for every one of `addrs` until at most `deadline` (refreshing
+    /// any earlier allowance), in one transaction: all of them or none. Returns false, with
+    /// all of them revoked, when the deadline is too near to allow them safely. One renewal
+    /// grants a node all its VIPs under one deadline, so this is one nft run per renewal,
+    /// not one per VIP.
+    fn allow_all_until(&self, addrs: &[Ipv4Addr], deadline: Instant) -> Result<bool, FenceError>;
+    /// [`VipFence::allow_all_until`] for one address.
+    fn allow_until(&self, addr: Ipv4Addr, deadline: Instant) -> Result<bool, FenceError> {
+        self.allow_all_until(&[addr], deadline)
+    }
     /// Stops answering for `addr` now.
     fn revoke(&self, addr: Ipv4Addr) -> Result<(), FenceError>;
     /// Removes the fence entirely (clean stop; the addresses must be gone first).
@@ -238,15 +244,29 @@ impl NftFence {
         finish(child, script)
     }
 
-    fn revoke_script(addr: Ipv4Addr) -> String {
+    fn revoke_script(addrs: &[Ipv4Addr]) -> String {
         let mut s = String::new();
-        for family in FAMILIES {
-            s.push_str(&format!(
-                "add element {family} {TABLE} allowed {{ {addr} }}\n\
-                 delete element {family} {TABLE} allowed {{ {addr} }}\n"
-            ));
+        for addr in addrs {
+            for family in FAMILIES {
+                s.push_str(&format!(
+                    "add element {family} {TABLE} allowed {{ {addr} }}\n\
+                     delete element {family} {TABLE} allowed {{ {addr} }}\n"
+                ));
+            }
         }
         s
+    }
+
+    /// Stops answering for every one of `addrs` now, in one transaction.
+    fn revoke_all(&self, addrs: &[Ipv4Addr]) -> Result<(), FenceError> {
+        self.run(&Self::revoke_script(addrs))?;
+        if let Some(j) = &self.journal {
+            let at = mono_ns();
+            for addr in addrs {
+                j.revoked(*addr, at);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -365,7 +385,10 @@ impl VipFence for NftFence {
         Ok(())
     }
 
-    fn allow_until(&self, addr: Ipv4Addr, deadline: Instant) -> Result<bool, FenceError> {
+    fn allow_all_until(&self, addrs: &[Ipv4Addr], deadline: Instant) -> Result<bool, FenceError> {
+        if addrs.is_empty() {
+            return Ok(true);
+        }
         // At most three tries. One that overran its budget is redone with a budget twice what
         // it took (capped): a busy kernel (namespaces being torn down, say) can make every
         // commit slower than the default for a while, and the allowance then shrinks by that
@@ -387,28 +410,33 @@ impl VipFence for NftFence {
                 .filter(|d| *d >= Duration::from_millis(1))
             else {
                 let _ = finish(child, ""); // an empty transaction
-                self.revoke(addr)?;
+                self.revoke_all(addrs)?;
                 return Ok(false);
             };
             let ms = timeout.as_millis() as u64;
             let mut s = String::new();
-            for family in FAMILIES {
-                // add (no-op if present), delete, add with the new timeout: one transaction,
-                // so the address is never unprotected nor allowed past the new deadline.
-                s.push_str(&format!(
-                    "add element {family} {TABLE} allowed {{ {addr} }}\n\
-                     delete element {family} {TABLE} allowed {{ {addr} }}\n\
-                     add element {family} {TABLE} allowed {{ {addr} timeout {ms}ms }}\n"
-                ));
+            for addr in addrs {
+                for family in FAMILIES {
+                    // add (no-op if present), delete, add with the new timeout: one
+                    // transaction, so no address is ever unprotected nor allowed past the new
+                    // deadline.
+                    s.push_str(&format!(
+                        "add element {family} {TABLE} allowed {{ {addr} }}\n\
+                         delete element {family} {TABLE} allowed {{ {addr} }}\n\
+                         add element {family} {TABLE} allowed {{ {addr} timeout {ms}ms }}\n"
+                    ));
+                }
             }
             if !self.stall.is_zero() {
                 std::thread::sleep(self.stall);
             }
             // Recorded before the kernel can commit it, so a kill right after cannot hide it.
-            let seq = self
-                .journal
-                .as_ref()
-                .map(|j| j.allowing(addr, written_ns, ms, budget.as_millis() as u64));
+            let seqs: Option<Vec<u64>> = self.journal.as_ref().map(|j| {
+                addrs
+                    .iter()
+                    .map(|a| j.allowing(*a, written_ns, ms, budget.as_millis() as u64))
+                    .collect()
+            });
             let done = finish(child, &s);
             let took = written.elapsed();
             match done {
@@ -418,25 +446,24 @@ impl VipFence for NftFence {
                 Err(_) if forking.elapsed() >= budget => {}
                 Err(e) => return Err(e),
             }
-            if let (Some(j), Some(seq), true) = (&self.journal, seq, done.is_ok()) {
-                j.allowed(addr, seq, mono_ns(), ms);
+            if let (Some(j), Some(seqs), true) = (&self.journal, &seqs, done.is_ok()) {
+                let done_ns = mono_ns();
+                for (addr, seq) in addrs.iter().zip(seqs) {
+                    j.allowed(*addr, *seq, done_ns, ms);
+                }
             }
             if done.is_ok() && took <= budget {
                 return Ok(true);
             }
-            tracing::warn!(?took, ?budget, %addr, "nft overran its commit budget; allowing again");
+            tracing::warn!(?took, ?budget, addrs = addrs.len(), first = %addrs[0], "nft overran its commit budget; allowing again");
             budget = (forking.elapsed() * 2).min(MAX_COMMIT_BUDGET);
         }
-        self.revoke(addr)?;
+        self.revoke_all(addrs)?;
         Ok(false)
     }
 
     fn revoke(&self, addr: Ipv4Addr) -> Result<(), FenceError> {
-        self.run(&Self::revoke_script(addr))?;
-        if let Some(j) = &self.journal {
-            j.revoked(addr, mono_ns());
-        }
-        Ok(())
+        self.revoke_all(&[addr])
     }
 
     fn governed(&self) -> Result<Vec<Ipv4Addr>, FenceError> {

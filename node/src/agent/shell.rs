@@ -291,16 +291,45 @@ impl<'a> Agent<'a> {
         for d in &drops {
             self.drop_vip(d).await;
         }
-        for a in acquires {
-            self.acquire(&a, deadline).await;
-        }
+        self.acquire(acquires, deadline).await;
         true
     }
 
-    /// Answers for a granted VIP until `deadline`: the address first (silent: the fence
-    /// governs it), then the fence's allowance, which is the moment the VIP answers, then the
-    /// announcements of a fresh one.
-    async fn acquire(&mut self, a: &plan::Acquire, deadline: std::time::Instant) {
+    /// Answers for the granted VIPs until `deadline`: each one's address first (silent: the
+    /// fence governs it), then the fence's allowance for all of them in one transaction,
+    /// which is the moment they answer, then the announcements of the fresh ones.
+    async fn acquire(&mut self, acquires: Vec<plan::Acquire>, deadline: std::time::Instant) {
+        let mut ready = Vec::with_capacity(acquires.len());
+        for a in acquires {
+            if self.place(&a, deadline).await {
+                ready.push(a);
+            }
+        }
+        if ready.is_empty() {
+            return;
+        }
+        let addrs: Vec<_> = ready.iter().map(|a| a.addr).collect();
+        let allowed = match fenced(&self.fence, move |f| f.allow_all_until(&addrs, deadline)).await
+        {
+            Ok(allowed) => allowed,
+            Err(e) => {
+                tracing::error!(error = %e, vips = ready.len(), first = %ready[0].vip, "allowing in the fence");
+                false
+            }
+        };
+        for a in &ready {
+            if !allowed {
+                if !self.held.contains_key(&a.vip) {
+                    let _ = self.addrs.remove(&a.iface, a.addr).await;
+                }
+                continue;
+            }
+            self.hold(a, deadline);
+        }
+    }
+
+    /// Puts a granted VIP's address in place, if it may answer until `deadline`.
+    async fn place(&mut self, a: &plan::Acquire, deadline: std::time::Instant) -> bool {
         let remaining = match plan::may_answer(
             a,
             &self.managed,
@@ -308,13 +337,13 @@ impl<'a> Agent<'a> {
             std::time::Instant::now(),
         ) {
             Ok(remaining) => remaining,
-            Err(plan::Refusal::Expired) => return,
+            Err(plan::Refusal::Expired) => return false,
             Err(plan::Refusal::Ungoverned) => {
                 // A VIP the fence does not govern would answer unfenced: never.
                 if self.ungoverned.insert((a.vip.clone(), a.epoch)) {
                     tracing::error!(vip = %a.vip, addr = %a.addr, iface = %a.iface, "the fence does not govern this VIP (no such interface here, or see the fence errors); not answering for it");
                 }
-                return;
+                return false;
             }
         };
         // The address outlives the fence by at most a second or two: a backstop only.
@@ -329,22 +358,13 @@ impl<'a> Agent<'a> {
             .await
         {
             tracing::error!(error = %e, vip = %a.vip, "adding the address");
-            return;
+            return false;
         }
-        let addr = a.addr;
-        let allowed = match fenced(&self.fence, move |f| f.allow_until(addr, deadline)).await {
-            Ok(allowed) => allowed,
-            Err(e) => {
-                tracing::error!(error = %e, vip = %a.vip, "allowing in the fence");
-                false
-            }
-        };
-        if !allowed {
-            if !self.held.contains_key(&a.vip) {
-                let _ = self.addrs.remove(&a.iface, a.addr).await;
-            }
-            return;
-        }
+        true
+    }
+
+    /// Records a VIP the fence now allows until `deadline`; a fresh one is announced.
+    fn hold(&mut self, a: &plan::Acquire, deadline: std::time::Instant) {
         let deadline_ns = mono_ns()
             + deadline
                 .saturating_duration_since(std::time::Instant::now())
