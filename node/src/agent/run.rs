@@ -223,7 +223,7 @@ pub async fn run(
         let started = Instant::now();
         let renewed = agent.reconcile(&state, haproxy).await;
         // The next renewal is due a renew interval after this one started, however long this
-        // one took (each VIP acquired costs an nft transaction). A renewal that got no answer
+        // one took (the fence's transaction for the VIPs it renewed costs 5-40 ms). A renewal that got no answer
         // (no leader yet, or it moved) is tried again after a quarter interval and a little
         // jitter: waiting a whole one would spend the lease a leader election leaves (failover
         // bench, leader crash; see lease::FIND_LEADER_ALLOWANCE), and the lease settings are
