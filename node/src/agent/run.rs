@@ -223,11 +223,12 @@ pub async fn run(
         let started = Instant::now();
         let renewed = agent.reconcile(&state, haproxy).await;
         // The next renewal is due a renew interval after this one started, however long this
-        // one took (the fence's transaction for the VIPs it renewed costs 5-40 ms). A renewal that got no answer
-        // (no leader yet, or it moved) is tried again after a quarter interval and a little
-        // jitter: waiting a whole one would spend the lease a leader election leaves (failover
-        // bench, leader crash; see lease::FIND_LEADER_ALLOWANCE), and the lease settings are
-        // checked against the latest such retry (`lease::latest_retry`).
+        // one took (the fence's transaction for the VIPs it renewed costs 5-40 ms). A
+        // renewal that got no answer (no leader yet, or it moved) is tried again after a
+        // quarter interval and a little jitter: waiting a whole one would spend the lease a
+        // leader election leaves (failover bench, leader crash; see
+        // lease::FIND_LEADER_ALLOWANCE), and the lease settings are checked against the
+        // latest such retry (`lease::latest_retry`).
         let every = agent.renew_every();
         next_tick = if renewed {
             started + every
