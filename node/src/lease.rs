@@ -112,7 +112,11 @@ pub fn shortest_lease(
     let by_election = election_timeout_max.map_or(Duration::ZERO, |e| {
         leaderless_bound(e) + FIND_LEADER_ALLOWANCE + drift + renew + FENCE_CLOSES_EARLY
     });
-    by_renew.max(by_election)
+    // Whole milliseconds, rounded up: the cluster stores its settings in ms, and a lease
+    // rounded down would fail the rule it was made to pass (cold review).
+    let exact = by_renew.max(by_election);
+    let ms = exact.as_nanos().div_ceil(1_000_000) as u64;
+    Duration::from_millis(ms)
 }
 
 /// A lease configuration that cannot keep the promise.
@@ -122,7 +126,7 @@ pub enum LeaseConfigError {
     LeaseTooShort,
     #[error("drift allowance ({drift:?}) must be shorter than the lease ({lease:?})")]
     DriftNotBelowLease { drift: Duration, lease: Duration },
-    #[error("renew interval ({renew:?}) too long for the agent's usable lease ({usable:?}): a renewal that gets no answer is given up after two intervals and retried after up to 3/8 of one more, and that retry must be sent before the fence closes ({FENCE_CLOSES_EARLY:?} early); the interval may be at most about 3/10 of the usable lease")]
+    #[error("renew interval ({renew:?}) too long for the agent's usable lease ({usable:?}): a renewal that gets no answer is given up after two intervals and retried after up to 3/8 of one more, and that retry must be sent before the fence closes ({FENCE_CLOSES_EARLY:?} early); the interval may be at most (usable lease - {FENCE_CLOSES_EARLY:?}) x 8/27")]
     RenewTooSlow { renew: Duration, usable: Duration },
     #[error("the agent's deadline ({agent:?} at the fastest drift) does not end before the leader's expiry ({leader:?} at the slowest): raise the leader margin or the drift allowance")]
     MarginTooSmall { agent: Duration, leader: Duration },
@@ -137,6 +141,21 @@ impl LeaseConfig {
     /// Refuses settings under which two agents could hold the VIP at once, or under which a
     /// healthy owner would lose it between renewals.
     pub fn validate(&self) -> Result<(), LeaseConfigError> {
+        self.check(latest_retry(self.renew_interval) + FENCE_CLOSES_EARLY)
+    }
+
+    /// The rules a committed `SetLease` is applied under, frozen as they were when that
+    /// operation was defined: replaying the log must give every member, of every build, the
+    /// same state, so a stricter rule here would make a member that replays an entry refuse
+    /// what one that took it from a snapshot kept (cold review). [`LeaseConfig::validate`],
+    /// stricter since (the renewal's retry, not three intervals, within the usable lease),
+    /// is what new settings must pass before they are proposed.
+    pub fn validate_applied(&self) -> Result<(), LeaseConfigError> {
+        self.check(self.renew_interval * 3)
+    }
+
+    /// The rules, with `renewal_needs` the part of the usable lease the renewal path takes.
+    fn check(&self, renewal_needs: Duration) -> Result<(), LeaseConfigError> {
         if self.lease < Duration::from_millis(100) {
             return Err(LeaseConfigError::LeaseTooShort);
         }
@@ -147,7 +166,7 @@ impl LeaseConfig {
             });
         }
         let usable = self.lease - self.drift_allowance;
-        if latest_retry(self.renew_interval) + FENCE_CLOSES_EARLY > usable {
+        if renewal_needs > usable {
             return Err(LeaseConfigError::RenewTooSlow {
                 renew: self.renew_interval,
                 usable,
@@ -319,6 +338,24 @@ mod tests {
             at(220).validate(),
             Err(LeaseConfigError::RenewTooSlow { .. })
         ));
+        // A committed SetLease applies under the rule it was written under (3 intervals):
+        // 220 ms was accepted then, and replaying it must give the same state.
+        at(220).validate_applied().unwrap();
+        at(260).validate_applied().unwrap();
+        assert!(at(261).validate_applied().is_err());
+    }
+
+    #[test]
+    fn a_default_lease_for_a_long_renew_interval_is_whole_ms_and_valid() {
+        // 220 ms x 27/8 + 40 + 20 = 802.5 ms: rounded up, and valid as stored.
+        let lease = shortest_lease(ms(220), ms(20), None);
+        assert_eq!(lease, ms(803));
+        let c = LeaseConfig {
+            lease,
+            renew_interval: ms(220),
+            ..Default::default()
+        };
+        LeaseSettings::from_config(&c).config().validate().unwrap();
     }
 
     #[test]
@@ -369,6 +406,9 @@ mod tests {
                 None => c.validate(),
             };
             check(&c).unwrap();
+            // As the cluster stores it (whole ms), it passes too.
+            assert_eq!(c.lease.subsec_nanos() % 1_000_000, 0, "{c:?}");
+            check(&LeaseSettings::from_config(&c).config()).unwrap();
             let less = LeaseConfig {
                 lease: c.lease - ms(1),
                 ..c

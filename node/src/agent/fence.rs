@@ -42,7 +42,7 @@ use super::journal::{mono_ns, Journal};
 /// Time allowed between writing a transaction to nft and the kernel committing it. The fence
 /// closes this much before the agent's deadline; a transaction that took longer is redone.
 pub const COMMIT_BUDGET: Duration = Duration::from_millis(30);
-/// The largest budget a retry may take (see `allow_until`).
+/// The largest budget a retry may take (see `allow_all_until`).
 pub const MAX_COMMIT_BUDGET: Duration = Duration::from_millis(300);
 /// How much later than its timeout the kernel may expire an element: set timeouts count in
 /// jiffies, rounded up (4 ms at 250 Hz; 10 ms covers 100 Hz kernels).

@@ -178,8 +178,9 @@ pub async fn run(
     // stalled in a partition, for seconds after the heal) would leave it renewing nothing
     // while the leader assigns it VIPs, one lease after another (failover bench, partition
     // with the fast setting: 7 s takeovers). A mark is asked for after half a lease of
-    // silence, so a cut watch is resumed elsewhere within a lease and a half.
-    let mut events = client.watch(v1::WatchRequest {
+    // silence, so a cut watch is resumed elsewhere within a lease and a half. The watch has
+    // connections of its own: its moves must not take the renewals off the agent's member.
+    let mut events = client.detached().watch(v1::WatchRequest {
         key_prefixes: vec![],
         cluster_state: true,
         start_revision: 0,

@@ -15,8 +15,9 @@ pub(crate) enum LeaseCmd {
     /// Change the lease settings (options left out keep their value). Refused when they
     /// cannot keep the promise: the agent's deadline (lease - drift) must end before the
     /// leader's expiry (lease + margin) at the worst clock drift, an owner's lease must
-    /// outlast a leader election, and the renew interval must leave room for two lost
-    /// renewals. A longer lease applies at once; after a shorter one, a new leader still
+    /// outlast a leader election, and the renew interval must leave room for a renewal that
+    /// got no answer (given up after two intervals) and its retry (3/8 of one more) before
+    /// the fence closes, 40 ms ahead of the deadline. A longer lease applies at once; after a shorter one, a new leader still
     /// waits the longer one until every grant of it has run out.
     Set {
         /// Length of a grant, ms (counted by the agent from when it sent the renewal).

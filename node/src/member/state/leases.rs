@@ -17,7 +17,8 @@ impl StateData {
         if if_unset && self.lease.is_some() {
             return (Outcome::StateWritten, Vec::new());
         }
-        if let Err(e) = s.config().validate() {
+        // The rules as they were when this operation was defined (see `validate_applied`).
+        if let Err(e) = s.config().validate_applied() {
             return (rejected("lease", e.to_string()), Vec::new());
         }
         let wait = self.lease_wait_ms.max(s.span_ms());
@@ -179,6 +180,23 @@ mod tests {
             drift_ms: 20,
             margin_ms: 50,
         }
+    }
+
+    /// A SetLease committed by an earlier build applies the same way on every member,
+    /// whichever rules new settings must pass now: renew 220 ms with an 800 ms lease was
+    /// accepted under the three-interval rule, and the stricter one for new settings refuses
+    /// it.
+    #[test]
+    fn a_committed_setting_applies_under_the_rules_it_was_written_under() {
+        let s220 = LeaseSettings {
+            renew_ms: 220,
+            ..settings(800)
+        };
+        assert!(s220.config().validate().is_err());
+        let mut s = StateData::default();
+        let (outcome, _) = s.set_lease(&s220, false);
+        assert_eq!(outcome, Outcome::StateWritten);
+        assert_eq!(s.lease, Some(s220));
     }
 
     #[test]
