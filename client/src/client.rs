@@ -134,13 +134,6 @@ impl Client {
         Self::try_new(cfg).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// A client with this one's configuration but its own connections, preferred member and
-    /// client id: for a long-lived stream (a watch) whose moves after a stall or failure must
-    /// not move this client's calls off the member they go to.
-    pub fn detached(&self) -> Client {
-        Self::new(self.inner.cfg.clone())
-    }
-
     /// Like [`Client::new`], refusing endpoints that are not addresses.
     pub fn try_new(cfg: ClientConfig) -> Result<Self, Error> {
         if cfg.endpoints.is_empty() {
