@@ -57,7 +57,7 @@ impl From<StateDataV0> for StateData {
             kv: v.kv,
             nodes: v.nodes,
             services: v.services,
-            vips: v.vips,
+            vips: v.vips.into(),
             sessions: v.sessions,
             history: v.history,
             ..Default::default()

@@ -439,8 +439,7 @@ mod tests {
             ..Default::default()
         };
         run(&mut s, Op::ApplyVip(again.clone()));
-        let v = s.vips.get_mut("v").unwrap();
-        (v.owner, v.epoch) = (1, 2);
+        s.vips.update("v", |v| (v.owner, v.epoch) = (1, 2)).unwrap();
         let mut changed = again.clone();
         changed.address = "10.213.0.102/24".into();
         assert!(matches!(

@@ -7,7 +7,8 @@
 //! This file holds the state itself, what every operation shares (revisions, the watch
 //! history, client sessions for at-most-once writes, decisions stamped with a stale term) and
 //! `execute`, which hands each operation to its domain beside it: `kv.rs`, `nodes.rs`,
-//! `services.rs`, `vips.rs`, `leases.rs`, `releases.rs` (the rollout rules on one service)
+//! `services.rs`, `vips.rs` (with `vip_table.rs`: the VIPs and the index of their addresses,
+//! changed only together), `leases.rs`, `releases.rs` (the rollout rules on one service)
 //! and `restore.rs` (backups). It decides nothing for the cluster: the leader's loops and the
 //! API propose, the state machine only applies or refuses.
 
@@ -17,9 +18,10 @@ mod nodes;
 pub(crate) mod releases;
 mod restore;
 mod services;
+mod vip_table;
 mod vips;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use crate::types::EntryPayload;
 use serde::{Deserialize, Serialize};
@@ -31,6 +33,8 @@ use crate::types::{
     BatchResult, ClientRequest, Command, CommandResult, Entry, LogId, NodeId, Op, Outcome,
     StoredMembership,
 };
+
+pub use vip_table::Vips;
 
 /// Revisions of change events kept for watch resumption.
 pub(crate) const HISTORY_REVISIONS: usize = 10_000;
@@ -74,7 +78,9 @@ pub struct StateData {
     pub kv: BTreeMap<Vec<u8>, KvEntry>,
     pub nodes: BTreeMap<NodeId, model::Node>,
     pub services: BTreeMap<String, model::Service>,
-    pub vips: BTreeMap<String, model::Vip>,
+    /// The VIPs by name, with the index of their addresses (derived, never stored): read as
+    /// a map, changed only through `Vips`' methods, which keep the index right.
+    pub vips: Vips,
     pub sessions: BTreeMap<u64, Session>,
     /// The events of the most recent revisions, oldest first.
     pub history: VecDeque<model::Changes>,
@@ -98,67 +104,6 @@ pub struct StateData {
     /// The agent process each node's leases are bound to (its instance id): a second agent
     /// started with the same node id gets no grant while the first one's leases may live.
     pub agents: BTreeMap<NodeId, u64>,
-    /// Which VIPs have each address: derived from `vips`, never stored (a snapshot or backup
-    /// writes the same bytes as without it), so that a new VIP's address is checked against
-    /// the others in O(log V), not by reading every VIP (issue 14).
-    #[serde(skip)]
-    #[doc(hidden)]
-    pub addresses: VipAddresses,
-}
-
-/// The names (keys of `StateData::vips`) of the VIPs of each address (its IP, as `vip_ip`
-/// reads it). Built from `vips` on first use after the state was made (decoded from a
-/// snapshot, a default, a restore: each starts unbuilt), then kept right by
-/// `StateData::put_vip` and `StateData::take_vip`, the only ways a VIP is added, changed
-/// in place of another or removed once it is built. Derived data: two states are equal
-/// whatever their indexes hold.
-#[derive(Clone, Default)]
-pub struct VipAddresses(Option<BTreeMap<String, BTreeSet<String>>>);
-
-impl PartialEq for VipAddresses {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-impl std::fmt::Debug for VipAddresses {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.0 {
-            Some(m) => write!(f, "VipAddresses({} addresses)", m.len()),
-            None => f.write_str("VipAddresses(not built)"),
-        }
-    }
-}
-
-impl VipAddresses {
-    /// The index, built from `vips` if it is not yet.
-    fn built(
-        &mut self,
-        vips: &BTreeMap<String, model::Vip>,
-    ) -> &mut BTreeMap<String, BTreeSet<String>> {
-        self.0.get_or_insert_with(|| {
-            let mut m: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-            for (key, v) in vips {
-                m.entry(crate::types::vip_ip(&v.address).to_string())
-                    .or_default()
-                    .insert(key.clone());
-            }
-            m
-        })
-    }
-
-    /// Forgets the index: `vips` was replaced as a whole.
-    fn forget(&mut self) {
-        self.0 = None;
-    }
-
-    /// Keys of the VIPs whose address has IP `ip`, in the order of `vips`.
-    fn of(&mut self, vips: &BTreeMap<String, model::Vip>, ip: &str) -> Vec<String> {
-        self.built(vips)
-            .get(ip)
-            .map(|keys| keys.iter().cloned().collect())
-            .unwrap_or_default()
-    }
 }
 
 /// What applying one operation gives: its outcome, and the events of its revision (none when
@@ -189,69 +134,6 @@ pub(crate) fn state_event(kind: &str, name: impl Into<String>, deleted: bool) ->
 }
 
 impl StateData {
-    /// Adds or replaces the VIP under `key`, keeping the address index right. Returns the
-    /// VIP it replaced.
-    pub(crate) fn put_vip(&mut self, key: String, v: model::Vip) -> Option<model::Vip> {
-        let ip = crate::types::vip_ip(&v.address).to_string();
-        let old = self.vips.insert(key.clone(), v);
-        if let Some(m) = self.addresses.0.as_mut() {
-            if let Some(o) = &old {
-                let old_ip = crate::types::vip_ip(&o.address);
-                if let Some(keys) = m.get_mut(old_ip) {
-                    keys.remove(&key);
-                    if keys.is_empty() {
-                        m.remove(old_ip);
-                    }
-                }
-            }
-            m.entry(ip).or_default().insert(key);
-        }
-        old
-    }
-
-    /// Removes the VIP under `key`, keeping the address index right.
-    pub(crate) fn take_vip(&mut self, key: &str) -> Option<model::Vip> {
-        let old = self.vips.remove(key)?;
-        if let Some(m) = self.addresses.0.as_mut() {
-            let ip = crate::types::vip_ip(&old.address);
-            if let Some(keys) = m.get_mut(ip) {
-                keys.remove(key);
-                if keys.is_empty() {
-                    m.remove(ip);
-                }
-            }
-        }
-        Some(old)
-    }
-
-    /// Replaces every VIP at once (a restore): the address index is built again on its next use.
-    pub(crate) fn replace_vips(&mut self, vips: BTreeMap<String, model::Vip>) {
-        self.vips = vips;
-        self.addresses.forget();
-    }
-
-    /// The first VIP (in the order of `vips`) other than one named `name` whose address has
-    /// the IP of `address`: the one a VIP `name` at `address` would collide with.
-    pub(crate) fn vip_at(&mut self, name: &str, address: &str) -> Option<&model::Vip> {
-        let ip = crate::types::vip_ip(address);
-        let key = self
-            .addresses
-            .of(&self.vips, ip)
-            .into_iter()
-            .find(|k| self.vips.get(k).is_some_and(|v| v.name != name));
-        let found = key.and_then(|k| self.vips.get(&k));
-        // Every test run checks the index against the full search it replaced.
-        debug_assert_eq!(
-            found.map(|v| &v.name),
-            self.vips
-                .values()
-                .find(|v| v.name != name && crate::types::vip_ip(&v.address) == ip)
-                .map(|v| &v.name),
-            "the address index of the VIPs is out of step"
-        );
-        found
-    }
-
     /// The oldest revision a watch can still start from.
     pub(crate) fn oldest_watchable_revision(&self) -> u64 {
         match self.history.front() {
@@ -504,6 +386,17 @@ mod tests {
                     op,
                 }],
             }),
+        }
+    }
+
+    /// A small deterministic generator (xorshift from `seed`): each call gives a number
+    /// below its argument.
+    pub(super) fn xorshift(mut seed: u64) -> impl FnMut(u64) -> u64 {
+        move |n| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
         }
     }
 

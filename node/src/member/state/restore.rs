@@ -4,7 +4,9 @@
 //! no clock, no IO. Writing, reading and checking backup files, `--force-new-cluster` and the
 //! payload's format are `member/backup.rs` and `model/backup.rs`.
 
-use crate::member::state::{rejected, state_event, Applied, StateData};
+use std::collections::BTreeMap;
+
+use crate::member::state::{rejected, state_event, Applied, StateData, Vips};
 use crate::model;
 use crate::model::RetiredVip;
 use crate::types::Outcome;
@@ -18,7 +20,7 @@ impl StateData {
             kv: self.kv.clone(),
             nodes: self.nodes.clone(),
             services: self.services.clone(),
-            vips: self.vips.clone(),
+            vips: BTreeMap::clone(&self.vips),
             lease_wait_ms: self.lease_wait_ms,
             retired: self.retired.clone(),
             vip_epochs: self.vip_epochs.clone(),
@@ -69,7 +71,7 @@ impl StateData {
             self.nodes.entry(id).or_insert(n);
         }
         self.services = b.services;
-        let vips = b
+        let vips: BTreeMap<String, model::Vip> = b
             .vips
             .into_iter()
             .map(|(name, mut v)| {
@@ -96,7 +98,7 @@ impl StateData {
                 (name, v)
             })
             .collect();
-        self.replace_vips(vips);
+        self.vips = Vips::from(vips);
         if held {
             // What the old cluster itself still held back (payload format 3 on): its retired
             // addresses, with no owner like the rest, and its deleted VIPs' epochs. A retired

@@ -31,7 +31,7 @@ impl StateData {
                 }
             }
         }
-        if let Some(other) = self.vip_at(&vip.name, &vip.address) {
+        if let Some(other) = self.vips.other_at(&vip.name, &vip.address) {
             return (
                 rejected(
                     "vip.address",
@@ -71,7 +71,7 @@ impl StateData {
                 new.move_to = 0;
             }
         }
-        self.put_vip(vip.name.clone(), new);
+        self.vips.insert(vip.name.clone(), new);
         (
             Outcome::StateWritten,
             vec![state_event("vip", vip.name.clone(), false)],
@@ -89,7 +89,7 @@ impl StateData {
         if let Some(why) = self.retire_blocked(old) {
             return (rejected("name", why), Vec::new());
         }
-        let old = self.take_vip(name).expect("looked up above");
+        let old = self.vips.remove(name).expect("looked up above");
         // Its owner may still answer: the address stays retired until it let go.
         self.retire(&old, true);
         self.vip_epochs.insert(name.to_string(), old.epoch);
@@ -110,11 +110,12 @@ impl StateData {
                 Vec::new(),
             );
         }
-        let v = self.vips.get_mut(vip).expect("checked above");
         if v.owner == to || v.move_to == to {
             return (Outcome::StateWritten, Vec::new());
         }
-        v.move_to = to;
+        self.vips
+            .update(vip, |v| v.move_to = to)
+            .expect("looked up above");
         (
             Outcome::StateWritten,
             vec![state_event("vip", vip.to_string(), false)],
@@ -141,12 +142,15 @@ impl StateData {
         if let Some(why) = self.assign_blocked(vip, &v.address) {
             return (rejected("vip", why), Vec::new());
         }
-        let v = self.vips.get_mut(vip).expect("looked up above");
         let ended = v.epoch;
-        v.owner = node;
-        v.epoch = epoch;
-        v.releasing = false;
-        v.move_to = 0;
+        self.vips
+            .update(vip, |v| {
+                v.owner = node;
+                v.epoch = epoch;
+                v.releasing = false;
+                v.move_to = 0;
+            })
+            .expect("looked up above");
         self.lease_ended(vip, ended);
         (
             Outcome::StateWritten,
@@ -156,7 +160,7 @@ impl StateData {
 
     /// The controller ends the owner's lease at `epoch`: asks it to let go (`release`), or revokes it.
     pub(crate) fn end_vip_lease(&mut self, vip: &str, epoch: u64, release: bool) -> Applied {
-        let Some(v) = self.vips.get_mut(vip) else {
+        let Some(v) = self.vips.get(vip) else {
             return (rejected("vip", format!("unknown VIP {vip:?}")), Vec::new());
         };
         if epoch != v.epoch || v.owner == 0 {
@@ -175,10 +179,12 @@ impl StateData {
             if v.releasing {
                 return (Outcome::StateWritten, Vec::new());
             }
-            v.releasing = true;
+            self.vips.update(vip, |v| v.releasing = true);
         } else {
-            v.owner = 0;
-            v.releasing = false;
+            self.vips.update(vip, |v| {
+                v.owner = 0;
+                v.releasing = false;
+            });
             self.lease_ended(vip, epoch);
         }
         (
@@ -213,8 +219,10 @@ impl StateData {
 
 #[cfg(test)]
 mod tests {
-    use crate::member::state::tests::{apply1, entry, membership};
-    use crate::member::state::StateData;
+    use crate::member::state::tests::{apply1, entry, membership, xorshift};
+    use std::collections::BTreeMap;
+
+    use crate::member::state::{StateData, Vips};
     use crate::model;
     use crate::types::{Op, Outcome};
 
@@ -348,13 +356,7 @@ mod tests {
     #[test]
     fn the_address_index_follows_every_change_and_is_not_stored() {
         let mut s = with_web();
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         let mut refused = 0;
         for i in 3..600u64 {
             let op = match next(10) {
@@ -372,7 +374,7 @@ mod tests {
                 }
                 _ => {
                     let mut unbuilt = s.clone();
-                    unbuilt.addresses = Default::default();
+                    unbuilt.vips = Vips::from(BTreeMap::clone(&s.vips));
                     assert_eq!(
                         crate::member::format::encode_state(&s),
                         crate::member::format::encode_state(&unbuilt)
