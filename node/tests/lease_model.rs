@@ -37,6 +37,8 @@
 //! model finds the overlap.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::fmt::Write as _;
+use std::rc::Rc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -52,6 +54,18 @@ use ballast_proto::v1;
 const STEP: u64 = 100;
 const VIP: &str = "v";
 const NODES: [u64; 2] = [1, 2];
+
+/// A moment (from the start) as the model tells it apart from others: its clock reads only
+/// multiples of `STEP` up to the horizon, and every moment it keeps (a deadline, the end of
+/// a fence's allowance, a lease's expiry at the leader) is only compared
+/// with a reading or taken as the earlier or later of two (the one moment a span is added
+/// to, an election, is a reading); so a moment between two readings is the later reading
+/// (850 ms is 900 ms), and every moment past the horizon is one. An exact reduction: the
+/// search tells apart all that the world can.
+fn seen(b: &Bounds, d: Duration) -> u128 {
+    let step = Duration::from_millis(STEP).as_nanos();
+    (d.as_nanos().div_ceil(step) * step).min(Duration::from_millis(b.horizon_ms + STEP).as_nanos())
+}
 
 /// The agents' `Instant`s are this plus the model clock.
 fn base() -> Instant {
@@ -76,8 +90,9 @@ struct Bounds {
 #[derive(Clone)]
 struct Agent {
     id: u64,
-    /// The state as this agent last read it.
-    view: v1::GetStateResponse,
+    /// The state as this agent last read it (shared by the states of the search until it
+    /// reads again).
+    view: Rc<v1::GetStateResponse>,
     held: BTreeMap<String, Held>,
     max_epoch: BTreeMap<String, u64>,
     /// A renewal on its way to the leader: (sent at, request).
@@ -97,7 +112,8 @@ struct Leader {
 #[derive(Clone)]
 struct Model {
     t: u64,
-    sm: StateData,
+    /// The applied state (shared by the states of the search until one applies a command).
+    sm: Rc<StateData>,
     leader: Option<Leader>,
     term: u64,
     /// The controller's proposals not yet committed, with the term of their entry.
@@ -194,7 +210,7 @@ impl Model {
             let o = run(&mut sm, op.clone(), 0, 0);
             assert_eq!(o, Outcome::StateWritten, "{op:?}");
         }
-        let view = view_of(&sm);
+        let view = Rc::new(view_of(&sm));
         Model {
             t: 0,
             leader: Some(Leader {
@@ -215,7 +231,7 @@ impl Model {
                     allowed: None,
                 })
                 .collect(),
-            sm,
+            sm: Rc::new(sm),
             elections: 0,
             moves: 0,
         }
@@ -233,31 +249,35 @@ impl Model {
         terms
     }
 
-    /// Everything that identifies the state for the search. Left out: the revision and
-    /// watch history (no decision reads them) and the leader's record of agent contacts
-    /// (only liveness reads it, after `node_down_after`, beyond every horizon here).
-    fn key(&self) -> String {
-        let agents: Vec<String> = self
-            .agents
-            .iter()
-            .map(|a| {
-                let held: Vec<(String, u64, u64)> = a
-                    .held
-                    .iter()
-                    .map(|(n, h)| (n.clone(), h.epoch, ms(h.deadline)))
-                    .collect();
-                format!(
-                    "{:?}|{held:?}|{:?}|{:?}|{:?}|{:?}",
-                    a.view.vips.iter().map(vip_key).collect::<Vec<_>>(),
-                    a.max_epoch,
-                    a.request.as_ref().map(|(s, r)| (s, &r.claims, &r.holding)),
-                    a.answer.as_ref().map(|(s, r)| (s, &r.grants)),
-                    a.allowed
-                )
-            })
-            .collect();
-        format!(
-            "{}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{:?}|{}|{}",
+    /// Everything that identifies the state for the search, as its digest, with its moments
+    /// as the model's clock tells them apart (`seen`). Left out: the revision and watch
+    /// history (no decision reads them) and the leader's record of agent contacts (only
+    /// liveness reads it, after `node_down_after`, beyond every horizon here).
+    fn key(&self, b: &Bounds) -> u128 {
+        // Written into one string, with no string of each agent in between: the search
+        // spends most of its time making keys and copies of states.
+        let mut d = String::with_capacity(2048);
+        for a in &self.agents {
+            let held = a
+                .held
+                .iter()
+                .map(|(n, h)| (n, h.epoch, seen(b, h.deadline.duration_since(base()))));
+            write!(
+                d,
+                "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}#",
+                a.view.vips.iter().map(vip_key).collect::<Vec<_>>(),
+                held.collect::<Vec<_>>(),
+                a.max_epoch,
+                a.request.as_ref().map(|(s, r)| (s, &r.claims, &r.holding)),
+                a.answer.as_ref().map(|(s, r)| (s, &r.grants)),
+                a.allowed
+                    .map(|(from, until)| (from, seen(b, Duration::from_millis(until))))
+            )
+            .expect("a string takes any text");
+        }
+        write!(
+            d,
+            "{}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{}|{}",
             self.t,
             self.sm
                 .vips
@@ -266,20 +286,25 @@ impl Model {
                 .collect::<Vec<_>>(),
             self.sm.nodes.values().map(|n| n.alive).collect::<Vec<_>>(),
             self.sm.retired,
-            self.leader.as_ref().map(|l| l.book.decisions_key()),
+            self.leader
+                .as_ref()
+                .map(|l| l.book.decisions_key_seen(&|d| seen(b, d))),
             self.pending,
             self.term,
-            agents,
             self.elections,
             self.moves
         )
+        .expect("a string takes any text");
+        digest(&d)
     }
 
     /// What reading the state can change for agent `i` (a read that changes none of it is
-    /// not a new state).
-    fn reading_key(&self, i: usize) -> String {
+    /// not a new state), as its digest.
+    fn reading_key(&self, i: usize) -> u128 {
         let a = &self.agents[i];
-        format!(
+        let mut d = String::new();
+        write!(
+            d,
             "{:?}|{:?}|{:?}|{:?}|{:?}",
             a.view.vips.iter().map(vip_key).collect::<Vec<_>>(),
             a.held.values().map(|h| h.epoch).collect::<Vec<_>>(),
@@ -287,6 +312,8 @@ impl Model {
             a.allowed,
             self.leader.as_ref().map(|l| l.book.decisions_key()),
         )
+        .expect("a string takes any text");
+        digest(&d)
     }
 
     /// The nodes whose fences allow the VIP now.
@@ -360,7 +387,7 @@ impl Model {
                 _ => None,
             };
             let what = format!("commit {op:?}");
-            let outcome = run(&mut m.sm, op, term, m.t);
+            let outcome = run(Rc::make_mut(&mut m.sm), op, term, m.t);
             let terms = m.terms(b);
             let now = m.now();
             if let (Outcome::StateWritten, Some((vip, epoch)), Some(l)) =
@@ -390,7 +417,7 @@ impl Model {
                 m.term += 1;
                 if keep {
                     while let Some((term, op)) = m.pending.pop_front() {
-                        run(&mut m.sm, op, term, m.t);
+                        run(Rc::make_mut(&mut m.sm), op, term, m.t);
                     }
                 }
                 m.pending.clear();
@@ -411,7 +438,7 @@ impl Model {
                     vip: VIP.into(),
                     to,
                 };
-                if run(&mut m.sm, op, 0, m.t) == Outcome::StateWritten {
+                if run(Rc::make_mut(&mut m.sm), op, 0, m.t) == Outcome::StateWritten {
                     out.push((format!("operator moves {VIP} to {to}"), m));
                 }
             }
@@ -431,7 +458,9 @@ impl Model {
             let now = at(m.t);
             let view = view_of(&m.sm);
             let ag = &mut m.agents[i];
-            ag.view = view;
+            if *ag.view != view {
+                ag.view = Rc::new(view);
+            }
             let drops = plan::drops(&ag.view, &ag.held, &mut ag.max_epoch, id, now);
             let mut confirms = Vec::new();
             for d in drops {
@@ -583,7 +612,7 @@ fn explore(b: Bounds) -> Result<(usize, usize), Vec<String>> {
     let start = Model::new();
     let mut seen: HashSet<u128> = HashSet::new();
     let mut moved = 0;
-    seen.insert(digest(&start.key()));
+    seen.insert(start.key(&b));
     // The path: each state with its successors still to try.
     let mut path: Vec<(String, Vec<(String, Model)>)> = vec![("start".to_string(), start.next(&b))];
     while let Some((_, todo)) = path.last_mut() {
@@ -591,7 +620,7 @@ fn explore(b: Bounds) -> Result<(usize, usize), Vec<String>> {
             path.pop();
             continue;
         };
-        if !seen.insert(digest(&n.key())) {
+        if !seen.insert(n.key(&b)) {
             continue;
         }
         if seen.len().is_multiple_of(200_000) {

@@ -160,15 +160,30 @@ impl LeaseBook {
     /// apart by it.
     #[doc(hidden)]
     pub fn decisions_key(&self) -> String {
+        self.decisions_key_seen(&|d| d.as_nanos())
+    }
+
+    /// [`LeaseBook::decisions_key`] with each moment in it (the election, the expiries of
+    /// grants, the start of a settling) as `moment` tells it: the model check reads its
+    /// clock only at some moments, and two moments between the same two of those are one.
+    #[doc(hidden)]
+    pub fn decisions_key_seen(&self, moment: &dyn Fn(Duration) -> u128) -> String {
+        let granted: Vec<(&String, u64, u128)> = self
+            .obs
+            .granted
+            .iter()
+            .map(|(vip, g)| (vip, g.epoch, moment(g.until)))
+            .collect();
         format!(
-            "{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+            "{}|{:?}|{:?}|{:?}|{}|{:?}|{:?}|{:?}",
             self.term,
             self.over,
-            self.settling,
+            self.settling
+                .map(|(generation, since)| (generation, moment(since))),
             self.rebinding,
-            self.obs.leader_since,
+            moment(self.obs.leader_since),
             self.obs.inherited_span,
-            self.obs.granted,
+            granted,
             self.obs.released
         )
     }
