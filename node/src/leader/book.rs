@@ -459,15 +459,9 @@ impl LeaseBook {
         applied: Option<LogId>,
         terms: LeaseTerms,
     ) -> (Vec<Action>, Option<Duration>) {
-        if let Some(q) = &self.quiet {
-            if q.applied == applied
-                && q.terms == terms
-                && w.now < q.calm.until
-                && w.now_wall_ms < q.calm.until_wall_ms
-            {
-                // Not after the first expiry: the expiries only moved later since.
-                return (Vec::new(), Some(q.calm.until));
-            }
+        if let Some(calm) = self.skips(applied, terms, w.now, w.now_wall_ms) {
+            // Not after the first expiry: the expiries only moved later since.
+            return (Vec::new(), Some(calm.until));
         }
         let actions = self.decide(w, terms);
         let input = self.input(w);
@@ -481,6 +475,30 @@ impl LeaseBook {
             });
         }
         (actions, next)
+    }
+
+    /// Whether a tick at `now` (`now_wall_ms`) on the state applied up to `applied`, under
+    /// `terms`, skips deciding ([`LeaseBook::decide_at`]), and on what calm. Public for the
+    /// model check (`tests/lease_model.rs`), which tells states apart by it: a skip that no
+    /// longer holds never holds again (the log id and the clocks only move on), so it is
+    /// the same as none.
+    #[doc(hidden)]
+    pub fn skips(
+        &self,
+        applied: Option<LogId>,
+        terms: LeaseTerms,
+        now: Duration,
+        now_wall_ms: u64,
+    ) -> Option<&Calm> {
+        self.quiet
+            .as_ref()
+            .filter(|q| {
+                q.applied == applied
+                    && q.terms == terms
+                    && now < q.calm.until
+                    && now_wall_ms < q.calm.until_wall_ms
+            })
+            .map(|q| &q.calm)
     }
 
     /// When the controller should decide again at the latest: the earliest lease expiry.
