@@ -70,14 +70,10 @@ fn silence_limit(progress_ms: u32) -> Duration {
     every * 3
 }
 
-const STALLED: &str = "the watch heard nothing, not even a progress mark";
-
 fn stalled(limit: Duration) -> tonic::Status {
-    tonic::Status::deadline_exceeded(format!("{STALLED}, for {limit:?}"))
-}
-
-fn is_stall(s: &tonic::Status) -> bool {
-    s.code() == tonic::Code::DeadlineExceeded && s.message().starts_with(STALLED)
+    tonic::Status::deadline_exceeded(format!(
+        "the watch heard nothing, not even a progress mark, for {limit:?}"
+    ))
 }
 
 /// Exponential backoff with jitter, between the client's initial and maximum backoff.
@@ -155,14 +151,20 @@ impl Client {
             let mut r = req.clone();
             r.start_revision = next;
             let opened = tokio::time::timeout(silent_limit, client.watch(r)).await;
+            // Silence past the limit: the connection, not the member, may be what stalled.
+            let mut silent = false;
             let failure = match opened {
-                Err(_) => Some(stalled(silent_limit)),
+                Err(_) => {
+                    silent = true;
+                    Some(stalled(silent_limit))
+                }
                 Ok(Err(s)) => Some(s),
                 Ok(Ok(stream)) => {
                     let mut stream = stream.into_inner();
                     loop {
                         let message = tokio::time::timeout(silent_limit, stream.message()).await;
                         let Ok(message) = message else {
+                            silent = true;
                             break Some(stalled(silent_limit));
                         };
                         match message {
@@ -208,8 +210,8 @@ impl Client {
                     return;
                 }
             }
-            if failure.as_ref().is_some_and(is_stall) {
-                // The connection, not the member, may be what stalled: a new one either way.
+            if silent {
+                // A new connection, whichever member the watch resumes on.
                 self.reconnect(idx);
             }
             self.failover_from(idx, failure.as_ref());
