@@ -110,8 +110,95 @@ async fn sled_keeps_every_acknowledged_entry_across_reopen() {
     for (e, i) in entries.iter().zip(51u64..) {
         assert_eq!(e.log_id.index, i);
     }
-    assert!(engine.read_logs(0, 51).unwrap().is_empty());
+    // Removed from the engine too, in the background (and after the restart at the latest).
+    removed_upto(&*engine, 50).await;
     assert_eq!(acked.len(), 200);
+}
+
+/// Waits until the engine holds no entry at or below `index`.
+async fn removed_upto(engine: &impl LogEngine, index: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !engine.read_logs(0, index + 1).unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "purged entries up to {index} are still stored after 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+async fn append_all(
+    store: &mut LogStore<SledEngine>,
+    term: u64,
+    indexes: std::ops::RangeInclusive<u64>,
+) {
+    for i in indexes {
+        let (tx, rx) = TypeConfig::oneshot();
+        store
+            .append(
+                [put_entry(term, i, &format!("k{i}"))],
+                IOFlushed::<TypeConfig>::signal(tx),
+            )
+            .await
+            .unwrap();
+        rx.await.unwrap().unwrap();
+    }
+}
+
+/// A purge returns without removing anything (openraft awaits it in its core loop), but
+/// readers never see a purged entry again, and the engine loses them soon after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purged_entries_vanish_at_once_and_leave_the_engine_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(SledEngine::open(dir.path()).unwrap());
+    let mut store = LogStore::new(engine.clone());
+    append_all(&mut store, 2, 1..=300).await;
+    store.purge(log_id(2, 1, 200)).await.unwrap();
+    let seen: Vec<u64> = store
+        .try_get_log_entries(0..=300)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.log_id.index)
+        .collect();
+    assert_eq!(seen, (201..=300).collect::<Vec<_>>());
+    let state = store.get_log_state().await.unwrap();
+    assert_eq!(state.last_purged_log_id, Some(log_id(2, 1, 200)));
+    assert_eq!(state.last_log_id, Some(log_id(2, 1, 300)));
+    removed_upto(&*engine, 200).await;
+    assert_eq!(engine.read_logs(0, 301).unwrap().len(), 100);
+}
+
+/// A crash after the purge point was made durable but before the entries it covers were
+/// removed: the restarted store hides them, counts a log of nothing but them as empty, and
+/// removes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_a_crash_left_behind_a_purge_are_hidden_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = Arc::new(SledEngine::open(dir.path()).unwrap());
+        let mut store = LogStore::new(engine.clone());
+        append_all(&mut store, 1, 1..=100).await;
+        // What `purge` writes, made durable, and nothing removed yet.
+        let point = bincode::serialize(&log_id(1, 1, 100)).unwrap();
+        engine.put_meta("last_purged", point).unwrap();
+        engine.sync().unwrap();
+    }
+    let engine = Arc::new(SledEngine::open(dir.path()).unwrap());
+    let mut store = LogStore::new(engine.clone());
+    let state = store.get_log_state().await.unwrap();
+    assert_eq!(state.last_purged_log_id, Some(log_id(1, 1, 100)));
+    assert_eq!(state.last_log_id, Some(log_id(1, 1, 100)));
+    assert!(store.try_get_log_entries(0..=100).await.unwrap().is_empty());
+    append_all(&mut store, 3, 101..=101).await;
+    let seen = store.try_get_log_entries(..).await.unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].log_id, log_id(3, 1, 101));
+    removed_upto(&*engine, 100).await;
+    assert_eq!(
+        store.get_log_state().await.unwrap().last_log_id,
+        Some(log_id(3, 1, 101))
+    );
 }
 
 /// The state machine is restored from its last snapshot after reopening.

@@ -44,6 +44,8 @@ pub trait LogEngine: Send + Sync + 'static {
     fn read_logs(&self, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>, EngineError>;
     /// The entry with the greatest index.
     fn last_log(&self) -> Result<Option<(u64, Vec<u8>)>, EngineError>;
+    /// The smallest index held, without reading its entry.
+    fn first_log_index(&self) -> Result<Option<u64>, EngineError>;
     /// Removes every entry with index >= `start`.
     fn remove_logs_from(&self, start: u64) -> Result<(), EngineError>;
     /// Removes every entry with index <= `end`.

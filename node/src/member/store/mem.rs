@@ -43,6 +43,10 @@ impl LogEngine for MemEngine {
         Ok(logs.iter().next_back().map(|(k, v)| (*k, v.clone())))
     }
 
+    fn first_log_index(&self) -> Result<Option<u64>, EngineError> {
+        Ok(self.logs.lock().unwrap().keys().next().copied())
+    }
+
     fn remove_logs_from(&self, start: u64) -> Result<(), EngineError> {
         self.logs.lock().unwrap().split_off(&start);
         Ok(())

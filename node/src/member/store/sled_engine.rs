@@ -178,6 +178,13 @@ impl LogEngine for SledEngine {
         Ok(Some((i, value)))
     }
 
+    fn first_log_index(&self) -> Result<Option<u64>, EngineError> {
+        match self.logs.first().map_err(EngineError::new)? {
+            Some((k, _)) => Ok(Some(index_of(&k)?)),
+            None => Ok(None),
+        }
+    }
+
     fn remove_logs_from(&self, start: u64) -> Result<(), EngineError> {
         remove_range(&self.logs, key(start)..)
     }

@@ -25,6 +25,9 @@ const META_SNAPSHOT: &str = "snapshot";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoredSnapshot {
     pub meta: SnapshotMeta,
+    /// Written as bytes, not as a sequence of `u8`: the same bincode, copied at once instead
+    /// of byte by byte (a snapshot holds every value and the watch history's).
+    #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
 }
 
@@ -252,5 +255,40 @@ mod tests {
         sm.persist_snapshot(&snapshot_at(12)).await.unwrap();
         let stored = sm.stored_snapshot().unwrap().unwrap();
         assert_eq!(stored.meta.last_log_id, Some(log_id(1, 1, 12)));
+    }
+}
+
+#[cfg(test)]
+mod encoding_tests {
+    use super::*;
+    use crate::types::log_id;
+
+    /// Snapshots stored before `data` was marked `serde_bytes` still decode, and new ones are
+    /// byte for byte what the old code wrote.
+    #[test]
+    fn stored_snapshots_encode_as_they_always_did() {
+        #[derive(Serialize)]
+        struct Plain {
+            meta: SnapshotMeta,
+            data: Vec<u8>,
+        }
+        let meta = SnapshotMeta {
+            last_log_id: Some(log_id(4, 2, 77)),
+            last_membership: StoredMembership::default(),
+        };
+        let data: Vec<u8> = (0..=255).chain(0..100).collect();
+        let old = bincode::serialize(&Plain {
+            meta: meta.clone(),
+            data: data.clone(),
+        })
+        .unwrap();
+        let new = bincode::serialize(&StoredSnapshot {
+            meta,
+            data: data.clone(),
+        })
+        .unwrap();
+        assert_eq!(old, new);
+        let back: StoredSnapshot = bincode::deserialize(&old).unwrap();
+        assert_eq!(back.data, data);
     }
 }
