@@ -33,7 +33,8 @@ const PRUNE_PIECE: u64 = 64;
 /// completion, so nothing is acknowledged to a peer or a client before it is on disk. `purge`
 /// does not wait: the purge point is synced before any entry it covers is removed, so a crash
 /// leaves either the old purge point with every entry or the new one with some of the purged
-/// entries still stored (hidden, and removed after the restart).
+/// entries still stored (hidden, and removed after the restart; a clean stop may leave some
+/// too).
 pub struct LogStore<E: LogEngine> {
     engine: Arc<E>,
     syncer: mpsc::Sender<SyncRequest>,
@@ -63,9 +64,10 @@ impl<E: LogEngine> Clone for LogStore<E> {
 
 impl<E: LogEngine> LogStore<E> {
     pub fn new(engine: Arc<E>) -> Self {
+        let syncer = spawn_syncer(engine.clone());
         let store = LogStore {
-            syncer: spawn_syncer(engine.clone()),
-            pruner: spawn_pruner(engine.clone()),
+            syncer: syncer.clone(),
+            pruner: spawn_pruner(engine.clone(), syncer),
             visible_from: Arc::new(AtomicU64::new(0)),
             engine,
             committed: Arc::new(AtomicU64::new(0)),
@@ -156,7 +158,7 @@ enum SyncRequest {
 /// window with the purge; followers missed heartbeats and started elections).
 ///
 /// For each purge point taken (the highest of those queued), the thread first syncs the
-/// engine, so that the purge point `purge` wrote is durable before any entry it covers goes:
+/// engine (through the sync thread), so that the purge point `purge` wrote is durable before any entry it covers goes:
 /// removing entries first and losing the purge point in a crash would leave a hole at the
 /// start of the log. Then it removes entries from the first one held up to the purge point,
 /// [`PRUNE_PIECE`] at a time, from the front, so that what is left is always one unbroken
@@ -165,7 +167,10 @@ enum SyncRequest {
 /// It holds the engine only while working, and ends when the last `LogStore` clone is
 /// dropped. An error is logged and left: the entries stay hidden, and the next purge (or
 /// restart) tries again.
-fn spawn_pruner<E: LogEngine>(engine: Arc<E>) -> mpsc::Sender<u64> {
+fn spawn_pruner<E: LogEngine>(
+    engine: Arc<E>,
+    syncer: mpsc::Sender<SyncRequest>,
+) -> mpsc::Sender<u64> {
     let engine = Arc::downgrade(&engine);
     let (tx, rx) = mpsc::channel::<u64>();
     std::thread::Builder::new()
@@ -173,8 +178,8 @@ fn spawn_pruner<E: LogEngine>(engine: Arc<E>) -> mpsc::Sender<u64> {
         .spawn(move || {
             while let Ok(first) = rx.recv() {
                 let upto = rx.try_iter().fold(first, u64::max);
-                if let Err(e) = prune(&engine, upto) {
-                    tracing::warn!(upto, error = %e, "removing purged log entries failed; they stay hidden");
+                if let Err(e) = prune(&engine, &syncer, upto) {
+                    tracing::error!(upto, error = %e, "removing purged log entries failed; they stay hidden, and on disk");
                 }
             }
         })
@@ -184,12 +189,21 @@ fn spawn_pruner<E: LogEngine>(engine: Arc<E>) -> mpsc::Sender<u64> {
 
 /// Removes every entry up to `upto` (see [`spawn_pruner`]). Returns early, without error,
 /// when the engine was closed.
-fn prune<E: LogEngine>(engine: &std::sync::Weak<E>, upto: u64) -> Result<(), EngineError> {
-    let Some(e) = engine.upgrade() else {
+fn prune<E: LogEngine>(
+    engine: &std::sync::Weak<E>,
+    syncer: &mpsc::Sender<SyncRequest>,
+    upto: u64,
+) -> Result<(), EngineError> {
+    // Through the sync thread, like every other sync: one thread calls fsync, and an error
+    // reaches openraft's callbacks in the same batch (the engine keeps failing after one).
+    let (tx, rx) = oneshot::channel();
+    if syncer.send(SyncRequest::Notify(tx)).is_err() {
         return Ok(());
-    };
-    e.sync()?;
-    drop(e);
+    }
+    match rx.blocking_recv() {
+        Ok(r) => r?,
+        Err(_) => return Ok(()),
+    }
     loop {
         let Some(e) = engine.upgrade() else {
             return Ok(());
