@@ -61,6 +61,10 @@ struct Args {
     /// The etcd binary.
     #[arg(long, default_value = "/usr/bin/etcd")]
     etcd: PathBuf,
+    /// Keep the members' data directories and logs (printed at the start) instead of
+    /// removing them at the end.
+    #[arg(long)]
+    keep: bool,
 }
 
 /// (system, op, concurrency, figures)
@@ -116,7 +120,11 @@ fn main() -> ExitCode {
         }
     }
     print_comparison(&rows, &a);
-    let _ = std::fs::remove_dir_all(&dir);
+    if a.keep {
+        println!("kept: {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     ExitCode::SUCCESS
 }
 
