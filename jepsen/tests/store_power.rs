@@ -4,7 +4,8 @@
 //! (also while it opens the engine) and the file system cut. A new child then opens the
 //! engine and prints what it finds, which must be the state after some prefix of the
 //! operations that includes everything before the last `synced`: nothing acknowledged lost,
-//! nothing torn. Needs root and /dev/fuse.
+//! nothing torn. The snapshot (`put_snapshot`, durable on its own when it returns) must be
+//! the last one stored or the one being stored when the cut came. Needs root and /dev/fuse.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -67,6 +68,9 @@ fn engine_writer_child() {
             say(format!("have meta {k} {}", fnv(&v)));
         }
     }
+    if let Some(v) = engine.get_snapshot().unwrap() {
+        say(format!("have snapshot {}", fnv(&v)));
+    }
     say("ready".into());
     let mut rng = StdRng::seed_from_u64(round);
     let mut tag = round << 32;
@@ -78,7 +82,7 @@ fn engine_writer_child() {
             .first()
             .map_or(last + 1, |(i, _)| *i);
         tag += 1;
-        match rng.gen_range(0..20) {
+        match rng.gen_range(0..21) {
             0..=9 => {
                 let n = if rng.gen_bool(0.3) {
                     rng.gen_range(2..5)
@@ -115,6 +119,12 @@ fn engine_writer_child() {
                 let v = content(tag, len);
                 say(format!("op meta {k} {}", fnv(&v)));
                 engine.put_meta(k, v).unwrap();
+            }
+            14 => {
+                let v = content(tag, rng.gen_range(100_000..3_000_000));
+                say(format!("op snapshot {}", fnv(&v)));
+                engine.put_snapshot(&v).unwrap();
+                say(format!("snapshot stored {}", fnv(&v)));
             }
             _ => {
                 engine.sync().unwrap();
@@ -203,6 +213,9 @@ fn engine_keeps_what_it_synced_across_power_cuts() {
     // What the engine must hold at the start of each round, and the child's lines since.
     let mut state = State::default();
     let mut pending: Vec<String> = Vec::new();
+    // The snapshot stored last (its hash), and how many were stored.
+    let mut snapshot: Option<u64> = None;
+    let mut snapshots = 0usize;
     // Entry sizes by index, for the failure message.
     let mut sizes: BTreeMap<u64, usize> = BTreeMap::new();
     let (mut synced, mut ops, mut while_opening) = (0usize, 0usize, 0usize);
@@ -270,6 +283,7 @@ fn engine_keeps_what_it_synced_across_power_cuts() {
             continue;
         };
         let mut found = State::default();
+        let mut found_snapshot = None;
         for l in &lines[..ready] {
             let w: Vec<&str> = l.split(' ').collect();
             match w.as_slice() {
@@ -279,6 +293,7 @@ fn engine_keeps_what_it_synced_across_power_cuts() {
                 ["have", "meta", k, h] => {
                     found.metas.insert(k.to_string(), h.parse().unwrap());
                 }
+                ["have", "snapshot", h] => found_snapshot = Some(h.parse::<u64>().unwrap()),
                 _ => {}
             }
         }
@@ -290,14 +305,34 @@ fn engine_keeps_what_it_synced_across_power_cuts() {
              {}",
             differences(&allowed[0], &found, &sizes)
         );
+        // The snapshot: the one last stored, or the one whose storing the cut interrupted.
+        let mut allowed_snapshots = vec![snapshot];
+        for l in &pending {
+            match l.split(' ').collect::<Vec<_>>().as_slice() {
+                ["op", "snapshot", h] => allowed_snapshots.push(Some(h.parse().unwrap())),
+                ["snapshot", "stored", h] => allowed_snapshots = vec![Some(h.parse().unwrap())],
+                _ => {}
+            }
+        }
+        assert!(
+            allowed_snapshots.contains(&found_snapshot),
+            "round {round} (seed {seed}): after the cut the snapshot is {found_snapshot:?}, \
+             expected one of {allowed_snapshots:?}"
+        );
+        snapshot = found_snapshot;
         state = found;
         pending = lines[ready + 1..].to_vec();
+        snapshots += pending
+            .iter()
+            .filter(|l| l.starts_with("snapshot stored"))
+            .count();
         synced += pending.iter().filter(|l| *l == "synced").count();
         ops += pending.iter().filter(|l| l.starts_with("op ")).count();
     }
     assert!(
-        synced >= rounds as usize && ops >= 2 * rounds as usize,
-        "the children did too little to prove anything: {synced} syncs, {ops} operations"
+        synced >= rounds as usize && ops >= 2 * rounds as usize && snapshots >= 1,
+        "the children did too little to prove anything: {synced} syncs, {ops} operations, \
+         {snapshots} snapshots stored"
     );
     eprintln!(
         "{rounds} cuts (seed {seed}, {while_opening} before the engine was open): {ops} \

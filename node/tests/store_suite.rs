@@ -387,3 +387,98 @@ fn a_directory_still_held_is_waited_for_then_refused() {
     assert!(err.to_string().contains("another ballastd"), "{err}");
     drop(held);
 }
+
+/// Both engines keep a snapshot whole across a reopen, and remove metadata on request.
+#[test]
+fn engines_keep_snapshots_and_remove_metadata() {
+    fn check(e: &impl LogEngine) {
+        assert_eq!(e.get_snapshot().unwrap(), None);
+        e.put_snapshot(&pattern(1, 3 << 20)).unwrap();
+        e.put_snapshot(&pattern(2, 100)).unwrap();
+        assert_eq!(e.get_snapshot().unwrap(), Some(pattern(2, 100)));
+        e.put_meta("snapshot", pattern(3, 40_000)).unwrap();
+        e.remove_meta("snapshot").unwrap();
+        assert_eq!(e.get_meta("snapshot").unwrap(), None);
+        e.remove_meta("never-written").unwrap();
+    }
+    check(&MemEngine::new());
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let e = SledEngine::open(dir.path()).unwrap();
+        check(&e);
+        // A snapshot a crash cut short while it was written.
+        std::fs::write(dir.path().join("ballast-snapshot.tmp"), b"torn").unwrap();
+    }
+    let e = SledEngine::open(dir.path()).unwrap();
+    assert_eq!(e.get_snapshot().unwrap(), Some(pattern(2, 100)));
+    assert!(!dir.path().join("ballast-snapshot.tmp").exists());
+    // No chunk of the removed 40 KB value is left behind.
+    e.put_meta("snapshot", vec![7]).unwrap();
+    assert_eq!(e.get_meta("snapshot").unwrap(), Some(vec![7]));
+}
+
+/// A snapshot stored the old way (a metadata value) is read, and replaced by the file once
+/// a newer snapshot is built; an older file never wins over a newer metadata snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_stored_as_metadata_are_read_then_replaced() {
+    use openraft::RaftSnapshotBuilder;
+    let dir = tempfile::tempdir().unwrap();
+    let old = {
+        let engine = Arc::new(SledEngine::open(dir.path()).unwrap());
+        let mut sm = StateMachineStore::open(engine.clone()).unwrap();
+        let entries = (1..=10).map(|i| Ok((put_entry(1, i, &format!("k{i}")), None)));
+        sm.apply(futures::stream::iter(entries)).await.unwrap();
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        // Move it where ballastd before snapshot files kept it.
+        let b = engine.get_snapshot().unwrap().unwrap();
+        std::fs::remove_file(dir.path().join("ballast-snapshot")).unwrap();
+        engine.put_meta("snapshot", b.clone()).unwrap();
+        engine.sync().unwrap();
+        b
+    };
+    let engine = Arc::new(SledEngine::open(dir.path()).unwrap());
+    let mut sm = StateMachineStore::open(engine.clone()).unwrap();
+    assert_eq!(sm.read().kv.len(), 10);
+    assert_eq!(
+        sm.stored_snapshot()
+            .unwrap()
+            .unwrap()
+            .meta
+            .last_log_id
+            .unwrap()
+            .index,
+        10
+    );
+    let entries = (11..=12).map(|i| Ok((put_entry(1, i, &format!("k{i}")), None)));
+    sm.apply(futures::stream::iter(entries)).await.unwrap();
+    sm.get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    assert_eq!(engine.get_meta("snapshot").unwrap(), None);
+    assert!(engine.get_snapshot().unwrap().is_some());
+    // A downgrade that wrote a newer snapshot as metadata over an older file.
+    drop(sm);
+    let newer = {
+        let mut sm = StateMachineStore::open(engine.clone()).unwrap();
+        let entries = (13..=14).map(|i| Ok((put_entry(1, i, &format!("k{i}")), None)));
+        sm.apply(futures::stream::iter(entries)).await.unwrap();
+        let snap = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        assert_eq!(snap.meta.last_log_id.unwrap().index, 14);
+        engine.get_snapshot().unwrap().unwrap()
+    };
+    engine.put_meta("snapshot", newer).unwrap();
+    engine.put_snapshot(&old).unwrap();
+    let sm = StateMachineStore::open(engine.clone()).unwrap();
+    assert_eq!(sm.read().kv.len(), 14);
+}

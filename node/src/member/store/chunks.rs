@@ -93,6 +93,19 @@ impl Slot<'_> {
         tree.apply_batch(batch).map_err(EngineError::new)
     }
 
+    /// Removes the value under the key and its chunks, atomically.
+    pub fn remove(&self, tree: &sled::Tree) -> Result<(), EngineError> {
+        let mut batch = sled::Batch::default();
+        for r in tree.scan_prefix(self.prefix()) {
+            let (k, _) = r.map_err(EngineError::new)?;
+            if k.len() == self.prefix().len() + 4 {
+                batch.remove(k);
+            }
+        }
+        batch.remove(self.key);
+        tree.apply_batch(batch).map_err(EngineError::new)
+    }
+
     /// The value under the key.
     pub fn get(&self, tree: &sled::Tree) -> Result<Option<Vec<u8>>, EngineError> {
         if let Some(v) = tree.get(self.key).map_err(EngineError::new)? {

@@ -34,7 +34,9 @@ impl EngineError {
 /// Contract (checked by `tests/store_suite.rs` on every implementation):
 /// - writes are visible to reads as soon as the call returns;
 /// - they are durable only after [`LogEngine::sync`] returns;
-/// - indexes are dense between the first and last entry;
+/// - the log store keeps indexes dense above its purge point; below it, purged entries (and
+///   a stale tail a snapshot install left behind) may stay until the prune thread removes
+///   them, so the engine alone may hold a gap;
 /// - entries and metadata values may be of any size (the suite writes up to 16 MiB), and a
 ///   value is written whole or not at all, also across a crash or a power cut.
 pub trait LogEngine: Send + Sync + 'static {
@@ -52,6 +54,14 @@ pub trait LogEngine: Send + Sync + 'static {
     fn remove_logs_upto(&self, end: u64) -> Result<(), EngineError>;
     fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, EngineError>;
     fn put_meta(&self, key: &str, value: Vec<u8>) -> Result<(), EngineError>;
+    /// Removes a metadata value (nothing if there is none).
+    fn remove_meta(&self, key: &str) -> Result<(), EngineError>;
+    /// Replaces the stored snapshot with `value`, durable when this returns (no `sync`
+    /// needed) and whole: a crash leaves the old snapshot or the new one. It must not hold up
+    /// log writes while it works: a snapshot holds the whole state, tens of MB.
+    fn put_snapshot(&self, value: &[u8]) -> Result<(), EngineError>;
+    /// The snapshot last stored by [`LogEngine::put_snapshot`].
+    fn get_snapshot(&self) -> Result<Option<Vec<u8>>, EngineError>;
     /// Makes every earlier write durable (fsync).
     fn sync(&self) -> Result<(), EngineError>;
 }

@@ -12,6 +12,7 @@ use super::engine::{EngineError, LogEngine};
 pub struct MemEngine {
     logs: Mutex<BTreeMap<u64, Vec<u8>>>,
     meta: Mutex<BTreeMap<String, Vec<u8>>>,
+    snapshot: Mutex<Option<Vec<u8>>>,
 }
 
 impl MemEngine {
@@ -68,6 +69,20 @@ impl LogEngine for MemEngine {
     fn put_meta(&self, key: &str, value: Vec<u8>) -> Result<(), EngineError> {
         self.meta.lock().unwrap().insert(key.to_string(), value);
         Ok(())
+    }
+
+    fn remove_meta(&self, key: &str) -> Result<(), EngineError> {
+        self.meta.lock().unwrap().remove(key);
+        Ok(())
+    }
+
+    fn put_snapshot(&self, value: &[u8]) -> Result<(), EngineError> {
+        *self.snapshot.lock().unwrap() = Some(value.to_vec());
+        Ok(())
+    }
+
+    fn get_snapshot(&self) -> Result<Option<Vec<u8>>, EngineError> {
+        Ok(self.snapshot.lock().unwrap().clone())
     }
 
     fn sync(&self) -> Result<(), EngineError> {

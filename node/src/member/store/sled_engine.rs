@@ -1,12 +1,23 @@
 //! The `LogEngine` on sled 0.34, the one `ballastd` runs on: what sled is asked to do and what
 //! is done around it so that a synced write survives a power cut (`chunks.rs` for large
 //! values, `sled_files.rs` for sled's own files, an fdatasync of the data file on `sync`).
+//! The snapshot is a file beside sled's, not a sled value (see [`SNAPSHOT_FILE`]).
 
-use std::path::Path;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use super::chunks::{Assembly, Slot};
 use super::engine::{EngineError, LogEngine};
 use super::sled_files::{create_durable_dir, remove_unfinished_snapshots, sync_sled_files};
+
+/// The snapshot, in the engine's directory. Not in sled: sled writes a batch under a lock that
+/// every other write waits for, and a 46 MB snapshot (11,000 chunks) held the log's appends
+/// for over a second on every member at once. Written as [`SNAPSHOT_TMP`], fsynced, renamed,
+/// and the directory fsynced. (sled reads every `snap.*` file as its own: keep the names
+/// clear of that.)
+pub const SNAPSHOT_FILE: &str = "ballast-snapshot";
+/// A snapshot being written; removed at open.
+pub const SNAPSHOT_TMP: &str = "ballast-snapshot.tmp";
 
 /// [`LogEngine`] on sled: one tree for the log (big-endian index keys, so sled's order is the
 /// log's order) and one for metadata. Values longer than 4 KiB are split into chunks (see
@@ -18,6 +29,10 @@ pub struct SledEngine {
     meta: sled::Tree,
     /// sled's data file, for the fdatasync that sled itself does not do.
     data_file: std::sync::Arc<std::fs::File>,
+    /// The directory, for the snapshot file.
+    dir: PathBuf,
+    /// The first failed sync, which every later one reports too (see `sync`).
+    sync_failed: std::sync::Arc<std::sync::OnceLock<String>>,
 }
 
 impl SledEngine {
@@ -27,6 +42,12 @@ impl SledEngine {
         remove_unfinished_snapshots(dir)?;
         sync_sled_files(dir)?;
         let db = open_locked(dir)?;
+        // A snapshot whose writing a crash cut short: the previous one is still in place.
+        let tmp = dir.join(SNAPSHOT_TMP);
+        if tmp.exists() {
+            std::fs::remove_file(&tmp)
+                .map_err(|e| EngineError(format!("removing {}: {e}", tmp.display())))?;
+        }
         let logs = db.open_tree("logs").map_err(EngineError::new)?;
         let meta = db.open_tree("meta").map_err(EngineError::new)?;
         let data_file = std::fs::File::open(dir.join("db"))
@@ -36,6 +57,8 @@ impl SledEngine {
             logs,
             meta,
             data_file: std::sync::Arc::new(data_file),
+            dir: dir.to_path_buf(),
+            sync_failed: Default::default(),
         };
         // What sled wrote while opening (its recovery snapshot, `conf`, the trees) is
         // durable before anything is written on top of it.
@@ -205,13 +228,56 @@ impl LogEngine for SledEngine {
         meta_slot(key)?.put(&self.meta, value)
     }
 
+    fn remove_meta(&self, key: &str) -> Result<(), EngineError> {
+        meta_slot(key)?.remove(&self.meta)
+    }
+
+    fn put_snapshot(&self, value: &[u8]) -> Result<(), EngineError> {
+        let tmp = self.dir.join(SNAPSHOT_TMP);
+        let err =
+            |what: &str, e: std::io::Error| EngineError(format!("{what} the snapshot file: {e}"));
+        let mut f = std::fs::File::create(&tmp).map_err(|e| err("creating", e))?;
+        f.write_all(value).map_err(|e| err("writing", e))?;
+        f.sync_all().map_err(|e| err("syncing", e))?;
+        drop(f);
+        std::fs::rename(&tmp, self.dir.join(SNAPSHOT_FILE)).map_err(|e| err("renaming", e))?;
+        std::fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| err("syncing the directory of", e))
+    }
+
+    fn get_snapshot(&self) -> Result<Option<Vec<u8>>, EngineError> {
+        match std::fs::read(self.dir.join(SNAPSHOT_FILE)) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(EngineError(format!("reading the snapshot file: {e}"))),
+        }
+    }
+
+    /// Once a sync failed, every later one fails too. Linux reports a failed write-back to
+    /// one fsync caller only and may drop the dirty pages: a second sync after a failed one
+    /// can succeed while writes made before the failure are gone, and an entry it covers
+    /// would be acknowledged as durable. openraft stops the member on the error.
     fn sync(&self) -> Result<(), EngineError> {
-        self.db.flush().map_err(EngineError::new)?;
-        // sled 0.34 makes its writes stable with sync_file_range, which neither writes file
-        // metadata nor flushes the drive's cache: enough for a killed process, not for a
-        // power loss. fdatasync makes them durable. Nothing else needs it: no record goes
-        // to a blob file (`chunks.rs`), and sled's other files were synced at open.
-        self.data_file.sync_data().map_err(EngineError::new)?;
-        Ok(())
+        if let Some(first) = self.sync_failed.get() {
+            return Err(EngineError(format!("an earlier sync failed: {first}")));
+        }
+        let r = self
+            .db
+            .flush()
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                // sled 0.34 makes its writes stable with sync_file_range, which neither writes
+                // file metadata nor flushes the drive's cache: enough for a killed process, not
+                // for a power loss. fdatasync makes them durable. Nothing else needs it: no
+                // record goes to a blob file (`chunks.rs`), and sled's other files were synced
+                // at open.
+                self.data_file.sync_data().map_err(|e| e.to_string())
+            });
+        r.map_err(|e| {
+            let _ = self.sync_failed.set(e.clone());
+            EngineError(e)
+        })
     }
 }

@@ -19,6 +19,8 @@ use crate::member::state::StateData;
 use crate::metrics;
 use crate::types::{LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig};
 
+/// Where snapshots were stored up to November 2026: a metadata value. Still read (the newer of
+/// it and the engine's snapshot wins), and removed once a newer snapshot is stored.
 const META_SNAPSHOT: &str = "snapshot";
 
 /// A snapshot as stored: its meta and a [`StateData`] in its versioned format (`format.rs`).
@@ -59,9 +61,8 @@ impl<E: LogEngine> Clone for StateMachineStore<E> {
 impl<E: LogEngine> StateMachineStore<E> {
     /// Opens the state machine, restoring it from the engine's last snapshot.
     pub fn open(engine: Arc<E>) -> Result<Self, EngineError> {
-        let (data, stored) = match engine.get_meta(META_SNAPSHOT)? {
-            Some(b) => {
-                let snap: StoredSnapshot = bincode::deserialize(&b).map_err(EngineError::new)?;
+        let (data, stored) = match newest_snapshot(&*engine)? {
+            Some(snap) => {
                 let data =
                     crate::member::format::decode_state(&snap.data).map_err(EngineError::new)?;
                 (data, snap.meta.last_log_id)
@@ -91,10 +92,7 @@ impl<E: LogEngine> StateMachineStore<E> {
 
     /// The stored snapshot, if any.
     pub fn stored_snapshot(&self) -> Result<Option<StoredSnapshot>, EngineError> {
-        match self.shared.engine.get_meta(META_SNAPSHOT)? {
-            Some(b) => Ok(Some(bincode::deserialize(&b).map_err(EngineError::new)?)),
-            None => Ok(None),
-        }
+        newest_snapshot(&*self.shared.engine)
     }
 
     /// Stores `snap` durably unless the stored snapshot is at least as new. openraft builds a
@@ -110,14 +108,36 @@ impl<E: LogEngine> StateMachineStore<E> {
             if stored.is_some() && *stored >= last {
                 return Ok(());
             }
-            shared.engine.put_meta(META_SNAPSHOT, bytes)?;
+            // The log first: every entry the snapshot covers was appended before it was
+            // applied, but a follower applies what the quorum has on disk before its own
+            // copy is synced. A snapshot that survived a crash the log before it did not
+            // would stand ahead of a log with a gap after it (as one sled write, before
+            // snapshots were files, the snapshot came after those entries and this held).
             shared.engine.sync()?;
+            shared.engine.put_snapshot(&bytes)?;
             *stored = last;
+            // The older place, if a snapshot of an earlier version is still there: it is
+            // older than this one (`newest_snapshot` would not read it again anyway).
+            if shared.engine.get_meta(META_SNAPSHOT)?.is_some() {
+                shared.engine.remove_meta(META_SNAPSHOT)?;
+            }
             Ok(())
         })
         .await
         .map_err(EngineError::new)?
     }
+}
+
+/// The newer of the engine's snapshot and one stored the old way, as metadata.
+fn newest_snapshot<E: LogEngine>(engine: &E) -> Result<Option<StoredSnapshot>, EngineError> {
+    let decode = |b: Vec<u8>| bincode::deserialize::<StoredSnapshot>(&b).map_err(EngineError::new);
+    let file = engine.get_snapshot()?.map(decode).transpose()?;
+    let meta = engine.get_meta(META_SNAPSHOT)?.map(decode).transpose()?;
+    Ok(match (file, meta) {
+        (Some(f), Some(m)) if m.meta.last_log_id > f.meta.last_log_id => Some(m),
+        (Some(f), _) => Some(f),
+        (None, m) => m,
+    })
 }
 
 impl<E: LogEngine> RaftSnapshotBuilder<TypeConfig> for StateMachineStore<E> {
@@ -126,11 +146,13 @@ impl<E: LogEngine> RaftSnapshotBuilder<TypeConfig> for StateMachineStore<E> {
     /// openraft 0.10's snapshot meta has no id any more; stored snapshots carry an empty one
     /// in the place 0.9 wrote it (openraft's own encoding), which nothing reads.
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let started = Instant::now();
         let (bytes, last_applied, membership) = {
             let data = self.read();
             let bytes = crate::member::format::encode_state(&data);
             (bytes, data.last_applied, data.membership.clone())
         };
+        let encoded = started.elapsed();
         let meta = SnapshotMeta {
             last_log_id: last_applied,
             last_membership: membership,
@@ -140,6 +162,12 @@ impl<E: LogEngine> RaftSnapshotBuilder<TypeConfig> for StateMachineStore<E> {
             data: bytes.clone(),
         };
         self.persist_snapshot(&stored).await?;
+        tracing::info!(
+            bytes = bytes.len(),
+            encode_ms = encoded.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "snapshot built and stored"
+        );
         Ok(Snapshot {
             meta,
             snapshot: Cursor::new(bytes),
