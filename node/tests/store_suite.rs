@@ -460,8 +460,22 @@ async fn snapshots_stored_as_metadata_are_read_then_replaced() {
         .build_snapshot()
         .await
         .unwrap();
+    assert_eq!(
+        sm.stored_snapshot()
+            .unwrap()
+            .unwrap()
+            .meta
+            .last_log_id
+            .unwrap()
+            .index,
+        12
+    );
+    // Removed at the next open, when nothing reads it.
+    assert!(engine.get_meta("snapshot").unwrap().is_some());
+    drop(sm);
+    let sm = StateMachineStore::open(engine.clone()).unwrap();
     assert_eq!(engine.get_meta("snapshot").unwrap(), None);
-    assert!(engine.get_snapshot().unwrap().is_some());
+    assert_eq!(sm.read().kv.len(), 12);
     // A downgrade that wrote a newer snapshot as metadata over an older file.
     drop(sm);
     let newer = {
@@ -481,4 +495,21 @@ async fn snapshots_stored_as_metadata_are_read_then_replaced() {
     engine.put_snapshot(&old).unwrap();
     let sm = StateMachineStore::open(engine.clone()).unwrap();
     assert_eq!(sm.read().kv.len(), 14);
+    assert!(engine.get_meta("snapshot").unwrap().is_some());
+}
+
+/// A directory where a sync once failed is refused, naming the marker, until an operator
+/// deals with it: the page cache may have shown writes the disk never took.
+#[test]
+fn a_directory_where_a_sync_failed_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(SledEngine::open(dir.path()).unwrap());
+    std::fs::write(dir.path().join("SYNC-FAILED"), "fdatasync: EIO").unwrap();
+    let err = SledEngine::open(dir.path()).err().expect("refused");
+    assert!(
+        err.0.contains("SYNC-FAILED") && err.0.contains("EIO"),
+        "{err}"
+    );
+    std::fs::remove_file(dir.path().join("SYNC-FAILED")).unwrap();
+    SledEngine::open(dir.path()).unwrap();
 }

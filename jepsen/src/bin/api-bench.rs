@@ -65,6 +65,10 @@ struct Args {
     /// removing them at the end.
     #[arg(long)]
     keep: bool,
+    /// An extra argument for every ballastd, repeatable; e.g.
+    /// `--ballastd-arg=--snapshot-logs=2000` to see snapshots and purges sooner.
+    #[arg(long = "ballastd-arg", allow_hyphen_values = true)]
+    ballastd_args: Vec<String>,
 }
 
 /// (system, op, concurrency, figures)
@@ -204,7 +208,7 @@ fn run_ballast(lab: &Lab, dir: &Path, a: &Args) -> Result<Vec<Row>, String> {
     let mut procs: Vec<LabProcess> = Vec::new();
     for id in 1..=3 {
         procs.push(
-            lab.spawn_ballastd(id, dir, &[])
+            lab.spawn_ballastd(id, dir, &a.ballastd_args)
                 .map_err(|e| e.to_string())?,
         );
     }

@@ -194,13 +194,17 @@ fn prune<E: LogEngine>(
     syncer: &mpsc::Sender<SyncRequest>,
     upto: u64,
 ) -> Result<(), EngineError> {
-    // Through the sync thread, like every other sync: one thread calls fsync, and an error
-    // reaches openraft's callbacks in the same batch (the engine keeps failing after one).
+    // Through the sync thread, like every other sync of the log: an error reaches openraft's
+    // callbacks in the same batch (and the engine keeps failing after one).
+    if engine.upgrade().is_none() {
+        return Ok(());
+    }
     let (tx, rx) = oneshot::channel();
     if syncer.send(SyncRequest::Notify(tx)).is_err() {
         return Ok(());
     }
     match rx.blocking_recv() {
+        Ok(Err(_)) if engine.upgrade().is_none() => return Ok(()),
         Ok(r) => r?,
         Err(_) => return Ok(()),
     }

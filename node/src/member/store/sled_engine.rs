@@ -18,6 +18,8 @@ use super::sled_files::{create_durable_dir, remove_unfinished_snapshots, sync_sl
 pub const SNAPSHOT_FILE: &str = "ballast-snapshot";
 /// A snapshot being written; removed at open.
 pub const SNAPSHOT_TMP: &str = "ballast-snapshot.tmp";
+/// Written when a sync failed; the engine refuses to open while it exists.
+pub const SYNC_FAILED_FILE: &str = "SYNC-FAILED";
 
 /// [`LogEngine`] on sled: one tree for the log (big-endian index keys, so sled's order is the
 /// log's order) and one for metadata. Values longer than 4 KiB are split into chunks (see
@@ -31,14 +33,24 @@ pub struct SledEngine {
     data_file: std::sync::Arc<std::fs::File>,
     /// The directory, for the snapshot file.
     dir: PathBuf,
-    /// The first failed sync, which every later one reports too (see `sync`).
-    sync_failed: std::sync::Arc<std::sync::OnceLock<String>>,
+    /// Held through each sync, so that syncs never overlap: holds the first failure, which
+    /// every later one reports too (see `sync`).
+    sync_failed: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl SledEngine {
     pub fn open(dir: &Path) -> Result<Self, EngineError> {
         // sled's files as a power cut may have left them (see `sled_files.rs`).
         create_durable_dir(dir)?;
+        if let Ok(why) = std::fs::read_to_string(dir.join(SYNC_FAILED_FILE)) {
+            return Err(EngineError(format!(
+                "{} says a sync failed ({}): writes acknowledged as durable may be missing \
+                 from the disk. Replace this member (wipe the directory and join it again); \
+                 remove the file only if you know the disk holds everything",
+                dir.join(SYNC_FAILED_FILE).display(),
+                why.trim()
+            )));
+        }
         remove_unfinished_snapshots(dir)?;
         sync_sled_files(dir)?;
         let db = open_locked(dir)?;
@@ -258,8 +270,13 @@ impl LogEngine for SledEngine {
     /// one fsync caller only and may drop the dirty pages: a second sync after a failed one
     /// can succeed while writes made before the failure are gone, and an entry it covers
     /// would be acknowledged as durable. openraft stops the member on the error.
+    /// Syncs never overlap (one lock through check, flush, fdatasync and record): two at once
+    /// would share one write-back error between them, and the one that did not see it would
+    /// report success. A marker file (best effort) makes the next open refuse the directory:
+    /// after a restart the page cache may still show writes the disk never took.
     fn sync(&self) -> Result<(), EngineError> {
-        if let Some(first) = self.sync_failed.get() {
+        let mut failed = self.sync_failed.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(first) = failed.as_ref() {
             return Err(EngineError(format!("an earlier sync failed: {first}")));
         }
         let r = self
@@ -276,7 +293,9 @@ impl LogEngine for SledEngine {
                 self.data_file.sync_data().map_err(|e| e.to_string())
             });
         r.map_err(|e| {
-            let _ = self.sync_failed.set(e.clone());
+            let _ = std::fs::write(self.dir.join(SYNC_FAILED_FILE), &e);
+            let _ = std::fs::File::open(&self.dir).and_then(|d| d.sync_all());
+            *failed = Some(e.clone());
             EngineError(e)
         })
     }
