@@ -90,6 +90,9 @@ impl RaftService for RaftSvc {
         req: Request<Streaming<RaftMessage>>,
     ) -> Result<Response<Self::StreamAppendStream>, Status> {
         self.admit(&req)?;
+        if *self.node.stopping.borrow() {
+            return Err(Status::unavailable("this member is stopping"));
+        }
         let pool = self.node.pool.clone();
         // The requests end when the member stops, and the answers once openraft has answered
         // those it took: the leader streams appends for as long as it leads, and a stream
@@ -101,9 +104,12 @@ impl RaftService for RaftSvc {
             let pool = pool.clone();
             let mut stopping = stopping.clone();
             async move {
+                // The stop first: with a request already buffered, an unbiased select took it
+                // half the time, and the requests went on after the stop.
                 let m = tokio::select! {
-                    m = input.message() => m.ok()??,
+                    biased;
                     _ = stopping.wait_for(|s| *s) => return None,
+                    m = input.message() => m.ok()??,
                 };
                 if pool.isolated() {
                     return None;
