@@ -65,7 +65,9 @@ pub fn read_file(path: &Path) -> Result<(Header, Vec<u8>), String> {
 pub fn check<'a>(bytes: &'a [u8], path: &Path) -> Result<(Header, &'a [u8]), String> {
     let (header, payload) =
         format::decode(bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-    BackupState::decode(payload).map_err(|e| format!("{}: {e}", path.display()))?;
+    BackupState::decode(payload)
+        .and_then(|b| b.check_vips())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok((header, payload))
 }
 

@@ -61,6 +61,26 @@ struct BackupStateV2 {
 }
 
 impl BackupState {
+    /// What a cluster never writes but a hand-edited file could hold, and the restored state
+    /// would keep for ever (nothing refuses it after the fact): a VIP stored under a name
+    /// other than its own (the address check for a new VIP of that name would skip it), or
+    /// two VIPs on one address.
+    pub fn check_vips(&self) -> Result<(), String> {
+        let mut by_address: BTreeMap<&str, &str> = BTreeMap::new();
+        for (name, v) in &self.vips {
+            if *name != v.name {
+                return Err(format!("the VIP stored as {name:?} is named {:?}", v.name));
+            }
+            if let Some(other) = by_address.insert(crate::types::vip_ip(&v.address), name) {
+                return Err(format!(
+                    "VIPs {other:?} and {name:?} both have the address {}",
+                    v.address
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         bincode::serialize(self).expect("state always encodes")
     }
@@ -103,5 +123,47 @@ impl BackupState {
                 "backup payload format {other} (this ballastd reads 1 to {PAYLOAD_FORMAT}): upgrade ballastd"
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(vips: &[(&str, &str, &str)]) -> BackupState {
+        BackupState {
+            format: 3,
+            revision: 1,
+            kv: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            services: BTreeMap::new(),
+            vips: vips
+                .iter()
+                .map(|(key, name, address)| {
+                    let v = Vip {
+                        name: name.to_string(),
+                        address: address.to_string(),
+                        ..Default::default()
+                    };
+                    (key.to_string(), v)
+                })
+                .collect(),
+            lease_wait_ms: 0,
+            retired: BTreeMap::new(),
+            vip_epochs: BTreeMap::new(),
+        }
+    }
+
+    /// A hand-edited backup that no cluster would write is refused before it seeds one.
+    #[test]
+    fn a_backup_with_vips_no_cluster_would_hold_is_refused() {
+        let ok = state(&[("a", "a", "10.0.0.1/24"), ("b", "b", "10.0.0.2/24")]);
+        assert_eq!(ok.check_vips(), Ok(()));
+        let shared = state(&[("a", "a", "10.0.0.1/24"), ("b", "b", "10.0.0.1/32")]);
+        let e = shared.check_vips().unwrap_err();
+        assert!(e.contains("both have the address"), "{e}");
+        let renamed = state(&[("a", "b", "10.0.0.1/24")]);
+        let e = renamed.check_vips().unwrap_err();
+        assert!(e.contains("is named"), "{e}");
     }
 }
