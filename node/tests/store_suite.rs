@@ -407,32 +407,46 @@ fn engines_keep_snapshots_and_remove_metadata() {
         let e = SledEngine::open(dir.path()).unwrap();
         check(&e);
         // A snapshot a crash cut short while it was written.
-        std::fs::write(dir.path().join("ballast-snapshot.tmp"), b"torn").unwrap();
+        std::fs::write(dir.path().join(".ballast-snapshot.x1Yz9q.tmp"), b"torn").unwrap();
     }
     let e = SledEngine::open(dir.path()).unwrap();
     assert_eq!(e.get_snapshot().unwrap(), Some(pattern(2, 100)));
-    assert!(!dir.path().join("ballast-snapshot.tmp").exists());
+    assert!(!dir.path().join(".ballast-snapshot.x1Yz9q.tmp").exists());
     // No chunk of the removed 40 KB value is left behind.
     e.put_meta("snapshot", vec![7]).unwrap();
     assert_eq!(e.get_meta("snapshot").unwrap(), Some(vec![7]));
+}
+
+/// Applies puts `indexes` (term 1) and builds a snapshot of the result.
+async fn apply_and_snapshot(
+    sm: &mut StateMachineStore<SledEngine>,
+    indexes: std::ops::RangeInclusive<u64>,
+) -> ballast_node::types::Snapshot {
+    use openraft::RaftSnapshotBuilder;
+    let entries = indexes.map(|i| Ok((put_entry(1, i, &format!("k{i}")), None)));
+    sm.apply(futures::stream::iter(entries)).await.unwrap();
+    sm.get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap()
+}
+
+/// The last log index of the stored snapshot.
+fn stored_index(sm: &StateMachineStore<SledEngine>) -> u64 {
+    let stored = sm.stored_snapshot().unwrap().unwrap();
+    stored.meta.last_log_id.unwrap().index
 }
 
 /// A snapshot stored the old way (a metadata value) is read, and replaced by the file once
 /// a newer snapshot is built; an older file never wins over a newer metadata snapshot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshots_stored_as_metadata_are_read_then_replaced() {
-    use openraft::RaftSnapshotBuilder;
     let dir = tempfile::tempdir().unwrap();
     let old = {
         let engine = Arc::new(SledEngine::open(dir.path()).unwrap());
         let mut sm = StateMachineStore::open(engine.clone()).unwrap();
-        let entries = (1..=10).map(|i| Ok((put_entry(1, i, &format!("k{i}")), None)));
-        sm.apply(futures::stream::iter(entries)).await.unwrap();
-        sm.get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap();
+        apply_and_snapshot(&mut sm, 1..=10).await;
         // Move it where ballastd before snapshot files kept it.
         let b = engine.get_snapshot().unwrap().unwrap();
         std::fs::remove_file(dir.path().join("ballast-snapshot")).unwrap();
@@ -443,33 +457,9 @@ async fn snapshots_stored_as_metadata_are_read_then_replaced() {
     let engine = Arc::new(SledEngine::open(dir.path()).unwrap());
     let mut sm = StateMachineStore::open(engine.clone()).unwrap();
     assert_eq!(sm.read().kv.len(), 10);
-    assert_eq!(
-        sm.stored_snapshot()
-            .unwrap()
-            .unwrap()
-            .meta
-            .last_log_id
-            .unwrap()
-            .index,
-        10
-    );
-    let entries = (11..=12).map(|i| Ok((put_entry(1, i, &format!("k{i}")), None)));
-    sm.apply(futures::stream::iter(entries)).await.unwrap();
-    sm.get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
-    assert_eq!(
-        sm.stored_snapshot()
-            .unwrap()
-            .unwrap()
-            .meta
-            .last_log_id
-            .unwrap()
-            .index,
-        12
-    );
+    assert_eq!(stored_index(&sm), 10);
+    apply_and_snapshot(&mut sm, 11..=12).await;
+    assert_eq!(stored_index(&sm), 12);
     // Removed at the next open, when nothing reads it.
     assert!(engine.get_meta("snapshot").unwrap().is_some());
     drop(sm);
@@ -480,14 +470,7 @@ async fn snapshots_stored_as_metadata_are_read_then_replaced() {
     drop(sm);
     let newer = {
         let mut sm = StateMachineStore::open(engine.clone()).unwrap();
-        let entries = (13..=14).map(|i| Ok((put_entry(1, i, &format!("k{i}")), None)));
-        sm.apply(futures::stream::iter(entries)).await.unwrap();
-        let snap = sm
-            .get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap();
+        let snap = apply_and_snapshot(&mut sm, 13..=14).await;
         assert_eq!(snap.meta.last_log_id.unwrap().index, 14);
         engine.get_snapshot().unwrap().unwrap()
     };

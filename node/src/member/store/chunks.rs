@@ -48,13 +48,8 @@ impl Slot<'_> {
         Ok(false)
     }
 
-    /// Adds to `batch` the removal of whatever is stored and the writes of `value`.
-    pub fn write(
-        &self,
-        tree: &sled::Tree,
-        batch: &mut sled::Batch,
-        value: Vec<u8>,
-    ) -> Result<(), EngineError> {
+    /// Adds to `batch` the removal of every stored chunk of the key.
+    fn remove_chunks(&self, tree: &sled::Tree, batch: &mut sled::Batch) -> Result<(), EngineError> {
         let prefix = self.prefix();
         for r in tree.scan_prefix(&prefix) {
             let (k, _) = r.map_err(EngineError::new)?;
@@ -62,6 +57,17 @@ impl Slot<'_> {
                 batch.remove(k);
             }
         }
+        Ok(())
+    }
+
+    /// Adds to `batch` the removal of whatever is stored and the writes of `value`.
+    pub fn write(
+        &self,
+        tree: &sled::Tree,
+        batch: &mut sled::Batch,
+        value: Vec<u8>,
+    ) -> Result<(), EngineError> {
+        self.remove_chunks(tree, &mut *batch)?;
         if value.len() <= CHUNK {
             batch.insert(self.key, value);
             return Ok(());
@@ -96,12 +102,7 @@ impl Slot<'_> {
     /// Removes the value under the key and its chunks, atomically.
     pub fn remove(&self, tree: &sled::Tree) -> Result<(), EngineError> {
         let mut batch = sled::Batch::default();
-        for r in tree.scan_prefix(self.prefix()) {
-            let (k, _) = r.map_err(EngineError::new)?;
-            if k.len() == self.prefix().len() + 4 {
-                batch.remove(k);
-            }
-        }
+        self.remove_chunks(tree, &mut batch)?;
         batch.remove(self.key);
         tree.apply_batch(batch).map_err(EngineError::new)
     }

@@ -3,8 +3,9 @@
 //! values, `sled_files.rs` for sled's own files, an fdatasync of the data file on `sync`).
 //! The snapshot is a file beside sled's, not a sled value (see [`SNAPSHOT_FILE`]).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
+
+use ballast_client::files::{write_atomic, Existing};
 
 use super::chunks::{Assembly, Slot};
 use super::engine::{EngineError, LogEngine};
@@ -12,12 +13,11 @@ use super::sled_files::{create_durable_dir, remove_unfinished_snapshots, sync_sl
 
 /// The snapshot, in the engine's directory. Not in sled: sled writes a batch under a lock that
 /// every other write waits for, and a 46 MB snapshot (11,000 chunks) held the log's appends
-/// for over a second on every member at once. Written as [`SNAPSHOT_TMP`], fsynced, renamed,
-/// and the directory fsynced. (sled reads every `snap.*` file as its own: keep the names
-/// clear of that.)
+/// for over a second on every member at once. Written by `write_atomic` (a temporary
+/// `.ballast-snapshot.*.tmp`, fsynced, renamed, the directory fsynced; mode 0600, as it
+/// holds every value). (sled reads every `snap.*` file as its own: keep the names clear of
+/// that.)
 pub const SNAPSHOT_FILE: &str = "ballast-snapshot";
-/// A snapshot being written; removed at open.
-pub const SNAPSHOT_TMP: &str = "ballast-snapshot.tmp";
 /// Written when a sync failed; the engine refuses to open while it exists.
 pub const SYNC_FAILED_FILE: &str = "SYNC-FAILED";
 
@@ -54,12 +54,7 @@ impl SledEngine {
         remove_unfinished_snapshots(dir)?;
         sync_sled_files(dir)?;
         let db = open_locked(dir)?;
-        // A snapshot whose writing a crash cut short: the previous one is still in place.
-        let tmp = dir.join(SNAPSHOT_TMP);
-        if tmp.exists() {
-            std::fs::remove_file(&tmp)
-                .map_err(|e| EngineError(format!("removing {}: {e}", tmp.display())))?;
-        }
+        remove_unfinished_snapshot_files(dir)?;
         let logs = db.open_tree("logs").map_err(EngineError::new)?;
         let meta = db.open_tree("meta").map_err(EngineError::new)?;
         let data_file = std::fs::File::open(dir.join("db"))
@@ -78,6 +73,21 @@ impl SledEngine {
         sync_sled_files(dir)?;
         Ok(engine)
     }
+}
+
+/// Removes the temporary files of snapshots whose writing a crash cut short (`write_atomic`
+/// names them `.ballast-snapshot.*.tmp`): the previous snapshot is still in place.
+fn remove_unfinished_snapshot_files(dir: &Path) -> Result<(), EngineError> {
+    let gone = |p: &Path, e: std::io::Error| EngineError(format!("{}: {e}", p.display()));
+    for entry in std::fs::read_dir(dir).map_err(|e| gone(dir, e))? {
+        let path = entry.map_err(|e| gone(dir, e))?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        if name.is_some_and(|n| n.starts_with(&format!(".{SNAPSHOT_FILE}.")) && n.ends_with(".tmp"))
+        {
+            std::fs::remove_file(&path).map_err(|e| gone(&path, e))?;
+        }
+    }
+    Ok(())
 }
 
 /// How long opening waits for another holder of sled's lock on the directory to let go.
@@ -245,17 +255,13 @@ impl LogEngine for SledEngine {
     }
 
     fn put_snapshot(&self, value: &[u8]) -> Result<(), EngineError> {
-        let tmp = self.dir.join(SNAPSHOT_TMP);
-        let err =
-            |what: &str, e: std::io::Error| EngineError(format!("{what} the snapshot file: {e}"));
-        let mut f = std::fs::File::create(&tmp).map_err(|e| err("creating", e))?;
-        f.write_all(value).map_err(|e| err("writing", e))?;
-        f.sync_all().map_err(|e| err("syncing", e))?;
-        drop(f);
-        std::fs::rename(&tmp, self.dir.join(SNAPSHOT_FILE)).map_err(|e| err("renaming", e))?;
-        std::fs::File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| err("syncing the directory of", e))
+        write_atomic(
+            &self.dir.join(SNAPSHOT_FILE),
+            value,
+            0o600,
+            Existing::Replace,
+        )
+        .map_err(|e| EngineError(format!("storing the snapshot: {e}")))
     }
 
     fn get_snapshot(&self) -> Result<Option<Vec<u8>>, EngineError> {
@@ -293,8 +299,8 @@ impl LogEngine for SledEngine {
                 self.data_file.sync_data().map_err(|e| e.to_string())
             });
         r.map_err(|e| {
-            let _ = std::fs::write(self.dir.join(SYNC_FAILED_FILE), &e);
-            let _ = std::fs::File::open(&self.dir).and_then(|d| d.sync_all());
+            let marker = self.dir.join(SYNC_FAILED_FILE);
+            let _ = write_atomic(&marker, e.as_bytes(), 0o644, Existing::Replace);
             *failed = Some(e.clone());
             EngineError(e)
         })

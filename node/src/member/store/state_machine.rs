@@ -66,8 +66,7 @@ impl<E: LogEngine> StateMachineStore<E> {
     /// Opens the state machine, restoring it from the engine's last snapshot.
     pub fn open(engine: Arc<E>) -> Result<Self, EngineError> {
         let (snapshot, legacy) = newest_snapshot(&*engine, true)?;
-        if !legacy && engine.get_meta(META_SNAPSHOT)?.is_some() {
-            // Superseded by the engine's snapshot (or unreadable next to it: never used).
+        if legacy == Legacy::Older {
             engine.remove_meta(META_SNAPSHOT)?;
             engine.sync()?;
         }
@@ -86,7 +85,7 @@ impl<E: LogEngine> StateMachineStore<E> {
                 engine,
                 revision_tx,
                 stored: Mutex::new(stored),
-                legacy: legacy.into(),
+                legacy: (legacy == Legacy::Newest).into(),
             }),
         })
     }
@@ -139,23 +138,34 @@ impl<E: LogEngine> StateMachineStore<E> {
     }
 }
 
+/// A snapshot stored the old way (see [`META_SNAPSHOT`]), as [`newest_snapshot`] found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Legacy {
+    /// None (or not looked for).
+    Absent,
+    /// One, older than the engine's snapshot (or as old).
+    Older,
+    /// One, and it is the newest snapshot.
+    Newest,
+}
+
 /// The newer of the engine's snapshot and, if `legacy`, one stored the old way (as metadata),
-/// and whether that old one is the newer.
+/// and what was found the old way.
 fn newest_snapshot<E: LogEngine>(
     engine: &E,
     legacy: bool,
-) -> Result<(Option<StoredSnapshot>, bool), EngineError> {
+) -> Result<(Option<StoredSnapshot>, Legacy), EngineError> {
     let decode = |b: Vec<u8>| bincode::deserialize::<StoredSnapshot>(&b).map_err(EngineError::new);
     let file = engine.get_snapshot()?.map(decode).transpose()?;
     if !legacy {
-        return Ok((file, false));
+        return Ok((file, Legacy::Absent));
     }
     let meta = engine.get_meta(META_SNAPSHOT)?.map(decode).transpose()?;
     Ok(match (file, meta) {
-        (Some(f), Some(m)) if m.meta.last_log_id > f.meta.last_log_id => (Some(m), true),
-        (Some(f), _) => (Some(f), false),
-        (None, Some(m)) => (Some(m), true),
-        (None, None) => (None, false),
+        (Some(f), Some(m)) if m.meta.last_log_id > f.meta.last_log_id => (Some(m), Legacy::Newest),
+        (Some(f), Some(_)) => (Some(f), Legacy::Older),
+        (None, Some(m)) => (Some(m), Legacy::Newest),
+        (f, None) => (f, Legacy::Absent),
     })
 }
 
