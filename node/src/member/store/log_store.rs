@@ -308,8 +308,11 @@ impl<E: LogEngine> RaftLogStorage<TypeConfig> for LogStore<E> {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
-        // Entries up to it are already hidden: by `new` or by `purge`, which writes it.
+        // Hidden by `new` already, unless its read of the purge point failed.
         let last_purged: Option<LogId> = self.read_meta(META_LAST_PURGED)?;
+        if let Some(p) = last_purged {
+            self.hide_upto(p.index);
+        }
         // Only purged entries still waiting for the pruner: the log holds nothing else.
         let last = match self.engine.last_log()? {
             Some((i, b)) if last_purged.is_none_or(|p| i > p.index) => Some(decode(&b)?.log_id),

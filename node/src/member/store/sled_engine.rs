@@ -42,14 +42,22 @@ impl SledEngine {
     pub fn open(dir: &Path) -> Result<Self, EngineError> {
         // sled's files as a power cut may have left them (see `sled_files.rs`).
         create_durable_dir(dir)?;
-        if let Ok(why) = std::fs::read_to_string(dir.join(SYNC_FAILED_FILE)) {
-            return Err(EngineError(format!(
-                "{} says a sync failed ({}): writes acknowledged as durable may be missing \
-                 from the disk. Replace this member (wipe the directory and join it again); \
-                 remove the file only if you know the disk holds everything",
-                dir.join(SYNC_FAILED_FILE).display(),
-                why.trim()
-            )));
+        let marker = dir.join(SYNC_FAILED_FILE);
+        match std::fs::read(&marker) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            found => {
+                let why = found.map_or_else(
+                    |e| e.to_string(),
+                    |b| String::from_utf8_lossy(&b).into_owned(),
+                );
+                return Err(EngineError(format!(
+                    "{} says a sync failed ({}): writes acknowledged as durable may be missing \
+                     from the disk. Replace this member (wipe the directory and join it \
+                     again); remove the file only if you know the disk holds everything",
+                    marker.display(),
+                    why.trim()
+                )));
+            }
         }
         remove_unfinished_snapshots(dir)?;
         sync_sled_files(dir)?;
@@ -75,15 +83,36 @@ impl SledEngine {
     }
 }
 
+/// Leaves the `SYNC-FAILED` marker, best effort and in place: on a failing disk any part of
+/// writing it may fail, and a name that exists (even empty, even only in the page cache
+/// until a reboot) is what makes the next open refuse; a temporary file unlinked on failure,
+/// as `write_atomic` does, would leave nothing.
+fn mark_sync_failed(dir: &Path, why: &str) {
+    use std::io::Write;
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(dir.join(SYNC_FAILED_FILE))
+    {
+        let _ = f.write_all(why.as_bytes()).and_then(|()| f.sync_all());
+    }
+    let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+}
+
 /// Removes the temporary files of snapshots whose writing a crash cut short (`write_atomic`
-/// names them `.ballast-snapshot.*.tmp`): the previous snapshot is still in place.
+/// names them `.ballast-snapshot.*.tmp`; commits of 2026-11-30 before it wrote
+/// `ballast-snapshot.tmp`): the previous snapshot is still in place.
 fn remove_unfinished_snapshot_files(dir: &Path) -> Result<(), EngineError> {
     let gone = |p: &Path, e: std::io::Error| EngineError(format!("{}: {e}", p.display()));
     for entry in std::fs::read_dir(dir).map_err(|e| gone(dir, e))? {
         let path = entry.map_err(|e| gone(dir, e))?.path();
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-        if name.is_some_and(|n| n.starts_with(&format!(".{SNAPSHOT_FILE}.")) && n.ends_with(".tmp"))
-        {
+        let unfinished = |n: &str| {
+            n == format!("{SNAPSHOT_FILE}.tmp")
+                || (n.starts_with(&format!(".{SNAPSHOT_FILE}.")) && n.ends_with(".tmp"))
+        };
+        if name.is_some_and(|n| unfinished(&n)) {
             std::fs::remove_file(&path).map_err(|e| gone(&path, e))?;
         }
     }
@@ -299,8 +328,7 @@ impl LogEngine for SledEngine {
                 self.data_file.sync_data().map_err(|e| e.to_string())
             });
         r.map_err(|e| {
-            let marker = self.dir.join(SYNC_FAILED_FILE);
-            let _ = write_atomic(&marker, e.as_bytes(), 0o644, Existing::Replace);
+            mark_sync_failed(&self.dir, &e);
             *failed = Some(e.clone());
             EngineError(e)
         })
