@@ -1,5 +1,6 @@
-//! The storage engine under power cuts: a child process writes log entries and metadata of
-//! every size through `SledEngine` on the power-loss file system, printing each operation
+//! The storage engines under power cuts: a child process writes log entries and metadata of
+//! every size through `FileEngine` (with 1 MiB segments, so that segments are started and
+//! deleted all the time) or `SledEngine` on the power-loss file system, printing each operation
 //! before it makes it and `synced` after each `sync`; it is SIGKILLed at a random moment
 //! (also while it opens the engine) and the file system cut. A new child then opens the
 //! engine and prints what it finds, which must be the state after some prefix of the
@@ -14,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ballast_node::member::store::{LogEngine, SledEngine};
+use ballast_node::member::store::{FileEngine, LogEngine, SledEngine};
 use jepsen::powerfs::PowerFs;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -59,7 +60,15 @@ fn engine_writer_child() {
         writeln!(out, "@{s}").unwrap();
         out.flush().unwrap();
     };
-    let engine = SledEngine::open(&Path::new(&dir).join("raft")).expect("engine opens");
+    let engine: Box<dyn LogEngine> = match std::env::var("POWER_CHILD_ENGINE").as_deref() {
+        Ok("sled") => {
+            Box::new(SledEngine::open(&Path::new(&dir).join("raft")).expect("engine opens"))
+        }
+        _ => Box::new(
+            FileEngine::open_with_segment_bytes(&Path::new(&dir).join("log"), 1 << 20)
+                .expect("engine opens"),
+        ),
+    };
     for (i, v) in engine.read_logs(0, u64::MAX).unwrap() {
         say(format!("have log {i} {}", fnv(&v)));
     }
@@ -198,6 +207,15 @@ fn differences(expected: &State, found: &State, sizes: &BTreeMap<u64, usize>) ->
 
 #[test]
 fn engine_keeps_what_it_synced_across_power_cuts() {
+    power_cuts("file");
+}
+
+#[test]
+fn sled_engine_keeps_what_it_synced_across_power_cuts() {
+    power_cuts("sled");
+}
+
+fn power_cuts(engine: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let fs = PowerFs::mount(&tmp.path().join("mnt"))
         .unwrap_or_else(|e| panic!("POWERFS SETUP FAILED: {e}"));
@@ -224,6 +242,7 @@ fn engine_keeps_what_it_synced_across_power_cuts() {
             .args(["engine_writer_child", "--exact", "--ignored", "--nocapture"])
             .args(["--test-threads", "1"])
             .env("POWER_CHILD_DIR", fs.path())
+            .env("POWER_CHILD_ENGINE", engine)
             .env("POWER_CHILD_ROUND", (seed * 1000 + round).to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -335,7 +354,7 @@ fn engine_keeps_what_it_synced_across_power_cuts() {
          {snapshots} snapshots stored"
     );
     eprintln!(
-        "{rounds} cuts (seed {seed}, {while_opening} before the engine was open): {ops} \
+        "{engine}: {rounds} cuts (seed {seed}, {while_opening} before the engine was open): {ops} \
          operations, {synced} syncs; at the end {} log entries, {} metadata values",
         state.logs.len(),
         state.metas.len()

@@ -19,7 +19,7 @@ use crate::member::network::{ForwardError, PeerPool};
 use crate::member::proposer::Proposer;
 use crate::member::proposer::{now_ms, WRITE_TIMEOUT};
 use crate::member::state::StateData;
-use crate::member::store::{SledEngine, StateMachineStore};
+use crate::member::store::{FileEngine, StateMachineStore};
 use crate::types::{ClientRequest, Command, CommandResult, NodeId, Op, Raft};
 use openraft::async_runtime::WatchReceiver;
 
@@ -27,7 +27,7 @@ use openraft::async_runtime::WatchReceiver;
 pub struct Node {
     pub id: NodeId,
     pub raft: Raft,
-    pub sm: StateMachineStore<SledEngine>,
+    pub sm: StateMachineStore<FileEngine>,
     pub identity: Arc<IdentityStore>,
     pub pool: PeerPool,
     pub committed: Arc<AtomicU64>,

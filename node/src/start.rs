@@ -21,7 +21,7 @@ use crate::member::identity::IdentityStore;
 use crate::member::network::{Network, PeerPool};
 use crate::member::proposer::now_ms;
 use crate::member::proposer::Proposer;
-use crate::member::store::{LogStore, SledEngine, StateMachineStore};
+use crate::member::store::{open_member_engine, FileEngine, LogStore, StateMachineStore};
 use crate::node::Node;
 use crate::types::{NodeId, Op, Outcome, Raft};
 use crate::{http, metrics, server};
@@ -53,7 +53,7 @@ pub struct NodeHandle {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     /// The storage engine, to know when the last holder let go of the data directory.
-    engine: std::sync::Weak<SledEngine>,
+    engine: std::sync::Weak<FileEngine>,
 }
 
 impl NodeHandle {
@@ -207,8 +207,9 @@ pub async fn start(
         .await?;
     }
 
-    // 2. Storage: the log and the state machine on sled.
-    let engine = Arc::new(SledEngine::open(&cfg.data_dir.join("raft"))?);
+    // 2. Storage: the log and the state machine on the file engine (a log on sled, from an
+    // older ballastd, moved there first).
+    let engine = Arc::new(open_member_engine(&cfg.data_dir)?);
     let log_store = LogStore::new(engine.clone());
     let committed = log_store.committed_index();
     let engine_handle = Arc::downgrade(&engine);

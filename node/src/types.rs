@@ -30,7 +30,7 @@ use openraft::type_config::alias as a;
 pub type LeaderId = openraft::impls::leader_id_adv::LeaderId<u64, NodeId>;
 pub type Raft = openraft::Raft<
     TypeConfig,
-    crate::member::store::StateMachineStore<crate::member::store::SledEngine>,
+    crate::member::store::StateMachineStore<crate::member::store::FileEngine>,
 >;
 pub type LogId = a::LogIdOf<TypeConfig>;
 pub type Vote = a::VoteOf<TypeConfig>;

@@ -104,11 +104,7 @@ async fn a_backup_of_a_busy_cluster_seeds_a_new_one_and_bad_files_are_refused() 
             }),
             "{name}: {msg}"
         );
-        assert!(!dir
-            .path()
-            .join(format!("data-{name}"))
-            .join("raft")
-            .exists());
+        assert!(!dir.path().join(format!("data-{name}")).join("log").exists());
     }
 
     // A new one-member cluster seeded from the file. The copy it keeps until the restore is

@@ -235,3 +235,45 @@ async fn openraft_values_written_by_0_9_read_back_byte_for_byte() {
         }
     }
 }
+
+/// What a sled engine holds: the metadata values, every entry, the snapshot file.
+type Held = (Vec<Option<Vec<u8>>>, Vec<(u64, Vec<u8>)>, Option<Vec<u8>>);
+
+fn held(e: &impl ballast_node::member::store::LogEngine) -> Held {
+    let meta = ["vote", "committed", "last_purged", "snapshot"]
+        .iter()
+        .map(|k| e.get_meta(k).unwrap())
+        .collect();
+    (
+        meta,
+        e.read_logs(0, u64::MAX).unwrap(),
+        e.get_snapshot().unwrap(),
+    )
+}
+
+/// Every member's sled log of every fixture moves into the file engine byte for byte, the
+/// sled directory gives way to a file that keeps an older ballastd out, a copy a crash left
+/// half done is started again, and opening again changes nothing.
+#[test]
+fn sled_logs_move_into_the_file_engine_whole() {
+    use ballast_node::member::store::{open_member_engine, SledEngine};
+    for tag in every_tag() {
+        let dir = unpack(&tag);
+        for id in 1..=3u64 {
+            let node = dir.path().join(format!("node-{id}"));
+            let before = held(&SledEngine::open(&node.join("raft")).unwrap());
+            assert!(!before.1.is_empty(), "{tag}/{id}: the fixture has entries");
+            // A copy a crash interrupted.
+            std::fs::create_dir_all(node.join("log.moving")).unwrap();
+            std::fs::write(node.join("log.moving/log-00000000000000000001"), b"torn").unwrap();
+            let after = held(&open_member_engine(&node).unwrap());
+            assert!(before == after, "{tag}/{id}: the moved log differs");
+            assert!(node.join("raft").is_file(), "{tag}/{id}");
+            assert!(!node.join("raft.moved").exists() && !node.join("log.moving").exists());
+            let again = held(&open_member_engine(&node).unwrap());
+            assert!(before == again, "{tag}/{id}: reopened");
+            // What an older ballastd (sled) makes of the directory now: refusal.
+            assert!(SledEngine::open(&node.join("raft")).is_err(), "{tag}/{id}");
+        }
+    }
+}

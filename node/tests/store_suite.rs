@@ -1,8 +1,11 @@
-//! openraft's storage suite on every LogEngine of ours, and crash-restart durability of sled.
+//! openraft's storage suite on every LogEngine of ours, and crash-restart durability of the
+//! two on disk (each test that opens a directory runs on both: `_sled` and `_file`).
 
 use std::sync::Arc;
 
-use ballast_node::member::store::{LogEngine, LogStore, MemEngine, SledEngine, StateMachineStore};
+use ballast_node::member::store::{
+    EngineError, FileEngine, LogEngine, LogStore, MemEngine, SledEngine, StateMachineStore,
+};
 use ballast_node::types::{
     log_id, Batch, Command, Entry, EntryPayload, Op, StorageError, TypeConfig, Vote,
 };
@@ -25,24 +28,36 @@ impl StoreBuilder<TypeConfig, LogStore<MemEngine>, StateMachineStore<MemEngine>,
     }
 }
 
-struct SledBuilder;
+/// An engine on a directory.
+trait Disk: LogEngine + Sized {
+    fn try_open(dir: &std::path::Path) -> Result<Self, EngineError>;
+    fn open_dir(dir: &std::path::Path) -> Self {
+        Self::try_open(dir).unwrap()
+    }
+}
 
-impl
-    StoreBuilder<TypeConfig, LogStore<SledEngine>, StateMachineStore<SledEngine>, tempfile::TempDir>
-    for SledBuilder
+impl Disk for SledEngine {
+    fn try_open(dir: &std::path::Path) -> Result<Self, EngineError> {
+        SledEngine::open(dir)
+    }
+}
+
+impl Disk for FileEngine {
+    fn try_open(dir: &std::path::Path) -> Result<Self, EngineError> {
+        FileEngine::open(dir)
+    }
+}
+
+struct DiskBuilder<E>(std::marker::PhantomData<E>);
+
+impl<E: Disk> StoreBuilder<TypeConfig, LogStore<E>, StateMachineStore<E>, tempfile::TempDir>
+    for DiskBuilder<E>
 {
     async fn build(
         &self,
-    ) -> Result<
-        (
-            tempfile::TempDir,
-            LogStore<SledEngine>,
-            StateMachineStore<SledEngine>,
-        ),
-        StorageError,
-    > {
+    ) -> Result<(tempfile::TempDir, LogStore<E>, StateMachineStore<E>), StorageError> {
         let dir = tempfile::tempdir().unwrap();
-        let engine = Arc::new(SledEngine::open(dir.path()).unwrap());
+        let engine = Arc::new(E::open_dir(dir.path()));
         let sm = StateMachineStore::open(engine.clone()).unwrap();
         Ok((dir, LogStore::new(engine), sm))
     }
@@ -55,7 +70,16 @@ async fn openraft_suite_on_mem_engine() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openraft_suite_on_sled_engine() {
-    Suite::test_all(SledBuilder).await.unwrap();
+    Suite::test_all(DiskBuilder::<SledEngine>(Default::default()))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openraft_suite_on_file_engine() {
+    Suite::test_all(DiskBuilder::<FileEngine>(Default::default()))
+        .await
+        .unwrap();
 }
 
 fn put_entry(term: u64, index: u64, key: &str) -> Entry {
@@ -76,12 +100,11 @@ fn put_entry(term: u64, index: u64, key: &str) -> Entry {
 
 /// Entries acknowledged by `append`'s callback, a vote and a purge survive reopening the
 /// directory. The SIGKILL version of this, through real processes, is in `tests/binaries.rs`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sled_keeps_every_acknowledged_entry_across_reopen() {
+async fn keeps_every_acknowledged_entry_across_reopen<E: Disk>() {
     let dir = tempfile::tempdir().unwrap();
     let mut acked = Vec::new();
     {
-        let engine = Arc::new(SledEngine::open(dir.path()).unwrap());
+        let engine = Arc::new(E::open_dir(dir.path()));
         let mut store = LogStore::new(engine.clone());
         store.save_vote(&Vote::new(3, 1)).await.unwrap();
         for i in 1..=200u64 {
@@ -99,7 +122,7 @@ async fn sled_keeps_every_acknowledged_entry_across_reopen() {
         drop(store);
         drop(engine);
     }
-    let engine = Arc::new(SledEngine::open(dir.path()).unwrap());
+    let engine = Arc::new(E::open_dir(dir.path()));
     let mut store = LogStore::new(engine.clone());
     assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new(3, 1)));
     let state = store.get_log_state().await.unwrap();
@@ -128,7 +151,7 @@ async fn removed_upto(engine: &impl LogEngine, index: u64) {
 }
 
 async fn append_all(
-    store: &mut LogStore<SledEngine>,
+    store: &mut LogStore<impl LogEngine>,
     term: u64,
     indexes: std::ops::RangeInclusive<u64>,
 ) {
@@ -147,10 +170,9 @@ async fn append_all(
 
 /// A purge returns without removing anything (openraft awaits it in its core loop), but
 /// readers never see a purged entry again, and the engine loses them soon after.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn purged_entries_vanish_at_once_and_leave_the_engine_later() {
+async fn purged_entries_vanish_at_once_and_leave_the_engine_later<E: Disk>() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = Arc::new(SledEngine::open(dir.path()).unwrap());
+    let engine = Arc::new(E::open_dir(dir.path()));
     let mut store = LogStore::new(engine.clone());
     append_all(&mut store, 2, 1..=300).await;
     store.purge(log_id(2, 1, 200)).await.unwrap();
@@ -172,11 +194,10 @@ async fn purged_entries_vanish_at_once_and_leave_the_engine_later() {
 /// A crash after the purge point was made durable but before the entries it covers were
 /// removed: the restarted store hides them, counts a log of nothing but them as empty, and
 /// removes them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn entries_a_crash_left_behind_a_purge_are_hidden_and_removed() {
+async fn entries_a_crash_left_behind_a_purge_are_hidden_and_removed<E: Disk>() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let engine = Arc::new(SledEngine::open(dir.path()).unwrap());
+        let engine = Arc::new(E::open_dir(dir.path()));
         let mut store = LogStore::new(engine.clone());
         append_all(&mut store, 1, 1..=100).await;
         // What `purge` writes, made durable, and nothing removed yet.
@@ -184,7 +205,7 @@ async fn entries_a_crash_left_behind_a_purge_are_hidden_and_removed() {
         engine.put_meta("last_purged", point).unwrap();
         engine.sync().unwrap();
     }
-    let engine = Arc::new(SledEngine::open(dir.path()).unwrap());
+    let engine = Arc::new(E::open_dir(dir.path()));
     let mut store = LogStore::new(engine.clone());
     let state = store.get_log_state().await.unwrap();
     assert_eq!(state.last_purged_log_id, Some(log_id(1, 1, 100)));
@@ -202,19 +223,18 @@ async fn entries_a_crash_left_behind_a_purge_are_hidden_and_removed() {
 }
 
 /// The state machine is restored from its last snapshot after reopening.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sled_state_machine_restores_from_snapshot() {
+async fn state_machine_restores_from_snapshot<E: Disk>() {
     use openraft::RaftSnapshotBuilder;
     let dir = tempfile::tempdir().unwrap();
     {
-        let engine = Arc::new(SledEngine::open(dir.path()).unwrap());
+        let engine = Arc::new(E::open_dir(dir.path()));
         let mut sm = StateMachineStore::open(engine).unwrap();
         let entries = (1..=10).map(|i| Ok((put_entry(1, i, &format!("k{i}")), None)));
         sm.apply(futures::stream::iter(entries)).await.unwrap();
         let mut b = sm.get_snapshot_builder().await;
         b.build_snapshot().await.unwrap();
     }
-    let engine = Arc::new(SledEngine::open(dir.path()).unwrap());
+    let engine = Arc::new(E::open_dir(dir.path()));
     let mut sm = StateMachineStore::open(engine).unwrap();
     let (applied, _) = sm.applied_state().await.unwrap();
     assert_eq!(applied.map(|l| l.index), Some(10));
@@ -322,6 +342,12 @@ fn mem_engine_keeps_values_of_every_size() {
 }
 
 #[test]
+fn file_engine_keeps_values_of_every_size() {
+    let dir = tempfile::tempdir().unwrap();
+    values_of_every_size_round_trip(&FileEngine::open(dir.path()).unwrap());
+}
+
+#[test]
 fn sled_engine_keeps_values_of_every_size() {
     let dir = tempfile::tempdir().unwrap();
     values_of_every_size_round_trip(&SledEngine::open(dir.path()).unwrap());
@@ -367,12 +393,11 @@ fn sled_engine_writes_no_blob_files() {
 /// A data directory whose sled is still open (a handle dropped a moment later, as sled's
 /// threads do after a member stops in the same process) is waited for; one held for good
 /// (another ballastd) is refused with a message that says so.
-#[test]
-fn a_directory_still_held_is_waited_for_then_refused() {
+fn a_directory_still_held_is_waited_for_then_refused<E: Disk>() {
     let dir = tempfile::tempdir().unwrap();
-    let first = SledEngine::open(dir.path()).unwrap();
+    let first = E::open_dir(dir.path());
     let path = dir.path().to_path_buf();
-    let reopened = std::thread::spawn(move || SledEngine::open(&path).map(|_| ()));
+    let reopened = std::thread::spawn(move || E::try_open(&path).map(|_| ()));
     std::thread::sleep(std::time::Duration::from_millis(300));
     drop(first);
     reopened
@@ -380,10 +405,8 @@ fn a_directory_still_held_is_waited_for_then_refused() {
         .unwrap()
         .expect("opened once the first handle let go");
 
-    let held = SledEngine::open(dir.path()).unwrap();
-    let err = SledEngine::open(dir.path())
-        .err()
-        .expect("refused while held");
+    let held = E::open_dir(dir.path());
+    let err = E::try_open(dir.path()).err().expect("refused while held");
     assert!(err.to_string().contains("another ballastd"), "{err}");
     drop(held);
 }
@@ -404,6 +427,16 @@ fn engines_keep_snapshots_and_remove_metadata() {
     check(&MemEngine::new());
     let dir = tempfile::tempdir().unwrap();
     {
+        let e = FileEngine::open(dir.path()).unwrap();
+        check(&e);
+        std::fs::write(dir.path().join(".ballast-snapshot.x1Yz9q.tmp"), b"torn").unwrap();
+    }
+    let e = FileEngine::open(dir.path()).unwrap();
+    assert_eq!(e.get_snapshot().unwrap(), Some(pattern(2, 100)));
+    assert!(!dir.path().join(".ballast-snapshot.x1Yz9q.tmp").exists());
+    drop(e);
+    let dir = tempfile::tempdir().unwrap();
+    {
         let e = SledEngine::open(dir.path()).unwrap();
         check(&e);
         // A snapshot a crash cut short while it was written.
@@ -419,7 +452,7 @@ fn engines_keep_snapshots_and_remove_metadata() {
 
 /// Applies puts `indexes` (term 1) and builds a snapshot of the result.
 async fn apply_and_snapshot(
-    sm: &mut StateMachineStore<SledEngine>,
+    sm: &mut StateMachineStore<impl LogEngine>,
     indexes: std::ops::RangeInclusive<u64>,
 ) -> ballast_node::types::Snapshot {
     use openraft::RaftSnapshotBuilder;
@@ -433,18 +466,17 @@ async fn apply_and_snapshot(
 }
 
 /// The last log index of the stored snapshot.
-fn stored_index(sm: &StateMachineStore<SledEngine>) -> u64 {
+fn stored_index(sm: &StateMachineStore<impl LogEngine>) -> u64 {
     let stored = sm.stored_snapshot().unwrap().unwrap();
     stored.meta.last_log_id.unwrap().index
 }
 
 /// A snapshot stored the old way (a metadata value) is read, and replaced by the file once
 /// a newer snapshot is built; an older file never wins over a newer metadata snapshot.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn snapshots_stored_as_metadata_are_read_then_replaced() {
+async fn snapshots_stored_as_metadata_are_read_then_replaced<E: Disk>() {
     let dir = tempfile::tempdir().unwrap();
     let old = {
-        let engine = Arc::new(SledEngine::open(dir.path()).unwrap());
+        let engine = Arc::new(E::open_dir(dir.path()));
         let mut sm = StateMachineStore::open(engine.clone()).unwrap();
         apply_and_snapshot(&mut sm, 1..=10).await;
         // Move it where ballastd before snapshot files kept it.
@@ -454,7 +486,7 @@ async fn snapshots_stored_as_metadata_are_read_then_replaced() {
         engine.sync().unwrap();
         b
     };
-    let engine = Arc::new(SledEngine::open(dir.path()).unwrap());
+    let engine = Arc::new(E::open_dir(dir.path()));
     let mut sm = StateMachineStore::open(engine.clone()).unwrap();
     assert_eq!(sm.read().kv.len(), 10);
     assert_eq!(stored_index(&sm), 10);
@@ -483,16 +515,85 @@ async fn snapshots_stored_as_metadata_are_read_then_replaced() {
 
 /// A directory where a sync once failed is refused, naming the marker, until an operator
 /// deals with it: the page cache may have shown writes the disk never took.
-#[test]
-fn a_directory_where_a_sync_failed_is_refused() {
+fn a_directory_where_a_sync_failed_is_refused<E: Disk>() {
     let dir = tempfile::tempdir().unwrap();
-    drop(SledEngine::open(dir.path()).unwrap());
+    drop(E::open_dir(dir.path()));
     std::fs::write(dir.path().join("SYNC-FAILED"), "fdatasync: EIO").unwrap();
-    let err = SledEngine::open(dir.path()).err().expect("refused");
+    let err = E::try_open(dir.path()).err().expect("refused");
     assert!(
         err.0.contains("SYNC-FAILED") && err.0.contains("EIO"),
         "{err}"
     );
     std::fs::remove_file(dir.path().join("SYNC-FAILED")).unwrap();
-    SledEngine::open(dir.path()).unwrap();
+    E::open_dir(dir.path());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keeps_every_acknowledged_entry_across_reopen_sled() {
+    keeps_every_acknowledged_entry_across_reopen::<SledEngine>().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keeps_every_acknowledged_entry_across_reopen_file() {
+    keeps_every_acknowledged_entry_across_reopen::<FileEngine>().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purged_entries_vanish_at_once_and_leave_the_engine_later_sled() {
+    purged_entries_vanish_at_once_and_leave_the_engine_later::<SledEngine>().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purged_entries_vanish_at_once_and_leave_the_engine_later_file() {
+    purged_entries_vanish_at_once_and_leave_the_engine_later::<FileEngine>().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_a_crash_left_behind_a_purge_are_hidden_and_removed_sled() {
+    entries_a_crash_left_behind_a_purge_are_hidden_and_removed::<SledEngine>().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_a_crash_left_behind_a_purge_are_hidden_and_removed_file() {
+    entries_a_crash_left_behind_a_purge_are_hidden_and_removed::<FileEngine>().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_machine_restores_from_snapshot_sled() {
+    state_machine_restores_from_snapshot::<SledEngine>().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_machine_restores_from_snapshot_file() {
+    state_machine_restores_from_snapshot::<FileEngine>().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_stored_as_metadata_are_read_then_replaced_sled() {
+    snapshots_stored_as_metadata_are_read_then_replaced::<SledEngine>().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_stored_as_metadata_are_read_then_replaced_file() {
+    snapshots_stored_as_metadata_are_read_then_replaced::<FileEngine>().await;
+}
+
+#[test]
+fn a_directory_still_held_is_waited_for_then_refused_sled() {
+    a_directory_still_held_is_waited_for_then_refused::<SledEngine>();
+}
+
+#[test]
+fn a_directory_still_held_is_waited_for_then_refused_file() {
+    a_directory_still_held_is_waited_for_then_refused::<FileEngine>();
+}
+
+#[test]
+fn a_directory_where_a_sync_failed_is_refused_sled() {
+    a_directory_where_a_sync_failed_is_refused::<SledEngine>();
+}
+
+#[test]
+fn a_directory_where_a_sync_failed_is_refused_file() {
+    a_directory_where_a_sync_failed_is_refused::<FileEngine>();
 }

@@ -86,13 +86,14 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
 /// The state a member's data directory holds: its last snapshot, then every log entry after
 /// it. Returns it with the index of the last entry applied. The directory must not be in use.
 pub fn state_of_data_dir(dir: &Path) -> Result<(StateData, u64), String> {
-    use crate::member::store::{LogEngine, SledEngine, StateMachineStore};
-    let raft = dir.join("raft");
-    if !raft.exists() {
+    use crate::member::store::{
+        open_member_engine, LogEngine, StateMachineStore, LOG_DIR, SLED_DIR,
+    };
+    if !dir.join(LOG_DIR).exists() && !dir.join(SLED_DIR).exists() {
         return Err(format!("{} holds no Raft data", dir.display()));
     }
     let engine = std::sync::Arc::new(
-        SledEngine::open(&raft).map_err(|e| format!("{}: {e}", raft.display()))?,
+        open_member_engine(dir).map_err(|e| format!("{}: {e}", dir.display()))?,
     );
     let sm = StateMachineStore::open(engine.clone()).map_err(|e| e.to_string())?;
     let mut data = sm.read().clone();
@@ -141,9 +142,15 @@ pub fn force_new_cluster(
         &path,
         &format::encode(&old_cluster, state.revision, now_ms, &payload),
     )?;
-    // 3. The old cluster's data aside.
+    // 3. The old cluster's data aside: its log, and the file in sled's old place (made again
+    // with the new log).
     std::fs::rename(
-        dir.join("raft"),
+        dir.join(crate::member::store::LOG_DIR),
+        dir.join(format!("log.replaced-{now_ms}")),
+    )
+    .map_err(io)?;
+    std::fs::rename(
+        dir.join(crate::member::store::SLED_DIR),
         dir.join(format!("raft.replaced-{now_ms}")),
     )
     .map_err(io)?;

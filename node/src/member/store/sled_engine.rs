@@ -42,23 +42,7 @@ impl SledEngine {
     pub fn open(dir: &Path) -> Result<Self, EngineError> {
         // sled's files as a power cut may have left them (see `sled_files.rs`).
         create_durable_dir(dir)?;
-        let marker = dir.join(SYNC_FAILED_FILE);
-        match std::fs::read(&marker) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            found => {
-                let why = found.map_or_else(
-                    |e| e.to_string(),
-                    |b| String::from_utf8_lossy(&b).into_owned(),
-                );
-                return Err(EngineError(format!(
-                    "{} says a sync failed ({}): writes acknowledged as durable may be missing \
-                     from the disk. Replace this member (wipe the directory and join it \
-                     again); remove the file only if you know the disk holds everything",
-                    marker.display(),
-                    why.trim()
-                )));
-            }
-        }
+        check_sync_failed_marker(dir)?;
         remove_unfinished_snapshots(dir)?;
         sync_sled_files(dir)?;
         let db = open_locked(dir)?;
@@ -83,11 +67,48 @@ impl SledEngine {
     }
 }
 
+/// Replaces the snapshot file in `dir` (see [`SNAPSHOT_FILE`]).
+pub(super) fn store_snapshot_file(dir: &Path, value: &[u8]) -> Result<(), EngineError> {
+    write_atomic(&dir.join(SNAPSHOT_FILE), value, 0o600, Existing::Replace)
+        .map_err(|e| EngineError(format!("storing the snapshot: {e}")))
+}
+
+/// The snapshot file in `dir`, if there is one.
+pub(super) fn read_snapshot_file(dir: &Path) -> Result<Option<Vec<u8>>, EngineError> {
+    match std::fs::read(dir.join(SNAPSHOT_FILE)) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(EngineError(format!("reading the snapshot file: {e}"))),
+    }
+}
+
+/// Refuses a directory where a sync failed (see [`mark_sync_failed`]).
+pub(super) fn check_sync_failed_marker(dir: &Path) -> Result<(), EngineError> {
+    let marker = dir.join(SYNC_FAILED_FILE);
+    match std::fs::read(&marker) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        found => {
+            let why = found.map_or_else(
+                |e| e.to_string(),
+                |b| String::from_utf8_lossy(&b).into_owned(),
+            );
+            return Err(EngineError(format!(
+                "{} says a sync failed ({}): writes acknowledged as durable may be missing \
+                 from the disk. Replace this member (wipe the directory and join it \
+                 again); remove the file only if you know the disk holds everything",
+                marker.display(),
+                why.trim()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Leaves the `SYNC-FAILED` marker, best effort and in place: on a failing disk any part of
 /// writing it may fail, and a name that exists (even empty, even only in the page cache
 /// until a reboot) is what makes the next open refuse; a temporary file unlinked on failure,
 /// as `write_atomic` does, would leave nothing.
-fn mark_sync_failed(dir: &Path, why: &str) {
+pub(super) fn mark_sync_failed(dir: &Path, why: &str) {
     use std::io::Write;
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)
@@ -103,7 +124,7 @@ fn mark_sync_failed(dir: &Path, why: &str) {
 /// Removes the temporary files of snapshots whose writing a crash cut short (`write_atomic`
 /// names them `.ballast-snapshot.*.tmp`; commits of 2026-11-30 before it wrote
 /// `ballast-snapshot.tmp`): the previous snapshot is still in place.
-fn remove_unfinished_snapshot_files(dir: &Path) -> Result<(), EngineError> {
+pub(super) fn remove_unfinished_snapshot_files(dir: &Path) -> Result<(), EngineError> {
     let gone = |p: &Path, e: std::io::Error| EngineError(format!("{}: {e}", p.display()));
     for entry in std::fs::read_dir(dir).map_err(|e| gone(dir, e))? {
         let path = entry.map_err(|e| gone(dir, e))?.path();
@@ -284,21 +305,11 @@ impl LogEngine for SledEngine {
     }
 
     fn put_snapshot(&self, value: &[u8]) -> Result<(), EngineError> {
-        write_atomic(
-            &self.dir.join(SNAPSHOT_FILE),
-            value,
-            0o600,
-            Existing::Replace,
-        )
-        .map_err(|e| EngineError(format!("storing the snapshot: {e}")))
+        store_snapshot_file(&self.dir, value)
     }
 
     fn get_snapshot(&self) -> Result<Option<Vec<u8>>, EngineError> {
-        match std::fs::read(self.dir.join(SNAPSHOT_FILE)) {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(EngineError(format!("reading the snapshot file: {e}"))),
-        }
+        read_snapshot_file(&self.dir)
     }
 
     /// Once a sync failed, every later one fails too. Linux reports a failed write-back to

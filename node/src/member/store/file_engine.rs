@@ -1,0 +1,738 @@
+//! The `LogEngine` `ballastd` runs on: the log and the metadata as records appended to
+//! segment files, made durable by fdatasync, read back through an index kept in memory; the
+//! snapshot a file beside them (as on sled, [`SNAPSHOT_FILE`]).
+//!
+//! Why not sled: sled 0.34 writes every batch under one lock that all other writes wait for,
+//! stores values above 4 KiB only as chunks (`chunks.rs`: its blob files are never fsynced),
+//! and makes its writes stable with `sync_file_range`, so a sync cost sled's flush and our
+//! fdatasync. Here an append of a batch of entries is one `pwrite`, a sync one `fdatasync`.
+//!
+//! # Files
+//!
+//! `log-NNNNNNNNNNNNNNNNNNNN` (the segment's sequence number, 20 digits) hold records:
+//! `[u32 body length][u32 CRC-32 of the body][body]`, little-endian, the body a kind byte and
+//! its fields (see [`Rec`]). Every segment starts with a header record, then a copy of every
+//! metadata value, so only the newest segment is needed for metadata. Appends go to the
+//! newest segment only; a new one is started (after the old one is synced) when it passes
+//! [`SEGMENT_BYTES`]. Nothing is ever written in place: a truncation is a record (entries
+//! from an index on are gone), a purge too (entries up to an index), and whole segments are
+//! deleted from the front once they hold no live entry.
+//!
+//! # Recovery
+//!
+//! Opening reads every segment in order and replays its records into the index. A record
+//! that does not check out (short, bad length, bad CRC) is where the last writes before a
+//! crash stopped: allowed only in the newest segment (the older ones were synced before
+//! the next was started), where the file is cut there. Anywhere else it is damage to synced
+//! data, and the engine refuses to open.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::engine::{EngineError, LogEngine};
+use super::sled_engine::{
+    check_sync_failed_marker, mark_sync_failed, read_snapshot_file,
+    remove_unfinished_snapshot_files, store_snapshot_file,
+};
+use super::sled_files::create_durable_dir;
+
+/// A segment is closed and a new one started once it holds this many bytes.
+pub const SEGMENT_BYTES: u64 = 64 << 20;
+/// The largest record body read back: bigger lengths are damage, not data.
+const MAX_BODY: u64 = 1 << 30;
+const HEADER_MAGIC: &[u8] = b"ballast log segment\0";
+const FORMAT_VERSION: u32 = 1;
+/// The lock file: held (flock) while the engine is open.
+const LOCK_FILE: &str = "LOCK";
+const SEGMENT_PREFIX: &str = "log-";
+
+const K_HEADER: u8 = 0;
+const K_ENTRY: u8 = 1;
+const K_META_PUT: u8 = 2;
+const K_META_REMOVE: u8 = 3;
+const K_TRUNCATE: u8 = 4;
+const K_PURGE: u8 = 5;
+
+/// One record, as replay reads it.
+enum Rec<'a> {
+    Header {
+        version: u32,
+    },
+    Entry {
+        index: u64,
+        payload_at: usize,
+        len: usize,
+    },
+    MetaPut {
+        key: &'a str,
+        value: &'a [u8],
+    },
+    MetaRemove {
+        key: &'a str,
+    },
+    /// Every entry with index >= `from` is gone.
+    Truncate {
+        from: u64,
+    },
+    /// Every entry with index <= `upto` is gone.
+    Purge {
+        upto: u64,
+    },
+}
+
+fn bad(what: impl std::fmt::Display) -> EngineError {
+    EngineError(what.to_string())
+}
+
+/// Appends one record with `body` to `buf`.
+fn push_record(buf: &mut Vec<u8>, body: &[&[u8]]) {
+    let len: usize = body.iter().map(|b| b.len()).sum();
+    let mut crc = crc32fast::Hasher::new();
+    for b in body {
+        crc.update(b);
+    }
+    buf.extend_from_slice(&(len as u32).to_le_bytes());
+    buf.extend_from_slice(&crc.finalize().to_le_bytes());
+    for b in body {
+        buf.extend_from_slice(b);
+    }
+}
+
+fn push_entry(buf: &mut Vec<u8>, index: u64, payload: &[u8]) -> Result<usize, EngineError> {
+    if payload.len() as u64 + 9 > MAX_BODY {
+        return Err(bad(format!(
+            "log entry {index} of {} bytes is too large",
+            payload.len()
+        )));
+    }
+    push_record(buf, &[&[K_ENTRY], &index.to_le_bytes(), payload]);
+    // The payload is the record's last bytes.
+    Ok(buf.len() - payload.len())
+}
+
+fn push_meta(buf: &mut Vec<u8>, key: &str, value: Option<&[u8]>) -> Result<(), EngineError> {
+    let k = key.as_bytes();
+    let klen = u16::try_from(k.len()).map_err(|_| bad("metadata name too long"))?;
+    match value {
+        Some(v) => push_record(buf, &[&[K_META_PUT], &klen.to_le_bytes(), k, v]),
+        None => push_record(buf, &[&[K_META_REMOVE], &klen.to_le_bytes(), k]),
+    }
+    Ok(())
+}
+
+fn push_marker(buf: &mut Vec<u8>, kind: u8, index: u64) {
+    push_record(buf, &[&[kind], &index.to_le_bytes()]);
+}
+
+/// Parses the record at `at` in `data`: the record and the offset after it, or `None` where
+/// no whole, intact record starts (the end of what was written).
+fn parse(data: &[u8], at: usize) -> Option<(Rec<'_>, usize)> {
+    let head = data.get(at..at.checked_add(8)?)?;
+    let len = u32::from_le_bytes(head[..4].try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(head[4..].try_into().ok()?);
+    if len == 0 || len as u64 > MAX_BODY {
+        return None;
+    }
+    let start = at + 8;
+    let body = data.get(start..start.checked_add(len)?)?;
+    if crc32fast::hash(body) != crc {
+        return None;
+    }
+    let u64_at = |i: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(body.get(i..i + 8)?.try_into().ok()?))
+    };
+    let key_of = || -> Option<(&str, usize)> {
+        let klen = u16::from_le_bytes(body.get(1..3)?.try_into().ok()?) as usize;
+        let key = std::str::from_utf8(body.get(3..3 + klen)?).ok()?;
+        Some((key, 3 + klen))
+    };
+    let rec = match body[0] {
+        K_HEADER => {
+            if body.get(1..1 + HEADER_MAGIC.len())? != HEADER_MAGIC {
+                return None;
+            }
+            let v = body.get(1 + HEADER_MAGIC.len()..5 + HEADER_MAGIC.len())?;
+            Rec::Header {
+                version: u32::from_le_bytes(v.try_into().ok()?),
+            }
+        }
+        K_ENTRY => Rec::Entry {
+            index: u64_at(1)?,
+            payload_at: start + 9,
+            len: len.checked_sub(9)?,
+        },
+        K_META_PUT => {
+            let (key, vat) = key_of()?;
+            Rec::MetaPut {
+                key,
+                value: &body[vat..],
+            }
+        }
+        K_META_REMOVE => Rec::MetaRemove { key: key_of()?.0 },
+        K_TRUNCATE => Rec::Truncate { from: u64_at(1)? },
+        K_PURGE => Rec::Purge { upto: u64_at(1)? },
+        _ => return None,
+    };
+    Some((rec, start + len))
+}
+
+/// Where an entry's payload is.
+#[derive(Clone, Copy)]
+struct Loc {
+    seq: u64,
+    at: u64,
+    len: u32,
+}
+
+struct Segment {
+    file: Arc<File>,
+    /// Bytes written (the offset of the next record).
+    len: u64,
+    /// Live entries held (segments are deleted from the front once this is 0).
+    live: u64,
+}
+
+struct Inner {
+    segments: BTreeMap<u64, Segment>,
+    index: BTreeMap<u64, Loc>,
+    meta: BTreeMap<String, Vec<u8>>,
+    /// Segments written since the last sync.
+    dirty: BTreeSet<u64>,
+    /// A segment was created since the last sync: the directory needs an fsync.
+    dir_dirty: bool,
+    /// The newest segment when the last successful sync began: its header and metadata copy
+    /// are on disk, so every segment before it may go once it holds no live entry.
+    durable_newest: u64,
+    /// Set when a write failed: what is on disk after the failure is unknown, so nothing is
+    /// written after it (a later record behind a torn one would be dropped at recovery).
+    failed: Option<String>,
+}
+
+/// [`LogEngine`] on segment files (see the module's documentation).
+pub struct FileEngine {
+    dir: PathBuf,
+    inner: Mutex<Inner>,
+    /// Held through each sync, so that syncs never overlap: holds the first failure, which
+    /// every later one reports too (see `sync`).
+    sync_failed: Mutex<Option<String>>,
+    /// A segment is closed once it holds this many bytes ([`SEGMENT_BYTES`]).
+    segment_bytes: u64,
+    /// Holds the directory's lock while open.
+    _lock: File,
+}
+
+fn segment_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("{SEGMENT_PREFIX}{seq:020}"))
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> EngineError + '_ {
+    move |e| EngineError(format!("{}: {e}", path.display()))
+}
+
+/// How long opening waits for another holder of the directory's lock (a member reopened in
+/// the same process, whose sync thread still holds the engine for a moment).
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn lock_dir(dir: &Path) -> Result<File, EngineError> {
+    let path = dir.join(LOCK_FILE);
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        // SAFETY: flock on a descriptor we own; no memory is shared with the kernel.
+        let r = unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(&f),
+                libc::LOCK_EX | libc::LOCK_NB,
+            )
+        };
+        if r == 0 {
+            return Ok(f);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::WouldBlock || std::time::Instant::now() >= deadline {
+            return Err(EngineError(format!(
+                "locking {}: {e} (is another ballastd using this data directory?)",
+                path.display()
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+impl FileEngine {
+    /// Opens (or creates) the engine in `dir`, replaying every segment (see the module's
+    /// documentation).
+    pub fn open(dir: &Path) -> Result<Self, EngineError> {
+        Self::open_with_segment_bytes(dir, SEGMENT_BYTES)
+    }
+
+    /// [`FileEngine::open`] with segments of another size (tests use small ones, to see many
+    /// segments started and deleted).
+    pub fn open_with_segment_bytes(dir: &Path, segment_bytes: u64) -> Result<Self, EngineError> {
+        create_durable_dir(dir)?;
+        check_sync_failed_marker(dir)?;
+        let lock = lock_dir(dir)?;
+        remove_unfinished_snapshot_files(dir)?;
+        let mut seqs = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
+            let name = entry.map_err(io_err(dir))?.file_name();
+            let name = name.to_string_lossy();
+            if let Some(n) = name.strip_prefix(SEGMENT_PREFIX) {
+                let seq: u64 = n
+                    .parse()
+                    .map_err(|_| bad(format!("{}: unexpected file {name}", dir.display())))?;
+                seqs.push(seq);
+            }
+        }
+        seqs.sort_unstable();
+        let mut inner = Inner {
+            segments: BTreeMap::new(),
+            index: BTreeMap::new(),
+            meta: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            dir_dirty: false,
+            durable_newest: 0,
+            failed: None,
+        };
+        let mut changed_dir = false;
+        for (n, &seq) in seqs.iter().enumerate() {
+            let newest = n + 1 == seqs.len();
+            let path = segment_path(dir, seq);
+            let mut file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(io_err(&path))?;
+            let mut data = Vec::new();
+            file.read_to_end(&mut data).map_err(io_err(&path))?;
+            let end = replay(&mut inner, seq, &data)
+                .map_err(|e| bad(format!("{}: {e}", path.display())))?;
+            if end < data.len() as u64 {
+                if !newest {
+                    return Err(bad(format!(
+                        "{}: damaged at byte {end} of {} (not the newest segment, so this was \
+                         synced data): replace this member (wipe the directory and join it again)",
+                        path.display(),
+                        data.len()
+                    )));
+                }
+                tracing::warn!(segment = %path.display(), at = end, dropped = data.len() as u64 - end, "the log's last writes before a crash were incomplete; cut there");
+                file.set_len(end).map_err(io_err(&path))?;
+                file.sync_all().map_err(io_err(&path))?;
+            }
+            if end == 0 {
+                // Created, but a crash came before its header was written: nothing in it.
+                drop(file);
+                std::fs::remove_file(&path).map_err(io_err(&path))?;
+                changed_dir = true;
+                continue;
+            }
+            inner.segments.insert(
+                seq,
+                Segment {
+                    file: Arc::new(file),
+                    len: end,
+                    live: 0,
+                },
+            );
+        }
+        for loc in inner.index.values() {
+            if let Some(s) = inner.segments.get_mut(&loc.seq) {
+                s.live += 1;
+            }
+        }
+        if changed_dir {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err(dir))?;
+        }
+        let engine = FileEngine {
+            dir: dir.to_path_buf(),
+            inner: Mutex::new(inner),
+            sync_failed: Mutex::new(None),
+            segment_bytes,
+            _lock: lock,
+        };
+        {
+            let mut inner = engine.lock()?;
+            if inner.segments.is_empty() {
+                let next = seqs.last().map_or(1, |s| s + 1);
+                engine.start_segment(&mut inner, next)?;
+            }
+        }
+        engine.sync()?;
+        Ok(engine)
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Inner>, EngineError> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = &inner.failed {
+            return Err(bad(format!("an earlier write failed: {f}")));
+        }
+        Ok(inner)
+    }
+
+    /// Creates segment `seq` with its header and a copy of every metadata value.
+    fn start_segment(&self, inner: &mut Inner, seq: u64) -> Result<(), EngineError> {
+        let path = segment_path(&self.dir, seq);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        let mut buf = Vec::new();
+        push_record(
+            &mut buf,
+            &[&[K_HEADER], HEADER_MAGIC, &FORMAT_VERSION.to_le_bytes()],
+        );
+        for (k, v) in &inner.meta {
+            push_meta(&mut buf, k, Some(v))?;
+        }
+        inner.segments.insert(
+            seq,
+            Segment {
+                file: Arc::new(file),
+                len: 0,
+                live: 0,
+            },
+        );
+        inner.dir_dirty = true;
+        Self::write(inner, seq, &buf)
+    }
+
+    /// Appends `buf` to segment `seq`. A failure poisons the engine (see `Inner::failed`).
+    fn write(inner: &mut Inner, seq: u64, buf: &[u8]) -> Result<(), EngineError> {
+        let seg = inner.segments.get_mut(&seq).expect("segment exists");
+        match seg.file.write_all_at(buf, seg.len) {
+            Ok(()) => {
+                seg.len += buf.len() as u64;
+                inner.dirty.insert(seq);
+                Ok(())
+            }
+            Err(e) => {
+                let why = format!("writing log segment {seq}: {e}");
+                inner.failed = Some(why.clone());
+                Err(bad(why))
+            }
+        }
+    }
+
+    /// The newest segment, after starting a new one if it is full (the full one synced
+    /// first, so that only the newest segment can ever end in a torn record).
+    fn current(&self, inner: &mut Inner, adding: u64) -> Result<u64, EngineError> {
+        let (&seq, seg) = inner.segments.last_key_value().expect("a segment is open");
+        if seg.len + adding <= self.segment_bytes || seg.live == 0 {
+            return Ok(seq);
+        }
+        if let Err(e) = seg.file.sync_data() {
+            let why = format!("syncing log segment {seq}: {e}");
+            inner.failed = Some(why.clone());
+            mark_sync_failed(&self.dir, &why);
+            return Err(bad(why));
+        }
+        inner.dirty.remove(&seq);
+        self.start_segment(inner, seq + 1)?;
+        Ok(seq + 1)
+    }
+
+    /// Drops entries with index in `range` from the index.
+    fn drop_entries(inner: &mut Inner, range: impl std::ops::RangeBounds<u64>) {
+        let gone: Vec<u64> = inner.index.range(range).map(|(i, _)| *i).collect();
+        for i in gone {
+            if let Some(loc) = inner.index.remove(&i) {
+                if let Some(s) = inner.segments.get_mut(&loc.seq) {
+                    s.live -= 1;
+                }
+            }
+        }
+    }
+
+    fn append_marker(&self, kind: u8, index: u64) -> Result<(), EngineError> {
+        let mut inner = self.lock()?;
+        let mut buf = Vec::new();
+        push_marker(&mut buf, kind, index);
+        let seq = self.current(&mut inner, buf.len() as u64)?;
+        Self::write(&mut inner, seq, &buf)?;
+        match kind {
+            K_TRUNCATE => Self::drop_entries(&mut inner, index..),
+            _ => Self::drop_entries(&mut inner, ..=index),
+        }
+        Ok(())
+    }
+
+    /// Segments from the front that hold no live entry and are older than the newest one
+    /// known synced (whose metadata copy replaces theirs).
+    fn deletable(inner: &Inner) -> Vec<u64> {
+        inner
+            .segments
+            .iter()
+            .take_while(|(&seq, s)| seq < inner.durable_newest && s.live == 0)
+            .map(|(&seq, _)| seq)
+            .collect()
+    }
+}
+
+/// Replays one segment's records into `inner`; returns where the intact records end.
+fn replay(inner: &mut Inner, seq: u64, data: &[u8]) -> Result<u64, String> {
+    let mut at = 0usize;
+    while let Some((rec, next)) = parse(data, at) {
+        match rec {
+            Rec::Header { version } => {
+                if at != 0 {
+                    return Err(format!("a segment header at byte {at}"));
+                }
+                if version != FORMAT_VERSION {
+                    return Err(format!(
+                        "segment format {version}, this ballastd reads {FORMAT_VERSION}: a newer \
+                         ballastd wrote it"
+                    ));
+                }
+            }
+            _ if at == 0 => return Err("no segment header".into()),
+            Rec::Entry {
+                index,
+                payload_at,
+                len,
+            } => {
+                // An entry replaces what was at its index, nothing else (a truncation is a
+                // record of its own).
+                inner.index.insert(
+                    index,
+                    Loc {
+                        seq,
+                        at: payload_at as u64,
+                        len: len as u32,
+                    },
+                );
+            }
+            Rec::MetaPut { key, value } => {
+                inner.meta.insert(key.to_string(), value.to_vec());
+            }
+            Rec::MetaRemove { key } => {
+                inner.meta.remove(key);
+            }
+            Rec::Truncate { from } => {
+                let gone: Vec<u64> = inner.index.range(from..).map(|(i, _)| *i).collect();
+                for i in gone {
+                    inner.index.remove(&i);
+                }
+            }
+            Rec::Purge { upto } => {
+                let gone: Vec<u64> = inner.index.range(..=upto).map(|(i, _)| *i).collect();
+                for i in gone {
+                    inner.index.remove(&i);
+                }
+            }
+        }
+        at = next;
+    }
+    Ok(at as u64)
+}
+
+impl LogEngine for FileEngine {
+    fn insert_logs(&self, entries: Vec<(u64, Vec<u8>)>) -> Result<(), EngineError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut inner = self.lock()?;
+        let mut buf = Vec::with_capacity(entries.iter().map(|(_, v)| v.len() + 17).sum());
+        let mut placed = Vec::with_capacity(entries.len());
+        for (i, v) in &entries {
+            placed.push((*i, push_entry(&mut buf, *i, v)?, v.len() as u32));
+        }
+        let seq = self.current(&mut inner, buf.len() as u64)?;
+        let base = inner.segments[&seq].len;
+        Self::write(&mut inner, seq, &buf)?;
+        // Each entry replaces only what was at its index (as replay does).
+        for (i, at, len) in placed {
+            let loc = Loc {
+                seq,
+                at: base + at as u64,
+                len,
+            };
+            if let Some(old) = inner.index.insert(i, loc) {
+                if let Some(s) = inner.segments.get_mut(&old.seq) {
+                    s.live -= 1;
+                }
+            }
+            inner.segments.get_mut(&seq).expect("segment").live += 1;
+        }
+        Ok(())
+    }
+
+    fn read_logs(&self, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>, EngineError> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let (locs, files) = {
+            let inner = self.lock()?;
+            let locs: Vec<(u64, Loc)> = inner
+                .index
+                .range(start..end)
+                .map(|(i, l)| (*i, *l))
+                .collect();
+            let files: BTreeMap<u64, Arc<File>> = locs
+                .iter()
+                .map(|(_, l)| (l.seq, inner.segments[&l.seq].file.clone()))
+                .collect();
+            (locs, files)
+        };
+        let mut out = Vec::with_capacity(locs.len());
+        for (i, l) in locs {
+            let mut v = vec![0u8; l.len as usize];
+            files[&l.seq]
+                .read_exact_at(&mut v, l.at)
+                .map_err(|e| bad(format!("reading log entry {i}: {e}")))?;
+            out.push((i, v));
+        }
+        Ok(out)
+    }
+
+    fn last_log(&self) -> Result<Option<(u64, Vec<u8>)>, EngineError> {
+        let last = self.lock()?.index.keys().next_back().copied();
+        match last {
+            Some(i) => Ok(self.read_logs(i, i + 1)?.pop()),
+            None => Ok(None),
+        }
+    }
+
+    fn first_log_index(&self) -> Result<Option<u64>, EngineError> {
+        Ok(self.lock()?.index.keys().next().copied())
+    }
+
+    fn remove_logs_from(&self, start: u64) -> Result<(), EngineError> {
+        if self.lock()?.index.range(start..).next().is_none() {
+            return Ok(());
+        }
+        self.append_marker(K_TRUNCATE, start)
+    }
+
+    /// Records the purge and deletes the segments at the front that no longer hold a live
+    /// entry, once a newer segment's metadata copy is known to be on disk (a sync first if
+    /// none is).
+    fn remove_logs_upto(&self, end: u64) -> Result<(), EngineError> {
+        if self.lock()?.index.range(..=end).next().is_none() {
+            return Ok(());
+        }
+        self.append_marker(K_PURGE, end)?;
+        let empty_front = {
+            let inner = self.lock()?;
+            let newest = *inner
+                .segments
+                .keys()
+                .next_back()
+                .expect("a segment is open");
+            inner
+                .segments
+                .iter()
+                .take_while(|(&seq, s)| seq != newest && s.live == 0)
+                .count()
+        };
+        if empty_front > Self::deletable(&*self.lock()?).len() {
+            self.sync()?;
+        }
+        let mut inner = self.lock()?;
+        for seq in Self::deletable(&inner) {
+            inner.segments.remove(&seq);
+            inner.dirty.remove(&seq);
+            let path = segment_path(&self.dir, seq);
+            std::fs::remove_file(&path).map_err(io_err(&path))?;
+        }
+        Ok(())
+    }
+
+    fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, EngineError> {
+        Ok(self.lock()?.meta.get(key).cloned())
+    }
+
+    fn put_meta(&self, key: &str, value: Vec<u8>) -> Result<(), EngineError> {
+        let mut inner = self.lock()?;
+        let mut buf = Vec::new();
+        push_meta(&mut buf, key, Some(&value))?;
+        let seq = self.current(&mut inner, buf.len() as u64)?;
+        Self::write(&mut inner, seq, &buf)?;
+        inner.meta.insert(key.to_string(), value);
+        Ok(())
+    }
+
+    fn remove_meta(&self, key: &str) -> Result<(), EngineError> {
+        let mut inner = self.lock()?;
+        if !inner.meta.contains_key(key) {
+            return Ok(());
+        }
+        let mut buf = Vec::new();
+        push_meta(&mut buf, key, None)?;
+        let seq = self.current(&mut inner, buf.len() as u64)?;
+        Self::write(&mut inner, seq, &buf)?;
+        inner.meta.remove(key);
+        Ok(())
+    }
+
+    fn put_snapshot(&self, value: &[u8]) -> Result<(), EngineError> {
+        store_snapshot_file(&self.dir, value)
+    }
+
+    fn get_snapshot(&self) -> Result<Option<Vec<u8>>, EngineError> {
+        read_snapshot_file(&self.dir)
+    }
+
+    /// fdatasyncs every segment written since the last sync (and the directory if a segment
+    /// was created), without holding appends up meanwhile. As on sled: syncs never overlap,
+    /// and once one failed every later one fails (Linux reports a failed write-back to one
+    /// fsync only), with a `SYNC-FAILED` marker that makes the next open refuse.
+    fn sync(&self) -> Result<(), EngineError> {
+        let mut failed = self.sync_failed.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(first) = failed.as_ref() {
+            return Err(EngineError(format!("an earlier sync failed: {first}")));
+        }
+        let (files, dir, newest) = {
+            let mut inner = self.lock()?;
+            let newest = *inner
+                .segments
+                .keys()
+                .next_back()
+                .expect("a segment is open");
+            let dirty = std::mem::take(&mut inner.dirty);
+            let files: Vec<(u64, Arc<File>)> = dirty
+                .into_iter()
+                .filter_map(|s| inner.segments.get(&s).map(|g| (s, g.file.clone())))
+                .collect();
+            (files, std::mem::take(&mut inner.dir_dirty), newest)
+        };
+        let mut r: Result<(), String> = Ok(());
+        for (seq, f) in &files {
+            if let Err(e) = f.sync_data() {
+                r = Err(format!("syncing log segment {seq}: {e}"));
+                break;
+            }
+        }
+        if r.is_ok() && dir {
+            r = File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| format!("syncing {}: {e}", self.dir.display()));
+        }
+        match r {
+            Ok(()) => {
+                let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+                inner.durable_newest = inner.durable_newest.max(newest);
+                Ok(())
+            }
+            Err(e) => {
+                mark_sync_failed(&self.dir, &e);
+                *failed = Some(e.clone());
+                Err(EngineError(e))
+            }
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! Where a member's engine lives in its data directory, and the one-time move of a log
+//! written on sled (`raft/`, by ballastd before December 2026) into the file engine (`log/`).
+//!
+//! The move copies everything (metadata, every entry, the snapshot) into `log.moving/`,
+//! syncs it, renames it to `log/` and syncs the data directory: until that rename the sled
+//! directory is the member's data, and a crash means starting the copy again. After it,
+//! `raft/` is renamed `raft.moved` and replaced by a plain file `raft` that says where the
+//! log went, so that a ballastd from before refuses to start here (sled cannot open a file)
+//! instead of starting with an empty log, which would let it vote twice in a term and lose
+//! entries it acknowledged. `raft.moved` is then removed. A data directory made by this
+//! ballastd gets the same file, for the same reason.
+
+use std::path::Path;
+
+use ballast_client::files::{write_atomic, Existing};
+
+use super::engine::{EngineError, LogEngine};
+use super::file_engine::FileEngine;
+use super::sled_engine::SledEngine;
+
+/// The file engine's directory in a member's data directory.
+pub const LOG_DIR: &str = "log";
+/// The sled engine's directory, before the move.
+pub const SLED_DIR: &str = "raft";
+const MOVING_DIR: &str = "log.moving";
+const MOVED_DIR: &str = "raft.moved";
+/// Every metadata value the sled engine ever held (`log_store.rs`, `state_machine.rs`).
+const META_KEYS: [&str; 4] = ["vote", "committed", "last_purged", "snapshot"];
+/// Entries copied per read.
+const COPY_PIECE: u64 = 1024;
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> EngineError + '_ {
+    move |e| EngineError(format!("{}: {e}", path.display()))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), EngineError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+/// Opens the engine of the member whose data directory is `data_dir`, moving a sled log
+/// there first (see the module's documentation).
+pub fn open_member_engine(data_dir: &Path) -> Result<FileEngine, EngineError> {
+    let log = data_dir.join(LOG_DIR);
+    let sled = data_dir.join(SLED_DIR);
+    if sled.is_dir() {
+        if !log.exists() {
+            move_sled_log(data_dir)?;
+        }
+        retire_sled_dir(data_dir)?;
+    } else if sled.exists() {
+        if !log.exists() {
+            return Err(EngineError(format!(
+                "{} says the log moved to {}, which is missing",
+                sled.display(),
+                log.display()
+            )));
+        }
+    } else {
+        std::fs::create_dir_all(data_dir).map_err(io_err(data_dir))?;
+        write_keep_out(&sled)?;
+        sync_dir(data_dir)?;
+    }
+    let moved = data_dir.join(MOVED_DIR);
+    if moved.exists() {
+        std::fs::remove_dir_all(&moved).map_err(io_err(&moved))?;
+    }
+    FileEngine::open(&log)
+}
+
+/// Copies the sled log into `log/` (through `log.moving/`).
+fn move_sled_log(data_dir: &Path) -> Result<(), EngineError> {
+    let sled_dir = data_dir.join(SLED_DIR);
+    let moving = data_dir.join(MOVING_DIR);
+    if moving.exists() {
+        std::fs::remove_dir_all(&moving).map_err(io_err(&moving))?;
+    }
+    let started = std::time::Instant::now();
+    let entries = {
+        let from = SledEngine::open(&sled_dir)?;
+        let to = FileEngine::open(&moving)?;
+        for key in META_KEYS {
+            if let Some(v) = from.get_meta(key)? {
+                to.put_meta(key, v)?;
+            }
+        }
+        let mut entries = 0u64;
+        if let (Some(first), Some((last, _))) = (from.first_log_index()?, from.last_log()?) {
+            let mut at = first;
+            while at <= last {
+                let piece = from.read_logs(at, at.saturating_add(COPY_PIECE))?;
+                entries += piece.len() as u64;
+                to.insert_logs(piece)?;
+                at = at.saturating_add(COPY_PIECE);
+            }
+        }
+        if let Some(snapshot) = from.get_snapshot()? {
+            to.put_snapshot(&snapshot)?;
+        }
+        to.sync()?;
+        entries
+    };
+    let log = data_dir.join(LOG_DIR);
+    std::fs::rename(&moving, &log).map_err(io_err(&log))?;
+    sync_dir(data_dir)?;
+    tracing::info!(
+        from = %sled_dir.display(),
+        to = %log.display(),
+        entries,
+        ms = started.elapsed().as_millis() as u64,
+        "moved the log from sled to the file engine"
+    );
+    Ok(())
+}
+
+/// Puts a file in the sled directory's place (see the module's documentation).
+fn retire_sled_dir(data_dir: &Path) -> Result<(), EngineError> {
+    let sled = data_dir.join(SLED_DIR);
+    let moved = data_dir.join(MOVED_DIR);
+    if moved.exists() {
+        std::fs::remove_dir_all(&moved).map_err(io_err(&moved))?;
+    }
+    std::fs::rename(&sled, &moved).map_err(io_err(&sled))?;
+    write_keep_out(&sled)?;
+    sync_dir(data_dir)?;
+    std::fs::remove_dir_all(&moved).map_err(io_err(&moved))?;
+    Ok(())
+}
+
+/// The file in the sled directory's place that keeps a ballastd from before the file engine
+/// out of this data directory.
+fn write_keep_out(path: &Path) -> Result<(), EngineError> {
+    write_atomic(
+        path,
+        format!(
+            "This member's log is in {LOG_DIR}/ (ballastd's file engine). A ballastd from \
+             before that cannot read it: do not downgrade this member; replace it instead.\n"
+        )
+        .as_bytes(),
+        0o600,
+        Existing::Refuse,
+    )
+    .map_err(|e| EngineError(e.to_string()))
+}
