@@ -228,6 +228,9 @@ fn power_cuts(engine: &str) {
         .and_then(|s| s.parse().ok())
         .unwrap_or(25);
     let mut rng = StdRng::seed_from_u64(seed);
+    // The last round ended in a kill without a cut: this one cuts as soon as the child has
+    // opened the engine, before it writes or syncs anything of its own.
+    let mut cut_at_ready = false;
     // What the engine must hold at the start of each round, and the child's lines since.
     let mut state = State::default();
     let mut pending: Vec<String> = Vec::new();
@@ -268,7 +271,8 @@ fn power_cuts(engine: &str) {
         };
         let deadline = std::time::Instant::now() + kill_after;
         while std::time::Instant::now() < deadline
-            && !(round > rounds && lines.lock().unwrap().iter().any(|l| l == "ready"))
+            && !((round > rounds || cut_at_ready)
+                && lines.lock().unwrap().iter().any(|l| l == "ready"))
         {
             if child.try_wait().unwrap().is_some() {
                 break;
@@ -281,7 +285,16 @@ fn power_cuts(engine: &str) {
         reader.join().unwrap();
         let mut stderr = String::new();
         let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr);
-        fs.cut();
+        // Most rounds end in a power cut; the others in the kill alone, so that the next
+        // child opens what only the page cache held, and must make it durable before it
+        // reports it (the round after cuts right after that).
+        let opened = lines.lock().unwrap().iter().any(|l| l == "ready");
+        if round > rounds || cut_at_ready || !opened || rng.gen_bool(0.7) {
+            fs.cut();
+            cut_at_ready = false;
+        } else {
+            cut_at_ready = true;
+        }
         let lines = std::mem::take(&mut *lines.lock().unwrap());
         if let Some(status) = exited {
             panic!(

@@ -142,16 +142,17 @@ pub fn force_new_cluster(
         &path,
         &format::encode(&old_cluster, state.revision, now_ms, &payload),
     )?;
-    // 3. The old cluster's data aside: its log, and the file in sled's old place (made again
-    // with the new log).
-    std::fs::rename(
-        dir.join(crate::member::store::LOG_DIR),
-        dir.join(format!("log.replaced-{now_ms}")),
-    )
-    .map_err(io)?;
+    // 3. The old cluster's data aside: the file in sled's old place (made again with the new
+    // log), then the log (a crash between the two leaves the log, which a new run of this
+    // reads again).
     std::fs::rename(
         dir.join(crate::member::store::SLED_DIR),
         dir.join(format!("raft.replaced-{now_ms}")),
+    )
+    .map_err(io)?;
+    std::fs::rename(
+        dir.join(crate::member::store::LOG_DIR),
+        dir.join(format!("log.replaced-{now_ms}")),
     )
     .map_err(io)?;
     if identity.exists() {
@@ -161,6 +162,9 @@ pub fn force_new_cluster(
         )
         .map_err(io)?;
     }
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io)?;
     tracing::warn!(
         backup = %path.display(),
         last_log_index = last,

@@ -13,10 +13,11 @@
 //! `[u32 body length][u32 CRC-32 of the body][body]`, little-endian, the body a kind byte and
 //! its fields (see [`Rec`]). Every segment starts with a header record, then a copy of every
 //! metadata value, so only the newest segment is needed for metadata. Appends go to the
-//! newest segment only; a new one is started (after the old one is synced) when it passes
-//! [`SEGMENT_BYTES`]. Nothing is ever written in place: a truncation is a record (entries
-//! from an index on are gone), a purge too (entries up to an index), and whole segments are
-//! deleted from the front once they hold no live entry.
+//! newest segment only; a new one is started (after the old one and the directory are
+//! synced) when it passes [`SEGMENT_BYTES`]. Nothing is ever written in place: a truncation
+//! is a record (entries from an index on are gone), a purge too (entries up to an index), and
+//! whole segments are deleted from the front, one at a time, by a sync that began after they
+//! held no live entry (so the records that ended their entries are durable first).
 //!
 //! # Recovery
 //!
@@ -24,7 +25,9 @@
 //! that does not check out (short, bad length, bad CRC) is where the last writes before a
 //! crash stopped: allowed only in the newest segment (the older ones were synced before
 //! the next was started), where the file is cut there. Anywhere else it is damage to synced
-//! data, and the engine refuses to open.
+//! data, and the engine refuses to open (so does a gap in the segments' numbers). What was
+//! replayed is synced before the engine is used: a killed process may have left it in the
+//! page cache only, and from now on the member stands by it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -204,9 +207,6 @@ struct Inner {
     dirty: BTreeSet<u64>,
     /// A segment was created since the last sync: the directory needs an fsync.
     dir_dirty: bool,
-    /// The newest segment when the last successful sync began: its header and metadata copy
-    /// are on disk, so every segment before it may go once it holds no live entry.
-    durable_newest: u64,
     /// Set when a write failed: what is on disk after the failure is unknown, so nothing is
     /// written after it (a later record behind a torn one would be dropped at recovery).
     failed: Option<String>,
@@ -301,10 +301,18 @@ impl FileEngine {
             meta: BTreeMap::new(),
             dirty: BTreeSet::new(),
             dir_dirty: false,
-            durable_newest: 0,
             failed: None,
         };
-        let mut changed_dir = false;
+        // Segments go only from the front, so the ones left are numbered without a gap.
+        if let Some(w) = seqs.windows(2).find(|w| w[1] != w[0] + 1) {
+            return Err(bad(format!(
+                "{}: log segments {} and {} with none between: a segment is missing; replace \
+                 this member (wipe the directory and join it again)",
+                dir.display(),
+                w[0],
+                w[1]
+            )));
+        }
         for (n, &seq) in seqs.iter().enumerate() {
             let newest = n + 1 == seqs.len();
             let path = segment_path(dir, seq);
@@ -334,9 +342,13 @@ impl FileEngine {
                 // Created, but a crash came before its header was written: nothing in it.
                 drop(file);
                 std::fs::remove_file(&path).map_err(io_err(&path))?;
-                changed_dir = true;
                 continue;
             }
+            // What a killed process wrote may be in the page cache only: replayed here, it
+            // is what this member now stands by, so the sync at the end of `open` makes it
+            // durable (and the directory: a segment may have been created, or removed above).
+            inner.dirty.insert(seq);
+            inner.dir_dirty = true;
             inner.segments.insert(
                 seq,
                 Segment {
@@ -350,11 +362,6 @@ impl FileEngine {
             if let Some(s) = inner.segments.get_mut(&loc.seq) {
                 s.live += 1;
             }
-        }
-        if changed_dir {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io_err(dir))?;
         }
         let engine = FileEngine {
             dir: dir.to_path_buf(),
@@ -429,18 +436,26 @@ impl FileEngine {
     }
 
     /// The newest segment, after starting a new one if it is full (the full one synced
-    /// first, so that only the newest segment can ever end in a torn record).
+    /// first, and the directory if it holds a segment not yet synced in it, so that only the
+    /// newest segment can ever end in a torn record and no older one can be missing).
     fn current(&self, inner: &mut Inner, adding: u64) -> Result<u64, EngineError> {
         let (&seq, seg) = inner.segments.last_key_value().expect("a segment is open");
         if seg.len + adding <= self.segment_bytes || seg.live == 0 {
             return Ok(seq);
         }
-        if let Err(e) = seg.file.sync_data() {
+        let mut r = seg.file.sync_data();
+        if r.is_ok() && inner.dir_dirty {
+            r = File::open(&self.dir).and_then(|d| d.sync_all());
+        }
+        if let Err(e) = r {
+            // Sticky: `sync` reports it too (a sync racing with this one on the same file
+            // would not see the write-back error again).
             let why = format!("syncing log segment {seq}: {e}");
             inner.failed = Some(why.clone());
             mark_sync_failed(&self.dir, &why);
             return Err(bad(why));
         }
+        inner.dir_dirty = false;
         inner.dirty.remove(&seq);
         self.start_segment(inner, seq + 1)?;
         Ok(seq + 1)
@@ -471,15 +486,46 @@ impl FileEngine {
         Ok(())
     }
 
-    /// Segments from the front that hold no live entry and are older than the newest one
-    /// known synced (whose metadata copy replaces theirs).
-    fn deletable(inner: &Inner) -> Vec<u64> {
+    /// Segments from the front that hold no live entry, but never the newest (whose metadata
+    /// copy replaces theirs).
+    fn dead_front(inner: &Inner) -> Vec<u64> {
+        let newest = *inner
+            .segments
+            .keys()
+            .next_back()
+            .expect("a segment is open");
         inner
             .segments
             .iter()
-            .take_while(|(&seq, s)| seq < inner.durable_newest && s.live == 0)
+            .take_while(|(&seq, s)| seq < newest && s.live == 0)
             .map(|(&seq, _)| seq)
             .collect()
+    }
+
+    /// Deletes `dead` (from [`FileEngine::dead_front`] when a sync began, after that sync
+    /// succeeded): one at a time from the front, each unlink made durable before the next, so
+    /// that no crash leaves an older segment without a newer one that it preceded.
+    fn delete_segments(&self, dead: Vec<u64>) -> Result<(), String> {
+        for seq in dead {
+            let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            if inner.segments.first_key_value().map(|(s, _)| *s) != Some(seq) {
+                return Ok(());
+            }
+            inner.segments.remove(&seq);
+            inner.dirty.remove(&seq);
+            drop(inner);
+            let path = segment_path(&self.dir, seq);
+            // A segment left behind replays to nothing live (the records that ended its
+            // entries are durable): only its space is lost, until the next start.
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(segment = %path.display(), error = %e, "removing a log segment failed");
+                continue;
+            }
+            File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| format!("syncing {}: {e}", self.dir.display()))?;
+        }
+        Ok(())
     }
 }
 
@@ -600,11 +646,17 @@ impl LogEngine for FileEngine {
     }
 
     fn last_log(&self) -> Result<Option<(u64, Vec<u8>)>, EngineError> {
-        let last = self.lock()?.index.keys().next_back().copied();
-        match last {
-            Some(i) => Ok(self.read_logs(i, i + 1)?.pop()),
-            None => Ok(None),
-        }
+        let (i, l, file) = {
+            let inner = self.lock()?;
+            match inner.index.last_key_value() {
+                Some((i, l)) => (*i, *l, inner.segments[&l.seq].file.clone()),
+                None => return Ok(None),
+            }
+        };
+        let mut v = vec![0u8; l.len as usize];
+        file.read_exact_at(&mut v, l.at)
+            .map_err(|e| bad(format!("reading log entry {i}: {e}")))?;
+        Ok(Some((i, v)))
     }
 
     fn first_log_index(&self) -> Result<Option<u64>, EngineError> {
@@ -618,36 +670,16 @@ impl LogEngine for FileEngine {
         self.append_marker(K_TRUNCATE, start)
     }
 
-    /// Records the purge and deletes the segments at the front that no longer hold a live
-    /// entry, once a newer segment's metadata copy is known to be on disk (a sync first if
-    /// none is).
+    /// Records the purge; segments at the front that hold no live entry any more are
+    /// deleted by the next sync (which makes the purge durable first), run here if there are
+    /// any.
     fn remove_logs_upto(&self, end: u64) -> Result<(), EngineError> {
         if self.lock()?.index.range(..=end).next().is_none() {
             return Ok(());
         }
         self.append_marker(K_PURGE, end)?;
-        let empty_front = {
-            let inner = self.lock()?;
-            let newest = *inner
-                .segments
-                .keys()
-                .next_back()
-                .expect("a segment is open");
-            inner
-                .segments
-                .iter()
-                .take_while(|(&seq, s)| seq != newest && s.live == 0)
-                .count()
-        };
-        if empty_front > Self::deletable(&*self.lock()?).len() {
+        if !Self::dead_front(&*self.lock()?).is_empty() {
             self.sync()?;
-        }
-        let mut inner = self.lock()?;
-        for seq in Self::deletable(&inner) {
-            inner.segments.remove(&seq);
-            inner.dirty.remove(&seq);
-            let path = segment_path(&self.dir, seq);
-            std::fs::remove_file(&path).map_err(io_err(&path))?;
         }
         Ok(())
     }
@@ -696,19 +728,17 @@ impl LogEngine for FileEngine {
         if let Some(first) = failed.as_ref() {
             return Err(EngineError(format!("an earlier sync failed: {first}")));
         }
-        let (files, dir, newest) = {
+        let (files, dir, dead) = {
             let mut inner = self.lock()?;
-            let newest = *inner
-                .segments
-                .keys()
-                .next_back()
-                .expect("a segment is open");
+            // Dead now: every record that ended their entries was written before this point,
+            // so this sync makes it durable before they go.
+            let dead = Self::dead_front(&inner);
             let dirty = std::mem::take(&mut inner.dirty);
             let files: Vec<(u64, Arc<File>)> = dirty
                 .into_iter()
                 .filter_map(|s| inner.segments.get(&s).map(|g| (s, g.file.clone())))
                 .collect();
-            (files, std::mem::take(&mut inner.dir_dirty), newest)
+            (files, std::mem::take(&mut inner.dir_dirty), dead)
         };
         let mut r: Result<(), String> = Ok(());
         for (seq, f) in &files {
@@ -722,12 +752,17 @@ impl LogEngine for FileEngine {
                 .and_then(|d| d.sync_all())
                 .map_err(|e| format!("syncing {}: {e}", self.dir.display()));
         }
-        match r {
-            Ok(()) => {
-                let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-                inner.durable_newest = inner.durable_newest.max(newest);
-                Ok(())
+        if r.is_ok() {
+            // A rollover's own sync that failed (see `current`) counts here too.
+            if let Err(e) = self.lock() {
+                r = Err(e.0);
             }
+        }
+        if r.is_ok() && !dead.is_empty() {
+            r = self.delete_segments(dead);
+        }
+        match r {
+            Ok(()) => Ok(()),
             Err(e) => {
                 mark_sync_failed(&self.dir, &e);
                 *failed = Some(e.clone());

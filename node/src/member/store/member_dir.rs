@@ -4,10 +4,12 @@
 //! The move copies everything (metadata, every entry, the snapshot) into `log.moving/`,
 //! syncs it, renames it to `log/` and syncs the data directory: until that rename the sled
 //! directory is the member's data, and a crash means starting the copy again. After it,
-//! `raft/` is renamed `raft.moved` and replaced by a plain file `raft` that says where the
-//! log went, so that a ballastd from before refuses to start here (sled cannot open a file)
-//! instead of starting with an empty log, which would let it vote twice in a term and lose
-//! entries it acknowledged. `raft.moved` is then removed. A data directory made by this
+//! `raft/` is swapped in one step (`renameat2` with `RENAME_EXCHANGE`) for a plain file that
+//! says where the log went, so that a ballastd from before refuses to start here (sled cannot
+//! open a file) instead of starting with an empty log, which would let it vote twice in a
+//! term and lose entries it acknowledged; the old directory is then removed. (A file system
+//! without the exchange gets a rename aside and the file after it: a crash between the two
+//! leaves no `raft` until the next start.) A data directory made by this
 //! ballastd gets the same file, for the same reason.
 
 use std::path::Path;
@@ -23,6 +25,7 @@ pub const LOG_DIR: &str = "log";
 /// The sled engine's directory, before the move.
 pub const SLED_DIR: &str = "raft";
 const MOVING_DIR: &str = "log.moving";
+/// The keep-out file before the swap, the old sled directory after it.
 const MOVED_DIR: &str = "raft.moved";
 /// Every metadata value the sled engine ever held (`log_store.rs`, `state_machine.rs`).
 const META_KEYS: [&str; 4] = ["vote", "committed", "last_purged", "snapshot"];
@@ -62,11 +65,20 @@ pub fn open_member_engine(data_dir: &Path) -> Result<FileEngine, EngineError> {
         write_keep_out(&sled)?;
         sync_dir(data_dir)?;
     }
-    let moved = data_dir.join(MOVED_DIR);
-    if moved.exists() {
-        std::fs::remove_dir_all(&moved).map_err(io_err(&moved))?;
-    }
+    remove_moved(data_dir)?;
     FileEngine::open(&log)
+}
+
+/// Removes what a swap left at [`MOVED_DIR`]: the old sled directory, or a keep-out file not
+/// swapped in yet.
+fn remove_moved(data_dir: &Path) -> Result<(), EngineError> {
+    let moved = data_dir.join(MOVED_DIR);
+    match std::fs::symlink_metadata(&moved) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(&moved).map_err(io_err(&moved)),
+        Ok(_) => std::fs::remove_file(&moved).map_err(io_err(&moved)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err(&moved)(e)),
+    }
 }
 
 /// Copies the sled log into `log/` (through `log.moving/`).
@@ -118,13 +130,16 @@ fn move_sled_log(data_dir: &Path) -> Result<(), EngineError> {
 fn retire_sled_dir(data_dir: &Path) -> Result<(), EngineError> {
     let sled = data_dir.join(SLED_DIR);
     let moved = data_dir.join(MOVED_DIR);
-    if moved.exists() {
-        std::fs::remove_dir_all(&moved).map_err(io_err(&moved))?;
+    remove_moved(data_dir)?;
+    write_keep_out(&moved)?;
+    if let Err(e) = exchange(&moved, &sled) {
+        tracing::warn!(error = %e, "swapping the sled directory for a file in one step failed; renaming it aside first");
+        std::fs::remove_file(&moved).map_err(io_err(&moved))?;
+        std::fs::rename(&sled, &moved).map_err(io_err(&sled))?;
+        write_keep_out(&sled)?;
     }
-    std::fs::rename(&sled, &moved).map_err(io_err(&sled))?;
-    write_keep_out(&sled)?;
     sync_dir(data_dir)?;
-    std::fs::remove_dir_all(&moved).map_err(io_err(&moved))?;
+    remove_moved(data_dir)?;
     Ok(())
 }
 
@@ -142,4 +157,27 @@ fn write_keep_out(path: &Path) -> Result<(), EngineError> {
         Existing::Refuse,
     )
     .map_err(|e| EngineError(e.to_string()))
+}
+
+/// Swaps the names `a` and `b` in one step (`renameat2(RENAME_EXCHANGE)`).
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let a = CString::new(a.as_os_str().as_bytes())?;
+    let b = CString::new(b.as_os_str().as_bytes())?;
+    // SAFETY: two NUL-terminated paths that live through the call.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
