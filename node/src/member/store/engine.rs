@@ -1,8 +1,8 @@
 //! `LogEngine`, the storage trait under everything Ballast persists: an ordered log of opaque
 //! entries by index, and metadata values by name, made durable by `sync`. It knows nothing of
-//! Raft or of what the bytes mean (`format.rs` encodes them); the two engines are
-//! `SledEngine` and `MemEngine`, and `tests/store_suite.rs` holds every engine to the
-//! contract below. To add an engine: implement the trait and run the suite on it.
+//! Raft or of what the bytes mean (`format.rs` encodes them); the engines are `FileEngine`
+//! (what `ballastd` runs on), `SledEngine` (older data directories, moved at start) and
+//! `MemEngine`, and `tests/store_suite.rs` holds every engine to the contract below. To add an engine: implement the trait and run the suite on it.
 
 use std::fmt;
 
