@@ -236,19 +236,18 @@ async fn openraft_values_written_by_0_9_read_back_byte_for_byte() {
     }
 }
 
-/// What a sled engine holds: the metadata values, every entry, the snapshot file.
+/// What an engine holds: the log store's metadata values, every entry, and the snapshot (the
+/// file, or where there is none the one stored as metadata, as every fixture has).
 type Held = (Vec<Option<Vec<u8>>>, Vec<(u64, Vec<u8>)>, Option<Vec<u8>>);
 
 fn held(e: &impl ballast_node::member::store::LogEngine) -> Held {
-    let meta = ["vote", "committed", "last_purged", "snapshot"]
+    let meta = ["vote", "committed", "last_purged"]
         .iter()
         .map(|k| e.get_meta(k).unwrap())
         .collect();
-    (
-        meta,
-        e.read_logs(0, u64::MAX).unwrap(),
-        e.get_snapshot().unwrap(),
-    )
+    let snapshot = e.get_snapshot().unwrap();
+    let snapshot = snapshot.or_else(|| e.get_meta("snapshot").unwrap());
+    (meta, e.read_logs(0, u64::MAX).unwrap(), snapshot)
 }
 
 /// Every member's sled log of every fixture moves into the file engine byte for byte, the
@@ -256,7 +255,7 @@ fn held(e: &impl ballast_node::member::store::LogEngine) -> Held {
 /// half done is started again, and opening again changes nothing.
 #[test]
 fn sled_logs_move_into_the_file_engine_whole() {
-    use ballast_node::member::store::{open_member_engine, SledEngine};
+    use ballast_node::member::store::{open_member_engine, LogEngine, SledEngine};
     for tag in every_tag() {
         let dir = unpack(&tag);
         for id in 1..=3u64 {
@@ -266,8 +265,13 @@ fn sled_logs_move_into_the_file_engine_whole() {
             // A copy a crash interrupted.
             std::fs::create_dir_all(node.join("log.moving")).unwrap();
             std::fs::write(node.join("log.moving/log-00000000000000000001"), b"torn").unwrap();
-            let after = held(&open_member_engine(&node).unwrap());
+            let moved = open_member_engine(&node).unwrap();
+            let after = held(&moved);
             assert!(before == after, "{tag}/{id}: the moved log differs");
+            assert!(before.2.is_some(), "{tag}/{id}: the fixture has a snapshot");
+            // The old metadata snapshot became the snapshot file, not a metadata value.
+            assert_eq!(moved.get_meta("snapshot").unwrap(), None, "{tag}/{id}");
+            drop(moved);
             assert!(node.join("raft").is_file(), "{tag}/{id}");
             assert!(!node.join("raft.moved").exists() && !node.join("log.moving").exists());
             let again = held(&open_member_engine(&node).unwrap());

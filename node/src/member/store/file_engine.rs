@@ -85,6 +85,10 @@ enum Rec<'a> {
     Purge {
         upto: u64,
     },
+    /// Whole and checked, of a kind this build does not know: a newer ballastd wrote it.
+    Unknown {
+        kind: u8,
+    },
 }
 
 fn bad(what: impl std::fmt::Display) -> EngineError {
@@ -120,6 +124,9 @@ fn push_entry(buf: &mut Vec<u8>, index: u64, payload: &[u8]) -> Result<usize, En
 fn push_meta(buf: &mut Vec<u8>, key: &str, value: Option<&[u8]>) -> Result<(), EngineError> {
     let k = key.as_bytes();
     let klen = u16::try_from(k.len()).map_err(|_| bad("metadata name too long"))?;
+    if (k.len() + value.map_or(0, <[u8]>::len)) as u64 + 3 > MAX_BODY {
+        return Err(bad(format!("metadata value {key} is too large")));
+    }
     match value {
         Some(v) => push_record(buf, &[&[K_META_PUT], &klen.to_le_bytes(), k, v]),
         None => push_record(buf, &[&[K_META_REMOVE], &klen.to_le_bytes(), k]),
@@ -178,7 +185,7 @@ fn parse(data: &[u8], at: usize) -> Option<(Rec<'_>, usize)> {
         K_META_REMOVE => Rec::MetaRemove { key: key_of()?.0 },
         K_TRUNCATE => Rec::Truncate { from: u64_at(1)? },
         K_PURGE => Rec::Purge { upto: u64_at(1)? },
-        _ => return None,
+        kind => Rec::Unknown { kind },
     };
     Some((rec, start + len))
 }
@@ -221,6 +228,8 @@ pub struct FileEngine {
     sync_failed: Mutex<Option<String>>,
     /// A segment is closed once it holds this many bytes ([`SEGMENT_BYTES`]).
     segment_bytes: u64,
+    /// The directory, open for its fsyncs (no open that could fail with EMFILE on the way).
+    dir_file: File,
     /// Holds the directory's lock while open.
     _lock: File,
 }
@@ -368,6 +377,7 @@ impl FileEngine {
             inner: Mutex::new(inner),
             sync_failed: Mutex::new(None),
             segment_bytes,
+            dir_file: File::open(dir).map_err(io_err(dir))?,
             _lock: lock,
         };
         {
@@ -443,10 +453,9 @@ impl FileEngine {
         if seg.len + adding <= self.segment_bytes || seg.live == 0 {
             return Ok(seq);
         }
-        let mut r = seg.file.sync_data();
-        if r.is_ok() && inner.dir_dirty {
-            r = File::open(&self.dir).and_then(|d| d.sync_all());
-        }
+        // The directory too, always: a concurrent sync may have taken `dir_dirty` for the
+        // old segment's name and not fsynced it yet.
+        let r = seg.file.sync_data().and_then(|()| self.dir_file.sync_all());
         if let Err(e) = r {
             // Sticky: `sync` reports it too (a sync racing with this one on the same file
             // would not see the write-back error again).
@@ -455,7 +464,6 @@ impl FileEngine {
             mark_sync_failed(&self.dir, &why);
             return Err(bad(why));
         }
-        inner.dir_dirty = false;
         inner.dirty.remove(&seq);
         self.start_segment(inner, seq + 1)?;
         Ok(seq + 1)
@@ -516,13 +524,13 @@ impl FileEngine {
             drop(inner);
             let path = segment_path(&self.dir, seq);
             // A segment left behind replays to nothing live (the records that ended its
-            // entries are durable): only its space is lost, until the next start.
+            // entries are durable), but the ones after it must stay too (no gap): stop.
             if let Err(e) = std::fs::remove_file(&path) {
-                tracing::warn!(segment = %path.display(), error = %e, "removing a log segment failed");
-                continue;
+                tracing::warn!(segment = %path.display(), error = %e, "removing a log segment failed; it stays until the next start");
+                return Ok(());
             }
-            File::open(&self.dir)
-                .and_then(|d| d.sync_all())
+            self.dir_file
+                .sync_all()
                 .map_err(|e| format!("syncing {}: {e}", self.dir.display()))?;
         }
         Ok(())
@@ -574,6 +582,11 @@ fn replay(inner: &mut Inner, seq: u64, data: &[u8]) -> Result<u64, String> {
                     inner.index.remove(&i);
                 }
             }
+            Rec::Unknown { kind } => {
+                return Err(format!(
+                    "a record of kind {kind} at byte {at}: a newer ballastd wrote it"
+                ))
+            }
             Rec::Purge { upto } => {
                 let gone: Vec<u64> = inner.index.range(..=upto).map(|(i, _)| *i).collect();
                 for i in gone {
@@ -591,12 +604,13 @@ impl LogEngine for FileEngine {
         if entries.is_empty() {
             return Ok(());
         }
-        let mut inner = self.lock()?;
+        // Encoded (and checksummed) before the lock: readers and syncs wait for it.
         let mut buf = Vec::with_capacity(entries.iter().map(|(_, v)| v.len() + 17).sum());
         let mut placed = Vec::with_capacity(entries.len());
         for (i, v) in &entries {
             placed.push((*i, push_entry(&mut buf, *i, v)?, v.len() as u32));
         }
+        let mut inner = self.lock()?;
         let seq = self.current(&mut inner, buf.len() as u64)?;
         let base = inner.segments[&seq].len;
         Self::write(&mut inner, seq, &buf)?;
@@ -748,8 +762,9 @@ impl LogEngine for FileEngine {
             }
         }
         if r.is_ok() && dir {
-            r = File::open(&self.dir)
-                .and_then(|d| d.sync_all())
+            r = self
+                .dir_file
+                .sync_all()
                 .map_err(|e| format!("syncing {}: {e}", self.dir.display()));
         }
         if r.is_ok() {

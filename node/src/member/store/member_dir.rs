@@ -19,6 +19,7 @@ use ballast_client::files::{write_atomic, Existing};
 use super::engine::{EngineError, LogEngine};
 use super::file_engine::FileEngine;
 use super::sled_engine::SledEngine;
+use super::state_machine::StoredSnapshot;
 
 /// The file engine's directory in a member's data directory.
 pub const LOG_DIR: &str = "log";
@@ -27,8 +28,12 @@ pub const SLED_DIR: &str = "raft";
 const MOVING_DIR: &str = "log.moving";
 /// The keep-out file before the swap, the old sled directory after it.
 const MOVED_DIR: &str = "raft.moved";
-/// Every metadata value the sled engine ever held (`log_store.rs`, `state_machine.rs`).
-const META_KEYS: [&str; 4] = ["vote", "committed", "last_purged", "snapshot"];
+/// The metadata values `log_store.rs` keeps, copied as they are.
+const META_KEYS: [&str; 3] = ["vote", "committed", "last_purged"];
+/// Where snapshots were kept before they were files (`state_machine.rs`): the newer of it and
+/// the file becomes the file engine's snapshot, not a metadata value (each segment starts
+/// with a copy of every metadata value).
+const META_SNAPSHOT: &str = "snapshot";
 /// Entries copied per read.
 const COPY_PIECE: u64 = 1024;
 
@@ -61,12 +66,30 @@ pub fn open_member_engine(data_dir: &Path) -> Result<FileEngine, EngineError> {
             )));
         }
     } else {
-        std::fs::create_dir_all(data_dir).map_err(io_err(data_dir))?;
+        // A new directory: the log first, so that a crash never leaves the file that points
+        // at it without it.
+        let engine = FileEngine::open(&log)?;
         write_keep_out(&sled)?;
         sync_dir(data_dir)?;
+        return Ok(engine);
     }
     remove_moved(data_dir)?;
     FileEngine::open(&log)
+}
+
+/// The bytes of the newer of the sled engine's snapshot file and its old metadata snapshot,
+/// unchanged.
+fn newest_snapshot_bytes(from: &SledEngine) -> Result<Option<Vec<u8>>, EngineError> {
+    let last = |b: &[u8]| -> Result<_, EngineError> {
+        let s: StoredSnapshot = bincode::deserialize(b).map_err(EngineError::new)?;
+        Ok(s.meta.last_log_id)
+    };
+    Ok(
+        match (from.get_snapshot()?, from.get_meta(META_SNAPSHOT)?) {
+            (Some(f), Some(m)) => Some(if last(&m)? > last(&f)? { m } else { f }),
+            (f, m) => f.or(m),
+        },
+    )
 }
 
 /// Removes what a swap left at [`MOVED_DIR`]: the old sled directory, or a keep-out file not
@@ -107,7 +130,7 @@ fn move_sled_log(data_dir: &Path) -> Result<(), EngineError> {
                 at = at.saturating_add(COPY_PIECE);
             }
         }
-        if let Some(snapshot) = from.get_snapshot()? {
+        if let Some(snapshot) = newest_snapshot_bytes(&from)? {
             to.put_snapshot(&snapshot)?;
         }
         to.sync()?;
