@@ -23,8 +23,9 @@ const META_COMMITTED: &str = "committed";
 /// The committed index is written to disk when it moved this far since the last write.
 const SAVE_COMMITTED_EVERY: u64 = 64;
 const META_LAST_PURGED: &str = "last_purged";
-/// Most entries one engine call removes when purging: sled holds its write lock for a whole
-/// batch, and appends wait for it.
+/// Most entries one engine call removes when purging: the sled engine holds its write lock
+/// for a whole batch, and appends wait for it (the file engine writes one small record per
+/// call, and deletes a segment once all of its entries are gone).
 const PRUNE_PIECE: u64 = 64;
 
 /// openraft's log storage over a [`LogEngine`].
