@@ -238,7 +238,7 @@ fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("{SEGMENT_PREFIX}{seq:020}"))
 }
 
-fn io_err(path: &Path) -> impl Fn(std::io::Error) -> EngineError + '_ {
+pub(super) fn io_err(path: &Path) -> impl Fn(std::io::Error) -> EngineError + '_ {
     move |e| EngineError(format!("{}: {e}", path.display()))
 }
 

@@ -23,6 +23,8 @@ const META_COMMITTED: &str = "committed";
 /// The committed index is written to disk when it moved this far since the last write.
 const SAVE_COMMITTED_EVERY: u64 = 64;
 const META_LAST_PURGED: &str = "last_purged";
+/// Every metadata value this store keeps (moved as they are from an older engine).
+pub(super) const META_KEYS: [&str; 3] = [META_VOTE, META_COMMITTED, META_LAST_PURGED];
 /// Most entries one engine call removes when purging: the sled engine holds its write lock
 /// for a whole batch, and appends wait for it (the file engine writes one small record per
 /// call, and deletes a segment once all of its entries are gone).

@@ -17,9 +17,11 @@ use std::path::Path;
 use ballast_client::files::{write_atomic, Existing};
 
 use super::engine::{EngineError, LogEngine};
-use super::file_engine::FileEngine;
+use super::file_engine::{io_err, FileEngine};
+use super::log_store::META_KEYS;
 use super::sled_engine::SledEngine;
-use super::state_machine::StoredSnapshot;
+use super::sled_files::fsync;
+use super::state_machine::{StoredSnapshot, META_SNAPSHOT};
 
 /// The file engine's directory in a member's data directory.
 pub const LOG_DIR: &str = "log";
@@ -28,24 +30,8 @@ pub const SLED_DIR: &str = "raft";
 const MOVING_DIR: &str = "log.moving";
 /// The keep-out file before the swap, the old sled directory after it.
 const MOVED_DIR: &str = "raft.moved";
-/// The metadata values `log_store.rs` keeps, copied as they are.
-const META_KEYS: [&str; 3] = ["vote", "committed", "last_purged"];
-/// Where snapshots were kept before they were files (`state_machine.rs`): the newer of it and
-/// the file becomes the file engine's snapshot, not a metadata value (each segment starts
-/// with a copy of every metadata value).
-const META_SNAPSHOT: &str = "snapshot";
 /// Entries copied per read.
 const COPY_PIECE: u64 = 1024;
-
-fn io_err(path: &Path) -> impl Fn(std::io::Error) -> EngineError + '_ {
-    move |e| EngineError(format!("{}: {e}", path.display()))
-}
-
-fn sync_dir(dir: &Path) -> Result<(), EngineError> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
-}
 
 /// Opens the engine of the member whose data directory is `data_dir`, moving a sled log
 /// there first (see the module's documentation).
@@ -70,7 +56,7 @@ pub fn open_member_engine(data_dir: &Path) -> Result<FileEngine, EngineError> {
         // at it without it.
         let engine = FileEngine::open(&log)?;
         write_keep_out(&sled)?;
-        sync_dir(data_dir)?;
+        fsync(data_dir)?;
         return Ok(engine);
     }
     remove_moved(data_dir)?;
@@ -115,6 +101,8 @@ fn move_sled_log(data_dir: &Path) -> Result<(), EngineError> {
     let entries = {
         let from = SledEngine::open(&sled_dir)?;
         let to = FileEngine::open(&moving)?;
+        // The log store's values as they are; the old metadata snapshot (`META_SNAPSHOT`)
+        // only as the snapshot file (each segment starts with a copy of every metadata value).
         for key in META_KEYS {
             if let Some(v) = from.get_meta(key)? {
                 to.put_meta(key, v)?;
@@ -138,7 +126,7 @@ fn move_sled_log(data_dir: &Path) -> Result<(), EngineError> {
     };
     let log = data_dir.join(LOG_DIR);
     std::fs::rename(&moving, &log).map_err(io_err(&log))?;
-    sync_dir(data_dir)?;
+    fsync(data_dir)?;
     tracing::info!(
         from = %sled_dir.display(),
         to = %log.display(),
@@ -161,7 +149,7 @@ fn retire_sled_dir(data_dir: &Path) -> Result<(), EngineError> {
         std::fs::rename(&sled, &moved).map_err(io_err(&sled))?;
         write_keep_out(&sled)?;
     }
-    sync_dir(data_dir)?;
+    fsync(data_dir)?;
     remove_moved(data_dir)?;
     Ok(())
 }

@@ -14,7 +14,8 @@ fn io_err(path: &Path, e: std::io::Error) -> EngineError {
     EngineError(format!("{}: {e}", path.display()))
 }
 
-fn fsync(path: &Path) -> Result<(), EngineError> {
+/// fsyncs a file or directory by path.
+pub(super) fn fsync(path: &Path) -> Result<(), EngineError> {
     std::fs::File::open(path)
         .and_then(|f| f.sync_all())
         .map_err(|e| io_err(path, e))

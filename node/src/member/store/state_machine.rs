@@ -23,7 +23,7 @@ use crate::types::{LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership
 /// engine holds a snapshot at least as new (the newer of the two wins), and removed at the
 /// next open after that, when nothing reads it concurrently: removing it is one long sled
 /// batch, and a reader assembling its chunks meanwhile would find it damaged.
-const META_SNAPSHOT: &str = "snapshot";
+pub(super) const META_SNAPSHOT: &str = "snapshot";
 
 /// A snapshot as stored: its meta and a [`StateData`] in its versioned format (`format.rs`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
