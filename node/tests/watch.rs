@@ -360,3 +360,44 @@ async fn a_watch_on_a_stalled_connection_resumes_on_another_member() {
     assert_eq!(keys(&delivered), ["s/2"]);
     c.shutdown().await;
 }
+
+/// An agent watches the cluster state from right after the read it started with: a change
+/// committed between the two (while it installs its fence and registers) is delivered, not
+/// skipped. "From now" skipped it, and a rollout that switched a restarted agent's node in
+/// that gap waited for it until its deadline (CI, the release lab test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agents_watch_delivers_what_changed_after_its_first_read() {
+    let c = cluster().await;
+    let client = c.client();
+    let first = client.get_state(false).await.unwrap();
+    let svc = v1::Service {
+        name: "web".into(),
+        check: Some(v1::HealthCheck {
+            kind: Some(v1::health_check::Kind::Tcp(v1::TcpCheck { port: 80 })),
+            ..Default::default()
+        }),
+        backends: [(1, v1::Backend::default())].into(),
+        ..Default::default()
+    };
+    let applied = client
+        .apply_service(svc)
+        .await
+        .unwrap()
+        .header
+        .unwrap()
+        .revision;
+    let lease = ballast_node::lease::LeaseConfig::default();
+    let mut w = client.watch(ballast_node::agent::state_watch(&first, &lease));
+    // Progress marks keep coming either way: the whole wait has a deadline, not each item.
+    let delivered = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let r = next_changes(&mut w).await;
+            assert!(r.revision <= applied, "revision {applied} was skipped");
+            if r.revision == applied {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(delivered.is_ok(), "revision {applied} was never delivered");
+}

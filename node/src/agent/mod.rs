@@ -31,5 +31,5 @@ mod run;
 mod settings;
 mod shell;
 
-pub use run::{cluster_client, new_instance, run};
+pub use run::{cluster_client, new_instance, run, state_watch};
 pub use settings::AgentConfig;

@@ -67,6 +67,22 @@ pub fn cluster_client(
     Client::new(cfg)
 }
 
+/// The agent's watch of the cluster state, from the revision right after `state`, the read
+/// it started with. Not "from now": the fence, the clean-up and the registration come between
+/// that read and the watch, and a change committed then (a rollout switching this node, right
+/// after a new leader's election) was never delivered; the agent went on with the old state
+/// until some later change, and a rollout waited for it until its deadline (CI, the release
+/// lab test: the leader killed and restarted mid-rollout). A progress mark is asked for after
+/// half a lease of silence (see the loop in [`run`]).
+pub fn state_watch(state: &v1::GetStateResponse, lease: &LeaseConfig) -> v1::WatchRequest {
+    v1::WatchRequest {
+        key_prefixes: vec![],
+        cluster_state: true,
+        start_revision: state.header.as_ref().map_or(0, |h| h.revision + 1),
+        progress_ms: (lease.lease / 2).as_millis().clamp(100, 5_000) as u32,
+    }
+}
+
 /// A watch item that says only how far the watch got.
 fn is_progress_mark(item: &Result<ballast_client::WatchItem, ballast_client::Error>) -> bool {
     matches!(item, Ok(ballast_client::WatchItem::Changes(r)) if r.events.is_empty())
@@ -147,6 +163,7 @@ pub async fn run(
         tracing::error!(error = %e, "agent cannot install the VIP fence; not starting");
         return;
     }
+    let watch_from = state_watch(&state, &cfg.lease);
     let shared: SharedState = Arc::new(RwLock::new(Some(state)));
     tokio::spawn(health_loop(
         cfg.clone(),
@@ -184,12 +201,7 @@ pub async fn run(
     // a member just restarted and catching up under load took up to 1.7 s (failover bench,
     // crash and dead-server trials: the new owner's fence opened a lease late, 4 trials in
     // 60, none in 40 either without it or before it).
-    let mut events = client.watch(v1::WatchRequest {
-        key_prefixes: vec![],
-        cluster_state: true,
-        start_revision: 0,
-        progress_ms: (cfg.lease.lease / 2).as_millis().clamp(100, 5_000) as u32,
-    });
+    let mut events = client.watch(watch_from);
     let mut next_tick = Instant::now();
     let mut dirty = false;
     loop {
