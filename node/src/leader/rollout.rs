@@ -10,7 +10,8 @@
 //!   transition);
 //! - when every switched node is done, the next batch switches: nodes that own no VIP first, by
 //!   id; a VIP owner switches last, and only after its VIPs were moved (planned move) to a node
-//!   that is done; with `canary`, the first batch is one node and the rollout then pauses;
+//!   that is done and alive; with `canary`, the first batch is one node and the rollout then
+//!   pauses;
 //! - when every node is done the rollout succeeded.
 //!
 //! Rolling back: done when every node that is alive reports `from_release`.
@@ -54,7 +55,7 @@ pub fn decide(
     };
     let Some(r) = &svc.rollout else { return none };
     match rstate(r) {
-        model::RolloutState::Running => running(svc, r, vips, now_ms),
+        model::RolloutState::Running => running(svc, r, vips, alive, now_ms),
         model::RolloutState::RollingBack => {
             let back = svc.backends.iter().all(|(id, b)| {
                 b.applied_release == r.from_release || r.from_release.is_empty() || !alive(*id)
@@ -98,6 +99,7 @@ fn running(
     svc: &model::Service,
     r: &model::Rollout,
     vips: &[&model::Vip],
+    alive: &dyn Fn(NodeId) -> bool,
     now_ms: u64,
 ) -> Decision {
     if r.deadline_ms != 0 && now_ms > r.deadline_ms {
@@ -197,15 +199,21 @@ fn running(
     let mut moves = Vec::new();
     if admit.is_empty() {
         // Only VIP owners are left: move their VIPs to a node that is done, then switch them.
+        // The node must be alive: a move to one that is not is refused, and asking again for
+        // the same one every tick would hold the rollout until its deadline while another
+        // done node could take the VIPs (a done node killed and restarted is not alive again
+        // until its agent is bound to the new process).
         let owner = owners[0];
-        match done.first() {
-            Some(to) => {
+        match (done.iter().find(|id| alive(**id)), done.is_empty()) {
+            (Some(to), _) => {
                 for v in &owned[&owner] {
                     moves.push((v.to_string(), *to));
                 }
             }
             // Nobody runs the release yet (a service of one node): switch the owner as is.
-            None => admit.push(owner),
+            (None, true) => admit.push(owner),
+            // Every done node is down: wait for one.
+            (None, false) => {}
         }
     }
     if admit.is_empty() {
@@ -337,10 +345,15 @@ mod tests {
         apply(&mut svc, &d);
         assert_eq!(switched(&svc), vec![2, 3]);
         agents_switch(&mut svc, 1_300);
-        // Only the owner is left: its VIP moves to a done node first.
+        // Only the owner is left: its VIP moves to a done node first, one that is alive (a
+        // move to a dead one is refused), and to none while every done node is down.
         let d = decide(&svc, &[&v], &alive, 2_400);
         assert_eq!(d.step, None);
         assert_eq!(d.moves, vec![("vip".to_string(), 2)]);
+        let d = decide(&svc, &[&v], &|id| id != 2, 2_400);
+        assert_eq!((d.step, d.moves), (None, vec![("vip".to_string(), 3)]));
+        let d = decide(&svc, &[&v], &|id| id == 1, 2_400);
+        assert_eq!((d.step, d.moves), (None, vec![]));
         let v = vip(2);
         let d = decide(&svc, &[&v], &alive, 2_500);
         apply(&mut svc, &d);
