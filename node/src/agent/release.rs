@@ -202,14 +202,38 @@ pub fn activate(site: &ReleaseSite, a: &Artifact) -> Result<(), String> {
     Ok(())
 }
 
-/// Removes the oldest releases beyond `site.keep`, never one named in `protect`.
+/// Whether `name` in `releases/` is a temporary (`.tmp-…`, a staging) or doomed (`.old-…`,
+/// a removal) entry left by another process: one killed while staging or pruning. This
+/// process's own end in its pid (one agent runs per network namespace, `hostlock.rs`, so no
+/// other live process works in this directory).
+fn leftover(name: &str) -> bool {
+    let own = format!("-{}", std::process::id());
+    (name.starts_with(".tmp-") || name.starts_with(".old-"))
+        && !name.ends_with(&own)
+        && !name.ends_with(&format!("{own}.tar.gz"))
+}
+
+/// Removes the oldest releases beyond `site.keep`, never one named in `protect`, and what
+/// killed processes left behind. A release is renamed out of the way before it is removed,
+/// so one killed halfway is never left as a partial `releases/<id>/` that [`stage`] would
+/// take as staged.
 pub fn prune(site: &ReleaseSite, protect: &[String]) -> Result<Vec<String>, String> {
     let releases = site.dir.join("releases");
     let mut all: Vec<(std::time::SystemTime, String)> = Vec::new();
     for e in std::fs::read_dir(&releases).map_err(|e| e.to_string())? {
         let e = e.map_err(|e| e.to_string())?;
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') || !e.file_type().map_err(|e| e.to_string())?.is_dir() {
+        let is_dir = e.file_type().map_err(|e| e.to_string())?.is_dir();
+        if leftover(&name) {
+            let r = if is_dir {
+                std::fs::remove_dir_all(e.path())
+            } else {
+                std::fs::remove_file(e.path())
+            };
+            r.map_err(|err| format!("removing {}: {err}", e.path().display()))?;
+            continue;
+        }
+        if name.starts_with('.') || !is_dir {
             continue;
         }
         let t = e
@@ -229,7 +253,9 @@ pub fn prune(site: &ReleaseSite, protect: &[String]) -> Result<Vec<String>, Stri
         if protect.contains(&name) {
             continue;
         }
-        std::fs::remove_dir_all(releases.join(&name)).map_err(|e| e.to_string())?;
+        let doomed = releases.join(format!(".old-{name}-{}", std::process::id()));
+        std::fs::rename(releases.join(&name), &doomed).map_err(|e| e.to_string())?;
+        std::fs::remove_dir_all(&doomed).map_err(|e| e.to_string())?;
         removed.push(name);
         excess -= 1;
     }
@@ -418,5 +444,33 @@ mod tests {
         )
         .unwrap();
         assert!(removed.is_empty());
+    }
+
+    #[test]
+    fn prune_removes_what_a_killed_process_left_and_keeps_its_own() {
+        let dst = tempfile::tempdir().unwrap();
+        let releases = dst.path().join("releases");
+        let me = std::process::id();
+        // Pid 1 is never this test: a killed agent's staging, download and removal.
+        for d in [".tmp-v9-1", ".old-v8-1", &format!(".tmp-v7-{me}"), "v1"] {
+            std::fs::create_dir_all(releases.join(d).join("sub")).unwrap();
+        }
+        std::fs::write(releases.join(".tmp-v9-1.tar.gz"), b"partial").unwrap();
+        std::fs::write(releases.join(format!(".tmp-v7-{me}.tar.gz")), b"mine").unwrap();
+        let removed = prune(&site(dst.path()), &[]).unwrap();
+        assert!(removed.is_empty());
+        let mut left: Vec<String> = std::fs::read_dir(&releases)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            vec![
+                format!(".tmp-v7-{me}"),
+                format!(".tmp-v7-{me}.tar.gz"),
+                "v1".into()
+            ]
+        );
     }
 }
