@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use openraft::async_runtime::WatchReceiver;
 use openraft::errors::RaftError;
 use openraft::BasicNode;
 use tokio::net::TcpListener;
@@ -24,7 +23,7 @@ use crate::member::proposer::Proposer;
 use crate::member::store::{open_member_engine, FileEngine, LogStore, StateMachineStore};
 use crate::node::Node;
 use crate::types::{NodeId, Op, Outcome, Raft};
-use crate::{http, metrics, server};
+use crate::{http, server};
 
 /// Errors that stop a member from starting.
 #[derive(Debug, thiserror::Error)]
@@ -364,7 +363,6 @@ pub async fn start(
         node.clone(),
         stop_rx.clone(),
     )));
-    tasks.push(tokio::spawn(metrics_loop(node.clone(), stop_rx.clone())));
     if let Some(l) = http_listener {
         tasks.push(tokio::spawn(http::serve(node.clone(), l, stop_rx.clone())));
     }
@@ -538,14 +536,3 @@ async fn join_cluster(
     }
 }
 
-async fn metrics_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
-    let mut m = node.raft.metrics();
-    loop {
-        metrics::update_from_raft(&node.raft, node.committed_index(), node.sm.read().revision);
-        tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
-            r = m.changed() => if r.is_err() { return },
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-    }
-}
