@@ -400,4 +400,5 @@ async fn an_agents_watch_delivers_what_changed_after_its_first_read() {
     })
     .await;
     assert!(delivered.is_ok(), "revision {applied} was never delivered");
+    c.shutdown().await;
 }

@@ -83,6 +83,59 @@ pub fn state_watch(state: &v1::GetStateResponse, lease: &LeaseConfig) -> v1::Wat
     }
 }
 
+/// Whether the agent's state is as new as what its watch reported. A state read is
+/// serializable and may come from a member behind the one the watch heard from: such a read
+/// is used, and made again at the next tick; taken as the last word, it left the agent on a
+/// state without the change until some later one (review). Not for ever: a cluster made anew
+/// from a backup (`--force-new-cluster`) may count from a revision below what the old one
+/// reported.
+#[derive(Debug, Default)]
+struct Freshness {
+    /// The newest revision the watch reported a change (or a resync) at.
+    reported: u64,
+    /// Reads in a row that came back behind it.
+    behind_reads: u32,
+}
+
+/// State reads in a row behind the watch's revision before the agent goes on with them.
+const MAX_BEHIND_READS: u32 = 20;
+
+impl Freshness {
+    /// Notes a watch item: the revision a read must reach to include it (that of its events,
+    /// or for a resync the one before where it resumes).
+    fn note(&mut self, item: &Result<ballast_client::WatchItem, ballast_client::Error>) {
+        let r = match item {
+            Ok(ballast_client::WatchItem::Changes(r)) if !r.events.is_empty() => r.revision,
+            Ok(ballast_client::WatchItem::Resync { resume_at }) => resume_at.saturating_sub(1),
+            _ => return,
+        };
+        self.reported = self.reported.max(r);
+    }
+
+    /// A read came back at `revision`: true if another read is due.
+    fn read(&mut self, revision: u64) -> bool {
+        if revision >= self.reported {
+            self.behind_reads = 0;
+            return false;
+        }
+        self.behind_reads += 1;
+        if self.behind_reads < MAX_BEHIND_READS {
+            return true;
+        }
+        tracing::warn!(
+            revision,
+            reported = self.reported,
+            "the cluster state stays behind what the watch reported; going on with it"
+        );
+        *self = Freshness::default();
+        false
+    }
+}
+
+fn revision_of(s: &v1::GetStateResponse) -> u64 {
+    s.header.as_ref().map_or(0, |h| h.revision)
+}
+
 /// A watch item that says only how far the watch got.
 fn is_progress_mark(item: &Result<ballast_client::WatchItem, ballast_client::Error>) -> bool {
     matches!(item, Ok(ballast_client::WatchItem::Changes(r)) if r.events.is_empty())
@@ -204,6 +257,7 @@ pub async fn run(
     let mut events = client.watch(watch_from);
     let mut next_tick = Instant::now();
     let mut dirty = false;
+    let mut fresh = Freshness::default();
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
@@ -215,8 +269,10 @@ pub async fn run(
                 // all of them changed (a burst of changes costs one read and one reconcile,
                 // not one each: scale bench, issue 14).
                 let mut changed = !is_progress_mark(&ev);
+                fresh.note(&ev);
                 while let Some(ev) = events.try_next() {
                     changed |= !is_progress_mark(&ev);
+                    fresh.note(&ev);
                 }
                 if !changed {
                     continue;
@@ -227,8 +283,8 @@ pub async fn run(
         if dirty {
             match client.get_state(true).await {
                 Ok(s) => {
+                    dirty = fresh.read(revision_of(&s));
                     *shared.write().unwrap() = Some(s);
-                    dirty = false;
                 }
                 Err(e) => tracing::debug!(error = %e, "reading the cluster state"),
             }
@@ -274,5 +330,39 @@ pub async fn run(
         );
     } else if let Err(e) = client.register(agent.registration(true)).await {
         tracing::debug!(error = %e, "letting the node's leases go");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn changes(
+        revision: u64,
+        events: usize,
+    ) -> Result<ballast_client::WatchItem, ballast_client::Error> {
+        Ok(ballast_client::WatchItem::Changes(v1::WatchResponse {
+            revision,
+            events: vec![v1::Event::default(); events],
+        }))
+    }
+
+    #[test]
+    fn a_read_behind_what_the_watch_reported_is_made_again_but_not_for_ever() {
+        let mut f = Freshness::default();
+        f.note(&changes(7, 1));
+        f.note(&changes(9, 0)); // a progress mark asks for nothing
+        assert!(f.read(6), "a read at 6 misses the change at 7");
+        assert!(!f.read(7));
+        f.note(&Ok(ballast_client::WatchItem::Resync { resume_at: 12 }));
+        assert!(f.read(10));
+        assert!(!f.read(11), "a resync at 12 needs every revision before it");
+        // A cluster made anew counts from below: the agent goes on after enough reads.
+        f.note(&changes(100, 1));
+        for _ in 1..MAX_BEHIND_READS {
+            assert!(f.read(50));
+        }
+        assert!(!f.read(50));
+        assert!(!f.read(51), "what was reported before is forgotten");
     }
 }
