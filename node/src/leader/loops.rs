@@ -168,7 +168,13 @@ async fn rollouts(node: &Arc<Node>, term: u64) {
                     .collect();
                 (
                     svc.name.clone(),
-                    crate::leader::rollout::decide(svc, &vips, &alive, now_ms()),
+                    crate::leader::rollout::decide(
+                        svc,
+                        &vips,
+                        &alive,
+                        &|id| data.eligible(&svc.name, id).is_ok(),
+                        now_ms(),
+                    ),
                 )
             })
             .collect()

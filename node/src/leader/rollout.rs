@@ -10,7 +10,7 @@
 //!   transition);
 //! - when every switched node is done, the next batch switches: nodes that own no VIP first, by
 //!   id; a VIP owner switches last, and only after its VIPs were moved (planned move) to a node
-//!   that is done and alive; with `canary`, the first batch is one node and the rollout then
+//!   that is done and may hold them (active, alive, healthy); with `canary`, the first batch is one node and the rollout then
 //!   pauses;
 //! - when every node is done the rollout succeeded.
 //!
@@ -42,11 +42,13 @@ fn healthy(b: &model::Backend) -> bool {
 }
 
 /// Decides the next step of `svc`'s rollout. `vips` are the VIPs gated by the service;
-/// `alive` tells whether a node's agent is alive.
+/// `alive` tells whether a node's agent is alive, `can_hold` whether a node may be given a
+/// VIP of the service now (the state's own rule for a move: active, alive, healthy).
 pub fn decide(
     svc: &model::Service,
     vips: &[&model::Vip],
     alive: &dyn Fn(NodeId) -> bool,
+    can_hold: &dyn Fn(NodeId) -> bool,
     now_ms: u64,
 ) -> Decision {
     let none = Decision {
@@ -55,7 +57,7 @@ pub fn decide(
     };
     let Some(r) = &svc.rollout else { return none };
     match rstate(r) {
-        model::RolloutState::Running => running(svc, r, vips, alive, now_ms),
+        model::RolloutState::Running => running(svc, r, vips, can_hold, now_ms),
         model::RolloutState::RollingBack => {
             let back = svc.backends.iter().all(|(id, b)| {
                 b.applied_release == r.from_release || r.from_release.is_empty() || !alive(*id)
@@ -99,7 +101,7 @@ fn running(
     svc: &model::Service,
     r: &model::Rollout,
     vips: &[&model::Vip],
-    alive: &dyn Fn(NodeId) -> bool,
+    can_hold: &dyn Fn(NodeId) -> bool,
     now_ms: u64,
 ) -> Decision {
     if r.deadline_ms != 0 && now_ms > r.deadline_ms {
@@ -199,22 +201,21 @@ fn running(
     let mut moves = Vec::new();
     if admit.is_empty() {
         // Only VIP owners are left: move their VIPs to a node that is done, then switch them.
-        // The node must be alive: a move to one that is not is refused, and asking again for
-        // the same one every tick would hold the rollout until its deadline while another
-        // done node could take the VIPs (a done node killed and restarted is not alive again
-        // until its agent is bound to the new process).
+        // The node must be one the state lets hold them: a move to another is refused, and
+        // asking again for the same one every tick would hold the rollout until its deadline
+        // while another done node could take the VIPs (a done node killed and restarted is
+        // not alive again until its agent is bound to the new process; one may be draining).
         let owner = owners[0];
-        match (done.iter().find(|id| alive(**id)), done.is_empty()) {
-            (Some(to), _) => {
-                for v in &owned[&owner] {
-                    moves.push((v.to_string(), *to));
-                }
+        if done.is_empty() {
+            // Nobody runs the release yet (every pending node owns a VIP): switch the owner
+            // as is; the controller moves its VIPs away while it switches.
+            admit.push(owner);
+        } else if let Some(to) = done.iter().find(|id| can_hold(**id)) {
+            for v in &owned[&owner] {
+                moves.push((v.to_string(), *to));
             }
-            // Nobody runs the release yet (a service of one node): switch the owner as is.
-            (None, true) => admit.push(owner),
-            // Every done node is down: wait for one.
-            (None, false) => {}
         }
+        // Otherwise no done node can take them now: wait for one.
     }
     if admit.is_empty() {
         return Decision { step: None, moves };
@@ -238,6 +239,16 @@ mod tests {
     use super::*;
 
     const MIN: u32 = 1_000;
+
+    /// [`super::decide`] where every node alive may hold a VIP.
+    fn decide(
+        svc: &model::Service,
+        vips: &[&model::Vip],
+        alive: &dyn Fn(NodeId) -> bool,
+        now_ms: u64,
+    ) -> Decision {
+        super::decide(svc, vips, alive, alive, now_ms)
+    }
 
     /// Service "web" on nodes 1..=n, all healthy on v1, rollout of v2 started at t=0.
     fn world(n: u64, batch: u32, canary: bool) -> model::Service {
@@ -354,6 +365,9 @@ mod tests {
         assert_eq!((d.step, d.moves), (None, vec![("vip".to_string(), 3)]));
         let d = decide(&svc, &[&v], &|id| id == 1, 2_400);
         assert_eq!((d.step, d.moves), (None, vec![]));
+        // Alive but not allowed a VIP (draining): the same.
+        let d = super::decide(&svc, &[&v], &alive, &|id| id != 2, 2_400);
+        assert_eq!((d.step, d.moves), (None, vec![("vip".to_string(), 3)]));
         let v = vip(2);
         let d = decide(&svc, &[&v], &alive, 2_500);
         apply(&mut svc, &d);
