@@ -198,14 +198,19 @@ pub fn activate(site: &ReleaseSite, a: &Artifact) -> Result<(), String> {
     run_hook(site, &a.id, &dir)?;
     let mut keep = vec![a.id.clone()];
     keep.extend(previous);
-    prune(site, &keep)?;
+    // The release runs: a directory that could not be cleaned up is not a failed activation
+    // (that would roll the rollout back, and every later one too, for as long as it stays).
+    if let Err(e) = prune(site, &keep) {
+        tracing::warn!(error = %e, release = %a.id, "pruning old releases");
+    }
     Ok(())
 }
 
 /// Whether `name` in `releases/` is a temporary (`.tmp-…`, a staging) or doomed (`.old-…`,
 /// a removal) entry left by another process: one killed while staging or pruning. This
-/// process's own end in its pid (one agent runs per network namespace, `hostlock.rs`, so no
-/// other live process works in this directory).
+/// process's own end in its pid. This assumes no other live process works in this directory:
+/// one agent runs per network namespace (`hostlock.rs`), and a release directory is not
+/// shared between namespaces.
 fn leftover(name: &str) -> bool {
     let own = format!("-{}", std::process::id());
     (name.starts_with(".tmp-") || name.starts_with(".old-"))
@@ -230,7 +235,9 @@ pub fn prune(site: &ReleaseSite, protect: &[String]) -> Result<Vec<String>, Stri
             } else {
                 std::fs::remove_file(e.path())
             };
-            r.map_err(|err| format!("removing {}: {err}", e.path().display()))?;
+            if let Err(err) = r {
+                tracing::warn!(error = %err, path = %e.path().display(), "removing a leftover");
+            }
             continue;
         }
         if name.starts_with('.') || !is_dir {
@@ -254,6 +261,10 @@ pub fn prune(site: &ReleaseSite, protect: &[String]) -> Result<Vec<String>, Stri
             continue;
         }
         let doomed = releases.join(format!(".old-{name}-{}", std::process::id()));
+        // One of the same name is an earlier process's (a pid used again) killed mid-removal.
+        if doomed.exists() {
+            std::fs::remove_dir_all(&doomed).map_err(|e| e.to_string())?;
+        }
         std::fs::rename(releases.join(&name), &doomed).map_err(|e| e.to_string())?;
         std::fs::remove_dir_all(&doomed).map_err(|e| e.to_string())?;
         removed.push(name);
@@ -472,5 +483,19 @@ mod tests {
                 "v1".into()
             ]
         );
+
+        // A removal of this pid's name left by an earlier process (a pid used again) is no
+        // obstacle to removing the same release again.
+        std::fs::create_dir_all(releases.join(format!(".old-v0-{me}")).join("sub")).unwrap();
+        std::fs::create_dir_all(releases.join("v0").join("sub")).unwrap();
+        let old = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let f = std::fs::File::open(releases.join("v0")).unwrap();
+        f.set_modified(old).unwrap();
+        let one = ReleaseSite {
+            keep: 1,
+            ..site(dst.path())
+        };
+        assert_eq!(prune(&one, &["v1".to_string()]).unwrap(), vec!["v0"]);
+        assert!(!releases.join(format!(".old-v0-{me}")).exists());
     }
 }
