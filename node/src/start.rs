@@ -535,4 +535,3 @@ async fn join_cluster(
         _ = stop.wait_for(|s| *s) => {}
     }
 }
-
