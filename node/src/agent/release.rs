@@ -212,10 +212,14 @@ pub fn activate(site: &ReleaseSite, a: &Artifact) -> Result<(), String> {
 /// one agent runs per network namespace (`hostlock.rs`), and a release directory is not
 /// shared between namespaces.
 fn leftover(name: &str) -> bool {
-    let own = format!("-{}", std::process::id());
-    (name.starts_with(".tmp-") || name.starts_with(".old-"))
-        && !name.ends_with(&own)
-        && !name.ends_with(&format!("{own}.tar.gz"))
+    let Some(rest) = name
+        .strip_prefix(".tmp-")
+        .or_else(|| name.strip_prefix(".old-"))
+    else {
+        return false;
+    };
+    let stem = rest.strip_suffix(".tar.gz").unwrap_or(rest);
+    !stem.ends_with(&format!("-{}", std::process::id()))
 }
 
 /// Removes the oldest releases beyond `site.keep`, never one named in `protect`, and what

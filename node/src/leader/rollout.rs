@@ -10,8 +10,8 @@
 //!   transition);
 //! - when every switched node is done, the next batch switches: nodes that own no VIP first, by
 //!   id; a VIP owner switches last, and only after its VIPs were moved (planned move) to a node
-//!   that is done and may hold them (active, alive, healthy); with `canary`, the first batch is one node and the rollout then
-//!   pauses;
+//!   that is done and may hold them (active, alive, healthy); with `canary`, the first batch
+//!   is one node and the rollout then pauses;
 //! - when every node is done the rollout succeeded.
 //!
 //! Rolling back: done when every node that is alive reports `from_release`.
