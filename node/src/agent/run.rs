@@ -283,8 +283,14 @@ pub async fn run(
         if dirty {
             match client.get_state(true).await {
                 Ok(s) => {
-                    dirty = fresh.read(revision_of(&s));
-                    *shared.write().unwrap() = Some(s);
+                    let rev = revision_of(&s);
+                    dirty = fresh.read(rev);
+                    // While reading again, a read older than the state held is not taken
+                    // (the client may have moved to a member further behind).
+                    let mut held = shared.write().unwrap();
+                    if !dirty || held.as_ref().is_none_or(|h| revision_of(h) <= rev) {
+                        *held = Some(s);
+                    }
                 }
                 Err(e) => tracing::debug!(error = %e, "reading the cluster state"),
             }
