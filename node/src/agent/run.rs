@@ -4,7 +4,9 @@
 //! any address the last process's fence governed) removed, then the fence installed and this
 //! process registered, so every VIP is silent here until granted. Then, every renew interval
 //! (the cluster's) and at once when the watch reports a change, one reconcile: `plan.rs`
-//! decides, `shell.rs` carries it out (claims and renewals, acquire, release). Nothing is
+//! decides, `shell.rs` carries it out (claims and renewals, acquire, release). A reconcile
+//! for a change renews only if the change gives this node a VIP it does not hold
+//! (`plan::renew_early`); its releases and drops are done at once either way. Nothing is
 //! added or removed as a side effect of an event alone: events only trigger a reconcile. On a
 //! clean stop, every held VIP is let go, and only then the node's leases.
 //!
@@ -300,7 +302,10 @@ pub async fn run(
         };
         let haproxy = haproxy_view.lock().unwrap().clone();
         let started = Instant::now();
-        let renewed = agent.reconcile(&state, haproxy).await;
+        let due = started >= next_tick;
+        let Some(renewed) = agent.reconcile(&state, haproxy, due).await else {
+            continue; // a change that gave this node nothing new: renew when due
+        };
         // The next renewal is due a renew interval after this one started, however long this
         // one took (the fence's transaction for the VIPs it renewed costs 5-40 ms). A
         // renewal that got no answer (no leader yet, or it moved) is tried again after a

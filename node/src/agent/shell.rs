@@ -44,6 +44,8 @@ pub(super) struct Agent<'a> {
     /// The renew interval the leader last sent.
     renew_every: Duration,
     last_register: Option<Instant>,
+    /// The claims of the last answered renewal (`plan::renew_early`).
+    claimed_last: std::collections::BTreeSet<(String, u64)>,
     /// Grants this agent would not act on because its fence does not govern the VIP (said
     /// once per VIP and epoch, not at every renewal).
     ungoverned: std::collections::BTreeSet<(String, u64)>,
@@ -79,6 +81,7 @@ impl<'a> Agent<'a> {
             leftover: BTreeMap::new(),
             renew_every: cfg.lease.renew_interval,
             last_register: None,
+            claimed_last: Default::default(),
             ungoverned: Default::default(),
         }
     }
@@ -203,12 +206,16 @@ impl<'a> Agent<'a> {
     }
 
     /// Returns whether the renewal was answered (false: the loop tries again soon, not a
-    /// whole renew interval later, so that an owner finds a new leader well inside its lease).
+    /// whole renew interval later, so that an owner finds a new leader well inside its lease),
+    /// or `None` if none was made: a reconcile for a change of the state, before the renewal
+    /// is `due`, renews only if the state gives this node a VIP it does not hold
+    /// (`plan::renew_early`).
     pub(super) async fn reconcile(
         &mut self,
         state: &v1::GetStateResponse,
         haproxy: super::haproxy::HaproxyView,
-    ) -> bool {
+        due: bool,
+    ) -> Option<bool> {
         let me = self.cfg.node_id;
         // What is held now: governing and removing leftovers change nothing held.
         let held = held_now(&self.held);
@@ -246,6 +253,12 @@ impl<'a> Agent<'a> {
         }
 
         // Claim what is ours and renew.
+        let claims = plan::claims(state, &self.max_epoch, me);
+        if !due && !plan::renew_early(&claims, &held_now(&self.held), &self.claimed_last) {
+            return None;
+        }
+        let claimed: std::collections::BTreeSet<(String, u64)> =
+            claims.iter().map(|c| (c.vip.clone(), c.epoch)).collect();
         let holding: Vec<v1::VipClaim> = self
             .held
             .iter()
@@ -257,7 +270,7 @@ impl<'a> Agent<'a> {
         let sent = Instant::now();
         let req = v1::RenewRequest {
             node_id: me,
-            claims: plan::claims(state, &self.max_epoch, me),
+            claims,
             holding,
             haproxy: haproxy.differs,
             haproxy_error: haproxy.error,
@@ -272,13 +285,14 @@ impl<'a> Agent<'a> {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "renewal failed");
-                return false;
+                return Some(false);
             }
             Err(_) => {
                 tracing::debug!("renewal timed out");
-                return false;
+                return Some(false);
             }
         };
+        self.claimed_last = claimed;
         if resp.renew_ms > 0 {
             self.renew_every = Duration::from_millis(resp.renew_ms as u64);
         }
@@ -292,7 +306,7 @@ impl<'a> Agent<'a> {
             self.drop_vip(d).await;
         }
         self.acquire(acquires, deadline).await;
-        true
+        Some(true)
     }
 
     /// Answers for the granted VIPs until `deadline`: each one's address first (silent: the

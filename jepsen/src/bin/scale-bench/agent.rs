@@ -186,6 +186,8 @@ pub(crate) struct SimAgent {
     pub(crate) reported: HashMap<String, Instant>,
     /// Reconcile at once when the state changes (the real agent), or at the next tick.
     pub(crate) on_change: bool,
+    /// The claims of the last answered renewal (`plan::renew_early`).
+    pub(crate) claimed_last: std::collections::BTreeSet<(String, u64)>,
 }
 
 impl SimAgent {
@@ -231,12 +233,16 @@ impl SimAgent {
             // The real agent's rhythm (`agent::run`): the next renewal is due an interval after
             // this one started, one that got no answer is retried after a quarter interval and
             // some jitter.
+            // A change renews only if it gives this agent a VIP it does not hold, as the real
+            // agent's does (`plan::renew_early`).
             let started = tokio::time::Instant::now();
-            next = if self.reconcile().await {
-                started + self.renew_every
-            } else {
-                tokio::time::Instant::now()
-                    + lease::unanswered_retry_delay(self.renew_every, rand::random())
+            next = match self.reconcile(started >= next).await {
+                None => next,
+                Some(true) => started + self.renew_every,
+                Some(false) => {
+                    tokio::time::Instant::now()
+                        + lease::unanswered_retry_delay(self.renew_every, rand::random())
+                }
             };
         }
         self.end()
@@ -249,8 +255,9 @@ impl SimAgent {
         }
     }
 
-    /// One reconcile; whether the renewal was answered.
-    pub(crate) async fn reconcile(&mut self) -> bool {
+    /// One reconcile; whether the renewal was answered, `None` if none was made (not `due`,
+    /// and the state gives this agent nothing it does not hold).
+    pub(crate) async fn reconcile(&mut self, due: bool) -> Option<bool> {
         let view = self.view.borrow_and_update().clone();
         let me = self.node;
         self.report_health(&view);
@@ -311,6 +318,15 @@ impl SimAgent {
                 epoch: *epoch,
             })
             .collect();
+        // `plan::renew_early`, on the simulated agent's own record of what it holds.
+        let early = claims.iter().any(|c| {
+            self.held.get(&c.vip).is_none_or(|(e, _)| *e != c.epoch)
+                && !self.claimed_last.contains(&(c.vip.clone(), c.epoch))
+        });
+        if !due && !early {
+            return None;
+        }
+        let claimed = claims.iter().map(|c| (c.vip.clone(), c.epoch)).collect();
         let n_claims = claims.len();
         let req = v1::RenewRequest {
             node_id: me,
@@ -329,10 +345,11 @@ impl SimAgent {
             _ => {
                 self.stats.renew_err.fetch_add(1, Ordering::Relaxed);
                 self.stats.held[self.idx].store(self.held.len(), Ordering::Relaxed);
-                return false;
+                return Some(false);
             }
         };
         let received = Instant::now();
+        self.claimed_last = claimed;
         self.stats.renew_ok.fetch_add(1, Ordering::Relaxed);
         if self.stats.recording.load(Ordering::Relaxed) {
             let us = (received - sent).as_micros().min(u32::MAX as u128) as u32;
@@ -386,7 +403,7 @@ impl SimAgent {
             }
         }
         self.stats.held[self.idx].store(self.held.len(), Ordering::Relaxed);
-        true
+        Some(true)
     }
 
     /// The health loop's part: a backend the state does not show healthy is reported healthy

@@ -2,16 +2,17 @@
 //!
 //! For each step (agents x VIPs) a fresh three-member cluster of release `ballastd` processes
 //! runs on loopback (data in a temporary directory, free ports; no root, no namespaces). The
-//! agents are simulated: tokio tasks in this process, each with its own client and
-//! connections, speaking the real Agent protocol with the real agent's rhythm (`Register`
-//! once, `Renew` every renew interval the leader sends and at once when the cluster state
-//! changes, `ReportHealth` when the cluster's view of its backend differs, `ConfirmRelease`
-//! for releases asked of it), its deadline math (`agent::plan::deadline`) and its claim and
-//! drop rules; only the fence, addresses and ARP are left out. The cluster state every agent
-//! plans from is read once per burst of changes by one shared watcher, not by each agent (the
-//! real agent reads it itself: `--help` says what that leaves out). Like the real agent, which
-//! takes every watch event already queued before its one state read, an agent reconciles
-//! once per state it has not seen, however many revisions that state covers.
+//! agents are simulated: tokio tasks in this process, each with its own client and connections,
+//! speaking the real Agent protocol with the real agent's rhythm (`Register` once, `Renew`
+//! every renew interval the leader sends and at once when a change of the cluster state gives
+//! it a VIP it neither holds nor claimed last time, `ReportHealth` when the cluster's view of
+//! its backend differs, `ConfirmRelease` for releases asked of it), its deadline math
+//! (`agent::plan::deadline`) and its claim and drop rules; only the fence, addresses and ARP
+//! are left out. The cluster state every agent plans from is read once per burst of changes by
+//! one shared watcher, not by each agent (the real agent reads it itself: `--help` says what
+//! that leaves out). Like the real agent, which takes every watch event already queued before
+//! its one state read, an agent reconciles once per state it has not seen, however many
+//! revisions that state covers.
 //!
 //! Per step it measures, over a window in which nothing changes: renewals per second the
 //! leader answered (its own request counter), renewal latency as the agents see it, the
@@ -80,9 +81,10 @@ new owners granted before the victim's own deadline (must be 0)
 again, and how many agent-side leases ran out meanwhile
 
 The state the agents plan from is read by one shared watcher once per burst of changes and \
-handed to all of them; an agent reconciles (and renews) once per state it has not seen, however \
-many revisions it covers, as the real agent does (it takes every queued watch event before its \
-one state read). Real agents each read the state themselves (one GetState per agent per burst), \
+handed to all of them; an agent reconciles once per state it has not seen, however many \
+revisions it covers, and renews before its tick only if that state gives it a VIP it neither \
+holds nor claimed last time, as the real agent does (it takes every queued watch event before \
+its one state read). Real agents each read the state themselves (one GetState per agent per burst), \
 a cost this benchmark leaves out. The load generator shares the machine with the members: its own CPU is \
 printed too.",
     after_help = "Example: scale-bench --agents 10,100,1000 --vips 10,1000,10000 --seconds 20"
@@ -109,9 +111,10 @@ struct Args {
     /// Faults after the window: reassign, leader (comma separated; empty for none).
     #[arg(long, default_value = "reassign,leader", value_delimiter = ',')]
     scenarios: Vec<String>,
-    /// What an agent does when the cluster state changes: `renew` reconciles and renews at
-    /// once, as the real agent does on every watch event; `tick` waits for its next renew
-    /// tick (for comparison: what the state changes cost).
+    /// What an agent does when the cluster state changes: `renew` reconciles at once and
+    /// renews if the change gives it a VIP it neither holds nor claimed, as the real agent
+    /// does; `tick` waits for its next renew tick (for comparison: what the state changes
+    /// cost).
     #[arg(long, default_value = "renew")]
     on_change: String,
     /// The ballastd binary [default: next to this program].
@@ -333,6 +336,7 @@ async fn step(a: &Args, bin: &Path, agents: usize, vips: usize) -> Result<Row, S
             last_grant: None,
             reported: HashMap::new(),
             on_change: a.on_change == "renew",
+            claimed_last: Default::default(),
         };
         let kill = Arc::new(AtomicBool::new(false));
         kills.push(kill.clone());
@@ -546,6 +550,10 @@ async fn reassign(
         .get(&victim)
         .map(|o| o.iter().map(|(n, _)| n.clone()).collect())
         .unwrap_or_default();
+    if names.is_empty() {
+        // The cluster had moved them all away already (an overloaded step): nothing to time.
+        return Err("the victim owned no VIP when it was stopped".into());
+    }
     {
         *stats.watched.lock().unwrap() = names.iter().cloned().collect();
         stats.acquired.lock().unwrap().clear();
