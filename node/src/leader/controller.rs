@@ -58,6 +58,36 @@ impl VipView {
             move_to: v.move_to,
         }
     }
+
+    /// Whether this view equals `VipView::of(v)`, found without building that (no clones):
+    /// the controller loop keeps the views of VIPs that did not change (`loops::Views`).
+    pub fn is_view_of(&self, v: &model::Vip) -> bool {
+        // Every field named: a field added to the view does not compile until it is compared.
+        let VipView {
+            name,
+            service,
+            address,
+            owner,
+            epoch,
+            releasing,
+            preempt,
+            preempt_delay,
+            priorities,
+            move_to,
+        } = self;
+        let none = model::Placement::default();
+        let p = v.placement.as_ref().unwrap_or(&none);
+        *name == v.name
+            && *service == v.service
+            && *address == v.address
+            && *owner == v.owner
+            && *epoch == v.epoch
+            && *releasing == v.releasing
+            && *preempt == p.preempt
+            && *preempt_delay == Duration::from_millis(p.preempt_delay_ms as u64)
+            && *priorities == p.priorities
+            && *move_to == v.move_to
+    }
 }
 
 /// The leases the leader granted for one VIP (an assignment counts as one): for the owner at

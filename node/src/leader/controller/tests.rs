@@ -530,3 +530,87 @@ fn review_a_retired_ip_holds_back_a_vip_under_another_prefix() {
          10.213.0.100/24 of deleted VIP v: {a:?}"
     );
 }
+
+/// `is_view_of` is `VipView::of(v) == view`, for every field a VIP can differ in.
+#[test]
+fn a_view_is_the_view_of_a_vip_exactly_when_building_it_again_gives_the_same() {
+    let base = model::Vip {
+        name: "v".into(),
+        address: "10.213.0.100/24".into(),
+        interface: "eth0".into(),
+        service: "web".into(),
+        placement: Some(model::Placement {
+            preempt: true,
+            preempt_delay_ms: 500,
+            priorities: [(1, 100), (2, 50)].into(),
+        }),
+        owner: 1,
+        epoch: 3,
+        releasing: false,
+        move_to: 0,
+    };
+    type Change = Box<dyn Fn(&mut model::Vip)>;
+    let changes: Vec<(&str, Change)> = vec![
+        ("nothing", Box::new(|_| {})),
+        ("name", Box::new(|v| v.name = "w".into())),
+        (
+            "address",
+            Box::new(|v| v.address = "10.213.0.101/24".into()),
+        ),
+        ("interface", Box::new(|v| v.interface = "eth1".into())),
+        ("service", Box::new(|v| v.service = "db".into())),
+        ("no placement", Box::new(|v| v.placement = None)),
+        (
+            "default placement",
+            Box::new(|v| v.placement = Some(Default::default())),
+        ),
+        (
+            "preempt",
+            Box::new(|v| v.placement.get_or_insert_with(Default::default).preempt = false),
+        ),
+        (
+            "delay",
+            Box::new(|v| {
+                v.placement
+                    .get_or_insert_with(Default::default)
+                    .preempt_delay_ms = 1
+            }),
+        ),
+        (
+            "priority",
+            Box::new(|v| {
+                v.placement
+                    .get_or_insert_with(Default::default)
+                    .priorities
+                    .insert(2, 51);
+            }),
+        ),
+        (
+            "priorities",
+            Box::new(|v| {
+                v.placement
+                    .get_or_insert_with(Default::default)
+                    .priorities
+                    .insert(3, 0);
+            }),
+        ),
+        ("owner", Box::new(|v| v.owner = 2)),
+        ("epoch", Box::new(|v| v.epoch = 4)),
+        ("releasing", Box::new(|v| v.releasing = true)),
+        ("move_to", Box::new(|v| v.move_to = 2)),
+    ];
+    let mut defaults = base.clone();
+    defaults.placement = None;
+    for start in [base, defaults] {
+        for (what, change) in &changes {
+            let mut v = start.clone();
+            change(&mut v);
+            let view = VipView::of(&start);
+            assert_eq!(
+                view.is_view_of(&v),
+                view == VipView::of(&v),
+                "{what} changed from {start:?}"
+            );
+        }
+    }
+}
