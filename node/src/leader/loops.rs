@@ -362,12 +362,35 @@ mod tests {
                 d.vips.remove("f");
                 d.vips.insert("g".into(), vip("g", 3, 1));
             }),
+            Box::new(|d| {
+                d.vips.insert("e".into(), vip("e", 2, 2));
+            }),
             Box::new(|_| {}),
+            Box::new(|d| {
+                for n in ["a", "d", "e", "g"] {
+                    d.vips.remove(n);
+                }
+            }),
+            Box::new(|d| {
+                d.vips.insert("c".into(), vip("c", 1, 1));
+            }),
         ];
         for (i, step) in steps.iter().enumerate() {
+            // Where each view's name lives: a kept view keeps its allocation.
+            let before: BTreeMap<String, *const u8> = views
+                .vips
+                .iter()
+                .map(|v| (v.name.clone(), v.name.as_ptr()))
+                .collect();
+            let old = data.vips.clone();
             step(&mut data);
             data.last_applied = Some(crate::types::log_id(1, 1, i as u64 + 1));
             assert_eq!(views.of(&data), fresh(&data), "after step {i}");
+            for v in &views.vips {
+                let unchanged = old.get(&v.name) == data.vips.get(&v.name);
+                let kept = before.get(&v.name) == Some(&v.name.as_ptr());
+                assert_eq!(kept, unchanged, "step {i}, VIP {}", v.name);
+            }
         }
     }
 }
