@@ -299,10 +299,49 @@ impl VipLab {
         let violations = self.check_exact_for(addr, &frames, self.started.0, self.started.1);
         assert!(
             violations.is_empty(),
-            "the exact check failed: {violations:?}\nlogs:\n{}",
+            "the exact check failed: {violations:?}\n{}\nlogs:\n{}",
+            self.explain(addr, &violations),
             self.logs()
         );
         outage
+    }
+
+    /// For a failed exact check: the offending node's intervals within a second of its first
+    /// frame outside them, and the raw journal lines of that stretch, so that a failure in CI
+    /// says whether the fence or the journal is at fault.
+    fn explain(&self, addr: &str, violations: &[crate::checker::vip::Violation]) -> String {
+        use crate::checker::vip::Violation;
+        let Some((node, at)) = violations.iter().find_map(|v| match v {
+            Violation::FrameOutsideLease { node, at_ns, .. } => Some((*node, *at_ns)),
+            _ => None,
+        }) else {
+            return String::new();
+        };
+        let base = self.started.1;
+        let near = |t: u64| t + 1_000_000_000 >= at && t <= at + 1_000_000_000;
+        let intervals: Vec<_> = self
+            .allowed_for(addr, base)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|a| a.node == node && (near(a.from) || near(a.until)))
+            .collect();
+        let text = std::fs::read_to_string(self.journal(node)).unwrap_or_default();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+                ["from_ns", "until_ns", "at_ns"]
+                    .iter()
+                    .find_map(|k| v[k].as_u64())
+                    .is_some_and(|t| near(t.saturating_sub(base)))
+            })
+            .collect();
+        format!(
+            "node {node}'s first frame outside its intervals at {at} ns; its intervals within \
+             1 s: {intervals:?}\nits journal ({} lines) within 1 s:\n{}",
+            text.lines().count(),
+            lines.join("\n")
+        )
     }
 
     pub fn up_file(&self, id: u64) -> PathBuf {
