@@ -254,7 +254,8 @@ impl<'a> Agent<'a> {
 
         // Claim what is ours and renew.
         let claims = plan::claims(state, &self.max_epoch, me);
-        if !due && !plan::renew_early(&claims, &held_now(&self.held), &self.claimed_last) {
+        let held_epoch = |v: &str| self.held.get(v).map(|h| h.held.epoch);
+        if !due && !plan::renew_early(&claims, held_epoch, &self.claimed_last) {
             return None;
         }
         let claimed: std::collections::BTreeSet<(String, u64)> =

@@ -318,12 +318,8 @@ impl SimAgent {
                 epoch: *epoch,
             })
             .collect();
-        // `plan::renew_early`, on the simulated agent's own record of what it holds.
-        let early = claims.iter().any(|c| {
-            self.held.get(&c.vip).is_none_or(|(e, _)| *e != c.epoch)
-                && !self.claimed_last.contains(&(c.vip.clone(), c.epoch))
-        });
-        if !due && !early {
+        let held_epoch = |v: &str| self.held.get(v).map(|(e, _)| *e);
+        if !due && !plan::renew_early(&claims, held_epoch, &self.claimed_last) {
             return None;
         }
         let claimed = claims.iter().map(|c| (c.vip.clone(), c.epoch)).collect();
