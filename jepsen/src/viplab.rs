@@ -225,7 +225,7 @@ impl VipLab {
     ) -> Result<Vec<crate::checker::vip::Allowed>, String> {
         let mut out = Vec::new();
         for id in 1..=self.lab.nodes().len() as u64 {
-            let text = std::fs::read_to_string(self.journal(id)).unwrap_or_default();
+            let text = self.journal_text(id)?;
             // Told apart by host (one journal each), not by the node id an agent claims: two
             // processes with one node id on two hosts must not be taken for one.
             out.extend(
@@ -235,6 +235,18 @@ impl VipLab {
             );
         }
         Ok(out)
+    }
+
+    /// Node `id`'s fence journal, empty if it was never created (a node that never ran). An
+    /// unreadable journal is an error, not "no allowances": read as empty it would turn every
+    /// frame of its node into a violation and hide the real cause.
+    fn journal_text(&self, id: u64) -> Result<String, String> {
+        let path = self.journal(id);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+            Err(e) => Err(format!("fence journal {}: {e}", path.display())),
+        }
     }
 
     /// The exact check over the run so far: no two nodes' fences allowed the VIP at once, and
@@ -257,7 +269,9 @@ impl VipLab {
         t0: Instant,
         base: u64,
     ) -> Vec<crate::checker::vip::Violation> {
-        let allowed = self.allowed_for(addr, base).expect("fence journals parse");
+        let allowed = self
+            .allowed_for(addr, base)
+            .expect("fence journals read and parse");
         assert!(
             !allowed.is_empty(),
             "no fence journal recorded an allowance"
@@ -319,13 +333,26 @@ impl VipLab {
         };
         let base = self.started.1;
         let near = |t: u64| t + 1_000_000_000 >= at && t <= at + 1_000_000_000;
-        let intervals: Vec<_> = self
+        let all: Vec<_> = self
             .allowed_for(addr, base)
             .unwrap_or_default()
             .into_iter()
-            .filter(|a| a.node == node && (near(a.from) || near(a.until)))
+            .filter(|a| a.node == node)
             .collect();
-        let text = std::fs::read_to_string(self.journal(node)).unwrap_or_default();
+        let intervals: Vec<_> = all
+            .iter()
+            .filter(|a| near(a.from) || near(a.until))
+            .collect();
+        let text = self.journal_text(node).unwrap_or_else(|e| e);
+        // Where the journal's record of this node ends, against where its frames do: a journal
+        // that stops early points at the record, one that goes on at the fence.
+        let outside: Vec<u64> = violations
+            .iter()
+            .filter_map(|v| match v {
+                Violation::FrameOutsideLease { node: n, at_ns, .. } if *n == node => Some(*at_ns),
+                _ => None,
+            })
+            .collect();
         let lines: Vec<&str> = text
             .lines()
             .filter(|l| {
@@ -337,9 +364,16 @@ impl VipLab {
             })
             .collect();
         format!(
-            "node {node}'s first frame outside its intervals at {at} ns; its intervals within \
-             1 s: {intervals:?}\nits journal ({} lines) within 1 s:\n{}",
+            "node {node}'s first frame outside its intervals at {at} ns, last at {} ns ({} \
+             frames); it has {} intervals, the first {:?}, the last {:?}; its intervals within \
+             1 s: {intervals:?}\nits journal ({} lines, the last: {:?}) within 1 s:\n{}",
+            outside.iter().max().unwrap_or(&at),
+            outside.len(),
+            all.len(),
+            all.first(),
+            all.last(),
             text.lines().count(),
+            text.lines().last().unwrap_or_default(),
             lines.join("\n")
         )
     }
