@@ -11,6 +11,7 @@
 //! fixture (`cargo test -p ballast-node --test formats -- --ignored`).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -59,7 +60,7 @@ impl From<StateDataV0> for StateData {
             services: v.services,
             vips: v.vips.into(),
             sessions: v.sessions,
-            history: v.history,
+            history: v.history.into_iter().map(Arc::new).collect(),
             ..Default::default()
         }
     }
