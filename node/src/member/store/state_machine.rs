@@ -110,14 +110,16 @@ impl<E: LogEngine> StateMachineStore<E> {
     /// snapshot in a task of its own, so a build that read the state at index a can finish
     /// after a snapshot up to b > a was installed (and the log purged up to b); overwriting b
     /// with a would leave a state machine that cannot catch up from the log after a restart.
-    async fn persist_snapshot(&self, snap: &StoredSnapshot) -> Result<(), EngineError> {
-        let bytes = bincode::serialize(snap).map_err(EngineError::new)?;
+    /// Stores `snap` (and gives it back), unless a newer one is stored already. Encoding
+    /// and writing run off the async workers: a snapshot can be tens of MB.
+    async fn persist_snapshot(&self, snap: StoredSnapshot) -> Result<StoredSnapshot, EngineError> {
         let last = snap.meta.last_log_id;
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {
+            let bytes = bincode::serialize(&snap).map_err(EngineError::new)?;
             let mut stored = shared.stored.lock().unwrap();
             if stored.is_some() && *stored >= last {
-                return Ok(());
+                return Ok(snap);
             }
             // The log first: every entry the snapshot covers was appended before it was
             // applied, but a follower applies what the quorum has on disk before its own
@@ -131,7 +133,7 @@ impl<E: LogEngine> StateMachineStore<E> {
             shared
                 .legacy
                 .store(false, std::sync::atomic::Ordering::SeqCst);
-            Ok(())
+            Ok(snap)
         })
         .await
         .map_err(EngineError::new)?
@@ -176,26 +178,31 @@ impl<E: LogEngine> RaftSnapshotBuilder<TypeConfig> for StateMachineStore<E> {
     /// in the place 0.9 wrote it (openraft's own encoding), which nothing reads.
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let started = Instant::now();
-        // A copy under the lock, encoded after: applying waits for the lock, and encoding a
-        // large state took several times as long as copying it (46 MB: 150-500 ms against
-        // tens of ms, on a busy machine).
+        // A copy under the lock (the history is shared, not copied), encoded after and off
+        // the async workers: applying waits for the lock, and encoding a large state takes
+        // seconds on a busy machine (46 MB at 4 KiB values), which on a worker held up every
+        // task queued behind it.
         let data = self.read().clone();
         let copied = started.elapsed();
-        let bytes = crate::member::format::encode_state(&data);
-        let (last_applied, membership) = (data.last_applied, data.membership.clone());
-        drop(data);
+        let (bytes, meta) = tokio::task::spawn_blocking(move || {
+            let bytes = crate::member::format::encode_state(&data);
+            let meta = SnapshotMeta {
+                last_log_id: data.last_applied,
+                last_membership: data.membership.clone(),
+            };
+            (bytes, meta)
+        })
+        .await
+        .map_err(io::Error::other)?;
         let encoded = started.elapsed();
-        let meta = SnapshotMeta {
-            last_log_id: last_applied,
-            last_membership: membership,
-        };
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: bytes.clone(),
-        };
-        self.persist_snapshot(&stored).await?;
+        let stored = self
+            .persist_snapshot(StoredSnapshot {
+                meta: meta.clone(),
+                data: bytes,
+            })
+            .await?;
         tracing::info!(
-            bytes = bytes.len(),
+            bytes = stored.data.len(),
             copy_ms = copied.as_millis() as u64,
             encode_ms = encoded.as_millis() as u64,
             total_ms = started.elapsed().as_millis() as u64,
@@ -203,7 +210,7 @@ impl<E: LogEngine> RaftSnapshotBuilder<TypeConfig> for StateMachineStore<E> {
         );
         Ok(Snapshot {
             meta,
-            snapshot: Cursor::new(bytes),
+            snapshot: Cursor::new(stored.data),
         })
     }
 }
@@ -256,12 +263,17 @@ impl<E: LogEngine> RaftStateMachine<TypeConfig> for StateMachineStore<E> {
         snapshot: SnapshotData,
     ) -> Result<(), io::Error> {
         let bytes = snapshot.into_inner();
-        let new = crate::member::format::decode_state(&bytes).map_err(io::Error::other)?;
-        let stored = StoredSnapshot {
+        let (new, bytes) = tokio::task::spawn_blocking(move || {
+            crate::member::format::decode_state(&bytes).map(|new| (new, bytes))
+        })
+        .await
+        .map_err(io::Error::other)?
+        .map_err(io::Error::other)?;
+        self.persist_snapshot(StoredSnapshot {
             meta: meta.clone(),
             data: bytes,
-        };
-        self.persist_snapshot(&stored).await?;
+        })
+        .await?;
         let revision = new.revision;
         // The snapshot replaces the whole state.
         *self.shared.data.write().unwrap() = new;
@@ -309,11 +321,11 @@ mod tests {
     #[tokio::test]
     async fn an_older_snapshot_never_replaces_a_newer_stored_one() {
         let sm = StateMachineStore::open(Arc::new(MemEngine::new())).unwrap();
-        sm.persist_snapshot(&snapshot_at(9)).await.unwrap();
-        sm.persist_snapshot(&snapshot_at(5)).await.unwrap();
+        sm.persist_snapshot(snapshot_at(9)).await.unwrap();
+        sm.persist_snapshot(snapshot_at(5)).await.unwrap();
         let stored = sm.stored_snapshot().unwrap().unwrap();
         assert_eq!(stored.meta.last_log_id, Some(log_id(1, 1, 9)));
-        sm.persist_snapshot(&snapshot_at(12)).await.unwrap();
+        sm.persist_snapshot(snapshot_at(12)).await.unwrap();
         let stored = sm.stored_snapshot().unwrap().unwrap();
         assert_eq!(stored.meta.last_log_id, Some(log_id(1, 1, 12)));
     }
