@@ -11,9 +11,9 @@ use crate::auth_channel::AuthChannel;
 use crate::error::Error;
 
 impl Client {
-    /// Claims the leases of VIPs assigned to `node_id` (and reports the agent alive). Sent to
-    /// the leader; a grant holds for `lease_ms` from the moment this call was made.
-    /// Claims the leases of `claims`; `holding` is what the agent answers for right now.
+    /// Claims the leases of `claims`, VIPs assigned to `node_id` (and reports the agent
+    /// alive); `holding` is what the agent answers for right now. Sent to the leader; a grant
+    /// holds for `lease_ms` from the moment this call was made.
     pub async fn renew(
         &self,
         node_id: u64,
@@ -29,8 +29,8 @@ impl Client {
         .await
     }
 
-    /// A renewal with everything the agent reports (what it holds, its HAProxy's view).
-    /// A renewal as the agent sends it; it names this client's agent process (`agent_instance`).
+    /// A renewal as the agent sends it, with everything it reports (what it holds, its
+    /// HAProxy's view); it names this client's agent process (`agent_instance`).
     pub async fn renew_report(
         &self,
         mut req: v1::RenewRequest,
