@@ -106,12 +106,12 @@ impl<E: LogEngine> StateMachineStore<E> {
         Ok(newest_snapshot(&*self.shared.engine, legacy)?.0)
     }
 
-    /// Stores `snap` durably unless the stored snapshot is at least as new. openraft builds a
-    /// snapshot in a task of its own, so a build that read the state at index a can finish
-    /// after a snapshot up to b > a was installed (and the log purged up to b); overwriting b
-    /// with a would leave a state machine that cannot catch up from the log after a restart.
-    /// Stores `snap` (and gives it back), unless a newer one is stored already. Encoding
-    /// and writing run off the async workers: a snapshot can be tens of MB.
+    /// Stores `snap` durably (and gives it back) unless the stored snapshot is at least as
+    /// new. openraft builds a snapshot in a task of its own, so a build that read the state at
+    /// index a can finish after a snapshot up to b > a was installed (and the log purged up to
+    /// b); overwriting b with a would leave a state machine that cannot catch up from the log
+    /// after a restart. Encoding and writing run off the async workers: a snapshot can be
+    /// tens of MB.
     async fn persist_snapshot(&self, snap: StoredSnapshot) -> Result<StoredSnapshot, EngineError> {
         let last = snap.meta.last_log_id;
         let shared = self.shared.clone();
@@ -281,8 +281,12 @@ impl<E: LogEngine> RaftStateMachine<TypeConfig> for StateMachineStore<E> {
         Ok(())
     }
 
+    /// Read off the async workers, like every other whole-snapshot step.
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        let stored = self.stored_snapshot()?;
+        let this = self.clone();
+        let stored = tokio::task::spawn_blocking(move || this.stored_snapshot())
+            .await
+            .map_err(io::Error::other)??;
         Ok(stored.map(|s| Snapshot {
             meta: s.meta,
             snapshot: Cursor::new(s.data),
