@@ -435,7 +435,19 @@ async fn step(a: &Args, bin: &Path, agents: usize, vips: usize) -> Result<Row, S
         let v = view_rx.borrow();
         (v.owned_total == vips && stats.held_total() == vips).then_some(())
     })
-    .await?;
+    .await
+    .map_err(|e| {
+        // Where it stood: an overloaded cluster (leases lapsing, VIPs moving) tells itself
+        // apart from one that is merely slow.
+        format!(
+            "{e}: {} VIPs owned, {} held; renewals {} answered, {} failed; {} leases lapsed",
+            view_rx.borrow().owned_total,
+            stats.held_total(),
+            stats.renew_ok.load(Ordering::Relaxed),
+            stats.renew_err.load(Ordering::Relaxed),
+            stats.lapsed.load(Ordering::Relaxed),
+        )
+    })?;
     let placed = first_vip.elapsed();
     let setup = started.elapsed();
 
