@@ -119,6 +119,58 @@ pub fn shortest_lease(
     Duration::from_millis(ms)
 }
 
+/// Renewals a second the leader asks its agents to stay under, together: past this many
+/// agents at the cluster's renew interval, the leader tells every agent a longer one (see
+/// [`paced_renew_ms`]). 5,000 a second cost the leader about a quarter of a core on the
+/// reference machine (docs/benchmarks.md, "Scale").
+pub const RENEWALS_PER_SECOND: u64 = 5_000;
+
+/// The renew interval the leader sends its `agents` agents with every answer (ms): the
+/// cluster's `renew_ms`, or longer when that many agents renewing at it would send more than
+/// [`RENEWALS_PER_SECOND`] renewals a second, but never longer than the longest interval
+/// with which `settings` still keep the availability rules on a member whose election timeout
+/// is at most `election_timeout_max` ([`LeaseConfig::validate_with_election`]: a renewal that
+/// got no answer is retried before the fence closes, and an owner outlasts an election). Only
+/// availability depends on the interval: the deadlines count from the send and from the grant,
+/// whatever the interval. Settings that fail those rules (stored by an older build) keep
+/// their own interval.
+pub fn paced_renew_ms(
+    settings: &LeaseSettings,
+    agents: usize,
+    election_timeout_max: Duration,
+) -> u64 {
+    let base = settings.renew_ms;
+    let wanted = (agents as u64 * 1_000).div_ceil(RENEWALS_PER_SECOND);
+    if wanted <= base {
+        return base;
+    }
+    let valid = |renew_ms: u64| {
+        LeaseSettings {
+            renew_ms,
+            ..*settings
+        }
+        .config()
+        .validate_with_election(election_timeout_max)
+        .is_ok()
+    };
+    // The rules' bounds in closed form (RenewTooSlow: 27/8 of an interval and the fence's
+    // early close within the usable lease; ShorterThanElection: an interval, the drift and the
+    // early close leave an election and the time to find its leader), then checked by the
+    // rules themselves, a millisecond down at a time against rounding.
+    let usable = settings.lease_ms.saturating_sub(settings.drift_ms);
+    let early = FENCE_CLOSES_EARLY.as_millis() as u64;
+    let by_retry = usable.saturating_sub(early) * 8 / 27;
+    let by_election = usable
+        .saturating_sub(early)
+        .saturating_sub(leaderless_bound(election_timeout_max).as_millis() as u64)
+        .saturating_sub(FIND_LEADER_ALLOWANCE.as_millis() as u64);
+    let mut renew = wanted.min(by_retry).min(by_election);
+    while renew > base && !valid(renew) {
+        renew -= 1;
+    }
+    renew.max(base)
+}
+
 /// A lease configuration that cannot keep the promise.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LeaseConfigError {
@@ -418,6 +470,65 @@ mod tests {
         // Neither setting needs more than its own lease.
         assert_eq!(shortest_lease(ms(100), ms(10), Some(ms(100))), ms(450));
         assert!(shortest_lease(ms(100), ms(20), Some(ms(200))) <= ms(800));
+    }
+
+    #[test]
+    fn renewals_are_paced_by_the_number_of_agents_within_the_rules() {
+        let defaults = LeaseSettings::from_config(&LeaseConfig::default());
+        let e = ms(200);
+        // Up to 500 agents at 100 ms stay within 5,000 renewals a second.
+        assert_eq!(paced_renew_ms(&defaults, 0, e), 100);
+        assert_eq!(paced_renew_ms(&defaults, 500, e), 100);
+        assert_eq!(paced_renew_ms(&defaults, 501, e), 101);
+        assert_eq!(paced_renew_ms(&defaults, 1_000, e), 200);
+        // Past that, the longest interval the 800 ms lease allows: 219 ms (see the test
+        // above), whatever the number of agents.
+        assert_eq!(paced_renew_ms(&defaults, 1_100, e), 219);
+        assert_eq!(paced_renew_ms(&defaults, 1_000_000, e), 219);
+        // Every paced interval keeps the rules, on settings of every shape.
+        for (lease, renew, drift, margin, election) in [
+            (800, 100, 20, 50, 200),
+            (450, 100, 10, 40, 100),
+            (2_350, 200, 10, 40, 1_000),
+            (5_000, 500, 20, 50, 1_800),
+            (803, 220, 20, 50, 150),
+        ] {
+            let s = LeaseSettings {
+                lease_ms: lease,
+                renew_ms: renew,
+                drift_ms: drift,
+                margin_ms: margin,
+            };
+            for agents in [1, 10, 600, 1_000, 3_000, 100_000] {
+                let paced = paced_renew_ms(&s, agents, ms(election));
+                assert!(paced >= renew, "{s:?} {agents}");
+                if paced > renew {
+                    let c = LeaseSettings {
+                        renew_ms: paced,
+                        ..s
+                    }
+                    .config();
+                    c.validate_with_election(ms(election)).unwrap();
+                    // The longest: a millisecond more breaks a rule, or is more than wanted.
+                    let more = LeaseSettings {
+                        renew_ms: paced + 1,
+                        ..s
+                    };
+                    let wanted = (agents as u64 * 1_000).div_ceil(RENEWALS_PER_SECOND);
+                    assert!(
+                        paced == wanted
+                            || more.config().validate_with_election(ms(election)).is_err(),
+                        "{s:?} {agents} {paced}"
+                    );
+                }
+            }
+        }
+        // Settings an older build stored that fail the rules keep their own interval.
+        let old = LeaseSettings {
+            renew_ms: 250,
+            ..defaults
+        };
+        assert_eq!(paced_renew_ms(&old, 100_000, e), 250);
     }
 
     #[test]

@@ -182,7 +182,12 @@ impl Agent for AgentSvc {
                 grants,
                 lease_ms: terms.settings.lease_ms as u32,
                 drift_ms: terms.settings.drift_ms as u32,
-                renew_ms: terms.settings.renew_ms as u32,
+                // Spaced out when many agents renew (`lease::paced_renew_ms`).
+                renew_ms: crate::lease::paced_renew_ms(
+                    &terms.settings,
+                    data.agents.len(),
+                    self.node.controller_cfg.election_timeout_max,
+                ) as u32,
                 refused: refused.unwrap_or_default(),
             })
         })
