@@ -90,6 +90,15 @@ pub fn unanswered_retry_delay(renew: Duration, jitter: f64) -> Duration {
     renew / 4 + (renew / 8).mul_f64(jitter.clamp(0.0, 1.0))
 }
 
+/// How long an agent waits, in one reconcile, for the leader to take the release
+/// confirmations due before its renewal, all of them together: half a renew interval. The
+/// leader takes one without a Raft round, so a live leader answers in far less; a dead one
+/// would otherwise hold the renewal back. A confirmation not taken costs the next owner the
+/// wait for the lease instead.
+pub fn confirmations_limit(renew: Duration) -> Duration {
+    renew / 2
+}
+
 /// The latest moment, after an owner sent a renewal that was granted, at which it sends the
 /// retry of a next renewal that got no answer: that one is due an interval later, is given up
 /// after [`RENEW_ATTEMPT_INTERVALS`], and is retried after [`unanswered_retry_delay`].
@@ -125,15 +134,23 @@ pub fn shortest_lease(
 /// reference machine (docs/benchmarks.md, "Scale").
 pub const RENEWALS_PER_SECOND: u64 = 5_000;
 
+/// What a paced interval leaves beyond the availability rules: the rules only ask that the
+/// retry of an unanswered renewal be *sent* before the fence closes, and that an owner be
+/// given [`FIND_LEADER_ALLOWANCE`] after an election; a paced interval also leaves this long
+/// for that retry to be answered and reach the fence (after release confirmations that
+/// waited their [`confirmations_limit`]), and counts the retry's own delay
+/// ([`unanswered_retry_delay`]) against the election. Settings an operator chose may go to
+/// the rules' edge; the leader does not take agents there by itself (cold review).
+pub const PACING_RESERVE: Duration = FIND_LEADER_ALLOWANCE;
+
 /// The renew interval the leader sends its `agents` agents with every answer (ms): the
 /// cluster's `renew_ms`, or longer when that many agents renewing at it would send more than
-/// [`RENEWALS_PER_SECOND`] renewals a second, but never longer than the longest interval
-/// with which `settings` still keep the availability rules on a member whose election timeout
-/// is at most `election_timeout_max` ([`LeaseConfig::validate_with_election`]: a renewal that
-/// got no answer is retried before the fence closes, and an owner outlasts an election). Only
-/// availability depends on the interval: the deadlines count from the send and from the grant,
-/// whatever the interval. Settings that fail those rules (stored by an older build) keep
-/// their own interval.
+/// [`RENEWALS_PER_SECOND`] renewals a second, but never longer than an interval with which
+/// `settings` keep the availability rules ([`LeaseConfig::validate_with_election`], for a
+/// member whose election timeout is at most `election_timeout_max`) with
+/// [`PACING_RESERVE`] to spare. Only availability depends on the interval: the deadlines
+/// count from the send and from the grant, whatever the interval. With the defaults: 100 ms
+/// up to 500 agents, then longer, up to 165 ms from 821 agents.
 pub fn paced_renew_ms(
     settings: &LeaseSettings,
     agents: usize,
@@ -144,31 +161,46 @@ pub fn paced_renew_ms(
     if wanted <= base {
         return base;
     }
-    let valid = |renew_ms: u64| {
-        LeaseSettings {
-            renew_ms,
-            ..*settings
-        }
-        .config()
-        .validate_with_election(election_timeout_max)
-        .is_ok()
-    };
-    // The rules' bounds in closed form (RenewTooSlow: 27/8 of an interval and the fence's
-    // early close within the usable lease; ShorterThanElection: an interval, the drift and the
-    // early close leave an election and the time to find its leader), then checked by the
-    // rules themselves, a millisecond down at a time against rounding.
+    // The bounds of `pacing_allows` in closed form (31/8 of an interval, the fence's early
+    // close and the reserve within the usable lease; an interval, its retry's 3/8, the drift
+    // and the early close leaving an election and the time to find its leader), then checked
+    // by it, a millisecond down at a time against rounding.
     let usable = settings.lease_ms.saturating_sub(settings.drift_ms);
     let early = FENCE_CLOSES_EARLY.as_millis() as u64;
-    let by_retry = usable.saturating_sub(early) * 8 / 27;
+    let reserve = PACING_RESERVE.as_millis() as u64;
+    let by_retry = usable.saturating_sub(early + reserve) * 8 / 31;
     let by_election = usable
         .saturating_sub(early)
         .saturating_sub(leaderless_bound(election_timeout_max).as_millis() as u64)
-        .saturating_sub(FIND_LEADER_ALLOWANCE.as_millis() as u64);
+        .saturating_sub(FIND_LEADER_ALLOWANCE.as_millis() as u64)
+        * 8
+        / 11;
     let mut renew = wanted.min(by_retry).min(by_election);
-    while renew > base && !valid(renew) {
+    while renew > base && !pacing_allows(settings, renew, election_timeout_max) {
         renew -= 1;
     }
     renew.max(base)
+}
+
+/// Whether the leader may pace agents to `renew_ms` under `settings`: see [`paced_renew_ms`].
+fn pacing_allows(settings: &LeaseSettings, renew_ms: u64, election_timeout_max: Duration) -> bool {
+    let c = LeaseSettings {
+        renew_ms,
+        ..*settings
+    }
+    .config();
+    if c.validate_with_election(election_timeout_max).is_err() {
+        return false;
+    }
+    let r = c.renew_interval;
+    let usable = c.lease.saturating_sub(c.drift_allowance);
+    // The renewal may follow release confirmations, which wait at most their limit.
+    let answered =
+        latest_retry(r) + confirmations_limit(r) + FENCE_CLOSES_EARLY + PACING_RESERVE <= usable;
+    let spent = c.drift_allowance + r + FENCE_CLOSES_EARLY + unanswered_retry_delay(r, 1.0);
+    let outlasts = c.lease.saturating_sub(spent)
+        >= leaderless_bound(election_timeout_max) + FIND_LEADER_ALLOWANCE;
+    answered && outlasts
 }
 
 /// A lease configuration that cannot keep the promise.
@@ -480,18 +512,33 @@ mod tests {
         assert_eq!(paced_renew_ms(&defaults, 0, e), 100);
         assert_eq!(paced_renew_ms(&defaults, 500, e), 100);
         assert_eq!(paced_renew_ms(&defaults, 501, e), 101);
-        assert_eq!(paced_renew_ms(&defaults, 1_000, e), 200);
-        // Past that, the longest interval the 800 ms lease allows: 219 ms (see the test
-        // above), whatever the number of agents.
-        assert_eq!(paced_renew_ms(&defaults, 1_100, e), 219);
-        assert_eq!(paced_renew_ms(&defaults, 1_000_000, e), 219);
+        assert_eq!(paced_renew_ms(&defaults, 800, e), 160);
+        // Past that, the longest interval the 800 ms lease allows with the reserve: 165 ms,
+        // whatever the number of agents. With 166 ms, confirmations (83 ms), a renewal and
+        // its retry (27/8 x 166 = 560.25), the fence's early close (40) and the reserve (100)
+        // no longer fit in 800 - 20.
+        assert_eq!(paced_renew_ms(&defaults, 821, e), 165);
+        assert_eq!(paced_renew_ms(&defaults, 1_000, e), 165);
+        assert_eq!(paced_renew_ms(&defaults, 1_000_000, e), 165);
+        assert!(pacing_allows(&defaults, 165, e));
+        assert!(!pacing_allows(&defaults, 166, e));
+        // With a slower election (up to 240 ms) the election's side binds, at 116 ms: with
+        // 117 ms, an election (480 ms), the time to find its leader (100) and the retry's
+        // delay (43.9) do not fit in 800 - 20 - 117 - 40.
+        assert_eq!(paced_renew_ms(&defaults, 10_000, ms(240)), 116);
+        assert!(!pacing_allows(&defaults, 117, ms(240)));
+        // The fast setting leaves no room to pace: its agents keep its 100 ms.
+        let fast = LeaseSettings::from_config(&LeaseConfig::fast());
+        assert_eq!(paced_renew_ms(&fast, 10_000, ms(100)), 100);
         // Every paced interval keeps the rules, on settings of every shape.
         for (lease, renew, drift, margin, election) in [
             (800, 100, 20, 50, 200),
             (450, 100, 10, 40, 100),
             (2_350, 200, 10, 40, 1_000),
             (5_000, 500, 20, 50, 1_800),
+            (5_000, 100, 20, 50, 200),
             (803, 220, 20, 50, 150),
+            (120, 20, 100, 50, 10),
         ] {
             let s = LeaseSettings {
                 lease_ms: lease,
@@ -499,26 +546,28 @@ mod tests {
                 drift_ms: drift,
                 margin_ms: margin,
             };
+            let wanted = |agents: usize| (agents as u64 * 1_000).div_ceil(RENEWALS_PER_SECOND);
             for agents in [1, 10, 600, 1_000, 3_000, 100_000] {
                 let paced = paced_renew_ms(&s, agents, ms(election));
                 assert!(paced >= renew, "{s:?} {agents}");
                 if paced > renew {
+                    assert!(pacing_allows(&s, paced, ms(election)), "{s:?} {agents}");
                     let c = LeaseSettings {
                         renew_ms: paced,
                         ..s
                     }
                     .config();
                     c.validate_with_election(ms(election)).unwrap();
-                    // The longest: a millisecond more breaks a rule, or is more than wanted.
-                    let more = LeaseSettings {
-                        renew_ms: paced + 1,
-                        ..s
-                    };
-                    let wanted = (agents as u64 * 1_000).div_ceil(RENEWALS_PER_SECOND);
+                    // The longest: a millisecond more is more than wanted, or not allowed.
                     assert!(
-                        paced == wanted
-                            || more.config().validate_with_election(ms(election)).is_err(),
+                        paced == wanted(agents) || !pacing_allows(&s, paced + 1, ms(election)),
                         "{s:?} {agents} {paced}"
+                    );
+                } else {
+                    // Not paced: nothing was wanted, or nothing longer is allowed.
+                    assert!(
+                        wanted(agents) <= renew || !pacing_allows(&s, renew + 1, ms(election)),
+                        "{s:?} {agents}"
                     );
                 }
             }

@@ -326,11 +326,14 @@ pub async fn run(
     let mut all_dropped = true;
     for name in names {
         all_dropped &= agent
-            .drop_vip(&plan::Drop {
-                vip: name,
-                why: plan::Why::Expired,
-                confirm: None,
-            })
+            .drop_vip(
+                &plan::Drop {
+                    vip: name,
+                    why: plan::Why::Expired,
+                    confirm: None,
+                },
+                Instant::now(), // nothing to confirm
+            )
             .await;
     }
     // Only a process that holds nothing lets the binding go: one that could not drop a VIP

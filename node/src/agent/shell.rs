@@ -127,14 +127,20 @@ impl<'a> Agent<'a> {
         }
     }
 
-    /// Tells the leader a release it waits for is done (true if one was awaited and sent).
-    async fn confirm(&self, d: &plan::Drop) -> bool {
+    /// Tells the leader a release it waits for is done (true if one was awaited and sent),
+    /// giving up at `until`.
+    async fn confirm(&self, d: &plan::Drop, until: Instant) -> bool {
         let Some(epoch) = d.confirm else {
             return false;
         };
-        self.confirm_release(&d.vip, epoch, Instant::now() + self.renew_every)
-            .await;
+        self.confirm_release(&d.vip, epoch, until).await;
         true
+    }
+
+    /// When the release confirmations of one reconcile, all together, stop waiting for the
+    /// leader (`lease::confirmations_limit`): the renewal after them must not be held back.
+    fn confirmations_until(&self) -> Instant {
+        Instant::now() + crate::lease::confirmations_limit(self.renew_every)
     }
 
     /// Tells the leader this node let (vip, epoch) go, giving up at `until`: on the
@@ -166,7 +172,7 @@ impl<'a> Agent<'a> {
     /// Stops answering for a held VIP. Confirms the release (when one is awaited) once the
     /// VIP no longer answers: revoked in a fence that governs its address, or its address
     /// removed. Returns false, keeping it held, when neither worked.
-    pub(super) async fn drop_vip(&mut self, d: &plan::Drop) -> bool {
+    pub(super) async fn drop_vip(&mut self, d: &plan::Drop, confirm_until: Instant) -> bool {
         let Some(h) = self.held.get(&d.vip) else {
             return true;
         };
@@ -181,7 +187,7 @@ impl<'a> Agent<'a> {
         };
         // The next owner waits for the confirmation: given as soon as the fence is shut.
         if revoked {
-            self.confirm(d).await;
+            self.confirm(d, confirm_until).await;
         }
         let removed = match self.addrs.remove(&iface, addr).await {
             Ok(()) => true,
@@ -192,7 +198,7 @@ impl<'a> Agent<'a> {
         };
         let done = plan::let_go(revoked, removed);
         if done.confirm_after_removal {
-            self.confirm(d).await;
+            self.confirm(d, confirm_until).await;
         }
         if done.still_held {
             return false;
@@ -232,6 +238,10 @@ impl<'a> Agent<'a> {
         }
 
         // Drop what the cluster no longer gives us, or asked us to release; expire what ran out.
+        // The confirmations of this reconcile share one limit, however many there are:
+        // without a leader, k of them would otherwise hold the renewal back k times (cold
+        // review).
+        let confirm_until = self.confirmations_until();
         let mut letting_go = Vec::new();
         for d in plan::drops(
             state,
@@ -240,16 +250,14 @@ impl<'a> Agent<'a> {
             me,
             Instant::now().into_std(),
         ) {
-            if !self.drop_vip(&d).await {
+            if !self.drop_vip(&d, confirm_until).await {
                 letting_go.push(d.vip.clone());
             }
         }
-        // Confirm releases of VIPs not held here (never acquired, or let go earlier).
-        // One renew interval for all of them together, not each: without a leader, k of
-        // them would otherwise hold the renewal back k intervals (cold review).
-        let until = Instant::now() + self.renew_every;
+        // Confirm releases of VIPs not held here (never acquired, or let go earlier), within
+        // the same limit.
         for (vip, epoch) in plan::confirms_not_held(state, &held_now(&self.held), &letting_go, me) {
-            self.confirm_release(&vip, epoch, until).await;
+            self.confirm_release(&vip, epoch, confirm_until).await;
         }
 
         // Claim what is ours and renew.
@@ -303,8 +311,9 @@ impl<'a> Agent<'a> {
         }
         let deadline = plan::deadline(sent.into_std(), &resp, &self.cfg.lease);
         let (drops, acquires) = plan::after_renewal(state, &held_now(&self.held), &resp);
+        let confirm_until = self.confirmations_until();
         for d in &drops {
-            self.drop_vip(d).await;
+            self.drop_vip(d, confirm_until).await;
         }
         self.acquire(acquires, deadline).await;
         Some(true)

@@ -25,7 +25,7 @@ pub(crate) enum LeaseCmd {
         lease_ms: Option<u64>,
         /// How often an owner renews, ms. With more than 5,000 renewals a second at this
         /// interval (over 500 agents at 100 ms), the leader tells agents a longer one, up
-        /// to the longest these settings allow.
+        /// to what these settings allow with room to spare (165 ms with the defaults).
         #[arg(long)]
         renew_ms: Option<u64>,
         /// Clock-drift allowance the agent subtracts from its deadline, ms.
