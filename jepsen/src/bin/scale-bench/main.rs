@@ -536,7 +536,23 @@ async fn step(a: &Args, bin: &Path, agents: usize, vips: usize) -> Result<Row, S
 
     // Fault 2: the leader member is killed.
     if a.scenarios.iter().any(|s| s == "leader") {
-        row.takeover = Some(takeover(&admin, &mut cluster, &stats, &view_rx).await?);
+        let t = takeover(&admin, &mut cluster, &stats, &view_rx).await?;
+        if !t.complete {
+            // Seen once in about thirty runs (2026-12-01), with nothing kept to read: a step
+            // whose takeover did not complete keeps its members' logs and data, and says what
+            // each member that still runs thinks it is.
+            cluster.keep = true;
+            for m in cluster.members.iter().filter(|m| m.child.is_some()) {
+                match admin.member_status(&m.grpc).await {
+                    Ok(s) => eprintln!(
+                        "  member {} after the takeover timed out: {} in term {}, leader {}",
+                        m.id, s.raft_state, s.term, s.leader_id
+                    ),
+                    Err(e) => eprintln!("  member {}: no status: {e}", m.id),
+                }
+            }
+        }
+        row.takeover = Some(t);
     }
 
     stop.store(true, Ordering::Relaxed);
