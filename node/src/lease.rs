@@ -550,6 +550,7 @@ mod tests {
             for agents in [1, 10, 600, 1_000, 3_000, 100_000] {
                 let paced = paced_renew_ms(&s, agents, ms(election));
                 assert!(paced >= renew, "{s:?} {agents}");
+                assert!(paced <= wanted(agents).max(renew), "{s:?} {agents}");
                 if paced > renew {
                     assert!(pacing_allows(&s, paced, ms(election)), "{s:?} {agents}");
                     let c = LeaseSettings {

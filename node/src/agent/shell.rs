@@ -46,6 +46,9 @@ pub(super) struct Agent<'a> {
     last_register: Option<Instant>,
     /// The claims of the last answered renewal (`plan::renew_early`).
     claimed_last: std::collections::BTreeSet<(String, u64)>,
+    /// The last renewal got no answer: the next reconcile is its retry, which sends no
+    /// release confirmation first (`confirmations_until`).
+    unanswered: bool,
     /// Grants this agent would not act on because its fence does not govern the VIP (said
     /// once per VIP and epoch, not at every renewal).
     ungoverned: std::collections::BTreeSet<(String, u64)>,
@@ -82,6 +85,7 @@ impl<'a> Agent<'a> {
             renew_every: cfg.lease.renew_interval,
             last_register: None,
             claimed_last: Default::default(),
+            unanswered: false,
             ungoverned: Default::default(),
         }
     }
@@ -139,14 +143,26 @@ impl<'a> Agent<'a> {
 
     /// When the release confirmations of one reconcile, all together, stop waiting for the
     /// leader (`lease::confirmations_limit`): the renewal after them must not be held back.
+    /// Now, so none is sent, when the reconcile retries a renewal that got no answer: the
+    /// leader that did not answer it would not take them either, and the retry must go out
+    /// when the lease rules count on it (`lease::pacing_allows` counts one wait, not two; cold
+    /// review). A release still awaited is confirmed by a later reconcile.
     fn confirmations_until(&self) -> Instant {
-        Instant::now() + crate::lease::confirmations_limit(self.renew_every)
+        let now = Instant::now();
+        if self.unanswered {
+            return now;
+        }
+        now + crate::lease::confirmations_limit(self.renew_every)
     }
 
     /// Tells the leader this node let (vip, epoch) go, giving up at `until`: on the
     /// renewal's path nothing waits long, and a confirmation that cannot reach a leader now
     /// is sent again by a later reconcile.
     async fn confirm_release(&self, vip: &str, epoch: u64, until: Instant) {
+        if until <= Instant::now() {
+            tracing::debug!(%vip, "no time left to confirm the release in this reconcile");
+            return;
+        }
         let confirm = self.client.confirm_release(self.cfg.node_id, vip, epoch);
         match tokio::time::timeout_at(until, confirm).await {
             Ok(Err(e)) => tracing::debug!(error = %e, %vip, "confirming release"),
@@ -294,13 +310,16 @@ impl<'a> Agent<'a> {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "renewal failed");
+                self.unanswered = true;
                 return Some(false);
             }
             Err(_) => {
                 tracing::debug!("renewal timed out");
+                self.unanswered = true;
                 return Some(false);
             }
         };
+        self.unanswered = false;
         self.claimed_last = claimed;
         if resp.renew_ms > 0 {
             self.renew_every = Duration::from_millis(resp.renew_ms as u64);

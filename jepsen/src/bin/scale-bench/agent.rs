@@ -188,6 +188,8 @@ pub(crate) struct SimAgent {
     pub(crate) on_change: bool,
     /// The claims of the last answered renewal (`plan::renew_early`).
     pub(crate) claimed_last: std::collections::BTreeSet<(String, u64)>,
+    /// The last renewal got no answer (the real agent then sends no confirmation first).
+    pub(crate) unanswered: bool,
 }
 
 impl SimAgent {
@@ -288,8 +290,20 @@ impl SimAgent {
                 }
             }
         }
+        // As the real agent: all of them within half an interval, none on a retry
+        // (`lease::confirmations_limit`, `shell::confirmations_until`).
+        let until = Instant::now()
+            + if self.unanswered {
+                Duration::ZERO
+            } else {
+                lease::confirmations_limit(self.renew_every)
+            };
         for (vip, epoch) in confirm {
-            if self.client.confirm_release(me, &vip, epoch).await.is_ok() {
+            if Instant::now() >= until {
+                break;
+            }
+            let call = self.client.confirm_release(me, &vip, epoch);
+            if matches!(tokio::time::timeout_at(until.into(), call).await, Ok(Ok(_))) {
                 self.stats.confirms.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -339,12 +353,14 @@ impl SimAgent {
         {
             Ok(Ok(r)) => r,
             _ => {
+                self.unanswered = true;
                 self.stats.renew_err.fetch_add(1, Ordering::Relaxed);
                 self.stats.held[self.idx].store(self.held.len(), Ordering::Relaxed);
                 return Some(false);
             }
         };
         let received = Instant::now();
+        self.unanswered = false;
         self.claimed_last = claimed;
         self.stats.renew_ok.fetch_add(1, Ordering::Relaxed);
         if self.stats.recording.load(Ordering::Relaxed) {

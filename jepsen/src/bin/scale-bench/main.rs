@@ -337,6 +337,7 @@ async fn step(a: &Args, bin: &Path, agents: usize, vips: usize) -> Result<Row, S
             reported: HashMap::new(),
             on_change: a.on_change == "renew",
             claimed_last: Default::default(),
+            unanswered: false,
         };
         let kill = Arc::new(AtomicBool::new(false));
         kills.push(kill.clone());
