@@ -4,8 +4,9 @@
 //!   (KV, nodes, services, VIPs, leases, releases, restore);
 //! - `store`: openraft's log and state-machine storage over our engines (sled, memory);
 //! - `format`: the versioned encodings of snapshots and log entries;
-//! - `network`, `replicate`: openraft's network over tonic, and the replication stream's
-//!   byte budget;
+//! - `network`, `replicate`, `pipeline`, `lane`: openraft's network over tonic, the
+//!   replication stream's byte budget, pipelined appends, and the stream kept per follower
+//!   for heartbeats;
 //! - `proposer`: batches concurrent commands into log entries and bounds a write's wait;
 //! - `backup`: backups, restores through the log, `--force-new-cluster`;
 //! - `identity`: the (node id, cluster id) a data directory belongs to.
@@ -16,6 +17,7 @@
 pub mod backup;
 pub mod format;
 pub(crate) mod identity;
+mod lane;
 pub mod network;
 pub(crate) mod pipeline;
 pub(crate) mod proposer;

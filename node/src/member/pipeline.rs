@@ -254,11 +254,7 @@ where
     let now = Instant::now();
     let took = now - sent.at.max(r.last_answer);
     r.last_answer = now;
-    let answer: WireAnswer = match bincode::deserialize(&m.payload) {
-        Ok(a) => a,
-        Err(e) => return Some((Err(network(&format!("bad append answer: {e}"))), None)),
-    };
-    match answer {
+    match decode_answer(&m.payload) {
         Ok(res) => {
             r.link
                 .budget
@@ -268,10 +264,20 @@ where
             let more = res.is_ok();
             Some((Ok(res), more.then_some(r)))
         }
-        Err(fatal) => {
+        Err(e) => Some((Err(e), None)),
+    }
+}
+
+/// A member's answer to one request of a stream, as openraft takes it: a member that stopped
+/// is unreachable, an answer that cannot be read a network error.
+pub(super) fn decode_answer(payload: &[u8]) -> Answer {
+    match bincode::deserialize::<WireAnswer>(payload) {
+        Ok(Ok(res)) => Ok(res),
+        Ok(Err(fatal)) => {
             let e = std::io::Error::other(format!("the member stopped: {fatal}"));
-            Some((Err(RPCError::Unreachable(Unreachable::new(&e))), None))
+            Err(RPCError::Unreachable(Unreachable::new(&e)))
         }
+        Err(e) => Err(network(&format!("bad append answer: {e}"))),
     }
 }
 
@@ -282,7 +288,7 @@ async fn sleep_until(due: Option<Instant>) {
     }
 }
 
-fn network(msg: &str) -> RPCError<TypeConfig> {
+pub(super) fn network(msg: &str) -> RPCError<TypeConfig> {
     RPCError::Network(NetworkError::new(&std::io::Error::other(msg.to_string())))
 }
 
