@@ -48,9 +48,10 @@ impl Default for LeaseConfig {
 impl LeaseConfig {
     /// The fast setting of issue 14, for a LAN: lease 450 ms, renew 100, drift 10, margin 40,
     /// with heartbeat 25 ms and election 50-100 ms. A dead server's VIP answers elsewhere in
-    /// about 0.48 s (p99 0.56 s in the failover bench). Not the default: with it, a partition's
-    /// heal was followed in about one trial in ten by seconds without an owner on this
-    /// machine (docs/benchmarks.md), not yet explained. Freeze tolerance 50 ms.
+    /// about 0.49 s (p99 0.53 s in the failover bench). Not the default: it leaves no room to
+    /// pace renewals ([`paced_renew_ms`] keeps 100 ms), and at 1,000 agents x 10,000 VIPs the
+    /// members on this machine then timed their 25 ms heartbeats out and held about 100
+    /// elections in ten minutes (docs/benchmarks.md). Freeze tolerance 50 ms.
     pub fn fast() -> Self {
         LeaseConfig {
             lease: Duration::from_millis(450),

@@ -155,7 +155,8 @@ pub struct Args {
 
     /// Leader heartbeat interval in milliseconds [default: 50]. For failover in about half a
     /// second on a LAN (README): --heartbeat-ms 25 --election-timeout-min-ms 50
-    /// --election-timeout-max-ms 100 --vip-lease-ms 450 --vip-drift-ms 10 --vip-margin-ms 40.
+    /// --election-timeout-max-ms 100 --vip-lease-ms 450 --vip-drift-ms 10 --vip-margin-ms 40;
+    /// not for clusters of many hundreds of agents (README, "Failover timing").
     #[arg(long, env = "BALLAST_HEARTBEAT_MS")]
     pub(crate) heartbeat_ms: Option<u64>,
 
