@@ -163,12 +163,13 @@ fn the_kernel_stops_answering_for_a_vip_when_its_allowance_expires() {
 }
 
 /// A renewal's VIPs are allowed in one transaction: all of them answer, and a deadline too
-/// near for it refuses and revokes all of them.
+/// near for it refuses and revokes all of them. A reconcile's drops are revoked in one
+/// transaction too: exactly the addresses given stop answering.
 #[test]
 fn one_transaction_allows_or_revokes_every_vip_of_a_renewal() {
     let lab = Lab::new(1).unwrap_or_else(|e| panic!("LAB SETUP FAILED: {e}"));
     let (n1, client) = (lab.node(1), lab.client());
-    let vips: Vec<Ipv4Addr> = ["10.213.0.100", "10.213.0.101"]
+    let vips: Vec<Ipv4Addr> = ["10.213.0.100", "10.213.0.101", "10.213.0.102"]
         .iter()
         .map(|a| a.parse().unwrap())
         .collect();
@@ -201,7 +202,20 @@ fn one_transaction_allows_or_revokes_every_vip_of_a_renewal() {
         .unwrap());
     assert!(
         vips.iter().all(|v| answers_arp(*v)),
-        "both allowed by one call"
+        "all allowed by one call"
+    );
+    fence.revoke_all(&vips[..2]).unwrap();
+    assert!(
+        !answers_arp(vips[0]) && !answers_arp(vips[1]),
+        "both revoked by one call"
+    );
+    assert!(answers_arp(vips[2]), "an address not given stays allowed");
+    assert!(fence
+        .allow_all_until(&vips, Instant::now() + Duration::from_secs(30))
+        .unwrap());
+    assert!(
+        vips.iter().all(|v| answers_arp(*v)),
+        "allowed again after a revoke"
     );
     assert!(!fence
         .allow_all_until(&vips, Instant::now() + Duration::from_millis(5))

@@ -78,8 +78,14 @@ pub trait VipFence: Send + Sync {
     fn allow_until(&self, addr: Ipv4Addr, deadline: Instant) -> Result<bool, FenceError> {
         self.allow_all_until(&[addr], deadline)
     }
-    /// Stops answering for `addr` now.
-    fn revoke(&self, addr: Ipv4Addr) -> Result<(), FenceError>;
+    /// Stops answering for every one of `addrs` now, in one transaction: all of them or none.
+    /// A reconcile that lets many VIPs go at once (a rebalance, a failing service) pays one
+    /// nft run, not one per VIP, before the renewal that keeps the rest.
+    fn revoke_all(&self, addrs: &[Ipv4Addr]) -> Result<(), FenceError>;
+    /// [`VipFence::revoke_all`] for one address.
+    fn revoke(&self, addr: Ipv4Addr) -> Result<(), FenceError> {
+        self.revoke_all(&[addr])
+    }
     /// Removes the fence entirely (clean stop; the addresses must be gone first).
     fn remove(&self) -> Result<(), FenceError>;
     /// The addresses an installed fence governs now (none if there is no fence): what an
@@ -255,18 +261,6 @@ impl NftFence {
             }
         }
         s
-    }
-
-    /// Stops answering for every one of `addrs` now, in one transaction.
-    fn revoke_all(&self, addrs: &[Ipv4Addr]) -> Result<(), FenceError> {
-        self.run(&Self::revoke_script(addrs))?;
-        if let Some(j) = &self.journal {
-            let at = mono_ns();
-            for addr in addrs {
-                j.revoked(*addr, at);
-            }
-        }
-        Ok(())
     }
 }
 
@@ -462,8 +456,18 @@ impl VipFence for NftFence {
         Ok(false)
     }
 
-    fn revoke(&self, addr: Ipv4Addr) -> Result<(), FenceError> {
-        self.revoke_all(&[addr])
+    fn revoke_all(&self, addrs: &[Ipv4Addr]) -> Result<(), FenceError> {
+        if addrs.is_empty() {
+            return Ok(());
+        }
+        self.run(&Self::revoke_script(addrs))?;
+        if let Some(j) = &self.journal {
+            let at = mono_ns();
+            for addr in addrs {
+                j.revoked(*addr, at);
+            }
+        }
+        Ok(())
     }
 
     fn governed(&self) -> Result<Vec<Ipv4Addr>, FenceError> {

@@ -139,12 +139,12 @@ pub fn drops(
 }
 
 /// Releases to confirm for VIPs this agent does not hold (never acquired here, or let go
-/// earlier), so that planned moves proceed. `letting_go`: VIPs whose drop has not succeeded
-/// yet; they are confirmed only once it does.
+/// earlier), so that planned moves proceed. `skip`: VIPs whose drop has not succeeded yet
+/// (they are confirmed only once it does) and those whose drop just confirmed them.
 pub fn confirms_not_held(
     state: &v1::GetStateResponse,
     held: &BTreeMap<String, Held>,
-    letting_go: &[String],
+    skip: &[String],
     me: NodeId,
 ) -> Vec<(String, u64)> {
     let moving = state
@@ -159,7 +159,7 @@ pub fn confirms_not_held(
         .map(|r| (r.vip.clone(), r.epoch));
     let mut out: Vec<(String, u64)> = moving
         .chain(retired)
-        .filter(|(name, _)| !held.contains_key(name) && !letting_go.contains(name))
+        .filter(|(name, _)| !held.contains_key(name) && !skip.contains(name))
         .collect();
     out.sort();
     out.dedup();

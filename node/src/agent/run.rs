@@ -322,20 +322,17 @@ pub async fn run(
     }
     // Clean stop: stop answering, remove the addresses, then let the node's leases go so that
     // the next agent process takes them at once.
-    let names = agent.held_names();
-    let mut all_dropped = true;
-    for name in names {
-        all_dropped &= agent
-            .drop_vip(
-                &plan::Drop {
-                    vip: name,
-                    why: plan::Why::Expired,
-                    confirm: None,
-                },
-                Instant::now(), // nothing to confirm
-            )
-            .await;
-    }
+    let drops: Vec<plan::Drop> = agent
+        .held_names()
+        .into_iter()
+        .map(|vip| plan::Drop {
+            vip,
+            why: plan::Why::Expired,
+            confirm: None,
+        })
+        .collect();
+    // Nothing to confirm (no drop awaits a confirmation): the limit is now.
+    let all_dropped = agent.drop_vips(&drops, Instant::now()).await.is_empty();
     // Only a process that holds nothing lets the binding go: one that could not drop a VIP
     // may still answer for it until its deadline, and the next process must wait that out.
     if !all_dropped {

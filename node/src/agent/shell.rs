@@ -6,7 +6,8 @@
 //!
 //! Order matters and is kept here: a VIP answers only once its address is in place and the
 //! fence allows it, announcements start after that; a release stops announcements first,
-//! shuts the fence, confirms, then removes the address.
+//! shuts the fence, confirms, then removes the address. Both go by the batch: a renewal's
+//! grants are allowed in one nft transaction, a reconcile's drops revoked in one.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -22,6 +23,10 @@ use super::garp::{self, LeaseClock};
 use super::journal::mono_ns;
 use super::plan::{self, Held};
 use super::settings::AgentConfig;
+
+/// Release confirmations one reconcile sends at once (each is one call to the leader, which
+/// takes it without a Raft round).
+const CONFIRMS_IN_FLIGHT: usize = 32;
 
 /// A VIP this agent answers for, with the clock its announcements read.
 pub(super) struct HeldVip {
@@ -185,46 +190,112 @@ impl<'a> Agent<'a> {
         }
     }
 
-    /// Stops answering for a held VIP. Confirms the release (when one is awaited) once the
-    /// VIP no longer answers: revoked in a fence that governs its address, or its address
-    /// removed. Returns false, keeping it held, when neither worked.
-    pub(super) async fn drop_vip(&mut self, d: &plan::Drop, confirm_until: Instant) -> bool {
-        let Some(h) = self.held.get(&d.vip) else {
-            return true;
-        };
-        h.clock.end();
-        let (addr, iface, epoch) = (h.held.addr, h.held.iface.clone(), h.held.epoch);
-        let revoked = match fenced(&self.fence, move |f| f.revoke(addr)).await {
-            Ok(()) => self.managed.0.contains(&addr),
-            Err(e) => {
-                tracing::error!(error = %e, vip = %d.vip, "revoking the fence");
-                false
+    /// Stops answering for the held VIPs among `drops`: announcements end, then one fence
+    /// transaction shuts them all (one nft run however many: a rebalance or a failing service
+    /// that lets hundreds go must not hold back the renewal of the rest), then each release
+    /// awaited is confirmed and the addresses are removed. A release is confirmed only once
+    /// its VIP no longer answers: revoked in a fence that governs its address, or its address
+    /// removed. Returns the names of VIPs neither worked for: they stay held.
+    pub(super) async fn drop_vips(
+        &mut self,
+        drops: &[plan::Drop],
+        confirm_until: Instant,
+    ) -> Vec<String> {
+        let going: Vec<(&plan::Drop, Ipv4Addr, String, u64)> = drops
+            .iter()
+            .filter_map(|d| {
+                let h = self.held.get(&d.vip)?;
+                h.clock.end();
+                Some((d, h.held.addr, h.held.iface.clone(), h.held.epoch))
+            })
+            .collect();
+        if going.is_empty() {
+            return Vec::new();
+        }
+        let addrs: Vec<Ipv4Addr> = going.iter().map(|g| g.1).collect();
+        let shut = self.revoke(addrs).await;
+        let revoked: Vec<bool> = going
+            .iter()
+            .map(|(_, addr, ..)| shut.contains(addr) && self.managed.0.contains(addr))
+            .collect();
+        // The next owners wait for the confirmations: given as soon as the fence is shut.
+        let after_revoke = going.iter().zip(&revoked).filter(|(_, r)| **r);
+        self.confirm_all(after_revoke.map(|(g, _)| g.0), confirm_until)
+            .await;
+        let mut removed = Vec::with_capacity(going.len());
+        for (d, addr, iface, _) in &going {
+            removed.push(match self.addrs.remove(iface, *addr).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!(error = %e, vip = %d.vip, "removing the address");
+                    false
+                }
+            });
+        }
+        let done: Vec<plan::LetGo> = revoked
+            .iter()
+            .zip(&removed)
+            .map(|(r, m)| plan::let_go(*r, *m))
+            .collect();
+        let after_removal = going
+            .iter()
+            .zip(&done)
+            .filter(|(_, l)| l.confirm_after_removal);
+        self.confirm_all(after_removal.map(|(g, _)| g.0), confirm_until)
+            .await;
+        let mut kept = Vec::new();
+        for ((d, addr, iface, epoch), l) in going.into_iter().zip(done) {
+            if l.still_held {
+                kept.push(d.vip.clone());
+                continue;
             }
-        };
-        // The next owner waits for the confirmation: given as soon as the fence is shut.
-        if revoked {
-            self.confirm(d, confirm_until).await;
-        }
-        let removed = match self.addrs.remove(&iface, addr).await {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::error!(error = %e, vip = %d.vip, "removing the address");
-                false
+            if l.leftover {
+                self.leftover.insert(addr, iface);
             }
-        };
-        let done = plan::let_go(revoked, removed);
-        if done.confirm_after_removal {
-            self.confirm(d, confirm_until).await;
+            self.held.remove(&d.vip);
+            tracing::info!(vip = %d.vip, epoch, why = d.why.label(), "VIP released");
         }
-        if done.still_held {
-            return false;
+        kept
+    }
+
+    /// Shuts the fence for `addrs`, in one transaction; if that fails, one address at a time,
+    /// so that one the fence refuses does not keep the others open. Returns those shut. When
+    /// the batch failed for a reason that fails every run (the table flushed by someone
+    /// else), the fallback costs one nft run per address again and may hold the renewal back
+    /// past the lease of the VIPs kept: their fence then closes by itself (availability, not
+    /// safety), and those not shut stay held until their removal works.
+    async fn revoke(&self, addrs: Vec<Ipv4Addr>) -> std::collections::BTreeSet<Ipv4Addr> {
+        let all = addrs.clone();
+        match fenced(&self.fence, move |f| f.revoke_all(&all)).await {
+            Ok(()) => return addrs.into_iter().collect(),
+            Err(e) if addrs.len() == 1 => {
+                tracing::error!(error = %e, addr = %addrs[0], "revoking the fence");
+                return Default::default();
+            }
+            Err(e) => {
+                tracing::error!(error = %e, addrs = addrs.len(), "revoking the fence together; one at a time")
+            }
         }
-        if done.leftover {
-            self.leftover.insert(addr, iface);
+        let mut shut = std::collections::BTreeSet::new();
+        for addr in addrs {
+            match fenced(&self.fence, move |f| f.revoke(addr)).await {
+                Ok(()) => {
+                    shut.insert(addr);
+                }
+                Err(e) => tracing::error!(error = %e, %addr, "revoking the fence"),
+            }
         }
-        self.held.remove(&d.vip);
-        tracing::info!(vip = %d.vip, epoch, why = d.why.label(), "VIP released");
-        true
+        shut
+    }
+
+    /// Confirms the releases awaited among `drops`, a few at a time, all within `until`.
+    async fn confirm_all<'d>(&self, drops: impl Iterator<Item = &'d plan::Drop>, until: Instant) {
+        use futures::StreamExt;
+        futures::stream::iter(drops)
+            .for_each_concurrent(CONFIRMS_IN_FLIGHT, |d| async move {
+                self.confirm(d, until).await;
+            })
+            .await;
     }
 
     /// Returns whether the renewal was answered (false: the loop tries again soon, not a
@@ -258,21 +329,26 @@ impl<'a> Agent<'a> {
         // without a leader, k of them would otherwise hold the renewal back k times (cold
         // review).
         let confirm_until = self.confirmations_until();
-        let mut letting_go = Vec::new();
-        for d in plan::drops(
+        let drops = plan::drops(
             state,
             &held,
             &mut self.max_epoch,
             me,
             Instant::now().into_std(),
-        ) {
-            if !self.drop_vip(&d, confirm_until).await {
-                letting_go.push(d.vip.clone());
-            }
-        }
+        );
+        let mut skip = self.drop_vips(&drops, confirm_until).await;
+        // Those just let go with a release awaited were confirmed by `drop_vips`: not twice
+        // (cold review: 250 VIPs of a planned move were each confirmed again, one at a time,
+        // before the renewal).
+        skip.extend(
+            drops
+                .iter()
+                .filter(|d| d.confirm.is_some())
+                .map(|d| d.vip.clone()),
+        );
         // Confirm releases of VIPs not held here (never acquired, or let go earlier), within
         // the same limit.
-        for (vip, epoch) in plan::confirms_not_held(state, &held_now(&self.held), &letting_go, me) {
+        for (vip, epoch) in plan::confirms_not_held(state, &held_now(&self.held), &skip, me) {
             self.confirm_release(&vip, epoch, confirm_until).await;
         }
 
@@ -331,9 +407,7 @@ impl<'a> Agent<'a> {
         let deadline = plan::deadline(sent.into_std(), &resp, &self.cfg.lease);
         let (drops, acquires) = plan::after_renewal(state, &held_now(&self.held), &resp);
         let confirm_until = self.confirmations_until();
-        for d in &drops {
-            self.drop_vip(d, confirm_until).await;
-        }
+        self.drop_vips(&drops, confirm_until).await;
         self.acquire(acquires, deadline).await;
         Some(true)
     }
