@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage, CacheInfo};
+use rtnetlink::packet_route::AddressFamily;
 
 #[derive(Debug, thiserror::Error)]
 #[error("netlink: {0}")]
@@ -78,17 +79,25 @@ impl Addresses {
             .map_err(|e| AddrError(e.to_string()))
     }
 
-    /// Removes the address if present.
+    /// Removes the address if present. One request naming the address (`IFA_LOCAL` only: the
+    /// kernel then matches it whatever its prefix), not a dump of every address to find it
+    /// first: rtnetlink filters a dump in user space, so letting N VIPs go cost N dumps of N
+    /// addresses.
     pub async fn remove(&self, iface: &str, addr: Ipv4Addr) -> Result<(), AddrError> {
-        for msg in self.find(iface, addr).await? {
-            match self.handle.address().del(msg).execute().await {
-                Ok(()) => {}
-                // Gone already (its lifetime ran out, or someone else removed it).
-                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EADDRNOTAVAIL => {}
-                Err(e) => return Err(AddrError(format!("removing {addr} from {iface}: {e}"))),
+        let mut msg = AddressMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        msg.header.index = ifindex(iface)?;
+        msg.header.prefix_len = 32;
+        msg.attributes
+            .push(AddressAttribute::Local(IpAddr::V4(addr)));
+        match self.handle.address().del(msg).execute().await {
+            Ok(()) => Ok(()),
+            // Not there (its lifetime ran out, someone else removed it, or never added).
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EADDRNOTAVAIL => {
+                Ok(())
             }
+            Err(e) => Err(AddrError(format!("removing {addr} from {iface}: {e}"))),
         }
-        Ok(())
     }
 
     /// Removes the address from whichever interface has it (for an address left by an earlier
