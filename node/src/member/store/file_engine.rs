@@ -14,7 +14,9 @@
 //! its fields (see [`Rec`]). Every segment starts with a header record, then a copy of every
 //! metadata value, so only the newest segment is needed for metadata. Appends go to the
 //! newest segment only; a new one is started (after the old one and the directory are
-//! synced) when it passes [`SEGMENT_BYTES`]. Nothing is ever written in place: a truncation
+//! synced) when it passes [`SEGMENT_BYTES`]. The newest segment ends in zeros written ahead
+//! of its records ([`ZERO_AHEAD`]: a sync then finds its blocks allocated and the file's size
+//! unchanged); an old one is cut to its last record before the next is started. Nothing is ever written in place: a truncation
 //! is a record (entries from an index on are gone), a purge too (entries up to an index), and
 //! whole segments are deleted from the front, one at a time, by a sync that began after they
 //! held no live entry (so the records that ended their entries are durable first).
@@ -24,7 +26,8 @@
 //! Opening reads every segment in order and replays its records into the index. A record
 //! that does not check out (short, bad length, bad CRC) is where the last writes before a
 //! crash stopped: allowed only in the newest segment (the older ones were synced before
-//! the next was started), where the file is cut there. Anywhere else it is damage to synced
+//! the next was started), where the file is cut there, unless all that follows is zeros (the
+//! ones written ahead, which appends then overwrite). Anywhere else it is damage to synced
 //! data, and the engine refuses to open (so does a gap in the segments' numbers). What was
 //! replayed is synced before the engine is used: a killed process may have left it in the
 //! page cache only, and from now on the member stands by it.
@@ -45,6 +48,14 @@ use super::sled_files::create_durable_dir;
 
 /// A segment is closed and a new one started once it holds this many bytes.
 pub const SEGMENT_BYTES: u64 = 64 << 20;
+/// Zeros written ahead of the records, so that most syncs find their blocks allocated and the
+/// file's size unchanged: ext4 then syncs the data without a journal commit. A 4 KiB append
+/// synced into a growing file took twice as long as into written zeros with three members
+/// on one disk (docs/benchmarks.md, "The 4 KiB lone put"). One sync in this many bytes
+/// flushes the zeros too.
+const ZERO_AHEAD: u64 = 1 << 20;
+/// A buffer of zeros for that.
+static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 /// The largest record body read back: bigger lengths are damage, not data.
 const MAX_BODY: u64 = 1 << 30;
 const HEADER_MAGIC: &[u8] = b"ballast log segment\0";
@@ -190,6 +201,17 @@ fn parse(data: &[u8], at: usize) -> Option<(Rec<'_>, usize)> {
     Some((rec, start + len))
 }
 
+/// Writes zeros over `from..to` of `file`.
+fn write_zeros(file: &File, from: u64, to: u64) -> std::io::Result<()> {
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(ZEROS.len() as u64) as usize;
+        file.write_all_at(&ZEROS[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
 /// Where an entry's payload is.
 #[derive(Clone, Copy)]
 struct Loc {
@@ -202,6 +224,10 @@ struct Segment {
     file: Arc<File>,
     /// Bytes written (the offset of the next record).
     len: u64,
+    /// Zeros were written from `len` to here (see [`ZERO_AHEAD`]); at least the file's
+    /// length (after a failed write of zeros, the segment's size: none are written again).
+    /// Never less than `len`.
+    zeroed: u64,
     /// Live entries held (segments are deleted from the front once this is 0).
     live: u64,
 }
@@ -334,7 +360,15 @@ impl FileEngine {
             file.read_to_end(&mut data).map_err(io_err(&path))?;
             let end = replay(&mut inner, seq, &data)
                 .map_err(|e| bad(format!("{}: {e}", path.display())))?;
-            if end < data.len() as u64 {
+            // Zeros after the last record were written ahead of the records (`ZERO_AHEAD`): no
+            // record parses from them. Anything else there is a torn write, or damage.
+            let zero_tail = data[end as usize..].iter().all(|b| *b == 0);
+            let mut zeroed = data.len() as u64;
+            // A segment without a record is cut to nothing before it is removed (below): were
+            // it left all zeros, a newer segment made after its removal could reach the disk
+            // before the removal does, and then it would be an older segment ending in zeros.
+            let keep_zeros = newest && zero_tail && end > 0;
+            if end < data.len() as u64 && !keep_zeros {
                 if !newest {
                     return Err(bad(format!(
                         "{}: damaged at byte {end} of {} (not the newest segment, so this was \
@@ -346,6 +380,7 @@ impl FileEngine {
                 tracing::warn!(segment = %path.display(), at = end, dropped = data.len() as u64 - end, "the log's last writes before a crash were incomplete; cut there");
                 file.set_len(end).map_err(io_err(&path))?;
                 file.sync_all().map_err(io_err(&path))?;
+                zeroed = end;
             }
             if end == 0 {
                 // Created, but a crash came before its header was written: nothing in it.
@@ -363,6 +398,7 @@ impl FileEngine {
                 Segment {
                     file: Arc::new(file),
                     len: end,
+                    zeroed,
                     live: 0,
                 },
             );
@@ -421,19 +457,35 @@ impl FileEngine {
             Segment {
                 file: Arc::new(file),
                 len: 0,
+                zeroed: 0,
                 live: 0,
             },
         );
         inner.dir_dirty = true;
-        Self::write(inner, seq, &buf)
+        self.write(inner, seq, &buf)
     }
 
-    /// Appends `buf` to segment `seq`. A failure poisons the engine (see `Inner::failed`).
-    fn write(inner: &mut Inner, seq: u64, buf: &[u8]) -> Result<(), EngineError> {
+    /// Appends `buf` to segment `seq`, then zeros ahead of it when the written zeros run out
+    /// (up to [`ZERO_AHEAD`], not past the segment's size). A failure to write the record
+    /// poisons the engine (see `Inner::failed`); one to write zeros only ends them for this
+    /// segment (they are never read as records).
+    fn write(&self, inner: &mut Inner, seq: u64, buf: &[u8]) -> Result<(), EngineError> {
+        let limit = self.segment_bytes;
         let seg = inner.segments.get_mut(&seq).expect("segment exists");
         match seg.file.write_all_at(buf, seg.len) {
             Ok(()) => {
                 seg.len += buf.len() as u64;
+                seg.zeroed = seg.zeroed.max(seg.len);
+                if seg.zeroed < limit && seg.zeroed - seg.len < ZERO_AHEAD / 2 {
+                    let to = (seg.len + ZERO_AHEAD).min(limit);
+                    if let Err(e) = write_zeros(&seg.file, seg.zeroed, to) {
+                        tracing::warn!(segment = seq, error = %e, "writing zeros ahead of the log; going on without");
+                        // Never tried again in this segment.
+                        seg.zeroed = limit;
+                    } else {
+                        seg.zeroed = to;
+                    }
+                }
                 inner.dirty.insert(seq);
                 Ok(())
             }
@@ -453,9 +505,17 @@ impl FileEngine {
         if seg.len + adding <= self.segment_bytes || seg.live == 0 {
             return Ok(seq);
         }
-        // The directory too, always: a concurrent sync may have taken `dir_dirty` for the
-        // old segment's name and not fsynced it yet.
-        let r = seg.file.sync_data().and_then(|()| self.dir_file.sync_all());
+        // The zeros written ahead are cut off first, so that only the newest segment can
+        // end in anything but a record (opening refuses an older one that does), always,
+        // whatever `zeroed` says: a cut made by an earlier process killed before its sync may
+        // still be in the page cache only (cold review). Then the segment's data and size are
+        // synced (once per segment), and the directory too, always: a concurrent sync may
+        // have taken `dir_dirty` for the old segment's name and not fsynced it yet.
+        let r = seg
+            .file
+            .set_len(seg.len)
+            .and_then(|()| seg.file.sync_all())
+            .and_then(|()| self.dir_file.sync_all());
         if let Err(e) = r {
             // Sticky: `sync` reports it too (a sync racing with this one on the same file
             // would not see the write-back error again).
@@ -486,7 +546,7 @@ impl FileEngine {
         let mut buf = Vec::new();
         push_marker(&mut buf, kind, index);
         let seq = self.current(&mut inner, buf.len() as u64)?;
-        Self::write(&mut inner, seq, &buf)?;
+        self.write(&mut inner, seq, &buf)?;
         match kind {
             K_TRUNCATE => Self::drop_entries(&mut inner, index..),
             _ => Self::drop_entries(&mut inner, ..=index),
@@ -613,7 +673,7 @@ impl LogEngine for FileEngine {
         let mut inner = self.lock()?;
         let seq = self.current(&mut inner, buf.len() as u64)?;
         let base = inner.segments[&seq].len;
-        Self::write(&mut inner, seq, &buf)?;
+        self.write(&mut inner, seq, &buf)?;
         // Each entry replaces only what was at its index (as replay does).
         for (i, at, len) in placed {
             let loc = Loc {
@@ -707,7 +767,7 @@ impl LogEngine for FileEngine {
         let mut buf = Vec::new();
         push_meta(&mut buf, key, Some(&value))?;
         let seq = self.current(&mut inner, buf.len() as u64)?;
-        Self::write(&mut inner, seq, &buf)?;
+        self.write(&mut inner, seq, &buf)?;
         inner.meta.insert(key.to_string(), value);
         Ok(())
     }
@@ -720,7 +780,7 @@ impl LogEngine for FileEngine {
         let mut buf = Vec::new();
         push_meta(&mut buf, key, None)?;
         let seq = self.current(&mut inner, buf.len() as u64)?;
-        Self::write(&mut inner, seq, &buf)?;
+        self.write(&mut inner, seq, &buf)?;
         inner.meta.remove(key);
         Ok(())
     }
