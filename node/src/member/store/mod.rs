@@ -7,6 +7,7 @@
 mod chunks;
 mod engine;
 mod file_engine;
+mod file_records;
 mod log_store;
 mod mem;
 mod member_dir;
