@@ -284,6 +284,12 @@ impl FileEngine {
             if inner.segments.is_empty() {
                 let next = seqs.last().map_or(1, |s| s + 1);
                 engine.start_segment(&mut inner, next)?;
+            } else if inner.segments.len() > 1 {
+                // The newest segment's copy of the metadata may be incomplete: its first
+                // write, never synced, torn by a power cut, while older segments still hold
+                // what it lacks. Those are deleted once they hold no live entry, taking the
+                // values with them (cold review). A new segment gets every value replayed.
+                engine.rotate(&mut inner)?;
             }
         }
         engine.sync()?;
@@ -368,6 +374,12 @@ impl FileEngine {
         if seg.len + adding <= self.segment_bytes || seg.live == 0 {
             return Ok(seq);
         }
+        self.rotate(inner)
+    }
+
+    /// Closes the newest segment and starts the next (see [`FileEngine::current`]).
+    fn rotate(&self, inner: &mut Inner) -> Result<u64, EngineError> {
+        let (&seq, seg) = inner.segments.last_key_value().expect("a segment is open");
         // The zeros written ahead are cut off first, so that only the newest segment can
         // end in anything but a record (opening refuses an older one that does), always,
         // whatever `zeroed` says: a cut made by an earlier process killed before its sync may
