@@ -57,6 +57,19 @@ mod tests {
         assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse);
         assert!(e.to_string().contains("another agent"), "{e}");
         drop(first);
-        FenceLock::acquire_named(name.as_bytes()).unwrap();
+        // Another test thread may fork between our bind and drop: its child holds a copy of
+        // the socket until it execs (the descriptor is close-on-exec), so the name comes
+        // free once that child has exec'd, not necessarily at the drop itself.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match FenceLock::acquire_named(name.as_bytes()) {
+                Ok(_) => break,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse, "{e}");
+                    std::thread::yield_now();
+                }
+                Err(e) => panic!("the name never came free after the holder let go: {e}"),
+            }
+        }
     }
 }
