@@ -3,7 +3,7 @@
 //! Checks that depend on the state (unknown node, unknown service) run again inside the
 //! state machine, where they are decided deterministically at apply time.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 use ballast_proto::v1;
 use ballast_proto::{MAX_KEY_LEN, MAX_VALUE_LEN};
@@ -157,24 +157,51 @@ pub fn member_addr(field: &str, addr: &str) -> Result {
     }
 }
 
-/// An IPv4 address with prefix length, as in `10.213.0.100/24`.
-pub fn ipv4_cidr(field: &str, s: &str) -> Result<(Ipv4Addr, u8)> {
+/// A VIP's address with prefix length: IPv4 (`10.213.0.100/24`) or IPv6
+/// (`fd0a:d500::100/64`), only in its one canonical spelling (IPv6 as RFC 5952 writes it, the
+/// form Rust prints: lower case, no leading zeros, the longest run of zero groups as `::`), so
+/// that two spellings of one address never pass as two VIPs.
+pub fn vip_cidr(field: &str, s: &str) -> Result<(IpAddr, u8)> {
     let Some((ip, len)) = s.split_once('/') else {
         return Err(invalid(
             field,
-            format!("{s:?} must be an IPv4 address with a prefix length, like 10.0.0.10/24"),
+            format!(
+                "{s:?} must be an address with a prefix length, like 10.0.0.10/24 or fd00::10/64"
+            ),
         ));
     };
-    let ip: Ipv4Addr = ip
+    let text = ip;
+    let ip: IpAddr = ip
         .parse()
-        .map_err(|_| invalid(field, format!("{ip:?} is not an IPv4 address")))?;
+        .map_err(|_| invalid(field, format!("{ip:?} is not an IPv4 or IPv6 address")))?;
+    if ip.to_string() != text {
+        return Err(invalid(
+            field,
+            format!("write {text:?} as {ip} (one spelling per address)"),
+        ));
+    }
+    let max = if ip.is_ipv4() { 32 } else { 128 };
     let len: u8 = len
         .parse()
         .ok()
         // Only the canonical spelling: "08" or "+8" would name the same prefix as "8".
-        .filter(|l: &u8| (1..=32).contains(l) && l.to_string() == len)
-        .ok_or_else(|| invalid(field, format!("prefix length {len:?} is not in 1..=32")))?;
-    if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || ip.is_loopback() {
+        .filter(|l: &u8| (1..=max).contains(l) && l.to_string() == len)
+        .ok_or_else(|| invalid(field, format!("prefix length {len:?} is not in 1..={max}")))?;
+    let refused = match ip {
+        IpAddr::V4(v4) => {
+            v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast() || v4.is_loopback()
+        }
+        // Link-local addresses belong to one link and need a scope; an IPv4-mapped one is an
+        // IPv4 address in disguise (the fence would govern it in the wrong family).
+        IpAddr::V6(v6) => {
+            v6.is_unspecified()
+                || v6.is_multicast()
+                || v6.is_loopback()
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6.to_ipv4_mapped().is_some()
+        }
+    };
+    if refused {
         return Err(invalid(field, format!("{ip} cannot be a virtual IP")));
     }
     Ok((ip, len))
@@ -324,7 +351,7 @@ pub fn service(svc: &mut v1::Service) -> Result {
 /// Checks a VIP definition.
 pub fn vip(vip: &mut v1::Vip) -> Result {
     name("vip.name", &vip.name)?;
-    let (ip, len) = ipv4_cidr("vip.address", &vip.address)?;
+    let (ip, len) = vip_cidr("vip.address", &vip.address)?;
     vip.address = format!("{ip}/{len}");
     interface("vip.interface", &vip.interface)?;
     name("vip.service", &vip.service)?;
@@ -511,8 +538,17 @@ mod tests {
     #[test]
     fn cidrs() {
         assert_eq!(
-            ipv4_cidr("a", "10.213.0.10/24").unwrap(),
+            vip_cidr("a", "10.213.0.10/24").unwrap(),
             ("10.213.0.10".parse().unwrap(), 24)
+        );
+        assert_eq!(
+            vip_cidr("a", "fd0a:d500::10/64").unwrap(),
+            ("fd0a:d500::10".parse().unwrap(), 64)
+        );
+        assert_eq!(
+            vip_cidr("a", "fd0a:d500::10/128").unwrap().1,
+            128,
+            "a host route's prefix"
         );
         for bad in [
             "10.213.0.10",
@@ -522,8 +558,18 @@ mod tests {
             "0.0.0.0/8",
             "127.0.0.1/8",
             "x/24",
+            "fd0a:d500::10",
+            "fd0a:d500::10/129",
+            "fd0a:d500::10/064",
+            "fd0a:d500:0::10/64",
+            "FD0A:d500::10/64",
+            "::/64",
+            "::1/128",
+            "ff02::1/64",
+            "fe80::1/64",
+            "::ffff:10.213.0.1/120",
         ] {
-            assert!(ipv4_cidr("a", bad).is_err(), "{bad} accepted");
+            assert!(vip_cidr("a", bad).is_err(), "{bad} accepted");
         }
     }
 

@@ -91,9 +91,10 @@ proptest! {
     }
 
     #[test]
-    fn accepted_vip_addresses_are_ipv4_with_a_prefix(s in cidr_like()) {
-        if let Ok((ip, prefix)) = validate::ipv4_cidr("address", &s) {
-            prop_assert!(prefix <= 32);
+    fn accepted_vip_addresses_are_canonical_with_a_prefix(s in cidr_like()) {
+        if let Ok((ip, prefix)) = validate::vip_cidr("address", &s) {
+            let max = if ip.is_ipv4() { 32 } else { 128 };
+            prop_assert!(prefix <= max);
             prop_assert_eq!(format!("{ip}/{prefix}"), s);
         }
     }
@@ -144,10 +145,24 @@ fn cidr_like() -> impl Strategy<Value = String> {
         (0u8..=40).prop_map(|p| format!("0{p}")),
         (0u8..=40).prop_map(|p| format!("+{p}")),
     ];
+    // IPv6: groups in any case and with leading zeros, "::" anywhere, prefixes past 128.
+    let group = prop_oneof![
+        (0u16..=0xffff).prop_map(|g| format!("{g:x}")),
+        (0u16..=0xfff).prop_map(|g| format!("0{g:x}")),
+        (0u16..=0xffff).prop_map(|g| format!("{g:X}")),
+        Just(String::new()),
+    ];
+    let prefix6 = prop_oneof![
+        (0u8..=140).prop_map(|p| p.to_string()),
+        (0u8..=140).prop_map(|p| format!("0{p}")),
+    ];
     prop_oneof![
         (octet.clone(), octet.clone(), octet.clone(), octet, prefix)
             .prop_map(|(a, b, c, d, p)| format!("{a}.{b}.{c}.{d}/{p}")),
+        (proptest::collection::vec(group, 2..=8), prefix6)
+            .prop_map(|(g, p)| format!("{}/{p}", g.join(":"))),
         "[0-9./a-z+]{0,24}",
+        "[0-9a-fA-F:/.]{0,40}",
     ]
 }
 

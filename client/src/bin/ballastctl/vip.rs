@@ -15,7 +15,9 @@ pub(crate) enum VipCmd {
     /// Create or replace a VIP (its owner and epoch stay the controller's).
     Apply {
         name: String,
-        /// IPv4 address with prefix length, e.g. 10.213.0.100/24.
+        /// IPv4 or IPv6 address with prefix length, e.g. 10.213.0.100/24 or
+        /// fd0a:d500::100/64 (IPv6: added without duplicate address detection, announced by
+        /// unsolicited neighbour advertisements instead of gratuitous ARP).
         #[arg(long)]
         address: String,
         /// The interface agents add the address to (the same name on every server).
