@@ -1,11 +1,14 @@
 //! VIP addresses on interfaces, through netlink (rtnetlink), with a valid lifetime as a
-//! one-second-resolution backstop behind the nftables fence.
+//! one-second-resolution backstop behind the nftables fence. IPv6 addresses are added
+//! without duplicate address detection (`IFA_F_NODAD`): the fence, not DAD, keeps two nodes
+//! from answering for one address, and DAD would hold a new owner's address tentative (silent)
+//! for a second or more after its grant.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use futures::TryStreamExt;
-use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage, CacheInfo};
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressMessage, CacheInfo};
 use rtnetlink::packet_route::AddressFamily;
 
 #[derive(Debug, thiserror::Error)]
@@ -43,71 +46,81 @@ impl Addresses {
     pub async fn add_or_refresh(
         &self,
         iface: &str,
-        addr: Ipv4Addr,
+        addr: IpAddr,
         prefix: u8,
         valid: Duration,
     ) -> Result<(), AddrError> {
         let index = ifindex(iface)?;
         let secs = valid.as_secs() as u32 + u32::from(valid.subsec_nanos() > 0);
-        let mut req = self
-            .handle
-            .address()
-            .add(index, IpAddr::V4(addr), prefix)
-            .replace();
+        let mut req = self.handle.address().add(index, addr, prefix).replace();
         let mut info = CacheInfo::default();
         info.ifa_preferred = secs;
         info.ifa_valid = secs;
-        req.message_mut()
-            .attributes
-            .push(AddressAttribute::CacheInfo(info));
+        let msg = req.message_mut();
+        msg.attributes.push(AddressAttribute::CacheInfo(info));
+        if addr.is_ipv6() {
+            msg.attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
         req.execute()
             .await
             .map_err(|e| AddrError(format!("adding {addr}/{prefix} to {iface}: {e}")))
     }
 
     /// The kernel's records of `addr` on `iface` (none or one).
-    async fn find(&self, iface: &str, addr: Ipv4Addr) -> Result<Vec<AddressMessage>, AddrError> {
+    async fn find(&self, iface: &str, addr: IpAddr) -> Result<Vec<AddressMessage>, AddrError> {
         let index = ifindex(iface)?;
         self.handle
             .address()
             .get()
             .set_link_index_filter(index)
-            .set_address_filter(IpAddr::V4(addr))
+            .set_address_filter(addr)
             .execute()
             .try_collect()
             .await
             .map_err(|e| AddrError(e.to_string()))
     }
 
-    /// Removes the address if present. One request naming the address (`IFA_LOCAL` only: the
-    /// kernel then matches it whatever its prefix), not a dump of every address to find it
-    /// first: rtnetlink filters a dump in user space, so letting N VIPs go cost N dumps of N
-    /// addresses.
-    pub async fn remove(&self, iface: &str, addr: Ipv4Addr) -> Result<(), AddrError> {
-        let mut msg = AddressMessage::default();
-        msg.header.family = AddressFamily::Inet;
-        msg.header.index = ifindex(iface)?;
-        msg.header.prefix_len = 32;
-        msg.attributes
-            .push(AddressAttribute::Local(IpAddr::V4(addr)));
-        match self.handle.address().del(msg).execute().await {
-            Ok(()) => Ok(()),
-            // Not there (its lifetime ran out, someone else removed it, or never added).
-            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EADDRNOTAVAIL => {
-                Ok(())
+    /// Removes the address if present. IPv4: one request naming the address (`IFA_LOCAL`
+    /// only: the kernel then matches it whatever its prefix), not a dump of every address to
+    /// find it first: rtnetlink filters a dump in user space, so letting N VIPs go cost N dumps
+    /// of N addresses. IPv6 still pays that dump (below).
+    pub async fn remove(&self, iface: &str, addr: IpAddr) -> Result<(), AddrError> {
+        let msgs = match addr {
+            IpAddr::V4(_) => {
+                let mut msg = AddressMessage::default();
+                msg.header.family = AddressFamily::Inet;
+                msg.header.index = ifindex(iface)?;
+                msg.header.prefix_len = 32;
+                msg.attributes.push(AddressAttribute::Local(addr));
+                vec![msg]
             }
-            Err(e) => Err(AddrError(format!("removing {addr} from {iface}: {e}"))),
+            // The kernel deletes an IPv6 address only when the request names its prefix length
+            // too, which the agent does not keep: the address's own record, as the kernel
+            // lists it, names both (one dump of this interface's addresses per removal).
+            IpAddr::V6(_) => self.find(iface, addr).await?,
+        };
+        for msg in msgs {
+            match self.handle.address().del(msg).execute().await {
+                Ok(()) => {}
+                // Not there (its lifetime ran out, someone else removed it, or never added).
+                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EADDRNOTAVAIL => {
+                    continue
+                }
+                Err(e) => return Err(AddrError(format!("removing {addr} from {iface}: {e}"))),
+            }
         }
+        Ok(())
     }
 
     /// Removes the address from whichever interface has it (for an address left by an earlier
     /// agent process whose interface is no longer known).
-    pub async fn remove_anywhere(&self, addr: Ipv4Addr) -> Result<bool, AddrError> {
+    pub async fn remove_anywhere(&self, addr: IpAddr) -> Result<bool, AddrError> {
         let found: Vec<AddressMessage> = self
             .handle
             .address()
             .get()
-            .set_address_filter(IpAddr::V4(addr))
+            .set_address_filter(addr)
             .execute()
             .try_collect()
             .await
@@ -124,7 +137,7 @@ impl Addresses {
     }
 
     /// Whether the address is on the interface.
-    pub async fn has(&self, iface: &str, addr: Ipv4Addr) -> Result<bool, AddrError> {
+    pub async fn has(&self, iface: &str, addr: IpAddr) -> Result<bool, AddrError> {
         Ok(!self.find(iface, addr).await?.is_empty())
     }
 }

@@ -4,10 +4,19 @@
 //! ARP and IP traffic to and from every *managed* VIP address that is not in the *allowed*
 //! set, and (netdev egress hook, which also sees frames sent on packet sockets) every ARP
 //! frame whose sender address is such a VIP: a gratuitous ARP cannot leave the host outside
-//! the lease either. Allowed elements carry a millisecond timeout set to the agent's lease
-//! deadline, so when the agent stops renewing — killed, paused, cut off — the kernel stops
-//! answering on time without any help from the agent. Tables are replaced atomically; every
-//! change is one nft transaction.
+//! the lease either. IPv6 VIPs get the same in the `ip6` family: their traffic both ways, which
+//! takes in neighbour discovery for them. Linux answers a solicitation for an address it has
+//! (and announces one) with an advertisement whose source is that address, so a fenced VIP's
+//! advertisements are dropped on the way out whoever solicits; a solicitation from the VIP
+//! (this host resolving a neighbour for the VIP's traffic) is too, and unicast ones to it
+//! (neighbour unreachability detection) on the way in. The egress filter drops
+//! advertisements from a fenced VIP as it drops ARP. nftables 1.0.6 (Debian 12) cannot match
+//! the ND target address against a set (`icmpv6 taddr` is newer), hence the source address.
+//!
+//! Allowed elements carry a millisecond timeout set to the agent's lease deadline, so when
+//! the agent stops renewing — killed, paused, cut off — the kernel stops answering on time
+//! without any help from the agent. Tables are replaced atomically; every change is one nft
+//! transaction.
 //!
 //! The kernel counts an element's timeout from the moment it commits the transaction, not from
 //! the moment the agent computed it. Anything between the two (a loaded machine, the agent
@@ -32,7 +41,7 @@
 //! allowed an address (see `journal.rs`), for the lab's exact overlap check.
 
 use std::io::Write;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -67,34 +76,53 @@ pub trait VipFence: Send + Sync {
     fn install(&self) -> Result<(), FenceError>;
     /// Sets the addresses the fence governs, and the interfaces on which it filters
     /// announcements (they must exist).
-    fn manage(&self, addrs: &[Ipv4Addr], interfaces: &[String]) -> Result<(), FenceError>;
+    fn manage(&self, addrs: &[IpAddr], interfaces: &[String]) -> Result<(), FenceError>;
     /// Lets the server answer for every one of `addrs` until at most `deadline` (refreshing
     /// any earlier allowance), in one transaction: all of them or none. Returns false, with
     /// all of them revoked, when the deadline is too near to allow them safely. One renewal
     /// grants a node all its VIPs under one deadline, so this is one nft run per renewal,
     /// not one per VIP.
-    fn allow_all_until(&self, addrs: &[Ipv4Addr], deadline: Instant) -> Result<bool, FenceError>;
+    fn allow_all_until(&self, addrs: &[IpAddr], deadline: Instant) -> Result<bool, FenceError>;
     /// [`VipFence::allow_all_until`] for one address.
-    fn allow_until(&self, addr: Ipv4Addr, deadline: Instant) -> Result<bool, FenceError> {
+    fn allow_until(&self, addr: IpAddr, deadline: Instant) -> Result<bool, FenceError> {
         self.allow_all_until(&[addr], deadline)
     }
     /// Stops answering for every one of `addrs` now, in one transaction: all of them or none.
     /// A reconcile that lets many VIPs go at once (a rebalance, a failing service) pays one
     /// nft run, not one per VIP, before the renewal that keeps the rest.
-    fn revoke_all(&self, addrs: &[Ipv4Addr]) -> Result<(), FenceError>;
+    fn revoke_all(&self, addrs: &[IpAddr]) -> Result<(), FenceError>;
     /// [`VipFence::revoke_all`] for one address.
-    fn revoke(&self, addr: Ipv4Addr) -> Result<(), FenceError> {
+    fn revoke(&self, addr: IpAddr) -> Result<(), FenceError> {
         self.revoke_all(&[addr])
     }
     /// Removes the fence entirely (clean stop; the addresses must be gone first).
     fn remove(&self) -> Result<(), FenceError>;
     /// The addresses an installed fence governs now (none if there is no fence): what an
     /// earlier agent process may have held, before `install` forgets them.
-    fn governed(&self) -> Result<Vec<Ipv4Addr>, FenceError>;
+    fn governed(&self) -> Result<Vec<IpAddr>, FenceError>;
 }
 
 const TABLE: &str = "ballast_fence";
-const FAMILIES: [&str; 3] = ["arp", "ip", "netdev"];
+/// Every family that has a table.
+const FAMILIES: [&str; 4] = ["arp", "ip", "ip6", "netdev"];
+/// Where an address of each family is governed: (family, managed set, allowed set).
+const SETS_V4: [(&str, &str, &str); 3] = [
+    ("arp", "managed", "allowed"),
+    ("ip", "managed", "allowed"),
+    ("netdev", "managed", "allowed"),
+];
+const SETS_V6: [(&str, &str, &str); 2] = [
+    ("ip6", "managed", "allowed"),
+    ("netdev", "managed6", "allowed6"),
+];
+
+/// The sets that govern `addr`.
+fn sets_of(addr: &IpAddr) -> &'static [(&'static str, &'static str, &'static str)] {
+    match addr {
+        IpAddr::V4(_) => &SETS_V4,
+        IpAddr::V6(_) => &SETS_V6,
+    }
+}
 
 /// [`VipFence`] on nftables, driven through the `nft` command (`nft -f -`, one transaction per
 /// call).
@@ -114,25 +142,27 @@ pub struct NftFence {
 /// What an [`NftFence`] governs now.
 #[derive(Debug, Default)]
 struct Governs {
-    addrs: Vec<Ipv4Addr>,
+    addrs: Vec<IpAddr>,
     chains: std::collections::BTreeMap<String, usize>,
     next_chain: usize,
 }
 
 fn ruleset() -> String {
     // A table per family: ARP requests and replies for a managed, not allowed address are
-    // dropped both ways; so is IP traffic to or from it. The netdev table starts without
+    // dropped both ways; so is IP and IPv6 traffic to or from it (neighbour discovery
+    // included, see the module's doc). The netdev table starts without
     // chains: `manage` adds one egress chain per interface.
     let mut s = String::new();
-    for (family, input_match, output_match, prio) in [
-        ("arp", "arp daddr ip", "arp saddr ip", "0"),
-        ("ip", "ip daddr", "ip saddr", "-150"),
+    for (family, kind, input_match, output_match, prio) in [
+        ("arp", "ipv4_addr", "arp daddr ip", "arp saddr ip", "0"),
+        ("ip", "ipv4_addr", "ip daddr", "ip saddr", "-150"),
+        ("ip6", "ipv6_addr", "ip6 daddr", "ip6 saddr", "-150"),
     ] {
         s.push_str(&format!(
             "table {family} {TABLE} {{}}\ndelete table {family} {TABLE}\n\
              table {family} {TABLE} {{\n\
-               set managed {{ type ipv4_addr; }}\n\
-               set allowed {{ type ipv4_addr; flags timeout; }}\n\
+               set managed {{ type {kind}; }}\n\
+               set allowed {{ type {kind}; flags timeout; }}\n\
                chain input {{ type filter hook input priority {prio}; policy accept; {input_match} @managed {input_match} != @allowed drop; }}\n\
                chain output {{ type filter hook output priority {prio}; policy accept; {output_match} @managed {output_match} != @allowed drop; }}\n\
              }}\n"
@@ -143,8 +173,34 @@ fn ruleset() -> String {
          table netdev {TABLE} {{\n\
            set managed {{ type ipv4_addr; }}\n\
            set allowed {{ type ipv4_addr; flags timeout; }}\n\
+           set managed6 {{ type ipv6_addr; }}\n\
+           set allowed6 {{ type ipv6_addr; flags timeout; }}\n\
          }}\n"
     ));
+    s
+}
+
+/// One nft statement per set that governs any of `addrs`: `{verb} element FAMILY TABLE SET
+/// { a, b, ... }`, with `set` choosing the managed or the allowed set.
+fn elements(verb: &str, addrs: &[IpAddr], managed: bool) -> String {
+    let mut s = String::new();
+    for (v4, sets) in [(true, &SETS_V4[..]), (false, &SETS_V6[..])] {
+        let of_family: Vec<String> = addrs
+            .iter()
+            .filter(|a| a.is_ipv4() == v4)
+            .map(|a| a.to_string())
+            .collect();
+        if of_family.is_empty() {
+            continue;
+        }
+        for (family, m, a) in sets {
+            let set = if managed { m } else { a };
+            s.push_str(&format!(
+                "{verb} element {family} {TABLE} {set} {{ {} }}\n",
+                of_family.join(", ")
+            ));
+        }
+    }
     s
 }
 
@@ -250,13 +306,13 @@ impl NftFence {
         finish(child, script)
     }
 
-    fn revoke_script(addrs: &[Ipv4Addr]) -> String {
+    fn revoke_script(addrs: &[IpAddr]) -> String {
         let mut s = String::new();
         for addr in addrs {
-            for family in FAMILIES {
+            for (family, _, allowed) in sets_of(addr) {
                 s.push_str(&format!(
-                    "add element {family} {TABLE} allowed {{ {addr} }}\n\
-                     delete element {family} {TABLE} allowed {{ {addr} }}\n"
+                    "add element {family} {TABLE} {allowed} {{ {addr} }}\n\
+                     delete element {family} {TABLE} {allowed} {{ {addr} }}\n"
                 ));
             }
         }
@@ -311,28 +367,14 @@ impl VipFence for NftFence {
         Ok(())
     }
 
-    fn manage(&self, addrs: &[Ipv4Addr], interfaces: &[String]) -> Result<(), FenceError> {
+    fn manage(&self, addrs: &[IpAddr], interfaces: &[String]) -> Result<(), FenceError> {
         if let Some(bad) = interfaces.iter().find(|i| !valid_interface(i)) {
             return Err(FenceError(format!("bad interface name {bad:?}")));
         }
         // Every addition comes before any removal, so that even a prefix of the script (the
         // agent killed while writing it) never governs less than before.
         let mut g = self.governs.lock().unwrap();
-        let list = |a: &[Ipv4Addr]| {
-            a.iter()
-                .map(|a| a.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let mut s = String::new();
-        if !addrs.is_empty() {
-            for family in FAMILIES {
-                s.push_str(&format!(
-                    "add element {family} {TABLE} managed {{ {} }}\n",
-                    list(addrs)
-                ));
-            }
-        }
+        let mut s = elements("add", addrs, true);
         let mut chains = g.chains.clone();
         let mut next = g.next_chain;
         let new: Vec<&String> = interfaces
@@ -342,25 +384,19 @@ impl VipFence for NftFence {
         for iface in new {
             s.push_str(&format!(
                 "add chain netdev {TABLE} egress{next} {{ type filter hook egress device \"{iface}\" priority 0; policy accept; }}\n\
-                 add rule netdev {TABLE} egress{next} arp saddr ip @managed arp saddr ip != @allowed drop\n"
+                 add rule netdev {TABLE} egress{next} arp saddr ip @managed arp saddr ip != @allowed drop\n\
+                 add rule netdev {TABLE} egress{next} icmpv6 type nd-neighbor-advert ip6 saddr @managed6 ip6 saddr != @allowed6 drop\n"
             ));
             chains.insert(iface.clone(), next);
             next += 1;
         }
-        let gone: Vec<Ipv4Addr> = g
+        let gone: Vec<IpAddr> = g
             .addrs
             .iter()
             .filter(|a| !addrs.contains(a))
             .copied()
             .collect();
-        if !gone.is_empty() {
-            for family in FAMILIES {
-                s.push_str(&format!(
-                    "delete element {family} {TABLE} managed {{ {} }}\n",
-                    list(&gone)
-                ));
-            }
-        }
+        s.push_str(&elements("delete", &gone, true));
         chains.retain(|iface, n| {
             let keep = interfaces.contains(iface);
             if !keep {
@@ -379,7 +415,7 @@ impl VipFence for NftFence {
         Ok(())
     }
 
-    fn allow_all_until(&self, addrs: &[Ipv4Addr], deadline: Instant) -> Result<bool, FenceError> {
+    fn allow_all_until(&self, addrs: &[IpAddr], deadline: Instant) -> Result<bool, FenceError> {
         if addrs.is_empty() {
             return Ok(true);
         }
@@ -410,14 +446,14 @@ impl VipFence for NftFence {
             let ms = timeout.as_millis() as u64;
             let mut s = String::new();
             for addr in addrs {
-                for family in FAMILIES {
+                for (family, _, allowed) in sets_of(addr) {
                     // add (no-op if present), delete, add with the new timeout: one
                     // transaction, so no address is ever unprotected nor allowed past the new
                     // deadline.
                     s.push_str(&format!(
-                        "add element {family} {TABLE} allowed {{ {addr} }}\n\
-                         delete element {family} {TABLE} allowed {{ {addr} }}\n\
-                         add element {family} {TABLE} allowed {{ {addr} timeout {ms}ms }}\n"
+                        "add element {family} {TABLE} {allowed} {{ {addr} }}\n\
+                         delete element {family} {TABLE} {allowed} {{ {addr} }}\n\
+                         add element {family} {TABLE} {allowed} {{ {addr} timeout {ms}ms }}\n"
                     ));
                 }
             }
@@ -456,7 +492,7 @@ impl VipFence for NftFence {
         Ok(false)
     }
 
-    fn revoke_all(&self, addrs: &[Ipv4Addr]) -> Result<(), FenceError> {
+    fn revoke_all(&self, addrs: &[IpAddr]) -> Result<(), FenceError> {
         if addrs.is_empty() {
             return Ok(());
         }
@@ -470,17 +506,22 @@ impl VipFence for NftFence {
         Ok(())
     }
 
-    fn governed(&self) -> Result<Vec<Ipv4Addr>, FenceError> {
-        let out = Command::new(&self.argv[0])
-            .args(&self.argv[1..])
-            .args(["list", "set", "arp", TABLE, "managed"])
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| FenceError(format!("running {:?}: {e}", self.argv)))?;
-        if !out.status.success() {
-            return Ok(Vec::new()); // no fence installed
+    fn governed(&self) -> Result<Vec<IpAddr>, FenceError> {
+        // IPv4 from the arp table, IPv6 from the ip6 table (absent in a fence installed by an
+        // agent from before IPv6 VIPs: it governed none).
+        let mut out = Vec::new();
+        for family in ["arp", "ip6"] {
+            let listing = Command::new(&self.argv[0])
+                .args(&self.argv[1..])
+                .args(["list", "set", family, TABLE, "managed"])
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| FenceError(format!("running {:?}: {e}", self.argv)))?;
+            if listing.status.success() {
+                out.extend(parse_elements(&String::from_utf8_lossy(&listing.stdout)));
+            }
         }
-        Ok(parse_elements(&String::from_utf8_lossy(&out.stdout)))
+        Ok(out)
     }
 
     fn remove(&self) -> Result<(), FenceError> {
@@ -500,7 +541,7 @@ impl VipFence for NftFence {
 }
 
 /// The addresses in `nft list set` output (`elements = { a, b, ... }`).
-fn parse_elements(listing: &str) -> Vec<Ipv4Addr> {
+fn parse_elements(listing: &str) -> Vec<IpAddr> {
     let Some(start) = listing.find("elements = {") else {
         return Vec::new();
     };
@@ -521,7 +562,7 @@ mod tests {
         assert_eq!(
             parse_elements(listing),
             ["10.213.0.100", "10.213.0.101", "10.213.0.102"]
-                .map(|a| a.parse::<Ipv4Addr>().unwrap())
+                .map(|a| a.parse::<IpAddr>().unwrap())
                 .to_vec()
         );
         assert!(parse_elements("set managed { type ipv4_addr }").is_empty());

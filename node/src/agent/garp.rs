@@ -1,4 +1,5 @@
-//! Gratuitous ARP: tells the segment that the VIP now lives at this interface's MAC.
+//! Gratuitous ARP (IPv4) and unsolicited neighbour advertisements (IPv6, `nd.rs`): tell the
+//! segment that the VIP now lives at this interface's MAC.
 //!
 //! Every frame goes out only while this node's lease is valid: the burst reads the lease's
 //! deadline before each frame and stops when it is near or the VIP was let go. The fence's
@@ -6,7 +7,7 @@
 //! process paused between the check and the send, say): this check keeps the burst honest,
 //! the kernel makes it safe.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -45,6 +46,18 @@ impl LeaseClock {
 #[error("gratuitous ARP: {0}")]
 pub struct GarpError(pub String);
 
+/// The MAC and index of `iface`, which announcements are sent with.
+pub(super) fn link(iface: &str) -> Result<([u8; 6], u32), GarpError> {
+    let mac = mac_of(iface)?;
+    let name = std::ffi::CString::new(iface).map_err(|_| GarpError("bad interface name".into()))?;
+    // SAFETY: valid NUL-terminated string.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if index == 0 {
+        return Err(GarpError(format!("no interface {iface:?}")));
+    }
+    Ok((mac, index))
+}
+
 fn mac_of(iface: &str) -> Result<[u8; 6], GarpError> {
     let text = std::fs::read_to_string(format!("/sys/class/net/{iface}/address"))
         .map_err(|e| GarpError(format!("MAC of {iface}: {e}")))?;
@@ -74,22 +87,30 @@ pub fn frame(mac: [u8; 6], ip: Ipv4Addr) -> Vec<u8> {
     f
 }
 
-/// Sends up to `count` gratuitous ARPs for `ip` on `iface`, `interval` apart, each only while
-/// `lease` is valid for at least [`FRAME_GUARD`]. Returns how many were sent.
+/// Sends up to `count` announcements of `ip` on `iface` (gratuitous ARP for IPv4, unsolicited
+/// neighbour advertisements for IPv6), `interval` apart, each only while `lease` is valid for
+/// at least [`FRAME_GUARD`]. Returns how many were sent.
 pub async fn burst(
+    iface: &str,
+    ip: IpAddr,
+    count: u32,
+    interval: Duration,
+    lease: &LeaseClock,
+) -> Result<u32, GarpError> {
+    match ip {
+        IpAddr::V4(v4) => arp_burst(iface, v4, count, interval, lease).await,
+        IpAddr::V6(v6) => super::nd::burst(iface, v6, count, interval, lease).await,
+    }
+}
+
+async fn arp_burst(
     iface: &str,
     ip: Ipv4Addr,
     count: u32,
     interval: Duration,
     lease: &LeaseClock,
 ) -> Result<u32, GarpError> {
-    let mac = mac_of(iface)?;
-    let name = std::ffi::CString::new(iface).map_err(|_| GarpError("bad interface name".into()))?;
-    // SAFETY: valid NUL-terminated string.
-    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    if index == 0 {
-        return Err(GarpError(format!("no interface {iface:?}")));
-    }
+    let (mac, index) = link(iface)?;
     let proto = (libc::ETH_P_ARP as u16).to_be();
     // SAFETY: plain socket(2) call; the descriptor is closed below.
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto as i32) };

@@ -20,7 +20,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -66,7 +66,7 @@ impl Journal {
 
     /// Before an allowance of `timeout_ms` is handed to the kernel, which must commit it
     /// within `budget_ms`; returns its sequence.
-    pub fn allowing(&self, addr: Ipv4Addr, from_ns: u64, timeout_ms: u64, budget_ms: u64) -> u64 {
+    pub fn allowing(&self, addr: IpAddr, from_ns: u64, timeout_ms: u64, budget_ms: u64) -> u64 {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         self.line(serde_json::json!({
             "op": "allowing", "node": self.node, "addr": addr.to_string(), "seq": seq,
@@ -76,14 +76,14 @@ impl Journal {
     }
 
     /// The allowance `seq` was committed by `done_ns`.
-    pub fn allowed(&self, addr: Ipv4Addr, seq: u64, done_ns: u64, timeout_ms: u64) {
+    pub fn allowed(&self, addr: IpAddr, seq: u64, done_ns: u64, timeout_ms: u64) {
         self.line(serde_json::json!({
             "op": "allowed", "node": self.node, "addr": addr.to_string(), "seq": seq,
             "until_ns": done_ns + timeout_ms * 1_000_000,
         }));
     }
 
-    pub fn revoked(&self, addr: Ipv4Addr, at_ns: u64) {
+    pub fn revoked(&self, addr: IpAddr, at_ns: u64) {
         self.line(serde_json::json!({
             "op": "revoked", "node": self.node, "addr": addr.to_string(), "at_ns": at_ns,
         }));

@@ -25,6 +25,7 @@ pub mod health;
 pub mod hostlock;
 pub(crate) mod journal;
 mod loops;
+pub mod nd;
 pub mod plan;
 pub mod release;
 mod run;

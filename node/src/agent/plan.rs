@@ -4,7 +4,7 @@
 //! Tested by asserting the steps these functions return.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use ballast_proto::v1;
@@ -15,7 +15,7 @@ use crate::types::NodeId;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Held {
     pub epoch: u64,
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub iface: String,
     pub deadline: Instant,
 }
@@ -64,7 +64,7 @@ pub struct Drop {
 pub struct Acquire {
     pub vip: String,
     pub epoch: u64,
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub prefix: u8,
     pub iface: String,
     /// Not held before: announce it (gratuitous ARP).
@@ -72,7 +72,7 @@ pub struct Acquire {
 }
 
 /// The address and prefix of a VIP ("10.0.0.1/24").
-pub fn parse_addr(address: &str) -> Option<(Ipv4Addr, u8)> {
+pub fn parse_addr(address: &str) -> Option<(IpAddr, u8)> {
     let (ip, len) = address.split_once('/')?;
     Some((ip.parse().ok()?, len.parse().ok()?))
 }
@@ -269,8 +269,8 @@ pub fn after_renewal(
 
 /// Every address the fence must govern: the cluster's VIPs, the retired addresses their last
 /// owners may still hold, and whatever this agent holds (never unmanaged while held).
-pub fn managed(state: &v1::GetStateResponse, held: &BTreeMap<String, Held>) -> Vec<Ipv4Addr> {
-    let mut out: Vec<Ipv4Addr> = state
+pub fn managed(state: &v1::GetStateResponse, held: &BTreeMap<String, Held>) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = state
         .vips
         .iter()
         .map(|v| v.address.as_str())
@@ -300,7 +300,7 @@ pub fn interfaces(state: &v1::GetStateResponse, held: &BTreeMap<String, Held>) -
 
 /// Addresses let go whose removal failed, by address, with their interface: kept governed by
 /// the fence (silent) and removed again every round.
-pub type Leftover = BTreeMap<Ipv4Addr, String>;
+pub type Leftover = BTreeMap<IpAddr, String>;
 
 /// What the fence must govern this round: `managed` and `interfaces`, and every leftover
 /// address with its interface (so that an address whose removal failed never answers).
@@ -308,7 +308,7 @@ pub fn governed(
     state: &v1::GetStateResponse,
     held: &BTreeMap<String, Held>,
     leftover: &Leftover,
-) -> (Vec<Ipv4Addr>, Vec<String>) {
+) -> (Vec<IpAddr>, Vec<String>) {
     let mut addrs = managed(state, held);
     addrs.extend(leftover.keys());
     addrs.sort();
@@ -327,7 +327,7 @@ pub fn governed(
 pub fn leftovers_to_remove(
     leftover: &Leftover,
     held: &BTreeMap<String, Held>,
-) -> (Vec<Ipv4Addr>, Vec<(Ipv4Addr, String)>) {
+) -> (Vec<IpAddr>, Vec<(IpAddr, String)>) {
     let (forget, remove): (Vec<_>, Vec<_>) = leftover
         .iter()
         .map(|(a, i)| (*a, i.clone()))
@@ -349,7 +349,7 @@ pub enum Refusal {
 /// what the fence last accepted).
 pub fn may_answer(
     a: &Acquire,
-    governed: &(Vec<Ipv4Addr>, Vec<String>),
+    governed: &(Vec<IpAddr>, Vec<String>),
     deadline: Instant,
     now: Instant,
 ) -> Result<Duration, Refusal> {
@@ -365,7 +365,7 @@ pub fn may_answer(
 /// The address a held VIP no longer has when it is acquired again at `a` (its release failed,
 /// and the VIP came back to this node with another address or interface): no longer this
 /// VIP's, so it becomes a leftover, governed and removed like any address let go.
-pub fn displaced(before: Option<&Held>, a: &Acquire) -> Option<(Ipv4Addr, String)> {
+pub fn displaced(before: Option<&Held>, a: &Acquire) -> Option<(IpAddr, String)> {
     let h = before?;
     (h.addr != a.addr || h.iface != a.iface).then(|| (h.addr, h.iface.clone()))
 }
@@ -568,7 +568,7 @@ mod tests {
         assert_eq!(
             managed(&s, &BTreeMap::new()),
             vec![
-                "10.213.0.100".parse::<Ipv4Addr>().unwrap(),
+                "10.213.0.100".parse::<IpAddr>().unwrap(),
                 "10.213.0.101".parse().unwrap()
             ]
         );
@@ -638,7 +638,7 @@ mod tests {
         // The VIP is gone from the state and nothing is held: only the leftover names it.
         let leftover: Leftover = [("10.213.0.7".parse().unwrap(), "eth1".to_string())].into();
         let (addrs, ifaces) = governed(&state(vec![]), &BTreeMap::new(), &leftover);
-        assert_eq!(addrs, vec!["10.213.0.7".parse::<Ipv4Addr>().unwrap()]);
+        assert_eq!(addrs, vec!["10.213.0.7".parse::<IpAddr>().unwrap()]);
         assert_eq!(ifaces, vec!["eth1".to_string()]);
         // Beside the cluster's VIPs, without duplicates.
         let leftover: Leftover = [("10.213.0.100".parse().unwrap(), "eth0".to_string())].into();
@@ -657,7 +657,7 @@ mod tests {
         .into();
         // "v" holds 10.213.0.100 again: removing it would silence a VIP this node answers for.
         let (forget, remove) = leftovers_to_remove(&leftover, &held(2, far));
-        assert_eq!(forget, vec!["10.213.0.100".parse::<Ipv4Addr>().unwrap()]);
+        assert_eq!(forget, vec!["10.213.0.100".parse::<IpAddr>().unwrap()]);
         assert_eq!(
             remove,
             vec![("10.213.0.7".parse().unwrap(), "eth0".to_string())]

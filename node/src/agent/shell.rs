@@ -10,7 +10,7 @@
 //! grants are allowed in one nft transaction, a reconcile's drops revoked in one.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,7 +43,7 @@ pub(super) struct Agent<'a> {
     held: BTreeMap<String, HeldVip>,
     max_epoch: BTreeMap<String, u64>,
     /// The addresses and interfaces the fence governs now (what `manage` last accepted).
-    managed: (Vec<Ipv4Addr>, Vec<String>),
+    managed: (Vec<IpAddr>, Vec<String>),
     /// Addresses let go whose removal failed: kept governed, removed again each round.
     leftover: plan::Leftover,
     /// The renew interval the leader last sent.
@@ -201,7 +201,7 @@ impl<'a> Agent<'a> {
         drops: &[plan::Drop],
         confirm_until: Instant,
     ) -> Vec<String> {
-        let going: Vec<(&plan::Drop, Ipv4Addr, String, u64)> = drops
+        let going: Vec<(&plan::Drop, IpAddr, String, u64)> = drops
             .iter()
             .filter_map(|d| {
                 let h = self.held.get(&d.vip)?;
@@ -212,7 +212,7 @@ impl<'a> Agent<'a> {
         if going.is_empty() {
             return Vec::new();
         }
-        let addrs: Vec<Ipv4Addr> = going.iter().map(|g| g.1).collect();
+        let addrs: Vec<IpAddr> = going.iter().map(|g| g.1).collect();
         let shut = self.revoke(addrs).await;
         let revoked: Vec<bool> = going
             .iter()
@@ -264,7 +264,7 @@ impl<'a> Agent<'a> {
     /// else), the fallback costs one nft run per address again and may hold the renewal back
     /// past the lease of the VIPs kept: their fence then closes by itself (availability, not
     /// safety), and those not shut stay held until their removal works.
-    async fn revoke(&self, addrs: Vec<Ipv4Addr>) -> std::collections::BTreeSet<Ipv4Addr> {
+    async fn revoke(&self, addrs: Vec<IpAddr>) -> std::collections::BTreeSet<IpAddr> {
         let all = addrs.clone();
         match fenced(&self.fence, move |f| f.revoke_all(&all)).await {
             Ok(()) => return addrs.into_iter().collect(),
