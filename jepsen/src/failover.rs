@@ -618,7 +618,7 @@ impl<'a> Keepalived<'a> {
         };
         let obs = ArpObserver::start(
             self.lab.client(),
-            VIP.parse().unwrap(),
+            VIP.parse::<std::net::IpAddr>().unwrap(),
             Duration::from_millis(10),
         );
         for _ in 0..trials {

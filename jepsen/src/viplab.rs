@@ -1,6 +1,6 @@
 //! A ready-made lab cluster for VIP tests and benchmarks.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -9,8 +9,10 @@ use serde_json::Value;
 use crate::arp::{mac_string, ArpObserver, Probe};
 use crate::lab::{ballast_bin, Host, Lab, LabProcess};
 
-/// The VIP every VipLab serves.
+/// The VIP every VipLab serves (see [`VipLabOptions::ipv6`] for the other).
 pub const VIP: &str = "10.213.0.100";
+/// The VIP of a VipLab with [`VipLabOptions::ipv6`]: on the lab's IPv6 segment.
+pub const VIP6: &str = "fd0a:d500::64";
 
 /// The lease a VipLab's members run with (ballastd's default): no fence may allow the VIP for
 /// longer.
@@ -26,6 +28,8 @@ pub struct VipLab {
     pub lab: Lab,
     /// Raft members (nodes 1..=members); the other nodes run the agent alone.
     pub members: usize,
+    /// The VIP's address ([`VIP`], or [`VIP6`] in an IPv6 lab).
+    pub vip: IpAddr,
     /// Extra command-line arguments per node (see [`VipLabOptions::extra`]).
     extra: Vec<Vec<String>>,
     /// The admin token `ctl` calls with (see [`VipLabOptions::tokens`]).
@@ -61,6 +65,9 @@ pub struct VipLabOptions {
     /// `node <id>` line per standalone agent), each standalone agent `dir/tokens-n<id>`
     /// with its own line only; [`VipLab::ctl`] calls with the admin token.
     pub tokens: bool,
+    /// The VIP is IPv6 ([`VIP6`]/64): announced by neighbour advertisements, observed with
+    /// neighbour solicitations.
+    pub ipv6: bool,
 }
 
 /// The lab's tokens (a lab only: fixed, not secret).
@@ -130,11 +137,13 @@ impl VipLab {
                 ]);
             }
         }
+        let vip: IpAddr = if o.ipv6 { VIP6 } else { VIP }.parse().unwrap();
         let mut v = VipLab {
             procs: Vec::new(),
             started: (Instant::now(), crate::lab::mono_ns()),
             lab,
             members: 3,
+            vip,
             extra,
             token: o.tokens.then(|| LAB_ADMIN_TOKEN.to_string()),
             dir,
@@ -188,22 +197,29 @@ impl VipLab {
             "apply",
             "web-vip",
             "--address",
-            "10.213.0.100/24",
+            &v.vip_cidr(),
             "--interface",
             "eth0",
             "--service",
             "web",
         ]);
         assert!(ok, "{err}");
-        let vip: Ipv4Addr = VIP.parse().unwrap();
         let (owner, epoch) = v
             .lab
             .wait_for(Duration::from_secs(30), || {
                 v.owner()
-                    .filter(|_| v.lab.can_ping_addr(v.lab.client(), vip))
+                    .filter(|_| v.lab.can_ping_addr(v.lab.client(), v.vip))
             })
             .unwrap_or_else(|| panic!("the VIP never answered; logs:\n{}", v.logs()));
         (v, owner, epoch)
+    }
+
+    /// The VIP's address with its prefix, as `vip apply` takes it.
+    pub fn vip_cidr(&self) -> String {
+        match self.vip {
+            IpAddr::V4(a) => format!("{a}/24"),
+            IpAddr::V6(a) => format!("{a}/64"),
+        }
     }
 
     /// Node `id`'s fence journal (`--fence-journal`): every interval its fence allowed a VIP.
@@ -214,7 +230,7 @@ impl VipLab {
     /// Every interval during which a node's fence allowed the VIP, in ns of CLOCK_MONOTONIC
     /// less `base`.
     pub fn allowed(&self, base: u64) -> Result<Vec<crate::checker::vip::Allowed>, String> {
-        self.allowed_for(VIP, base)
+        self.allowed_for(&self.vip.to_string(), base)
     }
 
     /// Like [`VipLab::allowed`], for any address.
@@ -258,7 +274,7 @@ impl VipLab {
         t0: Instant,
         base: u64,
     ) -> Vec<crate::checker::vip::Violation> {
-        self.check_exact_for(VIP, frames, t0, base)
+        self.check_exact_for(&self.vip.to_string(), frames, t0, base)
     }
 
     /// Like [`VipLab::check_exact`], for any address (`frames` from an observer of it).
@@ -303,7 +319,7 @@ impl VipLab {
     /// the exact check since the lab started (panics with the violations). Returns the
     /// client-visible outage after `from`.
     pub fn check_run(&self, obs: ArpObserver, from: Instant) -> Duration {
-        self.check_run_for(VIP, obs, from)
+        self.check_run_for(&self.vip.to_string(), obs, from)
     }
 
     /// Like [`VipLab::check_run`], for an observer of `addr`.
@@ -512,8 +528,7 @@ impl VipLab {
                             .as_object()
                             .is_some_and(|b| b.values().all(|b| b["health"] == 1))
                     });
-                let vip: Ipv4Addr = VIP.parse().ok()?;
-                (all_alive && healthy && self.lab.can_ping_addr(self.lab.client(), vip))
+                (all_alive && healthy && self.lab.can_ping_addr(self.lab.client(), self.vip))
                     .then_some(())?;
                 self.owner()
             })
@@ -609,13 +624,10 @@ pub fn check_history(probes: &[Probe], from: Instant) -> Duration {
     analyze(probes, from).outage
 }
 
-/// Starts a 10 ms ARP observer on the client host and waits until it sees the VIP.
+/// Starts a 10 ms ARP (IPv6: neighbour solicitation) observer on the client host and waits
+/// until it sees the VIP.
 pub fn observer(v: &VipLab) -> ArpObserver {
-    let o = ArpObserver::start(
-        v.lab.client(),
-        VIP.parse().unwrap(),
-        Duration::from_millis(10),
-    );
+    let o = ArpObserver::start(v.lab.client(), v.vip, Duration::from_millis(10));
     v.lab
         .wait_for(Duration::from_secs(5), || {
             o.probes().iter().any(|p| !p.macs.is_empty()).then_some(())

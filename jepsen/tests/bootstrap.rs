@@ -242,7 +242,7 @@ fn bootstrap_over_ssh_forms_a_cluster_holds_the_vip_and_a_second_run_changes_not
     assert!(so.contains("done: 3 host(s) updated, 3 started"), "{so}");
     assert!(
         lab.wait_for(Duration::from_secs(10), || lab
-            .can_ping_addr(lab.client(), VIP.parse().unwrap())
+            .can_ping_addr(lab.client(), VIP.parse::<std::net::IpAddr>().unwrap())
             .then_some(()))
             .is_some(),
         "the VIP answers from the client host"

@@ -27,6 +27,7 @@ fn a_register_run_with_lease_reads_under_pauses_and_partitions_is_linearizable()
         tls: false,
         check_budget: runner::DEFAULT_CHECK_BUDGET,
         read_policy: Some("lease".into()),
+        ipv6: false,
     };
     let (_, r) = runner::run_register(&o).unwrap_or_else(|e| panic!("LAB SETUP FAILED: {e}"));
     assert!(r.faults >= 2, "{r:?}");
@@ -54,6 +55,7 @@ fn a_register_run_over_tls_under_partitions_and_kills_is_linearizable_and_rechec
         tls: true,
         check_budget: runner::DEFAULT_CHECK_BUDGET,
         read_policy: None,
+        ipv6: false,
     };
     let (dir, r) = runner::run_register(&o).unwrap_or_else(|e| panic!("LAB SETUP FAILED: {e}"));
     assert!(r.faults >= 1, "{r:?}");
@@ -87,6 +89,7 @@ fn a_set_run_through_kill_all_keeps_every_acknowledged_add() {
         tls: false,
         check_budget: runner::DEFAULT_CHECK_BUDGET,
         read_policy: None,
+        ipv6: false,
     };
     let (dir, r) =
         runner::run(&o, runner::Workload::Set).unwrap_or_else(|e| panic!("LAB SETUP FAILED: {e}"));
@@ -110,6 +113,7 @@ fn a_vip_run_under_faults_never_shows_two_holders() {
         tls: false,
         check_budget: runner::DEFAULT_CHECK_BUDGET,
         read_policy: None,
+        ipv6: false,
     };
     let (dir, r) =
         runner::run(&o, runner::Workload::Vip).unwrap_or_else(|e| panic!("LAB SETUP FAILED: {e}"));
@@ -137,6 +141,7 @@ fn a_release_run_under_faults_ends_on_the_active_release() {
         tls: false,
         check_budget: runner::DEFAULT_CHECK_BUDGET,
         read_policy: None,
+        ipv6: false,
     };
     let (dir, r) = runner::run(&o, runner::Workload::Release)
         .unwrap_or_else(|e| panic!("LAB SETUP FAILED: {e}"));

@@ -9,7 +9,26 @@ use jepsen::{mac_string, ArpObserver};
 
 #[test]
 fn answers_from_its_owner_and_moves_when_the_owner_is_killed() {
-    let (mut v, owner, epoch) = VipLab::start();
+    killed_owner(false);
+}
+
+/// An IPv6 VIP: added without duplicate address detection, it answers neighbour
+/// solicitations and TCP from its owner only; when the owner is killed it moves, the new
+/// owner's unsolicited neighbour advertisements turn the client's next connection to it, and
+/// no two fences ever allowed it at once (the exact check, with every advertisement seen
+/// inside its sender's lease).
+#[test]
+fn an_ipv6_vip_answers_from_its_owner_and_moves_when_the_owner_is_killed() {
+    killed_owner(true);
+}
+
+/// The VIP (IPv6 if `ipv6`) answers from its owner, by ARP/ND and TCP, and moves when the
+/// owner is SIGKILLed: the client's next connection reaches the new owner, never two at once.
+fn killed_owner(ipv6: bool) {
+    let (mut v, owner, epoch) = VipLab::start_opts(VipLabOptions {
+        ipv6,
+        ..Default::default()
+    });
     let obs = observer(&v);
     let last = obs
         .probes()
@@ -20,13 +39,28 @@ fn answers_from_its_owner_and_moves_when_the_owner_is_killed() {
     assert_eq!(
         mac_string(&last.macs[0]),
         v.mac(owner),
-        "ARP answered by the owner"
+        "ARP (IPv6: neighbour solicitations) answered by the owner"
     );
+    if ipv6 {
+        let addr = v
+            .lab
+            .exec(
+                v.host(owner),
+                "ip",
+                &["-6", "-o", "addr", "show", "dev", "eth0"],
+            )
+            .unwrap();
+        let addr = String::from_utf8_lossy(&addr.stdout).into_owned();
+        let line = addr
+            .lines()
+            .find(|l| l.contains(&format!("inet6 {}/64", v.vip)))
+            .unwrap_or_else(|| panic!("the VIP on the owner's eth0: {addr}"));
+        assert!(!line.contains("tentative"), "no DAD delay: {line}");
+    }
     // TCP too: a client on the client host reaches the owner's listener through the VIP.
-    let vip: std::net::Ipv4Addr = VIP.parse().unwrap();
     v.lab.serve_names(9000).unwrap();
     assert_eq!(
-        v.lab.tcp_read(v.lab.client(), vip, 9000).unwrap(),
+        v.lab.tcp_read(v.lab.client(), v.vip, 9000).unwrap(),
         format!("n{owner}")
     );
     let t = Instant::now();
@@ -34,26 +68,30 @@ fn answers_from_its_owner_and_moves_when_the_owner_is_killed() {
     let (new_owner, new_epoch) = v.wait_moved(owner, &obs);
     assert!(new_epoch > epoch);
     // The client's next connection reaches the new owner (the dead one's neighbour entry is
-    // replaced by the gratuitous ARP of the new owner).
+    // replaced by the gratuitous ARP, or neighbour advertisement, of the new owner).
     let reached = v
         .lab
         .wait_for(Duration::from_secs(5), || {
-            v.lab.tcp_read(v.lab.client(), vip, 9000).ok()
+            v.lab.tcp_read(v.lab.client(), v.vip, 9000).ok()
         })
         .expect("TCP through the VIP after the move");
     assert_eq!(reached, format!("n{new_owner}"));
     let outage = v.check_run(obs, t);
     // The dead owner's fence expired: its kernel no longer allows the VIP.
+    let table = if ipv6 { "ip6" } else { "arp" };
     let set = v
         .lab
         .exec(
             v.host(owner),
             "nft",
-            &["list", "set", "arp", "ballast_fence", "allowed"],
+            &["list", "set", table, "ballast_fence", "allowed"],
         )
         .unwrap();
-    assert!(!String::from_utf8_lossy(&set.stdout).contains(VIP));
-    eprintln!("SIGKILL of node {owner}: node {new_owner} answers; client outage {outage:?}");
+    assert!(!String::from_utf8_lossy(&set.stdout).contains(&v.vip.to_string()));
+    eprintln!(
+        "SIGKILL of node {owner} ({}): node {new_owner} answers; client outage {outage:?}",
+        v.vip
+    );
 }
 
 #[test]
@@ -191,7 +229,7 @@ fn a_changed_or_deleted_vip_never_leaves_its_old_address_answering_beside_the_ne
     let obs_old = observer(&v);
     let obs_new = ArpObserver::start(
         v.lab.client(),
-        new_addr.parse().unwrap(),
+        new_addr.parse::<std::net::IpAddr>().unwrap(),
         Duration::from_millis(10),
     );
     let t = Instant::now();

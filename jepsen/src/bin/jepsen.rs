@@ -68,6 +68,11 @@ enum Cmd {
         /// the members' default, read-index].
         #[arg(long, value_parser = ["read-index", "lease"])]
         read_policy: Option<String>,
+        /// The vip workload's two VIPs are IPv6 (fd0a:d500::64 and ::65 on the lab's /64),
+        /// announced by unsolicited neighbour advertisements and observed with neighbour
+        /// solicitations.
+        #[arg(long)]
+        ipv6: bool,
     },
     /// Re-run the checkers on a saved run directory.
     Check {
@@ -111,6 +116,7 @@ fn main() -> ExitCode {
             tls,
             budget,
             read_policy,
+            ipv6,
         } => {
             let workload = match workload.as_str() {
                 "register" => runner::Workload::Register,
@@ -124,6 +130,10 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            if ipv6 && !matches!(workload, runner::Workload::Vip) {
+                eprintln!("jepsen test: --ipv6 is for the vip workload");
+                return ExitCode::from(2);
+            }
             if tls && matches!(workload, runner::Workload::Vip | runner::Workload::Release) {
                 eprintln!("jepsen test: --tls is for the register and set workloads");
                 return ExitCode::from(2);
@@ -173,6 +183,7 @@ fn main() -> ExitCode {
                 tls,
                 check_budget: Duration::from_secs(budget),
                 read_policy,
+                ipv6,
             };
             match runner::run(&o, workload) {
                 Ok((dir, r)) => {

@@ -4,7 +4,7 @@
 //! host. Starting programs is `process.rs`'s, cutting links `cuts.rs`'s, serving on the hosts
 //! `serve.rs`'s.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -36,11 +36,16 @@ pub struct Host {
     /// The network namespace, unique on the machine.
     pub netns: String,
     pub addr: Ipv4Addr,
+    /// Its IPv6 address on the same segment: `fd0a:d500::<last octet, in hex>`, a unique local
+    /// address spelled after 10.213 (0x0a, 0xd5), added without duplicate address detection.
+    pub addr6: Ipv6Addr,
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 const PREFIX: &str = "bl";
 const SUBNET: [u8; 3] = [10, 213, 0];
+/// The segment's IPv6 prefix (/64): fd0a:d500::, a unique local prefix that spells 10.213.
+pub const SUBNET6: [u16; 2] = [0xfd0a, 0xd500];
 /// Address of the client host; nodes are .1, .2, ...
 const CLIENT_OCTET: u8 = 200;
 pub(super) const CHAIN: &str = "LAB_CUT";
@@ -106,8 +111,8 @@ fn sweep_stale() {
 }
 
 impl Lab {
-    /// Builds a lab with `nodes` node hosts (n1..nN at 10.213.0.1..N) and a client host
-    /// (10.213.0.200), all on one bridge, with no default route.
+    /// Builds a lab with `nodes` node hosts (n1..nN at 10.213.0.1..N and fd0a:d500::1..N) and a
+    /// client host (10.213.0.200, fd0a:d500::c8), all on one bridge, with no default route.
     pub fn new(nodes: usize) -> Result<Self, LabError> {
         // SAFETY: geteuid has no preconditions.
         let uid = unsafe { libc::geteuid() };
@@ -125,6 +130,7 @@ impl Lab {
             name: name.to_string(),
             netns: format!("{id}-{name}"),
             addr: Ipv4Addr::new(SUBNET[0], SUBNET[1], SUBNET[2], octet),
+            addr6: Ipv6Addr::new(SUBNET6[0], SUBNET6[1], 0, 0, 0, 0, 0, octet as u16),
         };
         let lab = Lab {
             switch: format!("{id}-sw"),
@@ -179,6 +185,13 @@ impl Lab {
             )?;
             let cidr = format!("{}/24", h.addr);
             run("ip", &["-n", &h.netns, "addr", "add", &cidr, "dev", "eth0"])?;
+            let cidr6 = format!("{}/64", h.addr6);
+            run(
+                "ip",
+                &[
+                    "-n", &h.netns, "addr", "add", &cidr6, "dev", "eth0", "nodad",
+                ],
+            )?;
             run("ip", &["-n", &h.netns, "link", "set", "eth0", "up"])?;
             run("ip", &["-n", &h.netns, "link", "set", "lo", "up"])?;
             // The chain that partitions use; healing flushes it.
@@ -249,7 +262,8 @@ impl Lab {
     }
 
     /// Whether `from` gets an answer to one ping of `addr` within a second.
-    pub fn can_ping_addr(&self, from: &Host, addr: Ipv4Addr) -> bool {
+    pub fn can_ping_addr(&self, from: &Host, addr: impl Into<IpAddr>) -> bool {
+        let addr: IpAddr = addr.into();
         self.exec(
             from,
             "ping",

@@ -2,7 +2,7 @@
 //! host's name, or a file standing in for a service's release), and a one-shot TCP read from
 //! a host. They stop when the lab is dropped. Real programs are `process.rs`'s.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::network::{in_netns, Host, Lab, LabError};
 
 impl Lab {
-    /// Serves TCP on `0.0.0.0:port` in every node host until the lab is dropped: each
+    /// Serves TCP on `[::]:port` (IPv4 too) in every node host until the lab is dropped: each
     /// connection is answered with the host's name and closed. Shows which server a TCP client
     /// of a VIP reached.
     pub fn serve_names(&self, port: u16) -> Result<(), LabError> {
@@ -23,7 +23,7 @@ impl Lab {
         })
     }
 
-    /// Serves HTTP on `0.0.0.0:port` in every node host until the lab is dropped, a tiny
+    /// Serves HTTP on `[::]:port` (IPv4 too) in every node host until the lab is dropped, a tiny
     /// stand-in for a real service: `GET` answers 200 with the content of `file(host)`, or 503
     /// when the file is missing or starts with "broken".
     pub(crate) fn serve_files(
@@ -51,7 +51,7 @@ impl Lab {
         })
     }
 
-    /// Listens on `0.0.0.0:port` in every node host, one thread each, until the lab is
+    /// Listens on `[::]:port` (IPv4 too) in every node host, one thread each, until the lab is
     /// dropped; `handler(host)` answers each connection of that host, one at a time.
     fn serve_each<H: FnMut(std::net::TcpStream) + Send + 'static>(
         &self,
@@ -63,7 +63,8 @@ impl Lab {
             let stop = self.stop_servers.clone();
             let (ready_tx, ready_rx) = std::sync::mpsc::channel();
             in_netns(h, move || {
-                let l = match std::net::TcpListener::bind(("0.0.0.0", port)) {
+                // Dual stack: the lab's sysctls leave IPv4-mapped addresses on.
+                let l = match std::net::TcpListener::bind(("::", port)) {
                     Ok(l) => l,
                     Err(e) => return ready_tx.send(Err(e.to_string())).unwrap_or(()),
                 };
@@ -88,7 +89,13 @@ impl Lab {
     }
 
     /// Connects from `from` to `addr:port` (1 s limit) and returns what the server sent.
-    pub fn tcp_read(&self, from: &Host, addr: Ipv4Addr, port: u16) -> Result<String, LabError> {
+    pub fn tcp_read(
+        &self,
+        from: &Host,
+        addr: impl Into<IpAddr>,
+        port: u16,
+    ) -> Result<String, LabError> {
+        let addr: IpAddr = addr.into();
         self.run_in(from, move || -> Result<String, String> {
             use std::io::Read;
             let mut c = std::net::TcpStream::connect_timeout(

@@ -53,6 +53,9 @@ pub struct Options {
     pub check_budget: Duration,
     /// The members' `--read-policy` (register and set workloads); None: their default.
     pub read_policy: Option<String>,
+    /// The vip workload's VIPs are IPv6 (on the lab's fd0a:d500::/64), observed with
+    /// neighbour solicitations.
+    pub ipv6: bool,
 }
 
 /// The default of [`Options::check_budget`]: enough for a release build on minutes of

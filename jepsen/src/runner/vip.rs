@@ -19,24 +19,35 @@ use crate::arp::{mac_string, ArpObserver};
 use crate::checker::vip::allowance_in;
 use crate::history::{write_history, Line};
 use crate::lab::{mono_ns, Lab};
-use crate::viplab::{observer, VipLab, VIP};
+use crate::viplab::{observer, VipLab, VipLabOptions};
 
-/// The vip workload's second VIP (same service, so placed with the first).
+/// The vip workload's second VIP (same service, so placed with the first), by family.
 const VIP2: &str = "10.213.0.101";
+const VIP2_V6: &str = "fd0a:d500::65";
 
 /// How soon after the last heal the VIP must answer again.
 const VIP_LIVENESS: Duration = Duration::from_secs(5);
 
 /// The vip workload (three members; `o.nodes` is ignored).
 pub(super) fn run_vip(o: &Options) -> Result<(PathBuf, Results), String> {
-    let (mut v, _, _) = VipLab::start();
+    let (mut v, _, _) = VipLab::start_opts(VipLabOptions {
+        ipv6: o.ipv6,
+        ..Default::default()
+    });
+    let vip1 = v.vip.to_string();
+    let vip1 = vip1.as_str();
+    let (vip2, vip2_prefix, family) = if o.ipv6 {
+        (VIP2_V6, 64, "-6")
+    } else {
+        (VIP2, 24, "-4")
+    };
     let t0 = Instant::now();
     let t0_mono = mono_ns();
     let ns = |t: Instant| t.saturating_duration_since(t0).as_nanos() as u64;
     let obs = observer(&v);
     // The client host talks to the VIP (so it has a neighbour entry for it), and every change
     // of that entry is recorded: which MAC the client would send to.
-    let ping: Vec<String> = ["-q", "-i", "0.2", "-W", "1", VIP]
+    let ping: Vec<String> = ["-q", "-i", "0.2", "-W", "1", vip1]
         .iter()
         .map(|s| s.to_string())
         .collect();
@@ -49,7 +60,7 @@ pub(super) fn run_vip(o: &Options) -> Result<(PathBuf, Results), String> {
             &v.dir.join("client-ping.log"),
         )
         .map_err(|e| e.to_string())?;
-    let neigh = NeighMonitor::start(&v.lab, VIP, t0)?;
+    let neigh = NeighMonitor::start(&v.lab, vip1, t0)?;
     // A second VIP of the same service, which the controller places on the same node: when
     // that node fails, one tick decides both (the decisions of a tick must not outlive their
     // term).
@@ -58,7 +69,7 @@ pub(super) fn run_vip(o: &Options) -> Result<(PathBuf, Results), String> {
         "apply",
         "web-vip-2",
         "--address",
-        &format!("{VIP2}/24"),
+        &format!("{vip2}/{vip2_prefix}"),
         "--interface",
         "eth0",
         "--service",
@@ -69,7 +80,7 @@ pub(super) fn run_vip(o: &Options) -> Result<(PathBuf, Results), String> {
     }
     let obs2 = ArpObserver::start(
         v.lab.client(),
-        VIP2.parse().expect("an address"),
+        vip2.parse::<std::net::IpAddr>().expect("an address"),
         Duration::from_millis(10),
     );
     let members = Members::plain(v.lab.member_endpoints(v.members));
@@ -86,21 +97,19 @@ pub(super) fn run_vip(o: &Options) -> Result<(PathBuf, Results), String> {
             }
             for (i, h) in v.lab.nodes().iter().enumerate() {
                 let at = ns(Instant::now());
-                let out = v.lab.exec(
-                    h,
-                    "sh",
-                    &[
-                        "-c",
-                        "ip -4 -o addr show dev eth0; nft list set arp ballast_fence allowed 2>/dev/null",
-                    ],
+                let table = if family == "-6" { "ip6" } else { "arp" };
+                let script = format!(
+                    "ip {family} -o addr show dev eth0; nft list set {table} ballast_fence allowed 2>/dev/null"
                 );
+                let out = v.lab.exec(h, "sh", &["-c", &script]);
                 let Ok(out) = out else { continue };
                 let text = String::from_utf8_lossy(&out.stdout);
+                let inet = if family == "-6" { "inet6" } else { "inet" };
                 epochs.push(Line::NodeView {
                     at,
                     node: i as u64 + 1,
-                    address: text.contains(&format!("inet {VIP}/")),
-                    allowed_ms: allowance_in(&text, VIP).map(|d| d.as_millis() as u64),
+                    address: text.contains(&format!("{inet} {vip1}/")),
+                    allowed_ms: allowance_in(&text, vip1).map(|d| d.as_millis() as u64),
                 });
             }
             std::thread::sleep(
@@ -136,14 +145,14 @@ pub(super) fn run_vip(o: &Options) -> Result<(PathBuf, Results), String> {
             mac: v.mac(node),
         })
         .collect();
-    for (vip, observer) in [("", obs), (VIP2, obs2)] {
+    for (vip, observer) in [("", obs), (vip2, obs2)] {
         let (probes, frames) = observer.stop_all()?;
         lines.extend(probes.iter().filter(|p| p.at >= t0).map(|p| Line::Probe {
             at: ns(p.at),
             macs: p.macs.iter().map(mac_string).collect(),
             vip: vip.to_string(),
         }));
-        let addr = if vip.is_empty() { VIP } else { vip };
+        let addr = if vip.is_empty() { vip1 } else { vip };
         lines.extend(
             v.allowed_for(addr, t0_mono)?
                 .into_iter()
