@@ -544,3 +544,53 @@ async fn a_router_flooding_updates_neither_stalls_nor_ends_the_session() {
     assert_eq!(speaker.peers()[0].state, PeerState::Established);
     assert_eq!(speaker.peers()[0].sessions_established, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_that_never_stops_sending_still_gets_keepalives_and_updates() {
+    let router = Router::new().await;
+    let speaker = router.speaker(9);
+    let c = router.establish(3).await;
+    let (mut rd, mut wr) = c.stream.into_split();
+    // Four seconds of UPDATEs without pause: longer than the hold time of 3 s.
+    let flood = tokio::spawn(async move {
+        let mut burst = Vec::new();
+        for _ in 0..500 {
+            wire::end_of_rib(&mut burst, Family::Ipv4);
+        }
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(4) {
+            wr.write_all(&burst).await.unwrap();
+        }
+        wr
+    });
+    let mut announced = false;
+    let mut keepalives = 0;
+    let mut buf = c.buf;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(4) {
+        if let Some((msg, used)) = wire::decode(&buf).unwrap() {
+            let raw: Vec<u8> = buf.drain(..used).collect();
+            match msg {
+                Message::Keepalive => keepalives += 1,
+                Message::Update => {
+                    let u = Update::decode(&raw).unwrap();
+                    announced |= u.announced.contains(&ip("10.0.0.1"));
+                }
+                Message::Notification(n) => panic!("session ended: {n}"),
+                Message::Open(_) => panic!("OPEN"),
+            }
+            continue;
+        }
+        if started.elapsed() > Duration::from_secs(1) {
+            speaker.announce(ip("10.0.0.1"), 1).unwrap();
+        }
+        let mut chunk = [0u8; 4096];
+        let n = timeout(WAIT, rd.read(&mut chunk)).await.unwrap().unwrap();
+        assert!(n > 0, "the speaker closed");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    flood.await.unwrap();
+    assert!(keepalives >= 3, "{keepalives} keepalives in 4 s at hold 3");
+    assert!(announced, "the announcement got through the flood");
+    assert_eq!(speaker.peers()[0].sessions_established, 1);
+}

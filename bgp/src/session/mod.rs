@@ -281,16 +281,18 @@ impl Session {
         let mut next_keepalive = Instant::now() + keepalive_every;
         loop {
             let silent_at = conn.last_heard() + hold_time;
+            // Messages last: a router that never stops sending must not starve our
+            // keepalives and UPDATEs (the hold timer reads `last_heard`, not the queue).
             let event = tokio::select! {
                 biased;
                 _ = stopped(&mut self.stop) => Event::Stop,
-                m = conn.recv() => Event::Message(m),
                 _ = sleep_until(silent_at), if hold > 0 => Event::Silent,
                 _ = sleep_until(next_keepalive), if hold > 0 => Event::KeepaliveDue,
                 r = self.routes.changed() => match r {
                     Ok(()) => Event::RoutesChanged,
                     Err(_) => Event::Stop, // the handle is gone
                 },
+                m = conn.recv() => Event::Message(m),
             };
             match event {
                 Event::Stop => return Ok(()),
