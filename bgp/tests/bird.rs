@@ -24,6 +24,7 @@ fn neighbor(node: &Node, asn: u32) -> Neighbor {
         asn,
         password: None,
         ipv6: false,
+        gr_aware: false,
     }
 }
 
@@ -89,21 +90,27 @@ fn the_higher_epoch_wins_at_the_router_across_ases_with_med_metric_on() {
 }
 
 #[test]
-fn a_killed_speakers_route_leaves_the_router_at_once_without_graceful_restart() {
-    let (lab, a, node) = one_node();
+fn a_killed_speakers_route_leaves_even_a_graceful_restart_aware_router_at_once() {
+    let mut lab = Lab::new(1);
+    let a = lab.nodes[0].clone();
+    // BIRD's default: it would keep the routes of a peer that offered Graceful Restart for
+    // up to 120 s after the session ends. The speaker never offers it.
+    let aware = Neighbor {
+        gr_aware: true,
+        ..neighbor(&a, 65001)
+    };
+    lab.start_bird(&[aware], false);
+    let node = NodeSpeaker::to_router(&a, 65001, None, false);
     node.speaker().announce(vip(), 5).unwrap();
     lab.wait_best(VIP_ROUTE, &a);
     let killed = Instant::now();
     node.kill();
-    // Far below the hold time of 3 s: the closed connection ends the session, and no Graceful
-    // Restart keeps the route.
+    // Far below the hold time of 3 s: the closed connection ends the session at once. (With
+    // a Graceful Restart capability for IPv4 in our OPEN, this wait fails: checked by hand.)
     lab.wait_gone(VIP_ROUTE, Duration::from_secs(1));
-    let gone = killed.elapsed();
-    eprintln!("route gone {gone:?} after the speaker's runtime was dropped");
-    assert!(
-        !lab.bird_log().contains("graceful restart"),
-        "{}",
-        lab.bird_log()
+    eprintln!(
+        "route gone {:?} after the speaker's runtime was dropped",
+        killed.elapsed()
     );
 }
 

@@ -43,6 +43,8 @@ pub struct Neighbor {
     pub password: Option<String>,
     /// A session over IPv6 (IPv6 channel) instead of IPv4 (IPv4 channel).
     pub ipv6: bool,
+    /// BIRD's default, "graceful restart aware", instead of `graceful restart off`.
+    pub gr_aware: bool,
 }
 
 /// One route in `birdc show route ... all`.
@@ -255,10 +257,15 @@ impl Lab {
                 .map(|p| format!("  password \"{p}\";\n"))
                 .unwrap_or_default();
             let med = if med_metric { "  med metric on;\n" } else { "" };
+            let gr = if n.gr_aware {
+                ""
+            } else {
+                "  graceful restart off;\n"
+            };
             conf += &format!(
                 "protocol bgp {name} {{\n  local {local} as {ROUTER_AS};\n  neighbor {addr} as {asn};\n\
                  {password}  hold time 3;\n  keepalive time 1;\n  connect retry time 1;\n  \
-                 error wait time 1, 5;\n  graceful restart off;\n{med}  {channel} {{\n    \
+                 error wait time 1, 5;\n{gr}{med}  {channel} {{\n    \
                  import filter {{ if net.len = {len} then accept; reject; }};\n    export none;\n  }};\n}}\n",
                 name = n.node.name,
                 asn = n.asn,
