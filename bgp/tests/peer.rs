@@ -594,3 +594,18 @@ async fn a_router_that_never_stops_sending_still_gets_keepalives_and_updates() {
     assert!(announced, "the announcement got through the flood");
     assert_eq!(speaker.peers()[0].sessions_established, 1);
 }
+
+#[tokio::test]
+async fn the_notification_reaches_a_peer_whose_garbage_is_still_unread() {
+    let router = Router::new().await;
+    let _speaker = router.speaker(9);
+    let mut c = router.establish(3).await;
+    c.until_end_of_rib().await;
+    // The speaker closes with the junk unread, which resets the connection (RST, not FIN):
+    // the NOTIFICATION, written before, still arrives ahead of the reset.
+    let mut junk = vec![0u8; 19];
+    junk.extend_from_slice(&[0xab; 60_000]);
+    c.send(&junk).await;
+    let n = c.notification().await;
+    assert_eq!((n.code, n.subcode), (1, 1));
+}

@@ -17,7 +17,7 @@ use tokio::time::{sleep, sleep_until, timeout, Instant};
 
 use crate::backoff::{self, Backoff};
 use crate::config::PeerConfig;
-use crate::status::{PeerState, StatusCell};
+use crate::status::{PeerState, StatusCell, Withheld};
 use crate::table::{sync, Changes, Peering, Routes};
 use crate::wire::{self, Family, Message, MessageType, Notification, Open, OpenError, WireError};
 use conn::Conn;
@@ -340,7 +340,9 @@ impl Session {
         }
         let peer = self.peer.socket_addr();
         self.status.update(|s| {
-            if s.withheld != changes.withheld {
+            // Once per kind, not once per route: a thousand VIPs are one misconfiguration.
+            let kinds = |w: &[Withheld]| w.iter().map(|w| (w.family, w.reason)).collect::<Vec<_>>();
+            if kinds(&s.withheld) != kinds(&changes.withheld) {
                 for w in &changes.withheld {
                     tracing::warn!(%peer, "{w}");
                 }
