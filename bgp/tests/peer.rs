@@ -345,7 +345,7 @@ async fn a_peer_that_never_answers_the_open_is_given_up_at_the_hold_time() {
     assert_eq!((n.code, n.subcode), (4, 0));
     let waited = started.elapsed();
     assert!(
-        waited >= Duration::from_secs(3) && waited < Duration::from_secs(5),
+        waited >= Duration::from_millis(2900) && waited < Duration::from_secs(7),
         "{waited:?}"
     );
     until_error(&speaker, "OpenSent").await;
@@ -372,7 +372,7 @@ async fn a_silent_established_peer_is_dropped_at_the_hold_time_and_called_again(
     assert_eq!((n.code, n.subcode), (4, 0));
     let held = up.elapsed();
     assert!(
-        held >= Duration::from_millis(2900) && held < Duration::from_secs(5),
+        held >= Duration::from_millis(2900) && held < Duration::from_secs(7),
         "{held:?}"
     );
     assert!(keepalives >= 2, "keepalives every hold/3: {keepalives}");
