@@ -63,6 +63,15 @@ pub fn differences(vips: &[v1::Vip], leases: &v1::LeasesResponse) -> Vec<String>
                 Some(_) => {}
             }
         }
+        // VIPs its server cannot place (`ballastd --segment-interface`, `--vip-interface`):
+        // the leader places them elsewhere.
+        for u in &a.unplaceable {
+            out.push(unplaceable(
+                a.node_id,
+                u,
+                decided.get(u.vip.as_str()).copied(),
+            ));
+        }
         // The agent's HAProxy (`--haproxy-socket`), as of its last renewal.
         if !a.haproxy_error.is_empty() {
             out.push(format!(
@@ -84,6 +93,26 @@ pub fn differences(vips: &[v1::Vip], leases: &v1::LeasesResponse) -> Vec<String>
         }
     }
     out
+}
+
+/// The line for a VIP node `node` reported it cannot place; `vip`: the VIP as the cluster
+/// defines it (its interface names the segment the server's configuration mapped).
+fn unplaceable(node: u64, u: &v1::Unplaceable, vip: Option<&v1::Vip>) -> String {
+    let segment = vip
+        .filter(|v| v.interface != u.interface)
+        .map(|v| format!(" (segment {})", v.interface))
+        .unwrap_or_default();
+    if u.reason == "no such interface" {
+        format!(
+            "node {node}: VIP {} cannot be placed: no interface {} here{segment}",
+            u.vip, u.interface
+        )
+    } else {
+        format!(
+            "node {node}: VIP {} cannot be placed on {}{segment}: {}",
+            u.vip, u.interface, u.reason
+        )
+    }
 }
 
 /// Nodes whose agents report holding `vip`, for display.
@@ -207,6 +236,37 @@ mod tests {
                 "node 1: HAProxy backend be_web has no server n3 (the cluster wants it maint)",
                 "node 1: HAProxy has be_web/n2 ready, the cluster wants drain",
                 "node 2: cannot drive HAProxy: /run/haproxy.sock: connection refused",
+            ]
+        );
+    }
+
+    #[test]
+    fn vips_a_server_cannot_place_are_reported_with_their_segment() {
+        let u = |vip: &str, interface: &str, reason: &str| v1::Unplaceable {
+            vip: vip.into(),
+            interface: interface.into(),
+            reason: reason.into(),
+        };
+        let mut web = vip("web-vip", 0, 0);
+        web.interface = "eth0".into();
+        let mut lan = vip("lan-vip", 0, 0);
+        lan.interface = "lan2".into();
+        let mut three = agent(3, &[]);
+        three.unplaceable = vec![
+            u("lan-vip", "lan2", "no such interface"),
+            u("web-vip", "ens3", "no such interface"),
+            u("gone-vip", "eth9", "down"),
+        ];
+        let mut old = agent(1, &[]);
+        old.last_heard_ms_ago = 5_000;
+        old.unplaceable = vec![u("web-vip", "eth0", "no such interface")];
+        let d = differences(&[web, lan], &leases(vec![three, old]));
+        assert_eq!(
+            d,
+            [
+                "node 3: VIP lan-vip cannot be placed: no interface lan2 here",
+                "node 3: VIP web-vip cannot be placed: no interface ens3 here (segment eth0)",
+                "node 3: VIP gone-vip cannot be placed on eth9: down",
             ]
         );
     }

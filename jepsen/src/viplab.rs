@@ -292,8 +292,10 @@ impl VipLab {
             !allowed.is_empty(),
             "no fence journal recorded an allowance"
         );
+        // A frame from any of a node's interfaces is that node's (a VIP may go on another
+        // interface than eth0: `ballastd --segment-interface`).
         let macs: Vec<(u64, String)> = (1..=self.lab.nodes().len() as u64)
-            .map(|id| (id, self.mac(id)))
+            .flat_map(|id| self.macs(id).into_iter().map(move |m| (id, m)))
             .collect();
         let frames: Vec<(u64, String, bool)> = frames
             .iter()
@@ -484,6 +486,23 @@ impl VipLab {
             )
             .unwrap();
         String::from_utf8_lossy(&out.stdout).trim().to_lowercase()
+    }
+
+    /// The MAC addresses of every interface of node `id`'s host but loopback.
+    pub fn macs(&self, id: u64) -> Vec<String> {
+        let out = self
+            .lab
+            .exec(
+                self.lab.node(id as usize),
+                "sh",
+                &["-c", "cat /sys/class/net/*/address"],
+            )
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.trim().to_lowercase())
+            .filter(|m| !m.is_empty() && m != "00:00:00:00:00:00")
+            .collect()
     }
 
     pub fn host(&self, id: u64) -> &Host {

@@ -506,7 +506,9 @@ fn status_shows_leases_holders_and_where_agents_differ() {
     let most = (VIP_LEASE + VIP_MARGIN).as_millis() as u64;
     assert!(left > 0 && left <= most, "lease left {left} ms");
 
-    // A VIP on an interface no server has: it is assigned, but its owner cannot hold it.
+    // A VIP on an interface no server has: every agent reports it cannot place it (if the
+    // controller gave it to one before the reports came in, that owner keeps it, since no
+    // node can take it, and does not hold it).
     let (ok, _, err) = v.ctl(&[
         "vip",
         "apply",
@@ -524,16 +526,16 @@ fn status_shows_leases_holders_and_where_agents_differ() {
         .wait_for(Duration::from_secs(10), || {
             status().filter(|s| {
                 s["differences"].as_array().is_some_and(|d| {
-                    d.iter().any(|l| {
-                        l.as_str().is_some_and(|l| {
-                            l.starts_with("ghost-vip: owner node")
-                                && l.ends_with("does not report holding it")
-                        })
+                    (1..=3).all(|id| {
+                        let line = format!(
+                            "node {id}: VIP ghost-vip cannot be placed: no interface nosuch0 here"
+                        );
+                        d.iter().any(|l| l.as_str() == Some(line.as_str()))
                     })
                 })
             })
         })
-        .expect("status shows that the ghost VIP's owner does not hold it");
+        .expect("status shows that no server can place the ghost VIP");
     let (ok, text, _) = v.ctl(&["status"]);
     assert!(ok);
     assert!(
@@ -658,4 +660,222 @@ fn a_standalone_agent_registers_holds_the_vip_and_loses_it_when_killed() {
     let (ok, _, err) = v.ctl(&["node", "forget", "4"]);
     assert!(!ok && err.contains("backs service"), "{err}");
     eprintln!("standalone agent killed: node {new_owner} answers; outage {outage:?}");
+}
+
+/// Issue 16, per-server interfaces. VIP "seg-vip" names segment `lan2`, which no host calls
+/// so: node 1 has no mapping (no `lan2` there), node 2 maps the segment to a second NIC of
+/// its own, `ens3` (`--segment-interface lan2=ens3`), node 3 maps the segment to `eth0` but
+/// the VIP itself to `bond0`, which it lacks (`--vip-interface` wins). Status shows where it
+/// cannot be placed and why, before it is ever placed; it goes to node 2 only, on `ens3`;
+/// once node 2 is dead it stays unowned rather than go to a node that cannot hold it.
+#[test]
+fn a_vip_goes_only_where_a_server_has_its_interface_and_status_says_where_not() {
+    let (mut v, _, _) = VipLab::start_opts(VipLabOptions {
+        extra: Some(Box::new(|id, dir| {
+            let mut a = vec![
+                "--exec-check".to_string(),
+                format!("seg=test -e {}", dir.join(format!("seg-n{id}")).display()),
+            ];
+            match id {
+                2 => a.extend(["--segment-interface".into(), "lan2=ens3".into()]),
+                3 => a.extend([
+                    "--segment-interface".into(),
+                    "lan2=eth0".into(),
+                    "--vip-interface".into(),
+                    "seg-vip=bond0".into(),
+                ]),
+                _ => {}
+            }
+            a
+        })),
+        ..Default::default()
+    });
+    const SEG_VIP: &str = "10.213.0.101";
+    // Node 2's second NIC on the same bridge. It answers ARP only for its own addresses
+    // (arp_ignore=1), as a server with two NICs on one segment is set up.
+    let n2 = v.host(2).netns.clone();
+    let switch = format!("{}-sw", v.lab.id());
+    for args in [
+        vec![
+            "-n", &switch, "link", "add", "q2", "type", "veth", "peer", "name", "ens3", "netns",
+            &n2,
+        ],
+        vec!["-n", &switch, "link", "set", "q2", "master", "br0", "up"],
+        vec!["-n", &n2, "link", "set", "ens3", "up"],
+        vec![
+            "netns",
+            "exec",
+            &n2,
+            "sysctl",
+            "-qw",
+            "net.ipv4.conf.all.arp_ignore=1",
+        ],
+    ] {
+        let out = std::process::Command::new("ip")
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ip {args:?}: {out:?}");
+    }
+    // A service whose backends are not healthy yet, and its VIP: placed nowhere for now.
+    let ctl = |args: &[&str]| {
+        let (ok, out, err) = v.ctl(args);
+        assert!(ok, "{args:?}: {err}");
+        out
+    };
+    ctl(&[
+        "service",
+        "apply",
+        "seg",
+        "--check",
+        "exec:seg",
+        "--backends",
+        "1,2,3",
+        "--interval-ms",
+        "100",
+        "--timeout-ms",
+        "100",
+    ]);
+    ctl(&[
+        "vip",
+        "apply",
+        "seg-vip",
+        "--address",
+        &format!("{SEG_VIP}/24"),
+        "--interface",
+        "lan2",
+        "--service",
+        "seg",
+    ]);
+    // Status says where it cannot go, and why: node 1 has no lan2, node 3 no bond0.
+    let want = [
+        "node 1: VIP seg-vip cannot be placed: no interface lan2 here",
+        "node 3: VIP seg-vip cannot be placed: no interface bond0 here (segment lan2)",
+    ];
+    let differences = || -> Option<Vec<String>> {
+        let (ok, out, _) = v.ctl(&["status", "-o", "json"]);
+        let s: serde_json::Value = serde_json::from_str(&out).ok()?;
+        let d = s["differences"].as_array()?;
+        ok.then(|| {
+            d.iter()
+                .filter_map(|l| l.as_str().map(String::from))
+                .collect()
+        })
+    };
+    let seen = v
+        .lab
+        .wait_for(Duration::from_secs(15), || {
+            differences().filter(|d| want.iter().all(|w| d.iter().any(|l| l == w)))
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "status never said where seg-vip cannot go; logs:\n{}",
+                v.logs()
+            )
+        });
+    assert!(
+        !seen.iter().any(|l| l.starts_with("node 2:")),
+        "node 2 has ens3: {seen:?}"
+    );
+    assert_eq!(
+        vip_owner(&v, "seg-vip"),
+        Some((0, 0)),
+        "no backend is healthy yet"
+    );
+    let (ok, text, _) = v.ctl(&["status"]);
+    assert!(ok && text.contains(want[1]), "{text}");
+
+    // Every backend turns healthy: only node 2 can take it, on ens3.
+    let obs = ArpObserver::start(
+        v.lab.client(),
+        SEG_VIP.parse().unwrap(),
+        Duration::from_millis(10),
+    );
+    let t = Instant::now();
+    for id in 1..=3 {
+        std::fs::write(v.dir.join(format!("seg-n{id}")), "").unwrap();
+    }
+    let ens3_mac = {
+        let out = v
+            .lab
+            .exec(v.host(2), "cat", &["/sys/class/net/ens3/address"])
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_lowercase()
+    };
+    v.lab
+        .wait_for(Duration::from_secs(15), || {
+            let last = obs.probes().last().cloned()?;
+            (last.macs.len() == 1 && mac_string(&last.macs[0]) == ens3_mac).then_some(())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "seg-vip never answered from node 2's ens3; logs:\n{}",
+                v.logs()
+            )
+        });
+    assert_eq!(
+        vip_owner(&v, "seg-vip"),
+        Some((2, 1)),
+        "node 2, at the first epoch: never elsewhere"
+    );
+    let on = |dev: &str| {
+        let out = v
+            .lab
+            .exec(v.host(2), "ip", &["-4", "addr", "show", "dev", dev])
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains(SEG_VIP)
+    };
+    assert!(on("ens3") && !on("eth0"), "the address is on ens3 only");
+
+    // Node 2 dies: nobody else can hold seg-vip, so it ends unowned. (Until the leader
+    // marks node 2 down, 2 s after its last renewal, the dead node still counts as
+    // eligible and may be given it again, at a higher epoch: it never claims it.)
+    v.procs[1].take().unwrap().kill();
+    v.lab
+        .wait_for(Duration::from_secs(20), || {
+            v.node_alive(2)
+                .filter(|a| !a)
+                .and_then(|_| vip_owner(&v, "seg-vip"))
+                .filter(|(o, _)| *o == 0)
+        })
+        .unwrap_or_else(|| panic!("seg-vip stayed owned; logs:\n{}", v.logs()));
+    // An observation window, not a wait for a state: ten controller ticks in which nodes
+    // 1 and 3, alive and healthy, would be given it if their reports did not count.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(vip_owner(&v, "seg-vip").map(|o| o.0), Some(0));
+    let logs = v.logs();
+    for id in [1, 3] {
+        let given = format!("Assign {{ vip: \"seg-vip\", node: {id},");
+        assert!(
+            !logs.contains(&given),
+            "seg-vip was given to node {id}:\n{logs}"
+        );
+    }
+    // Only node 2's fence ever allowed the address, and every frame for it came from node 2
+    // within its lease.
+    let base = v.started().1;
+    let allowed = v.allowed_for(SEG_VIP, base).unwrap();
+    assert!(allowed.iter().all(|a| a.node == 2), "{allowed:?}");
+    let outage = v.check_run_for(SEG_VIP, obs, t);
+    eprintln!("seg-vip on node 2's ens3 only; status:\n{text}\nanswered after {outage:?}");
+    for id in [1, 3] {
+        assert!(
+            v.log(id).contains("this server cannot place the VIP"),
+            "node {id} said nothing:\n{}",
+            v.log(id)
+        );
+    }
+}
+
+/// (owner, epoch) of VIP `name` as the cluster decided (owner 0: none).
+fn vip_owner(v: &VipLab, name: &str) -> Option<(u64, u64)> {
+    let (ok, out, _) = v.ctl(&["vip", "ls", "-o", "json"]);
+    let vips: serde_json::Value = serde_json::from_str(&out).ok()?;
+    let s = vips.as_array()?.iter().find(|x| x["name"] == name)?;
+    ok.then(|| {
+        (
+            s["owner"].as_u64().unwrap_or(0),
+            s["epoch"].as_u64().unwrap_or(0),
+        )
+    })
 }

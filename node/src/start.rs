@@ -323,6 +323,7 @@ pub async fn start(
             exec_checks: cfg.exec_checks.clone(),
             release_sites: cfg.release_sites.clone(),
             haproxy: cfg.haproxy.clone(),
+            interfaces: cfg.interfaces.clone(),
             instance,
             advertise: None,
         };

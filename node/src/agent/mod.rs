@@ -7,6 +7,9 @@
 //!   reconcile loop, the clean stop;
 //! - `loops`: the health, HAProxy and release loops beside it;
 //! - `settings`: what the agent is told at start (`AgentConfig`);
+//! - `interfaces`: the local interface of each VIP (`--vip-interface`,
+//!   `--segment-interface`), applied to every state view, and the VIPs this server cannot
+//!   place, reported with each renewal;
 //! - `fence`: the kernel-enforced fence (nftables set elements that expire at the deadline,
 //!   and an egress filter that keeps announcements inside the lease);
 //! - `journal`: the fence's allowance intervals on the shared monotonic clock, for the lab;
@@ -23,6 +26,7 @@ pub(crate) mod garp;
 pub mod haproxy;
 pub mod health;
 pub mod hostlock;
+pub mod interfaces;
 pub(crate) mod journal;
 mod loops;
 pub mod nd;

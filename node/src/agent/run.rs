@@ -10,6 +10,11 @@
 //! added or removed as a side effect of an event alone: events only trigger a reconcile. On a
 //! clean stop, every held VIP is let go, and only then the node's leases.
 //!
+//! Every view of the state is this server's own: each VIP's interface is the local one its
+//! configuration maps it to (`interfaces.rs`), applied as the view is read, so that the plan,
+//! the fence and the addresses all name the same interface. Each renewal also says which VIPs
+//! of the services this node backs it cannot place (no such interface here).
+//!
 //! The agent is one process instance (a random id): it registers it, and the cluster binds
 //! the node's leases to it, so that a second agent started with the same node id gets none.
 //! The side loops (health, HAProxy, releases) are in `loops.rs`.
@@ -23,6 +28,7 @@ use tokio::time::Instant;
 
 use super::addr::Addresses;
 use super::fence::VipFence;
+use super::interfaces;
 use super::loops::{haproxy_loop, health_loop, release_loop, SharedState};
 use super::plan;
 use super::settings::AgentConfig;
@@ -138,6 +144,23 @@ fn revision_of(s: &v1::GetStateResponse) -> u64 {
     s.header.as_ref().map_or(0, |h| h.revision)
 }
 
+/// Says in the log, once while it lasts, that this server cannot place a VIP of a service it
+/// backs, and when it can again.
+fn tell_unplaceable(told: &mut interfaces::Told, now: &[v1::Unplaceable]) {
+    let (new, gone) = told.news(now);
+    for (vip, interface) in new {
+        tracing::error!(
+            %vip,
+            %interface,
+            "this server cannot place the VIP: no such interface here (see --vip-interface, \
+             --segment-interface); the leader places it elsewhere"
+        );
+    }
+    for (vip, interface) in gone {
+        tracing::info!(%vip, %interface, "this server can place the VIP again");
+    }
+}
+
 /// A watch item that says only how far the watch got.
 fn is_progress_mark(item: &Result<ballast_client::WatchItem, ballast_client::Error>) -> bool {
     matches!(item, Ok(ballast_client::WatchItem::Changes(r)) if r.events.is_empty())
@@ -164,7 +187,7 @@ pub async fn run(
     // answers ARP unless it is managed or removed below. A serializable read from a member
     // that just restarted can predate the VIP (the failover bench caught exactly that: a
     // restarted member re-applies its log only up to the committed index it saved).
-    let state = loop {
+    let cluster_view = loop {
         match client.get_state(false).await {
             Ok(s) => break s,
             Err(e) => tracing::warn!(error = %e, "agent waiting for the cluster state"),
@@ -174,19 +197,26 @@ pub async fn run(
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
     };
+    // From here on, every view of the state is this server's: each VIP on its local
+    // interface (`interfaces.rs`).
+    let mut state = cluster_view.clone();
+    cfg.interfaces.apply(&mut state);
     // 2. Any VIP address left on an interface (a crash, an old epoch, a retired address) goes
     // before the fence is installed: until then the fence a killed agent left behind still
     // silences it, and a fresh fence manages no address until the loop below says which.
-    let leftovers = state
-        .vips
-        .iter()
-        .map(|v| (v.name.as_str(), v.address.as_str(), v.interface.as_str()))
-        .chain(
-            state
-                .retired
-                .iter()
-                .map(|r| (r.vip.as_str(), r.address.as_str(), r.interface.as_str())),
-        );
+    // Looked for on the local interface and on the cluster's (an agent started before with
+    // another mapping, or none).
+    let mut leftovers = Vec::new();
+    for s in [&state, &cluster_view] {
+        for v in &s.vips {
+            leftovers.push((v.name.as_str(), v.address.as_str(), v.interface.as_str()));
+        }
+        for r in &s.retired {
+            leftovers.push((r.vip.as_str(), r.address.as_str(), r.interface.as_str()));
+        }
+    }
+    let mut looked = std::collections::BTreeSet::new();
+    leftovers.retain(|(_, address, iface)| looked.insert((*address, *iface)));
     for (name, address, iface) in leftovers {
         if let Some((ip, _)) = plan::parse_addr(address) {
             if addrs.has(iface, ip).await.unwrap_or(false) {
@@ -260,6 +290,7 @@ pub async fn run(
     let mut next_tick = Instant::now();
     let mut dirty = false;
     let mut fresh = Freshness::default();
+    let mut told = interfaces::Told::default();
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
@@ -284,7 +315,8 @@ pub async fn run(
         }
         if dirty {
             match client.get_state(true).await {
-                Ok(s) => {
+                Ok(mut s) => {
+                    cfg.interfaces.apply(&mut s);
                     let rev = revision_of(&s);
                     dirty = fresh.read(rev);
                     // While reading again, a read older than the state held is not taken
@@ -301,9 +333,12 @@ pub async fn run(
             continue;
         };
         let haproxy = haproxy_view.lock().unwrap().clone();
+        // Looked at again every round: an interface may come or go.
+        let unplaceable = interfaces::unplaceable(&state, cfg.node_id, interfaces::exists);
+        tell_unplaceable(&mut told, &unplaceable);
         let started = Instant::now();
         let due = started >= next_tick;
-        let Some(renewed) = agent.reconcile(&state, haproxy, due).await else {
+        let Some(renewed) = agent.reconcile(&state, haproxy, unplaceable, due).await else {
             continue; // a change that gave this node nothing new: renew when due
         };
         // The next renewal is due a renew interval after this one started, however long this

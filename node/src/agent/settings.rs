@@ -1,7 +1,7 @@
 //! What an agent is told at start (from ballastd's configuration): its node, the lease
 //! settings to use until the leader sends the cluster's, announcements, health checks,
-//! release sites and the local HAProxy. Read by the loop, the shell and the side loops; it
-//! decides nothing.
+//! release sites, the local HAProxy and the local names of the VIPs' interfaces. Read by the
+//! loop, the shell and the side loops; it decides nothing.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -26,6 +26,10 @@ pub struct AgentConfig {
     pub release_sites: BTreeMap<String, super::release::ReleaseSite>,
     /// The local HAProxy to drive, if any.
     pub haproxy: Option<super::haproxy::HaproxyConfig>,
+    /// Where VIPs go on this server when its interfaces are named otherwise than the
+    /// cluster's segments (`--vip-interface`, `--segment-interface`). Fixed for the
+    /// process's life: what the agent holds and fences was placed by it.
+    pub interfaces: super::interfaces::InterfaceMap,
     /// This agent process (random, not 0); the cluster binds the node's leases to it.
     pub instance: u64,
     /// A standalone agent's address for operators (`ballastd agent --advertise`, may be

@@ -307,6 +307,7 @@ impl<'a> Agent<'a> {
         &mut self,
         state: &v1::GetStateResponse,
         haproxy: super::haproxy::HaproxyView,
+        unplaceable: Vec<v1::Unplaceable>,
         due: bool,
     ) -> Option<bool> {
         let me = self.cfg.node_id;
@@ -376,6 +377,7 @@ impl<'a> Agent<'a> {
             haproxy: haproxy.differs,
             haproxy_error: haproxy.error,
             instance: self.cfg.instance,
+            unplaceable,
         };
         // Twice the longer of the cluster's renew interval and this agent's own: never shorter
         // than one of the client's attempts (`run::cluster_client`), so that an attempt that

@@ -1,8 +1,9 @@
 //! The agent's settings, resolved once for both ways of running it (`ballastd --agent`, in a
 //! member, and `ballastd agent`, alone): flags over the file over the defaults, with the exec
-//! checks, release sites, HAProxy and TLS files they name; and `AgentOnlyConfig`, the whole
-//! configuration of `ballastd agent`. It neither parses flags (`cli.rs`) nor reads the file
-//! (`file.rs`), and checks only the shape of what it merges (the rest is `check.rs`).
+//! checks, release sites, HAProxy, local interfaces and TLS files they name; and
+//! `AgentOnlyConfig`, the whole configuration of `ballastd agent`. It neither parses flags
+//! (`cli.rs`) nor reads the file (`file.rs`), and checks only the shape of what it merges
+//! (the rest is `check.rs`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use super::cli::{AgentArgs, AgentOpts};
 use super::file::{agent_keys, read_toml, AgentFileConfig, AgentFileKeys};
 use super::{parse_log_format, ConfigError, LogFormat};
+use crate::agent::interfaces::InterfaceMap;
 use crate::types::NodeId;
 
 /// The resolved configuration of `ballastd agent`.
@@ -30,6 +32,8 @@ pub struct AgentOnlyConfig {
     pub(crate) release_sites: BTreeMap<String, crate::agent::release::ReleaseSite>,
     /// The local HAProxy the agent drives, if any.
     pub(crate) haproxy: Option<crate::agent::haproxy::HaproxyConfig>,
+    /// Where VIPs go on this server (`--vip-interface`, `--segment-interface`).
+    pub(crate) interfaces: InterfaceMap,
     pub log_format: LogFormat,
     pub log: String,
     /// The token file (see `ballastd --help`); the agent uses its `node <id>` line (see
@@ -69,6 +73,7 @@ impl AgentOnlyConfig {
             exec_checks: agent.exec_checks,
             release_sites: agent.release_sites,
             haproxy: agent.haproxy,
+            interfaces: agent.interfaces,
             log_format: parse_log_format(args.log_format.or(file.log_format))?,
             log: args.log.or(file.log).unwrap_or_else(|| "info".into()),
             token_file: args.agent_opts.token_file.clone().or(file.token_file),
@@ -89,6 +94,7 @@ impl AgentOnlyConfig {
             exec_checks: self.exec_checks.clone(),
             release_sites: self.release_sites.clone(),
             haproxy: self.haproxy.clone(),
+            interfaces: self.interfaces.clone(),
             instance,
             advertise: Some(self.advertise.clone()),
         }
@@ -107,6 +113,7 @@ pub(super) struct AgentSettings {
     pub(super) exec_checks: BTreeMap<String, Vec<String>>,
     pub(super) release_sites: BTreeMap<String, crate::agent::release::ReleaseSite>,
     pub(super) haproxy: Option<crate::agent::haproxy::HaproxyConfig>,
+    pub(super) interfaces: InterfaceMap,
 }
 
 impl AgentSettings {
@@ -165,6 +172,20 @@ impl AgentSettings {
                 opts,
             )?,
             haproxy: haproxy_config(opts, file.haproxy_socket, file.haproxy_backends)?,
+            interfaces: InterfaceMap {
+                vips: interface_map(
+                    "vip-interface",
+                    file.vip_interfaces,
+                    &opts.vip_interfaces,
+                    crate::validate::name,
+                )?,
+                segments: interface_map(
+                    "segment-interface",
+                    file.segment_interfaces,
+                    &opts.segment_interfaces,
+                    crate::validate::interface,
+                )?,
+            },
         })
     }
 }
@@ -255,6 +276,35 @@ fn release_sites(
         );
     }
     Ok(out)
+}
+
+/// A map of local interfaces (`--vip-interface VIP=IFACE`, `--segment-interface
+/// SEGMENT=IFACE`): the file's, then the flags' (a flag replaces a file entry of the same
+/// key). Keys are checked by `key` (a VIP name, an interface name), values as interface
+/// names, as `ballastctl vip apply` checks them; an error names `flag`.
+fn interface_map(
+    flag: &str,
+    file: Option<BTreeMap<String, String>>,
+    flags: &[String],
+    key: fn(&str, &str) -> crate::validate::Result,
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    let bad = |message: String| ConfigError::Invalid {
+        field: flag.into(),
+        message,
+    };
+    let mut m = file.unwrap_or_default();
+    for e in flags {
+        let (k, v) = e
+            .split_once('=')
+            .ok_or_else(|| bad(format!("{e:?} is not NAME=IFACE")))?;
+        m.insert(k.to_string(), v.to_string());
+    }
+    for (k, v) in &m {
+        key(flag, k).map_err(|e| bad(format!("{k:?}: {}", e.message)))?;
+        crate::validate::interface(flag, v)
+            .map_err(|e| bad(format!("{k}={v:?}: {}", e.message)))?;
+    }
+    Ok(m)
 }
 
 /// The three TLS files, flag over file; all or none.
@@ -354,5 +404,84 @@ mod tests {
         assert_eq!(c.endpoints, vec!["10.0.0.1:7400", "10.0.0.2:7400"]);
         assert_eq!(c.exec_checks["up"], vec!["test", "-e", "/tmp/up"]);
         assert_eq!(c.lease, crate::lease::LeaseConfig::default());
+    }
+
+    /// `--vip-interface` and `--segment-interface`, from the file and the flags (a flag
+    /// replaces the file's entry), for `ballastd agent` and a member's agent alike; a
+    /// malformed pair or name is refused with the flag's name.
+    #[test]
+    fn local_interfaces_come_from_flags_over_the_file_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(
+            &path,
+            "node_id = 9\nendpoints = [\"10.0.0.1:7400\"]\n\
+             vip_interfaces = { web-vip = \"ens3\", db-vip = \"eth1\" }\n\
+             [segment_interfaces]\neth0 = \"bond0\"\n",
+        )
+        .unwrap();
+        let file = path.to_str().unwrap();
+        let parse = |v: &[&str]| {
+            let head = ["agent", "--config", file];
+            AgentOnlyConfig::load(
+                AgentArgs::try_parse_from(head.iter().chain(v.iter()).copied()).unwrap(),
+            )
+        };
+        let c = parse(&[
+            "--vip-interface",
+            "web-vip=ens4",
+            "--segment-interface",
+            "lan2=eth2",
+        ])
+        .unwrap();
+        let pairs = |m: &BTreeMap<String, String>| -> Vec<(String, String)> {
+            m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
+        let own = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            pairs(&c.interfaces.vips),
+            own(&[("db-vip", "eth1"), ("web-vip", "ens4")])
+        );
+        assert_eq!(
+            pairs(&c.interfaces.segments),
+            own(&[("eth0", "bond0"), ("lan2", "eth2")])
+        );
+        assert_eq!(c.agent(1).interfaces, c.interfaces);
+        assert_eq!(c.interfaces.local("web-vip", "eth0"), "ens4");
+        assert_eq!(c.interfaces.local("other", "eth0"), "bond0");
+
+        for (bad, field) in [
+            (["--vip-interface", "web-vip"], "vip-interface"),
+            (["--vip-interface", "Web=eth0"], "vip-interface"),
+            (
+                ["--vip-interface", "web-vip=a-name-far-too-long"],
+                "vip-interface",
+            ),
+            (["--segment-interface", "eth0="], "segment-interface"),
+            (["--segment-interface", "eth 0=bond0"], "segment-interface"),
+            (["--segment-interface", "eth0=bond/0"], "segment-interface"),
+        ] {
+            match parse(&bad) {
+                Err(ConfigError::Invalid { field: f, message }) => {
+                    assert_eq!(f, field, "{bad:?}: {message}")
+                }
+                other => panic!("{bad:?} accepted: {other:?}"),
+            }
+        }
+
+        // A member's agent reads the same flags.
+        let m = crate::config::Config::load(crate::config::cli::tests::args(&[
+            "--node-id",
+            "1",
+            "--agent",
+            "--segment-interface",
+            "eth0=bond0",
+        ]))
+        .unwrap();
+        assert_eq!(m.interfaces.local("web-vip", "eth0"), "bond0");
     }
 }

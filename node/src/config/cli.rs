@@ -338,6 +338,23 @@ pub(crate) struct AgentOpts {
     /// (repeatable).
     #[arg(long = "haproxy-backend")]
     pub(crate) haproxy_backends: Vec<String>,
+
+    /// SEGMENT=IFACE: every VIP whose interface in the cluster (`ballastctl vip apply
+    /// --interface`) is SEGMENT goes on this server's interface IFACE (repeatable). A VIP's
+    /// interface names its segment, the same on every server; servers that call it `ens3` or
+    /// `bond0` map it here, e.g. --segment-interface eth0=bond0. A VIP whose interface does
+    /// not exist on this server is never placed on it: the agent reports it with each
+    /// renewal and `ballastctl status` shows it. Local configuration only, read at start. In
+    /// the TOML file: segment_interfaces = { eth0 = "bond0" } [default: none, the cluster's
+    /// name].
+    #[arg(long = "segment-interface", value_name = "SEGMENT=IFACE")]
+    pub(crate) segment_interfaces: Vec<String>,
+
+    /// VIP=IFACE: this VIP goes on this server's interface IFACE, whatever its segment
+    /// (repeatable; wins over --segment-interface). See --segment-interface. In the TOML
+    /// file: vip_interfaces = { web-vip = "ens3" } [default: none].
+    #[arg(long = "vip-interface", value_name = "VIP=IFACE")]
+    pub(crate) vip_interfaces: Vec<String>,
 }
 
 /// Command line of `ballastd agent`: the agent alone, for a server that runs backends and
@@ -353,7 +370,11 @@ server as a node (role agent) with the cluster at --endpoints, then holds the VI
 assigns to it (nftables fence, netlink addresses, gratuitous ARP) and probes its backends. \
 Needs CAP_NET_ADMIN and CAP_NET_RAW. On SIGTERM it releases its VIPs and stops.\n\n\
 The node id must be unique in the cluster and not that of a Raft member. Make the node a \
-backend of a service (ballastctl service apply --backends) for VIPs to be placed on it."
+backend of a service (ballastctl service apply --backends) for VIPs to be placed on it.\n\n\
+A VIP goes on the interface its definition names (its segment, e.g. eth0), unless this \
+server calls that interface otherwise: --segment-interface eth0=bond0 (every VIP of segment \
+eth0) or --vip-interface web-vip=ens3 (one VIP). A VIP whose interface this server lacks is \
+never placed here; `ballastctl status` says so."
 )]
 pub struct AgentArgs {
     /// TOML file with any of the options below (names with underscores).

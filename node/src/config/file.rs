@@ -55,6 +55,8 @@ pub(super) struct FileConfig {
     pub(super) tls_key: Option<PathBuf>,
     pub(super) haproxy_socket: Option<PathBuf>,
     pub(super) haproxy_backends: Option<Vec<String>>,
+    pub(super) vip_interfaces: Option<BTreeMap<String, String>>,
+    pub(super) segment_interfaces: Option<BTreeMap<String, String>>,
 }
 
 /// The same options of `ballastd agent` as read from its TOML file.
@@ -82,6 +84,8 @@ pub(super) struct AgentFileConfig {
     pub(super) tls_key: Option<PathBuf>,
     pub(super) haproxy_socket: Option<PathBuf>,
     pub(super) haproxy_backends: Option<Vec<String>>,
+    pub(super) vip_interfaces: Option<BTreeMap<String, String>>,
+    pub(super) segment_interfaces: Option<BTreeMap<String, String>>,
     pub(super) log_format: Option<String>,
     pub(super) log: Option<String>,
 }
@@ -103,6 +107,8 @@ pub(super) struct AgentFileKeys {
     pub(super) keep_releases: Option<usize>,
     pub(super) haproxy_socket: Option<PathBuf>,
     pub(super) haproxy_backends: Option<Vec<String>>,
+    pub(super) vip_interfaces: Option<BTreeMap<String, String>>,
+    pub(super) segment_interfaces: Option<BTreeMap<String, String>>,
 }
 
 /// The agent's keys of a configuration file (a member's or `ballastd agent`'s: both have
@@ -124,6 +130,8 @@ macro_rules! agent_keys {
             keep_releases: $file.keep_releases,
             haproxy_socket: $file.haproxy_socket,
             haproxy_backends: $file.haproxy_backends,
+            vip_interfaces: $file.vip_interfaces,
+            segment_interfaces: $file.segment_interfaces,
         }
     };
 }

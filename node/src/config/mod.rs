@@ -91,6 +91,8 @@ pub struct Config {
     pub release_sites: BTreeMap<String, crate::agent::release::ReleaseSite>,
     /// The local HAProxy the agent drives, if any.
     pub haproxy: Option<crate::agent::haproxy::HaproxyConfig>,
+    /// Where VIPs go on this server (`--vip-interface`, `--segment-interface`).
+    pub interfaces: crate::agent::interfaces::InterfaceMap,
 }
 
 impl Config {
@@ -131,6 +133,7 @@ impl Config {
             exec_checks: BTreeMap::new(),
             release_sites: BTreeMap::new(),
             haproxy: None,
+            interfaces: Default::default(),
         }
     }
 
@@ -241,6 +244,7 @@ impl Config {
             exec_checks: agent.exec_checks,
             release_sites: agent.release_sites,
             haproxy: agent.haproxy,
+            interfaces: agent.interfaces,
         };
         cfg.validate()?;
         Ok(cfg)

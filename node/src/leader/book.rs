@@ -156,7 +156,7 @@ impl LeaseBook {
 
     /// Everything in the book a later grant or decision can depend on, as text: not the
     /// agents' last contacts (liveness reads them, after `node_down_after`) nor what they
-    /// reported holding. For the model check (`tests/lease_model.rs`), which tells states
+    /// reported holding; what they cannot place, yes (by VIP). For the model check (`tests/lease_model.rs`), which tells states
     /// apart by it.
     #[doc(hidden)]
     pub fn decisions_key(&self) -> String {
@@ -174,8 +174,20 @@ impl LeaseBook {
             .iter()
             .map(|(vip, g)| (vip, g.epoch, moment(g.until)))
             .collect();
+        let unplaceable: Vec<(NodeId, Vec<&String>)> = self
+            .obs
+            .unplaceable
+            .iter()
+            .map(|(node, u)| (*node, u.keys().collect()))
+            .collect();
+        let placeable_since: Vec<(NodeId, Vec<(&String, u128)>)> = self
+            .obs
+            .placeable_since
+            .iter()
+            .map(|(node, p)| (*node, p.iter().map(|(vip, t)| (vip, moment(*t))).collect()))
+            .collect();
         format!(
-            "{}|{:?}|{:?}|{:?}|{}|{:?}|{:?}|{:?}",
+            "{}|{:?}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{:?}|{:?}",
             self.term,
             self.over,
             self.settling
@@ -184,7 +196,9 @@ impl LeaseBook {
             moment(self.obs.leader_since),
             self.obs.inherited_span,
             granted,
-            self.obs.released
+            self.obs.released,
+            unplaceable,
+            placeable_since
         )
     }
 
@@ -272,6 +286,7 @@ impl LeaseBook {
                 .haproxy
                 .insert(node, (req.haproxy.clone(), req.haproxy_error.clone()));
         }
+        self.note_unplaceable(node, &req.unplaceable, now);
         let grants = req
             .claims
             .iter()
@@ -307,6 +322,38 @@ impl LeaseBook {
             })
             .collect();
         (grants, None)
+    }
+
+    /// What `node`'s agent reports it cannot place (`report`, its whole list), copied only
+    /// when it differs from its last report. A change is one the controller's eligibility
+    /// reads, so it ends a skip (`decide_at`): the next tick decides in full. A VIP that
+    /// leaves the list is placeable again from `now` (a preemption waits its delay from
+    /// then). An agent that sends nothing (one from before the report) changes nothing.
+    fn note_unplaceable(&mut self, node: NodeId, report: &[v1::Unplaceable], now: Duration) {
+        let same = match self.obs.unplaceable.get(&node) {
+            None => report.is_empty(),
+            Some(had) => {
+                had.len() == report.len() && report.iter().all(|u| had.get(&u.vip) == Some(u))
+            }
+        };
+        if same {
+            return;
+        }
+        let had = self.obs.unplaceable.remove(&node).unwrap_or_default();
+        let new: BTreeMap<String, v1::Unplaceable> =
+            report.iter().map(|u| (u.vip.clone(), u.clone())).collect();
+        let back = self.obs.placeable_since.entry(node).or_default();
+        for vip in had.keys().filter(|vip| !new.contains_key(*vip)) {
+            back.insert(vip.clone(), now);
+        }
+        back.retain(|vip, _| !new.contains_key(vip));
+        if back.is_empty() {
+            self.obs.placeable_since.remove(&node);
+        }
+        if !new.is_empty() {
+            self.obs.unplaceable.insert(node, new);
+        }
+        self.unsettle();
     }
 
     /// Why agent process `instance` may not act for `node` now (None: it may).
@@ -448,7 +495,8 @@ impl LeaseBook {
     ///
     /// A tick that decided nothing lets the next ones skip deciding (no VIP is walked) while none of what a decision reads changed: the same applied state and lease
     /// terms, no change in the book but expiries moved later (a confirmed release, a grant at
-    /// a new epoch, a contact from a node the state shows down drop the skip), and now before
+    /// a new epoch, a contact from a node the state shows down, a change of what an agent
+    /// reports it cannot place drop the skip), and now before
     /// the first moment time alone could make it decide something (`controller::calm`). A
     /// skipped tick decides nothing, which ends no lease: the rule that no renewal is granted
     /// once a lease is decided over is the full decision's, unchanged (issue 14: the book's

@@ -3,9 +3,14 @@
 //!
 //! Placement rules:
 //! - a node is eligible for a VIP when it is a backend of the VIP's service, its admin state is
-//!   active, it is alive, and its backend is healthy;
+//!   active, it is alive, its backend is healthy, and its agent did not report in its last
+//!   renewal to this leader that it cannot place the VIP (the VIP's interface, as the
+//!   server's configuration maps it, does not exist there: `agent/interfaces.rs`; an agent
+//!   that reports nothing, older ones included, is eligible as before);
 //! - an owned VIP stays where it is while its owner is eligible (sticky), unless preemption is
-//!   on and a node with a higher priority has been eligible for at least the preemption delay;
+//!   on and a node with a higher priority has been eligible for at least the preemption delay
+//!   (and has reported the VIP placeable for that long, if it ever reported it unplaceable in
+//!   this term: an interface that comes and goes moves the VIP back at most once a delay);
 //! - the best candidate has the highest priority, then is not the Raft leader (so that the
 //!   crash of one server never costs both an election and a lease), then has the lowest node
 //!   id (deterministic);
@@ -135,6 +140,13 @@ pub struct Observations {
     /// What each agent reported about its HAProxy in its last renewal (differences, error).
     /// For operators only.
     pub haproxy: BTreeMap<NodeId, (Vec<ballast_proto::v1::HaproxyDiff>, String)>,
+    /// The VIPs each agent reported, in its last renewal, that its server cannot place (by
+    /// VIP, with the local interface and why). Decisions read it: such a node is not
+    /// eligible for the VIP. A node absent here reported none.
+    pub unplaceable: BTreeMap<NodeId, BTreeMap<String, ballast_proto::v1::Unplaceable>>,
+    /// When each node last reported a VIP placeable again after reporting it unplaceable in
+    /// this term: a preemption by that node waits its delay from then.
+    pub placeable_since: BTreeMap<NodeId, BTreeMap<String, Duration>>,
 }
 
 impl Observations {
@@ -152,6 +164,20 @@ impl Observations {
     /// Whether the leader must still treat the lease of (`vip`, `epoch`) as held at `now`.
     pub fn lease_held(&self, vip: &str, epoch: u64, now: Duration) -> bool {
         now < self.lease_expiry(vip, epoch)
+    }
+
+    /// Whether `node`'s agent did not report that its server cannot place `vip`.
+    pub fn can_place(&self, node: NodeId, vip: &str) -> bool {
+        !self
+            .unplaceable
+            .get(&node)
+            .is_some_and(|u| u.contains_key(vip))
+    }
+
+    /// Since when `node` reports `vip` placeable, if it reported it unplaceable earlier in
+    /// this term.
+    fn placeable_again(&self, node: NodeId, vip: &str) -> Option<Duration> {
+        self.placeable_since.get(&node)?.get(vip).copied()
     }
 }
 
@@ -333,9 +359,11 @@ pub const CALM_AT_MOST: Duration = Duration::from_secs(1);
 /// nothing, if only time passes and the agents that are alive keep renewing: the first lease
 /// that runs out at the leader (of an owned VIP or a retired address: a grant only moves that
 /// later), the first alive node whose silence reaches `node_down_after` (a contact only moves
-/// that later), the first higher-priority node whose preemption delay ends (wall clock), and
-/// the nodes not alive, whose first contact may bring them back. Every other input of a
-/// decision is the state's or a change of the book's (a confirmation, a new epoch granted).
+/// that later), the first higher-priority node whose preemption delay ends (wall clock, and
+/// the monotonic clock for one that reported the VIP placeable again), and the nodes not
+/// alive, whose first contact may bring them back. Every other input of a decision is the
+/// state's or a change of the book's (a confirmation, a new epoch granted, a change of what
+/// an agent cannot place).
 pub fn calm(input: &Input<'_>) -> Calm {
     let mut until = input.now + CALM_AT_MOST;
     for v in input.vips.iter().filter(|v| v.owner != 0) {
@@ -368,6 +396,9 @@ pub fn calm(input: &Input<'_>) -> Calm {
             if let Some(since) = eligible_since(input, v, id, &alive) {
                 let delay = v.preempt_delay.as_millis() as u64;
                 until_wall_ms = until_wall_ms.min(since.saturating_add(delay));
+                if let Some(at) = placeable_wait_ends(input, v, id).filter(|at| *at > input.now) {
+                    until = until.min(at);
+                }
             }
         }
     }
@@ -410,7 +441,8 @@ fn eligible_since(
     alive: &dyn Fn(NodeId) -> bool,
 ) -> Option<u64> {
     let node = input.nodes.get(&id)?;
-    if node.admin != model::AdminState::Active || !alive(id) {
+    if node.admin != model::AdminState::Active || !alive(id) || !input.obs.can_place(id, &vip.name)
+    {
         return None;
     }
     let svc = input.services.get(&vip.service)?;
@@ -419,6 +451,14 @@ fn eligible_since(
         return None;
     }
     (backend.health == model::Health::Healthy).then_some(backend.changed_ms)
+}
+
+/// When `id`'s wait to preempt `vip` ends for having reported it unplaceable earlier in this
+/// term (leader's monotonic clock): the preemption delay from when it reported it placeable
+/// again. None: it did not (only its health counts, `eligible_since`).
+fn placeable_wait_ends(input: &Input<'_>, vip: &VipView, id: NodeId) -> Option<Duration> {
+    let since = input.obs.placeable_again(id, &vip.name)?;
+    Some(since.saturating_add(vip.preempt_delay))
 }
 
 /// A VIP goes only to a node that runs the active release (during a rollout: the release
@@ -526,6 +566,7 @@ fn decide_vip(input: &Input<'_>, vip: &VipView, alive: &dyn Fn(NodeId) -> bool) 
                 && eligible_since(input, vip, *id, alive).is_some_and(|since| {
                     input.now_wall_ms.saturating_sub(since) >= vip.preempt_delay.as_millis() as u64
                 })
+                && placeable_wait_ends(input, vip, *id).is_none_or(|at| input.now >= at)
         });
         if preemptor.is_some() {
             return Some(release());

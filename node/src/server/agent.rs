@@ -393,6 +393,12 @@ impl Agent for AgentSvc {
                             .collect(),
                         haproxy,
                         haproxy_error,
+                        unplaceable: obs
+                            .unplaceable
+                            .get(id)
+                            .into_iter()
+                            .flat_map(|u| u.values().cloned())
+                            .collect(),
                     }
                 })
                 .collect();

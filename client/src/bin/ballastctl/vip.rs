@@ -20,7 +20,9 @@ pub(crate) enum VipCmd {
         /// unsolicited neighbour advertisements instead of gratuitous ARP).
         #[arg(long)]
         address: String,
-        /// The interface agents add the address to (the same name on every server).
+        /// The interface agents add the address to: the name of the VIP's segment, which a
+        /// server that calls it otherwise maps to its own (`ballastd --segment-interface
+        /// eth0=bond0`, `--vip-interface NAME=ens3`). A server without it never gets the VIP.
         #[arg(long)]
         interface: String,
         /// The service whose health gates where the VIP may be placed.

@@ -391,6 +391,102 @@ fn nothing_eligible_means_revoked_not_misplaced() {
     }));
 }
 
+/// Node `id`'s agent reports (`cannot`) or stops reporting that its server cannot place
+/// "v", as the book records it.
+fn cannot_place(w: &mut World, id: NodeId, cannot: bool) {
+    if cannot {
+        let u = ballast_proto::v1::Unplaceable {
+            vip: "v".into(),
+            interface: "ens3".into(),
+            reason: "no such interface".into(),
+        };
+        w.obs.unplaceable.insert(id, [("v".to_string(), u)].into());
+        w.obs.placeable_since.remove(&id);
+    } else if w.obs.unplaceable.remove(&id).is_some() {
+        w.obs
+            .placeable_since
+            .insert(id, [("v".to_string(), w.now)].into());
+    }
+}
+
+/// Issue 16: a node whose server has no interface for the VIP is never its new owner; an
+/// owner whose interface vanished gets a planned move (break before make) if another node
+/// can take it, keeps it if none can, and loses it like any owner once its lease runs out.
+#[test]
+fn a_node_that_cannot_place_the_vip_never_gets_it_and_an_owner_that_cannot_moves() {
+    let mut w = World::new();
+    cannot_place(&mut w, 1, true);
+    assert_eq!(w.decide(), vec![assign(2, 1)], "not node 1, which cannot");
+    w.apply(&w.decide());
+    // Node 2's interface goes away: it reports the VIP, which moves, but not to node 1.
+    cannot_place(&mut w, 2, true);
+    let a = w.decide();
+    assert_eq!(a, vec![release(2, 1)]);
+    w.apply(&a);
+    assert_eq!(w.decide(), vec![], "break before make");
+    w.obs.released.insert("v".into(), 1);
+    assert_eq!(w.decide(), vec![assign(3, 2)]);
+    w.apply(&[assign(3, 2)]);
+    // Nobody else can take it: the owner that cannot place it keeps it (no move to nowhere),
+    // until its lease runs out: then nobody gets it.
+    cannot_place(&mut w, 3, true);
+    assert_eq!(w.decide(), vec![]);
+    w.tick(SEC);
+    w.heard(&[1, 2]);
+    assert_eq!(
+        w.decide(),
+        vec![Action::Revoke {
+            vip: "v".into(),
+            epoch: 2
+        }]
+    );
+    w.apply(&w.decide());
+    assert_eq!(w.decide(), vec![], "nobody can place it");
+    // An operator's move to a node that cannot place it is not followed.
+    w.vips[0].move_to = 1;
+    assert_eq!(w.decide(), vec![]);
+    // Node 1's interface comes (back): it takes the VIP.
+    cannot_place(&mut w, 1, false);
+    assert_eq!(w.decide(), vec![assign(1, 3)]);
+}
+
+/// An interface that comes back does not move a VIP back before the preemption delay has
+/// passed since: a flapping interface moves it at most once a delay, like a flapping
+/// health check.
+#[test]
+fn a_node_that_can_place_the_vip_again_preempts_only_after_the_delay() {
+    let mut w = World::new();
+    w.vips[0].priorities.insert(1, 9);
+    w.vips[0].preempt = true;
+    w.vips[0].preempt_delay = 5 * SEC;
+    cannot_place(&mut w, 1, true);
+    assert_eq!(w.decide(), vec![assign(2, 1)]);
+    w.apply(&w.decide());
+    // Healthy since long ago, but placeable again only from now.
+    w.tick(10 * SEC);
+    w.heard(&[1, 2, 3]);
+    cannot_place(&mut w, 1, false);
+    assert_eq!(w.decide(), vec![], "node 1 just came back");
+    // A quiet tick may skip until the wait ends, not past it (checked with a wait shorter
+    // than anything else the calm counts: the owner's lease, 850 ms).
+    w.vips[0].preempt_delay = Duration::from_millis(300);
+    assert_eq!(calm(&w.input()).until, w.now + Duration::from_millis(300));
+    w.vips[0].preempt_delay = 5 * SEC;
+    w.tick(4 * SEC);
+    w.heard(&[1, 2, 3]);
+    assert_eq!(w.decide(), vec![]);
+    w.tick(SEC);
+    w.heard(&[1, 2, 3]);
+    assert_eq!(
+        w.decide(),
+        vec![release(2, 1)],
+        "5 s placeable: it preempts"
+    );
+    // Gone again before the move: nothing moves to it.
+    cannot_place(&mut w, 1, true);
+    assert_eq!(w.decide(), vec![]);
+}
+
 #[test]
 fn an_operator_move_is_break_before_make_to_the_chosen_node() {
     let mut w = World::new();

@@ -151,6 +151,78 @@ fn a_skipped_tick_still_notices_an_expiry_and_every_change() {
     );
 }
 
+/// Issue 16: what an agent reports it cannot place is read by the decisions, so a change of
+/// it ends a skip at once (the owner whose interface went away gets its planned move at the
+/// next tick, not a second later); the same report again, or none from an agent that
+/// predates it, is no change.
+#[test]
+fn a_change_of_what_an_agent_cannot_place_ends_the_skip() {
+    let f = fixture();
+    let applied = Some(crate::types::log_id(1, 1, 7));
+    let report = |node, vips: &[&str]| v1::RenewRequest {
+        unplaceable: vips
+            .iter()
+            .map(|v| v1::Unplaceable {
+                vip: v.to_string(),
+                interface: "ens3".into(),
+                reason: "no such interface".into(),
+            })
+            .collect(),
+        ..renew(node, "v", 1)
+    };
+    let mut book = LeaseBook::new(1, Duration::ZERO);
+    book.renew(&f.vips, &renew(1, "v", 1), None, 100 * MS, terms());
+    book.renew(&f.vips, &renew(2, "v", 0), None, 100 * MS, terms());
+    assert!(decide_at_with(&mut book, &f, 150 * MS, applied)
+        .0
+        .is_empty());
+    assert!(book.quiet.is_some());
+    // Node 2, not the owner, reports it cannot place "v": no skip, and nothing to do yet.
+    book.renew(&f.vips, &report(2, &["v"]), None, 200 * MS, terms());
+    assert!(book.quiet.is_none(), "a new report ends the skip");
+    assert!(decide_at_with(&mut book, &f, 210 * MS, applied)
+        .0
+        .is_empty());
+    // The same report again changes nothing: still skipping.
+    book.renew(&f.vips, &report(2, &["v"]), None, 300 * MS, terms());
+    assert!(book.quiet.is_some(), "the same report is no change");
+    // The owner reports it too: nobody else can take it, so it keeps the VIP.
+    book.renew(&f.vips, &report(1, &["v"]), None, 310 * MS, terms());
+    assert!(book.quiet.is_none());
+    assert!(decide_at_with(&mut book, &f, 320 * MS, applied)
+        .0
+        .is_empty());
+    // Node 2 can again: the owner's planned move, at once.
+    book.renew(&f.vips, &report(2, &[]), None, 400 * MS, terms());
+    assert!(book.quiet.is_none());
+    assert_eq!(book.obs().placeable_since[&2]["v"], 400 * MS);
+    assert_eq!(
+        decide_at_with(&mut book, &f, 401 * MS, applied).0,
+        vec![Action::Release {
+            vip: "v".into(),
+            owner: 1,
+            epoch: 1
+        }]
+    );
+    // An agent that sends no report (one from before it) is placeable as ever.
+    let mut book = LeaseBook::new(1, Duration::ZERO);
+    book.renew(&f.vips, &renew(1, "v", 1), None, 100 * MS, terms());
+    assert!(decide_at_with(&mut book, &f, 150 * MS, applied)
+        .0
+        .is_empty());
+    book.renew(&f.vips, &renew(2, "v", 0), None, 200 * MS, terms());
+    assert!(book.quiet.is_some());
+    assert!(book.obs().unplaceable.is_empty() && book.obs().placeable_since.is_empty());
+    // A refused process's report is not taken.
+    let mut book = LeaseBook::new(1, Duration::ZERO);
+    let stranger = v1::RenewRequest {
+        instance: 0xbad,
+        ..report(2, &["v"])
+    };
+    book.renew(&f.vips, &stranger, Some(0xa), 100 * MS, terms());
+    assert!(book.obs().can_place(2, "v"));
+}
+
 fn decide_at_with(
     book: &mut LeaseBook,
     f: &Fixture,
@@ -220,8 +292,9 @@ impl Rng {
     }
 }
 
-/// Differential check of the skip: two books see the same renewals, confirmations,
-/// commits and clocks; one decides in full every tick, the other through `decide_at`.
+/// Differential check of the skip: two books see the same renewals (with what the agents
+/// cannot place), confirmations, commits and clocks; one decides in full every tick, the
+/// other through `decide_at`.
 /// They must decide the same at every tick, and end up with the same book.
 #[test]
 fn a_quiet_tick_decides_what_a_full_decision_would() {
@@ -283,6 +356,7 @@ fn a_quiet_tick_decides_what_a_full_decision_would() {
         let mut full = LeaseBook::new(1, Duration::ZERO);
         let mut quick = LeaseBook::new(1, Duration::ZERO);
         let mut pending: Vec<Action> = Vec::new();
+        let mut reports: BTreeMap<NodeId, Vec<v1::Unplaceable>> = BTreeMap::new();
         for _ in 0..300 {
             match rng.below(10) {
                 // Time passes (wall clock too; now and then it jumps).
@@ -307,9 +381,24 @@ fn a_quiet_tick_decides_what_a_full_decision_would() {
                             });
                         }
                     }
+                    // Now and then what the node cannot place changes (issue 16).
+                    if rng.below(8) == 0 {
+                        let report = reports.entry(node).or_default();
+                        report.clear();
+                        for vip in ["a", "b", "c"] {
+                            if rng.below(3) == 0 {
+                                report.push(v1::Unplaceable {
+                                    vip: vip.into(),
+                                    interface: "ens3".into(),
+                                    reason: "no such interface".into(),
+                                });
+                            }
+                        }
+                    }
                     let r = v1::RenewRequest {
                         node_id: node,
                         claims,
+                        unplaceable: reports.get(&node).cloned().unwrap_or_default(),
                         ..Default::default()
                     };
                     let a = full.renew(&f.vips, &r, None, now, terms());
