@@ -788,7 +788,7 @@ fn a_vip_goes_only_where_a_server_has_its_interface_and_status_says_where_not() 
     // Every backend turns healthy: only node 2 can take it, on ens3.
     let obs = ArpObserver::start(
         v.lab.client(),
-        SEG_VIP.parse().unwrap(),
+        SEG_VIP.parse::<std::net::IpAddr>().unwrap(),
         Duration::from_millis(10),
     );
     let t = Instant::now();
