@@ -13,7 +13,7 @@ use ballast_client::{Client, ClientConfig};
 
 use crate::arp::{mac_string, ArpObserver};
 use crate::lab::{Lab, LabProcess};
-use crate::viplab::{analyze, observer, VipLab, VIP};
+use crate::viplab::{analyze, observer, VipLab};
 
 /// What one system showed in one scenario.
 #[derive(Debug, Clone, Default)]
@@ -352,9 +352,10 @@ pub fn stage_rows(s: &[Stages]) -> Vec<String> {
             "-> new owner's fence open (watch, grant, address, nft)",
             |x| Some(x.new_open),
         ),
-        ("-> its first gratuitous ARP at the client host", |x| {
-            x.first_garp
-        }),
+        (
+            "-> its first announcement (GARP or NA) at the client",
+            |x| x.first_garp,
+        ),
         ("-> first probe answered (10 ms probes)", |x| {
             Some(x.answered)
         }),
@@ -455,29 +456,30 @@ impl Load {
 }
 
 /// Leaves the node hosts as a stopped Ballast agent should, and makes sure of it: no VIP
-/// address, no fence tables (a fence left behind would drop another daemon's ARP answers).
-pub fn clear_ballast(lab: &Lab) {
+/// address (`vip_cidr`), no fence tables (a fence left behind would drop another daemon's
+/// ARP answers).
+pub fn clear_ballast(lab: &Lab, vip_cidr: &str) {
     for h in lab.nodes() {
-        // All three families: a netdev table left behind drops another daemon's ARP frames
-        // for the address at egress (keepalived saw ENOBUFS and never answered).
-        for family in ["arp", "ip", "netdev"] {
+        // Every family: a netdev table left behind drops another daemon's ARP frames (and
+        // neighbour advertisements) for the address at egress (keepalived saw ENOBUFS and
+        // never answered).
+        for family in ["arp", "ip", "ip6", "netdev"] {
             let _ = lab.exec(h, "nft", &["delete", "table", family, "ballast_fence"]);
         }
-        let _ = lab.exec(
-            h,
-            "ip",
-            &["addr", "del", &format!("{VIP}/24"), "dev", "eth0"],
-        );
+        let _ = lab.exec(h, "ip", &["addr", "del", vip_cidr, "dev", "eth0"]);
     }
 }
 
-/// keepalived on the three node hosts of a lab: VRRP instance for [`VIP`] on eth0, priorities
+/// keepalived on the three node hosts of a lab: VRRP instance for the VIP on eth0, priorities
 /// 100/90/80, nopreempt, `advert_int` as given (VRRPv3 below one second, as v2 rounds to
-/// whole seconds).
+/// whole seconds, and for an IPv6 VIP, which only v3 carries).
 pub struct Keepalived<'a> {
     lab: &'a Lab,
     dir: PathBuf,
     advert: String,
+    /// The VIP with its prefix, as keepalived and `ip addr` take it.
+    vip_cidr: String,
+    vip: std::net::IpAddr,
     procs: Vec<Option<LabProcess>>,
     /// MAC -> node id.
     macs: Vec<(String, usize)>,
@@ -486,13 +488,16 @@ pub struct Keepalived<'a> {
 pub const KEEPALIVED: &str = "/usr/sbin/keepalived";
 
 impl<'a> Keepalived<'a> {
-    pub fn start(lab: &'a Lab, dir: &Path, advert: &str) -> Self {
+    /// keepalived for `vip_cidr` (the VipLab's VIP, IPv4 or IPv6).
+    pub fn start(lab: &'a Lab, dir: &Path, advert: &str, vip_cidr: &str) -> Self {
         let dir = dir.join(format!("keepalived-{advert}"));
         std::fs::create_dir_all(&dir).unwrap();
         let mut k = Keepalived {
             lab,
             dir,
             advert: advert.into(),
+            vip_cidr: vip_cidr.into(),
+            vip: crate::viplab::ip_of(vip_cidr),
             procs: Vec::new(),
             macs: Vec::new(),
         };
@@ -512,7 +517,7 @@ impl<'a> Keepalived<'a> {
     }
 
     fn config(&self, id: usize) -> String {
-        let version = if self.advert.parse::<f64>().unwrap_or(1.0) < 1.0 {
+        let version = if self.vip.is_ipv6() || self.advert.parse::<f64>().unwrap_or(1.0) < 1.0 {
             "3"
         } else {
             "2"
@@ -521,9 +526,10 @@ impl<'a> Keepalived<'a> {
             "global_defs {{\n  router_id n{id}\n  vrrp_version {version}\n}}\n\
              vrrp_instance VI_1 {{\n  state BACKUP\n  nopreempt\n  interface eth0\n  \
              virtual_router_id 51\n  priority {}\n  advert_int {}\n  \
-             virtual_ipaddress {{\n    {VIP}/24\n  }}\n}}\n",
+             virtual_ipaddress {{\n    {}\n  }}\n}}\n",
             110 - 10 * id,
-            self.advert
+            self.advert,
+            self.vip_cidr
         )
     }
 
@@ -612,15 +618,15 @@ impl<'a> Keepalived<'a> {
     /// (SIGTERM of the master's keepalived: a graceful handover).
     pub fn scenario(&mut self, scenario: &str, trials: usize, hold: u64) -> Figures {
         let mut f = Figures {
-            system: format!("keepalived {}", self.advert),
+            system: format!(
+                "keepalived {}{}",
+                self.advert,
+                if self.vip.is_ipv6() { " v6" } else { "" }
+            ),
             scenario: scenario.into(),
             ..Default::default()
         };
-        let obs = ArpObserver::start(
-            self.lab.client(),
-            VIP.parse::<std::net::IpAddr>().unwrap(),
-            Duration::from_millis(10),
-        );
+        let obs = ArpObserver::start(self.lab.client(), self.vip, Duration::from_millis(10));
         for _ in 0..trials {
             let master = self.settled(&obs);
             let t = Instant::now();
@@ -683,7 +689,7 @@ impl<'a> Keepalived<'a> {
         let _ = self.lab.exec(
             self.lab.node(id),
             "ip",
-            &["addr", "del", &format!("{VIP}/24"), "dev", "eth0"],
+            &["addr", "del", &self.vip_cidr, "dev", "eth0"],
         );
     }
 

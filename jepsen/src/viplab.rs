@@ -214,7 +214,7 @@ impl VipLab {
         (v, owner, epoch)
     }
 
-    /// The VIP's address with its prefix, as `vip apply` takes it.
+    /// The VIP's address with its prefix, as `vip apply` takes it (see [`ip_of`]).
     pub fn vip_cidr(&self) -> String {
         match self.vip {
             IpAddr::V4(a) => format!("{a}/24"),
@@ -641,6 +641,14 @@ pub fn check_history(probes: &[Probe], from: Instant) -> Duration {
         );
     }
     analyze(probes, from).outage
+}
+
+/// The address of `cidr` ("10.213.0.100/24" -> 10.213.0.100).
+pub fn ip_of(cidr: &str) -> IpAddr {
+    cidr.split('/')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("{cidr:?} is not an address with a prefix"))
 }
 
 /// Starts a 10 ms ARP (IPv6: neighbour solicitation) observer on the client host and waits

@@ -7,7 +7,7 @@
 //!   cargo build --workspace --bins --release
 //!   target/release/failover-bench [--trials 20] [--keepalived-trials 5] [--hold 8]
 //!       [--scenarios crash,dead,partition,drain,leader] [--systems ballast,keepalived-1,keepalived-0.1]
-//!       [--load 4] [--ballastd-arg=--vip-lease-ms=450 ...]
+//!       [--load 4] [--ballastd-arg=--vip-lease-ms=450 ...] [--ipv6]
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -62,6 +62,11 @@ struct Args {
     /// Print every member's log at the end.
     #[arg(long)]
     show_logs: bool,
+    /// An IPv6 VIP (fd0a:d500::64/64) for both systems: Ballast announces it with unsolicited
+    /// neighbour advertisements and fences it in the ip6 family, keepalived runs VRRPv3 over
+    /// IPv6; the observer probes with neighbour solicitations.
+    #[arg(long)]
+    ipv6: bool,
 }
 
 fn main() -> ExitCode {
@@ -93,8 +98,10 @@ fn main() -> ExitCode {
     let extra = a.ballastd_args.clone();
     let (mut v, _, _) = VipLab::start_opts(VipLabOptions {
         extra: Some(Box::new(move |_, _| extra.clone())),
+        ipv6: a.ipv6,
         ..Default::default()
     });
+    println!("VIP {}", v.vip_cidr());
     let mut all: Vec<Figures> = Vec::new();
     let mut violated = false;
     if !a.ballastd_args.is_empty() {
@@ -137,9 +144,9 @@ fn main() -> ExitCode {
     for p in v.procs.iter_mut().flatten() {
         p.terminate(Duration::from_secs(5));
     }
-    failover::clear_ballast(&v.lab);
+    failover::clear_ballast(&v.lab, &v.vip_cidr());
     for adv in &adverts {
-        let mut k = Keepalived::start(&v.lab, &v.dir, adv);
+        let mut k = Keepalived::start(&v.lab, &v.dir, adv, &v.vip_cidr());
         for s in a.scenarios.iter().filter(|s| !s.starts_with("leader")) {
             let f = k.scenario(s, a.keepalived_trials, a.hold);
             println!("{}", row(&f));
